@@ -11,7 +11,7 @@ from switchboard import __version__
 
 #: Modules of switchboard.cli that each provide ``register(subparsers)``; the parser
 #: they build sets ``func(args) -> int`` as its default.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("serve",)
 
 
 def build_parser() -> argparse.ArgumentParser:

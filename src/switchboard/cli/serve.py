@@ -1,0 +1,84 @@
+"""``switchboard serve``: run the server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from switchboard import defaults
+from switchboard.server import ConfigError, ServerConfig, run
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="run the Switchboard server",
+        description="Run the Switchboard server. Options on the command line win over --config.",
+    )
+    p.add_argument("--host", help=f"address to bind (default {defaults.HOST}; '::' for IPv6)")
+    p.add_argument("--port", type=int, help=f"TCP port (default {defaults.PORT}; 0 picks one)")
+    p.add_argument("--name", help="server name sent to clients (default: this host's name)")
+    p.add_argument(
+        "--max-clients",
+        type=int,
+        help=f"clients admitted at once (default {defaults.MAX_CLIENTS})",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        metavar="SECONDS",
+        help=f"PING after this much silence; close after 3x (default {defaults.HEARTBEAT_S:g})",
+    )
+    p.add_argument(
+        "--max-frame",
+        type=int,
+        metavar="BYTES",
+        help=f"largest frame accepted, header included (default {defaults.MAX_FRAME})",
+    )
+    p.add_argument(
+        "--max-text",
+        type=int,
+        metavar="BYTES",
+        help=f"longest message text in UTF-8 bytes (default {defaults.MAX_TEXT})",
+    )
+    p.add_argument(
+        "--history",
+        type=int,
+        metavar="N",
+        help=f"messages each room keeps for replay (default {defaults.ROOM_HISTORY})",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default info)",
+    )
+    p.add_argument("--log-format", choices=["text", "json"], help="log line format (default text)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the options")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = ServerConfig.load(
+            args.config,
+            host=args.host,
+            port=args.port,
+            name=args.name,
+            max_clients=args.max_clients,
+            heartbeat=args.heartbeat,
+            max_frame=args.max_frame,
+            max_text=args.max_text,
+            history=args.history,
+            log_level=args.log_level,
+            log_format=args.log_format,
+        )
+    except ConfigError as exc:
+        print(f"switchboard serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(config)
+    except OSError as exc:
+        print(f"switchboard serve: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return 1

@@ -1,0 +1,8 @@
+"""The asyncio server: listener and lifecycle (app), one connection object per client
+(connection), the registry of clients and rooms (registry), one handler per request type
+(handlers), heartbeats (heartbeat) and structured logs (logs)."""
+
+from .app import SwitchboardServer, run
+from .config import ConfigError, ServerConfig
+
+__all__ = ["ConfigError", "ServerConfig", "SwitchboardServer", "run"]

@@ -1,0 +1,392 @@
+"""The listener and the server's lifecycle: admit, dispatch, heartbeat, shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from switchboard.protocol import (
+    VERSION,
+    ErrorCode,
+    ErrorResponse,
+    Frame,
+    InvalidFrame,
+    Left,
+    LeftReason,
+    Ping,
+    Receipt,
+    ReceiptStatus,
+    Shutdown,
+    Welcome,
+    encode,
+)
+
+from . import logs
+from .config import ServerConfig
+from .connection import ClientConnection
+from .errors import RequestFailed
+from .handlers import HANDLERS
+from .registry import ClientRegistry, Room, RoomRegistry
+
+log = logs.log
+
+#: ``trace(direction, connection, event)``: called for every frame when tracing is on.
+Tracer = Callable[[str, ClientConnection, Frame | InvalidFrame], None]
+
+
+class SwitchboardServer:
+    """A running Switchboard server (one asyncio event loop)."""
+
+    def __init__(self, config: ServerConfig, *, trace: Tracer | None = None) -> None:
+        self.config = config
+        self.trace = trace
+        self.handlers = HANDLERS
+        self.clients = ClientRegistry()
+        self.rooms = RoomRegistry(config.history)
+        self.events = logs.EventLog()
+        self.shutting_down = False
+        #: message id -> (sender, target) for forwarded messages awaiting the target's ACK.
+        self._unacked: dict[int, tuple[ClientConnection, ClientConnection]] = {}
+        self._message_ids = 0
+        self._connections: set[ClientConnection] = set()  # admitted or not, until closed
+        self._dirty: list[ClientConnection] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._listeners: list[asyncio.Server] = []
+        self._heartbeat_handle: asyncio.TimerHandle | None = None
+        self._all_closed: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every (host, port) the server listens on."""
+        out = []
+        for listener in self._listeners:
+            for sock in listener.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append((host, port))
+        return out
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    async def start(self) -> None:
+        """Bind and start accepting."""
+        self._loop = asyncio.get_running_loop()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+        self._stopped = asyncio.Event()
+        self.events.refresh()
+        host: str | None = self.config.host or None
+        listener = await self._loop.create_server(
+            lambda: ClientConnection(self),
+            host,
+            self.config.port,
+            reuse_address=True,
+            backlog=min(4096, max(128, self.config.max_clients)),
+        )
+        self._listeners.append(listener)
+        self._schedule_heartbeat()
+        for host_, port in self.addresses:
+            self.events.event(
+                logging.INFO,
+                "listening",
+                "listening on %s:%d as %r (max %d clients, heartbeat %gs)",
+                host_,
+                port,
+                self.config.name,
+                self.config.max_clients,
+                self.config.heartbeat,
+                host=host_,
+                port=port,
+            )
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    async def shutdown(self, reason: str = "server shutting down") -> None:
+        """Stop accepting, tell every client, flush, close everything."""
+        if self.shutting_down:
+            await self.wait_stopped()
+            return
+        self.shutting_down = True
+        self.events.event(logging.INFO, "shutdown", "shutting down: %s", reason, reason=reason)
+        for listener in self._listeners:
+            listener.close()
+        if self._heartbeat_handle is not None:
+            self._heartbeat_handle.cancel()
+        notice = Shutdown(reason)
+        for conn in list(self._connections):
+            conn.send(notice)
+            conn.close("shutdown")
+        assert self._all_closed is not None and self._stopped is not None
+        try:
+            await asyncio.wait_for(self._all_closed.wait(), self.config.shutdown_grace)
+        except TimeoutError:
+            for conn in list(self._connections):
+                conn.abort("shutdown (peer did not close in time)")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), 1.0)
+        for listener in self._listeners:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listener.wait_closed(), 1.0)
+        self._stopped.set()
+
+    # --- connections -------------------------------------------------------------------------
+
+    def admit(self, conn: ClientConnection) -> None:
+        """Called by a new connection: welcome it, or refuse it (full, shutting down)."""
+        self._connections.add(conn)
+        assert self._all_closed is not None
+        self._all_closed.clear()
+        if self.shutting_down:
+            conn.fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+            return
+        if len(self.clients) >= self.config.max_clients:
+            conn.fail(
+                ErrorCode.SERVER_FULL,
+                f"the server is full ({self.config.max_clients} clients); try again later",
+            )
+            self.events.event(
+                logging.WARNING,
+                "refused",
+                "refused %s:%d: server full (%d clients)",
+                conn.ip,
+                conn.port,
+                len(self.clients),
+                ip=conn.ip,
+                port=conn.port,
+                code="SERVER_FULL",
+            )
+            return
+        conn.client_id = self.clients.add(conn)
+        cfg = self.config
+        conn.send(
+            Welcome(
+                conn.client_id,
+                cfg.name,
+                VERSION,
+                int(cfg.heartbeat * 1000),
+                cfg.max_frame,
+                cfg.max_text,
+                cfg.max_clients,
+                conn.ip,
+                conn.port,
+            )
+        )
+        self.events.event(
+            logging.INFO,
+            "connect",
+            "connect #%d %s:%d (%d connected)",
+            conn.client_id,
+            conn.ip,
+            conn.port,
+            len(self.clients),
+            client_id=conn.client_id,
+            ip=conn.ip,
+            port=conn.port,
+        )
+
+    def release(self, conn: ClientConnection) -> None:
+        """Called once a connection is gone: forget it and settle what it left behind."""
+        self._connections.discard(conn)
+        if conn.client_id and self.clients.by_id.get(conn.client_id) is conn:
+            self.clients.remove(conn)
+            for room_name in list(conn.rooms):
+                room = self.rooms.by_name.get(room_name)
+                if room is not None:
+                    self.leave_room(room, conn, conn.left_reason)
+            for message_id in conn.awaiting_ack:
+                self._settle(message_id, ReceiptStatus.NOT_DELIVERED)
+            conn.awaiting_ack.clear()
+            self.events.event(
+                logging.INFO,
+                "disconnect",
+                "disconnect #%d %s:%d: %s (%d connected)",
+                conn.client_id,
+                conn.ip,
+                conn.port,
+                conn.close_reason,
+                len(self.clients),
+                client_id=conn.client_id,
+                ip=conn.ip,
+                port=conn.port,
+                reason=conn.close_reason,
+            )
+        if not self._connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def leave_room(self, room: Room, conn: ClientConnection, reason: LeftReason) -> None:
+        self.rooms.leave(room, conn)
+        notice = Left(room.name, conn.client_id, conn.nick, reason)
+        for member in room.members.values():
+            member.send(notice)
+        self.events.event(
+            logging.INFO,
+            "leave",
+            "leave #%d %s (%s)",
+            conn.client_id,
+            room.name,
+            reason.name.lower(),
+            client_id=conn.client_id,
+            room=room.name,
+            reason=reason.name.lower(),
+        )
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def handle_request(self, conn: ClientConnection, req: Any) -> None:
+        try:
+            if self.shutting_down:
+                raise RequestFailed(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
+            reply = self.handlers[req.__class__](self, conn, req)
+        except RequestFailed as failure:
+            conn.send(ErrorResponse.of(failure.code, failure.message, request_id=req.request_id))
+            if self.events.info_on:
+                self.events.event(
+                    logging.INFO,
+                    "error",
+                    "error #%d %s: %s",
+                    conn.client_id,
+                    failure.code.name,
+                    failure.message,
+                    client_id=conn.client_id,
+                    code=failure.code.name,
+                )
+            return
+        if isinstance(reply, tuple):
+            for frame in reply:
+                conn.send(frame)
+        else:
+            conn.send(reply)
+
+    def next_message_id(self) -> int:
+        self._message_ids += 1
+        return self._message_ids
+
+    def expect_ack(
+        self, message_id: int, *, sender: ClientConnection, target: ClientConnection
+    ) -> None:
+        self._unacked[message_id] = (sender, target)
+        target.awaiting_ack.add(message_id)
+
+    def acknowledge(self, conn: ClientConnection, message_id: int) -> None:
+        entry = self._unacked.get(message_id)
+        if entry is None or entry[1] is not conn:
+            return  # unknown, already settled, or not this client's to acknowledge
+        conn.awaiting_ack.discard(message_id)
+        self._settle(message_id, ReceiptStatus.DELIVERED)
+
+    def _settle(self, message_id: int, status: ReceiptStatus) -> None:
+        entry = self._unacked.pop(message_id, None)
+        if entry is None:
+            return
+        sender, target = entry
+        sender.send(Receipt(message_id, target.client_id, status))
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def schedule_flush(self, conn: ClientConnection) -> None:
+        self._dirty.append(conn)
+        if self._flush_handle is None:
+            assert self._loop is not None
+            self._flush_handle = self._loop.call_soon(self._flush_all)
+
+    def _flush_all(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+    # --- heartbeat ---------------------------------------------------------------------------
+
+    def _schedule_heartbeat(self) -> None:
+        # One shared timer for every connection (no per-connection timers or tasks): each
+        # tick PINGs those silent for an interval and drops those silent for three.
+        assert self._loop is not None
+        tick = self.config.heartbeat / 8
+        self._heartbeat_handle = self._loop.call_later(tick, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        interval = self.config.heartbeat
+        dead_after = interval * 3
+        ping = encode(Ping())
+        for conn in list(self.clients):
+            silent = now - conn.last_seen
+            if silent >= dead_after:
+                conn.abort(
+                    f"heartbeat timeout ({silent:.1f}s silent)", left_reason=LeftReason.TIMED_OUT
+                )
+            elif silent >= interval and not conn.pinged:
+                conn.pinged = True
+                if self.trace is not None:
+                    self.trace("->>", conn, Ping())
+                conn.send_raw(ping)
+        if not self.shutting_down:
+            self._schedule_heartbeat()
+
+
+def install_event_loop_policy() -> str:
+    """Use uvloop when it is importable; returns the loop's name."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def serve(config: ServerConfig, *, trace: Tracer | None = None) -> int:
+    """Run until SIGINT, SIGTERM or ``quit`` on a terminal's stdin; then shut down."""
+    server = SwitchboardServer(config, trace=trace)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason = {"text": "server shutting down"}
+
+    def request_stop(why: str) -> None:
+        reason["text"] = why
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, request_stop, f"received {signal.Signals(signum).name}")
+    console = sys.stdin.isatty() if sys.stdin is not None else False
+    if console:
+        loop.add_reader(sys.stdin.fileno(), _console_line, request_stop)
+        print("Type 'quit' and Enter to stop the server.", file=sys.stderr, flush=True)
+    await stop.wait()
+    if console:
+        loop.remove_reader(sys.stdin.fileno())
+    await server.shutdown(reason["text"])
+    return 0
+
+
+def _console_line(request_stop: Callable[[str], None]) -> None:
+    line = sys.stdin.readline()
+    if line == "":  # EOF on the terminal (Ctrl-D)
+        request_stop("console closed")
+    elif line.strip().lower() in ("quit", "exit", "stop"):
+        request_stop("quit typed at the console")
+    elif line.strip():
+        print("Unknown command; type 'quit' to stop the server.", file=sys.stderr, flush=True)
+
+
+def run(config: ServerConfig, *, trace: Tracer | None = None) -> int:
+    """Configure logging and the event loop, serve, and return the exit code."""
+    logs.configure(config.log_level, config.log_format)
+    loop_name = install_event_loop_policy()
+    log.debug("event loop: %s, pid %d", loop_name, os.getpid())
+    return asyncio.run(serve(config, trace=trace))

@@ -1,0 +1,121 @@
+"""The server's settings: defaults from switchboard.defaults, a TOML file, then the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from switchboard import defaults
+from switchboard.protocol import HEADER_SIZE
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything a running server needs to know; validated on construction."""
+
+    host: str = defaults.HOST
+    port: int = defaults.PORT
+    name: str = field(default_factory=socket.gethostname)
+    max_clients: int = defaults.MAX_CLIENTS
+    heartbeat: float = defaults.HEARTBEAT_S
+    max_frame: int = defaults.MAX_FRAME
+    max_text: int = defaults.MAX_TEXT
+    history: int = defaults.ROOM_HISTORY
+    write_high_water: int = defaults.WRITE_HIGH_WATER
+    write_hard_limit: int = defaults.WRITE_HARD_LIMIT
+    shutdown_grace: float = defaults.SHUTDOWN_GRACE_S
+    log_level: str = "info"
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.port <= 65535, f"port must be 0-65535, not {self.port}"),
+            (self.max_clients >= 1, f"max_clients must be at least 1, not {self.max_clients}"),
+            (self.heartbeat > 0, f"heartbeat must be positive, not {self.heartbeat}"),
+            (
+                HEADER_SIZE + 64 <= self.max_frame <= 0xFFFFFFFF,
+                f"max_frame must be {HEADER_SIZE + 64}-4294967295 bytes, not {self.max_frame}",
+            ),
+            (self.max_text >= 1, f"max_text must be at least 1, not {self.max_text}"),
+            (self.history >= 0, f"history must be 0 or more, not {self.history}"),
+            (
+                0 < self.write_high_water < self.write_hard_limit,
+                "write_high_water must be positive and below write_hard_limit",
+            ),
+            (self.log_format in ("text", "json"), "log_format must be 'text' or 'json'"),
+            (
+                self.log_level.lower() in ("debug", "info", "warning", "error", "critical"),
+                f"unknown log level {self.log_level!r}",
+            ),
+            (0 < len(self.name.encode()) <= 255, "name must be 1-255 bytes of UTF-8"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> ServerConfig:
+        """Defaults, then the TOML file at ``path``, then ``overrides`` that are not None."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            values.update(read_toml(Path(path)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                values[f.name] = _coerce(f.name, values[f.name], _FIELD_TYPES[f.name])
+        return cls(**values)
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "name": str,
+    "max_clients": int,
+    "heartbeat": float,
+    "max_frame": int,
+    "max_text": int,
+    "history": int,
+    "write_high_water": int,
+    "write_hard_limit": int,
+    "shutdown_grace": float,
+    "log_level": str,
+    "log_format": str,
+}
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name} must be {kind.__name__}, not {type(value).__name__} {value!r}")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file; keys mirror the command-line options (``max-clients``)."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    table = data.get("server", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [server] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        out[key.replace("-", "_")] = value
+    return out

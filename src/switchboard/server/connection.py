@@ -1,0 +1,239 @@
+"""One ClientConnection per TCP connection: it feeds bytes to the decoder and writes frames.
+
+It decides nothing about requests (handlers do) and holds no global state (the server
+does); it moves bytes, keeps the per-connection facts, and flow-controls its transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, cast
+
+from switchboard.protocol import (
+    Ack,
+    ErrorCode,
+    ErrorResponse,
+    Frame,
+    FrameDecoder,
+    InvalidFrame,
+    LeftReason,
+    MessageClass,
+    Pong,
+    ProtocolError,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from .app import SwitchboardServer
+
+_monotonic = time.monotonic
+_REQUEST = MessageClass.REQUEST
+
+
+class ClientConnection(asyncio.Protocol):
+    """The server's side of one client connection."""
+
+    __slots__ = (
+        "awaiting_ack",
+        "client_id",
+        "close_reason",
+        "closing",
+        "connected_ms",
+        "decoder",
+        "ip",
+        "last_seen",
+        "left_reason",
+        "nick",
+        "out",
+        "pinged",
+        "port",
+        "rooms",
+        "server",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, server: SwitchboardServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(max_frame=server.config.max_frame)
+        self.client_id = 0
+        self.ip = ""
+        self.port = 0
+        self.nick = ""
+        self.connected_ms = 0
+        self.last_seen = 0.0
+        self.pinged = False
+        self.out: list[bytes] = []
+        self.rooms: set[str] = set()
+        #: Ids of MESSAGEs sent to this client that it has not acknowledged yet.
+        self.awaiting_ack: set[int] = set()
+        self.closing = False
+        self.close_reason = "closed by peer"
+        self.left_reason = LeftReason.DISCONNECTED
+        self.write_paused = False
+
+    # --- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.ip, self.port = peer[0], peer[1]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _enable_keepalive(sock, self.server.config.heartbeat)
+        transport.set_write_buffer_limits(high=self.server.config.write_high_water)
+        self.connected_ms = time.time_ns() // 1_000_000
+        self.last_seen = _monotonic()
+        self.server.admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = _monotonic()
+        self.pinged = False
+        if self.closing:
+            return
+        decoder = self.decoder
+        server = self.server
+        try:
+            decoder.feed(data)
+            for event in decoder:
+                if server.trace is not None:
+                    server.trace("<<-", self, event)
+                if event.__class__ in server.handlers:
+                    server.handle_request(self, event)
+                elif isinstance(event, Ack):
+                    server.acknowledge(self, event.message_id)
+                elif isinstance(event, Pong):
+                    pass
+                elif isinstance(event, InvalidFrame):
+                    if event.message_class == _REQUEST:
+                        self.send(ErrorResponse.of(event.error.code, event.error.message,
+                                                   request_id=event.request_id))  # fmt: skip
+                        server.events.event(
+                            logging.INFO,
+                            "error",
+                            "error #%d %s: %s",
+                            self.client_id,
+                            event.error.code.name,
+                            event.error.message,
+                            client_id=self.client_id,
+                            code=event.error.code.name,
+                        )
+                elif server.events.debug_on:
+                    server.events.event(
+                        logging.DEBUG,
+                        "ignored",
+                        "ignored %s from #%d",
+                        type(event).__name__,
+                        self.client_id,
+                        client_id=self.client_id,
+                    )
+                if self.closing:
+                    return
+        except ProtocolError as err:
+            self.fail(err.code, err.message, request_id=err.request_id)
+        except Exception:  # a server bug must not take the connection's peers down with it
+            logging.getLogger("switchboard.server").exception(
+                "internal error handling #%d", self.client_id
+            )
+            self.fail(ErrorCode.INTERNAL_ERROR, "internal server error")
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.closing:
+            self.close_reason = f"connection lost ({exc.__class__.__name__}: {exc})"
+        self.closing = True
+        self.out.clear()
+        self.server.release(self)
+
+    def pause_writing(self) -> None:
+        # The peer is not reading: stop reading its requests, whose answers would pile up.
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def send(self, msg: Frame) -> None:
+        """Queue ``msg``; the server flushes every connection's queue once per loop pass."""
+        if self.closing:
+            return
+        if self.server.trace is not None:
+            self.server.trace("->>", self, msg)
+        self.send_raw(encode(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if not self.out:
+            self.server.schedule_flush(self)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        out = self.out
+        transport = self.transport
+        if not out or transport is None or self.closing:
+            out.clear()
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+        if self.write_paused:
+            pending = transport.get_write_buffer_size()
+            if pending > self.server.config.write_hard_limit:
+                self.abort(f"too slow: {pending} bytes unsent")
+
+    # --- closing -----------------------------------------------------------------------------
+
+    def fail(self, code: ErrorCode, message: str, *, request_id: int = 0) -> None:
+        """Answer with ERROR ``code`` and close (for the codes that close the connection)."""
+        self.send(ErrorResponse.of(code, message, request_id=request_id))
+        self.close(f"protocol error: {code.name} ({message})")
+
+    def close(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None:
+        """Flush what is queued, then close gracefully."""
+        if self.closing:
+            return
+        self.flush()
+        self.closing = True
+        self.close_reason = reason
+        self.left_reason = left_reason
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None:
+        """Close at once, dropping anything unsent (dead or hopelessly slow peers)."""
+        if not self.closing:
+            self.closing = True
+            self.close_reason = reason
+            self.left_reason = left_reason
+        self.out.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection #{self.client_id} {self.ip}:{self.port}>"
+
+
+def _enable_keepalive(sock: socket.socket, heartbeat: float) -> None:
+    """TCP keepalive as a second line of defence behind the heartbeat."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle = max(1, int(heartbeat * 3))
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError:
+        pass  # not a TCP socket (tests may use socketpairs): keepalive does not apply
