@@ -1,0 +1,45 @@
+"""Switchboard clients: the blocking ``Client`` (socket + receiver thread + queues) and the
+asyncio ``AsyncClient``, both thin shells over the sans-I/O ``ClientSession``."""
+
+from .aio import AsyncClient
+from .blocking import Client
+from .errors import (
+    AuthError,
+    ConnectionFailed,
+    ConnectionLost,
+    NicknameError,
+    NoSuchClient,
+    ProtocolRejected,
+    RateLimited,
+    RecipientBusy,
+    RequestTimeout,
+    RoomError,
+    ServerError,
+    ServerFull,
+    ShuttingDown,
+    SwitchboardError,
+    TextTooLong,
+)
+from .session import ClientSession, ServerTime
+
+__all__ = [
+    "AsyncClient",
+    "AuthError",
+    "Client",
+    "ClientSession",
+    "ConnectionFailed",
+    "ConnectionLost",
+    "NicknameError",
+    "NoSuchClient",
+    "ProtocolRejected",
+    "RateLimited",
+    "RecipientBusy",
+    "RequestTimeout",
+    "RoomError",
+    "ServerError",
+    "ServerFull",
+    "ServerTime",
+    "ShuttingDown",
+    "SwitchboardError",
+    "TextTooLong",
+]

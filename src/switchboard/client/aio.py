@@ -1,0 +1,267 @@
+"""The asyncio client: the same surface as the blocking Client, with ``await``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from switchboard import defaults
+from switchboard.protocol import (
+    BroadcastOk,
+    BroadcastRequest,
+    ClientInfo,
+    Frame,
+    HelloOk,
+    HelloRequest,
+    JoinOk,
+    JoinRequest,
+    LeaveOk,
+    LeaveRequest,
+    ListOk,
+    ListRequest,
+    NameOk,
+    NameRequest,
+    NickOk,
+    NickRequest,
+    PingOk,
+    PingRequest,
+    ProtocolError,
+    ReceiptStatus,
+    SendOk,
+    SendRequest,
+    TimeOk,
+    TimeRequest,
+    Welcome,
+)
+
+from .core import ClientCore
+from .errors import ConnectionFailed, ConnectionLost, RequestTimeout
+from .session import ServerTime
+from .tracing import Tracer, trace_received, trace_sent
+
+R = TypeVar("R", bound=Frame)
+_CLOSED = object()
+
+
+class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
+    """An asyncio Switchboard client.  Create it with ``await AsyncClient.connect(...)``."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = defaults.REQUEST_TIMEOUT_S,
+        on_indication: Callable[[Frame], None] | None = None,
+        trace: Tracer | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        ClientCore.__init__(self, loop.create_future, contextlib.nullcontext(), on_indication)
+        self.timeout = timeout
+        self._trace = trace
+        self._transport: asyncio.Transport | None = None
+        self._indications: asyncio.Queue[Any] = asyncio.Queue()
+        self._closed_event = asyncio.Event()
+        self.welcome: Welcome
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str = defaults.HOST,
+        port: int = defaults.PORT,
+        *,
+        nick: str | None = None,
+        token: str | None = None,
+        timeout: float = defaults.REQUEST_TIMEOUT_S,
+        connect_timeout: float = defaults.CONNECT_TIMEOUT_S,
+        on_indication: Callable[[Frame], None] | None = None,
+        trace: Tracer | None = None,
+    ) -> AsyncClient:
+        """Connect, wait for WELCOME, and say HELLO when a nickname or token is given."""
+        loop = asyncio.get_running_loop()
+        client = cls(timeout=timeout, on_indication=on_indication, trace=trace)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: client, host, port),
+                                   connect_timeout)  # fmt: skip
+        except TimeoutError as exc:
+            raise ConnectionFailed(f"timed out connecting to {host}:{port}") from exc
+        except ConnectionRefusedError as exc:
+            raise ConnectionFailed(f"connection refused by {host}:{port}") from exc
+        except socket.gaierror as exc:
+            raise ConnectionFailed(f"cannot resolve {host!r}: {exc.strerror}") from exc
+        except OSError as exc:
+            raise ConnectionFailed(
+                f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            client.welcome = await asyncio.wait_for(client._welcome_future, connect_timeout)
+            if nick is not None or token is not None:
+                await client.hello(nick=nick or "", token=token or "")
+        except TimeoutError:
+            await client.close()
+            raise ConnectionFailed(
+                f"{host}:{port} sent no WELCOME within {connect_timeout}s"
+            ) from None
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    @property
+    def client_id(self) -> int:
+        return self.welcome.client_id
+
+    @property
+    def server_name(self) -> str:
+        return self.welcome.server_name
+
+    # --- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for event, meaning in self._session.receive(data):
+                if self._trace is not None:
+                    trace_received(self._trace, event)
+                if meaning is not None:
+                    self._dispatch(meaning)
+        except ProtocolError as exc:
+            self._fail_all(f"protocol error from server: {exc.code.name}: {exc.message}")
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        auto = self._session.take_outgoing()
+        if auto and self._transport is not None:
+            if self._trace is not None:
+                for msg, raw in auto:
+                    trace_sent(self._trace, msg, raw)
+            self._transport.write(b"".join(raw for _, raw in auto))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "connection closed by server" if exc is None else f"connection lost: {exc}"
+        self._fail_all(reason)
+        self._closed_event.set()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def submit(self, request: Frame) -> asyncio.Future[Frame]:
+        """Send ``request`` without waiting; await the future for its result."""
+        future, msg, data = self._register(request)
+        if self._trace is not None:
+            trace_sent(self._trace, msg, data)
+        assert self._transport is not None
+        self._transport.write(data)
+        return cast("asyncio.Future[Frame]", future)
+
+    async def request(
+        self, request: Frame, response_type: type[R], timeout: float | None = None
+    ) -> R:
+        return cast(R, await self._wait(self.submit(request), timeout))
+
+    async def _wait(self, future: asyncio.Future[Frame], timeout: float | None) -> Frame:
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), limit)
+        except TimeoutError:
+            raise RequestTimeout(f"no response within {limit:g}s") from None
+
+    async def hello(self, *, nick: str = "", token: str = "") -> HelloOk:
+        return await self.request(HelloRequest(nick=nick, token=token), HelloOk)
+
+    async def time(self) -> ServerTime:
+        return ServerTime.from_ok(await self.request(TimeRequest(), TimeOk))
+
+    async def time_many(self, count: int, timeout: float | None = None) -> list[ServerTime]:
+        futures = [self.submit(TimeRequest()) for _ in range(count)]
+        return [ServerTime.from_ok(cast(TimeOk, await self._wait(f, timeout))) for f in futures]
+
+    async def name(self) -> str:
+        return (await self.request(NameRequest(), NameOk)).name
+
+    async def list_clients(self, room: str | None = None) -> list[ClientInfo]:
+        return list((await self.request(ListRequest(room or ""), ListOk)).clients)
+
+    async def send(self, target: int, text: str) -> SendOk:
+        self._check_text(text, self.welcome)
+        return await self.request(SendRequest(target, text), SendOk)
+
+    async def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
+        limit = self.timeout if timeout is None else timeout
+        future = self._receipt_future(message_id)
+        try:
+            return cast(ReceiptStatus, await asyncio.wait_for(asyncio.shield(future), limit))
+        except TimeoutError:
+            raise RequestTimeout(f"no receipt for message {message_id} within {limit:g}s") from None
+
+    async def set_nick(self, nick: str) -> str:
+        return (await self.request(NickRequest(nick), NickOk)).nick
+
+    async def join(self, room: str) -> JoinOk:
+        return await self.request(JoinRequest(room), JoinOk)
+
+    async def leave(self, room: str) -> LeaveOk:
+        return await self.request(LeaveRequest(room), LeaveOk)
+
+    async def broadcast(self, room: str, text: str) -> BroadcastOk:
+        self._check_text(text, self.welcome)
+        return await self.request(BroadcastRequest(room, text), BroadcastOk)
+
+    async def ping(self) -> float:
+        start = time.perf_counter()
+        await self.request(PingRequest(), PingOk)
+        return time.perf_counter() - start
+
+    # --- indications -------------------------------------------------------------------------
+
+    async def next_indication(self, timeout: float | None = None) -> Frame | None:
+        """The next indication, None on timeout; ConnectionLost once closed and drained."""
+        try:
+            item = await asyncio.wait_for(self._indications.get(), timeout)
+        except TimeoutError:
+            return None
+        if item is _CLOSED:
+            self._indications.put_nowait(_CLOSED)
+            assert self._lost is not None
+            raise self._lost
+        return cast(Frame, item)
+
+    async def __aiter__(self) -> AsyncIterator[Frame]:
+        while True:
+            try:
+                item = await self.next_indication()
+            except ConnectionLost:
+                return
+            if item is not None:
+                yield item
+
+    def _queue_indication(self, frame: Frame) -> None:
+        self._indications.put_nowait(frame)
+
+    def _queue_closed(self) -> None:
+        self._indications.put_nowait(_CLOSED)
+
+    # --- closing -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._fail_all("closed by client")
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+        if self._transport is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed_event.wait(), 5)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

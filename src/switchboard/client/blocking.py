@@ -1,0 +1,299 @@
+"""The blocking client: a plain socket, a receiver thread, and queues (the lab's design).
+
+The caller's thread writes requests and waits on a per-request future; the receiver
+thread reads, decodes, answers PING/ACK by itself, completes futures and queues
+indications.  The receiver never waits on the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from switchboard import defaults
+from switchboard.protocol import (
+    BroadcastOk,
+    BroadcastRequest,
+    ClientInfo,
+    Frame,
+    HelloOk,
+    HelloRequest,
+    JoinOk,
+    JoinRequest,
+    LeaveOk,
+    LeaveRequest,
+    ListOk,
+    ListRequest,
+    NameOk,
+    NameRequest,
+    NickOk,
+    NickRequest,
+    PingOk,
+    PingRequest,
+    ProtocolError,
+    ReceiptStatus,
+    SendOk,
+    SendRequest,
+    TimeOk,
+    TimeRequest,
+    Welcome,
+)
+
+from .core import ClientCore
+from .errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    RequestTimeout,
+)
+from .session import ServerTime
+from .tracing import Tracer, trace_received, trace_sent
+
+R = TypeVar("R", bound=Frame)
+_CLOSED = object()
+
+
+def open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """Connect, translating every failure into ConnectionFailed."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError as exc:
+        raise ConnectionFailed(f"timed out connecting to {host}:{port}") from exc
+    except ConnectionRefusedError as exc:
+        raise ConnectionFailed(f"connection refused by {host}:{port}") from exc
+    except socket.gaierror as exc:
+        raise ConnectionFailed(f"cannot resolve {host!r}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)
+    return sock
+
+
+class Client(ClientCore["Future[Any]"]):
+    """A blocking Switchboard client.  Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        host: str = defaults.HOST,
+        port: int = defaults.PORT,
+        *,
+        nick: str | None = None,
+        token: str | None = None,
+        timeout: float = defaults.REQUEST_TIMEOUT_S,
+        connect_timeout: float = defaults.CONNECT_TIMEOUT_S,
+        on_indication: Callable[[Frame], None] | None = None,
+        trace: Tracer | None = None,
+    ) -> None:
+        super().__init__(Future, threading.Lock(), on_indication)
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._trace = trace
+        self._indications: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._send_lock = threading.Lock()
+        self._sock = open_socket(host, port, connect_timeout)
+        self._receiver = threading.Thread(
+            target=self._receive_loop, name=f"switchboard-receiver-{host}:{port}", daemon=True
+        )
+        self._receiver.start()
+        try:
+            self.welcome: Welcome = self._welcome_future.result(connect_timeout)
+        except FutureTimeout:
+            self.close()
+            raise ConnectionFailed(
+                f"{host}:{port} sent no WELCOME within {connect_timeout}s"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+        if nick is not None or token is not None:
+            try:
+                self.hello(nick=nick or "", token=token or "")
+            except BaseException:
+                self.close()
+                raise
+
+    # --- identity ----------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> int:
+        return self.welcome.client_id
+
+    @property
+    def server_name(self) -> str:
+        return self.welcome.server_name
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def submit(self, request: Frame) -> Future[Frame]:
+        """Send ``request`` without waiting; the future holds its OK result or error."""
+        future, msg, data = self._register(request)
+        self._write(data, msg)
+        return future
+
+    def request(self, request: Frame, response_type: type[R], timeout: float | None = None) -> R:
+        """Send ``request`` and wait for its response."""
+        future = self.submit(request)
+        return cast(R, self._wait(future, timeout))
+
+    def _wait(self, future: Future[Frame], timeout: float | None) -> Frame:
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return future.result(limit)
+        except FutureTimeout:
+            raise RequestTimeout(f"no response within {limit:g}s") from None
+
+    def hello(self, *, nick: str = "", token: str = "") -> HelloOk:
+        return self.request(HelloRequest(nick=nick, token=token), HelloOk)
+
+    def time(self) -> ServerTime:
+        return ServerTime.from_ok(self.request(TimeRequest(), TimeOk))
+
+    def time_many(self, count: int, timeout: float | None = None) -> list[ServerTime]:
+        """``count`` pipelined TIME requests: all sent at once, answers in order."""
+        futures = [self.submit(TimeRequest()) for _ in range(count)]
+        return [ServerTime.from_ok(cast(TimeOk, self._wait(f, timeout))) for f in futures]
+
+    def name(self) -> str:
+        return self.request(NameRequest(), NameOk).name
+
+    def list_clients(self, room: str | None = None) -> list[ClientInfo]:
+        return list(self.request(ListRequest(room or ""), ListOk).clients)
+
+    def send(self, target: int, text: str) -> SendOk:
+        """Forward ``text`` to client ``target``; returns once the server has forwarded it."""
+        self._check_text(text, self.welcome)
+        return self.request(SendRequest(target, text), SendOk)
+
+    def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
+        """Wait for the RECEIPT of a message sent with ``send``."""
+        future = self._receipt_future(message_id)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return cast(ReceiptStatus, future.result(limit))
+        except FutureTimeout:
+            raise RequestTimeout(f"no receipt for message {message_id} within {limit:g}s") from None
+
+    def set_nick(self, nick: str) -> str:
+        return self.request(NickRequest(nick), NickOk).nick
+
+    def join(self, room: str) -> JoinOk:
+        return self.request(JoinRequest(room), JoinOk)
+
+    def leave(self, room: str) -> LeaveOk:
+        return self.request(LeaveRequest(room), LeaveOk)
+
+    def broadcast(self, room: str, text: str) -> BroadcastOk:
+        self._check_text(text, self.welcome)
+        return self.request(BroadcastRequest(room, text), BroadcastOk)
+
+    def ping(self) -> float:
+        """Round-trip time of a PING request, in seconds."""
+        start = time.perf_counter()
+        self.request(PingRequest(), PingOk)
+        return time.perf_counter() - start
+
+    # --- indications -------------------------------------------------------------------------
+
+    def next_indication(self, timeout: float | None = None) -> Frame | None:
+        """The next indication (MESSAGE, RECEIPT, JOINED, ...), None on timeout.
+
+        Raises ConnectionLost once the connection is gone and every indication was read.
+        """
+        try:
+            item = self._indications.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _CLOSED:
+            self._indications.put(_CLOSED)  # keep telling later callers
+            assert self._lost is not None
+            raise self._lost
+        return cast(Frame, item)
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Indications as they arrive, until the connection closes."""
+        while True:
+            try:
+                item = self.next_indication()
+            except ConnectionLost:
+                return
+            if item is not None:
+                yield item
+
+    # --- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection and join the receiver thread."""
+        self._fail_all("closed by client")
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        if self._receiver.is_alive() and threading.current_thread() is not self._receiver:
+            self._receiver.join(timeout=5)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- the receiver thread -----------------------------------------------------------------
+
+    def _write(self, data: bytes, msg: Frame | None = None) -> None:
+        """Write under the send lock (caller and receiver threads both write)."""
+        if self._trace is not None and msg is not None:
+            trace_sent(self._trace, msg, data)
+        try:
+            with self._send_lock:
+                self._sock.sendall(data)
+        except OSError as exc:
+            lost = self._fail_all(f"connection lost while sending: {exc.strerror or exc}")
+            raise lost from exc
+
+    def _receive_loop(self) -> None:
+        reason = "connection closed by server"
+        try:
+            while True:
+                data = self._sock.recv(256 * 1024)
+                if not data:
+                    break
+                for event, meaning in self._session.receive(data):
+                    if self._trace is not None:
+                        trace_received(self._trace, event)
+                    if meaning is not None:
+                        self._dispatch(meaning)
+                auto = self._session.take_outgoing()
+                if auto:
+                    if self._trace is not None:
+                        for msg, raw in auto:
+                            trace_sent(self._trace, msg, raw)
+                    self._write(b"".join(raw for _, raw in auto))
+        except ProtocolError as exc:
+            reason = f"protocol error from server: {exc.code.name}: {exc.message}"
+        except ConnectionLost as exc:
+            reason = exc.reason
+        except OSError as exc:
+            if self._lost is None:
+                reason = f"connection lost: {exc.strerror or exc}"
+        self._fail_all(reason)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def _queue_indication(self, frame: Frame) -> None:
+        self._indications.put(frame)
+
+    def _queue_closed(self) -> None:
+        self._indications.put(_CLOSED)

@@ -1,0 +1,143 @@
+"""What the blocking and the asyncio client share above the session: routing replies to
+futures, receipts, the WELCOME, and failing everything at once when the connection dies.
+
+Both futures (``concurrent.futures.Future`` and ``asyncio.Future``) offer ``set_result``,
+``set_exception`` and ``done``, which is all this needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from switchboard.protocol import ErrorCode, Frame, Receipt, ReceiptStatus, SendOk, Shutdown, Welcome
+
+from .errors import ConnectionFailed, ConnectionLost, ServerError, SwitchboardError, error_for
+from .session import ClientSession, ConnectionFault, Reply, shutdown_reason
+
+#: Receipts kept for messages nobody waits on before the oldest settled ones are forgotten.
+MAX_KEPT_RECEIPTS = 10_000
+
+
+class AnyFuture(Protocol):
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+    def done(self) -> bool: ...
+
+
+F = TypeVar("F", bound=AnyFuture)
+
+
+class ClientCore(Generic[F]):
+    """Reply routing on top of a ClientSession; subclasses bring I/O and a future type."""
+
+    def __init__(
+        self,
+        new_future: Callable[[], F],
+        lock: contextlib.AbstractContextManager[Any],
+        on_indication: Callable[[Frame], None] | None,
+    ) -> None:
+        self._new_future = new_future
+        self._state_lock = lock
+        self._on_indication = on_indication
+        self._session = ClientSession()
+        self._futures: dict[int, F] = {}
+        self._receipts: dict[int, F] = {}
+        self._welcome_future: F = new_future()
+        self._lost: ConnectionLost | None = None
+        self._shutdown_reason: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._lost is not None
+
+    def _register(self, request: Frame) -> tuple[F, Frame, bytes]:
+        future = self._new_future()
+        with self._state_lock:
+            if self._lost is not None:
+                raise self._lost
+            request_id, msg, data = self._session.prepare(request)
+            self._futures[request_id] = future
+        return future, msg, data
+
+    def _forget(self, request_id: int) -> None:
+        with self._state_lock:
+            self._futures.pop(request_id, None)
+            self._session.forget(request_id)
+
+    def _check_text(self, text: str, welcome: Welcome) -> None:
+        size = len(text.encode("utf-8"))
+        if size > welcome.max_text:
+            raise error_for(
+                ErrorCode.TEXT_TOO_LONG, f"text is {size} bytes (max {welcome.max_text})"
+            )
+
+    def _dispatch(self, meaning: Any) -> None:
+        if isinstance(meaning, Reply):
+            with self._state_lock:
+                future = self._futures.pop(meaning.request_id, None)
+            if future is None or future.done():
+                return
+            if isinstance(meaning.result, ServerError):
+                future.set_exception(meaning.result)
+            else:
+                if isinstance(meaning.result, SendOk):
+                    self._receipt_future(meaning.result.message_id)
+                future.set_result(meaning.result)
+        elif isinstance(meaning, ConnectionFault):
+            if not self._welcome_future.done():
+                self._welcome_future.set_exception(meaning.error)
+            self._fail_all(f"{meaning.error.name}: {meaning.error.message}", meaning.error)
+        else:
+            frame = cast(Frame, meaning)
+            if isinstance(frame, Welcome):
+                if not self._welcome_future.done():
+                    self._welcome_future.set_result(frame)
+                return
+            if isinstance(frame, Receipt):
+                receipt = self._receipt_future(frame.message_id)
+                if not receipt.done():
+                    receipt.set_result(ReceiptStatus(frame.status))
+            elif isinstance(frame, Shutdown):
+                self._shutdown_reason = shutdown_reason(frame)
+            if self._on_indication is not None:
+                self._on_indication(frame)
+            else:
+                self._queue_indication(frame)
+
+    def _queue_indication(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def _queue_closed(self) -> None:
+        raise NotImplementedError
+
+    def _receipt_future(self, message_id: int) -> F:
+        with self._state_lock:
+            future = self._receipts.get(message_id)
+            if future is None:
+                future = self._receipts[message_id] = self._new_future()
+                if len(self._receipts) > MAX_KEPT_RECEIPTS:
+                    settled = [k for k, f in self._receipts.items() if f.done()]
+                    for key in settled[: MAX_KEPT_RECEIPTS // 2]:
+                        del self._receipts[key]
+            return future
+
+    def _fail_all(self, reason: str, cause: SwitchboardError | None = None) -> ConnectionLost:
+        """Mark the connection lost and fail every pending request and receipt at once."""
+        with self._state_lock:
+            if self._lost is not None:
+                return self._lost
+            if self._shutdown_reason is not None:
+                reason = self._shutdown_reason
+            self._lost = lost = ConnectionLost(reason)
+            futures = list(self._futures.values())
+            self._futures.clear()
+            receipts = [f for f in self._receipts.values() if not f.done()]
+        for future in futures + receipts:
+            if not future.done():
+                future.set_exception(lost)
+        if not self._welcome_future.done():
+            self._welcome_future.set_exception(cause or ConnectionFailed(reason))
+        self._queue_closed()
+        return lost

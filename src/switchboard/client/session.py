@@ -1,0 +1,182 @@
+"""The client's protocol state, sans I/O: shared by the blocking and the asyncio client.
+
+    session = ClientSession()
+    data = session.prepare(TimeRequest())     # -> (request_id, bytes to write)
+    for event in session.receive(chunk):      # Reply(request_id, result | error) or indications
+        ...
+    session.take_outgoing()                   # automatic ACKs and PONGs to write
+
+It matches responses to requests by id (checking that an OK answers the type asked),
+answers PING with PONG and acknowledges every direct MESSAGE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from typing import Final
+
+from switchboard.protocol import (
+    Ack,
+    ErrorCode,
+    ErrorResponse,
+    Frame,
+    FrameDecoder,
+    InvalidFrame,
+    Message,
+    MessageClass,
+    MessageFlags,
+    MessageType,
+    Ping,
+    Pong,
+    Shutdown,
+    TimeOk,
+    Welcome,
+    encode,
+)
+from switchboard.protocol.codec import Event
+
+from .errors import ProtocolRejected, ServerError, from_response
+
+#: Frames the client accepts from its server.  Larger than the server's own limit on what
+#: it accepts (64 KiB by default): a LIST of thousands of clients legitimately exceeds it.
+CLIENT_MAX_FRAME: Final = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The outcome of request ``request_id``: the OK result, or the error to raise."""
+
+    request_id: int
+    result: Frame | ServerError
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFault:
+    """An ERROR with request id 0: about the connection (SERVER_FULL, BAD_FRAME ...)."""
+
+    error: ServerError
+
+
+SessionEvent = Reply | ConnectionFault | Frame
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTime:
+    """The server's clock: epoch milliseconds, its UTC offset and zone name."""
+
+    epoch_ms: int
+    utc_offset_s: int
+    zone: str
+
+    @classmethod
+    def from_ok(cls, ok: TimeOk) -> ServerTime:
+        return cls(ok.epoch_ms, ok.utc_offset_s, ok.zone)
+
+    @property
+    def datetime(self) -> dt.datetime:
+        offset = dt.timedelta(seconds=self.utc_offset_s)
+        tz = dt.timezone(offset, self.zone) if self.zone else dt.timezone(offset)
+        return dt.datetime.fromtimestamp(self.epoch_ms / 1000, tz)
+
+    @property
+    def iso(self) -> str:
+        """RFC 3339 with milliseconds and the server's offset."""
+        return self.datetime.isoformat(timespec="milliseconds")
+
+
+class ClientSession:
+    """Request ids, pending requests, automatic replies; bytes in and out, no I/O."""
+
+    __slots__ = ("_next_id", "_outgoing", "auto_ack", "decoder", "pending", "welcome")
+
+    def __init__(self, *, max_frame: int = CLIENT_MAX_FRAME, auto_ack: bool = True) -> None:
+        self.decoder = FrameDecoder(max_frame=max_frame)
+        self.auto_ack = auto_ack
+        #: request id -> the request's type, for requests awaiting their response.
+        self.pending: dict[int, MessageType] = {}
+        self.welcome: Welcome | None = None
+        self._next_id = 1
+        self._outgoing: list[tuple[Frame, bytes]] = []
+
+    def prepare(self, request: Frame) -> tuple[int, Frame, bytes]:
+        """Give ``request`` a fresh id; returns (id, the request with it, its bytes)."""
+        request_id = self._next_id
+        self._next_id = 1 if request_id >= 0xFFFFFFFF else request_id + 1
+        msg = dataclasses.replace(request, request_id=request_id)
+        data = encode(msg)
+        self.pending[request_id] = msg.MESSAGE_TYPE
+        return request_id, msg, data
+
+    def forget(self, request_id: int) -> None:
+        """Stop waiting for ``request_id`` (its caller gave up)."""
+        self.pending.pop(request_id, None)
+
+    def receive(self, data: bytes) -> list[tuple[Event, SessionEvent | None]]:
+        """Decode ``data``; for each frame, the decoded event and what it means to the caller.
+
+        Raises ProtocolError when the server's bytes cannot be framed (the connection is
+        then unusable).
+        """
+        self.decoder.feed(data)
+        out: list[tuple[Event, SessionEvent | None]] = []
+        for event in self.decoder:
+            out.append((event, self._interpret(event)))
+        return out
+
+    def take_outgoing(self) -> list[tuple[Frame, bytes]]:
+        """Automatic ACKs and PONGs produced by ``receive``, with their bytes, to write now."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def _interpret(self, event: Event) -> SessionEvent | None:
+        if isinstance(event, InvalidFrame):
+            if event.message_class == MessageClass.RESPONSE and event.request_id in self.pending:
+                del self.pending[event.request_id]
+                err = ProtocolRejected(
+                    int(event.error.code),
+                    event.error.code.name,
+                    f"bad response from server: {event.error.message}",
+                )
+                return Reply(event.request_id, err)
+            return None  # an indication this version does not know: ignore it
+        if event.MESSAGE_CLASS == MessageClass.RESPONSE:
+            return self._response(event)
+        if isinstance(event, Message):
+            if self.auto_ack and not event.room and not event.flags & MessageFlags.HISTORY:
+                ack = Ack(event.message_id)
+                self._outgoing.append((ack, encode(ack)))
+        elif isinstance(event, Ping):
+            pong = Pong()
+            self._outgoing.append((pong, encode(pong)))
+            return None
+        elif isinstance(event, Welcome):
+            self.welcome = event
+        return event
+
+    def _response(self, event: Frame) -> SessionEvent | None:
+        request_id = event.request_id
+        if isinstance(event, ErrorResponse):
+            error = from_response(event)
+            if request_id == 0:
+                return ConnectionFault(error)
+            if self.pending.pop(request_id, None) is None:
+                return None
+            return Reply(request_id, error)
+        asked = self.pending.pop(request_id, None)
+        if asked is None:
+            return None  # a response to a request we gave up on
+        if asked != event.ANSWERS:
+            err = ProtocolRejected(
+                int(ErrorCode.BAD_PAYLOAD),
+                "BAD_PAYLOAD",
+                f"server answered a {asked.name} request with an OK for "
+                f"{event.ANSWERS.name if event.ANSWERS else '?'}",
+            )
+            return Reply(request_id, err)
+        return Reply(request_id, event)
+
+
+def shutdown_reason(msg: Shutdown) -> str:
+    return f"server shut down: {msg.reason}" if msg.reason else "server shut down"
