@@ -8,10 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from switchboard import __version__
+from switchboard.client import ConnectionLost, RequestTimeout
+
+from .common import CliExit
 
 #: Modules of switchboard.cli that each provide ``register(subparsers)``; the parser
 #: they build sets ``func(args) -> int`` as its default.
-COMMANDS: tuple[str, ...] = ("serve",)
+COMMANDS: tuple[str, ...] = ("serve", "oneshot")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +38,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(func(args))
+    except CliExit as exc:
+        if exc.message:
+            print(f"switchboard: {exc.message}", file=sys.stderr)
+        return exc.code
+    except (ConnectionLost, RequestTimeout) as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (``| head``): not an error worth a traceback.
+        sys.stderr.close()
+        return 1
 
 
 if __name__ == "__main__":

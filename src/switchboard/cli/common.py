@@ -1,0 +1,112 @@
+"""What every client command shares: where to connect, how to fail, how to print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from switchboard import defaults
+from switchboard.client import Client, ConnectionFailed, ServerError
+from switchboard.client.tracing import Tracer
+from switchboard.protocol.codec import Event
+
+
+class CliExit(Exception):
+    """Stop the command with ``code`` after printing ``message`` to stderr (if any)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def env_port() -> int:
+    raw = os.environ.get(defaults.ENV_PORT)
+    if not raw:
+        return defaults.PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        raise CliExit(2, f"{defaults.ENV_PORT}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise CliExit(2, f"{defaults.ENV_PORT}={raw!r} is not a port number (1-65535)")
+    return port
+
+
+def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    p.add_argument(
+        "--host",
+        default=None,
+        help=f"server address (default ${defaults.ENV_HOST} or {defaults.HOST})",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"server port (default ${defaults.ENV_PORT} or {defaults.PORT})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.REQUEST_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"give up on a response after this long (default {defaults.REQUEST_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--trace", action="store_true", help="print every frame sent and received to stderr"
+    )
+    p.add_argument(
+        "--trace-hex", action="store_true", help="with --trace, add a hex dump of each frame"
+    )
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def endpoint(args: argparse.Namespace) -> tuple[str, int]:
+    host = args.host or os.environ.get(defaults.ENV_HOST) or defaults.HOST
+    port = args.port if args.port is not None else env_port()
+    return host, port
+
+
+def make_tracer(args: argparse.Namespace) -> Tracer | None:
+    if not getattr(args, "trace", False):
+        return None
+    from switchboard.protocol.trace import format_trace
+
+    with_hex = bool(getattr(args, "trace_hex", False))
+
+    def tracer(direction: str, event: Event, raw: bytes | None) -> None:
+        print(format_trace(direction, event, raw, with_hex=with_hex), file=sys.stderr, flush=True)
+
+    return tracer
+
+
+def connect(args: argparse.Namespace, **kwargs: Any) -> Client:
+    """A connected Client for the command's --host/--port, or CliExit(2) with one clear line."""
+    host, port = endpoint(args)
+    try:
+        return Client(host, port, timeout=args.timeout, trace=make_tracer(args), **kwargs)
+    except ConnectionFailed as exc:
+        raise CliExit(2, f"cannot connect: {exc}") from None
+    except ServerError as exc:
+        raise CliExit(
+            2, f"{host}:{port} refused the connection: {exc.message} ({exc.name})"
+        ) from None
+
+
+def emit(obj: Any) -> None:
+    """One JSON value on one line, flushed at once (JSON Lines for followers)."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def error_json(exc: ServerError) -> dict[str, Any]:
+    return {"error": {"code": exc.name, "message": exc.message}}
