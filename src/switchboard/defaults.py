@@ -52,3 +52,61 @@ CONNECT_TIMEOUT_S: Final = 5.0
 REQUEST_TIMEOUT_S: Final = 10.0
 #: Seconds the server gives clients to receive SHUTDOWN before it closes everything.
 SHUTDOWN_GRACE_S: Final = 1.0
+
+#: Requests per second one connection may sustain (token bucket; 0 turns the limit off),
+#: and the burst it may send at once.  A person issues a few per second and the lab's
+#: "100 pipelined requests" is one burst; a flood of 10,000/s from one socket is not normal
+#: use.  (Redis has no per-client limit; ngIRCd allows a handful of lines per second.)
+#: Benchmarks pass --rate 0.
+RATE: Final = 10_000.0
+BURST: Final = 20_000
+#: Seconds a client of a token-protected server has to authenticate with HELLO.
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+#: Seconds a connection may keep a frame half-sent (the slowloris case) before it is closed.
+FRAME_TIMEOUT_S: Final = 30.0
+#: Failed HELLOs from one address before its next attempts are delayed (doubling, capped),
+#: and how long an address's failures are remembered.
+AUTH_FAILURES_BEFORE_DELAY: Final = 3
+AUTH_DELAY_MAX_S: Final = 10.0
+AUTH_FAILURE_MEMORY_S: Final = 600.0
+
+# --- the lab services (switchboard.services) ---------------------------------------------------
+
+#: Reversal service: seconds a client may stay silent before it is closed.  Five minutes
+#: outlasts a person thinking at the prompt while reclaiming sockets from abandoned sessions.
+REVERSE_IDLE_TIMEOUT_S: Final = 300.0
+#: Longest line the reversal service accepts, in bytes without the newline.  64 KiB holds any
+#: sentence a person types many times over and bounds what one client makes us buffer (the
+#: same bound as the main protocol's frames; IRC stops at 512 bytes, SMTP at 1,000).
+REVERSE_MAX_LINE: Final = 64 * 1024
+#: Concurrent reversal sessions; one more is told the server is full.  Same reasoning as
+#: MAX_CLIENTS: stay inside the usual soft limit of 1,024 open files.
+REVERSE_MAX_CLIENTS: Final = 1024
+#: Seconds a closing session may take to flush its last line to a peer that does not read,
+#: before the socket is aborted: a stuck peer must never pin a descriptor.
+REVERSE_CLOSE_GRACE_S: Final = 5.0
+
+#: UDP chat: largest chat text in one datagram, in bytes of UTF-8.  1,200 bytes plus our
+#: headers stay under the 1,280-byte IPv6 minimum MTU, so no datagram is ever fragmented
+#: (QUIC picks 1,200 for the same reason).
+UDPCHAT_MAX_PAYLOAD: Final = 1200
+#: Seconds between a member's keepalives when it has nothing else to send.
+UDPCHAT_KEEPALIVE_S: Final = 5.0
+#: Seconds of silence after which the server expires a member: four keepalives lost in a
+#: row is a departed client, not a lossy network.
+UDPCHAT_MEMBER_EXPIRY_S: Final = 20.0
+#: Seconds without any datagram from the server after which a client says it is not answering
+#: (three keepalive intervals).
+UDPCHAT_SERVER_SILENCE_S: Final = 15.0
+#: JOIN and LEAVE retries: the first retry after the initial delay, each next one after twice
+#: the previous delay up to the maximum, giving up after this many sends (0.25 + 0.5 + 1 + 2 +
+#: 2 + 2 = 7.75 s: long enough to ride out a burst of loss, short enough for a person to wait).
+UDPCHAT_RETRY_INITIAL_S: Final = 0.25
+UDPCHAT_RETRY_MAX_S: Final = 2.0
+UDPCHAT_RETRY_ATTEMPTS: Final = 7
+#: Seconds a receiver holds messages that arrived after a gap, waiting for the missing ones
+#: to arrive out of order, before it declares them lost.  Loopback and LAN reordering settles
+#: well within this.
+UDPCHAT_REORDER_WAIT_S: Final = 0.5
+#: Members in one room; the next JOIN is refused as ROOM_FULL.
+UDPCHAT_MAX_MEMBERS: Final = 256

@@ -49,6 +49,39 @@ def register(sub: Any) -> None:
         help=f"messages each room keeps for replay (default {defaults.ROOM_HISTORY})",
     )
     p.add_argument(
+        "--rate",
+        type=float,
+        metavar="PER_SECOND",
+        help=f"requests/s one connection may sustain, 0 = unlimited (default {defaults.RATE:g})",
+    )
+    p.add_argument(
+        "--burst",
+        type=int,
+        metavar="N",
+        help=f"requests one connection may send at once (default {defaults.BURST})",
+    )
+    p.add_argument(
+        "--frame-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"close a connection whose frame stays half-sent this long "
+        f"(default {defaults.FRAME_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--auth-token-file",
+        metavar="FILE",
+        help="require clients to present one of these tokens (one per line) in HELLO",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"with tokens: close clients that have not authenticated after this long "
+        f"(default {defaults.HANDSHAKE_TIMEOUT_S:g})",
+    )
+    p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default info)",
@@ -70,6 +103,13 @@ def main(args: argparse.Namespace) -> int:
             max_frame=args.max_frame,
             max_text=args.max_text,
             history=args.history,
+            rate=args.rate,
+            burst=args.burst,
+            frame_timeout=args.frame_timeout,
+            auth_token_file=args.auth_token_file,
+            handshake_timeout=args.handshake_timeout,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
             log_level=args.log_level,
             log_format=args.log_format,
         )
@@ -78,6 +118,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         return run(config)
+    except ConfigError as exc:
+        print(f"switchboard serve: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"switchboard serve: cannot listen on {config.host}:{config.port}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip

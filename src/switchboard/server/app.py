@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hmac
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from switchboard import defaults
 from switchboard.protocol import (
+    CLOSING_CODES,
     VERSION,
     ErrorCode,
     ErrorResponse,
     Frame,
+    HelloRequest,
     InvalidFrame,
     Left,
     LeftReason,
@@ -29,7 +36,7 @@ from switchboard.protocol import (
 )
 
 from . import logs
-from .config import ServerConfig
+from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection
 from .errors import RequestFailed
 from .handlers import HANDLERS
@@ -47,6 +54,13 @@ class SwitchboardServer:
     def __init__(self, config: ServerConfig, *, trace: Tracer | None = None) -> None:
         self.config = config
         self.trace = trace
+        #: Valid HELLO tokens; empty when the server needs none.
+        self.tokens: frozenset[bytes] = (
+            load_tokens(config.auth_token_file) if config.auth_token_file else frozenset()
+        )
+        self.ssl_context = make_ssl_context(config)
+        #: address -> (failed HELLOs, monotonic time of the last one).
+        self._auth_failures: dict[str, tuple[int, float]] = {}
         self.handlers = HANDLERS
         self.clients = ClientRegistry()
         self.rooms = RoomRegistry(config.history)
@@ -94,9 +108,11 @@ class SwitchboardServer:
             self.config.port,
             reuse_address=True,
             backlog=min(4096, max(128, self.config.max_clients)),
+            ssl=self.ssl_context,
         )
         self._listeners.append(listener)
         self._schedule_heartbeat()
+        self._warn_if_exposed()
         for host_, port in self.addresses:
             self.events.event(
                 logging.INFO,
@@ -109,6 +125,29 @@ class SwitchboardServer:
                 self.config.heartbeat,
                 host=host_,
                 port=port,
+            )
+
+    def _warn_if_exposed(self) -> None:
+        host = self.config.host
+        try:
+            loopback = bool(host) and ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            return
+        if self.ssl_context is None:
+            log.warning(
+                "listening on %r without TLS: messages (and tokens) cross the network in "
+                "clear text; use --tls-cert/--tls-key",
+                host or "*",
+                extra={"event": "exposed", "risk": "no-tls"},
+            )
+        if not self.tokens:
+            log.warning(
+                "listening on %r without --auth-token-file: anyone who can reach this port "
+                "can connect, list clients and send them messages",
+                host or "*",
+                extra={"event": "exposed", "risk": "no-auth"},
             )
 
     async def wait_stopped(self) -> None:
@@ -252,6 +291,20 @@ class SwitchboardServer:
                 raise RequestFailed(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
             reply = self.handlers[req.__class__](self, conn, req)
         except RequestFailed as failure:
+            if failure.code in CLOSING_CODES:
+                delay = self.auth_delay(conn.ip) if failure.code == ErrorCode.AUTH_FAILED else 0
+                if delay and conn.transport is not None and self._loop is not None:
+                    # Hold back the answer (and the slot) from an address that keeps failing.
+                    conn.transport.pause_reading()
+                    self._loop.call_later(
+                        delay,
+                        functools.partial(
+                            conn.fail, failure.code, failure.message, request_id=req.request_id
+                        ),
+                    )
+                else:
+                    conn.fail(failure.code, failure.message, request_id=req.request_id)
+                return
             conn.send(ErrorResponse.of(failure.code, failure.message, request_id=req.request_id))
             if self.events.info_on:
                 self.events.event(
@@ -270,6 +323,66 @@ class SwitchboardServer:
                 conn.send(frame)
         else:
             conn.send(reply)
+
+    def may_request(self, conn: ClientConnection, req: Frame | InvalidFrame, now: float) -> bool:
+        """Authentication and the rate limit, checked before any request is handled."""
+        request_id = req.request_id
+        if not conn.authenticated and not isinstance(req, HelloRequest):
+            conn.fail(
+                ErrorCode.AUTH_REQUIRED, "authenticate with HELLO first", request_id=request_id
+            )
+            return False
+        rate = self.config.rate
+        if rate:
+            tokens = min(self.config.burst, conn.tokens + (now - conn.tokens_at) * rate)
+            conn.tokens_at = now
+            if tokens < 1.0:
+                conn.tokens = tokens
+                conn.send(
+                    ErrorResponse.of(
+                        ErrorCode.RATE_LIMITED,
+                        f"more than {rate:g} requests/s; slow down",
+                        request_id=request_id,
+                    )
+                )
+                return False
+            conn.tokens = tokens - 1.0
+        return True
+
+    def authenticate(self, conn: ClientConnection, token: str) -> None:
+        """Check a HELLO token in constant time; never logs the token."""
+        presented = token.encode("utf-8")
+        valid = False
+        for candidate in self.tokens:  # compare with every token: no early exit to time
+            valid |= hmac.compare_digest(presented, candidate)
+        if valid:
+            conn.authenticated = True
+            self._auth_failures.pop(conn.ip, None)
+            return
+        count, _ = self._auth_failures.get(conn.ip, (0, 0.0))
+        count += 1
+        self._auth_failures[conn.ip] = (count, time.monotonic())
+        self.events.event(
+            logging.WARNING,
+            "auth_failed",
+            "auth failed #%d %s:%d (%d recent failure(s) from this address)",
+            conn.client_id,
+            conn.ip,
+            conn.port,
+            count,
+            client_id=conn.client_id,
+            ip=conn.ip,
+            failures=count,
+        )
+        raise RequestFailed(ErrorCode.AUTH_FAILED, "invalid token")
+
+    def auth_delay(self, ip: str) -> float:
+        """Seconds to hold back the answer to an address that keeps failing to authenticate."""
+        count, _ = self._auth_failures.get(ip, (0, 0.0))
+        excess = count - defaults.AUTH_FAILURES_BEFORE_DELAY
+        if excess <= 0:
+            return 0.0
+        return float(min(defaults.AUTH_DELAY_MAX_S, 0.25 * 2**excess))
 
     def next_message_id(self) -> int:
         self._message_ids += 1
@@ -323,9 +436,17 @@ class SwitchboardServer:
         interval = self.config.heartbeat
         dead_after = interval * 3
         ping = encode(Ping())
+        cfg = self.config
         for conn in list(self.clients):
             silent = now - conn.last_seen
-            if silent >= dead_after:
+            if conn.partial_since and now - conn.partial_since >= cfg.frame_timeout:
+                conn.fail(
+                    ErrorCode.IDLE_TIMEOUT,
+                    f"a frame stayed incomplete for {cfg.frame_timeout:g}s",
+                )
+            elif not conn.authenticated and now - conn.opened_at >= cfg.handshake_timeout:
+                conn.fail(ErrorCode.IDLE_TIMEOUT, f"no HELLO within {cfg.handshake_timeout:g}s")
+            elif silent >= dead_after:
                 conn.abort(
                     f"heartbeat timeout ({silent:.1f}s silent)", left_reason=LeftReason.TIMED_OUT
                 )
@@ -334,8 +455,52 @@ class SwitchboardServer:
                 if self.trace is not None:
                     self.trace("->>", conn, Ping())
                 conn.send_raw(ping)
+        if self._auth_failures:
+            forget_before = now - defaults.AUTH_FAILURE_MEMORY_S
+            for ip, (_, last) in list(self._auth_failures.items()):
+                if last < forget_before:
+                    del self._auth_failures[ip]
         if not self.shutting_down:
             self._schedule_heartbeat()
+
+
+def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context, or None without --tls-cert/--tls-key."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate/key: {exc}") from exc
+    return context
+
+
+def raise_open_file_limit(wanted: int) -> None:
+    """Lift the soft open-file limit to the hard one; say so if that is not enough."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    if soft < wanted:
+        log.warning(
+            "the open-file limit is %d, below the %d that --max-clients needs; raise it "
+            "(ulimit -n) or expect failed accepts",
+            soft,
+            wanted,
+            extra={"event": "fd_limit", "limit": soft, "wanted": wanted},
+        )
+    else:
+        log.debug("open-file limit: %d", soft)
 
 
 def install_event_loop_policy() -> str:
@@ -387,6 +552,7 @@ def _console_line(request_stop: Callable[[str], None]) -> None:
 def run(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Configure logging and the event loop, serve, and return the exit code."""
     logs.configure(config.log_level, config.log_format)
+    raise_open_file_limit(config.max_clients + 64)
     loop_name = install_event_loop_policy()
     log.debug("event loop: %s, pid %d", loop_name, os.getpid())
     return asyncio.run(serve(config, trace=trace))

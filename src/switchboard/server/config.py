@@ -32,6 +32,13 @@ class ServerConfig:
     write_high_water: int = defaults.WRITE_HIGH_WATER
     write_hard_limit: int = defaults.WRITE_HARD_LIMIT
     shutdown_grace: float = defaults.SHUTDOWN_GRACE_S
+    rate: float = defaults.RATE
+    burst: int = defaults.BURST
+    handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT_S
+    frame_timeout: float = defaults.FRAME_TIMEOUT_S
+    auth_token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     log_level: str = "info"
     log_format: str = "text"
 
@@ -49,6 +56,14 @@ class ServerConfig:
             (
                 0 < self.write_high_water < self.write_hard_limit,
                 "write_high_water must be positive and below write_hard_limit",
+            ),
+            (self.rate >= 0, f"rate must be 0 (off) or positive, not {self.rate}"),
+            (self.burst >= 1, f"burst must be at least 1, not {self.burst}"),
+            (self.handshake_timeout > 0, "handshake_timeout must be positive"),
+            (self.frame_timeout > 0, "frame_timeout must be positive"),
+            (
+                (self.tls_cert is None) == (self.tls_key is None),
+                "tls_cert and tls_key go together",
             ),
             (self.log_format in ("text", "json"), "log_format must be 'text' or 'json'"),
             (
@@ -90,6 +105,13 @@ _FIELD_TYPES: dict[str, type] = {
     "write_high_water": int,
     "write_hard_limit": int,
     "shutdown_grace": float,
+    "rate": float,
+    "burst": int,
+    "handshake_timeout": float,
+    "frame_timeout": float,
+    "auth_token_file": str,
+    "tls_cert": str,
+    "tls_key": str,
     "log_level": str,
     "log_format": str,
 }
@@ -101,6 +123,24 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     if isinstance(value, kind) and not isinstance(value, bool):
         return value
     raise ConfigError(f"{name} must be {kind.__name__}, not {type(value).__name__} {value!r}")
+
+
+def load_tokens(path: str) -> frozenset[bytes]:
+    """The tokens in ``path``: one per line; blank lines and lines starting with # skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the token file {path} is not UTF-8") from exc
+    tokens = frozenset(
+        line.strip().encode()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    if not tokens:
+        raise ConfigError(f"the token file {path} holds no token")
+    return tokens
 
 
 def read_toml(path: Path) -> dict[str, Any]:

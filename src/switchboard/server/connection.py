@@ -37,6 +37,7 @@ class ClientConnection(asyncio.Protocol):
     """The server's side of one client connection."""
 
     __slots__ = (
+        "authenticated",
         "awaiting_ack",
         "client_id",
         "close_reason",
@@ -47,11 +48,15 @@ class ClientConnection(asyncio.Protocol):
         "last_seen",
         "left_reason",
         "nick",
+        "opened_at",
         "out",
+        "partial_since",
         "pinged",
         "port",
         "rooms",
         "server",
+        "tokens",
+        "tokens_at",
         "transport",
         "write_paused",
     )
@@ -75,6 +80,14 @@ class ClientConnection(asyncio.Protocol):
         self.close_reason = "closed by peer"
         self.left_reason = LeftReason.DISCONNECTED
         self.write_paused = False
+        #: False until HELLO presents a valid token, on servers that require one.
+        self.authenticated = not server.tokens
+        #: monotonic time of connect, and since when a frame has been half-received (0: none).
+        self.opened_at = 0.0
+        self.partial_since = 0.0
+        #: Token bucket for the request rate limit.
+        self.tokens = float(server.config.burst)
+        self.tokens_at = 0.0
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -89,11 +102,11 @@ class ClientConnection(asyncio.Protocol):
             _enable_keepalive(sock, self.server.config.heartbeat)
         transport.set_write_buffer_limits(high=self.server.config.write_high_water)
         self.connected_ms = time.time_ns() // 1_000_000
-        self.last_seen = _monotonic()
+        self.last_seen = self.opened_at = self.tokens_at = _monotonic()
         self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_seen = _monotonic()
+        self.last_seen = now = _monotonic()
         self.pinged = False
         if self.closing:
             return
@@ -105,13 +118,14 @@ class ClientConnection(asyncio.Protocol):
                 if server.trace is not None:
                     server.trace("<<-", self, event)
                 if event.__class__ in server.handlers:
-                    server.handle_request(self, event)
+                    if server.may_request(self, event, now):
+                        server.handle_request(self, event)
                 elif isinstance(event, Ack):
                     server.acknowledge(self, event.message_id)
                 elif isinstance(event, Pong):
                     pass
                 elif isinstance(event, InvalidFrame):
-                    if event.message_class == _REQUEST:
+                    if event.message_class == _REQUEST and server.may_request(self, event, now):
                         self.send(ErrorResponse.of(event.error.code, event.error.message,
                                                    request_id=event.request_id))  # fmt: skip
                         server.events.event(
@@ -135,6 +149,11 @@ class ClientConnection(asyncio.Protocol):
                     )
                 if self.closing:
                     return
+            if decoder.buffered:
+                if not self.partial_since:
+                    self.partial_since = now
+            else:
+                self.partial_since = 0.0
         except ProtocolError as err:
             self.fail(err.code, err.message, request_id=err.request_id)
         except Exception:  # a server bug must not take the connection's peers down with it
@@ -199,7 +218,8 @@ class ClientConnection(asyncio.Protocol):
     def fail(self, code: ErrorCode, message: str, *, request_id: int = 0) -> None:
         """Answer with ERROR ``code`` and close (for the codes that close the connection)."""
         self.send(ErrorResponse.of(code, message, request_id=request_id))
-        self.close(f"protocol error: {code.name} ({message})")
+        kind = "protocol error" if code <= ErrorCode.BAD_PAYLOAD else "closed"
+        self.close(f"{kind}: {code.name} ({message})")
 
     def close(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None:
         """Flush what is queued, then close gracefully."""

@@ -60,6 +60,8 @@ def now_ms() -> int:
 def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) -> Reply:
     if req.version < 1:
         raise RequestFailed(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {req.version}")
+    if server.tokens:
+        server.authenticate(conn, req.token)
     if req.nick:
         server.clients.set_nick(conn, req.nick)
     return HelloOk(min(VERSION, req.version), conn.client_id, conn.nick, request_id=req.request_id)
@@ -81,6 +83,8 @@ def list_(server: SwitchboardServer, conn: ClientConnection, req: ListRequest) -
         members = sorted(room.members.values(), key=_by_id) if room else []
     else:
         members = list(server.clients)  # insertion order is id order
+    if server.tokens:
+        members = [c for c in members if c.authenticated]
     clients = tuple(ClientInfo(c.client_id, c.ip, c.port, c.nick, c.connected_ms) for c in members)
     return ListOk(req.room, clients, request_id=req.request_id)
 
@@ -100,7 +104,7 @@ def _check_text(server: SwitchboardServer, text: str) -> None:
 def send(server: SwitchboardServer, conn: ClientConnection, req: SendRequest) -> Reply:
     _check_text(server, req.text)
     target = server.clients.by_id.get(req.target)
-    if target is None or target.closing:
+    if target is None or target.closing or not target.authenticated:
         raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"no client #{req.target} is connected")
     if target.write_paused:
         raise RequestFailed(
