@@ -20,6 +20,7 @@ UDPCHAT_PORT: Final = 7002
 #: Environment variables the client commands read for their defaults.
 ENV_HOST: Final = "SWITCHBOARD_HOST"
 ENV_PORT: Final = "SWITCHBOARD_PORT"
+ENV_TOKEN: Final = "SWITCHBOARD_TOKEN"
 
 #: Connected clients admitted at once; one more gets SERVER_FULL.  A 1024 default keeps
 #: a fresh server inside the usual soft open-file limit (1024) with room for the listener.

@@ -1,0 +1,146 @@
+"""``switchboard reverse serve|connect``: the string-reversal lab service and its client."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from switchboard import defaults
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
+    return value
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Timestamped log lines on stderr, as a lab server's console."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(levelname)-5s %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
+    )
+    root = logging.getLogger("switchboard.services")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "reverse",
+        help="the string-reversal lab service (TCP, line-based UTF-8)",
+        description="A line-based UTF-8 service that answers each line reversed by grapheme.",
+    )
+    sub = parser.add_subparsers(title="actions", metavar="ACTION")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the reversal server",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Answer each line reversed by grapheme cluster; 'bye' or ESC ends a session.",
+    )
+    serve.add_argument("--host", default=defaults.HOST, help="address to listen on")
+    serve.add_argument("--port", type=_port, default=defaults.REVERSE_PORT, help="TCP port")
+    serve.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=defaults.REVERSE_IDLE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close a client silent this long",
+    )
+    serve.add_argument(
+        "--max-line",
+        type=int,
+        default=defaults.REVERSE_MAX_LINE,
+        metavar="BYTES",
+        help="longest line accepted; a longer one closes the connection",
+    )
+    serve.add_argument(
+        "--max-clients",
+        type=int,
+        default=defaults.REVERSE_MAX_CLIENTS,
+        metavar="N",
+        help="concurrent sessions; one more is told the server is full",
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(func=_serve)
+
+    connect = sub.add_parser(
+        "connect",
+        help="the lab's interactive client",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Prompt 'Myself: ', print 'Server: <reply>'; 'bye' or ESC ends the session.",
+    )
+    connect.add_argument("--host", default=defaults.HOST, help="server address")
+    connect.add_argument("--port", type=_port, default=defaults.REVERSE_PORT, help="TCP port")
+    connect.set_defaults(func=_connect)
+
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from switchboard.services import runtime
+    from switchboard.services.reverse.server import ReverseConfig, serve
+
+    if args.max_line < 1 or args.max_clients < 1:
+        print(
+            "switchboard reverse serve: --max-line and --max-clients must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(args.verbose)
+    config = ReverseConfig(
+        host=args.host,
+        port=args.port,
+        idle_timeout_s=args.idle_timeout,
+        max_line=args.max_line,
+        max_clients=args.max_clients,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        runtime.stop_on_signals(stop)
+        await serve(config, stop)
+
+    try:
+        runtime.run(main())
+    except OSError as exc:
+        print(
+            f"switchboard reverse serve: cannot listen on {args.host}:{args.port}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from switchboard.services.reverse.client import run_client
+
+    return run_client(args.host, args.port)

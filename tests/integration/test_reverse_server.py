@@ -1,0 +1,184 @@
+"""The reversal server through real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+
+import pytest
+from tests.integration.services_fixtures import (
+    WAIT_S,
+    LineSocket,
+    LoopThread,
+    ReverseFactory,
+    loop_thread,
+    open_fds,
+    reverse_server,
+    wait_until,
+)
+
+from switchboard.services.reverse.server import ReverseServer
+
+__all__ = ["loop_thread", "reverse_server"]  # fixtures, imported for pytest
+
+TRICKY = [
+    ("你好👍🏽e\u0301", "e\u0301👍🏽好你"),
+    ("👨\u200d👩\u200d👧\u200d👦 and 🇫🇷", "🇫🇷 dna 👨\u200d👩\u200d👧\u200d👦"),
+    ("a\u0308o\u0301", "o\u0301a\u0308"),
+    ("", ""),
+]
+
+
+def test_tricky_strings_are_reversed_by_grapheme(reverse_server: ReverseFactory) -> None:
+    server = reverse_server()
+    with LineSocket(server.port) as client:
+        for text, expected in TRICKY:
+            assert client.ask(text.encode() + b"\n") == expected.encode()
+        # CRLF accepted; several lines in one segment answered in order.
+        client.send("one\r\ntwo\n三\n".encode())
+        assert [client.line(), client.line(), client.line()] == [b"eno", b"owt", "三".encode()]
+
+
+@pytest.mark.parametrize("last", [b"bye\n", b"  bye\r\n", b"\x1b\n", b"stop \x1b now\n"])
+def test_bye_and_esc_end_the_session(reverse_server: ReverseFactory, last: bytes) -> None:
+    server = reverse_server()
+    with LineSocket(server.port) as client:
+        assert client.ask(b"abc\n") == b"cba"
+        client.send(last + b"never answered\n")
+        assert client.line() == b"Goodbye!"
+        assert client.at_eof()
+
+
+def test_invalid_utf8_is_an_error_and_the_session_goes_on(reverse_server: ReverseFactory) -> None:
+    server = reverse_server()
+    with LineSocket(server.port) as client:
+        assert client.ask(b"ab\xff\xfecd\n") == b"ERROR: invalid UTF-8 at byte 2"
+        assert client.ask(b"\xc3\n") == b"ERROR: invalid UTF-8 at byte 0"  # truncated sequence
+        assert client.ask(b"still here\n") == b"ereh llits"
+
+
+def test_long_line_is_refused_and_closes(reverse_server: ReverseFactory) -> None:
+    server = reverse_server()
+    with LineSocket(server.port) as client:
+        assert client.ask(b"x" * 65536 + b"\n") == b"x" * 65536  # exactly the limit is fine
+        for _ in range(8):  # 128 KiB without a newline: refused after 64 KiB + 2 bytes
+            client.send(b"y" * 16384)
+        reply = client.line()
+        assert reply == b"ERROR: line longer than 65536 bytes; closing the connection"
+        assert client.at_eof()
+    assert wait_until(lambda: not server.sessions)
+
+
+def test_long_line_error_arrives_when_client_stops_sending(reverse_server: ReverseFactory) -> None:
+    server = reverse_server(max_line=1000)
+    with LineSocket(server.port) as client:
+        client.send(b"z" * 1002)
+        assert client.line() == b"ERROR: line longer than 1000 bytes; closing the connection"
+        assert client.at_eof()
+
+
+def test_idle_client_is_closed(reverse_server: ReverseFactory) -> None:
+    server = reverse_server(idle_timeout_s=0.3)
+    with LineSocket(server.port) as client:
+        started = time.monotonic()
+        assert client.ask(b"hi\n") == b"ih"
+        assert client.line() == b"ERROR: idle for 0.3 s; closing the connection"
+        assert client.at_eof()
+        assert 0.25 <= time.monotonic() - started < 5
+    assert wait_until(lambda: not server.sessions)
+
+
+def test_activity_postpones_the_idle_timeout(reverse_server: ReverseFactory) -> None:
+    server = reverse_server(idle_timeout_s=0.4)
+    with LineSocket(server.port) as client:
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:  # two idle periods of talking
+            assert client.ask(b"ab\n") == b"ba"
+            time.sleep(0.1)
+        assert client.line() == b"ERROR: idle for 0.4 s; closing the connection"
+
+
+def test_half_close_answers_the_unterminated_last_line(reverse_server: ReverseFactory) -> None:
+    server = reverse_server()
+    with LineSocket(server.port) as client:
+        client.send(b"one\ntwo")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert [client.line(), client.line(), client.line()] == [b"eno", b"owt", None]
+
+
+def test_many_concurrent_clients(reverse_server: ReverseFactory) -> None:
+    server = reverse_server()
+    clients = [LineSocket(server.port) for _ in range(200)]
+    try:
+        assert wait_until(lambda: len(server.sessions) == 200)
+        for i, client in enumerate(clients):
+            client.send(f"client {i} 👍🏽\n".encode())
+        for i, client in enumerate(clients):
+            assert client.line() == f"👍🏽 {str(i)[::-1]} tneilc".encode()
+    finally:
+        for client in clients:
+            client.close()
+    assert wait_until(lambda: not server.sessions)
+
+
+def test_server_full(reverse_server: ReverseFactory) -> None:
+    server = reverse_server(max_clients=2)
+    with LineSocket(server.port) as a, LineSocket(server.port) as b:
+        assert a.ask(b"a\n") == b"a" and b.ask(b"b\n") == b"b"
+        with LineSocket(server.port) as c:
+            assert c.line() == b"ERROR: server full; try again later"
+            assert c.at_eof()
+    assert wait_until(lambda: not server.sessions)
+
+
+def test_shutdown_tells_clients(loop_thread: LoopThread, reverse_server: ReverseFactory) -> None:
+    server = reverse_server()
+    with LineSocket(server.port) as client:
+        assert client.ask(b"x\n") == b"x"
+        closing = asyncio.run_coroutine_threadsafe(server.close(), loop_thread.loop)
+        assert client.line() == b"ERROR: server shutting down"
+        assert client.at_eof()
+    closing.result(WAIT_S)
+    assert not server.sessions
+
+
+def _rst_close(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_no_descriptor_leak_after_1000_cycles(reverse_server: ReverseFactory) -> None:
+    """Every way a session can end releases its socket: the fd count returns to baseline."""
+    server: ReverseServer = reverse_server()
+    # Warm up once so lazily created descriptors (e.g. the loop's self-pipe) are counted.
+    with LineSocket(server.port) as warm:
+        assert warm.ask(b"bye\n") == b"Goodbye!"
+    assert wait_until(lambda: not server.sessions)
+    baseline = open_fds()
+    started = time.monotonic()
+    for i in range(1000):
+        client = LineSocket(server.port)
+        kind = i % 5
+        if kind == 0:  # polite: a line, then bye
+            assert client.ask(b"abc\n") == b"cba"
+            assert client.ask(b"bye\n") == b"Goodbye!"
+            client.close()
+        elif kind == 1:  # vanishes mid-line
+            client.send(b"half a li")
+            client.close()
+        elif kind == 2:  # reset mid-line (SO_LINGER 0 sends RST)
+            client.send(b"reset me")
+            _rst_close(client.sock)
+        elif kind == 3:  # sends lines and leaves without reading the answers
+            client.send(b"unread\n" * 50)
+            client.close()
+        else:  # connects and goes without a word
+            client.close()
+    elapsed = time.monotonic() - started
+    assert wait_until(lambda: not server.sessions and open_fds() <= baseline), (
+        f"{len(server.sessions)} sessions open, {open_fds()} fds vs baseline {baseline}"
+    )
+    print(f"1000 cycles in {elapsed:.2f} s; fds {baseline} -> {open_fds()}")
+    assert open_fds() == baseline
