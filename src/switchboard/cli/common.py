@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 from typing import Any
 
 from switchboard import defaults
 from switchboard.client import Client, ConnectionFailed, ServerError
+from switchboard.client.channel import client_ssl_context
 from switchboard.client.tracing import Tracer
 from switchboard.protocol.codec import Event
 
@@ -55,6 +57,19 @@ def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -
         metavar="SECONDS",
         help=f"give up on a response after this long (default {defaults.REQUEST_TIMEOUT_S:g})",
     )
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--cafile", metavar="FILE", help="with --tls: trust this CA bundle (PEM)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="with --tls: skip certificate checks (self-signed test servers only)",
+    )
+    p.add_argument(
+        "--token",
+        default=None,
+        help=f"authentication token (default ${defaults.ENV_TOKEN}); prefer the variable: "
+        "arguments show in the process list",
+    )
     p.add_argument(
         "--trace", action="store_true", help="print every frame sent and received to stderr"
     )
@@ -84,11 +99,34 @@ def make_tracer(args: argparse.Namespace) -> Tracer | None:
     return tracer
 
 
+def ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not getattr(args, "tls", False):
+        if getattr(args, "cafile", None) or getattr(args, "insecure", False):
+            raise CliExit(2, "--cafile and --insecure need --tls")
+        return None
+    try:
+        return client_ssl_context(cafile=args.cafile, insecure=args.insecure)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliExit(2, f"cannot load the CA file {args.cafile}: {exc}") from None
+
+
+def token(args: argparse.Namespace) -> str | None:
+    return getattr(args, "token", None) or os.environ.get(defaults.ENV_TOKEN) or None
+
+
 def connect(args: argparse.Namespace, **kwargs: Any) -> Client:
     """A connected Client for the command's --host/--port, or CliExit(2) with one clear line."""
     host, port = endpoint(args)
+    kwargs.setdefault("token", token(args))
     try:
-        return Client(host, port, timeout=args.timeout, trace=make_tracer(args), **kwargs)
+        return Client(
+            host,
+            port,
+            timeout=args.timeout,
+            trace=make_tracer(args),
+            ssl_context=ssl_context(args),
+            **kwargs,
+        )
     except ConnectionFailed as exc:
         raise CliExit(2, f"cannot connect: {exc}") from None
     except ServerError as exc:

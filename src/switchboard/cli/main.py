@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from switchboard import __version__
-from switchboard.client import ConnectionLost, RequestTimeout
+from switchboard.client import ConnectionLost, RequestTimeout, ServerError
 
 from .common import CliExit
 
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConnectionLost, RequestTimeout) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
+    except ServerError as exc:
+        print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

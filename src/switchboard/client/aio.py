@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -79,15 +80,28 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         connect_timeout: float = defaults.CONNECT_TIMEOUT_S,
         on_indication: Callable[[Frame], None] | None = None,
         trace: Tracer | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncClient:
         """Connect, wait for WELCOME, and say HELLO when a nickname or token is given."""
         loop = asyncio.get_running_loop()
         client = cls(timeout=timeout, on_indication=on_indication, trace=trace)
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: client, host, port),
-                                   connect_timeout)  # fmt: skip
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: client,
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    server_hostname=host if ssl_context is not None else None,
+                ),
+                connect_timeout,
+            )
         except TimeoutError as exc:
             raise ConnectionFailed(f"timed out connecting to {host}:{port}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectionFailed(f"TLS certificate not accepted: {exc.verify_message}") from exc
+        except ssl.SSLError as exc:
+            raise ConnectionFailed(f"TLS handshake failed: {exc}") from exc
         except ConnectionRefusedError as exc:
             raise ConnectionFailed(f"connection refused by {host}:{port}") from exc
         except socket.gaierror as exc:
@@ -103,7 +117,8 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         except TimeoutError:
             await client.close()
             raise ConnectionFailed(
-                f"{host}:{port} sent no WELCOME within {connect_timeout}s"
+                f"{host}:{port} sent no WELCOME within {connect_timeout:g}s "
+                "(not a Switchboard server, or one that needs --tls?)"
             ) from None
         except BaseException:
             await client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ from switchboard.protocol import (
     Welcome,
 )
 
+from .channel import SocketChannel, TlsChannel
 from .core import ClientCore
 from .errors import (
     ConnectionFailed,
@@ -91,6 +93,7 @@ class Client(ClientCore["Future[Any]"]):
         connect_timeout: float = defaults.CONNECT_TIMEOUT_S,
         on_indication: Callable[[Frame], None] | None = None,
         trace: Tracer | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(Future, threading.Lock(), on_indication)
         self.host = host
@@ -99,7 +102,17 @@ class Client(ClientCore["Future[Any]"]):
         self._trace = trace
         self._indications: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._send_lock = threading.Lock()
-        self._sock = open_socket(host, port, connect_timeout)
+        sock = open_socket(host, port, connect_timeout)
+        if ssl_context is None:
+            self._channel: SocketChannel = SocketChannel(sock)
+        else:
+            sock.settimeout(connect_timeout)
+            try:
+                self._channel = TlsChannel(sock, ssl_context, host)
+            except BaseException:
+                sock.close()
+                raise
+            sock.settimeout(None)
         self._receiver = threading.Thread(
             target=self._receive_loop, name=f"switchboard-receiver-{host}:{port}", daemon=True
         )
@@ -109,7 +122,8 @@ class Client(ClientCore["Future[Any]"]):
         except FutureTimeout:
             self.close()
             raise ConnectionFailed(
-                f"{host}:{port} sent no WELCOME within {connect_timeout}s"
+                f"{host}:{port} sent no WELCOME within {connect_timeout:g}s "
+                "(not a Switchboard server, or one that needs --tls?)"
             ) from None
         except BaseException:
             self.close()
@@ -233,9 +247,7 @@ class Client(ClientCore["Future[Any]"]):
     def close(self) -> None:
         """Close the connection and join the receiver thread."""
         self._fail_all("closed by client")
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+        self._channel.close()
         if self._receiver.is_alive() and threading.current_thread() is not self._receiver:
             self._receiver.join(timeout=5)
 
@@ -258,7 +270,7 @@ class Client(ClientCore["Future[Any]"]):
             trace_sent(self._trace, msg, data)
         try:
             with self._send_lock:
-                self._sock.sendall(data)
+                self._channel.send(data)
         except OSError as exc:
             lost = self._fail_all(f"connection lost while sending: {exc.strerror or exc}")
             raise lost from exc
@@ -267,7 +279,7 @@ class Client(ClientCore["Future[Any]"]):
         reason = "connection closed by server"
         try:
             while True:
-                data = self._sock.recv(256 * 1024)
+                data = self._channel.recv()
                 if not data:
                     break
                 for event, meaning in self._session.receive(data):
@@ -290,7 +302,7 @@ class Client(ClientCore["Future[Any]"]):
                 reason = f"connection lost: {exc.strerror or exc}"
         self._fail_all(reason)
         with contextlib.suppress(OSError):
-            self._sock.close()
+            self._channel.sock.close()
 
     def _queue_indication(self, frame: Frame) -> None:
         self._indications.put(frame)
