@@ -1,0 +1,364 @@
+"""Bad input from a raw socket: every malformed frame gets its ERROR, closing ones close,
+and nothing a bad peer does reaches anyone else.
+
+``RawPeer`` (a client speaking the protocol by hand: no automatic PONG or ACK) lives here
+and is imported by the other server tests.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import pytest
+
+from conftest import ServerThread
+from switchboard.client import Client
+from switchboard.client.session import CLIENT_MAX_FRAME
+from switchboard.protocol import (
+    HEADER,
+    MAGIC,
+    VERSION,
+    ErrorCode,
+    ErrorResponse,
+    Event,
+    Frame,
+    FrameDecoder,
+    HelloRequest,
+    ListOk,
+    ListRequest,
+    Message,
+    MessageClass,
+    MessageType,
+    NameOk,
+    NameRequest,
+    Ping,
+    SendOk,
+    SendRequest,
+    TimeOk,
+    TimeRequest,
+    Welcome,
+    encode,
+)
+
+F = TypeVar("F", bound=Frame)
+
+
+class RawPeer:
+    """A hand-driven protocol client over a plain blocking socket."""
+
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        rcvbuf: int | None = None,
+        welcome: bool = True,
+        timeout: float = 5.0,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect, so that the advertised window is small too
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.decoder = FrameDecoder(max_frame=CLIENT_MAX_FRAME)
+        self.events: deque[Event] = deque()
+        self.eof = False
+        self.welcome: Welcome | None = self.expect(Welcome, timeout) if welcome else None
+
+    @property
+    def client_id(self) -> int:
+        assert self.welcome is not None
+        return self.welcome.client_id
+
+    def send(self, *items: Frame | bytes) -> None:
+        self.sock.sendall(b"".join(encode(i) if isinstance(i, Frame) else i for i in items))
+
+    def next(self, timeout: float = 5.0) -> Event | None:
+        """The next event received, or None once the server has closed the connection."""
+        deadline = time.monotonic() + timeout
+        while not self.events:
+            if self.eof:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"nothing received within {timeout}s")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(256 * 1024)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:  # an aborted connection is a closed one
+                data = b""
+            if not data:
+                self.eof = True
+                continue
+            self.decoder.feed(data)
+            self.events.extend(self.decoder)
+        return self.events.popleft()
+
+    def expect(self, cls: type[F], timeout: float = 5.0, *, skip_pings: bool = True) -> F:
+        """The next event, which must be a ``cls`` (PINGs skipped unless told otherwise)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next(max(0.0, deadline - time.monotonic()))
+            if skip_pings and isinstance(event, Ping):
+                continue
+            assert isinstance(event, cls), f"expected {cls.__name__}, got {event!r}"
+            return event
+
+    def expect_error(self, code: ErrorCode, request_id: int, timeout: float = 5.0) -> ErrorResponse:
+        err = self.expect(ErrorResponse, timeout)
+        assert (err.code, err.name, err.request_id) == (int(code), code.name, request_id), err
+        assert err.message, "an ERROR always says what went wrong"
+        return err
+
+    def expect_closed(self, timeout: float = 5.0) -> list[Event]:
+        """Read until the server closes the connection; the events received on the way."""
+        seen: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while (event := self.next(max(0.0, deadline - time.monotonic()))) is not None:
+            seen.append(event)
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def header(
+    mclass: int,
+    mtype: int,
+    request_id: int,
+    length: int,
+    *,
+    magic: int = MAGIC,
+    version: int = VERSION,
+) -> bytes:
+    return HEADER.pack(magic, version, mclass, mtype, request_id, length)
+
+
+def request_frame(mtype: int, request_id: int, payload: bytes) -> bytes:
+    return header(MessageClass.REQUEST, mtype, request_id, len(payload)) + payload
+
+
+def connected_count(st: ServerThread) -> int:
+    return st.call(lambda: len(st.server.clients))
+
+
+def assert_still_serving(peer: RawPeer, request_id: int = 900) -> None:
+    """The very next frame after a TIME request is its answer: nothing else was queued."""
+    peer.send(TimeRequest(request_id=request_id))
+    ok = peer.expect(TimeOk)
+    assert ok.request_id == request_id
+
+
+@pytest.fixture
+def bystander(server: ServerThread) -> Any:
+    """A well-behaved client connected throughout; it must notice nothing."""
+    seen: list[Frame] = []
+    with Client("127.0.0.1", server.port, timeout=5, on_indication=seen.append) as client:
+        yield client
+        # It still gets answers, and no indication reached it.
+        assert client.name() == "test-server"
+        assert seen == []
+
+
+# --- closing errors -----------------------------------------------------------------------------
+
+
+CLOSING_CASES: list[tuple[str, Callable[[int], bytes], ErrorCode, int]] = [
+    (
+        "bad magic",
+        lambda mf: header(1, MessageType.TIME, 7, 0, magic=0x4745),  # "GE" of "GET /"
+        ErrorCode.BAD_FRAME,
+        0,
+    ),
+    ("HTTP request", lambda mf: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCode.BAD_FRAME, 0),
+    ("unknown class", lambda mf: header(7, MessageType.TIME, 8, 0), ErrorCode.BAD_FRAME, 8),
+    ("class zero", lambda mf: header(0, MessageType.TIME, 9, 0), ErrorCode.BAD_FRAME, 9),
+    (
+        "newer version",
+        lambda mf: header(1, MessageType.TIME, 10, 0, version=2),
+        ErrorCode.UNSUPPORTED_VERSION,
+        10,
+    ),
+    (
+        "version zero",
+        lambda mf: header(1, MessageType.TIME, 11, 0, version=0),
+        ErrorCode.UNSUPPORTED_VERSION,
+        11,
+    ),
+    (
+        # Only the header is sent: the refusal must not wait for the announced payload.
+        "oversized frame",
+        lambda mf: header(1, MessageType.SEND, 12, mf - HEADER.size + 1),
+        ErrorCode.FRAME_TOO_LARGE,
+        12,
+    ),
+    (
+        "4 GiB frame",
+        lambda mf: header(1, MessageType.SEND, 13, 0xFFFFFFFF),
+        ErrorCode.FRAME_TOO_LARGE,
+        13,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "request_id"),
+    [case[1:] for case in CLOSING_CASES],
+    ids=[case[0] for case in CLOSING_CASES],
+)
+def test_closing_errors_answer_then_close(
+    server: ServerThread,
+    bystander: Client,
+    data: Callable[[int], bytes],
+    code: ErrorCode,
+    request_id: int,
+) -> None:
+    with RawPeer(server.port) as peer:
+        # A good request first, then the bad frame, then more requests in the same write:
+        # the good one is answered, the bad one closes, nothing after it is answered.
+        peer.send(
+            TimeRequest(request_id=1),
+            data(65536),
+            TimeRequest(request_id=2),
+            NameRequest(request_id=3),
+        )
+        assert peer.expect(TimeOk).request_id == 1
+        peer.expect_error(code, request_id)
+        assert peer.expect_closed() == []
+    server.wait_for(lambda s: len(s.clients) == 1)
+
+
+def test_frame_too_large_follows_the_configured_limit(server_factory: Any) -> None:
+    st = server_factory(max_frame=1024)
+    with RawPeer(st.port) as peer:
+        assert peer.welcome is not None and peer.welcome.max_frame == 1024
+        # Exactly at the limit is fine (a SEND of 1024 - 14 - 8 bytes of text) ...
+        text = "x" * (1024 - HEADER.size - 4 - 4)
+        peer.send(SendRequest(peer.client_id, text, request_id=1))
+        assert peer.expect(Message).text == text
+        assert peer.expect(SendOk).request_id == 1
+        # ... one byte more is not, whatever the payload would have been.
+        peer.send(header(1, MessageType.SEND, 2, 1024 - HEADER.size + 1))
+        seen = peer.expect_closed()
+        errors = [e for e in seen if isinstance(e, ErrorResponse)]
+        assert [(e.code, e.request_id) for e in errors] == [(ErrorCode.FRAME_TOO_LARGE, 2)]
+
+
+# --- errors that leave the connection open ----------------------------------------------------
+
+SEND = MessageType.SEND
+STAYING_CASES: list[tuple[str, bytes, ErrorCode]] = [
+    ("unknown request type", request_frame(0x3F, 21, b""), ErrorCode.UNKNOWN_TYPE),
+    ("response type as request", request_frame(MessageType.OK, 21, b""), ErrorCode.UNKNOWN_TYPE),
+    ("indication type as request", request_frame(0x88, 21, b""), ErrorCode.UNKNOWN_TYPE),
+    ("trailing byte", request_frame(MessageType.TIME, 21, b"\x00"), ErrorCode.BAD_PAYLOAD),
+    ("truncated target", request_frame(SEND, 21, b"\x00\x00"), ErrorCode.BAD_PAYLOAD),
+    (
+        "text longer than payload",
+        request_frame(SEND, 21, struct.pack("!II", 1, 50) + b"short"),
+        ErrorCode.BAD_PAYLOAD,
+    ),
+    (
+        "invalid UTF-8 text",
+        request_frame(SEND, 21, struct.pack("!II", 1, 2) + b"\xc3\x28"),
+        ErrorCode.BAD_PAYLOAD,
+    ),
+    (
+        "invalid UTF-8 room",
+        request_frame(MessageType.LIST, 21, struct.pack("!H", 1) + b"\xff"),
+        ErrorCode.BAD_PAYLOAD,
+    ),
+    (
+        "surrogate in UTF-8",
+        request_frame(MessageType.NICK, 21, struct.pack("!H", 3) + b"\xed\xa0\x80"),
+        ErrorCode.BAD_PAYLOAD,
+    ),
+    ("empty HELLO", request_frame(MessageType.HELLO, 21, b""), ErrorCode.BAD_PAYLOAD),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"), [c[1:] for c in STAYING_CASES], ids=[c[0] for c in STAYING_CASES]
+)
+def test_request_errors_keep_the_connection(
+    server: ServerThread, bystander: Client, data: bytes, code: ErrorCode
+) -> None:
+    with RawPeer(server.port) as peer:
+        peer.send(data, TimeRequest(request_id=22))
+        peer.expect_error(code, 21)
+        assert peer.expect(TimeOk).request_id == 22
+        assert_still_serving(peer)
+
+
+def test_frames_that_are_not_requests_are_ignored(server: ServerThread, bystander: Client) -> None:
+    with RawPeer(server.port) as peer:
+        assert peer.welcome is not None
+        peer.send(
+            TimeOk(1, 0, "UTC", request_id=31),  # a response, as if we were the server
+            ErrorResponse.of(ErrorCode.BAD_FRAME, "nonsense", request_id=0),
+            peer.welcome,  # a server-only indication
+            header(MessageClass.RESPONSE, MessageType.OK, 32, 0),  # OK too short to decode
+            header(MessageClass.INDICATION, 0xFE, 0, 3) + b"abc",  # an unknown indication
+            header(MessageClass.INDICATION, MessageType.RECEIPT, 0, 1) + b"\x00",  # malformed
+        )
+        assert_still_serving(peer)
+    server.wait_for(lambda s: len(s.clients) == 1)
+
+
+def test_hello_with_version_zero_is_refused_and_closed(server: ServerThread) -> None:
+    with RawPeer(server.port) as peer:
+        peer.send(HelloRequest(0, request_id=41), TimeRequest(request_id=42))
+        peer.expect_error(ErrorCode.UNSUPPORTED_VERSION, 41)
+        assert peer.expect_closed() == []
+
+
+def test_byte_at_a_time_requests_are_answered(server: ServerThread) -> None:
+    with RawPeer(server.port) as peer:
+        data = encode(NameRequest(request_id=51)) + encode(ListRequest(request_id=52))
+        for i in range(len(data)):
+            peer.sock.sendall(data[i : i + 1])
+        assert peer.expect(NameOk).request_id == 51
+        assert peer.expect(ListOk).request_id == 52
+
+
+def test_random_garbage_never_disturbs_the_server(server: ServerThread, bystander: Client) -> None:
+    rng = random.Random(20261123)
+    for _ in range(40):
+        garbage = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+        if rng.random() < 0.5:  # a valid header prefix makes the decoder look further
+            garbage = (
+                HEADER.pack(MAGIC, VERSION, 1, rng.randrange(0, 16), 5, len(garbage)) + garbage
+            )
+        with RawPeer(server.port) as peer:
+            peer.send(garbage)
+            peer.sock.shutdown(socket.SHUT_WR)
+            # Whatever the bytes, the server answers with well-formed frames only (the
+            # decoder would raise otherwise), then closes: it never hangs on a half frame
+            # from a peer that has finished sending.
+            for event in peer.expect_closed():
+                assert isinstance(event, Frame), event
+    server.wait_for(lambda s: len(s.clients) == 1)
+    assert_still_works(server)
+
+
+def assert_still_works(server: ServerThread) -> None:
+    with Client("127.0.0.1", server.port, timeout=5) as client:
+        assert client.name() == "test-server"
