@@ -166,8 +166,13 @@ class RecordListKind(FieldKind):
         self._encode, self._read = _make_codec(record)
 
     def encode(self, out: bytearray, value: Any) -> None:
+        if not isinstance(value, tuple | list):
+            raise LocalProtocolError(f"{self.name} field needs a tuple, got {type(value).__name__}")
         out += wire.U32.struct.pack(len(value))
+        record = self.record
         for item in value:
+            if not isinstance(item, record):
+                raise LocalProtocolError(f"{self.name} holds a {type(item).__name__}")
             self._encode(item, out)
 
     def decode(self, buf: Buffer, off: int, end: int) -> tuple[Any, int]:

@@ -117,7 +117,12 @@ class StrKind(FieldKind):
     def encode(self, out: bytearray, value: Any) -> None:
         if not isinstance(value, str):
             raise LocalProtocolError(f"{self.name} field needs a str, got {type(value).__name__}")
-        data = value.encode("utf-8")
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates, e.g. from surrogateescape input
+            raise LocalProtocolError(
+                f"{self.name} field is not valid Unicode: {exc.reason}"
+            ) from exc
         if len(data) > self.max_bytes:
             raise LocalProtocolError(
                 f"{len(data)} bytes of UTF-8 do not fit a {self.name} (max {self.max_bytes})"
