@@ -1,0 +1,1 @@
+"""Benchmarks: the protocol codec on its own (``protocol_codec``) and the server under load."""
