@@ -10,7 +10,7 @@ from typing import Any
 from switchboard import defaults
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -20,7 +20,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
+def port_number(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -59,10 +59,10 @@ def register(subparsers: Any) -> None:
         description="Answer each line reversed by grapheme cluster; 'bye' or ESC ends a session.",
     )
     serve.add_argument("--host", default=defaults.HOST, help="address to listen on")
-    serve.add_argument("--port", type=_port, default=defaults.REVERSE_PORT, help="TCP port")
+    serve.add_argument("--port", type=port_number, default=defaults.REVERSE_PORT, help="TCP port")
     serve.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.REVERSE_IDLE_TIMEOUT_S,
         metavar="SECONDS",
         help="close a client silent this long",
@@ -91,7 +91,7 @@ def register(subparsers: Any) -> None:
         description="Prompt 'Myself: ', print 'Server: <reply>'; 'bye' or ESC ends the session.",
     )
     connect.add_argument("--host", default=defaults.HOST, help="server address")
-    connect.add_argument("--port", type=_port, default=defaults.REVERSE_PORT, help="TCP port")
+    connect.add_argument("--port", type=port_number, default=defaults.REVERSE_PORT, help="TCP port")
     connect.set_defaults(func=_connect)
 
     parser.set_defaults(func=lambda args: _usage(parser))

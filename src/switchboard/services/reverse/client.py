@@ -14,7 +14,6 @@ a buffered reader's lock makes the interpreter abort at exit.
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import threading
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final, TextIO
 
 from switchboard import defaults
+from switchboard.services.runtime import FdLineReader
 
 from .core import is_goodbye
 
@@ -116,35 +116,6 @@ class ReverseClient:
         except OSError:
             # The reader sees the closed connection and reports it.
             return
-
-
-class FdLineReader:
-    """``readline()`` over a raw file descriptor, holding no Python-level lock while blocked."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._buffer = bytearray()
-        self._eof = False
-
-    def readline(self) -> bytes:
-        """The next line with its newline, the unterminated rest at EOF, or b"" at EOF."""
-        scanned = 0
-        while True:
-            newline = self._buffer.find(b"\n", scanned)
-            if newline >= 0:
-                line = bytes(self._buffer[: newline + 1])
-                del self._buffer[: newline + 1]
-                return line
-            if self._eof:
-                rest = bytes(self._buffer)
-                self._buffer.clear()
-                return rest
-            scanned = len(self._buffer)
-            chunk = os.read(self.fd, 65536)
-            if chunk:
-                self._buffer += chunk
-            else:
-                self._eof = True
 
 
 def connect(host: str, port: int, timeout: float = defaults.CONNECT_TIMEOUT_S) -> socket.socket:

@@ -1,0 +1,359 @@
+"""``switchboard udpchat join``: the chat room member's asyncio shell around ``peer.ChatPeer``.
+
+Three sources feed one queue: datagrams from the server, lines from stdin (a daemon thread),
+and the clock (the queue wait is bounded by the peer's next deadline).  Everything received
+is printed as one flushed line, so a script can drive the client through pipes; notices about
+the room start with ``*``, warnings about the network with ``!``.
+
+Exit codes: 0 after leaving (``exit``, ``/quit`` or end of input), 1 when the server cannot be
+reached or shut down, 2 when the nickname is refused and there is no terminal to ask for
+another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, TextIO, cast
+
+from .codec import LeftReason, nick_problem
+from .peer import (
+    ChatPeer,
+    Event,
+    Ignored,
+    JoinRefused,
+    LeaveDone,
+    MemberJoined,
+    MemberLeft,
+    MessageReceived,
+    MessageRefusedError,
+    MessagesLost,
+    NoAnswer,
+    NotJoinedError,
+    Phase,
+    Rejoining,
+    Retrying,
+    SendRefused,
+    ServerBack,
+    ServerShutdown,
+    ServerSilent,
+    Welcomed,
+)
+from .room import Address
+
+#: Lines that leave the room.
+QUIT_COMMANDS: Final = frozenset({"exit", "/quit"})
+
+EXIT_OK: Final = 0
+EXIT_UNREACHABLE: Final = 1
+EXIT_NICK_REFUSED: Final = 2
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters shown as escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char == "\t" or char.isprintable() or unicodedata.category(char) == "Cf":
+            out.append(char)
+        else:
+            out.append(f"\\u{ord(char):04x}")
+    return "".join(out)
+
+
+def clock(timestamp_ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(timestamp_ms / 1000))
+
+
+def describe(event: Event) -> str | None:
+    """The line shown for ``event`` (None: nothing to show)."""
+    match event:
+        case MessageReceived(nick, stamp, text):
+            return f"[{clock(stamp)}] {printable(nick)}: {printable(text)}"
+        case MemberJoined(nick, stamp):
+            return f"[{clock(stamp)}] * {printable(nick)} joined"
+        case MemberLeft(nick, stamp, reason):
+            why = " (timed out)" if reason == LeftReason.TIMED_OUT else ""
+            return f"[{clock(stamp)}] * {printable(nick)} left{why}"
+        case MessagesLost("", count):
+            return f"! {count} room announcement{'s were' if count > 1 else ' was'} lost"
+        case MessagesLost(nick, count):
+            plural = "messages" if count > 1 else "message"
+            verb = "were" if count > 1 else "was"
+            return f"! {count} {plural} from {printable(nick)} {verb} lost"
+        case Welcomed(nick, others):
+            if others == 0:
+                company = "you are alone in the room"
+            else:
+                company = f"{others} other{'s' if others > 1 else ''} in the room"
+            return f"* Welcome, {printable(nick)}! {company}"
+        case ServerSilent(seconds):
+            return f"! The server is not answering (nothing heard for {seconds:g} s)"
+        case ServerBack():
+            return "! The server is answering again"
+        case ServerShutdown():
+            return "* The server is shutting down"
+        case Rejoining(reason):
+            return f"! The server no longer knows us ({reason}); joining again"
+    return None
+
+
+@dataclass
+class _Datagram:
+    data: bytes
+
+
+@dataclass
+class _Line:
+    data: bytes  # b"" at end of input
+
+
+@dataclass
+class _Icmp:
+    error: Exception
+
+
+_Input = _Datagram | _Line | _Icmp
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, put: Callable[[_Input], None]) -> None:
+        self.put = put
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.put(_Datagram(data))
+
+    def error_received(self, exc: Exception) -> None:
+        # Port unreachable: nobody listens there (yet).  Retries go on; never fatal.
+        self.put(_Icmp(exc))
+
+
+class ChatSession:
+    """One run of the client: join, relay lines both ways, leave."""
+
+    def __init__(
+        self,
+        peer: ChatPeer,
+        *,
+        server: tuple[str, int],
+        out: TextIO,
+        err: TextIO,
+        interactive: bool,
+    ) -> None:
+        self.peer = peer
+        self.server = server
+        self.out = out
+        self.err = err
+        self.interactive = interactive
+        self.queue: asyncio.Queue[_Input] = asyncio.Queue()
+        self.endpoint: _Endpoint | None = None
+        self.waiting_lines: list[bytes] = []
+        self.asking_nick = False
+        self.input_done = False
+        self.exit_code: int | None = None
+        self.icmp_reported = False
+        self.ignored = 0
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def warn(self, line: str) -> None:
+        self.err.write(line + "\n")
+        self.err.flush()
+
+    async def run(self, stdin_fd: int | None) -> int:
+        from switchboard.services.runtime import read_lines_in_thread
+
+        loop = asyncio.get_running_loop()
+        put = self.queue.put_nowait
+        _, endpoint = await loop.create_datagram_endpoint(
+            lambda: _Endpoint(put), remote_addr=self.server
+        )
+        self.endpoint = endpoint
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self._interrupted)
+            if stdin_fd is not None:
+
+                def on_line(line: bytes) -> None:
+                    loop.call_soon_threadsafe(put, _Line(line))
+
+                read_lines_in_thread(stdin_fd, on_line)
+            if not self._start_join(None):
+                return EXIT_NICK_REFUSED
+            while self.exit_code is None:
+                deadline = self.peer.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    item = None
+                now = loop.time()
+                if isinstance(item, _Datagram):
+                    self.peer.receive(item.data, now)
+                elif isinstance(item, _Line):
+                    self._line(item.data, now)
+                elif isinstance(item, _Icmp):
+                    self._icmp(item.error)
+                self.peer.tick(now)
+                self._flush()
+                self._handle_events(now)
+                self._flush()
+            return self.exit_code
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+            if self.endpoint.transport is not None:
+                self.endpoint.transport.close()
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def _interrupted(self) -> None:
+        if self.peer.phase is Phase.LEAVING or self.input_done:
+            self.exit_code = 130  # a second interrupt: do not wait for the acknowledgement
+            self.queue.put_nowait(_Line(b""))
+            return
+        self.queue.put_nowait(_Line(b""))
+
+    def _start_join(self, nick: str | None) -> bool:
+        """Send a JOIN; False when the nickname is invalid and nobody can be asked again."""
+        name = nick if nick is not None else self.peer.nick
+        problem = nick_problem(name)
+        if problem is not None:
+            return self._nick_refused(f"invalid nickname {name!r}: {problem}")
+        self.peer.join(asyncio.get_running_loop().time(), name)
+        self._flush()
+        return True
+
+    def _nick_refused(self, message: str) -> bool:
+        self.warn(f"switchboard udpchat join: {message}")
+        if not self.interactive or self.input_done:
+            self.exit_code = EXIT_NICK_REFUSED
+            return False
+        self.asking_nick = True
+        self.err.write("Another nickname: ")
+        self.err.flush()
+        return True
+
+    def _line(self, raw: bytes, now: float) -> None:
+        if not raw:
+            self.input_done = True
+            if self.asking_nick:
+                self.exit_code = EXIT_NICK_REFUSED
+            elif self.peer.phase is not Phase.JOINING:
+                self._leave(now)
+            # While joining, the lines read so far are sent once we are in, then we leave.
+            return
+        raw = raw.rstrip(b"\n").rstrip(b"\r")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.warn("! line not sent: it is not valid UTF-8")
+            return
+        if self.asking_nick:
+            self.asking_nick = False
+            self._start_join(text.strip())
+            return
+        if text.strip() in QUIT_COMMANDS:
+            self._leave(now)
+            return
+        if not text.strip():
+            return
+        if self.peer.phase is Phase.JOINING:
+            self.waiting_lines.append(raw)  # sent once we are in
+            return
+        self._send(text, now)
+
+    def _send(self, text: str, now: float) -> None:
+        try:
+            self.peer.send(text, now)
+        except MessageRefusedError as exc:
+            self.warn(f"! message not sent: {exc}")
+        except NotJoinedError:
+            pass  # leaving or left: the line has nowhere to go
+
+    def _leave(self, now: float) -> None:
+        self.waiting_lines.clear()
+        if self.peer.phase in (Phase.LEAVING, Phase.CLOSED):
+            return
+        self.peer.leave(now)
+
+    def _icmp(self, error: Exception) -> None:
+        if not self.icmp_reported:
+            self.icmp_reported = True
+            host, port = self.server
+            reason = getattr(error, "strerror", None) or str(error)
+            self.warn(f"! nothing is listening at {host}:{port} ({reason}); still trying")
+
+    # --- output --------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        assert self.endpoint is not None and self.endpoint.transport is not None
+        transport = self.endpoint.transport
+        for data in self.peer.datagrams_to_send():
+            if not transport.is_closing():
+                transport.sendto(data)
+
+    def _handle_events(self, now: float) -> None:
+        for event in self.peer.pop_events():
+            line = describe(event)
+            if line is not None:
+                self.say(line)
+            match event:
+                case Welcomed():
+                    self.icmp_reported = False
+                    for raw in self.waiting_lines:
+                        self._send(raw.decode("utf-8"), now)
+                    self.waiting_lines.clear()
+                    if self.input_done:
+                        self._leave(now)
+                case JoinRefused(_, reason):
+                    self._nick_refused(f"nickname refused: {reason}")
+                case NoAnswer(request, attempts, waited):
+                    host, port = self.server
+                    self.warn(
+                        f"! no answer from the server at {host}:{port} to {request} after "
+                        f"{attempts} attempts ({waited:g} s)"
+                    )
+                    if request == "JOIN":
+                        self.exit_code = EXIT_UNREACHABLE
+                case Retrying(request, attempt, of):
+                    self.warn(f"! no answer to {request} yet, retrying ({attempt}/{of})")
+                case SendRefused(reason):
+                    self.warn(f"! message refused by the server: {reason}")
+                case LeaveDone():
+                    if self.exit_code is None:
+                        self.exit_code = EXIT_OK
+                case ServerShutdown():
+                    self.exit_code = EXIT_UNREACHABLE
+                case Ignored():
+                    self.ignored += 1
+
+
+async def join_room(
+    peer: ChatPeer,
+    *,
+    host: str,
+    port: int,
+    stdin_fd: int | None,
+    interactive: bool,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Run one member until it leaves; the exit code."""
+    session = ChatSession(peer, server=(host, port), out=out, err=err, interactive=interactive)
+    return await session.run(stdin_fd)
