@@ -19,27 +19,29 @@ from typing import Any
 from switchboard import defaults
 from switchboard.protocol import (
     CLOSING_CODES,
+    HEADER_SIZE,
     VERSION,
     ErrorCode,
     ErrorResponse,
     Frame,
-    HelloRequest,
+    FrameDecoder,
     InvalidFrame,
     Left,
     LeftReason,
+    MessageClass,
     Ping,
-    Receipt,
     ReceiptStatus,
     Shutdown,
     Welcome,
     encode,
 )
+from switchboard.protocol.fastpath import encode_receipt
 
 from . import logs
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection
 from .errors import RequestFailed
-from .handlers import HANDLERS
+from .handlers import FAST_HANDLERS, HANDLERS, ServerClock
 from .registry import ClientRegistry, Room, RoomRegistry
 
 log = logs.log
@@ -62,6 +64,11 @@ class SwitchboardServer:
         #: address -> (failed HELLOs, monotonic time of the last one).
         self._auth_failures: dict[str, tuple[int, float]] = {}
         self.handlers = HANDLERS
+        self.fast_handlers = FAST_HANDLERS
+        self.clock = ServerClock()
+        #: The rate limit (requests/s per connection, 0 = off) and burst, read per batch.
+        self.rate = config.rate
+        self.burst = float(config.burst)
         self.clients = ClientRegistry()
         self.rooms = RoomRegistry(config.history)
         self.events = logs.EventLog()
@@ -287,8 +294,6 @@ class SwitchboardServer:
 
     def handle_request(self, conn: ClientConnection, req: Any) -> None:
         try:
-            if self.shutting_down:
-                raise RequestFailed(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
             reply = self.handlers[req.__class__](self, conn, req)
         except RequestFailed as failure:
             if failure.code in CLOSING_CODES:
@@ -305,18 +310,7 @@ class SwitchboardServer:
                 else:
                     conn.fail(failure.code, failure.message, request_id=req.request_id)
                 return
-            conn.send(ErrorResponse.of(failure.code, failure.message, request_id=req.request_id))
-            if self.events.info_on:
-                self.events.event(
-                    logging.INFO,
-                    "error",
-                    "error #%d %s: %s",
-                    conn.client_id,
-                    failure.code.name,
-                    failure.message,
-                    client_id=conn.client_id,
-                    code=failure.code.name,
-                )
+            self.reply_error(conn, req.request_id, failure.code, failure.message)
             return
         if isinstance(reply, tuple):
             for frame in reply:
@@ -324,30 +318,60 @@ class SwitchboardServer:
         else:
             conn.send(reply)
 
-    def may_request(self, conn: ClientConnection, req: Frame | InvalidFrame, now: float) -> bool:
-        """Authentication and the rate limit, checked before any request is handled."""
-        request_id = req.request_id
-        if not conn.authenticated and not isinstance(req, HelloRequest):
-            conn.fail(
-                ErrorCode.AUTH_REQUIRED, "authenticate with HELLO first", request_id=request_id
+    def refuse(self, conn: ClientConnection, code: ErrorCode, request_id: int) -> None:
+        """Answer a request that may not be handled now (auth, rate, shutdown)."""
+        if code == ErrorCode.AUTH_REQUIRED:
+            conn.fail(code, "authenticate with HELLO first", request_id=request_id)
+        elif code == ErrorCode.RATE_LIMITED:
+            self.reply_error(
+                conn, request_id, code, f"more than {self.rate:g} requests/s; slow down"
             )
-            return False
-        rate = self.config.rate
-        if rate:
-            tokens = min(self.config.burst, conn.tokens + (now - conn.tokens_at) * rate)
-            conn.tokens_at = now
-            if tokens < 1.0:
-                conn.tokens = tokens
-                conn.send(
-                    ErrorResponse.of(
-                        ErrorCode.RATE_LIMITED,
-                        f"more than {rate:g} requests/s; slow down",
-                        request_id=request_id,
-                    )
-                )
-                return False
-            conn.tokens = tokens - 1.0
-        return True
+        else:
+            self.reply_error(conn, request_id, code, "the server is shutting down")
+
+    def reply_error(
+        self, conn: ClientConnection, request_id: int, code: ErrorCode, message: str
+    ) -> None:
+        """Answer one request with ERROR (the connection goes on) and log it."""
+        conn.send(ErrorResponse.of(code, message, request_id=request_id))
+        if self.events.info_on:
+            self.events.event(
+                logging.INFO,
+                "error",
+                "error #%d %s: %s",
+                conn.client_id,
+                code.name,
+                message,
+                client_id=conn.client_id,
+                code=code.name,
+            )
+
+    def dispatch(self, conn: ClientConnection, event: Frame | InvalidFrame) -> None:
+        """Everything without a fast path: requests by class, ACK, PONG, invalid frames."""
+        handler = self.handlers.get(event.__class__)
+        if handler is not None:
+            self.handle_request(conn, event)
+        elif isinstance(event, InvalidFrame):
+            if event.message_class == MessageClass.REQUEST:
+                self.reply_error(conn, event.request_id, event.error.code, event.error.message)
+        elif self.events.debug_on:
+            self.events.event(
+                logging.DEBUG,
+                "ignored",
+                "ignored %s from #%d",
+                type(event).__name__,
+                conn.client_id,
+                client_id=conn.client_id,
+            )
+
+    def trace_bytes(self, direction: str, conn: ClientConnection, data: bytes) -> None:
+        """Trace pre-encoded frames by decoding them again (only when tracing is on)."""
+        if self.trace is None:
+            return
+        decoder = FrameDecoder(max_frame=len(data) + HEADER_SIZE)
+        decoder.feed(data)
+        for event in decoder:
+            self.trace(direction, conn, event)
 
     def authenticate(self, conn: ClientConnection, token: str) -> None:
         """Check a HELLO token in constant time; never logs the token."""
@@ -406,7 +430,7 @@ class SwitchboardServer:
         if entry is None:
             return
         sender, target = entry
-        sender.send(Receipt(message_id, target.client_id, status))
+        sender.send_raw(encode_receipt(message_id, target.client_id, status))
 
     # --- writing -----------------------------------------------------------------------------
 

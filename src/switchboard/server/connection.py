@@ -13,24 +13,21 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from switchboard.protocol import (
-    Ack,
     ErrorCode,
     ErrorResponse,
     Frame,
     FrameDecoder,
-    InvalidFrame,
     LeftReason,
-    MessageClass,
-    Pong,
     ProtocolError,
     encode,
 )
+from switchboard.protocol.codec import decode_payload
+from switchboard.protocol.fastpath import FIRST_NON_REQUEST_KEY, KEY_HELLO, sender_block
 
 if TYPE_CHECKING:
     from .app import SwitchboardServer
 
 _monotonic = time.monotonic
-_REQUEST = MessageClass.REQUEST
 
 
 class ClientConnection(asyncio.Protocol):
@@ -54,6 +51,7 @@ class ClientConnection(asyncio.Protocol):
         "pinged",
         "port",
         "rooms",
+        "sender",
         "server",
         "tokens",
         "tokens_at",
@@ -74,6 +72,8 @@ class ClientConnection(asyncio.Protocol):
         self.pinged = False
         self.out: list[bytes] = []
         self.rooms: set[str] = set()
+        #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
+        self.sender: bytes | None = None
         #: Ids of MESSAGEs sent to this client that it has not acknowledged yet.
         self.awaiting_ack: set[int] = set()
         self.closing = False
@@ -106,47 +106,47 @@ class ClientConnection(asyncio.Protocol):
         self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
+        # The hot path: split frames, gate requests (auth, rate), hand each frame to its
+        # fast handler (raw bytes in, raw bytes out) or to the server's general dispatch.
         self.last_seen = now = _monotonic()
         self.pinged = False
         if self.closing:
             return
         decoder = self.decoder
         server = self.server
+        fast = server.fast_handlers
+        rate = server.rate
+        # One flag per batch decides whether requests need the slower checks at all.
+        gated = rate or not self.authenticated or server.shutting_down
+        tokens = 0.0
+        if rate:
+            tokens = self.tokens + (now - self.tokens_at) * rate
+            if tokens > server.burst:
+                tokens = server.burst
+            self.tokens_at = now
         try:
             decoder.feed(data)
-            for event in decoder:
+            buf = decoder.buffer
+            for key, request_id, start, end in decoder.frames():
+                if gated and key < FIRST_NON_REQUEST_KEY:
+                    if not self.authenticated and key != KEY_HELLO:
+                        server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
+                        return
+                    if rate:
+                        if tokens < 1.0:
+                            server.refuse(self, ErrorCode.RATE_LIMITED, request_id)
+                            continue
+                        tokens -= 1.0
+                    if server.shutting_down:
+                        server.refuse(self, ErrorCode.SHUTTING_DOWN, request_id)
+                        continue
                 if server.trace is not None:
-                    server.trace("<<-", self, event)
-                if event.__class__ in server.handlers:
-                    if server.may_request(self, event, now):
-                        server.handle_request(self, event)
-                elif isinstance(event, Ack):
-                    server.acknowledge(self, event.message_id)
-                elif isinstance(event, Pong):
-                    pass
-                elif isinstance(event, InvalidFrame):
-                    if event.message_class == _REQUEST and server.may_request(self, event, now):
-                        self.send(ErrorResponse.of(event.error.code, event.error.message,
-                                                   request_id=event.request_id))  # fmt: skip
-                        server.events.event(
-                            logging.INFO,
-                            "error",
-                            "error #%d %s: %s",
-                            self.client_id,
-                            event.error.code.name,
-                            event.error.message,
-                            client_id=self.client_id,
-                            code=event.error.code.name,
-                        )
-                elif server.events.debug_on:
-                    server.events.event(
-                        logging.DEBUG,
-                        "ignored",
-                        "ignored %s from #%d",
-                        type(event).__name__,
-                        self.client_id,
-                        client_id=self.client_id,
-                    )
+                    server.trace("<<-", self, decode_payload(key, request_id, buf, start, end))
+                handler = fast.get(key)
+                if handler is not None:
+                    handler(server, self, request_id, buf, start, end)
+                else:
+                    server.dispatch(self, decode_payload(key, request_id, buf, start, end))
                 if self.closing:
                     return
             if decoder.buffered:
@@ -161,6 +161,9 @@ class ClientConnection(asyncio.Protocol):
                 "internal error handling #%d", self.client_id
             )
             self.fail(ErrorCode.INTERNAL_ERROR, "internal server error")
+        finally:
+            if rate:
+                self.tokens = tokens
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -189,11 +192,20 @@ class ClientConnection(asyncio.Protocol):
         """Queue ``msg``; the server flushes every connection's queue once per loop pass."""
         if self.closing:
             return
-        if self.server.trace is not None:
-            self.server.trace("->>", self, msg)
-        self.send_raw(encode(msg))
+        data = encode(msg)
+        if not self.out:
+            self.server.schedule_flush(self)
+        self.out.append(data)
+
+    def sender_fields(self) -> bytes:
+        """The pre-encoded sender part of MESSAGEs from this client."""
+        sender = self.sender
+        if sender is None:
+            sender = self.sender = sender_block(self.client_id, self.ip, self.port, self.nick)
+        return sender
 
     def send_raw(self, data: bytes) -> None:
+        """Queue already-encoded frames."""
         if self.closing:
             return
         if not self.out:
@@ -206,8 +218,11 @@ class ClientConnection(asyncio.Protocol):
         if not out or transport is None or self.closing:
             out.clear()
             return
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        if self.server.trace is not None:
+            self.server.trace_bytes("->>", self, data)  # traced as it leaves, decoded again
+        transport.write(data)
         if self.write_paused:
             pending = transport.get_write_buffer_size()
             if pending > self.server.config.write_hard_limit:

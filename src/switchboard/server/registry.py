@@ -74,6 +74,7 @@ class ClientRegistry:
             self._by_nick.pop(conn.nick.casefold(), None)
         self._by_nick[key] = conn
         conn.nick = nick
+        conn.sender = None  # MESSAGEs from now on carry the new nickname
 
 
 class Room:
