@@ -117,6 +117,8 @@ class ClientCore(Generic[F]):
             future = self._receipts.get(message_id)
             if future is None:
                 future = self._receipts[message_id] = self._new_future()
+                if self._lost is not None:  # no receipt can come any more: fail, never hang
+                    future.set_exception(self._lost)
                 if len(self._receipts) > MAX_KEPT_RECEIPTS:
                     settled = [k for k, f in self._receipts.items() if f.done()]
                     for key in settled[: MAX_KEPT_RECEIPTS // 2]:
