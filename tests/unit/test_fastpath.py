@@ -1,0 +1,138 @@
+"""The hand-fused hot-path codecs must produce exactly the bytes of the general codec."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol_strategies import message_strategy
+from switchboard.protocol import (
+    Ack,
+    ErrorCode,
+    FrameDecoder,
+    Message,
+    PingOk,
+    ProtocolError,
+    Receipt,
+    SendOk,
+    SendRequest,
+    TimeOk,
+    TimeRequest,
+    encode,
+)
+from switchboard.protocol.fastpath import (
+    KEY_ACK,
+    KEY_SEND,
+    KEY_TIME,
+    encode_message,
+    encode_ping_ok,
+    encode_receipt,
+    encode_send_ok,
+    encode_time_ok,
+    parse_ack,
+    parse_send,
+    sender_block,
+)
+from switchboard.server.handlers import ServerClock
+
+
+@given(message_strategy(TimeOk))
+def test_time_ok_matches_encode(msg: TimeOk) -> None:
+    zone = msg.zone.encode()
+    assert encode_time_ok(msg.request_id, msg.epoch_ms, msg.utc_offset_s, zone) == encode(msg)
+
+
+@given(message_strategy(SendOk))
+def test_send_ok_matches_encode(msg: SendOk) -> None:
+    assert encode_send_ok(msg.request_id, msg.message_id, msg.target) == encode(msg)
+
+
+@given(st.integers(0, 0xFFFFFFFF))
+def test_ping_ok_matches_encode(request_id: int) -> None:
+    assert encode_ping_ok(request_id) == encode(PingOk(request_id=request_id))
+
+
+@given(message_strategy(Receipt))
+def test_receipt_matches_encode(msg: Receipt) -> None:
+    assert encode_receipt(msg.message_id, msg.target, msg.status) == encode(
+        Receipt(msg.message_id, msg.target, msg.status)
+    )
+
+
+@given(message_strategy(Message))
+def test_message_matches_encode(msg: Message) -> None:
+    sender = sender_block(msg.sender_id, msg.sender_ip, msg.sender_port, msg.sender_nick)
+    data = encode_message(
+        msg.message_id, sender, msg.room.encode(), msg.sent_ms, msg.flags, msg.text.encode()
+    )
+    assert data == encode(dataclasses.replace(msg, request_id=0))
+
+
+def _payload(frame: bytes) -> tuple[int, int, bytes, int, int]:
+    """The one frame in ``frame`` as frames() sees it (offsets are valid only during the
+    iteration, so the buffer is copied there)."""
+    decoder = FrameDecoder(max_frame=len(frame))
+    decoder.feed(frame)
+    found = [
+        (key, rid, bytes(decoder.buffer), start, end) for key, rid, start, end in decoder.frames()
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
+@given(message_strategy(SendRequest))
+def test_parse_send_reads_what_encode_wrote(msg: SendRequest) -> None:
+    key, request_id, buf, start, end = _payload(encode(msg))
+    assert (key, request_id) == (KEY_SEND, msg.request_id)
+    assert parse_send(buf, start, end) == (msg.target, msg.text.encode())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",  # nothing at all
+        b"\x00\x00\x00\x01\x00\x00",  # ends inside the length
+        b"\x00\x00\x00\x01\x00\x00\x00\x05ab",  # text shorter than announced
+        b"\x00\x00\x00\x01\x00\x00\x00\x01ab",  # a trailing byte
+        b"\x00\x00\x00\x01\x00\x00\x00\x02\xc3\x28",  # invalid UTF-8
+    ],
+)
+def test_parse_send_rejects_bad_payloads(payload: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_send(payload, 0, len(payload))
+    assert info.value.code == ErrorCode.BAD_PAYLOAD
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_parse_ack(message_id: int) -> None:
+    key, _, buf, start, end = _payload(encode(Ack(message_id)))
+    assert key == KEY_ACK
+    assert parse_ack(buf, start, end) == message_id
+    assert parse_ack(buf, start, end - 1) is None
+
+
+def test_frames_key_for_time() -> None:
+    key, request_id, _, start, end = _payload(encode(TimeRequest(request_id=9)))
+    assert (key, request_id, end - start) == (KEY_TIME, 9, 0)
+
+
+def test_server_clock_answers_with_a_decodable_current_time() -> None:
+    import time
+
+    clock = ServerClock()
+    before = time.time_ns() // 1_000_000
+    frames = [clock.time_ok(i) for i in (1, 2, 0xFFFFFFFF)]
+    after = time.time_ns() // 1_000_000
+    decoder = FrameDecoder()
+    for frame in frames:
+        decoder.feed(frame)
+    decoded = list(decoder)
+    assert [m.request_id for m in decoded] == [1, 2, 0xFFFFFFFF]
+    for msg in decoded:
+        assert isinstance(msg, TimeOk)
+        assert before <= msg.epoch_ms <= after
+        local = time.localtime(msg.epoch_ms / 1000)
+        assert (msg.utc_offset_s, msg.zone) == (local.tm_gmtoff, local.tm_zone)
