@@ -1,0 +1,372 @@
+"""The one-shot commands (time, name, list, send, listen) in subprocesses, against the server
+in-process and as ``switchboard serve``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import queue
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from conftest import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
+from switchboard.client import Client
+from switchboard.protocol import FrameDecoder, Message, Receipt, ReceiptStatus
+from switchboard.protocol import Welcome as WelcomeFrame
+
+HOST = "127.0.0.1"
+TEXT = "你好，世界！👋🏽🎉 Grüße"
+
+
+def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return result.stdout.splitlines()
+
+
+def assert_one_clear_error_line(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
+    assert result.returncode == exit_code, (result.returncode, result.stdout, result.stderr)
+    err = result.stderr.strip()
+    assert err and "\n" not in err, result.stderr
+    assert "Traceback" not in result.stderr
+    assert err.startswith("switchboard")
+    return err
+
+
+class Follower:
+    """A long-running CLI command whose stdout lines are read with deadlines."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            switchboard_command(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def line(self, timeout: float = 10) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output line within {timeout}s") from None
+        assert line is not None, "the command ended: " + self.stderr()
+        return line
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
+
+    def wait(self, timeout: float = 10) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def follow() -> Iterator[Callable[..., Follower]]:
+    started: list[Follower] = []
+
+    def start(*args: str) -> Follower:
+        f = Follower(*args)
+        started.append(f)
+        return f
+
+    yield start
+    for f in started:
+        f.stop()
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def test_time(server: ServerThread) -> None:
+    before = dt.datetime.now(dt.UTC)
+    result = run_cli("time", port=server.port)
+    assert result.returncode == 0, result.stderr
+    out = lines(result)
+    assert len(out) == 2
+    stamp = dt.datetime.fromisoformat(out[0].split(" ")[0])
+    assert stamp.tzinfo is not None
+    assert abs((stamp - before).total_seconds()) < 10
+    assert out[1].startswith("1/1 responses in ") and out[1].endswith(" ms")
+
+
+def test_time_count_pipelines_and_reports(server: ServerThread) -> None:
+    result = run_cli("time", "--count", "100", port=server.port)
+    assert result.returncode == 0, result.stderr
+    out = lines(result)
+    assert len(out) == 101
+    for line in out[:100]:
+        dt.datetime.fromisoformat(line.split(" ")[0])
+    summary = out[100].split()
+    assert summary[:3] == ["100/100", "responses", "in"] and summary[4] == "ms"
+    assert float(summary[3]) >= 0
+
+
+def test_time_json(server: ServerThread) -> None:
+    result = run_cli("time", "--count", "3", "--json", port=server.port)
+    assert result.returncode == 0, result.stderr
+    objs = [json.loads(line) for line in lines(result)]
+    assert len(objs) == 3
+    for obj in objs:
+        assert set(obj) == {"epoch_ms", "iso", "timezone"}
+        assert abs(obj["epoch_ms"] - time.time() * 1000) < 10_000
+        iso = dt.datetime.fromisoformat(obj["iso"])
+        assert int(iso.timestamp() * 1000) == obj["epoch_ms"]
+        assert obj["timezone"] == time.localtime(obj["epoch_ms"] / 1000).tm_zone
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_time_count_must_be_positive(server: ServerThread, count: str) -> None:
+    result = run_cli("time", "--count", count, port=server.port)
+    assert_one_clear_error_line(result, 2)
+    assert result.stdout == ""
+
+
+# --- name and list ------------------------------------------------------------------------------
+
+
+def test_name(server_factory: Callable[..., ServerThread]) -> None:
+    st = server_factory(name="Zentrale ☎")
+    result = run_cli("name", port=st.port)
+    assert (result.returncode, result.stdout) == (0, "Zentrale ☎\n")
+    result = run_cli("name", "--json", port=st.port)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"name": "Zentrale ☎"}
+
+
+def test_list_json(server: ServerThread) -> None:
+    with Client(HOST, server.port, timeout=5, nick="Ada") as ada:
+        result = run_cli("list", "--json", port=server.port)
+    assert result.returncode == 0, result.stderr
+    obj = json.loads(result.stdout)
+    assert list(obj) == ["clients"]
+    clients = obj["clients"]
+    assert [c["id"] for c in clients] == sorted(c["id"] for c in clients)
+    assert len(clients) == 2
+    first, me = clients
+    for c in clients:
+        assert set(c) == {"id", "ip", "port", "nick", "connected_at", "self"}
+        assert c["ip"] == HOST and isinstance(c["port"], int)
+        dt.datetime.fromisoformat(c["connected_at"])
+    assert (first["id"], first["nick"], first["port"], first["self"]) == (
+        ada.client_id,
+        "Ada",
+        ada.welcome.port,
+        False,
+    )
+    assert me["nick"] is None and me["self"] is True
+
+
+def test_list_text_is_plain_when_not_a_terminal(server: ServerThread) -> None:
+    with Client(HOST, server.port, timeout=5, nick="Ada") as ada:
+        result = run_cli("list", port=server.port)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stdout  # no colour codes into a pipe
+    assert "Ada" in result.stdout and str(ada.welcome.port) in result.stdout
+    assert "2 client(s)" in result.stdout
+
+
+# --- send ---------------------------------------------------------------------------------------
+
+
+def test_send_forwards_unicode_text(server: ServerThread) -> None:
+    with Client(HOST, server.port, timeout=5) as target:
+        result = run_cli("send", str(target.client_id), TEXT, "--json", port=server.port)
+        assert result.returncode == 0, result.stderr
+        obj = json.loads(result.stdout)
+        assert obj["to"] == target.client_id and obj["status"] == "forwarded"
+        msg = target.next_indication(timeout=5)
+        assert isinstance(msg, Message) and msg.text == TEXT
+
+
+def test_send_waits_for_the_delivered_receipt(server: ServerThread) -> None:
+    with Client(HOST, server.port, timeout=5) as target:
+        result = run_cli(
+            "send", str(target.client_id), TEXT, "--wait-receipt", "5", "--json", port=server.port
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["status"] == "delivered"
+        result = run_cli(
+            "send", str(target.client_id), "plain", "--wait-receipt", "5", port=server.port
+        )
+        assert result.returncode == 0, result.stderr
+        assert "delivered" in result.stdout and f"#{target.client_id}" in result.stdout
+
+
+def test_send_reports_not_delivered(server: ServerThread, follow: Callable[..., Follower]) -> None:
+    # A hand-driven target that reads the message, never acknowledges it, and hangs up.
+    with socket.create_connection((HOST, server.port), timeout=5) as raw:
+        decoder = FrameDecoder()
+
+        def next_frame() -> Any:
+            while True:
+                for event in decoder:
+                    return event
+                data = raw.recv(65536)
+                assert data
+                decoder.feed(data)
+
+        welcome = next_frame()
+        assert isinstance(welcome, WelcomeFrame)
+        sender = follow(
+            "send",
+            str(welcome.client_id),
+            TEXT,
+            "--wait-receipt",
+            "10",
+            "--json",
+            "--port",
+            str(server.port),
+        )
+        assert isinstance(next_frame(), Message)
+    assert sender.wait(10) == 0
+    assert json.loads(sender.line())["status"] == "not-delivered"
+
+
+def test_send_to_an_unknown_id(server: ServerThread) -> None:
+    result = run_cli("send", "4242", "hello", "--json", port=server.port)
+    assert result.returncode == 1
+    obj = json.loads(result.stdout)
+    assert obj["error"]["code"] == "NO_SUCH_CLIENT" and "4242" in obj["error"]["message"]
+    result = run_cli("send", "4242", "hello", port=server.port)
+    err = assert_one_clear_error_line(result, 1)
+    assert "NO_SUCH_CLIENT" in err and result.stdout == ""
+
+
+def test_send_text_too_long(server: ServerThread) -> None:
+    result = run_cli("send", "1", "x" * 4097, "--json", port=server.port)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["error"]["code"] == "TEXT_TOO_LONG"
+
+
+# --- listen -----------------------------------------------------------------------------------
+
+
+def test_listen_json_lines(server: ServerThread, follow: Callable[..., Follower]) -> None:
+    listener = follow("listen", "--json", "--nick", "ear", "--port", str(server.port))
+    welcome = json.loads(listener.line())
+    assert welcome["event"] == "welcome" and welcome["server"] == "test-server"
+    listener_id = welcome["id"]
+    with Client(HOST, server.port, timeout=5, nick="mouth") as sender:
+        ok = sender.send(listener_id, TEXT)
+        msg = json.loads(listener.line())
+        assert msg["event"] == "message"
+        assert msg["message_id"] == ok.message_id
+        assert (msg["from"], msg["from_ip"], msg["from_port"], msg["nick"]) == (
+            sender.client_id,
+            sender.welcome.ip,
+            sender.welcome.port,
+            "mouth",
+        )
+        assert msg["text"] == TEXT
+        dt.datetime.fromisoformat(msg["sent_at"])
+        # The listener acknowledged automatically.
+        assert sender.wait_receipt(ok.message_id, timeout=5) == ReceiptStatus.DELIVERED
+        assert isinstance(sender.next_indication(timeout=5), Receipt)
+    server.stop()
+    rest = [json.loads(listener.line()) for _ in range(2)]
+    assert rest[0] == {"event": "shutdown", "reason": "test finished"}
+    assert rest[1]["event"] == "disconnected"
+    assert listener.wait(10) == 0
+
+
+def test_listen_text_is_flushed_line_by_line(
+    server: ServerThread, follow: Callable[..., Follower]
+) -> None:
+    listener = follow("listen", "--port", str(server.port))
+    first = listener.line()  # arrives while the command keeps running: not block-buffered
+    assert "test-server" in first and listener.proc.poll() is None
+    listener_id = int(first.rsplit("#", 1)[1])
+    with Client(HOST, server.port, timeout=5) as sender:
+        sender.send(listener_id, TEXT)
+        line = listener.line()
+        assert TEXT in line and f"#{sender.client_id}" in line
+        assert "\x1b[" not in line
+
+
+# --- connection failures and the environment ------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["time"], ["name"], ["list", "--json"], ["send", "1", "x"], ["listen"]],
+    ids=["time", "name", "list", "send", "listen"],
+)
+def test_connection_refused_is_one_line_and_exit_2(args: list[str]) -> None:
+    result = run_cli(*args, port=free_port())
+    err = assert_one_clear_error_line(result, 2)
+    assert "refused" in err
+    assert result.stdout == ""
+
+
+def test_server_that_never_welcomes_times_out() -> None:
+    with socket.create_server((HOST, 0)) as listener:
+        port = listener.getsockname()[1]
+        start = time.monotonic()
+        # The wait for WELCOME is bounded by the client's connect timeout (5 s).
+        result = run_cli("name", port=port, timeout=30)
+        elapsed = time.monotonic() - start
+    err = assert_one_clear_error_line(result, 2)
+    assert "WELCOME" in err or "timed out" in err
+    assert elapsed < 15
+
+
+def test_host_and_port_from_the_environment(server: ServerThread) -> None:
+    env = cli_env(SWITCHBOARD_HOST=HOST, SWITCHBOARD_PORT=str(server.port))
+    result = run_cli("name", env=env)
+    assert (result.returncode, result.stdout) == (0, "test-server\n")
+    # The option wins over the environment.
+    env = cli_env(SWITCHBOARD_HOST=HOST, SWITCHBOARD_PORT=str(free_port()))
+    result = run_cli("name", port=server.port, env=env)
+    assert (result.returncode, result.stdout) == (0, "test-server\n")
+    result = run_cli("name", env=cli_env(SWITCHBOARD_PORT="seven"))
+    err = assert_one_clear_error_line(result, 2)
+    assert "SWITCHBOARD_PORT" in err
+
+
+# --- against ``switchboard serve`` --------------------------------------------------------------
+
+
+def test_commands_against_a_server_process(server_process: ServerProcess) -> None:
+    port = server_process.port
+    assert run_cli("name", port=port).stdout == "test-server\n"
+    with Client(HOST, port, timeout=5) as target:
+        result = run_cli(
+            "send", str(target.client_id), TEXT, "--json", "--wait-receipt", "5", port=port
+        )
+        assert json.loads(result.stdout) == {
+            "to": target.client_id,
+            "status": "delivered",
+            "message_id": json.loads(result.stdout)["message_id"],
+        }
+        msg = target.next_indication(timeout=5)
+        assert isinstance(msg, Message) and msg.text == TEXT
+        listed = json.loads(run_cli("list", "--json", port=port).stdout)["clients"]
+        assert target.client_id in [c["id"] for c in listed]
+    server_process.wait_for_log(rf"forward #\d+ -> #{target.client_id} ")
