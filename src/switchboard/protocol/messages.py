@@ -127,16 +127,25 @@ def _make_codec(cls: type) -> tuple[Encoder, Reader]:
             else:
                 step.encode(out, getattr(msg, names[0]))
 
+    # The reader's plan, resolved once: (unpack_from, size, name) for a run of integers,
+    # (None, decode, name) for a variable field.  Per field: no isinstance, no attribute lookup.
+    plan: list[tuple[Any, Any, str]] = [
+        (step.unpack_from, step.size, names[0])
+        if isinstance(step, struct.Struct)
+        else (None, step.decode, names[0])
+        for step, names in steps
+    ]
+
     def read(buf: Buffer, off: int, end: int) -> tuple[list[Any], int]:
         values: list[Any] = []
-        for step, names in steps:
-            if isinstance(step, struct.Struct):
-                if off + step.size > end:
-                    raise wire.truncated(names[0])
-                values.extend(step.unpack_from(buf, off))
-                off += step.size
+        for unpack_from, arg, name in plan:
+            if unpack_from is not None:
+                if off + arg > end:
+                    raise wire.truncated(name)
+                values.extend(unpack_from(buf, off))
+                off += arg
             else:
-                value, off = step.decode(buf, off, end)
+                value, off = arg(buf, off, end)
                 values.append(value)
         return values, off
 

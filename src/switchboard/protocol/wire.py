@@ -186,11 +186,15 @@ class AddressKind(FieldKind):
         off += 1
         if off + size > end:
             raise truncated("addr")
-        raw = bytes(buf[off : off + size])
         if size == 0:
             return "", off
-        ip = ipaddress.IPv4Address(raw) if size == 4 else ipaddress.IPv6Address(raw)
-        return str(ip), off + size
+        return unpack_address(bytes(buf[off : off + size])), off + size
+
+
+@functools.lru_cache(maxsize=4096)
+def unpack_address(raw: bytes) -> str:
+    """Textual form of 4 or 16 address bytes.  Cached: ``ipaddress`` is slow and peers repeat."""
+    return str(ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw))
 
 
 def truncated(what: str) -> ProtocolError:
