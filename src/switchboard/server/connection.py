@@ -41,6 +41,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "connected_ms",
         "decoder",
+        "in_batch",
         "ip",
         "last_seen",
         "left_reason",
@@ -80,6 +81,8 @@ class ClientConnection(asyncio.Protocol):
         self.close_reason = "closed by peer"
         self.left_reason = LeftReason.DISCONNECTED
         self.write_paused = False
+        #: True while data_received runs: replies queued then are written at its end.
+        self.in_batch = False
         #: False until HELLO presents a valid token, on servers that require one.
         self.authenticated = not server.tokens
         #: monotonic time of connect, and since when a frame has been half-received (0: none).
@@ -124,6 +127,7 @@ class ClientConnection(asyncio.Protocol):
             if tokens > server.burst:
                 tokens = server.burst
             self.tokens_at = now
+        self.in_batch = True
         try:
             decoder.feed(data)
             buf = decoder.buffer
@@ -164,6 +168,9 @@ class ClientConnection(asyncio.Protocol):
         finally:
             if rate:
                 self.tokens = tokens
+            self.in_batch = False
+            if self.out:
+                self.flush()  # this batch's replies, in one write
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -193,7 +200,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         data = encode(msg)
-        if not self.out:
+        if not self.out and not self.in_batch:
             self.server.schedule_flush(self)
         self.out.append(data)
 
@@ -208,7 +215,7 @@ class ClientConnection(asyncio.Protocol):
         """Queue already-encoded frames."""
         if self.closing:
             return
-        if not self.out:
+        if not self.out and not self.in_batch:
             self.server.schedule_flush(self)
         self.out.append(data)
 
