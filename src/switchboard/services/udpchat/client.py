@@ -165,6 +165,10 @@ class ChatSession:
         self.icmp_reported = False
         self.ignored = 0
 
+    def input_line(self, data: bytes) -> None:
+        """Take ``data`` as a line typed by the user (``b""``: end of input).  Loop thread only."""
+        self.queue.put_nowait(_Line(data))
+
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
         self.out.flush()

@@ -313,10 +313,11 @@ class ChatPeer:
 
     def next_deadline(self) -> float | None:
         """The latest time ``tick`` must be called next (monotonic seconds), or None."""
-        times = [s.deadline for s in self._streams.values() if s.deadline is not None]
+        times: list[float] = []
         if self._pending is not None:
             times.append(self._pending.next_at)
         if self.phase is Phase.JOINED:
+            times += [s.deadline for s in self._streams.values() if s.deadline is not None]
             if self._next_keepalive is not None:
                 times.append(self._next_keepalive)
             if not self._silent:

@@ -216,7 +216,7 @@ class ChatRoom:
         self.stats.refused += 1
         self.events.append(RoomEvent("refused", join.nick, addr, reason))
         # The refused name goes back only if it is printable; an invalid one may not be.
-        nick = join.nick if nick_problem(join.nick) is None else ""
+        nick = join.nick if join.nick.isprintable() else ""
         return encode(Error(join.seq, code, reason, nick)), addr
 
     def _join(self, join: Join, addr: Address, now: float, wall_ms: int) -> list[Outgoing]:
