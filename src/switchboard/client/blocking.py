@@ -300,6 +300,14 @@ class Client(ClientCore["Future[Any]"]):
         except OSError as exc:
             if self._lost is None:
                 reason = f"connection lost: {exc.strerror or exc}"
+        except Exception as exc:
+            # An on_indication callback (or a bug) raised: without its receiver the
+            # connection is dead, so fail everything now instead of letting requests time out,
+            # and let the thread report the traceback.
+            self._fail_all(f"receiver stopped: {exc.__class__.__name__}: {exc}")
+            with contextlib.suppress(OSError):
+                self._channel.sock.close()
+            raise
         self._fail_all(reason)
         with contextlib.suppress(OSError):
             self._channel.sock.close()
