@@ -372,3 +372,65 @@ def test_works_with_many_threads_sharing_one_client(server: ServerThread) -> Non
         for t in threads:
             t.join(20)
     assert results == ["test-server"] * 400
+
+
+def test_close_wakes_a_thread_waiting_for_indications(server: ServerThread) -> None:
+    client = Client(HOST, server.port, timeout=5)
+    outcome: list[BaseException | None] = []
+
+    def wait_forever() -> None:
+        try:
+            client.next_indication()  # no timeout
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_forever)
+    waiter.start()
+    client.close()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ConnectionLost)
+
+
+def test_close_from_inside_a_callback(server: ServerThread) -> None:
+    closed = threading.Event()
+    holder: list[Client] = []
+
+    receiver: list[threading.Thread] = []
+
+    def on_indication(frame: Frame) -> None:
+        receiver.append(threading.current_thread())
+        holder[0].close()  # on the receiver thread itself: must not deadlock
+        closed.set()
+
+    with Client(HOST, server.port, timeout=5) as sender:
+        client = Client(HOST, server.port, timeout=5, on_indication=on_indication)
+        holder.append(client)
+        sender.send(client.client_id, "close yourself")
+        assert closed.wait(5)
+        assert client.closed
+        with pytest.raises(ConnectionLost):
+            client.time()
+        # The receiver thread ends once the callback returns.
+        receiver[0].join(5)
+        assert not receiver[0].is_alive()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_failing_callback_does_not_leave_requests_hanging(server: ServerThread) -> None:
+    def on_indication(frame: Frame) -> None:
+        raise ValueError("bug in the application's callback")
+
+    with Client(HOST, server.port, timeout=5) as sender:
+        client = Client(HOST, server.port, timeout=30, on_indication=on_indication)
+        try:
+            sender.send(client.client_id, "trigger")
+            start = time.monotonic()
+            # Whatever the library does with the callback's exception (report it and go on,
+            # or drop the connection), a request must not wait out its 30 s timeout.
+            with contextlib.suppress(ConnectionLost):
+                assert client.name() == "test-server"
+            assert time.monotonic() - start < 5
+        finally:
+            client.close()
