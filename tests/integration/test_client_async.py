@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -202,3 +203,20 @@ async def test_lost_connection_fails_pending_requests_at_once(
         with pytest.raises(ConnectionLost):
             await client.wait_receipt(1, timeout=5)
         assert time.monotonic() - start < 2
+
+
+async def test_a_failing_callback_does_not_leave_requests_hanging(server: ServerThread) -> None:
+    def on_indication(frame: Frame) -> None:
+        raise ValueError("bug in the application's callback")
+
+    async with (
+        await AsyncClient.connect(HOST, server.port, timeout=5) as sender,
+        await AsyncClient.connect(
+            HOST, server.port, timeout=30, on_indication=on_indication
+        ) as client,
+    ):
+        await sender.send(client.client_id, "trigger")
+        start = time.monotonic()
+        with contextlib.suppress(ConnectionLost):
+            assert await client.name() == "test-server"
+        assert time.monotonic() - start < 5

@@ -362,3 +362,15 @@ def test_random_garbage_never_disturbs_the_server(server: ServerThread, bystande
 def assert_still_works(server: ServerThread) -> None:
     with Client("127.0.0.1", server.port, timeout=5) as client:
         assert client.name() == "test-server"
+
+
+def test_a_frame_left_incomplete_is_closed_with_idle_timeout(server_factory: Any) -> None:
+    # Half a header, then nothing: IDLE_TIMEOUT after frame_timeout, well before the
+    # heartbeat (3 x 1 s) would have dropped the silent peer without a word.
+    st = server_factory(frame_timeout=0.3, heartbeat=1.0)
+    with RawPeer(st.port) as peer:
+        start = time.monotonic()
+        peer.send(encode(NameRequest(request_id=61))[:9])
+        peer.expect_error(ErrorCode.IDLE_TIMEOUT, 0)
+        assert peer.expect_closed() == []
+        assert 0.3 <= time.monotonic() - start < 2.5
