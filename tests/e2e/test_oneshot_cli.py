@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
 from switchboard.client import Client
-from switchboard.protocol import FrameDecoder, Message, Receipt, ReceiptStatus
+from switchboard.protocol import FrameDecoder, Message, Receipt, ReceiptStatus, encode
 from switchboard.protocol import Welcome as WelcomeFrame
 
 HOST = "127.0.0.1"
@@ -370,3 +370,25 @@ def test_commands_against_a_server_process(server_process: ServerProcess) -> Non
         listed = json.loads(run_cli("list", "--json", port=port).stdout)["clients"]
         assert target.client_id in [c["id"] for c in listed]
     server_process.wait_for_log(rf"forward #\d+ -> #{target.client_id} ")
+
+
+def test_a_server_that_never_answers_is_a_clear_timeout() -> None:
+    """WELCOME arrives, the answer never does: exit 2 after --timeout, one stderr line."""
+    with socket.create_server((HOST, 0)) as listener:
+        port = listener.getsockname()[1]
+        done = threading.Event()
+
+        def welcome_then_silence() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(encode(WelcomeFrame(1, "mute", 1, 10_000, 65536, 4096, 9, HOST, 1)))
+                done.wait(20)
+
+        threading.Thread(target=welcome_then_silence, daemon=True).start()
+        start = time.monotonic()
+        result = run_cli("name", "--timeout", "0.5", port=port)
+        elapsed = time.monotonic() - start
+        done.set()
+    err = assert_one_clear_error_line(result, 2)
+    assert "0.5" in err and result.stdout == ""
+    assert elapsed < 10
