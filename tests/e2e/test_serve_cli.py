@@ -199,7 +199,8 @@ def test_uses_uvloop_when_available(server_process_factory: Factory) -> None:
     sp.wait_for_log(r"event loop: uvloop")
 
 
-def test_quit_on_the_console() -> None:
+@pytest.mark.parametrize("how", ["quit", "ctrl-d"])
+def test_the_console_stops_the_server(how: str) -> None:
     child = pexpect.spawn(
         sys.executable,
         ["-m", "switchboard", "serve", "--port", "0", "--name", "tty-server"],
@@ -215,9 +216,13 @@ def test_quit_on_the_console() -> None:
             child.sendline("what")
             child.expect("Unknown command")
             assert client.name() == "tty-server"
-            child.sendline("quit")
+            if how == "quit":
+                child.sendline("quit")
+            else:
+                child.sendeof()
             frame = client.next_indication(timeout=5)
-            assert isinstance(frame, Shutdown) and "quit" in frame.reason
+            assert isinstance(frame, Shutdown)
+            assert ("quit" if how == "quit" else "console closed") in frame.reason
             child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0
