@@ -408,3 +408,14 @@ def test_lossy_room_shows_gap_notices_and_drops_duplicates() -> None:
     assert notices and sum(n.count for n in notices) >= 2
     assert retries
     assert all(any(isinstance(e, LeaveDone) for e in evs) for evs in events.values())
+
+
+def test_late_duplicates_after_a_departure_are_dropped_until_they_rejoin() -> None:
+    peer = joined_peer(reorder_wait_s=0.5)
+    peer.receive(encode(Relay(1, "bob", 1, "one")), 1.0)
+    peer.receive(encode(Left(1, "bob", 2)), 1.0)
+    peer.receive(encode(Relay(1, "bob", 1, "one")), 1.1)  # a delayed copy
+    assert [type(e) for e in peer.pop_events()] == [MessageReceived, MemberLeft]
+    peer.receive(encode(Joined(2, "bob", 3)), 2.0)
+    peer.receive(encode(Relay(1, "bob", 4, "new session")), 2.0)
+    assert peer.pop_events() == [MemberJoined("bob", 3), MessageReceived("bob", 4, "new session")]

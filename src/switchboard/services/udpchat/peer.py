@@ -82,7 +82,7 @@ class ReorderBuffer(Generic[T]):
     says where the stream starts.
     """
 
-    __slots__ = ("deadline", "duplicates", "expected", "held", "limit", "wait_s")
+    __slots__ = ("closed", "deadline", "duplicates", "expected", "held", "limit", "wait_s")
 
     def __init__(self, wait_s: float, first: int | None = None, limit: int = 64) -> None:
         self.wait_s = wait_s
@@ -91,8 +91,12 @@ class ReorderBuffer(Generic[T]):
         self.held: dict[int, T] = {}
         self.deadline: float | None = None
         self.duplicates = 0
+        self.closed = False
 
     def offer(self, seq: int, item: T, now: float) -> list[T | Lost]:
+        if self.closed:  # the sender left: late copies are duplicates
+            self.duplicates += 1
+            return []
         if self.expected is None:
             self.expected = seq
         if seq < self.expected or seq in self.held:
@@ -115,11 +119,13 @@ class ReorderBuffer(Generic[T]):
             return []
         return self._skip_gap(now)
 
-    def drain(self) -> list[T | Lost]:
-        """Everything still held, with its gaps: the sender is gone, waiting is pointless."""
+    def close(self) -> list[T | Lost]:
+        """The sender is gone: everything still held, with its gaps; accept nothing more."""
         out: list[T | Lost] = []
         while self.held:
             out += self._skip_gap(0.0)
+        self.closed = True
+        self.deadline = None
         return out
 
     def _skip_gap(self, now: float) -> list[T | Lost]:
@@ -492,19 +498,22 @@ class ChatPeer:
                 case Relay(_, sender, stamp, text):
                     self._events.append(MessageReceived(sender, stamp, text))
                 case Joined(_, who, stamp):
-                    # A newcomer's chat lines are numbered from 1 (unless some already came).
+                    # A newcomer's chat lines are numbered from 1 (unless some already came
+                    # ahead of this announcement).
                     who_key = nick_key(who)
-                    if who_key not in self._streams:
+                    known = self._streams.get(who_key)
+                    if known is None or known.closed:
                         self._streams[who_key] = ReorderBuffer(self.reorder_wait_s, first=1)
                         self._names[who_key] = who
                     self._events.append(MemberJoined(who, stamp))
                 case Left(_, who, stamp, reason):
-                    # Whatever of theirs is still held is shown now, gaps included.
+                    # Whatever of theirs is still held is shown now, gaps included; the
+                    # closed stream then swallows late duplicates until they join again.
                     who_key = nick_key(who)
-                    gone = self._streams.pop(who_key, None)
-                    if gone is not None:
-                        self._deliver(who_key, gone.drain(), now)
-                    self._names.pop(who_key, None)
+                    gone = self._streams.get(who_key)
+                    if gone is None:
+                        gone = self._streams[who_key] = ReorderBuffer(self.reorder_wait_s)
+                    self._deliver(who_key, gone.close(), now)
                     self._events.append(MemberLeft(who, stamp, reason))
                 case Shutdown(_, stamp):
                     self.phase = Phase.CLOSED

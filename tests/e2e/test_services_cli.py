@@ -1,0 +1,419 @@
+"""The lab services through their CLI in subprocesses: ``switchboard reverse serve|connect``
+(and netcat as a client), ``switchboard udpchat serve|join|relay``."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+HOST = "127.0.0.1"
+WAIT_S = 15.0
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "switchboard", *args]
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out["PYTHONUNBUFFERED"] = "1"
+    return out
+
+
+class Lines:
+    """Lines of a subprocess stream, read by a thread; ``expect`` waits with a deadline."""
+
+    def __init__(self, stream: object) -> None:
+        self.queue: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.queue.put(line.rstrip("\n"))
+        self.queue.put(None)
+
+    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.queue.get(timeout=max(left, 0.001))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r}; saw {self.seen}") from None
+            if line is None:
+                raise AssertionError(f"stream ended before {pattern!r}; saw {self.seen}")
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+
+class Service:
+    """A server subprocess on a free port (``--port 0``; the port is read from its log)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            command(*args, "--port", "0"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
+        self.log = Lines(self.proc.stderr)
+        self.port = int(self.log.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(WAIT_S)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def reverse_service() -> Iterator[Service]:
+    service = Service("reverse", "serve")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def udpchat_service() -> Iterator[Service]:
+    service = Service("udpchat", "serve", "--member-expiry", "2")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def run(
+    *args: str, stdin: bytes = b"", timeout: float = WAIT_S
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        command(*args), input=stdin, capture_output=True, timeout=timeout, env=env()
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+# --- reverse ------------------------------------------------------------------------------------
+
+
+def test_reverse_connect_with_piped_stdin(reverse_service: Service) -> None:
+    port = str(reverse_service.port)
+    text = "hello\n你好👍🏽e\u0301\nab\xff\nbye\nnot sent\n".encode("utf-8", "surrogateescape")
+    text = text.replace(b"\xc3\xbf", b"\xff")  # an invalid byte, really
+    result = run("reverse", "connect", "--port", port, stdin=text)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Server: olleh",
+        "Server: e\u0301👍🏽好你",
+        "Server: ERROR: invalid UTF-8 at byte 2",
+        "Server: Goodbye!",
+    ]
+    # End of input without bye: the answers still arrive, exit 0.
+    result = run("reverse", "connect", "--port", port, stdin=b"one\r\ntwo\n")
+    assert (result.returncode, result.stdout) == (0, "Server: eno\nServer: owt\n")
+    # ESC ends the session too.
+    result = run("reverse", "connect", "--port", port, stdin=b"abc\n\x1b\nxyz\n")
+    assert result.stdout.splitlines() == ["Server: cba", "Server: Goodbye!"]
+    reverse_service.log.expect(r"connect #\d+ 127\.0\.0\.1:\d+")
+    reverse_service.log.expect(r"disconnect #\d+ .*\(goodbye")
+
+
+def test_reverse_connect_reports_interruption() -> None:
+    service = Service("reverse", "serve", "--idle-timeout", "0.5")
+    try:
+        proc = subprocess.Popen(
+            command("reverse", "connect", "--port", str(service.port)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("hi\n")
+            proc.stdin.flush()
+            lines = Lines(proc.stdout)
+            lines.expect(r"^Server: ih$")
+            lines.expect(r"^Server: ERROR: idle for 0\.5 s; closing the connection$")
+            assert proc.wait(WAIT_S) == 1
+            assert proc.stderr is not None
+            assert proc.stderr.read().strip() == "Connection interrupted"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(WAIT_S)
+    finally:
+        assert service.stop() == 0
+        service.log.expect(r"reverse service stopped")
+
+
+def test_reverse_connect_refused() -> None:
+    probe = socket.socket()
+    probe.bind((HOST, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    result = run("reverse", "connect", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"switchboard reverse connect: cannot connect to {HOST}:{port}")
+    assert "Traceback" not in result.stderr
+
+
+def test_reverse_interactive_prompt(reverse_service: Service) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "switchboard", "reverse", "connect", "--port", str(reverse_service.port)],
+        encoding="utf-8",
+        timeout=WAIT_S,
+        env=env(),
+    )
+    try:
+        child.expect_exact("Myself: ")
+        child.sendline("Grüße 👍🏽")
+        child.expect_exact("Server: 👍🏽 eßürG")
+        child.expect_exact("Myself: ")
+        child.send("\x1b\r")  # ESC then Enter, as the lab's users did
+        child.expect_exact("Server: Goodbye!")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def test_netcat_as_the_client(reverse_service: Service) -> None:
+    nc = shutil.which("nc")
+    if nc is None:
+        pytest.skip("nc (netcat-openbsd) is not installed; CI installs it")
+    port = str(reverse_service.port)
+    data = "hello\n你好👍🏽e\u0301\n".encode()
+    # -N: shut the socket down at end of input (Debian's nc otherwise waits for the server).
+    result = subprocess.run([nc, "-N", HOST, port], input=data, capture_output=True, timeout=WAIT_S)
+    assert result.stdout.decode() == "olleh\ne\u0301👍🏽好你\n"
+    # Without -N the session ends with bye.
+    result = subprocess.run(
+        [nc, HOST, port], input=b"hello\r\nbye\n", capture_output=True, timeout=WAIT_S
+    )
+    assert result.stdout == b"olleh\nGoodbye!\n"
+
+
+def test_server_releases_descriptors(reverse_service: Service) -> None:
+    """The real server (uvloop when installed), observed through /proc/PID/fd."""
+    fd_dir = f"/proc/{reverse_service.proc.pid}/fd"
+    if not os.path.isdir(fd_dir):
+        pytest.skip("no /proc on this system")
+
+    def count() -> int:
+        return len(os.listdir(fd_dir))
+
+    def cycle(kind: int) -> None:
+        with socket.create_connection((HOST, reverse_service.port), timeout=WAIT_S) as sock:
+            if kind == 0:
+                sock.sendall(b"bye\n")
+                assert sock.recv(100) == b"Goodbye!\n"
+            elif kind == 1:
+                sock.sendall(b"mid-li")
+            else:
+                sock.sendall(b"reset")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    baseline = count()  # listener, loop internals, stdio: before any client
+    for i in range(300):
+        cycle(i % 3)
+    deadline = time.monotonic() + WAIT_S
+    while count() > baseline and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert count() == baseline
+
+
+# --- udpchat ------------------------------------------------------------------------------------
+
+
+class Joiner:
+    """``switchboard udpchat join`` with piped stdin and stdout."""
+
+    def __init__(self, port: int, nick: str, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            command("udpchat", "join", "--port", str(port), "--nick", nick, *extra),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=env(),
+        )
+        self.out = Lines(self.proc.stdout)
+        self.err = Lines(self.proc.stderr)
+
+    def say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> int:
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        return self.proc.wait(WAIT_S)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT_S)
+
+
+def test_udpchat_piped_session(udpchat_service: Service) -> None:
+    port = udpchat_service.port
+    bob = Joiner(port, "bob")
+    alice: Joiner | None = None
+    try:
+        bob.out.expect(r"^\* Welcome, bob! you are alone in the room$")
+        alice = Joiner(port, "alice")
+        alice.out.expect(r"^\* Welcome, alice! 1 other in the room$")
+        bob.out.expect(r"^\[\d\d:\d\d:\d\d\] \* alice joined$")
+        alice.say("hello bob, 你好 👍🏽")
+        bob.out.expect(r"^\[\d\d:\d\d:\d\d\] alice: hello bob, 你好 👍🏽$")
+        bob.say("hi alice")
+        alice.out.expect(r"^\[\d\d:\d\d:\d\d\] bob: hi alice$")
+        alice.say("x" * 1300)
+        alice.err.expect(r"message not sent: message too long: 1300 bytes.*1200")
+        alice.say("exit")
+        assert alice.finish() == 0
+        bob.out.expect(r"^\[\d\d:\d\d:\d\d\] \* alice left$")
+        assert bob.finish() == 0
+    finally:
+        bob.kill()
+        if alice is not None:
+            alice.kill()
+    udpchat_service.log.expect(r"join 'bob' from 127\.0\.0\.1:\d+")
+    udpchat_service.log.expect(r"leave 'alice'")
+
+
+def test_udpchat_nickname_refused_without_terminal(udpchat_service: Service) -> None:
+    port = str(udpchat_service.port)
+    holder = Joiner(udpchat_service.port, "alice")
+    try:
+        holder.out.expect("Welcome")
+        result = run("udpchat", "join", "--port", port, "--nick", "Alice", stdin=b"hi\n")
+        assert result.returncode == 2
+        assert "nickname refused: the nickname 'alice' is in use" in result.stderr
+        result = run("udpchat", "join", "--port", port, "--nick", "a|b", stdin=b"")
+        assert result.returncode == 2
+        assert "invalid nickname 'a|b'" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        holder.kill()
+
+
+def test_udpchat_terminal_asks_for_another_nickname(udpchat_service: Service) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    holder = Joiner(udpchat_service.port, "alice")
+    child = None
+    try:
+        holder.out.expect("Welcome")
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "switchboard", "udpchat", "join", "--port", str(udpchat_service.port),
+             "--nick", "alice"],
+            encoding="utf-8",
+            timeout=WAIT_S,
+            env=env(),
+        )  # fmt: skip
+        child.expect_exact("is in use")
+        child.expect_exact("Another nickname: ")
+        child.sendline("alice2")
+        child.expect_exact("* Welcome, alice2! 1 other in the room")
+        holder.out.expect(r"\* alice2 joined")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        holder.out.expect(r"\* alice2 left")
+    finally:
+        if child is not None and child.isalive():
+            child.terminate(force=True)
+        holder.kill()
+
+
+def test_udpchat_member_killed_is_expired(udpchat_service: Service) -> None:
+    port = udpchat_service.port
+    alice = Joiner(port, "alice", "--keepalive", "0.3")
+    ghost = Joiner(port, "ghost")
+    try:
+        alice.out.expect("Welcome")
+        ghost.out.expect("Welcome")
+        alice.out.expect(r"\* ghost joined")
+        ghost.proc.kill()  # no LEAVE: the server must notice the silence (expiry 2 s)
+        alice.out.expect(r"\* ghost left \(timed out\)$", timeout=10)
+        udpchat_service.log.expect(r"expired 'ghost'")
+    finally:
+        alice.kill()
+        ghost.kill()
+
+
+def test_udpchat_through_the_lossy_relay(udpchat_service: Service) -> None:
+    relay = subprocess.Popen(
+        command("udpchat", "relay", "--port", "0", "--to-port", str(udpchat_service.port),
+                "--drop", "0.3", "--duplicate", "0.3", "--seed", "5"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=env(),
+    )  # fmt: skip
+    relay_log = Lines(relay.stderr)
+    alice = bob = None
+    try:
+        relay_port = relay_log.expect(r"lossy relay on port (\d+)").group(1)
+        fast = ("--port", relay_port, "--retry-initial", "0.1", "--retry-attempts", "12")
+        alice = Joiner(udpchat_service.port, "alice", *fast)
+        bob = Joiner(udpchat_service.port, "bob", *fast)
+        alice.out.expect("Welcome", timeout=10)
+        bob.out.expect("Welcome", timeout=10)
+        for i in range(30):
+            bob.say(f"line {i}")
+        bob.say("/quit")
+        assert bob.finish() in (0,)
+        # Each line shows once; what did not arrive is announced as lost.
+        alice.say("/quit")
+        assert alice.finish() == 0
+        shown = [int(line.rsplit(" ", 1)[1]) for line in alice.out.seen if "bob: line" in line]
+        rest: list[str] = []
+        while True:
+            item = alice.out.queue.get(timeout=WAIT_S)
+            if item is None:
+                break
+            rest.append(item)
+        shown += [int(line.rsplit(" ", 1)[1]) for line in rest if "bob: line" in line]
+        lost = sum(int(m.group(1)) for line in alice.out.seen + rest
+                   if (m := re.search(r"! (\d+) messages? from bob w", line)))  # fmt: skip
+        assert shown, alice.out.seen + rest
+        assert shown == sorted(set(shown))  # each line once, in order
+        assert shown[-1] - shown[0] + 1 - len(shown) <= lost  # and the rest announced lost
+    finally:
+        for joiner in (alice, bob):
+            if joiner is not None:
+                joiner.kill()
+        relay.send_signal(signal.SIGINT)
+        relay.wait(WAIT_S)
