@@ -395,6 +395,26 @@ def test_recoverable_errors_byte_at_a_time(case: str) -> None:
     assert events[0].error.code == code
 
 
+def summary(events: list[Event]) -> list[object]:
+    """Events made comparable: an InvalidFrame by its class, type, request id and code."""
+    return [
+        (e.message_class, e.message_type, e.request_id, e.error.code)
+        if isinstance(e, InvalidFrame)
+        else e
+        for e in events
+    ]
+
+
+def test_stream_with_invalid_frames_split_at_every_point() -> None:
+    cases = [RECOVERABLE[name][0] for name in sorted(RECOVERABLE)]
+    stream = b"".join(part for case in cases for part in (case, encode(NEXT)))
+    expected = summary(decode_all(stream))
+    assert len(expected) == 2 * len(cases)
+    assert summary(decode_all(*(stream[i : i + 1] for i in range(len(stream))))) == expected
+    for cut in range(len(stream) + 1):
+        assert summary(decode_all(stream[:cut], stream[cut:])) == expected, f"split at {cut}"
+
+
 def test_client_list_count_is_refused_before_looping() -> None:
     # 2^32 - 1 announced records in a 10-byte payload: refused at once, not after a long loop
     payload = b"\x00\x04" + str16("") + b"\xff\xff\xff\xff"
