@@ -292,6 +292,18 @@ STAYING_CASES: list[tuple[str, bytes, ErrorCode]] = [
         ErrorCode.BAD_PAYLOAD,
     ),
     ("empty HELLO", request_frame(MessageType.HELLO, 21, b""), ErrorCode.BAD_PAYLOAD),
+    (
+        "SEND with trailing byte",
+        request_frame(SEND, 21, struct.pack("!II", 1, 2) + b"hi!"),
+        ErrorCode.BAD_PAYLOAD,
+    ),
+    (
+        "PING with payload",
+        request_frame(MessageType.PING_REQUEST, 21, b"\x00"),
+        ErrorCode.BAD_PAYLOAD,
+    ),
+    ("NAME with payload", request_frame(MessageType.NAME, 21, b"xy"), ErrorCode.BAD_PAYLOAD),
+    ("LIST truncated", request_frame(MessageType.LIST, 21, b"\x00"), ErrorCode.BAD_PAYLOAD),
 ]
 
 
@@ -318,6 +330,10 @@ def test_frames_that_are_not_requests_are_ignored(server: ServerThread, bystande
             header(MessageClass.RESPONSE, MessageType.OK, 32, 0),  # OK too short to decode
             header(MessageClass.INDICATION, 0xFE, 0, 3) + b"abc",  # an unknown indication
             header(MessageClass.INDICATION, MessageType.RECEIPT, 0, 1) + b"\x00",  # malformed
+            header(MessageClass.INDICATION, MessageType.ACK, 0, 3) + b"\x00\x00\x01",  # short
+            header(MessageClass.INDICATION, MessageType.ACK, 0, 9) + b"\x00" * 9,  # long
+            header(MessageClass.INDICATION, MessageType.PONG, 0, 2) + b"\x00\x00",
+            header(MessageClass.INDICATION, MessageType.PING, 0, 0),  # the server's to send
         )
         assert_still_serving(peer)
     server.wait_for(lambda s: len(s.clients) == 1)
@@ -374,3 +390,14 @@ def test_a_frame_left_incomplete_is_closed_with_idle_timeout(server_factory: Any
         peer.expect_error(ErrorCode.IDLE_TIMEOUT, 0)
         assert peer.expect_closed() == []
         assert 0.3 <= time.monotonic() - start < 2.5
+
+
+def test_rate_limit_answers_excess_requests_and_keeps_the_connection(server_factory: Any) -> None:
+    st = server_factory(rate=1.0, burst=5)
+    with RawPeer(st.port) as peer:
+        peer.send(*[TimeRequest(request_id=i) for i in range(1, 11)])
+        for i in range(1, 6):
+            assert peer.expect(TimeOk).request_id == i
+        for i in range(6, 11):
+            peer.expect_error(ErrorCode.RATE_LIMITED, i)
+        assert peer.client_id in st.client_ids()
