@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_client_blocking import FakeServer, fake_server, free_port, welcome
+from test_client_blocking import FakeServer, fake_server, free_port, unanswered_port, welcome
 
 from conftest import ServerThread
 from switchboard.client import (
@@ -37,7 +37,7 @@ from switchboard.protocol import (
     TimeRequest,
 )
 
-__all__ = ["fake_server"]  # the fixture, imported for this module's tests
+__all__ = ["fake_server", "unanswered_port"]  # fixtures, imported for this module's tests
 
 HOST = "127.0.0.1"
 GREETING = "你好 👋🏽 async"
@@ -220,3 +220,11 @@ async def test_a_failing_callback_does_not_leave_requests_hanging(server: Server
         with contextlib.suppress(ConnectionLost):
             assert await client.name() == "test-server"
         assert time.monotonic() - start < 5
+
+
+async def test_async_connect_timeout(unanswered_port: int) -> None:
+    start = time.monotonic()
+    with pytest.raises(ConnectionFailed) as info:
+        await AsyncClient.connect(HOST, unanswered_port, connect_timeout=0.5)
+    assert 0.4 <= time.monotonic() - start < 3
+    assert "timed out" in str(info.value)

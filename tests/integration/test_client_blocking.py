@@ -434,3 +434,37 @@ def test_a_failing_callback_does_not_leave_requests_hanging(server: ServerThread
             assert time.monotonic() - start < 5
         finally:
             client.close()
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose listener never accepts and whose accept queue is full: SYNs go unanswered."""
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(10):
+            s = socket.socket()
+            fillers.append(s)
+            s.settimeout(0.3)
+            try:
+                s.connect((HOST, port))
+            except TimeoutError:
+                break  # this one was not answered: the queue is full
+        else:
+            pytest.skip("could not fill the accept queue here")
+        yield port
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def test_connect_timeout_when_the_server_does_not_answer(unanswered_port: int) -> None:
+    start = time.monotonic()
+    with pytest.raises(ConnectionFailed) as info:
+        Client(HOST, unanswered_port, connect_timeout=0.5)
+    assert 0.4 <= time.monotonic() - start < 3
+    assert "timed out" in str(info.value)
