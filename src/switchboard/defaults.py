@@ -88,10 +88,11 @@ REVERSE_MAX_CLIENTS: Final = 1024
 REVERSE_CLOSE_GRACE_S: Final = 5.0
 
 #: UDP chat: largest chat text in one datagram, in bytes of UTF-8.  1,200 bytes plus our
-#: headers stay under the 1,280-byte IPv6 minimum MTU, so no datagram is ever fragmented
-#: (QUIC picks 1,200 for the same reason).
+#: headers (at most 272) make 1,472: one IPv4 packet on a 1,500-byte Ethernet MTU, so no
+#: datagram is ever fragmented (QUIC also keeps to about 1,200 bytes of payload).
 UDPCHAT_MAX_PAYLOAD: Final = 1200
-#: Seconds between a member's keepalives when it has nothing else to send.
+#: Seconds between a member's keepalives (sent whatever else it sends, since chat lines are
+#: not answered and the keepalive's ACK is how a member knows the server is there).
 UDPCHAT_KEEPALIVE_S: Final = 5.0
 #: Seconds of silence after which the server expires a member: four keepalives lost in a
 #: row is a departed client, not a lossy network.
@@ -101,7 +102,7 @@ UDPCHAT_MEMBER_EXPIRY_S: Final = 20.0
 UDPCHAT_SERVER_SILENCE_S: Final = 15.0
 #: JOIN and LEAVE retries: the first retry after the initial delay, each next one after twice
 #: the previous delay up to the maximum, giving up after this many sends (0.25 + 0.5 + 1 + 2 +
-#: 2 + 2 = 7.75 s: long enough to ride out a burst of loss, short enough for a person to wait).
+#: 2 + 2 + 2 = 9.75 s: long enough to ride out a burst of loss, short enough to wait for).
 UDPCHAT_RETRY_INITIAL_S: Final = 0.25
 UDPCHAT_RETRY_MAX_S: Final = 2.0
 UDPCHAT_RETRY_ATTEMPTS: Final = 7
