@@ -21,8 +21,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_server_lifecycle import needs_ipv6
 from test_server_protocol import RawPeer
 
-from switchboard.client import Client, ConnectionLost, NoSuchClient, ServerFull
-from switchboard.protocol import ErrorCode, Shutdown, TimeOk, TimeRequest
+from switchboard.client import Client, ConnectionLost, NoSuchClient, RecipientBusy, ServerFull
+from switchboard.protocol import (
+    Ack,
+    ErrorCode,
+    FrameDecoder,
+    Message,
+    NameOk,
+    NameRequest,
+    ReceiptStatus,
+    SendRequest,
+    Shutdown,
+    TimeOk,
+    TimeRequest,
+    Welcome,
+    encode,
+)
 
 HOST = "127.0.0.1"
 Factory = Callable[..., ServerProcess]
@@ -242,3 +256,47 @@ def test_server_stays_up_while_a_client_misbehaves(server_process: ServerProcess
         assert good.name() == "test-server"
         assert good.next_indication(timeout=0.05) is None
     assert server_process.proc.poll() is None
+
+
+def test_backpressure_under_the_real_event_loop(
+    server_process_factory: Factory, tmp_path: Path
+) -> None:
+    """RECIPIENT_BUSY, then the hard limit, with the event loop ``serve`` really uses."""
+    config = tmp_path / "small-buffers.toml"
+    config.write_text("write-high-water = 65536\nwrite-hard-limit = 98304\n", encoding="utf-8")
+    sp = server_process_factory("--config", str(config))
+    with (
+        Client(HOST, sp.port, timeout=10) as sender,
+        RawPeer(sp.port) as helper,
+        RawPeer(sp.port, rcvbuf=4096) as slow,
+    ):
+        slow.send(*[SendRequest(helper.client_id, "r", request_id=i + 1) for i in range(2000)])
+        held = [helper.expect(Message).message_id for _ in range(2000)]
+        forwarded = []
+        for _ in range(20_000):
+            try:
+                forwarded.append(sender.send(slow.client_id, "x" * 4000).message_id)
+            except RecipientBusy:
+                break
+        else:
+            raise AssertionError("never RECIPIENT_BUSY")
+        helper.send(*[Ack(mid) for mid in held])  # receipts push it over the hard limit
+        sp.wait_for_log(rf"disconnect #{slow.client_id} .*too slow")
+        statuses = set()
+        for message_id in forwarded:
+            statuses.add(sender.wait_receipt(message_id, timeout=10))
+        assert statuses == {ReceiptStatus.NOT_DELIVERED}
+        assert sender.name() == "test-server"
+
+
+def test_half_closed_peer_gets_its_answers(server_process: ServerProcess) -> None:
+    """``printf <requests> | nc``: the peer stops sending, then reads every answer."""
+    with socket.create_connection((HOST, server_process.port), timeout=5) as s:
+        s.sendall(encode(TimeRequest(request_id=1)) + encode(NameRequest(request_id=2)))
+        s.shutdown(socket.SHUT_WR)
+        decoder = FrameDecoder()
+        while data := s.recv(65536):
+            decoder.feed(data)
+        frames = list(decoder)
+    assert [type(f) for f in frames] == [Welcome, TimeOk, NameOk]
+    assert [f.request_id for f in frames] == [0, 1, 2]
