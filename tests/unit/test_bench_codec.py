@@ -18,8 +18,13 @@ def test_run_benchmarks_reports_every_case() -> None:
     report = protocol_codec.run_benchmarks(frames=25, runs=2)
     assert report.runs == 2 and report.frames == 25
     names = [case.name for case in report.cases]
-    assert len(names) == 6 and len(set(names)) == 6
-    assert {case.operation for case in report.cases} == {"encode", "decode", "decode-batch"}
+    assert len(names) == 7 and len(set(names)) == 7
+    assert {case.operation for case in report.cases} == {
+        "encode",
+        "decode",
+        "decode-batch",
+        "split-batch",
+    }
     assert any("TIME" in n for n in names) and any("MESSAGE" in n for n in names)
     for case in report.cases:
         assert len(case.runs_fps) == 2
@@ -55,7 +60,7 @@ def test_command_line_json_output() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert len(data["cases"]) == 6
+    assert len(data["cases"]) == 7
     assert data["runs"] == 1 and data["frames"] == 5
 
 

@@ -9,7 +9,9 @@ Cases:
   per ``feed`` as when every read brings a single frame;
 * decoding a batch of frames fed in one chunk, as a server reads pipelined requests or a
   client reads a burst of messages: the realistic path, where the per-call overhead of
-  ``feed`` and the buffer compaction are shared by the whole batch.
+  ``feed`` and the buffer compaction are shared by the whole batch;
+* splitting such a batch of TIME requests with ``FrameDecoder.frames()``, which finds frame
+  boundaries without building message objects: the server's hot path.
 
 Each case is timed ``runs`` times after an untimed warm-up; the report gives the median and
 the spread (min/max) of the runs.  The garbage collector stays on, as in a real process, and
@@ -136,6 +138,29 @@ def _decode_batch_loop(data: bytes, n: int) -> float:
     return elapsed
 
 
+def _split_batch_loop(data: bytes, n: int) -> float:
+    """Like ``_decode_batch_loop`` through ``FrameDecoder.frames()``: boundaries only, no
+    message objects (the server's hot path, whose handlers read the payload in place)."""
+    chunk = data * BATCH_SIZE
+    batches, rest = divmod(n, BATCH_SIZE)
+    tail = data * rest
+    decoder = FrameDecoder()
+    count = 0
+    started = time.perf_counter()
+    for _ in range(batches):
+        decoder.feed(chunk)
+        for _frame in decoder.frames():
+            count += 1
+    if tail:
+        decoder.feed(tail)
+        for _frame in decoder.frames():
+            count += 1
+    elapsed = time.perf_counter() - started
+    if count != n:
+        raise RuntimeError(f"split {count} frames, expected {n}")
+    return elapsed
+
+
 def _check_decodes(data: bytes, msg: Frame) -> None:
     decoder = FrameDecoder()
     decoder.feed(data)
@@ -207,6 +232,14 @@ def run_benchmarks(*, frames: int = DEFAULT_FRAMES, runs: int = DEFAULT_RUNS) ->
                 functools.partial(_decode_batch_loop, data),
             ),
         ]
+        if isinstance(msg, TimeRequest):
+            cases.append(
+                (
+                    f"split {label}, {BATCH_SIZE} per chunk (frames())",
+                    "split-batch",
+                    functools.partial(_split_batch_loop, data),
+                )
+            )
         for name, operation, loop in cases:
             report.cases.append(_measure(name, operation, size, loop, frames, runs))
     return report
