@@ -287,7 +287,7 @@ class SendRequest(Frame):
 @message(REQUEST, T.NICK)
 @dataclass(frozen=True, slots=True)
 class NickRequest(Frame):
-    """Set (or with "" clear) this client's nickname."""
+    """Set this client's nickname: 1-32 characters, no whitespace or control characters."""
 
     nick: str16
 
