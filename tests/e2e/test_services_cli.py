@@ -393,11 +393,15 @@ def test_udpchat_through_the_lossy_relay(udpchat_service: Service) -> None:
         bob.out.expect("Welcome", timeout=10)
         for i in range(30):
             bob.say(f"line {i}")
-        bob.say("/quit")
-        assert bob.finish() in (0,)
-        # Each line shows once; what did not arrive is announced as lost.
+        # Then end markers: once alice shows one, every line before it was either shown or
+        # announced lost (the receiver delivers in order).  All 20 lost: p = 0.51^20.
+        for i in range(20):
+            bob.say(f"end {i}")
+        alice.out.expect(r"bob: end \d+$", timeout=WAIT_S)
         alice.say("/quit")
         assert alice.finish() == 0
+        bob.say("/quit")
+        assert bob.finish() == 0
         shown = [int(line.rsplit(" ", 1)[1]) for line in alice.out.seen if "bob: line" in line]
         rest: list[str] = []
         while True:

@@ -91,13 +91,13 @@ def test_idle_client_is_closed(reverse_server: ReverseFactory) -> None:
 
 
 def test_activity_postpones_the_idle_timeout(reverse_server: ReverseFactory) -> None:
-    server = reverse_server(idle_timeout_s=0.4)
+    server = reverse_server(idle_timeout_s=0.6)
     with LineSocket(server.port) as client:
-        deadline = time.monotonic() + 0.8
-        while time.monotonic() < deadline:  # two idle periods of talking
+        deadline = time.monotonic() + 1.3
+        while time.monotonic() < deadline:  # two idle periods of talking, a line every 0.05 s
             assert client.ask(b"ab\n") == b"ba"
-            time.sleep(0.1)
-        assert client.line() == b"ERROR: idle for 0.4 s; closing the connection"
+            time.sleep(0.05)
+        assert client.line() == b"ERROR: idle for 0.6 s; closing the connection"
 
 
 def test_half_close_answers_the_unterminated_last_line(reverse_server: ReverseFactory) -> None:
