@@ -182,3 +182,37 @@ def test_no_descriptor_leak_after_1000_cycles(reverse_server: ReverseFactory) ->
     )
     print(f"1000 cycles in {elapsed:.2f} s; fds {baseline} -> {open_fds()}")
     assert open_fds() == baseline
+
+
+def test_client_that_never_reads_is_paused_then_dropped(reverse_server: ReverseFactory) -> None:
+    """Back-pressure: the server stops reading from a client that does not read its answers
+    (its memory stays bounded), and the idle timer then aborts it."""
+    server = reverse_server(idle_timeout_s=0.5)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.settimeout(0.3)
+    chunk = (b"x" * 1023 + b"\n") * 64
+    sent = 0
+    try:
+        for _ in range(4096):  # at most 256 MiB; the server stops reading long before
+            sent += sock.send(chunk)
+    except TimeoutError:
+        pass  # blocked: the server has stopped reading
+    except OSError:
+        pass  # already aborted
+    try:
+        print(f"sent {sent} bytes before the server stopped reading")
+        assert sent < 256 * 1024 * 1024
+        assert wait_until(lambda: not server.sessions, timeout=5.0)
+    finally:
+        sock.close()
+
+
+def test_peer_that_never_closes_after_goodbye_is_aborted(reverse_server: ReverseFactory) -> None:
+    server = reverse_server(close_grace_s=0.3)
+    with LineSocket(server.port) as client:
+        assert client.ask(b"bye\n") == b"Goodbye!"
+        assert client.sock.recv(10) == b""  # our FIN arrived; the client keeps its socket open
+        assert len(server.sessions) == 1  # lingering: waiting for the client's close
+        assert wait_until(lambda: not server.sessions, timeout=3.0)

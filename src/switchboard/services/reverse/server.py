@@ -187,7 +187,9 @@ class ReverseSession(asyncio.Protocol):
             self._idle_handle = None
         transport = self.transport
         assert transport is not None
-        self._abort_handle = self._loop.call_later(self.server.config.close_grace_s, self._abort)
+        self._abort_handle = self._loop.call_later(
+            self.server.config.close_grace_s, self._linger_over
+        )
         if transport.is_closing():
             return
         if transport.can_write_eof():
@@ -197,10 +199,14 @@ class ReverseSession(asyncio.Protocol):
         else:
             transport.close()
 
+    def _linger_over(self) -> None:
+        self._close_reason += ", peer did not close within the grace period"
+        self._abort()
+
     def _abort(self) -> None:
         self._abort_handle = None
         if self.transport is not None:
-            log.debug("abort #%d %s: no close within the grace period", self.session_id, self.peer)
+            log.debug("abort #%d %s (%s)", self.session_id, self.peer, self._close_reason)
             self.transport.abort()
 
     def _idle_check(self) -> None:
