@@ -210,7 +210,7 @@ def test_client_that_never_reads_is_paused_then_dropped(reverse_server: ReverseF
 
 
 def test_peer_that_never_closes_after_goodbye_is_aborted(reverse_server: ReverseFactory) -> None:
-    server = reverse_server(close_grace_s=0.3)
+    server = reverse_server(close_grace_s=1.0)
     with LineSocket(server.port) as client:
         assert client.ask(b"bye\n") == b"Goodbye!"
         assert client.sock.recv(10) == b""  # our FIN arrived; the client keeps its socket open
