@@ -18,6 +18,10 @@ from typing import Any, TypeVar
 import pytest
 
 from switchboard.services.reverse.server import ReverseConfig, ReverseServer
+from switchboard.services.udpchat.client import ChatSession
+from switchboard.services.udpchat.peer import ChatPeer
+from switchboard.services.udpchat.relay import DropPredicate, FaultPlan, LossyRelay
+from switchboard.services.udpchat.server import UdpChatConfig, UdpChatServer
 
 T = TypeVar("T")
 
@@ -133,10 +137,6 @@ class LineSocket:
 
 # --- the UDP chat room --------------------------------------------------------------------------
 
-from switchboard.services.udpchat.client import ChatSession  # noqa: E402
-from switchboard.services.udpchat.peer import ChatPeer  # noqa: E402
-from switchboard.services.udpchat.relay import DropPredicate, FaultPlan, LossyRelay  # noqa: E402
-from switchboard.services.udpchat.server import UdpChatConfig, UdpChatServer  # noqa: E402
 
 UdpChatFactory = Callable[..., UdpChatServer]
 
