@@ -80,7 +80,12 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
 
 
 class Client(ClientCore["Future[Any]"]):
-    """A blocking Switchboard client.  Use as a context manager, or call ``close()``."""
+    """A blocking Switchboard client.  Use as a context manager, or call ``close()``.
+
+    ``on_indication(frame)`` receives every indication on the receiver thread (instead of
+    ``next_indication``); ``on_close(reason)`` is called once when the connection ends, lost
+    or closed, on the thread that noticed.  Neither may block or raise.
+    """
 
     def __init__(
         self,
@@ -92,10 +97,11 @@ class Client(ClientCore["Future[Any]"]):
         timeout: float = defaults.REQUEST_TIMEOUT_S,
         connect_timeout: float = defaults.CONNECT_TIMEOUT_S,
         on_indication: Callable[[Frame], None] | None = None,
+        on_close: Callable[[str], None] | None = None,
         trace: Tracer | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(Future, threading.Lock(), on_indication)
+        super().__init__(Future, threading.Lock(), on_indication, on_close)
         self.host = host
         self.port = port
         self.timeout = timeout

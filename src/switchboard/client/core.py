@@ -37,10 +37,12 @@ class ClientCore(Generic[F]):
         new_future: Callable[[], F],
         lock: contextlib.AbstractContextManager[Any],
         on_indication: Callable[[Frame], None] | None,
+        on_close: Callable[[str], None] | None = None,
     ) -> None:
         self._new_future = new_future
         self._state_lock = lock
         self._on_indication = on_indication
+        self._on_close = on_close
         self._session = ClientSession()
         self._futures: dict[int, F] = {}
         self._receipts: dict[int, F] = {}
@@ -142,4 +144,8 @@ class ClientCore(Generic[F]):
         if not self._welcome_future.done():
             self._welcome_future.set_exception(cause or ConnectionFailed(reason))
         self._queue_closed()
+        if self._on_close is not None:
+            # Once per connection, on whichever thread noticed the end (the receiver for a
+            # loss, the caller for close()), after every pending call has been failed.
+            self._on_close(lost.reason)
         return lost
