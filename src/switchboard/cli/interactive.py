@@ -1,0 +1,653 @@
+"""``switchboard client``: the lab's seven-option menu as a terminal program.
+
+Three parts:
+
+* ``menu`` (pure): what a typed line or a menu number means in which state;
+* ``InteractiveClient``: runs those actions on a blocking ``Client`` and keeps the
+  connection state, which the receiver thread may change at any moment (a message arrives,
+  the server shuts down, the connection breaks);
+* two front ends: ``TerminalUi`` (prompt_toolkit: history, completion, and notices printed
+  above the line being typed through ``patch_stdout``) and ``PlainUi`` (stdin is not a
+  terminal: one command or answer per line, plain text out, no escape codes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol, cast
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from switchboard.client import (
+    Client,
+    ConnectionFailed,
+    ConnectionLost,
+    NoSuchClient,
+    RateLimited,
+    RecipientBusy,
+    RequestTimeout,
+    ServerError,
+    ServerFull,
+    ServerTime,
+    TextTooLong,
+)
+from switchboard.client.tracing import Tracer
+from switchboard.protocol import Frame, Message, Receipt, ReceiptStatus, TimeOk, TimeRequest
+
+from . import menu, render
+from .common import add_connection_args, endpoint, make_tracer, ssl_context, token
+from .menu import CommandError
+
+#: Seconds ``disconnect`` and ``quit`` wait for the receipts of messages just sent, so a
+#: script that sends and then ends its input still learns whether they were delivered.
+RECEIPT_GRACE_S: Final = 2.0
+#: Receipts that arrive before their SEND's answer has been printed are held back (so that
+#: "forwarded" is printed before "delivered"); a bound in case an answer is never printed.
+MAX_EARLY_RECEIPTS: Final = 1000
+#: Styles readable on light and dark backgrounds (no yellow, white or black); rich drops
+#: every colour when NO_COLOR is set, prompt_toolkit too.
+STYLES: Final = {
+    "ok": "green",
+    "error": "bold red",
+    "message": "bold",
+    "notice": "magenta",
+    "menu": "bold",
+    "dim": "dim",
+}
+PROMPT_STYLE: Final = {"prompt": "bold", "state": "ansigreen", "offline": "ansired"}
+HISTORY_FILE: Final = "client_history"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "client",
+        help="the interactive client: the lab's seven-option menu",
+        description="The interactive client: connect, ask the time (pipelined), the name and "
+        "the client list, send messages by id, and see messages arrive as they come.  Type "
+        "a menu number or a command (help lists them).  Starts disconnected unless --host, "
+        "--port or --connect is given.  With stdin not a terminal it reads one command per "
+        "line and prints plain text.",
+    )
+    add_connection_args(p, json_flag=False)
+    p.add_argument(
+        "--connect",
+        action="store_true",
+        help="connect at once to the default server ($SWITCHBOARD_HOST/$SWITCHBOARD_PORT)",
+    )
+    p.add_argument("--nick", help="a nickname to connect under")
+    p.set_defaults(func=cmd_client)
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    host, port = endpoint(args)
+    settings = Settings(
+        host=host,
+        port=port,
+        timeout=args.timeout,
+        nick=args.nick,
+        token=token(args),
+        tracer=make_tracer(args),
+        ssl_context=ssl_context(args),
+        connect_now=args.connect or args.host is not None or args.port is not None,
+    )
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return run_terminal(settings)
+    out = Output(plain_console())
+    client = InteractiveClient(settings, out)
+    return client.run(PlainUi(prompts=sys.stdin.isatty()))
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def plain_console() -> Console:
+    """No colour and no escape codes at all; wide, so tables are not squeezed into 80 columns."""
+    return Console(
+        file=sys.stdout,
+        color_system=None,
+        force_terminal=False,
+        no_color=True,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=True,
+        width=200,
+    )
+
+
+def terminal_console() -> Console:
+    """Writes to whatever ``sys.stdout`` is at the time: inside patch_stdout, its proxy."""
+    return Console(force_terminal=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+class Output:
+    """Whole lines from any thread (the receiver prints notices while the user types)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._lock = threading.Lock()
+
+    def line(self, text: str, style: str = "") -> None:
+        with self._lock:
+            self.console.print(Text(text, style=STYLES.get(style, "")))
+
+    def lines(self, texts: Sequence[str], style: str = "") -> None:
+        with self._lock:
+            for text in texts:
+                self.console.print(Text(text, style=STYLES.get(style, "")))
+
+    def table(self, table: Table) -> None:
+        with self._lock:
+            self.console.print(table)
+
+
+# --- front ends ------------------------------------------------------------------------------
+
+
+class Ui(Protocol):
+    def read_command(self) -> str | None:
+        """The next command line; None at the end of input (Ctrl-D, EOF)."""
+
+    def ask(self, question: str, choices: Sequence[str] = ()) -> str | None:
+        """The answer to ``question``; None if the user cancelled (Ctrl-C, Ctrl-D, EOF)."""
+
+    def refresh(self) -> None:
+        """The connection state changed under the prompt: redraw it."""
+
+
+class PlainUi:
+    """stdin is not a terminal: each command and each answer is the next line."""
+
+    def __init__(self, *, prompts: bool = False) -> None:
+        # With a terminal on stdin but not on stdout, prompts go to stderr to stay out of
+        # the captured output.
+        self._prompts = prompts
+
+    def _readline(self, prompt: str) -> str | None:
+        if self._prompts:
+            sys.stderr.write(prompt)
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            return None
+        return line.rstrip("\r\n")
+
+    def read_command(self) -> str | None:
+        return self._readline("> ")
+
+    def ask(self, question: str, choices: Sequence[str] = ()) -> str | None:
+        return self._readline(f"{question}: ")
+
+    def refresh(self) -> None:
+        pass
+
+
+class PromptState(Protocol):
+    def prompt_parts(self) -> list[tuple[str, str]]: ...
+    def completion_words(self) -> dict[str, object]: ...
+
+
+class TerminalUi:
+    """prompt_toolkit: history, tab completion, Ctrl-C cancels the line, Ctrl-D ends."""
+
+    def __init__(self, state: PromptState, history_path: Path | None) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.completion import DynamicCompleter, NestedCompleter
+        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+        from prompt_toolkit.styles import Style
+
+        history: History = InMemoryHistory()
+        if history_path is not None:
+            try:
+                history_path.parent.mkdir(parents=True, exist_ok=True)
+                with history_path.open("a", encoding="utf-8"):
+                    pass
+                history = FileHistory(str(history_path))
+            except OSError:
+                pass  # an unwritable home only costs the history across sessions
+        style = Style.from_dict({f"{k}": v for k, v in PROMPT_STYLE.items()})
+        self._session: PromptSession[str] = PromptSession(
+            history=history,
+            completer=DynamicCompleter(
+                lambda: NestedCompleter.from_nested_dict(cast(Any, state.completion_words()))
+            ),
+            complete_while_typing=False,
+            style=style,
+        )
+        self._questions: PromptSession[str] = PromptSession(history=InMemoryHistory(), style=style)
+        self._state = state
+
+    def read_command(self) -> str | None:
+        from prompt_toolkit.formatted_text import FormattedText
+
+        while True:
+            try:
+                return self._session.prompt(lambda: FormattedText(self._state.prompt_parts()))
+            except KeyboardInterrupt:
+                continue  # Ctrl-C throws the line away; the prompt comes back
+            except EOFError:
+                return None
+
+    def ask(self, question: str, choices: Sequence[str] = ()) -> str | None:
+        from prompt_toolkit.completion import WordCompleter
+
+        try:
+            return self._questions.prompt(
+                [("class:prompt", f"{question}: ")],
+                completer=WordCompleter(list(choices)) if choices else None,
+            )
+        except (KeyboardInterrupt, EOFError):
+            return None
+
+    def refresh(self) -> None:
+        app = self._session.app
+        if app.is_running:
+            app.invalidate()
+
+
+def history_path() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "switchboard" / HISTORY_FILE
+
+
+def run_terminal(settings: Settings) -> int:
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    out = Output(terminal_console())
+    client = InteractiveClient(settings, out)
+    try:
+        path: Path | None = history_path()
+    except RuntimeError:  # no home directory to be found
+        path = None
+    ui = TerminalUi(client, path)
+    # raw: rich's colour codes pass through; notices printed by the receiver thread appear
+    # above the prompt and the line being typed is redrawn intact.
+    with patch_stdout(raw=True):
+        return client.run(ui)
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str
+    port: int
+    timeout: float
+    nick: str | None
+    token: str | None
+    tracer: Tracer | None
+    ssl_context: Any
+    connect_now: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    client: Client
+    host: str
+    port: int
+    token: object
+
+
+class Cancelled(Exception):
+    """The user cancelled a question."""
+
+
+class InteractiveClient:
+    """Runs menu actions on a blocking Client; the receiver thread reports through callbacks."""
+
+    def __init__(self, settings: Settings, out: Output) -> None:
+        self.settings = settings
+        self.out = out
+        self._ui: Ui = PlainUi()
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._closing = False
+        self._lost: list[Client] = []  # lost connections whose receiver thread is not joined
+        self._pending: set[int] = set()  # message ids whose receipt has not arrived
+        self._early: dict[int, Receipt] = {}
+        self.known_ids: list[int] = []
+
+    # --- state shown in the prompt ----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def prompt_parts(self) -> list[tuple[str, str]]:
+        conn = self._conn
+        if conn is None:
+            state = ("class:offline", "not connected")
+        else:
+            state = ("class:state", f"#{conn.client.client_id} {conn.host}:{conn.port}")
+        return [("class:prompt", "switchboard ["), state, ("class:prompt", "]> ")]
+
+    def completion_words(self) -> dict[str, object]:
+        return menu.completions(self.connected, self.known_ids)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, ui: Ui) -> int:
+        self._ui = ui
+        try:
+            self.out.line(
+                "Switchboard interactive client: type a number or a command (help lists them).",
+                "dim",
+            )
+            if self.settings.connect_now:
+                self.execute(menu.Connect(self.settings.host, self.settings.port))
+            else:
+                self.show_menu()
+            while True:
+                self._reap()
+                line = ui.read_command()
+                if line is None:
+                    break
+                try:
+                    action = menu.parse_command(line, self.connected)
+                except CommandError as exc:
+                    self.out.line(str(exc), "error")
+                    continue
+                if isinstance(action, menu.Exit):
+                    break
+                self.execute(action)
+        finally:
+            self._disconnect()
+            self._reap()
+        self.out.line("Bye.", "dim")
+        return 0
+
+    def show_menu(self) -> None:
+        self.out.lines(menu.menu_lines(self.connected), "menu")
+
+    def execute(self, action: menu.Action) -> None:
+        """Run one action; every failure becomes one line and the menu stays usable."""
+        try:
+            self._run_action(action)
+        except Cancelled:
+            self.out.line("Cancelled.", "dim")
+        except CommandError as exc:
+            self.out.line(str(exc), "error")
+        except ConnectionLost:
+            pass  # the on_close callback has said so and put the menu back
+        except RequestTimeout as exc:
+            self.out.line(f"No answer: {exc} (the connection stays open).", "error")
+        except ServerError as exc:
+            self.out.line(explain(exc), "error")
+        except KeyboardInterrupt:
+            self.out.line("Interrupted.", "error")
+
+    def _run_action(self, action: menu.Action) -> None:
+        if isinstance(action, menu.ShowMenu):
+            self.show_menu()
+        elif isinstance(action, menu.ShowHelp):
+            self.out.lines(menu.help_lines(self.connected))
+        elif isinstance(action, menu.Connect):
+            self._connect(action)
+        elif isinstance(action, menu.Disconnect):
+            self._disconnect()
+            self.show_menu()
+        elif isinstance(action, menu.GetTime):
+            self._time(action)
+        elif isinstance(action, menu.GetName):
+            self.out.line(f"Server name: {self._client().name()}")
+        elif isinstance(action, menu.ListClients):
+            self._list()
+        elif isinstance(action, menu.SendMessage):
+            self._send(action)
+
+    def _ask(self, question: str, choices: Sequence[str] = ()) -> str:
+        answer = self._ui.ask(question, choices)
+        if answer is None:
+            raise Cancelled
+        return answer.strip()
+
+    def _client(self) -> Client:
+        conn = self._conn
+        if conn is None:
+            raise CommandError("Not connected: choose 1 (connect) first.")
+        return conn.client
+
+    # --- connecting -------------------------------------------------------------------------
+
+    def _connect(self, action: menu.Connect) -> None:
+        host, port = action.host, action.port
+        if action.ask:
+            answer = self._ask(f"Server address [{self.settings.host}]")
+            if answer:
+                host, port = menu.parse_address(answer)
+            if port is None:
+                answer = self._ask(f"Port [{self.settings.port}]")
+                port = menu.parse_port(answer) if answer else None
+        host = host or self.settings.host
+        port = port or self.settings.port
+        if self._conn is not None:
+            self._disconnect()
+        self.out.line(f"Connecting to {host}:{port} ...", "dim")
+        marker = object()
+        try:
+            client = Client(
+                host,
+                port,
+                nick=self.settings.nick,
+                token=self.settings.token,
+                timeout=self.settings.timeout,
+                on_indication=self._on_indication,
+                on_close=lambda reason: self._on_close(marker, reason),
+                trace=self.settings.tracer,
+                ssl_context=self.settings.ssl_context,
+            )
+        except ConnectionFailed as exc:
+            self.out.line(f"Cannot connect: {exc}", "error")
+            return
+        except ServerFull:
+            self.out.line(f"{host}:{port} is full: try again later.", "error")
+            return
+        except ServerError as exc:
+            self.out.line(f"{host}:{port} refused the connection: {explain(exc)}", "error")
+            return
+        except (ConnectionLost, RequestTimeout) as exc:
+            self.out.line(f"Cannot connect: {exc}", "error")
+            return
+        with self._lock:
+            self._conn = Connection(client, host, port, marker)
+            self.known_ids = []
+        w = client.welcome
+        self.out.line(
+            f"Connected to {host}:{port}: server {w.server_name!r}, you are client "
+            f"#{w.client_id} (seen as {w.ip}:{w.port}).",
+            "ok",
+        )
+        if client.closed:  # lost between the WELCOME and now
+            try:
+                client.next_indication(0)
+            except ConnectionLost as lost:
+                self._on_close(marker, lost.reason)
+            return
+        self.show_menu()
+
+    def _disconnect(self) -> None:
+        """Close the connection cleanly (receiver joined) after a short wait for receipts."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return
+            self._closing = True
+        try:
+            self._await_receipts(conn.client)
+            conn.client.close()
+        finally:
+            with self._lock:
+                self._conn = None
+                self._closing = False
+                self._pending.clear()
+                self._early.clear()
+        self.out.line(f"Disconnected from {conn.host}:{conn.port}.")
+
+    def _await_receipts(self, client: Client) -> None:
+        with self._lock:
+            waiting = sorted(self._pending)
+        deadline = time.monotonic() + RECEIPT_GRACE_S
+        for message_id in waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                client.wait_receipt(message_id, remaining)
+            except (RequestTimeout, ConnectionLost):
+                break
+        with self._lock:
+            missing = len(self._pending)
+        if missing:
+            self.out.line(f"{missing} message(s) still without a receipt.", "dim")
+
+    def _reap(self) -> None:
+        """Join the receiver threads of connections that were lost (they end by themselves)."""
+        with self._lock:
+            lost, self._lost = self._lost, []
+        for client in lost:
+            client.close()
+
+    # --- callbacks on the receiver thread ---------------------------------------------------
+
+    def _on_indication(self, frame: Frame) -> None:
+        if isinstance(frame, Receipt):
+            with self._lock:
+                if frame.message_id in self._pending:
+                    self._pending.discard(frame.message_id)
+                else:  # the SEND's answer is not printed yet: it will print this after it
+                    if len(self._early) >= MAX_EARLY_RECEIPTS:
+                        self._early.pop(next(iter(self._early)))
+                    self._early[frame.message_id] = frame
+                    return
+            self._print_receipt(frame)
+            return
+        style = "message" if isinstance(frame, Message) else "notice"
+        self.out.line(render.describe(frame), style)
+
+    def _print_receipt(self, frame: Receipt) -> None:
+        delivered = frame.status == ReceiptStatus.DELIVERED
+        self.out.line(render.describe(frame), "ok" if delivered else "error")
+
+    def _on_close(self, marker: object, reason: str) -> None:
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.token is not marker or self._closing:
+                return  # our own disconnect, or a connection that never became current
+            self._conn = None
+            self._lost.append(conn.client)
+            self._pending.clear()
+            self._early.clear()
+        self.out.line(f"Disconnected from {conn.host}:{conn.port}: {reason}.", "error")
+        self.show_menu()
+        self._ui.refresh()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _time(self, action: menu.GetTime) -> None:
+        count = action.count
+        if count is None:
+            answer = self._ask("How many requests [1]")
+            count = menu.parse_count(answer) if answer else 1
+        client = self._client()
+        start = time.perf_counter()
+        futures = [client.submit(TimeRequest()) for _ in range(count)]
+        deadline = time.monotonic() + client.timeout
+        results: list[ServerTime | None] = []
+        errors: Counter[str] = Counter()
+        for future in futures:
+            try:
+                ok = future.result(max(0.0, deadline - time.monotonic()))
+                results.append(ServerTime.from_ok(cast(TimeOk, ok)))
+            except FutureTimeout:
+                errors["no answer"] += 1
+                results.append(None)
+            except ServerError as exc:
+                errors[exc.name] += 1
+                results.append(None)
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        width = len(str(count))
+        texts = [
+            f"{i:>{width}}. " + ((f"{t.iso} ({t.zone})" if t.zone else t.iso) if t else "-")
+            for i, t in enumerate(results, 1)
+        ]
+        self.out.lines(texts)
+        answered = sum(1 for t in results if t is not None)
+        summary = f"{answered}/{count} responses in {elapsed_ms:.0f} ms"
+        if errors:
+            summary += " (" + ", ".join(f"{n} {name}" for name, n in errors.items()) + ")"
+        self.out.line(summary, "ok" if answered == count else "error")
+
+    def _list(self) -> None:
+        client = self._client()
+        clients = client.list_clients()
+        me = client.client_id
+        self.known_ids = [c.client_id for c in clients]
+        table = Table(title=f"{len(clients)} client(s) connected")
+        for column in ("id", "ip", "port", "nickname", "connected since", ""):
+            table.add_column(column, justify="right" if column in ("id", "port") else "left")
+        for c in clients:
+            table.add_row(
+                str(c.client_id),
+                c.ip,
+                str(c.port),
+                c.nick or "-",
+                render.iso(c.connected_ms),
+                "<- you" if c.client_id == me else "",
+                style="bold" if c.client_id == me else None,
+            )
+        self.out.table(table)
+
+    def _send(self, action: menu.SendMessage) -> None:
+        client = self._client()
+        target = action.target
+        if target is None:
+            answer = self._ask(
+                f"Target id ({menu.ids_hint(self.known_ids)})",
+                [str(i) for i in self.known_ids],
+            )
+            target = menu.parse_target(answer)
+        text = action.text
+        if text is None:
+            text = self._ask("Text")
+            if not text:
+                raise CommandError("Nothing sent: the text is empty.")
+        try:
+            ok = client.send(target, text)
+        except ServerError as exc:
+            raise CommandError(explain(exc, target)) from None
+        with self._lock:
+            early = self._early.pop(ok.message_id, None)
+            if early is None:
+                self._pending.add(ok.message_id)
+        self.out.line(f"message {ok.message_id} to #{ok.target}: forwarded", "ok")
+        if early is not None:
+            self._print_receipt(early)
+
+
+def explain(exc: ServerError, target: int | None = None) -> str:
+    """An ERROR in words, with what to do about it."""
+    who = f"#{target}" if target is not None else "that id"
+    if isinstance(exc, NoSuchClient):
+        return f"No client {who} is connected — list the clients first."
+    if isinstance(exc, TextTooLong):
+        return f"The message is too long: {exc.message}."
+    if isinstance(exc, RecipientBusy):
+        return f"Client {who} is not reading its messages — try again later."
+    if isinstance(exc, RateLimited):
+        return "Too many requests: the server asks to slow down."
+    return f"The server refused: {exc.message} ({exc.name})."
+
+
+__all__ = ["InteractiveClient", "Output", "PlainUi", "TerminalUi", "explain", "register"]
