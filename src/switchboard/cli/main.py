@@ -14,7 +14,7 @@ from .common import CliExit
 
 #: Modules of switchboard.cli that each provide ``register(subparsers)``; the parser
 #: they build sets ``func(args) -> int`` as its default.
-COMMANDS: tuple[str, ...] = ("serve", "oneshot", "reverse", "udpchat")
+COMMANDS: tuple[str, ...] = ("serve", "oneshot", "reverse", "udpchat", "interactive")
 
 
 def build_parser() -> argparse.ArgumentParser:
