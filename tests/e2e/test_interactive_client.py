@@ -1,0 +1,395 @@
+"""``switchboard client`` in a real pseudo-terminal (pexpect) and with piped stdin, against a
+real server on loopback."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ServerThread, cli_env, switchboard_command
+from switchboard.client import Client
+
+pexpect = pytest.importorskip("pexpect")
+
+#: Seconds to wait for any expected output.
+WAIT_S = 10.0
+PROMPT_OFFLINE = "not connected"
+#: The prompt's end; prompt_toolkit draws the space after it with a cursor movement.
+PROMPT_END = "]>"
+CONNECTED = re.compile(r"you are client #(\d+)")
+#: SGR sequences that set a foreground or background colour (not bold/dim/reset).
+COLOUR_SGR = re.compile(r"\x1b\[(?:\d+;)*(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;\d+)*m")
+
+MENU_CONNECTED = ("2. Disconnect", "3. Get server time", "4. Get server name",
+                  "5. List clients", "6. Send message")  # fmt: skip
+
+Spawn = Callable[..., "pexpect.spawn"]
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """``spawn(*args, **env)``: ``switchboard client ARGS`` in a 40x120 pseudo-terminal."""
+    children: list[pexpect.spawn] = []
+
+    def start(*args: str, **env: str) -> pexpect.spawn:
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "switchboard", "client", *args],
+            env=cli_env(
+                **{
+                    "TERM": "xterm-256color",
+                    # pexpect's terminal never answers "where is the cursor?"; without this
+                    # prompt_toolkit waits for the answer and then warns about it.
+                    "PROMPT_TOOLKIT_NO_CPR": "1",
+                    "XDG_STATE_HOME": str(tmp_path / "state"),
+                    **env,
+                }
+            ),
+            encoding="utf-8",
+            timeout=WAIT_S,
+            dimensions=(40, 120),
+        )
+        child.logfile_read = io.StringIO()  # everything the terminal showed
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+
+
+def screen(child: pexpect.spawn) -> str:
+    """Everything the terminal was sent so far."""
+    return str(child.logfile_read.getvalue())
+
+
+def wait_prompt(child: pexpect.spawn) -> str:
+    """Everything printed up to the next prompt."""
+    child.expect_exact(PROMPT_END)
+    return str(child.before)
+
+
+def connected_id(child: pexpect.spawn) -> int:
+    child.expect(CONNECTED)
+    return int(child.match.group(1))
+
+
+def finish(child: pexpect.spawn, line: str = "7") -> None:
+    child.sendline(line)
+    child.expect_exact("Bye.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def free_port() -> int:
+    """A port where nothing listens (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- the terminal ------------------------------------------------------------------------------
+
+
+def expect_menu(child: pexpect.spawn, connected: bool) -> None:
+    """The menu, printed as one block (it may land above an already drawn prompt)."""
+    child.expect_exact("1. Connect")
+    child.expect_exact("7. Exit")
+    block = str(child.before)
+    for entry in MENU_CONNECTED:
+        assert (entry in block) is connected, (entry, block)
+
+
+def test_menu_in_both_states(spawn: Spawn, server: ServerThread) -> None:
+    child = spawn()
+    expect_menu(child, connected=False)
+    child.expect_exact(PROMPT_OFFLINE)
+
+    child.sendline("3")  # not available while disconnected
+    child.expect_exact("Not connected: choose 1 (connect) first.")
+    child.sendline("1")
+    child.expect_exact("Server address [127.0.0.1]:")
+    child.sendline("")
+    child.expect_exact("Port [7000]:")
+    child.sendline(str(server.port))
+    child.expect(r"Connected to 127\.0\.0\.1:\d+: server 'test-server', you are client #(\d+)")
+    my_id = int(child.match.group(1))
+    assert my_id in server.client_ids()
+    expect_menu(child, connected=True)
+    child.expect_exact(f"#{my_id} 127.0.0.1:{server.port}")  # the prompt shows the state
+
+    child.sendline("2")
+    child.expect_exact(f"Disconnected from 127.0.0.1:{server.port}.")
+    expect_menu(child, connected=False)
+    child.expect_exact(PROMPT_OFFLINE)
+    server.wait_for(lambda s: my_id not in s.clients.by_id)
+    finish(child)
+
+
+def test_each_option_by_number(spawn: Spawn, server: ServerThread) -> None:
+    child = spawn("--port", str(server.port))  # --port connects at once
+    my_id = connected_id(child)
+    wait_prompt(child)
+
+    child.sendline("4")
+    child.expect_exact("Server name: test-server")
+
+    child.sendline("5")
+    child.expect_exact("1 client(s) connected")
+    child.expect_exact("<- you")
+    assert "127.0.0.1" in str(child.before)
+
+    child.sendline("3")
+    child.expect_exact("How many requests [1]:")
+    child.sendline("100")
+    child.expect_exact("100. ")
+    child.expect(r"100/100 responses in \d+ ms")
+
+    child.sendline("6")
+    child.expect_exact(f"Target id (last list: {my_id}):")
+    child.sendline(str(my_id))
+    child.expect_exact("Text:")
+    child.sendline("hello there, 你好 👍")
+    child.expect(rf"message from #{my_id} \(127\.0\.0\.1:\d+\) at \d\d:\d\d:\d\d: ")
+    child.expect_exact("hello there, 你好 👍")
+    child.expect_exact(f"to #{my_id}: forwarded")
+    child.expect_exact(f"to #{my_id}: delivered")
+
+    child.sendline("6")
+    child.expect_exact("Target id")
+    child.sendline("999")
+    child.expect_exact("Text:")
+    child.sendline("anyone?")
+    child.expect_exact("No client #999 is connected — list the clients first.")
+
+    child.sendline("2")
+    child.expect_exact("Disconnected from")
+    finish(child)
+    assert server.client_ids() == [] or my_id not in server.client_ids()
+
+
+def test_typed_commands_and_time_100(spawn: Spawn, server: ServerThread) -> None:
+    other = Client("127.0.0.1", server.port, nick="bob")
+    try:
+        child = spawn()
+        wait_prompt(child)
+        child.sendline(f"connect 127.0.0.1 {server.port}")
+        my_id = connected_id(child)
+        child.sendline("time 100")
+        child.expect_exact("100/100 responses in")
+        before = str(child.before)
+        assert len(re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}", before)) == 100
+        child.sendline("name")
+        child.expect_exact("Server name: test-server")
+        child.sendline("list")
+        child.expect_exact("2 client(s) connected")
+        child.expect_exact("bob")
+        child.sendline(f"send {other.client_id} hello there")
+        child.expect_exact(f"to #{other.client_id}: forwarded")
+        child.expect_exact(f"to #{other.client_id}: delivered")
+        got = other.next_indication(WAIT_S)
+        assert got is not None and getattr(got, "text", None) == "hello there"
+        assert getattr(got, "sender_id", None) == my_id
+        child.sendline("help")
+        child.expect_exact("send ID TEXT")
+        child.sendline("lsit")
+        child.expect_exact("did you mean 'list'?")
+        child.sendline("disconnect")
+        child.expect_exact(PROMPT_OFFLINE)
+        finish(child, "quit")
+    finally:
+        other.close()
+
+
+def test_message_arrives_while_typing(spawn: Spawn, server: ServerThread) -> None:
+    child = spawn("--port", str(server.port))
+    my_id = connected_id(child)
+    wait_prompt(child)
+    child.send("na")  # half a command, no Enter
+    child.expect_exact("na")
+    with Client("127.0.0.1", server.port, nick="alice") as alice:
+        alice.send(my_id, "ping from alice")
+        child.expect(rf"message from #{alice.client_id} \(127\.0\.0\.1:\d+, alice\) at ")
+        child.expect_exact("ping from alice")
+        # The prompt is redrawn below the notice with the half-typed line intact ...
+        child.expect_exact(PROMPT_END)
+        child.expect_exact("na")
+    # ... and finishing it runs the whole command.
+    child.send("me\r")
+    child.expect_exact("Server name: test-server")
+    finish(child)
+
+
+def test_server_shutting_down_while_connected(
+    spawn: Spawn, server_factory: Callable[..., ServerThread]
+) -> None:
+    server = server_factory()
+    child = spawn("--port", str(server.port))
+    connected_id(child)
+    wait_prompt(child)
+    server.stop()
+    child.expect_exact("the server is shutting down: test finished")
+    child.expect_exact(f"Disconnected from 127.0.0.1:{server.port}: server shut down")
+    child.expect_exact("7. Exit")
+    child.expect_exact(PROMPT_OFFLINE)  # the prompt itself went back to the disconnected state
+    child.sendline("4")
+    child.expect_exact("Not connected: choose 1 (connect) first.")
+    finish(child)
+    assert "Traceback" not in screen(child)
+
+
+def test_connecting_where_nothing_listens(spawn: Spawn) -> None:
+    port = free_port()
+    child = spawn()
+    wait_prompt(child)
+    child.sendline(f"connect 127.0.0.1 {port}")
+    child.expect_exact(f"Cannot connect: connection refused by 127.0.0.1:{port}")
+    child.expect_exact(PROMPT_OFFLINE)
+    child.sendline("help")  # the menu is still usable
+    child.expect_exact("connect [HOST] [PORT]")
+    finish(child)
+    assert "Traceback" not in screen(child)
+
+
+def test_ctrl_c_cancels_ctrl_d_exits(spawn: Spawn) -> None:
+    child = spawn()
+    wait_prompt(child)
+    child.send("garbage")
+    child.expect_exact("garbage")
+    child.sendintr()  # the line is thrown away, the prompt comes back
+    child.expect_exact(PROMPT_OFFLINE)
+    child.sendline("1")
+    child.expect_exact("Server address [127.0.0.1]:")
+    child.sendintr()
+    child.expect_exact("Cancelled.")
+    child.expect_exact(PROMPT_OFFLINE)
+    assert "Unknown command" not in screen(child)  # the line was thrown away
+    child.sendcontrol("d")
+    child.expect_exact("Bye.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_completion_and_history(spawn: Spawn, server: ServerThread) -> None:
+    child = spawn("--port", str(server.port))
+    connected_id(child)
+    wait_prompt(child)
+    child.send("na\t")  # tab completes the only match
+    child.expect_exact("name")
+    child.send("\r")
+    child.expect_exact("Server name: test-server")
+    wait_prompt(child)
+    child.send("\x1b[A")  # up arrow recalls it
+    child.expect_exact("name")
+    child.send("\r")
+    child.expect_exact("Server name: test-server")
+    finish(child)
+    history = Path(child.env["XDG_STATE_HOME"]) / "switchboard" / "client_history"
+    assert "+name" in history.read_text(encoding="utf-8")
+
+
+def test_unwritable_history_is_not_fatal(spawn: Spawn, tmp_path: Path) -> None:
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("")
+    child = spawn(XDG_STATE_HOME=str(blocker))  # .../file-not-dir/switchboard cannot be made
+    wait_prompt(child)
+    finish(child)
+
+
+def test_colour_and_no_color(spawn: Spawn, server: ServerThread) -> None:
+    for env, coloured in (({}, True), ({"NO_COLOR": "1"}, False)):
+        child = spawn("--port", str(server.port), **env)
+        connected_id(child)
+        wait_prompt(child)
+        child.sendline("3 9")  # a menu number with its argument
+        child.expect_exact("9/9 responses in")
+        finish(child)
+        assert (COLOUR_SGR.search(screen(child)) is not None) is coloured, env
+
+
+# --- piped stdin ---------------------------------------------------------------------------------
+
+
+def run_piped(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        switchboard_command("client", *args),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=cli_env(),
+    )
+
+
+def test_piped_session(server: ServerThread) -> None:
+    script = "\n".join(
+        [
+            "3",  # not connected yet
+            "1",  # connect: address and port answered on the next lines
+            "",
+            str(server.port),
+            "4",
+            "5",
+            "3",
+            "5",
+            "6",
+            "1",
+            "hello 你好 👍",
+            "send 42 nobody",
+            "2",
+            "7",
+        ]
+    )
+    result = run_piped(stdin=script + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "\x1b" not in out
+    assert result.stderr == ""
+    lines = out.splitlines()
+    assert lines[1:3] == ["1. Connect", "7. Exit"]
+    assert "Not connected: choose 1 (connect) first." in lines
+    assert any(re.fullmatch(r"Connected to .*you are client #1 \(seen as 127\.0\.0\.1:\d+\)\.", ln)
+               for ln in lines)  # fmt: skip
+    assert "Server name: test-server" in lines
+    assert "1 client(s) connected" in lines
+    assert sum(1 for ln in lines if re.fullmatch(r"\d\. \d{4}-\d\d-\d\dT.*", ln)) == 5
+    assert "5/5 responses in" in out
+    assert any(re.fullmatch(r"message from #1 \(127\.0\.0\.1:\d+\) at [\d:]+: hello 你好 👍", ln)
+               for ln in lines)  # fmt: skip
+    forwarded = lines.index("message 1 to #1: forwarded")
+    assert lines.index("message 1 to #1: delivered") > forwarded
+    assert "No client #42 is connected — list the clients first." in lines
+    assert lines[-1] == "Bye."
+    assert lines[-4:-1] == [f"Disconnected from 127.0.0.1:{server.port}.", "1. Connect", "7. Exit"]
+
+
+def test_piped_eof_disconnects(server: ServerThread) -> None:
+    result = run_piped("--port", str(server.port), stdin="send 1 to myself\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # the receipt of a message just sent is awaited before disconnecting at the end of input
+    assert "message 1 to #1: delivered" in lines
+    assert lines[-2:] == [f"Disconnected from 127.0.0.1:{server.port}.", "Bye."]
+    server.wait_for(lambda s: not s.clients.by_id)
+
+
+def test_piped_connect_refused_and_bad_input() -> None:
+    port = free_port()
+    result = run_piped(stdin=f"connect 127.0.0.1 {port}\nconnect 127.0.0.1 http\ntime 5\n")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert f"Cannot connect: connection refused by 127.0.0.1:{port}" in lines
+    assert "'http' is not a port number (1-65535)." in lines
+    assert "Not connected: choose 1 (connect) first." in lines
+    assert "Traceback" not in result.stdout + result.stderr
