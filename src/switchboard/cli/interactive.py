@@ -617,6 +617,8 @@ class InteractiveClient:
                 f"Target id ({menu.ids_hint(self.known_ids)})",
                 [str(i) for i in self.known_ids],
             )
+            if not answer:
+                raise Cancelled
             target = menu.parse_target(answer)
         text = action.text
         if text is None:
