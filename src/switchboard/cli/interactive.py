@@ -14,16 +14,17 @@ Three parts:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, TextIO, cast
 
 from rich.console import Console
 from rich.table import Table
@@ -67,6 +68,10 @@ STYLES: Final = {
 }
 PROMPT_STYLE: Final = {"prompt": "bold", "state": "ansigreen", "offline": "ansired"}
 HISTORY_FILE: Final = "client_history"
+#: Seconds the stdout proxy waits between redraws of the prompt, batching bursts of output.
+#: prompt_toolkit's default (0.2 s) visibly draws the prompt before a command's output lands
+#: above it; 20 ms is still one redraw for a burst like ``time 100``.
+PROXY_PAUSE_S: Final = 0.02
 
 
 def register(sub: Any) -> None:
@@ -126,30 +131,48 @@ def plain_console() -> Console:
     )
 
 
-def terminal_console() -> Console:
-    """Writes to whatever ``sys.stdout`` is at the time: inside patch_stdout, its proxy."""
-    return Console(force_terminal=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
+def terminal_console(file: TextIO | None = None) -> Console:
+    """Without ``file``, writes to whatever ``sys.stdout`` is at the time: the proxy."""
+    return Console(
+        file=file,
+        force_terminal=True,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=True,
+    )
 
 
 class Output:
-    """Whole lines from any thread (the receiver prints notices while the user types)."""
+    """Whole lines from any thread (the receiver prints notices while the user types).
 
-    def __init__(self, console: Console) -> None:
+    With ``direct`` (the terminal itself), lines from the main thread bypass ``console`` (the
+    stdout proxy): the main thread only prints while no prompt is drawn, and the proxy
+    writes from a thread of its own, which could let the next prompt be drawn first.
+    """
+
+    def __init__(self, console: Console, direct: Console | None = None) -> None:
         self.console = console
+        self.direct = direct
         self._lock = threading.Lock()
 
+    def _target(self) -> Console:
+        if self.direct is not None and threading.current_thread() is threading.main_thread():
+            return self.direct
+        return self.console
+
     def line(self, text: str, style: str = "") -> None:
-        with self._lock:
-            self.console.print(Text(text, style=STYLES.get(style, "")))
+        self.lines([text], style)
 
     def lines(self, texts: Sequence[str], style: str = "") -> None:
         with self._lock:
+            console = self._target()
             for text in texts:
-                self.console.print(Text(text, style=STYLES.get(style, "")))
+                console.print(Text(text, style=STYLES.get(style, "")))
 
     def table(self, table: Table) -> None:
         with self._lock:
-            self.console.print(table)
+            self._target().print(table)
 
 
 # --- front ends ------------------------------------------------------------------------------
@@ -261,19 +284,34 @@ def history_path() -> Path:
     return Path(state) / "switchboard" / HISTORY_FILE
 
 
-def run_terminal(settings: Settings) -> int:
-    from prompt_toolkit.patch_stdout import patch_stdout
+@contextlib.contextmanager
+def output_above_prompt() -> Iterator[None]:
+    """prompt_toolkit's ``patch_stdout(raw=True)``, with a shorter pause between redraws.
 
-    out = Output(terminal_console())
+    Everything written to stdout or stderr (notices from the receiver thread included) is
+    printed above the prompt, and the line being typed is redrawn intact; raw, so rich's
+    colour codes pass through.
+    """
+    from prompt_toolkit.patch_stdout import StdoutProxy
+
+    with StdoutProxy(raw=True, sleep_between_writes=PROXY_PAUSE_S) as proxy:
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = cast(TextIO, proxy)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+
+
+def run_terminal(settings: Settings) -> int:
+    out = Output(terminal_console(), direct=terminal_console(sys.stdout))
     client = InteractiveClient(settings, out)
     try:
         path: Path | None = history_path()
     except RuntimeError:  # no home directory to be found
         path = None
     ui = TerminalUi(client, path)
-    # raw: rich's colour codes pass through; notices printed by the receiver thread appear
-    # above the prompt and the line being typed is redrawn intact.
-    with patch_stdout(raw=True):
+    with output_above_prompt():
         return client.run(ui)
 
 
