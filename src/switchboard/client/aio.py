@@ -67,6 +67,9 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         self._indications: asyncio.Queue[Any] = asyncio.Queue()
         self._closed_event = asyncio.Event()
         self.welcome: Welcome
+        #: loop.time() of the last bytes from the server, and the timer that checks it.
+        self._last_heard = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @classmethod
     async def connect(
@@ -139,6 +142,8 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
         try:
             for event, meaning in self._session.receive(data):
                 if self._trace is not None:
@@ -156,8 +161,30 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
                 for msg, raw in auto:
                     trace_sent(self._trace, msg, raw)
             self._transport.write(b"".join(raw for _, raw in auto))
+        if self._watchdog is None and self._session.silence_limit is not None:
+            self._schedule_watchdog(loop, self._session.silence_limit)
+
+    def _schedule_watchdog(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        # One timer per client, re-armed at a quarter of the limit: a server that sends
+        # nothing for three heartbeat intervals is gone (see ClientSession.silence_limit).
+        self._watchdog = loop.call_later(limit / 4, self._check_silence, loop, limit)
+
+    def _check_silence(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        if self._lost is not None:
+            return
+        if loop.time() - self._last_heard >= limit:
+            self._fail_all(
+                f"the server stopped answering: nothing received for {limit:g}s "
+                "(three heartbeat intervals)"
+            )
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        self._schedule_watchdog(loop, limit)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         reason = "connection closed by server" if exc is None else f"connection lost: {exc}"
         self._fail_all(reason)
         self._closed_event.set()

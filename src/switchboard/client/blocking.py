@@ -293,6 +293,8 @@ class Client(ClientCore["Future[Any]"]):
                         trace_received(self._trace, event)
                     if meaning is not None:
                         self._dispatch(meaning)
+                if self._channel.silence_limit is None:
+                    self._channel.silence_limit = self._session.silence_limit
                 auto = self._session.take_outgoing()
                 if auto:
                     if self._trace is not None:

@@ -9,26 +9,54 @@ receiver never holds the lock while it waits for the network.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
 
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, ConnectionLost
 
 _RECV_SIZE = 256 * 1024
 
 
 class SocketChannel:
-    """A connected TCP socket, shared by a sending and a receiving thread."""
+    """A connected TCP socket, shared by a sending and a receiving thread.
+
+    ``silence_limit`` (seconds, None: wait forever) bounds how long ``recv`` waits for the
+    server: past it, ``recv`` raises ConnectionLost.  A server PINGs an idle client every
+    heartbeat interval, so a silence of several intervals means it is gone (a pulled cable
+    sends no FIN or RST: without this the receiver would wait for ever).  The wait uses
+    poll rather than a socket timeout, which would also bound the caller's ``sendall``.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.silence_limit: float | None = None
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        if self._poll is not None:
+            self._poll.register(sock.fileno(), select.POLLIN | select.POLLPRI)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
     def recv(self) -> bytes:
+        return self._recv_raw()
+
+    def _recv_raw(self) -> bytes:
+        limit = self.silence_limit
+        if limit is not None and not self._wait_readable(limit):
+            raise ConnectionLost(
+                f"the server stopped answering: nothing received for {limit:g}s "
+                "(three heartbeat intervals)"
+            )
         return self.sock.recv(_RECV_SIZE)
+
+    def _wait_readable(self, timeout: float) -> bool:
+        """True once the socket is readable (data, EOF or an error), False after ``timeout``."""
+        if self._poll is not None:
+            return bool(self._poll.poll(timeout * 1000))
+        readable, _, _ = select.select([self.sock], [], [self.sock], timeout)
+        return bool(readable)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -88,7 +116,7 @@ class TlsChannel(SocketChannel):
                     self._flush_outgoing()  # e.g. a TLS 1.3 key update to answer
                 except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                     return b""
-            raw = self.sock.recv(_RECV_SIZE)
+            raw = self._recv_raw()
             with self._lock:
                 if raw:
                     self._incoming.write(raw)

@@ -17,6 +17,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
+from switchboard.defaults import HEARTBEAT_MISSES
 from switchboard.protocol import (
     Ack,
     ErrorCode,
@@ -108,6 +109,18 @@ class ClientSession:
         data = encode(msg)
         self.pending[request_id] = msg.MESSAGE_TYPE
         return request_id, msg, data
+
+    @property
+    def silence_limit(self) -> float | None:
+        """Seconds without any frame from the server after which it is presumed gone.
+
+        An idle client is PINGed every heartbeat interval (``WELCOME.heartbeat_ms``) and a
+        busy one gets answers, so three silent intervals (the server's own rule for its
+        clients) mean the server or the path to it is dead.  None before WELCOME.
+        """
+        if self.welcome is None or self.welcome.heartbeat_ms <= 0:
+            return None
+        return HEARTBEAT_MISSES * self.welcome.heartbeat_ms / 1000
 
     def forget(self, request_id: int) -> None:
         """Stop waiting for ``request_id`` (its caller gave up)."""
