@@ -196,7 +196,7 @@ def start_server_process(*args: str) -> ServerProcess:
     threading.Thread(target=pump, daemon=True).start()
     sp = ServerProcess(proc, "127.0.0.1", 0, lines)
     try:
-        match = _LISTENING.search(sp.wait_for_log(r"listening on", STARTUP_TIMEOUT))
+        match = _LISTENING.search(sp.wait_for_log(_LISTENING.pattern, STARTUP_TIMEOUT))
     except AssertionError:
         sp.stop(signal.SIGKILL)
         raise
