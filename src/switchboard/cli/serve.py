@@ -7,7 +7,11 @@ import sys
 from typing import Any
 
 from switchboard import defaults
+from switchboard.protocol import Event, Frame, encode
+from switchboard.protocol.trace import format_trace, host_port
 from switchboard.server import ConfigError, ServerConfig, run
+from switchboard.server.app import Tracer
+from switchboard.server.connection import ClientConnection
 
 
 def register(sub: Any) -> None:
@@ -88,7 +92,28 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--log-format", choices=["text", "json"], help="log line format (default text)")
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the options")
+    p.add_argument(
+        "--trace", action="store_true", help="print every frame sent and received to stderr"
+    )
+    p.add_argument(
+        "--trace-hex", action="store_true", help="with --trace, add a hex dump of each frame"
+    )
     p.set_defaults(func=main)
+
+
+def make_server_tracer(args: argparse.Namespace) -> Tracer | None:
+    """``--trace``: one line per frame on stderr, naming the client it came from or went to."""
+    if not args.trace:
+        return None
+    with_hex = bool(args.trace_hex)
+
+    def tracer(direction: str, conn: ClientConnection, event: Event) -> None:
+        raw = encode(event) if isinstance(event, Frame) else None
+        peer = f"#{conn.client_id} {host_port(conn.ip, conn.port)}"
+        line = format_trace(direction, event, raw, with_hex=with_hex, peer=peer)
+        print(line, file=sys.stderr, flush=True)
+
+    return tracer
 
 
 def main(args: argparse.Namespace) -> int:
@@ -117,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"switchboard serve: {exc}", file=sys.stderr)
         return 2
     try:
-        return run(config)
+        return run(config, trace=make_server_tracer(args))
     except ConfigError as exc:
         print(f"switchboard serve: {exc}", file=sys.stderr)
         return 2

@@ -132,6 +132,8 @@ class ClientConnection(asyncio.Protocol):
             decoder.feed(data)
             buf = decoder.buffer
             for key, request_id, start, end in decoder.frames():
+                if server.trace is not None:  # every frame received, refused ones too
+                    server.trace("<<-", self, decode_payload(key, request_id, buf, start, end))
                 if gated and key < FIRST_NON_REQUEST_KEY:
                     if not self.authenticated and key != KEY_HELLO:
                         server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
@@ -144,8 +146,6 @@ class ClientConnection(asyncio.Protocol):
                     if server.shutting_down:
                         server.refuse(self, ErrorCode.SHUTTING_DOWN, request_id)
                         continue
-                if server.trace is not None:
-                    server.trace("<<-", self, decode_payload(key, request_id, buf, start, end))
                 handler = fast.get(key)
                 if handler is not None:
                     handler(server, self, request_id, buf, start, end)
