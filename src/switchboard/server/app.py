@@ -300,11 +300,15 @@ class SwitchboardServer:
                 delay = self.auth_delay(conn.ip) if failure.code == ErrorCode.AUTH_FAILED else 0
                 if delay and conn.transport is not None and self._loop is not None:
                     # Hold back the answer (and the slot) from an address that keeps failing.
+                    # ``closing`` stops the rest of this batch at once: a request pipelined
+                    # behind the HELLO must not be answered (AUTH_REQUIRED, closing the
+                    # connection without the delay) before the AUTH_FAILED it is waiting for.
                     conn.transport.pause_reading()
+                    conn.closing = True
                     self._loop.call_later(
                         delay,
                         functools.partial(
-                            conn.fail, failure.code, failure.message, request_id=req.request_id
+                            _fail_after_delay, conn, failure.code, failure.message, req.request_id
                         ),
                     )
                 else:
@@ -486,6 +490,16 @@ class SwitchboardServer:
                     del self._auth_failures[ip]
         if not self.shutting_down:
             self._schedule_heartbeat()
+
+
+def _fail_after_delay(
+    conn: ClientConnection, code: ErrorCode, message: str, request_id: int
+) -> None:
+    """The held-back closing answer, unless the peer has gone meanwhile."""
+    if conn.transport is None or conn.transport.is_closing():
+        return
+    conn.closing = False  # set only to stop the batch; fail() queues the ERROR and closes
+    conn.fail(code, message, request_id=request_id)
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
