@@ -7,13 +7,17 @@ import json
 import os
 import ssl
 import sys
-from typing import Any
+import time
+from typing import Any, Final
 
 from switchboard import defaults
-from switchboard.client import Client, ConnectionFailed, ServerError
+from switchboard.client import Client, ConnectionFailed, ServerError, ServerFull
 from switchboard.client.channel import client_ssl_context
 from switchboard.client.tracing import Tracer
 from switchboard.protocol.codec import Event
+
+#: Seconds between attempts to connect to a full server (``connect(retry_full_s=...)``).
+FULL_RETRY_S: Final = 1.0
 
 
 class CliExit(Exception):
@@ -114,19 +118,39 @@ def token(args: argparse.Namespace) -> str | None:
     return getattr(args, "token", None) or os.environ.get(defaults.ENV_TOKEN) or None
 
 
-def connect(args: argparse.Namespace, **kwargs: Any) -> Client:
-    """A connected Client for the command's --host/--port, or CliExit(2) with one clear line."""
+def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: Any) -> Client:
+    """A connected Client for the command's --host/--port, or CliExit(2) with one clear line.
+
+    A full server is tried again every second for up to ``retry_full_s`` seconds (saying so
+    on stderr once), since a slot frees as soon as someone leaves.
+    """
     host, port = endpoint(args)
     kwargs.setdefault("token", token(args))
+    deadline = time.monotonic() + retry_full_s
+    announced = False
     try:
-        return Client(
-            host,
-            port,
-            timeout=args.timeout,
-            trace=make_tracer(args),
-            ssl_context=ssl_context(args),
-            **kwargs,
-        )
+        while True:
+            try:
+                return Client(
+                    host,
+                    port,
+                    timeout=args.timeout,
+                    trace=make_tracer(args),
+                    ssl_context=ssl_context(args),
+                    **kwargs,
+                )
+            except ServerFull as exc:
+                if time.monotonic() + FULL_RETRY_S > deadline:
+                    raise
+                if not announced:
+                    announced = True
+                    print(
+                        f"switchboard: {host}:{port} is full ({exc.message}); trying again "
+                        f"every {FULL_RETRY_S:g}s for up to {retry_full_s:g}s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                time.sleep(FULL_RETRY_S)  # a retry interval, not a guess at timing
     except ConnectionFailed as exc:
         raise CliExit(2, f"cannot connect: {exc}") from None
     except ServerError as exc:

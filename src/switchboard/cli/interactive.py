@@ -250,13 +250,17 @@ class TerminalUi:
         )
         self._questions: PromptSession[str] = PromptSession(history=InMemoryHistory(), style=style)
         self._state = state
+        self._interrupted = False
 
     def read_command(self) -> str | None:
         from prompt_toolkit.formatted_text import FormattedText
 
         while True:
             try:
-                return self._session.prompt(lambda: FormattedText(self._state.prompt_parts()))
+                return self._session.prompt(
+                    lambda: FormattedText(self._state.prompt_parts()),
+                    pre_run=self._end_if_interrupted,
+                )
             except KeyboardInterrupt:
                 continue  # Ctrl-C throws the line away; the prompt comes back
             except EOFError:
@@ -278,10 +282,24 @@ class TerminalUi:
         if app.is_running:
             app.invalidate()
 
+    def interrupt(self) -> None:
+        """From any thread: end the prompt shown now, or the next one, as if Ctrl-D."""
+        # The flag covers a prompt that is just starting: its pre_run hook sees it.
+        self._interrupted = True
+        app = self._session.app
+        loop = app.loop
+        if app.is_running and loop is not None:
+            loop.call_soon_threadsafe(self._end_if_interrupted)
 
-def history_path() -> Path:
+    def _end_if_interrupted(self) -> None:
+        app = self._session.app
+        if self._interrupted and app.is_running and app.future and not app.future.done():
+            app.exit(exception=EOFError())
+
+
+def history_path(name: str = HISTORY_FILE) -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "switchboard" / HISTORY_FILE
+    return Path(state) / "switchboard" / name
 
 
 @contextlib.contextmanager

@@ -14,7 +14,14 @@ from .common import CliExit
 
 #: Modules of switchboard.cli that each provide ``register(subparsers)``; the parser
 #: they build sets ``func(args) -> int`` as its default.
-COMMANDS: tuple[str, ...] = ("serve", "oneshot", "reverse", "udpchat", "interactive")
+COMMANDS: tuple[str, ...] = (
+    "serve",
+    "oneshot",
+    "reverse",
+    "udpchat",
+    "interactive",
+    "chat",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

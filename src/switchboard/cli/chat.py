@@ -1,0 +1,489 @@
+"""``switchboard chat``: a chat room client (the lab's multi-person chat) on a terminal or a pipe.
+
+Three parts, as for the interactive client:
+
+* ``chat_model`` (pure): typed lines to actions, how lines look, which rooms we are in;
+* ``ChatClient``: runs actions on a blocking ``Client``; the receiver thread prints what
+  arrives through callbacks;
+* two front ends: the interactive client's ``TerminalUi`` (prompt_toolkit, lines printed
+  above the line being typed) and ``PipedLines`` (stdin is not a terminal: each line is said
+  or run in turn, plain text out, flushed line by line; at the end of input it waits for
+  every answer, and briefly for /msg receipts, then exits 0).
+
+Order on screen follows the server's: our own line, the join notice and a /msg's
+"forwarded" line are printed by a callback on the request's future, which runs on the
+receiver thread as the answer is read, before any frame that came after it.  The server
+sends no copy of a BROADCAST to its sender and BroadcastOk carries no time, so our own line
+is stamped when its OK arrives with this machine's clock corrected by the offset measured
+with one TIME request at start: the server's clock, give or take half a round trip.
+
+Exit codes: 0 after /quit, Ctrl-D or the end of piped input; 1 when the connection is
+lost or the server shuts down; 2 when we could not get in (unreachable, full, nickname or
+room refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import queue
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any, Final, Protocol, TextIO
+
+from switchboard import defaults
+from switchboard.client import (
+    Client,
+    ConnectionLost,
+    NicknameError,
+    RequestTimeout,
+    ServerError,
+)
+from switchboard.protocol import (
+    BroadcastOk,
+    BroadcastRequest,
+    Frame,
+    Joined,
+    JoinOk,
+    JoinRequest,
+    Left,
+    Message,
+    MessageFlags,
+    Receipt,
+    ReceiptStatus,
+    SendOk,
+    SendRequest,
+    Shutdown,
+)
+
+from . import chat_model as model
+from .common import CliExit, add_connection_args, connect
+from .interactive import (
+    RECEIPT_GRACE_S,
+    Output,
+    TerminalUi,
+    explain,
+    history_path,
+    output_above_prompt,
+    plain_console,
+    terminal_console,
+)
+from .menu import CommandError
+
+HISTORY_FILE: Final = "chat_history"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="chat in a room: every line you type reaches the others, with a timestamp",
+        description="Join a chat room under a nickname: each line you type is said to the "
+        "room, the others' lines appear with the server's timestamp, joins and leaves as "
+        "they happen.  /help lists the commands (/msg, /list, /time, /name, /join, /leave, "
+        "/nick, /quit).  With stdin not a terminal each line is said (or run) in turn, "
+        "output is plain text, and the end of input waits for the answers, then quits.",
+    )
+    add_connection_args(p, json_flag=False)
+    p.add_argument("--nick", required=True, help="your nickname (unique on the server)")
+    p.add_argument(
+        "--room",
+        default=defaults.DEFAULT_ROOM,
+        help=f"the room to join (default {defaults.DEFAULT_ROOM})",
+    )
+    p.add_argument(
+        "--retry",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when the server is full, try again every second for up to this long "
+        "(default 0: give up at once, exit code 2)",
+    )
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    if args.retry < 0:
+        raise CliExit(2, "--retry must not be negative")
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        out = Output(terminal_console(), direct=terminal_console(sys.stdout))
+        chat = ChatClient(args, out, interactive=True)
+        try:
+            path: Path | None = history_path(HISTORY_FILE)
+        except RuntimeError:  # no home directory to be found
+            path = None
+        ui = TerminalUi(chat, path)
+        with output_above_prompt():
+            return chat.run(ui)
+    # UTF-8 both ways whatever the locale says; bytes that are not UTF-8 become U+FFFD.
+    for stream in (sys.stdin, sys.stdout):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="replace")
+    chat = ChatClient(args, Output(plain_console()), interactive=False)
+    return chat.run(PipedLines(sys.stdin))
+
+
+# --- front ends ------------------------------------------------------------------------------
+
+
+class ChatUi(Protocol):
+    def read_command(self) -> str | None:
+        """The next line; None at the end of input (Ctrl-D, EOF) or after ``interrupt``."""
+
+    def ask(self, question: str) -> str | None:
+        """An answer (terminal only); None if cancelled."""
+
+    def refresh(self) -> None:
+        """The state shown in the prompt changed: redraw it."""
+
+    def interrupt(self) -> None:
+        """From any thread: make the pending (or next) ``read_command`` return None."""
+
+
+class PipedLines:
+    """stdin is not a terminal: lines come from a reader thread, so that a lost connection
+    can end the wait for the next line at once."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._stream = stream
+        # A daemon: a pipe that never ends must not keep the process alive after /quit.
+        threading.Thread(target=self._pump, name="switchboard-chat-stdin", daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            for line in self._stream:
+                self._lines.put(line.rstrip("\r\n"))
+        except (OSError, ValueError):
+            pass  # stdin closed under us: the same as its end
+        finally:
+            self._lines.put(None)
+
+    def read_command(self) -> str | None:
+        return self._lines.get()
+
+    def ask(self, question: str) -> str | None:
+        return None  # nobody to ask
+
+    def refresh(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        self._lines.put(None)
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class ChatClient:
+    """Runs chat actions on a blocking Client; the receiver thread prints what arrives."""
+
+    def __init__(self, args: argparse.Namespace, out: Output, *, interactive: bool) -> None:
+        self.args = args
+        self.out = out
+        self.interactive = interactive
+        self.state = model.ChatState(nick=args.nick)
+        self._ui: ChatUi  # set by run(), before anything can call back
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+        self._closing = False
+        #: Why the connection ended, when it was not our doing; the exit code is then 1.
+        self._lost: str | None = None
+        self._shutdown: str | None = None
+        self._offset_ms = 0
+        self._pending_receipts: set[int] = set()
+        self.known_ids: list[int] = []
+
+    # --- what the terminal front end asks -------------------------------------------------
+
+    def prompt_parts(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return self.state.prompt_parts()
+
+    def completion_words(self) -> dict[str, object]:
+        with self._lock:
+            return self.state.completion_words(self.known_ids)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, ui: ChatUi) -> int:
+        self._ui = ui
+        try:
+            client = self._start()
+            if self.interactive:
+                self.out.line("Type to chat; /help lists the commands, /quit leaves.", "dim")
+            while self._lost is None:
+                line = ui.read_command()
+                if line is None or self._lost is not None:
+                    break
+                try:
+                    action = model.parse_line(line)
+                except CommandError as exc:
+                    self.out.line(str(exc), "error")
+                    continue
+                if action is None:
+                    continue
+                if isinstance(action, model.Quit):
+                    break
+                self.execute(client, action)
+        finally:
+            self._close()
+        if self._lost is not None:
+            return 1
+        if self.interactive:
+            self.out.line("Bye.", "dim")
+        return 0
+
+    def _start(self) -> Client:
+        """Connect, take the nickname, join the room; CliExit(2) when any of it fails."""
+        client = connect(
+            self.args,
+            retry_full_s=self.args.retry,
+            on_indication=self._on_indication,
+            on_close=self._on_close,
+        )
+        with self._lock:
+            self._client = client
+            self.state.client_id = client.client_id
+        try:
+            self._measure_clock(client)
+            self._take_nick(client, self.args.nick)
+            with self._lock:
+                me = model.who(self.state.nick, client.client_id)
+            self.out.line(f"* connected to {client.server_name!r} as {me}", "notice")
+            try:
+                self._join(client, self.args.room)
+            except ServerError as exc:
+                raise CliExit(
+                    2, f"cannot join {self.args.room!r}: {exc.message} ({exc.name})"
+                ) from None
+        except (ConnectionLost, RequestTimeout) as exc:
+            raise CliExit(2, f"lost the connection while joining: {exc}") from None
+        return client
+
+    def _measure_clock(self, client: Client) -> None:
+        before = time.time_ns()
+        server = client.time()
+        after = time.time_ns()
+        self._offset_ms = server.epoch_ms - (before + after) // 2_000_000
+
+    def server_now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self._offset_ms
+
+    def _take_nick(self, client: Client, nick: str) -> None:
+        while True:
+            try:
+                taken = client.set_nick(nick)
+            except NicknameError as exc:
+                if not self.interactive:
+                    raise CliExit(2, f"{exc.message} ({exc.name}): choose another --nick") from None
+                self.out.line(f"{exc.message[:1].upper()}{exc.message[1:]} ({exc.name}).", "error")
+                answer = self._ui.ask("Another nickname")
+                if answer is None or not answer.strip():
+                    raise CliExit(2, "no nickname chosen") from None
+                nick = answer.strip()
+                continue
+            with self._lock:
+                self.state.nick = taken
+            self._ui.refresh()
+            return
+
+    def execute(self, client: Client, action: model.Action) -> None:
+        """Run one action; every failure becomes one line and the chat goes on."""
+        try:
+            self._run_action(client, action)
+        except CommandError as exc:
+            self.out.line(str(exc), "error")
+        except ConnectionLost:
+            pass  # the on_close callback has said so
+        except RequestTimeout as exc:
+            self.out.line(f"No answer: {exc} (the connection stays open).", "error")
+        except NicknameError as exc:
+            self.out.line(f"Nickname refused: {exc.message}.", "error")
+        except ServerError as exc:
+            self.out.line(explain(exc, getattr(action, "target", None)), "error")
+        except KeyboardInterrupt:
+            self.out.line("Interrupted.", "error")
+
+    def _run_action(self, client: Client, action: model.Action) -> None:
+        if isinstance(action, model.Say):
+            self._say(client, action.text)
+        elif isinstance(action, model.PrivateMessage):
+            self._private(client, action)
+        elif isinstance(action, model.Join):
+            self._join(client, action.room)
+        elif isinstance(action, model.Leave):
+            self._leave(client, action.room)
+        elif isinstance(action, model.ListMembers):
+            self._list(client, action.everyone)
+        elif isinstance(action, model.GetTime):
+            t = client.time()
+            self.out.line(f"Server time: {t.iso}" + (f" ({t.zone})" if t.zone else ""))
+        elif isinstance(action, model.GetName):
+            self.out.line(f"Server name: {client.name()}")
+        elif isinstance(action, model.ChangeNick):
+            nick = client.set_nick(action.nick)
+            with self._lock:
+                self.state.nick = nick
+            self.out.line(f"* you are now {model.who(nick, client.client_id)}", "notice")
+            self._ui.refresh()
+        elif isinstance(action, model.Help):
+            self.out.lines(model.help_lines())
+
+    def _wait(self, client: Client, future: Future[Frame]) -> Frame:
+        try:
+            return future.result(client.timeout)
+        except FutureTimeout:
+            raise RequestTimeout(f"no response within {client.timeout:g}s") from None
+
+    # --- requests whose answer is printed in the server's order -----------------------------
+
+    def _say(self, client: Client, text: str) -> None:
+        with self._lock:
+            room = self.state.target_room()
+        model.check_text(text, client.welcome.max_text)
+        future = client.submit(BroadcastRequest(room, text))
+        future.add_done_callback(functools.partial(self._said, room, text))
+        self._wait(client, future)
+
+    def _said(self, room: str, text: str, future: Future[Frame]) -> None:
+        ok = _result(future)
+        if not isinstance(ok, BroadcastOk):
+            return  # the caller reports the error
+        with self._lock:
+            line = model.own_line(
+                self.state.nick,
+                self.state.client_id,
+                room,
+                text,
+                self.server_now_ms(),
+                show_room=self.state.show_rooms,
+            )
+        self.out.line(line)
+
+    def _private(self, client: Client, action: model.PrivateMessage) -> None:
+        model.check_text(action.text, client.welcome.max_text)
+        future = client.submit(SendRequest(action.target, action.text))
+        future.add_done_callback(functools.partial(self._forwarded, action))
+        self._wait(client, future)
+
+    def _forwarded(self, action: model.PrivateMessage, future: Future[Frame]) -> None:
+        ok = _result(future)
+        if not isinstance(ok, SendOk):
+            return
+        with self._lock:
+            self._pending_receipts.add(ok.message_id)
+        self.out.line(model.sent_private_line(ok.target, action.text, self.server_now_ms()))
+
+    def _join(self, client: Client, room: str) -> None:
+        with self._lock:
+            switched = self.state.switch(room)
+        if switched:
+            self.out.line(f"* talking in {room} now", "notice")
+            self._ui.refresh()
+            return
+        future = client.submit(JoinRequest(room))
+        future.add_done_callback(self._joined)
+        self._wait(client, future)
+
+    def _joined(self, future: Future[Frame]) -> None:
+        ok = _result(future)
+        if not isinstance(ok, JoinOk):
+            return
+        with self._lock:
+            self.state.joined(ok.room)
+        # Printed before the history MESSAGEs that follow the OK are dispatched.
+        self.out.line(model.you_joined_line(ok.room, ok.members, ok.history), "notice")
+        self._ui.refresh()
+
+    def _leave(self, client: Client, room: str | None) -> None:
+        with self._lock:
+            name = room or self.state.target_room()
+        left = client.leave(name)
+        with self._lock:
+            self.state.left(left.room)
+            where = self.state.where_now()
+        self.out.line(f"* you left {left.room}; {where}", "notice")
+        self._ui.refresh()
+
+    def _list(self, client: Client, everyone: bool) -> None:
+        with self._lock:
+            room = None if everyone else self.state.target_room()
+        clients = client.list_clients(room)
+        with self._lock:
+            self.known_ids = [c.client_id for c in clients]
+        title = "Connected clients" if room is None else f"In {room}"
+        rows = [(c.client_id, c.nick, c.ip, c.port) for c in clients]
+        self.out.lines(model.members_lines(title, rows, client.client_id))
+
+    # --- callbacks on the receiver thread ---------------------------------------------------
+
+    def _on_indication(self, frame: Frame) -> None:
+        if isinstance(frame, Message):
+            if not frame.room:
+                self.out.line(model.private_line(frame), "message")
+                return
+            with self._lock:
+                show_room = self.state.show_rooms
+            line = model.room_line(frame, show_room=show_room)
+            history = bool(frame.flags & MessageFlags.HISTORY)
+            self.out.line(line, "dim" if history else "message")
+        elif isinstance(frame, Joined):
+            self.out.line(model.joined_line(frame), "notice")
+        elif isinstance(frame, Left):
+            self.out.line(model.left_line(frame), "notice")
+        elif isinstance(frame, Receipt):
+            with self._lock:
+                self._pending_receipts.discard(frame.message_id)
+            delivered = frame.status == ReceiptStatus.DELIVERED
+            self.out.line(model.receipt_line(frame), "ok" if delivered else "error")
+        elif isinstance(frame, Shutdown):
+            self._shutdown = frame.reason or "no reason given"
+
+    def _on_close(self, reason: str) -> None:
+        with self._lock:
+            if self._closing or self._client is None:
+                return  # our own /quit, or a connection refused before it was ours
+            self._lost = reason
+        if self._shutdown is not None:
+            self.out.line(f"* The server shut down ({self._shutdown}): the chat is over.", "error")
+        else:
+            self.out.line(f"* Connection lost: {reason}.", "error")
+        self._ui.interrupt()
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        with self._lock:
+            client = self._client
+            if client is None:
+                return
+            self._closing = self._lost is None
+            waiting = sorted(self._pending_receipts)
+        if self._lost is None:
+            self._await_receipts(client, waiting)
+        client.close()
+
+    def _await_receipts(self, client: Client, waiting: list[int]) -> None:
+        deadline = time.monotonic() + RECEIPT_GRACE_S
+        missing = 0
+        for message_id in waiting:
+            try:
+                client.wait_receipt(message_id, max(0.0, deadline - time.monotonic()))
+            except (RequestTimeout, ConnectionLost):
+                missing += 1
+        if missing:
+            self.out.line(f"* {missing} private message(s) still without a receipt.", "dim")
+
+
+def _result(future: Future[Frame]) -> Frame | None:
+    """The future's result, or None if it failed (the waiting caller reports the failure)."""
+    if future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
+
+
+__all__ = ["ChatClient", "PipedLines", "register"]

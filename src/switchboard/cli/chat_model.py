@@ -1,0 +1,347 @@
+"""The chat client without a terminal: what a typed line means, how lines look, where we are.
+
+``parse_line`` turns one typed line into an ``Action`` (or None for an empty line, which is
+never sent) and raises ``CommandError`` with a sentence for the user; ``check_text`` refuses
+a line over the server's limit before anything is sent; the ``*_line`` functions format
+what arrives; ``ChatState`` knows the rooms we are in and which one plain lines go to.
+The shell in ``chat.py`` does the I/O.
+
+Rooms: plain lines go to the *current* room, shown in the prompt.  It is the room joined
+last; ``/join`` of a room we are already in only switches to it (no request: the server
+would replay its history again).  ``/leave`` of the current room makes the room joined
+before it current; leaving the last room leaves none, and plain lines are refused until
+the next ``/join``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from switchboard.protocol import (
+    Joined,
+    Left,
+    LeftReason,
+    Message,
+    MessageFlags,
+    Receipt,
+    ReceiptStatus,
+)
+
+from . import render
+from .menu import MAX_CLIENT_ID, CommandError
+
+Clock = Callable[[int], str]
+
+#: C0 and C1 control characters and DEL, shown escaped: a peer's text must not move the
+#: cursor, clear the screen or split one message into several lines.
+_CONTROLS: Final = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+_SAFE: Final = str.maketrans(_CONTROLS)
+
+
+# --- actions: what a typed line asks for -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Broadcast ``text`` to the current room."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    target: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListMembers:
+    """The current room's members, or every connected client."""
+
+    everyone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GetTime:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GetName:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Leave ``room``; None: the current room."""
+
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeNick:
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    pass
+
+
+Action = (
+    Say | PrivateMessage | ListMembers | GetTime | GetName | Join | Leave | ChangeNick | Help | Quit
+)
+
+#: Command -> (arguments, what it does), in the order ``/help`` lists them.
+COMMANDS: Final[dict[str, tuple[str, str]]] = {
+    "/msg": ("ID TEXT", "private message to client ID, with a delivery receipt"),
+    "/list": ("[all]", "who is in the current room (all: every connected client)"),
+    "/time": ("", "the server's time"),
+    "/name": ("", "the server's name"),
+    "/join": ("ROOM", "join ROOM (or switch to it) and talk there"),
+    "/leave": ("[ROOM]", "leave ROOM (default: the current room)"),
+    "/nick": ("NAME", "change your nickname"),
+    "/help": ("", "this list"),
+    "/quit": ("", "leave the chat (Ctrl-D does too)"),
+}
+
+
+def parse_line(line: str) -> Action | None:
+    """What one typed line asks for; None for a blank line (nothing is sent)."""
+    text = line.rstrip("\r\n")
+    if not text.strip():
+        return None
+    # A stray space before a command must not say "/quit" to the whole room.
+    stripped = text.lstrip()
+    if stripped.startswith("//"):  # "//x" says "/x" to the room
+        return Say(stripped[1:])
+    if not stripped.startswith("/"):
+        return Say(text)
+    head, _, rest = text.strip().partition(" ")
+    command = head.lower()
+    rest = rest.strip()
+    if command == "/msg":
+        target_text, _, message = rest.partition(" ")
+        if not target_text or not message.strip():
+            raise CommandError("Usage: /msg ID TEXT (a client id from /list, then the text).")
+        return PrivateMessage(parse_client_id(target_text), message.strip())
+    if command == "/list":
+        if rest.lower() not in ("", "all"):
+            raise CommandError("Usage: /list, or /list all for every connected client.")
+        return ListMembers(everyone=bool(rest))
+    if command in ("/join", "/nick"):
+        if not rest or " " in rest:
+            what = "ROOM" if command == "/join" else "NAME"
+            raise CommandError(f"Usage: {command} {what} (one word).")
+        return Join(rest) if command == "/join" else ChangeNick(rest)
+    if command == "/leave":
+        if " " in rest:
+            raise CommandError("Usage: /leave [ROOM] (one room at a time).")
+        return Leave(rest or None)
+    simple: dict[str, Action] = {
+        "/time": GetTime(),
+        "/name": GetName(),
+        "/help": Help(),
+        "/quit": Quit(),
+        "/exit": Quit(),
+    }
+    action = simple.get(command)
+    if action is None:
+        raise CommandError(
+            f"Unknown command {head}: /help lists the commands; //text says a line starting with /."
+        )
+    if rest:
+        raise CommandError(f"{command} takes no arguments.")
+    return action
+
+
+def parse_client_id(text: str) -> int:
+    value = text.lstrip("#")
+    if not value.isdigit() or not 0 < int(value) <= MAX_CLIENT_ID:
+        raise CommandError(f"{text!r} is not a client id: ids are positive numbers (see /list).")
+    return int(value)
+
+
+def check_text(text: str, max_text: int) -> None:
+    """Refuse, before anything is sent, a line the server would refuse as TEXT_TOO_LONG."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise CommandError("Not sent: the line is not valid Unicode text.") from None
+    if size > max_text:
+        raise CommandError(
+            f"Not sent: the line is {size} bytes of UTF-8; the server takes at most {max_text}."
+        )
+
+
+def help_lines() -> list[str]:
+    width = max(len(f"{c} {a}") for c, (a, _) in COMMANDS.items())
+    lines = ["Type a line and Enter to say it to the current room (shown in the prompt)."]
+    lines += [f"  {f'{c} {a}'.strip():<{width}}  {what}" for c, (a, what) in COMMANDS.items()]
+    lines.append("A line starting with // says it with one / (//shrug -> /shrug).")
+    return lines
+
+
+# --- how lines look ---------------------------------------------------------------------------
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters escaped (one message stays one harmless line)."""
+    return text.translate(_SAFE)
+
+
+def who(nick: str, client_id: int) -> str:
+    """``alice(#3)``, or ``#3`` without a nickname."""
+    return f"{nick}(#{client_id})" if nick else f"#{client_id}"
+
+
+def _stamp(epoch_ms: int, clock: Clock) -> str:
+    return f"[{clock(epoch_ms)}]"
+
+
+def room_line(msg: Message, *, show_room: bool, clock: Clock = render.clock) -> str:
+    """``[12:01:33] alice(#3): text``; history marked ``(history)``; ``[room]`` when asked."""
+    parts = [_stamp(msg.sent_ms, clock)]
+    if msg.flags & MessageFlags.HISTORY:
+        parts.append("(history)")
+    if show_room:
+        parts.append(f"[{msg.room}]")
+    parts.append(f"{who(msg.sender_nick, msg.sender_id)}: {safe(msg.text)}")
+    return " ".join(parts)
+
+
+def own_line(
+    nick: str,
+    client_id: int,
+    room: str,
+    text: str,
+    sent_ms: int,
+    *,
+    show_room: bool,
+    clock: Clock = render.clock,
+) -> str:
+    """The line we said, as the others see it (shown once, when the server has taken it)."""
+    room_part = f" [{room}]" if show_room else ""
+    return f"{_stamp(sent_ms, clock)}{room_part} {who(nick, client_id)}: {safe(text)}"
+
+
+def private_line(msg: Message, clock: Clock = render.clock) -> str:
+    """``[12:01:33] alice(#3) → you: text``"""
+    return f"{_stamp(msg.sent_ms, clock)} {who(msg.sender_nick, msg.sender_id)} → you: " + safe(
+        msg.text
+    )
+
+
+def sent_private_line(target: int, text: str, sent_ms: int, clock: Clock = render.clock) -> str:
+    """``[12:01:34] you → #3: text (forwarded)``"""
+    return f"{_stamp(sent_ms, clock)} you → #{target}: {safe(text)} (forwarded)"
+
+
+def receipt_line(receipt: Receipt) -> str:
+    if receipt.status == ReceiptStatus.DELIVERED:
+        return f"* your message to #{receipt.target} was delivered"
+    return f"* your message to #{receipt.target} was not delivered (it left before reading it)"
+
+
+def joined_line(frame: Joined) -> str:
+    """``* alice(#3) joined lobby``"""
+    return f"* {who(frame.nick, frame.client_id)} joined {frame.room}"
+
+
+def left_line(frame: Left) -> str:
+    """``* bob(#2) left lobby (disconnected)``"""
+    # A LEAVE needs no explanation; a disconnection or a timeout does.
+    reason = "" if frame.reason == LeftReason.LEFT else f" ({render.left_reason(frame.reason)})"
+    return f"* {who(frame.nick, frame.client_id)} left {frame.room}{reason}"
+
+
+def you_joined_line(room: str, members: int, history: int) -> str:
+    others = members - 1
+    company = "nobody else is here" if others == 0 else f"{others} other(s) here"
+    earlier = f", {history} earlier message(s) follow" if history else ""
+    return f"* you joined {room} ({company}{earlier})"
+
+
+def members_lines(title: str, members: Iterable[tuple[int, str, str, int]], me: int) -> list[str]:
+    """``title`` then one ``  alice(#3) 127.0.0.1:5000`` line per (id, nick, ip, port)."""
+    rows = [
+        f"  {who(nick, cid)} {ip}:{port}" + (" (you)" if cid == me else "")
+        for cid, nick, ip, port in members
+    ]
+    return [f"{title}: {len(rows)}", *rows]
+
+
+# --- where we are ----------------------------------------------------------------------------
+
+
+@dataclass
+class ChatState:
+    """Our nickname, id, and rooms (in joining order); plain lines go to ``current``."""
+
+    nick: str
+    client_id: int = 0
+    rooms: list[str] = field(default_factory=list)
+    current: str | None = None
+
+    @property
+    def show_rooms(self) -> bool:
+        """In several rooms, every room line says which room it is from."""
+        return len(self.rooms) > 1
+
+    def joined(self, room: str) -> None:
+        if room in self.rooms:
+            self.rooms.remove(room)
+        self.rooms.append(room)
+        self.current = room
+
+    def switch(self, room: str) -> bool:
+        """Make ``room`` current if we are in it; False if we are not."""
+        if room not in self.rooms:
+            return False
+        self.current = room
+        return True
+
+    def left(self, room: str) -> None:
+        if room in self.rooms:
+            self.rooms.remove(room)
+        if self.current == room or self.current not in self.rooms:
+            self.current = self.rooms[-1] if self.rooms else None
+
+    def target_room(self) -> str:
+        """The room a plain line goes to; CommandError when we are in none."""
+        if self.current is None:
+            raise CommandError("You are in no room: /join one first (nothing was sent).")
+        return self.current
+
+    def where_now(self) -> str:
+        """After leaving a room: where plain lines go now."""
+        if self.current is None:
+            return "you are in no room now: /join one"
+        return f"talking in {self.current}"
+
+    def prompt_parts(self) -> list[tuple[str, str]]:
+        """``[lobby] alice> `` for prompt_toolkit, with style classes."""
+        where = ("class:state", self.current) if self.current else ("class:offline", "no room")
+        return [("class:prompt", "["), where, ("class:prompt", f"] {self.nick}> ")]
+
+    def completion_words(self, known_ids: Iterable[int] = ()) -> dict[str, object]:
+        rooms = {room: None for room in self.rooms}
+        words: dict[str, object] = {command: None for command in COMMANDS}
+        words["/msg"] = {str(i): None for i in known_ids} or None
+        words["/list"] = {"all": None}
+        words["/join"] = rooms or None
+        words["/leave"] = rooms or None
+        return words
