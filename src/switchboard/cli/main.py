@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "udpchat",
     "interactive",
     "chat",
+    "bench",
 )
 
 

@@ -1,0 +1,675 @@
+"""The load generator behind ``switchboard bench``, in the manner of vmbench.
+
+N connections, spread over K worker processes (each its own uvloop event loop), keep up to W
+requests in flight each.  After a warm-up, a fixed measured window counts operations and
+records their latency in a histogram; then no new requests are sent and the workers wait (up
+to a drain timeout) for every answer, so that what never came back is counted as *lost*.
+
+Modes (an operation, and its latency):
+
+* ``time``: every client pipelines TIME requests; an answer, its round trip.
+* ``list``: N clients connected, the first one pipelines LIST; an answer, its round trip.
+* ``send``: client i sends to client (i+1) mod N, the recipient ACKs, the sender's RECEIPT
+  frees its window slot; a MESSAGE arriving at its recipient, from send to arrival.  The send
+  time travels in the message text (16 hex digits of the monotonic clock, which Linux shares
+  between processes), so no per-message state is kept anywhere.
+* ``broadcast``: all N join one room and broadcast; a MESSAGE arriving at a member, from
+  send to arrival; the window frees on BroadcastOk.
+
+The generator is lean so that it saturates as late as possible: frames are split with one
+``struct.unpack_from`` each straight from the receive buffer, every batch of requests goes
+out in one write (a pre-encoded frame repeated), and latencies are recorded once per group
+of answers that share a send time rather than once per answer.
+
+Server CPU per operation comes from ``/proc/<pid>/stat`` read at both ends of the measured
+window (see procstat): when the generator saturates first, throughput measures the generator
+while CPU per operation still measures the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import struct
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+from switchboard.protocol import HEADER, MAGIC, VERSION, ErrorCode, MessageClass, MessageType
+
+from .histogram import Histogram
+from .procstat import ProcError, cpu_seconds
+
+MODES: Final = ("time", "send", "list", "broadcast")
+#: The room the broadcast mode's clients join.
+BENCH_ROOM: Final = "bench"
+#: Hex digits of the send time at the start of every send/broadcast text.
+STAMP_BYTES: Final = 16
+DEFAULT_SIZE: Final = 32
+DEFAULT_DURATION: Final = 5.0
+DEFAULT_WARMUP: Final = 1.0
+DEFAULT_WINDOW: Final = 1
+#: Seconds to wait after the measured window for answers still in flight before they count
+#: as lost: far longer than any healthy round trip, short enough not to stall a suite.
+DRAIN_TIMEOUT_S: Final = 5.0
+#: Seconds for all connections (and their WELCOMEs and JOINs) to be set up.
+SETUP_TIMEOUT_S: Final = 60.0
+#: Connections opened at once while setting up: below the usual listen backlog (128).
+CONNECT_BATCH: Final = 100
+
+_NS: Final = 1_000_000_000
+_unpack_header = struct.Struct("!HHHII").unpack_from
+_unpack_u16 = struct.Struct("!H").unpack_from
+_unpack_u32 = struct.Struct("!I").unpack_from
+_unpack_u64 = struct.Struct("!Q").unpack_from
+_pack_ack = struct.Struct("!HBBHIIQ").pack
+_U32_U32 = struct.Struct("!II")
+
+_OK: Final = int(MessageType.OK)
+_ERROR: Final = int(MessageType.ERROR)
+_WELCOME: Final = int(MessageType.WELCOME)
+_MESSAGE: Final = int(MessageType.MESSAGE)
+_RECEIPT: Final = int(MessageType.RECEIPT)
+_PING: Final = int(MessageType.PING)
+_ADDR_BYTES: Final = {0: 0, 4: 4, 6: 16}
+_REQ, _IND = int(MessageClass.REQUEST), int(MessageClass.INDICATION)
+
+
+def _request(mtype: MessageType, payload: bytes, request_id: int = 1) -> bytes:
+    # Answers come back in request order, so the generator needs no distinct request ids.
+    return HEADER.pack(MAGIC, VERSION, _REQ, mtype, request_id, len(payload)) + payload
+
+
+_TIME_REQUEST: Final = _request(MessageType.TIME, b"")
+_LIST_REQUEST: Final = _request(MessageType.LIST, b"\x00\x00")
+_PONG: Final = HEADER.pack(MAGIC, VERSION, _IND, MessageType.PONG, 0, 0)
+_ROOM: Final = BENCH_ROOM.encode()
+_JOIN_REQUEST: Final = _request(MessageType.JOIN, struct.pack("!H", len(_ROOM)) + _ROOM)
+
+
+class BenchError(Exception):
+    """The benchmark could not run (no server, bad options, a worker failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to measure; the CLI's options."""
+
+    host: str
+    port: int
+    mode: str
+    clients: int
+    window: int = DEFAULT_WINDOW
+    duration: float = DEFAULT_DURATION
+    warmup: float = DEFAULT_WARMUP
+    requests: int | None = None
+    size: int = DEFAULT_SIZE
+    procs: int | None = None
+    server_pid: int | None = None
+    drain_timeout: float = DRAIN_TIMEOUT_S
+
+    def check(self) -> None:
+        """Raise BenchError for options that cannot make a benchmark."""
+        if self.mode not in MODES:
+            raise BenchError(f"unknown mode {self.mode!r} (one of {', '.join(MODES)})")
+        if self.clients < 1:
+            raise BenchError("--clients must be at least 1")
+        if self.mode == "send" and self.clients < 2:
+            raise BenchError("send needs at least 2 clients (client i sends to client i+1)")
+        if self.window < 1:
+            raise BenchError("--window must be at least 1")
+        if self.duration <= 0 or self.warmup < 0:
+            raise BenchError("--duration must be positive and --warmup not negative")
+        if self.requests is not None and self.requests < 1:
+            raise BenchError("--requests must be at least 1")
+        if self.mode in ("send", "broadcast") and self.size < STAMP_BYTES:
+            raise BenchError(
+                f"--size must be at least {STAMP_BYTES} for {self.mode} "
+                "(the send time travels in the text)"
+            )
+        if self.size < 0:
+            raise BenchError("--size must not be negative")
+        if self.procs is not None and self.procs < 1:
+            raise BenchError("--procs must be at least 1")
+        if not 0 < self.port < 65536:
+            raise BenchError(f"port {self.port} is not a port number (1-65535)")
+
+    def worker_count(self) -> int:
+        if self.procs is not None:
+            return min(self.procs, self.clients)
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpus = os.cpu_count() or 1
+        return max(1, min(cpus, self.clients))
+
+
+# --- the worker process ------------------------------------------------------------------------
+
+
+class _Worker:
+    """One worker process's shared state: clock window, counters, histogram."""
+
+    def __init__(self, mode: str, window: int, size: int) -> None:
+        self.mode = mode
+        self.window = window
+        self.pad = b"x" * (size - STAMP_BYTES) if size >= STAMP_BYTES else b""
+        self.t1 = 1 << 62  # measured window [t1, t2), monotonic ns; set by "go"
+        self.t2 = 1 << 62
+        self.send_until = 0  # no new requests from this time on
+        self.quota = -1  # requests left to send in the measured window (-1: no quota)
+        self.hist = Histogram()
+        self.ops = 0
+        self.sent = 0
+        self.answered = 0
+        self.oks = 0
+        self.delivered = 0
+        self.reached = 0
+        self.receipts = 0
+        self.not_delivered = 0
+        self.errors: dict[str, int] = {}
+        self.conns: list[_LoadConnection] = []
+        self.broken: str | None = None
+
+    def allowance(self, now: int, wanted: int) -> int:
+        """How many of ``wanted`` new requests may go out now."""
+        if now >= self.send_until:
+            return 0
+        if self.quota >= 0 and now >= self.t1:
+            if wanted > self.quota:
+                wanted = self.quota
+            self.quota -= wanted
+        return wanted
+
+    def in_flight(self) -> int:
+        return sum(c.in_flight for c in self.conns)
+
+    def error(self, code: int) -> None:
+        try:
+            name = ErrorCode(code).name
+        except ValueError:
+            name = f"CODE_{code}"
+        self.errors[name] = self.errors.get(name, 0) + 1
+
+
+class _LoadConnection(asyncio.Protocol):
+    """One benchmark client: reads frames in bulk and refills its window in one write."""
+
+    __slots__ = (
+        "active",
+        "buf",
+        "client_id",
+        "head",
+        "in_flight",
+        "joined",
+        "pending",
+        "transport",
+        "w",
+        "welcomed",
+    )
+
+    def __init__(self, worker: _Worker, loop: asyncio.AbstractEventLoop) -> None:
+        self.w = worker
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.client_id = 0
+        self.active = False
+        self.in_flight = 0
+        #: [send time, count] per batch still unanswered (time and list: answers are in order).
+        self.pending: deque[list[int]] = deque()
+        #: The request frame up to its send-time stamp (send, broadcast).
+        self.head = b""
+        self.welcomed: asyncio.Future[int] = loop.create_future()
+        self.joined: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.welcomed.done():
+            self.welcomed.set_exception(BenchError("the server closed the connection"))
+        elif self.w.send_until and self.w.broken is None and self.in_flight:
+            self.w.broken = "the server closed a connection during the benchmark"
+        self.in_flight = 0
+
+    def refill(self, now: int, out: list[bytes]) -> None:
+        """Top the window up: the new requests are appended to ``out`` as one chunk."""
+        w = self.w
+        k = w.allowance(now, w.window - self.in_flight)
+        if k <= 0:
+            return
+        self.in_flight += k
+        w.sent += k
+        mode = w.mode
+        if mode == "time":
+            self.pending.append([now, k])
+            out.append(_TIME_REQUEST * k)
+        elif mode == "list":
+            self.pending.append([now, k])
+            out.append(_LIST_REQUEST * k)
+        else:
+            out.append((self.head + b"%016x" % now + w.pad) * k)
+
+    def start(self, now: int) -> None:
+        out: list[bytes] = []
+        self.refill(now, out)
+        if out and self.transport is not None:
+            self.transport.write(out[0])
+
+    def data_received(self, data: bytes) -> None:
+        w = self.w
+        now = time.monotonic_ns()
+        buf = self.buf
+        buf += data
+        n = len(buf)
+        pos = 0
+        out: list[bytes] = []
+        answers = 0
+        measuring = w.t1 <= now < w.t2
+        group_ts = 0
+        group_n = 0
+        hist = w.hist
+        while n - pos >= 14:
+            magic, _, mtype, _, length = _unpack_header(buf, pos)
+            end = pos + 14 + length
+            if end > n:
+                break
+            if magic != MAGIC:
+                w.broken = "the server sent a frame with a bad magic"
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            p = pos + 14
+            if mtype == _MESSAGE:
+                q = p + 13 + _ADDR_BYTES.get(buf[p + 12], 0) + 2
+                q += 2 + _unpack_u16(buf, q)[0]
+                room_len = _unpack_u16(buf, q)[0]
+                q += 2 + room_len + 13
+                ts = int(buf[q : q + STAMP_BYTES], 16)
+                w.delivered += 1
+                if not room_len:  # direct messages are acknowledged, room messages never
+                    out.append(_pack_ack(MAGIC, VERSION, _IND, 0x82, 0, 8, _unpack_u64(buf, p)[0]))
+                if measuring:
+                    w.ops += 1
+                    if ts == group_ts:
+                        group_n += 1
+                    else:
+                        if group_n:
+                            hist.record(now - group_ts, group_n)
+                        group_ts, group_n = ts, 1
+            elif mtype == _OK:
+                if self.joined is not None and not self.joined.done():
+                    self.joined.set_result(None)  # the JOIN of the set-up, not a measured answer
+                else:
+                    answers += 1
+                    w.oks += 1
+                    if w.mode == "broadcast":
+                        self.in_flight -= 1
+                        if length >= 14:  # the null server answers with the type alone
+                            w.reached += _unpack_u32(buf, p + 10)[0]
+            elif mtype == _RECEIPT:
+                self.in_flight -= 1
+                w.receipts += 1
+                if length >= 13 and buf[p + 12] != 1:
+                    w.not_delivered += 1
+            elif mtype == _ERROR:
+                w.error(_unpack_u16(buf, p)[0] if length >= 2 else 0)
+                if self.joined is not None and not self.joined.done():
+                    self.joined.set_exception(BenchError("the server refused the JOIN"))
+                else:
+                    answers += 1
+                    if w.mode in ("send", "broadcast"):
+                        self.in_flight -= 1  # no receipt or message will follow
+            elif mtype == _PING:
+                out.append(_PONG)
+            elif mtype == _WELCOME and length >= 4 and not self.welcomed.done():
+                self.client_id = _unpack_u32(buf, p)[0]
+                self.welcomed.set_result(self.client_id)
+            pos = end
+        if pos:
+            del buf[:pos]
+        if group_n:
+            hist.record(now - group_ts, group_n)
+        if answers:
+            w.answered += answers
+            if w.mode in ("time", "list"):
+                self.in_flight -= answers
+                if measuring:
+                    w.ops += answers
+                pending = self.pending
+                while answers and pending:
+                    head = pending[0]
+                    take = head[1] if head[1] <= answers else answers
+                    if measuring:
+                        hist.record(now - head[0], take)
+                    head[1] -= take
+                    answers -= take
+                    if not head[1]:
+                        pending.popleft()
+        if self.active:
+            self.refill(now, out)
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+
+def _raise_nofile(wanted: int) -> None:
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+async def _open(
+    worker: _Worker, host: str, port: int, count: int, mode: str
+) -> list[_LoadConnection]:
+    loop = asyncio.get_running_loop()
+    conns: list[_LoadConnection] = []
+    for first in range(0, count, CONNECT_BATCH):
+        batch = [_LoadConnection(worker, loop) for _ in range(min(CONNECT_BATCH, count - first))]
+        await asyncio.gather(
+            *(loop.create_connection(lambda c=c: c, host, port) for c in batch)  # type: ignore[misc]
+        )
+        await asyncio.gather(*(c.welcomed for c in batch))
+        if mode == "broadcast":
+            for c in batch:
+                c.joined = loop.create_future()
+                assert c.transport is not None
+                c.transport.write(_JOIN_REQUEST)
+            await asyncio.gather(*(c.joined for c in batch if c.joined is not None))
+        conns.extend(batch)
+    return conns
+
+
+async def _worker_run(
+    pipe: multiprocessing.connection.Connection, cfg: BenchConfig, count: int, first_index: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    worker = _Worker(cfg.mode, cfg.window, cfg.size)
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+    def on_pipe() -> None:
+        try:
+            inbox.put_nowait(pipe.recv())
+        except (EOFError, OSError):
+            loop.remove_reader(pipe.fileno())
+            inbox.put_nowait(("quit",))
+
+    loop.add_reader(pipe.fileno(), on_pipe)
+    try:
+        conns = await asyncio.wait_for(
+            _open(worker, cfg.host, cfg.port, count, cfg.mode), SETUP_TIMEOUT_S
+        )
+    except (OSError, TimeoutError, BenchError) as exc:
+        what = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+        pipe.send(("error", f"cannot set up {count} connection(s): {what}"))
+        return
+    worker.conns = conns
+    pipe.send(("ready", [c.client_id for c in conns]))
+    msg = await inbox.get()
+    if msg[0] != "go":
+        return
+    _, targets, t0, t1, t2, send_until, quota = msg
+    worker.t1, worker.t2, worker.send_until, worker.quota = t1, t2, send_until, quota
+    text_len = cfg.size
+    for index, conn in enumerate(conns):
+        global_index = first_index + index
+        if cfg.mode == "send":
+            payload_len = 8 + text_len
+            conn.head = HEADER.pack(
+                MAGIC, VERSION, _REQ, MessageType.SEND, 1, payload_len
+            ) + _U32_U32.pack(targets[index], text_len)
+            conn.active = True
+        elif cfg.mode == "broadcast":
+            payload_len = 2 + len(_ROOM) + 4 + text_len
+            conn.head = (
+                HEADER.pack(MAGIC, VERSION, _REQ, MessageType.BROADCAST, 1, payload_len)
+                + struct.pack("!H", len(_ROOM))
+                + _ROOM
+                + struct.pack("!I", text_len)
+            )
+            conn.active = True
+        else:
+            conn.active = cfg.mode == "time" or global_index == 0
+    await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / _NS))
+    now = time.monotonic_ns()
+    for conn in conns:
+        if conn.active:
+            conn.start(now)
+    # Wait for the end of sending (the window's end, or the quota spent), then drain.
+    while True:
+        now = time.monotonic_ns()
+        if worker.broken is not None:
+            break
+        if now >= send_until:
+            break
+        if quota >= 0 and worker.quota == 0 and now >= t1 and worker.in_flight() == 0:
+            break
+        await asyncio.sleep(0.002 if quota >= 0 else min(0.05, (send_until - now) / _NS))
+    stopped = min(time.monotonic_ns(), send_until)
+    worker.send_until = 0  # no new requests from here on
+    drain_deadline = time.monotonic_ns() + int(cfg.drain_timeout * _NS)
+    while worker.in_flight() and time.monotonic_ns() < drain_deadline and worker.broken is None:
+        await asyncio.sleep(0.005)
+    pipe.send(("drained", stopped, worker.broken))
+    # Others' messages may still arrive at our clients (and need their ACK) until every
+    # worker has drained: only then does the parent ask for the report.
+    msg = await inbox.get()
+    pipe.send(
+        (
+            "result",
+            {
+                "hist": worker.hist.to_sparse(),
+                "max": worker.hist.max,
+                "ops": worker.ops,
+                "sent": worker.sent,
+                "answered": worker.answered,
+                "oks": worker.oks,
+                "delivered": worker.delivered,
+                "reached": worker.reached,
+                "receipts": worker.receipts,
+                "not_delivered": worker.not_delivered,
+                "errors": worker.errors,
+            },
+        )
+    )
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0)
+
+
+def _worker_main(
+    pipe: multiprocessing.connection.Connection, cfg: BenchConfig, count: int, first_index: int
+) -> None:
+    _raise_nofile(count + 64)
+    loop = _new_loop()
+    try:
+        loop.run_until_complete(_worker_run(pipe, cfg, count, first_index))
+    except Exception as exc:  # reported to the parent, which prints one clear line
+        with contextlib.suppress(OSError):
+            pipe.send(("error", f"worker failed: {exc.__class__.__name__}: {exc}"))
+    finally:
+        loop.close()
+        pipe.close()
+
+
+# --- the parent ------------------------------------------------------------------------------
+
+
+def _recv(pipe: multiprocessing.connection.Connection, timeout: float, what: str) -> Any:
+    if not pipe.poll(timeout):
+        raise BenchError(f"a load worker did not answer in time ({what})")
+    try:
+        msg = pipe.recv()
+    except EOFError:
+        raise BenchError(f"a load worker exited unexpectedly ({what})") from None
+    if msg[0] == "error":
+        raise BenchError(msg[1])
+    return msg
+
+
+def _sleep_until(deadline_ns: int) -> None:
+    delay = (deadline_ns - time.monotonic_ns()) / _NS
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _cpu(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        return cpu_seconds(pid)
+    except ProcError as exc:
+        raise BenchError(f"--server-pid {pid}: {exc}") from None
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run one benchmark and return the report (the ``--json`` object)."""
+    cfg.check()
+    _cpu(cfg.server_pid)  # fail early on a wrong pid
+    k = cfg.worker_count()
+    shares = [cfg.clients // k + (1 if i < cfg.clients % k else 0) for i in range(k)]
+    method = "fork" if sys.platform == "linux" else "spawn"
+    ctx: Any = multiprocessing.get_context(method)
+    pipes: list[multiprocessing.connection.Connection] = []
+    procs: list[Any] = []
+    first = 0
+    try:
+        for share in shares:
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker_main, args=(child_end, cfg, share, first), daemon=True
+            )
+            proc.start()
+            child_end.close()
+            pipes.append(parent_end)
+            procs.append(proc)
+            first += share
+        ids: list[int] = []
+        for pipe in pipes:
+            ids.extend(_recv(pipe, SETUP_TIMEOUT_S + 10, "connecting")[1])
+        n = len(ids)
+        ring = [ids[(i + 1) % n] for i in range(n)]
+        now = time.monotonic_ns()
+        t0 = now + 100_000_000  # 0.1 s for the "go" to reach every worker
+        t1 = t0 + int(cfg.warmup * _NS)
+        t2 = t1 + int(cfg.duration * _NS)
+        first = 0
+        for pipe, share in zip(pipes, shares, strict=True):
+            quota = -1
+            if cfg.requests is not None:
+                quota = cfg.requests * share // cfg.clients
+                if cfg.mode == "list":
+                    quota = cfg.requests if first == 0 else 0
+            # With a quota the window ends when it is spent; then t2 only bounds the run.
+            pipe.send(
+                ("go", ring[first : first + share], t0, t1, t2 if quota < 0 else 1 << 62, t2, quota)
+            )
+            first += share
+        _sleep_until(t1)
+        cpu1 = _cpu(cfg.server_pid)
+        cpu2: float | None = None
+        if cfg.requests is None:
+            _sleep_until(t2)
+            cpu2 = _cpu(cfg.server_pid)
+        stops: list[int] = []
+        broken: list[str] = []
+        for pipe in pipes:
+            _, stopped, why = _recv(pipe, cfg.duration + cfg.drain_timeout + 30, "draining")
+            stops.append(stopped)
+            if why:
+                broken.append(why)
+        if cfg.requests is not None:
+            cpu2 = _cpu(cfg.server_pid)
+        results = []
+        for pipe in pipes:
+            pipe.send(("report",))
+        for pipe in pipes:
+            results.append(_recv(pipe, 30, "reporting")[1])
+    finally:
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        for pipe in pipes:
+            pipe.close()
+    if broken:
+        raise BenchError(broken[0])
+    seconds = cfg.duration if cfg.requests is None else max(1, max(stops) - t1) / _NS
+    return _report(cfg, results, seconds, cpu1, cpu2)
+
+
+def _report(
+    cfg: BenchConfig,
+    results: list[dict[str, Any]],
+    seconds: float,
+    cpu1: float | None,
+    cpu2: float | None,
+) -> dict[str, Any]:
+    hist = Histogram()
+    errors: dict[str, int] = {}
+    totals = dict.fromkeys(
+        ("ops", "sent", "answered", "oks", "delivered", "reached", "receipts", "not_delivered"), 0
+    )
+    for res in results:
+        hist.merge(Histogram.from_sparse(res["hist"], res["max"]))
+        for key in totals:
+            totals[key] += res[key]
+        for name, count in res["errors"].items():
+            errors[name] = errors.get(name, 0) + count
+    unanswered = max(0, totals["sent"] - totals["answered"])
+    if cfg.mode == "send":
+        lost = unanswered + max(0, totals["oks"] - totals["delivered"])
+    elif cfg.mode == "broadcast":
+        lost = unanswered + max(0, totals["reached"] - totals["delivered"])
+    else:
+        lost = unanswered
+    ops = totals["ops"]
+    cpu_per_op: float | None = None
+    if cpu1 is not None and cpu2 is not None and ops:
+        cpu_per_op = round((cpu2 - cpu1) * 1e6 / ops, 3)
+
+    def ms(q: float) -> float:
+        return round(hist.percentile(q) / 1e6, 4)
+
+    return {
+        "mode": cfg.mode,
+        "clients": cfg.clients,
+        "window": cfg.window,
+        "size": cfg.size,
+        "seconds": round(seconds, 3),
+        "ops": ops,
+        "ops_per_sec": round(ops / seconds, 1),
+        "server_cpu_us_per_op": cpu_per_op,
+        "latency_ms": {
+            "p50": ms(50),
+            "p90": ms(90),
+            "p99": ms(99),
+            "p999": ms(99.9),
+            "max": round(hist.max / 1e6, 4),
+        },
+        "errors": errors,
+        "lost": lost,
+        "receipts": totals["receipts"] if cfg.mode == "send" else None,
+        "procs": len(results),
+    }

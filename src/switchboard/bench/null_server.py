@@ -1,0 +1,229 @@
+"""The null server: the ceiling for a Python server on this machine.
+
+    python -m switchboard.bench.null_server [--host H] [--port P]
+
+A minimal uvloop server speaking just enough of the Switchboard framing for ``switchboard
+bench`` to drive it with the same load generator: it splits frames with one
+``struct.unpack_from`` each and answers every request with the smallest valid response, an
+OK whose payload is only the answered type (16 bytes).  It validates nothing, logs nothing,
+keeps no heartbeat and no rate limit.  So that ``send`` can run against it, it does the least
+routing the protocol needs: a SEND is answered and forwarded as a MESSAGE carrying the same
+text (sender, address and nickname left empty), and the recipient's ACK becomes the sender's
+RECEIPT; that is two dictionary lookups per message.
+
+Comparable with Switchboard: ``time`` (one frame in, one out) and ``send`` (five frames
+per message).  ``list`` and ``broadcast`` run but are not comparable: LIST gets an empty
+answer and BROADCAST reaches nobody.  Every connection's output is written once per
+``data_received`` (and once per loop pass for frames forwarded to it), as in Switchboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+from switchboard import defaults
+from switchboard.protocol import (
+    HEADER,
+    MAGIC,
+    VERSION,
+    MessageClass,
+    MessageType,
+    Welcome,
+    encode,
+)
+
+_unpack_header = struct.Struct("!HHHII").unpack_from
+_unpack_send = struct.Struct("!II").unpack_from
+_unpack_u64 = struct.Struct("!Q").unpack_from
+_pack_ok = struct.Struct("!HBBHIIH").pack
+_pack_message_head = struct.Struct("!HBBHIIQIBHHHqBI").pack
+_pack_send_ok = struct.Struct("!HBBHIIHQI").pack
+_pack_receipt = struct.Struct("!HBBHIIQIB").pack
+_RESP: Final = int(MessageClass.RESPONSE)
+_IND: Final = int(MessageClass.INDICATION)
+_OK: Final = int(MessageType.OK)
+#: Header bytes 2-3 (version and class) of a request, and of an indication.
+_REQUEST_KEY: Final = (VERSION << 8) | int(MessageClass.REQUEST)
+_SEND: Final = int(MessageType.SEND)
+_ACK_KEY: Final = (VERSION << 8) | _IND
+_MESSAGE_FIXED: Final = 8 + 4 + 1 + 2 + 2 + 2 + 8 + 1 + 4  # MESSAGE payload without its text
+
+
+class NullServer:
+    """Shared state: connections by id, forwarded messages awaiting their ACK."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, NullConnection] = {}
+        self.unacked: dict[int, tuple[NullConnection, int]] = {}
+        self.next_id = 0
+        self.next_message = 0
+        self.dirty: list[NullConnection] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.flush_scheduled = False
+
+    def flush_all(self) -> None:
+        self.flush_scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+class NullConnection(asyncio.Protocol):
+    __slots__ = ("buf", "client_id", "out", "server", "transport")
+
+    def __init__(self, server: NullServer) -> None:
+        self.server = server
+        self.buf = bytearray()
+        self.out: list[bytes] = []
+        self.client_id = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        server.next_id += 1
+        self.client_id = server.next_id
+        server.by_id[self.client_id] = self
+        peer = transport.get_extra_info("peername") or ("", 0)
+        welcome = Welcome(self.client_id, "null", VERSION, 0, 1 << 20, 1 << 20, 0, "", peer[1])
+        transport.write(encode(welcome))  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.by_id.pop(self.client_id, None)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        n = len(buf)
+        pos = 0
+        out = self.out
+        server = self.server
+        while n - pos >= 14:
+            _, version_class, mtype, request_id, length = _unpack_header(buf, pos)
+            end = pos + 14 + length
+            if end > n:
+                break
+            if mtype == _SEND and version_class == _REQUEST_KEY:
+                target_id, _ = _unpack_send(buf, pos + 14)
+                target = server.by_id.get(target_id)
+                server.next_message += 1
+                mid = server.next_message
+                if target is not None:
+                    text = buf[pos + 22 : end]
+                    target.queue(
+                        _pack_message_head(
+                            MAGIC,
+                            VERSION,
+                            _IND,
+                            0x81,
+                            0,
+                            _MESSAGE_FIXED + len(text),
+                            mid,
+                            self.client_id,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            len(text),
+                        )
+                        + text
+                    )
+                    server.unacked[mid] = (self, target_id)
+                out.append(
+                    _pack_send_ok(MAGIC, VERSION, _RESP, _OK, request_id, 14, _SEND, mid, target_id)
+                )
+            elif version_class == _REQUEST_KEY:
+                out.append(_pack_ok(MAGIC, VERSION, _RESP, _OK, request_id, 2, mtype))
+            elif version_class == _ACK_KEY and mtype == 0x82 and length == 8:
+                acked = _unpack_u64(buf, pos + 14)[0]
+                entry = server.unacked.pop(acked, None)
+                if entry is not None:
+                    sender, target_id = entry
+                    sender.queue(
+                        _pack_receipt(MAGIC, VERSION, _IND, 0x83, 0, 13, acked, target_id, 1)
+                    )
+            pos = end
+        if pos:
+            del buf[:pos]
+        self.flush()
+
+    def queue(self, frame: bytes) -> None:
+        """A frame caused by another connection: written at the end of this loop pass."""
+        if not self.out:
+            server = self.server
+            server.dirty.append(self)
+            if not server.flush_scheduled and server.loop is not None:
+                server.flush_scheduled = True
+                server.loop.call_soon(server.flush_all)
+        self.out.append(frame)
+
+    def flush(self) -> None:
+        out = self.out
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+
+async def serve(host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    server = NullServer()
+    server.loop = loop
+    listener = await loop.create_server(
+        lambda: NullConnection(server), host, port, reuse_address=True, backlog=4096
+    )
+    bound = listener.sockets[0].getsockname()
+    print(f"null server listening on {bound[0]}:{bound[1]} (pid {os.getpid()})", flush=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    listener.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m switchboard.bench.null_server",
+        description="A minimal uvloop server that frames and answers: the benchmark's ceiling.",
+    )
+    parser.add_argument("--host", default=defaults.HOST)
+    parser.add_argument("--port", type=int, default=defaults.PORT + 10)
+    args = parser.parse_args(argv)
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # the benchmark reports failed connects if the limit is too low
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(serve(args.host, args.port))
+    except OSError as exc:
+        print(f"null server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["HEADER", "NullServer", "main", "serve"]

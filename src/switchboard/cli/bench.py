@@ -1,0 +1,138 @@
+"""``switchboard bench``: load a running server and report throughput, latency and CPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from switchboard import defaults
+from switchboard.bench.loadgen import (
+    DEFAULT_DURATION,
+    DEFAULT_SIZE,
+    DEFAULT_WARMUP,
+    DEFAULT_WINDOW,
+    MODES,
+    BenchConfig,
+    BenchError,
+    run_bench,
+)
+
+from .common import CliExit, env_port
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="load a running server and measure it",
+        description=(
+            "Open N connections (spread over K load processes), keep W requests in flight on "
+            "each, and after a warm-up measure a fixed window: throughput, latency percentiles, "
+            "errors, lost requests and (with --server-pid) the server's CPU time per operation. "
+            "Run the server with --rate 0: its default rate limit would refuse a benchmark."
+        ),
+    )
+    p.add_argument("--host", default=None, help=f"server address (default {defaults.HOST})")
+    p.add_argument("--port", type=int, default=None, help=f"server port (default {defaults.PORT})")
+    p.add_argument("--mode", choices=MODES, default="time", help="what to measure (default time)")
+    p.add_argument("--clients", type=int, default=1, metavar="N", help="connections (default 1)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        metavar="W",
+        help=f"requests in flight per client, pipelined (default {DEFAULT_WINDOW})",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=DEFAULT_DURATION,
+        metavar="S",
+        help=f"seconds measured (default {DEFAULT_DURATION:g}); with --requests, an upper bound",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=DEFAULT_WARMUP,
+        metavar="S",
+        help=f"seconds of load before measuring (default {DEFAULT_WARMUP:g})",
+    )
+    p.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        metavar="M",
+        help="send exactly M requests in the measured window instead of measuring a duration",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        metavar="BYTES",
+        help=f"message text size for send and broadcast (default {DEFAULT_SIZE}, at least 16)",
+    )
+    p.add_argument(
+        "--procs",
+        type=int,
+        default=None,
+        metavar="K",
+        help="load processes (default: one per CPU this command may run on, at most N)",
+    )
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="read this process's CPU time (/proc) to report server CPU per operation",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    host = args.host or os.environ.get(defaults.ENV_HOST) or defaults.HOST
+    port = args.port if args.port is not None else env_port()
+    cfg = BenchConfig(
+        host=host,
+        port=port,
+        mode=args.mode,
+        clients=args.clients,
+        window=args.window,
+        duration=args.duration,
+        warmup=args.warmup,
+        requests=args.requests,
+        size=args.size,
+        procs=args.procs,
+        server_pid=args.server_pid,
+    )
+    try:
+        report = run_bench(cfg)
+    except BenchError as exc:
+        raise CliExit(2, str(exc)) from None
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The report as a few aligned lines for people."""
+    lat = r["latency_ms"]
+    cpu = r["server_cpu_us_per_op"]
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "none"
+    lines = [
+        f"mode {r['mode']}: {r['clients']} client(s), window {r['window']}, size {r['size']} B, "
+        f"{r['procs']} load process(es)",
+        f"  throughput   {r['ops_per_sec']:,.0f} ops/s ({r['ops']:,} ops in {r['seconds']:g} s)",
+        "  latency ms   "
+        + "  ".join(f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p99", "p999", "max")),
+        "  server CPU   "
+        + (f"{cpu:.2f} µs/op" if cpu is not None else "- (pass --server-pid to measure it)"),
+        f"  errors       {errors}",
+        f"  lost         {r['lost']}",
+    ]
+    if r.get("receipts") is not None:
+        lines.append(f"  receipts     {r['receipts']:,}")
+    return "\n".join(lines)
