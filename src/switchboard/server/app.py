@@ -554,7 +554,6 @@ def install_event_loop_policy() -> str:
 async def serve(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Run until SIGINT, SIGTERM or ``quit`` on a terminal's stdin; then shut down."""
     server = SwitchboardServer(config, trace=trace)
-    await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"text": "server shutting down"}
@@ -563,9 +562,12 @@ async def serve(config: ServerConfig, *, trace: Tracer | None = None) -> int:
         reason["text"] = why
         stop.set()
 
+    # Handlers first: a SIGTERM that arrives just after the listening line (a supervisor,
+    # a test) must still get the graceful shutdown, not the default instant death.
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, request_stop, f"received {signal.Signals(signum).name}")
+    await server.start()
     console = sys.stdin.isatty() if sys.stdin is not None else False
     if console:
         loop.add_reader(sys.stdin.fileno(), _console_line, request_stop)
