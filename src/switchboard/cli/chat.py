@@ -10,9 +10,10 @@ Three parts, as for the interactive client:
   or run in turn, plain text out, flushed line by line; at the end of input it waits for
   every answer, and briefly for /msg receipts, then exits 0).
 
-Order on screen follows the server's: our own line, the join notice and a /msg's
-"forwarded" line are printed by a callback on the request's future, which runs on the
-receiver thread as the answer is read, before any frame that came after it.  The server
+Order on screen follows the server's: while our own line, a join notice or a /msg's
+"forwarded" line waits for the server's answer, the indications that the server sent after
+that answer are held back and printed after it (the receiver thread knows which: it
+completes the answer's future before it reads the next frame).  The server
 sends no copy of a BROADCAST to its sender and BroadcastOk carries no time, so our own line
 is stamped when its OK arrives with this machine's clock corrected by the offset measured
 with one TIME request at start: the server's clock, give or take half a round trip.
@@ -25,11 +26,11 @@ room refused).
 from __future__ import annotations
 
 import argparse
-import functools
 import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -44,7 +45,6 @@ from switchboard.client import (
     ServerError,
 )
 from switchboard.protocol import (
-    BroadcastOk,
     BroadcastRequest,
     Frame,
     Joined,
@@ -75,6 +75,12 @@ from .interactive import (
 from .menu import CommandError
 
 HISTORY_FILE: Final = "chat_history"
+#: Lines held back while one request waits for its answer (a request timeout's worth of a
+#: busy room at most); past it, further lines are dropped rather than held without bound.
+MAX_HELD_LINES: Final = 10_000
+
+#: A line to print and its style.
+Line = tuple[str, str]
 
 
 def register(sub: Any) -> None:
@@ -195,6 +201,10 @@ class ChatClient:
         self._shutdown: str | None = None
         self._offset_ms = 0
         self._pending_receipts: set[int] = set()
+        #: Lines held back while an ordered request waits for its answer (``_ordered``).
+        self._holding = False
+        self._gate: Future[Frame] | None = None
+        self._held: list[Line] = []
         self.known_ids: list[int] = []
 
     # --- what the terminal front end asks -------------------------------------------------
@@ -341,42 +351,60 @@ class ChatClient:
 
     # --- requests whose answer is printed in the server's order -----------------------------
 
+    def _ordered(
+        self, client: Client, request: Frame, show: Callable[[Frame], list[Line]]
+    ) -> Frame:
+        """Send ``request`` and print ``show(answer)`` before every indication that the
+        server sent after the answer (held back meanwhile): a JOIN's notice before the
+        history, our own line before the replies to it.  ``show`` runs under the lock."""
+        with self._lock:
+            self._holding = True
+            self._gate = None
+        answer: Frame | None = None
+        try:
+            future = client.submit(request)
+            with self._lock:
+                self._gate = future
+            answer = self._wait(client, future)
+            return answer
+        finally:
+            with self._lock:
+                lines = show(answer) if answer is not None else []
+                lines += self._held
+                self._held = []
+                self._holding = False
+                self._gate = None
+                for text, style in lines:
+                    self.out.line(text, style)
+
     def _say(self, client: Client, text: str) -> None:
         with self._lock:
             room = self.state.target_room()
         model.check_text(text, client.welcome.max_text)
-        future = client.submit(BroadcastRequest(room, text))
-        future.add_done_callback(functools.partial(self._said, room, text))
-        self._wait(client, future)
 
-    def _said(self, room: str, text: str, future: Future[Frame]) -> None:
-        ok = _result(future)
-        if not isinstance(ok, BroadcastOk):
-            return  # the caller reports the error
-        with self._lock:
+        def show(ok: Frame) -> list[Line]:
+            state = self.state
             line = model.own_line(
-                self.state.nick,
-                self.state.client_id,
+                state.nick,
+                state.client_id,
                 room,
                 text,
                 self.server_now_ms(),
-                show_room=self.state.show_rooms,
+                show_room=state.show_rooms,
             )
-        self.out.line(line)
+            return [(line, "")]
+
+        self._ordered(client, BroadcastRequest(room, text), show)
 
     def _private(self, client: Client, action: model.PrivateMessage) -> None:
         model.check_text(action.text, client.welcome.max_text)
-        future = client.submit(SendRequest(action.target, action.text))
-        future.add_done_callback(functools.partial(self._forwarded, action))
-        self._wait(client, future)
 
-    def _forwarded(self, action: model.PrivateMessage, future: Future[Frame]) -> None:
-        ok = _result(future)
-        if not isinstance(ok, SendOk):
-            return
-        with self._lock:
+        def show(ok: Frame) -> list[Line]:
+            assert isinstance(ok, SendOk)
             self._pending_receipts.add(ok.message_id)
-        self.out.line(model.sent_private_line(ok.target, action.text, self.server_now_ms()))
+            return [(model.sent_private_line(ok.target, action.text, self.server_now_ms()), "")]
+
+        self._ordered(client, SendRequest(action.target, action.text), show)
 
     def _join(self, client: Client, room: str) -> None:
         with self._lock:
@@ -385,18 +413,13 @@ class ChatClient:
             self.out.line(f"* talking in {room} now", "notice")
             self._ui.refresh()
             return
-        future = client.submit(JoinRequest(room))
-        future.add_done_callback(self._joined)
-        self._wait(client, future)
 
-    def _joined(self, future: Future[Frame]) -> None:
-        ok = _result(future)
-        if not isinstance(ok, JoinOk):
-            return
-        with self._lock:
+        def show(ok: Frame) -> list[Line]:
+            assert isinstance(ok, JoinOk)
             self.state.joined(ok.room)
-        # Printed before the history MESSAGEs that follow the OK are dispatched.
-        self.out.line(model.you_joined_line(ok.room, ok.members, ok.history), "notice")
+            return [(model.you_joined_line(ok.room, ok.members, ok.history), "notice")]
+
+        self._ordered(client, JoinRequest(room), show)
         self._ui.refresh()
 
     def _leave(self, client: Client, room: str | None) -> None:
@@ -422,26 +445,38 @@ class ChatClient:
     # --- callbacks on the receiver thread ---------------------------------------------------
 
     def _on_indication(self, frame: Frame) -> None:
+        if isinstance(frame, Shutdown):
+            self._shutdown = frame.reason or "no reason given"
+            return
+        with self._lock:
+            line = self._describe(frame)
+            if line is None:
+                return
+            # While an ordered request waits, what came after its answer waits for it too.
+            gate = self._gate
+            if self._holding and (gate is None or gate.done()):
+                if len(self._held) < MAX_HELD_LINES:
+                    self._held.append(line)
+                return
+            self.out.line(*line)
+
+    def _describe(self, frame: Frame) -> Line | None:
+        """An indication as a line and its style (under the lock)."""
         if isinstance(frame, Message):
             if not frame.room:
-                self.out.line(model.private_line(frame), "message")
-                return
-            with self._lock:
-                show_room = self.state.show_rooms
-            line = model.room_line(frame, show_room=show_room)
+                return model.private_line(frame), "message"
             history = bool(frame.flags & MessageFlags.HISTORY)
-            self.out.line(line, "dim" if history else "message")
-        elif isinstance(frame, Joined):
-            self.out.line(model.joined_line(frame), "notice")
-        elif isinstance(frame, Left):
-            self.out.line(model.left_line(frame), "notice")
-        elif isinstance(frame, Receipt):
-            with self._lock:
-                self._pending_receipts.discard(frame.message_id)
+            line = model.room_line(frame, show_room=self.state.show_rooms)
+            return line, "dim" if history else "message"
+        if isinstance(frame, Joined):
+            return model.joined_line(frame), "notice"
+        if isinstance(frame, Left):
+            return model.left_line(frame), "notice"
+        if isinstance(frame, Receipt):
+            self._pending_receipts.discard(frame.message_id)
             delivered = frame.status == ReceiptStatus.DELIVERED
-            self.out.line(model.receipt_line(frame), "ok" if delivered else "error")
-        elif isinstance(frame, Shutdown):
-            self._shutdown = frame.reason or "no reason given"
+            return model.receipt_line(frame), "ok" if delivered else "error"
+        return None
 
     def _on_close(self, reason: str) -> None:
         with self._lock:
@@ -477,13 +512,6 @@ class ChatClient:
                 missing += 1
         if missing:
             self.out.line(f"* {missing} private message(s) still without a receipt.", "dim")
-
-
-def _result(future: Future[Frame]) -> Frame | None:
-    """The future's result, or None if it failed (the waiting caller reports the failure)."""
-    if future.cancelled() or future.exception() is not None:
-        return None
-    return future.result()
 
 
 __all__ = ["ChatClient", "PipedLines", "register"]

@@ -1,0 +1,390 @@
+"""``switchboard chat`` against a real ``switchboard serve``: piped clients in subprocesses,
+synchronised by waiting (with deadlines) for the lines they print, and one in a pseudo-terminal."""
+
+from __future__ import annotations
+
+import io
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ServerProcess, ServerThread, cli_env, switchboard_command
+from switchboard.client import Client
+from switchboard.protocol import Message
+
+#: Seconds to wait for any expected line.
+WAIT_S = 10.0
+STAMP = r"\[\d\d:\d\d:\d\d\]"
+CONNECTED = re.compile(r"^\* connected to 'test-server' as (\S+)\(#(\d+)\)$")
+
+Factory = Callable[..., ServerProcess]
+
+
+class Chat:
+    """One piped ``switchboard chat``: write lines to it, wait for the lines it prints."""
+
+    def __init__(self, port: int, nick: str, *args: str) -> None:
+        self.nick = nick
+        self.proc = subprocess.Popen(
+            switchboard_command("chat", "--port", str(port), "--nick", nick, *args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env=cli_env(),
+        )
+        self.lines: list[str] = []
+        self._new: queue.Queue[str | None] = queue.Queue()
+        self._seen = 0
+        self.stderr = ""
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.client_id = 0
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._new.put(line.rstrip("\n"))
+        self._new.put(None)
+
+    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
+        """The next line (after the last one matched) that matches ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._seen < len(self.lines):
+                line = self.lines[self._seen]
+                self._seen += 1
+                match = regex.search(line)
+                if match:
+                    return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.nick}: no line matching {pattern!r}:\n{self.text()}")
+            try:
+                line_or_end = self._new.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line_or_end is None:
+                self._new.put(None)
+                if self._seen == len(self.lines):
+                    raise AssertionError(
+                        f"{self.nick} ended without {pattern!r}:\n{self.text()}\n{self.stderr}"
+                    )
+                continue
+            self.lines.append(line_or_end)
+
+    def joined(self) -> Chat:
+        """Wait until connected and in its room; remembers its client id."""
+        match = self.expect(CONNECTED.pattern)
+        self.client_id = int(match.group(2))
+        self.expect(r"^\* you joined ")
+        return self
+
+    def say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = WAIT_S) -> int:
+        """Close stdin (end of input), wait for the exit; the exit code."""
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = WAIT_S) -> int:
+        code = self.proc.wait(timeout)
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+        # Collect everything printed before the exit.
+        while True:
+            try:
+                item = self._new.get(timeout=WAIT_S)
+            except queue.Empty:
+                break
+            if item is None:
+                break
+            self.lines.append(item)
+        return code
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def count(self, pattern: str) -> int:
+        regex = re.compile(pattern)
+        return sum(1 for line in self.lines if regex.search(line))
+
+
+@pytest.fixture
+def chats() -> Iterator[Callable[..., Chat]]:
+    started: list[Chat] = []
+
+    def start(port: int, nick: str, *args: str) -> Chat:
+        chat = Chat(port, nick, *args)
+        started.append(chat)
+        return chat
+
+    yield start
+    for chat in started:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+            chat.proc.wait(WAIT_S)
+        for stream in (chat.proc.stdin, chat.proc.stdout, chat.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+
+def line_of(chat: Chat, text: str) -> str:
+    """The pattern of ``chat``'s line saying ``text`` in a room, as everybody shows it."""
+    return rf"^{STAMP} {re.escape(chat.nick)}\(#{chat.client_id}\): {re.escape(text)}$"
+
+
+def test_three_people_chat_in_english_and_chinese(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice = chats(server.port, "alice").joined()
+    bob = chats(server.port, "bob").joined()
+    alice.expect(rf"^\* bob\(#{bob.client_id}\) joined lobby$")
+    carol = chats(server.port, "carol").joined()
+    for member in (alice, bob):
+        member.expect(rf"^\* carol\(#{carol.client_id}\) joined lobby$")
+    people = [alice, bob, carol]
+    said = [
+        (alice, "hello everyone"),
+        (bob, "你好，我是 bob 🐼"),
+        (carol, "emoji too: 🎉👍🏽 and ZWJ 👩‍💻"),
+        (alice, "再见 and goodbye"),
+    ]
+    for speaker, text in said:
+        speaker.say(text)
+        for member in people:  # everyone, the speaker too, shows the line with its stamp
+            member.expect(line_of(speaker, text))
+    for member in people:
+        assert member.finish() == 0, member.stderr
+    for speaker, text in said:
+        for member in people:
+            assert member.count(line_of(speaker, text)) == 1, (member.nick, text, member.text())
+    # Nobody saw a line that was not said, and the server logged each one with its sender.
+    for member in people:
+        room_lines = [line for line in member.lines if re.match(STAMP, line)]
+        assert len(room_lines) == len(said), member.text()
+    for speaker, text in said:
+        server.wait_for_log(
+            rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}\S* INFO  room lobby "
+            rf"#{speaker.client_id}\({speaker.nick}\): {re.escape(text)}"
+        )
+
+
+def test_leave_and_rejoin_replays_the_history_marked(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice = chats(server.port, "alice").joined()
+    bob = chats(server.port, "bob").joined()
+    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    alice.say("first")
+    bob.expect(line_of(alice, "first"))
+    bob.say("/leave")
+    bob.expect(r"^\* you left lobby; you are in no room now: /join one$")
+    alice.expect(rf"^\* bob\(#{bob.client_id}\) left lobby$")
+    alice.say("while you were away")
+    alice.expect(line_of(alice, "while you were away"))
+    bob.say("nobody hears this")
+    bob.expect(r"^You are in no room: /join one first \(nothing was sent\)\.$")
+    bob.say("/join lobby")
+    bob.expect(r"^\* you joined lobby \(1 other\(s\) here, 2 earlier message\(s\) follow\)$")
+    history = rf"^{STAMP} \(history\) alice\(#{alice.client_id}\): "
+    bob.expect(history + "first$")
+    bob.expect(history + "while you were away$")
+    alice.expect(rf"^\* bob\(#{bob.client_id}\) joined lobby$")
+    bob.say("back again")
+    alice.expect(line_of(bob, "back again"))
+    assert bob.finish() == 0 and alice.finish() == 0
+    assert bob.count("nobody hears this") == 0 and alice.count("nobody hears this") == 0
+
+
+def test_a_newcomer_when_the_server_is_full_gets_in_after_someone_leaves(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory("--max-clients", "2")
+    alice = chats(server.port, "alice").joined()
+    bob = chats(server.port, "bob").joined()
+    refused = chats(server.port, "carol")
+    assert refused.finish() == 2
+    assert "is full" in refused.stderr and "SERVER_FULL" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    # With --retry it waits for a free slot, which bob's /quit makes.
+    carol = chats(server.port, "carol", "--retry", "20")
+    server.wait_for_log(r"refused .*server full", timeout=WAIT_S)
+    assert carol.proc.poll() is None
+    bob.say("/quit")
+    assert bob.wait() == 0
+    alice.expect(rf"^\* bob\(#{bob.client_id}\) left lobby \(disconnected\)$")
+    carol.joined()
+    alice.expect(rf"^\* carol\(#{carol.client_id}\) joined lobby$")
+    carol.say("made it")
+    alice.expect(line_of(carol, "made it"))
+    assert carol.finish() == 0 and alice.finish() == 0
+
+
+def test_a_nickname_in_use_or_invalid_is_refused_with_exit_code_2(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice = chats(server.port, "alice").joined()
+    taken = chats(server.port, "ALICE")
+    assert taken.finish() == 2
+    assert "is taken" in taken.stderr and "NICK_IN_USE" in taken.stderr, taken.stderr
+    invalid = chats(server.port, "two words")
+    assert invalid.finish() == 2
+    assert "INVALID_NICK" in invalid.stderr and "Traceback" not in invalid.stderr
+    # The refused ones never joined: alice saw nobody come.
+    alice.say("/list")
+    alice.expect(r"^In lobby: 1$")
+    assert alice.finish() == 0
+    assert alice.count(r"^\* .*\(#\d+\) joined lobby") == 0, alice.text()
+
+
+def test_a_member_killed_abruptly_is_seen_leaving(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice = chats(server.port, "alice").joined()
+    bob = chats(server.port, "bob").joined()
+    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    bob.proc.send_signal(signal.SIGKILL)
+    bob.proc.wait(WAIT_S)
+    alice.expect(rf"^\* bob\(#{bob.client_id}\) left lobby \(disconnected\)$")
+    assert alice.finish() == 0
+
+
+def test_server_shutdown_ends_the_chat_with_exit_code_1(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice = chats(server.port, "alice").joined()
+    server.stop()
+    alice.expect(r"^\* The server shut down \(received SIGTERM\): the chat is over\.$")
+    assert alice.wait() == 1  # without its input ending: it quits by itself
+
+
+def test_long_lines_are_refused_before_sending_and_empty_lines_are_not_sent(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory("--max-text", "64")
+    alice = chats(server.port, "alice").joined()
+    bob = chats(server.port, "bob").joined()
+    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    alice.say("你" * 22)  # 22 characters, 66 bytes
+    alice.expect(r"^Not sent: the line is 66 bytes of UTF-8; the server takes at most 64\.$")
+    alice.say("")
+    alice.say("   ")
+    alice.say("你" * 21)  # 63 bytes: fine
+    bob.expect(line_of(alice, "你" * 21))
+    assert alice.finish() == 0 and bob.finish() == 0
+    assert len([line for line in bob.lines if re.match(STAMP, line)]) == 1, bob.text()
+    # Nothing but that one line reached the server before it: no error, no empty message.
+    server.wait_for_log(" room lobby ")
+    logged = [line for line in server.log if " room lobby " in line or " error " in line]
+    assert len(logged) == 1 and "你" * 21 in logged[0], logged
+
+
+def test_private_message_with_receipt_before_the_input_ends(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice = chats(server.port, "alice").joined()
+    bob = chats(server.port, "bob").joined()
+    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    bob.say(f"/msg {alice.client_id} 悄悄话 psst")
+    assert bob.finish() == 0  # the end of input still waits for the receipt
+    assert bob.count(rf"^{STAMP} you → #{alice.client_id}: 悄悄话 psst \(forwarded\)$") == 1
+    assert bob.count(rf"^\* your message to #{alice.client_id} was delivered$") == 1
+    alice.expect(rf"^{STAMP} bob\(#{bob.client_id}\) → you: 悄悄话 psst$")
+    alice.say("/msg 999 anyone?")
+    alice.expect(r"^No client #999 is connected")
+    assert alice.finish() == 0
+
+
+def test_several_rooms_name_the_room_and_lines_go_to_the_current_one(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice = chats(server.port, "alice").joined()
+    bob = chats(server.port, "bob", "--room", "dev").joined()
+    alice.say("/join dev")
+    alice.expect(r"^\* you joined dev \(1 other\(s\) here\)$")
+    bob.expect(rf"^\* alice\(#{alice.client_id}\) joined dev$")
+    alice.say("in dev")
+    bob.expect(line_of(alice, "in dev"))  # bob is in one room: no room shown
+    alice.expect(rf"^{STAMP} \[dev\] alice\(#{alice.client_id}\): in dev$")
+    alice.say("/join lobby")
+    alice.expect(r"^\* talking in lobby now$")
+    alice.say("in the lobby")
+    alice.expect(rf"^{STAMP} \[lobby\] alice\(#{alice.client_id}\): in the lobby$")
+    alice.say("/list")
+    alice.expect(r"^In lobby: 1$")
+    alice.say("/list all")
+    alice.expect(r"^Connected clients: 2$")
+    assert alice.finish() == 0 and bob.finish() == 0
+    assert bob.count("in the lobby") == 0
+
+
+# --- a real terminal --------------------------------------------------------------------------
+
+
+def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "switchboard", "chat", "--port", str(server.port), "--nick", "bob"],
+        env=cli_env(
+            TERM="xterm-256color",
+            PROMPT_TOOLKIT_NO_CPR="1",
+            XDG_STATE_HOME=str(tmp_path / "state"),
+        ),
+        encoding="utf-8",
+        timeout=WAIT_S,
+        dimensions=(30, 120),
+    )
+    child.logfile_read = io.StringIO()
+    try:
+        with Client("127.0.0.1", server.port, nick="alice", timeout=WAIT_S) as alice:
+            alice.join("lobby")
+            child.expect_exact("you joined lobby")
+            child.expect_exact("] bob>")
+            child.send("half ")  # typed, no Enter (the space is drawn as a cursor move)
+            child.expect_exact("half")
+            alice.broadcast("lobby", "你好 while you type")
+            child.expect(r"\[\d\d:\d\d:\d\d\] alice\(#\d+\): 你好 while you type")
+            child.expect_exact("] bob>")  # the prompt is redrawn below the line ...
+            child.expect_exact("half")  # ... with the typed text intact
+            child.send("done\r")
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                frame = alice.next_indication(timeout=max(0.0, deadline - time.monotonic()))
+                assert frame is not None, "alice never got bob's line"
+                if isinstance(frame, Message):
+                    break
+            assert (frame.room, frame.sender_nick, frame.text) == ("lobby", "bob", "half done")
+            child.sendcontrol("c")  # Ctrl-C throws a half-typed line away ...
+            child.send("/quit\r")  # ... and Ctrl-D or /quit leaves
+            child.expect_exact("Bye.")
+            child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0, child.logfile_read.getvalue()
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
