@@ -143,6 +143,14 @@ def chats() -> Iterator[Callable[..., Chat]]:
                 stream.close()
 
 
+def alice_and_bob(chats: Callable[..., Chat], port: int) -> tuple[Chat, Chat]:
+    """alice, then bob, in the lobby; returns once alice has seen bob join."""
+    alice = chats(port, "alice").joined()
+    bob = chats(port, "bob").joined()
+    alice.expect(rf"^\* bob\(#{bob.client_id}\) joined lobby$")
+    return alice, bob
+
+
 def line_of(chat: Chat, text: str) -> str:
     """The pattern of ``chat``'s line saying ``text`` in a room, as everybody shows it."""
     return rf"^{STAMP} {re.escape(chat.nick)}\(#{chat.client_id}\): {re.escape(text)}$"
@@ -152,9 +160,7 @@ def test_three_people_chat_in_english_and_chinese(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
     server = server_process_factory()
-    alice = chats(server.port, "alice").joined()
-    bob = chats(server.port, "bob").joined()
-    alice.expect(rf"^\* bob\(#{bob.client_id}\) joined lobby$")
+    alice, bob = alice_and_bob(chats, server.port)
     carol = chats(server.port, "carol").joined()
     for member in (alice, bob):
         member.expect(rf"^\* carol\(#{carol.client_id}\) joined lobby$")
@@ -189,9 +195,7 @@ def test_leave_and_rejoin_replays_the_history_marked(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
     server = server_process_factory()
-    alice = chats(server.port, "alice").joined()
-    bob = chats(server.port, "bob").joined()
-    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    alice, bob = alice_and_bob(chats, server.port)
     alice.say("first")
     bob.expect(line_of(alice, "first"))
     bob.say("/leave")
@@ -259,9 +263,7 @@ def test_a_member_killed_abruptly_is_seen_leaving(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
     server = server_process_factory()
-    alice = chats(server.port, "alice").joined()
-    bob = chats(server.port, "bob").joined()
-    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    alice, bob = alice_and_bob(chats, server.port)
     bob.proc.send_signal(signal.SIGKILL)
     bob.proc.wait(WAIT_S)
     alice.expect(rf"^\* bob\(#{bob.client_id}\) left lobby \(disconnected\)$")
@@ -282,9 +284,7 @@ def test_long_lines_are_refused_before_sending_and_empty_lines_are_not_sent(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
     server = server_process_factory("--max-text", "64")
-    alice = chats(server.port, "alice").joined()
-    bob = chats(server.port, "bob").joined()
-    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    alice, bob = alice_and_bob(chats, server.port)
     alice.say("你" * 22)  # 22 characters, 66 bytes
     alice.expect(r"^Not sent: the line is 66 bytes of UTF-8; the server takes at most 64\.$")
     alice.say("")
@@ -303,9 +303,7 @@ def test_private_message_with_receipt_before_the_input_ends(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
     server = server_process_factory()
-    alice = chats(server.port, "alice").joined()
-    bob = chats(server.port, "bob").joined()
-    alice.expect(r"^\* bob\(#\d+\) joined lobby$")
+    alice, bob = alice_and_bob(chats, server.port)
     bob.say(f"/msg {alice.client_id} 悄悄话 psst")
     assert bob.finish() == 0  # the end of input still waits for the receipt
     assert bob.count(rf"^{STAMP} you → #{alice.client_id}: 悄悄话 psst \(forwarded\)$") == 1
