@@ -39,18 +39,24 @@ from switchboard.protocol import (
     NickOk,
     NickRequest,
     ProtocolError,
+    encode,
 )
+from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import (
     KEY_ACK,
+    KEY_LIST,
     KEY_PING_REQUEST,
     KEY_PONG,
     KEY_SEND,
     KEY_TIME,
+    client_record,
+    encode_list_ok,
     encode_message,
     encode_ping_ok,
     encode_send_ok,
     encode_time_ok,
     parse_ack,
+    parse_list,
     parse_send,
 )
 
@@ -116,10 +122,10 @@ def nick(server: SwitchboardServer, conn: ClientConnection, req: NickRequest) ->
 def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) -> Reply:
     room, added = server.rooms.join(req.room, conn)
     if added:
-        notice = Joined(room.name, conn.client_id, conn.nick)
+        notice = encode(Joined(room.name, conn.client_id, conn.nick))  # once for every member
         for member in room.members.values():
             if member is not conn:
-                member.send(notice)
+                member.send_raw(notice)
         server.events.event(
             logging.INFO,
             "join",
@@ -144,13 +150,15 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
     _check_text(server, req.text)
     message_id = server.next_message_id()
     sent_ms = now_ms()
-    msg = Message(
-        message_id, conn.client_id, conn.ip, conn.port, conn.nick, room.name, sent_ms, 0, req.text
-    )
+    text = req.text.encode("utf-8")
+    # Encoded once for the whole room.  Members that are not reading (over the high-water
+    # mark) are skipped, not buffered for: one slow member neither blocks the room nor
+    # grows the server's memory.
+    frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
     reached = 0
     for member in room.members.values():
         if member is not conn and not member.write_paused:
-            member.send(msg)
+            member.send_raw(frame)
             reached += 1
     # History replays are marked so that clients can show them apart from live lines.
     room.history.append(
@@ -167,6 +175,10 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
         )
     )
     if server.events.info_on:
+        # The log line's own timestamp is within a millisecond of sent_ms (logged too, in
+        # the JSON format).  The text is escaped when it holds line breaks or control
+        # characters, so that a message cannot forge log lines.
+        shown = req.text if req.text.isprintable() else repr(req.text)
         server.events.event(
             logging.INFO,
             "room_message",
@@ -174,11 +186,12 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
             room.name,
             conn.client_id,
             conn.nick or "-",
-            req.text,
+            shown,
             room=room.name,
             sender=conn.client_id,
             nick=conn.nick,
             message_id=message_id,
+            sent_ms=sent_ms,
             reached=reached,
         )
     return BroadcastOk(message_id, reached, request_id=req.request_id)
@@ -258,6 +271,32 @@ def send(
     conn.send_raw(encode_send_ok(request_id, message_id, target_id))
 
 
+def list_fast(
+    server: SwitchboardServer,
+    conn: ClientConnection,
+    request_id: int,
+    buf: Buffer,
+    start: int,
+    end: int,
+) -> None:
+    """LIST without ClientInfo objects: each record is the member's cached sender block and
+    its connect time (profile: a 1,000-client LIST spent ~4 ms building and encoding
+    1,000 ClientInfo objects field by field)."""
+    room = parse_list(buf, start, end)
+    if room is None:  # malformed: the general decoder names the problem
+        server.dispatch(conn, decode_payload(KEY_LIST, request_id, buf, start, end))
+        return
+    if room:
+        found = server.rooms.by_name.get(room.decode("utf-8"))
+        members = sorted(found.members.values(), key=_by_id) if found else []
+    else:
+        members = list(server.clients)  # insertion order is id order
+    if server.tokens:
+        members = [c for c in members if c.authenticated]
+    records = [client_record(c.sender_fields(), c.connected_ms) for c in members]
+    conn.send_raw(encode_list_ok(request_id, room, records))
+
+
 def ping(
     server: SwitchboardServer,
     conn: ClientConnection,
@@ -312,6 +351,7 @@ HANDLERS: dict[type, Handler] = {
 FAST_HANDLERS: dict[int, FastHandler] = {
     KEY_TIME: time_,
     KEY_SEND: send,
+    KEY_LIST: list_fast,
     KEY_PING_REQUEST: ping,
     KEY_ACK: ack,
     KEY_PONG: pong,

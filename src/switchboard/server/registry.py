@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from .connection import ClientConnection
 
 # Letters, marks, numbers, punctuation and symbols: no whitespace, no control or format
-# characters, no unassigned or private-use code points.
-_NAME_OK = regex.compile(r"^[\p{L}\p{M}\p{N}\p{P}\p{S}]+$")
+# characters, no unassigned or private-use code points.  Matched with fullmatch: "$" would
+# let a trailing newline through.
+_NAME_OK = regex.compile(r"[\p{L}\p{M}\p{N}\p{P}\p{S}]+")
 
 
 def check_name(name: str, *, what: str, limit: int, code: ErrorCode) -> None:
@@ -27,7 +28,7 @@ def check_name(name: str, *, what: str, limit: int, code: ErrorCode) -> None:
         raise RequestFailed(code, f"{what} must not be empty")
     if len(name) > limit:
         raise RequestFailed(code, f"{what} is {len(name)} characters long (max {limit})")
-    if not _NAME_OK.match(name):
+    if not _NAME_OK.fullmatch(name):
         raise RequestFailed(code, f"{what} must not contain whitespace or control characters")
 
 
@@ -80,10 +81,11 @@ class ClientRegistry:
 class Room:
     """A chat room: its members by id and the last messages for replay."""
 
-    __slots__ = ("history", "members", "name")
+    __slots__ = ("history", "members", "name", "name_utf8")
 
     def __init__(self, name: str, history: int) -> None:
         self.name = name
+        self.name_utf8 = name.encode("utf-8")  # for MESSAGEs encoded on the fast path
         self.members: dict[int, ClientConnection] = {}
         self.history: deque[Message] = deque(maxlen=history)
 
