@@ -13,6 +13,8 @@ from switchboard.protocol import (
     Ack,
     ErrorCode,
     FrameDecoder,
+    ListOk,
+    ListRequest,
     Message,
     PingOk,
     ProtocolError,
@@ -27,12 +29,15 @@ from switchboard.protocol.fastpath import (
     KEY_ACK,
     KEY_SEND,
     KEY_TIME,
+    client_record,
+    encode_list_ok,
     encode_message,
     encode_ping_ok,
     encode_receipt,
     encode_send_ok,
     encode_time_ok,
     parse_ack,
+    parse_list,
     parse_send,
     sender_block,
 )
@@ -136,3 +141,25 @@ def test_server_clock_answers_with_a_decodable_current_time() -> None:
         assert before <= msg.epoch_ms <= after
         local = time.localtime(msg.epoch_ms / 1000)
         assert (msg.utc_offset_s, msg.zone) == (local.tm_gmtoff, local.tm_zone)
+
+
+@given(message_strategy(ListOk))
+def test_list_ok_matches_encode(msg: ListOk) -> None:
+    records = [
+        client_record(sender_block(c.client_id, c.ip, c.port, c.nick), c.connected_ms)
+        for c in msg.clients
+    ]
+    assert encode_list_ok(msg.request_id, msg.room.encode(), records) == encode(msg)
+
+
+@given(message_strategy(ListRequest))
+def test_parse_list_reads_what_encode_wrote(msg: ListRequest) -> None:
+    frame = encode(msg)
+    assert parse_list(frame, 14, len(frame)) == msg.room.encode()
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"\x00", b"\x00\x02a", b"\x00\x01ab", b"\x00\x01\xff", b"\x00\x02\xc3("]
+)
+def test_parse_list_refuses_what_the_general_decoder_refuses(payload: bytes) -> None:
+    assert parse_list(payload, 0, len(payload)) is None

@@ -20,6 +20,7 @@ _IND = MessageClass.INDICATION
 #: ``FrameDecoder.frames()`` keys of the frames with a fast path.
 KEY_TIME: Final = (_REQ << 16) | MessageType.TIME
 KEY_SEND: Final = (_REQ << 16) | MessageType.SEND
+KEY_LIST: Final = (_REQ << 16) | MessageType.LIST
 KEY_PING_REQUEST: Final = (_REQ << 16) | MessageType.PING_REQUEST
 KEY_HELLO: Final = (_REQ << 16) | MessageType.HELLO
 KEY_ACK: Final = (_IND << 16) | MessageType.ACK
@@ -37,6 +38,8 @@ _TIME_FLAGS_LEN: Final = struct.Struct("!qBI")
 _U32: Final = struct.Struct("!I")
 _U64: Final = struct.Struct("!Q")
 _U32_U32: Final = struct.Struct("!II")
+_I64: Final = struct.Struct("!q")
+_LIST_OK_HEAD: Final = struct.Struct("!HBBHIIHH")
 
 
 def encode_time_ok(request_id: int, epoch_ms: int, utc_offset_s: int, zone: bytes) -> bytes:
@@ -80,6 +83,40 @@ def sender_block(sender_id: int, ip: str, port: int, nick: str) -> bytes:
     """The MESSAGE fields that depend only on the sender (id, addr, port, nick): cache it."""
     nick_b = nick.encode("utf-8")
     return _U32.pack(sender_id) + pack_address(ip) + struct.pack("!HH", port, len(nick_b)) + nick_b
+
+
+def client_record(sender: bytes, connected_ms: int) -> bytes:
+    """One ClientInfo record: a ``sender_block`` (the same four leading fields) and the time."""
+    return sender + _I64.pack(connected_ms)
+
+
+def encode_list_ok(request_id: int, room: bytes, records: list[bytes]) -> bytes:
+    """OK(LIST) from encoded ``room`` and ``client_record`` records, in the order given."""
+    body = b"".join(records)
+    return b"".join(
+        (
+            _LIST_OK_HEAD.pack(
+                MAGIC, VERSION, _RESP, MessageType.OK, request_id,
+                2 + 2 + len(room) + 4 + len(body), MessageType.LIST, len(room),
+            ),
+            room,
+            _U32.pack(len(records)),
+            body,
+        )
+    )  # fmt: skip
+
+
+def parse_list(buf: bytes | bytearray, start: int, end: int) -> bytes | None:
+    """LIST's room (valid UTF-8, still encoded), or None when the payload is not exactly one
+    str16 of valid UTF-8 (the general decoder then says what is wrong)."""
+    if end - start < 2 or start + 2 + _U16.unpack_from(buf, start)[0] != end:
+        return None
+    room = bytes(buf[start + 2 : end])
+    try:
+        room.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return room
 
 
 def encode_message(
