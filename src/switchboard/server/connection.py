@@ -119,6 +119,7 @@ class ClientConnection(asyncio.Protocol):
         server = self.server
         fast = server.fast_handlers
         rate = server.rate
+        trace = server.trace  # read once per batch, not once per frame (profiled hot path)
         # One flag per batch decides whether requests need the slower checks at all.
         gated = rate or not self.authenticated or server.shutting_down
         tokens = 0.0
@@ -132,8 +133,8 @@ class ClientConnection(asyncio.Protocol):
             decoder.feed(data)
             buf = decoder.buffer
             for key, request_id, start, end in decoder.frames():
-                if server.trace is not None:  # every frame received, refused ones too
-                    server.trace("<<-", self, decode_payload(key, request_id, buf, start, end))
+                if trace is not None:  # every frame received, refused ones too
+                    trace("<<-", self, decode_payload(key, request_id, buf, start, end))
                 if gated and key < FIRST_NON_REQUEST_KEY:
                     if not self.authenticated and key != KEY_HELLO:
                         server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
