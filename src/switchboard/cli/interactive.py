@@ -685,11 +685,11 @@ class InteractiveClient:
             ok = client.send(target, text)
         except ServerError as exc:
             raise CommandError(explain(exc, target)) from None
-        with self._lock:
+        with self._lock:  # held while printing: a receipt arriving now waits for this line
             early = self._early.pop(ok.message_id, None)
             if early is None:
                 self._pending.add(ok.message_id)
-        self.out.line(f"message {ok.message_id} to #{ok.target}: forwarded", "ok")
+            self.out.line(f"message {ok.message_id} to #{ok.target}: forwarded", "ok")
         if early is not None:
             self._print_receipt(early)
 
