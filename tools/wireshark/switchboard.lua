@@ -237,41 +237,62 @@ su.prefs.udp_port = Pref.uint("UDP port", DEFAULT_UDP_PORT, "The chat room's por
 
 -- --- helpers -----------------------------------------------------------------------------------
 
--- Whether the Lua string `s` is well-formed UTF-8 (no overlongs, surrogates or values past
--- U+10FFFF), as Python's decoder requires.  Lua 5.2 has no utf8 library.
-local function valid_utf8(s)
-    local i, n = 1, #s
-    while i <= n do
-        local c = s:byte(i)
-        local need, min
-        if c < 0x80 then
-            need, min = 0, 0
-        elseif c >= 0xC2 and c <= 0xDF then
-            need, min = 1, 0x80
-        elseif c >= 0xE0 and c <= 0xEF then
-            need, min = 2, 0x800
-        elseif c >= 0xF0 and c <= 0xF4 then
-            need, min = 3, 0x10000
-        else
-            return false
-        end
-        if i + need > n then
-            return false
-        end
-        local cp = need == 0 and c or (c % (2 ^ (6 - need)))
-        for k = 1, need do
-            local cc = s:byte(i + k)
-            if cc < 0x80 or cc > 0xBF then
-                return false
-            end
-            cp = cp * 64 + (cc - 0x80)
-        end
-        if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
-            return false
-        end
-        i = i + need + 1
+-- The length of the well-formed UTF-8 sequence at byte `i` of `s`, or nil (no overlongs,
+-- surrogates or values past U+10FFFF, as Python's decoder requires).  Lua 5.2 has no utf8
+-- library.
+local function utf8_sequence(s, i)
+    local c = s:byte(i)
+    local need, min
+    if c < 0x80 then
+        return 1
+    elseif c >= 0xC2 and c <= 0xDF then
+        need, min = 1, 0x80
+    elseif c >= 0xE0 and c <= 0xEF then
+        need, min = 2, 0x800
+    elseif c >= 0xF0 and c <= 0xF4 then
+        need, min = 3, 0x10000
+    else
+        return nil
     end
-    return true
+    if i + need > #s then
+        return nil
+    end
+    local cp = c % (2 ^ (6 - need))
+    for k = 1, need do
+        local cc = s:byte(i + k)
+        if cc < 0x80 or cc > 0xBF then
+            return nil
+        end
+        cp = cp * 64 + (cc - 0x80)
+    end
+    if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
+        return nil
+    end
+    return need + 1
+end
+
+-- `raw` bytes as text: (the same string, true) when they are well-formed UTF-8, else a copy
+-- with each bad byte replaced by U+FFFD and false.  Done here rather than by TvbRange:string
+-- with ENC_UTF_8, which in Wireshark 4.0 cuts its result to the raw length and so can return
+-- a broken replacement character.
+local function utf8_text(raw)
+    local i, n = 1, #raw
+    local out, valid = {}, true
+    while i <= n do
+        local size = utf8_sequence(raw, i)
+        if size then
+            out[#out + 1] = raw:sub(i, i + size - 1)
+            i = i + size
+        else
+            out[#out + 1] = "\239\191\189" -- U+FFFD
+            valid = false
+            i = i + 1
+        end
+    end
+    if valid then
+        return raw, true
+    end
+    return table.concat(out), false
 end
 
 -- Text for the Info column: control characters escaped, cut after INFO_TEXT_CHARS characters.
@@ -359,15 +380,13 @@ local function read_str(ctx, tree, field, kind, label)
         ctx.broken = true
         return nil
     end
-    local raw, text = "", ""
+    local text, valid = "", true
     if n > 0 then
-        local range = ctx.tvb(ctx.off + psize, n)
-        raw = range:raw()
-        text = range:string(ENC_UTF_8) -- invalid sequences become U+FFFD here
+        text, valid = utf8_text(ctx.tvb(ctx.off + psize, n):raw())
     end
     local item = tree:add(field, ctx.tvb(ctx.off, psize + n), text)
     item:add(f.str_length, ctx.tvb(ctx.off, psize))
-    if not valid_utf8(raw) then
+    if not valid then
         item:add_proto_expert_info(ef.bad_utf8, "Invalid UTF-8 in the " .. label .. " field")
         ctx.broken = true -- the reference decoder rejects the whole payload here
     end
@@ -796,18 +815,18 @@ su.experts = { uef.short, uef.bad_magic, uef.bad_version, uef.unknown_type, uef.
                uef.bad_token, uef.bad_ident, uef.bad_utf8, uef.bad_size, uef.too_long }
 
 local function u_text(tvb, tree, field, off, stop, what)
-    local text, raw = "", ""
+    local text, valid = "", true
     local item
     if stop > off then
         local range = tvb(off, stop - off)
-        raw, text = range:raw(), range:string(ENC_UTF_8)
+        text, valid = utf8_text(range:raw())
         item = tree:add(field, range, text)
     else
         -- An empty text at the very end of the datagram: no bytes to point at.
         item = tree:add(field, "")
     end
     local bad = false
-    if not valid_utf8(raw) then
+    if not valid then
         item:add_proto_expert_info(uef.bad_utf8, "Invalid UTF-8 in the " .. what)
         bad = true
     end
