@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -341,15 +342,16 @@ def test_several_rooms_name_the_room_and_lines_go_to_the_current_one(
 # --- a real terminal --------------------------------------------------------------------------
 
 
-def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(
-    server: ServerThread, tmp_path: Path
-) -> None:
-    pexpect = pytest.importorskip("pexpect")
+def spawn_chat(port: int, nick: str, tmp_path: Path) -> Any:
+    """``switchboard chat`` in a 30x120 pseudo-terminal (pexpect)."""
+    import pexpect
+
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "switchboard", "chat", "--port", str(server.port), "--nick", "bob"],
+        ["-m", "switchboard", "chat", "--port", str(port), "--nick", nick],
         env=cli_env(
             TERM="xterm-256color",
+            # pexpect's terminal never answers "where is the cursor?"
             PROMPT_TOOLKIT_NO_CPR="1",
             XDG_STATE_HOME=str(tmp_path / "state"),
         ),
@@ -358,6 +360,14 @@ def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(
         dimensions=(30, 120),
     )
     child.logfile_read = io.StringIO()
+    return child
+
+
+def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = spawn_chat(server.port, "bob", tmp_path)
     try:
         with Client("127.0.0.1", server.port, nick="alice", timeout=WAIT_S) as alice:
             alice.join("lobby")
@@ -383,6 +393,31 @@ def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(
             child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0, child.logfile_read.getvalue()
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def test_terminal_asks_for_another_nickname_and_ends_on_shutdown(
+    server_factory: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    server = server_factory()
+    child = spawn_chat(server.port, "bob", tmp_path)
+    try:
+        with Client("127.0.0.1", server.port, nick="BOB", timeout=WAIT_S):
+            child.expect_exact("is taken by #1 (NICK_IN_USE).")
+            child.expect_exact("Another nickname:")
+            child.send("bob2\r")
+            child.expect(r"connected to 'test-server' as bob2\(#\d+\)")
+            child.expect_exact("you joined lobby")
+            child.expect_exact("] bob2>")
+            # The prompt is waiting for a line when the server goes: it ends by itself.
+            server.stop()
+            child.expect_exact("The server shut down (test finished): the chat is over.")
+            child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 1, child.logfile_read.getvalue()
     finally:
         if child.isalive():
             child.terminate(force=True)
