@@ -1,0 +1,224 @@
+"""Floods, slow readers and slowloris, over real sockets against an in-process server.
+
+These extend test_server_protocol.py (one rate-limited burst, a frame left half-sent) and
+test_server_limits.py (one sender against one reader that never reads): here a flood runs
+beside a well-behaved client, several senders pile onto one reader that never reads, and a
+slowloris drips a frame byte by byte.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from test_server_protocol import RawPeer
+
+from conftest import ServerThread
+from switchboard.client import Client
+from switchboard.protocol import (
+    ErrorCode,
+    ErrorResponse,
+    NameOk,
+    NameRequest,
+    Receipt,
+    ReceiptStatus,
+    SendOk,
+    SendRequest,
+    TimeOk,
+    TimeRequest,
+    encode,
+)
+
+HOST = "127.0.0.1"
+
+
+# --- floods -----------------------------------------------------------------------------------
+
+
+def read_answers(peer: RawPeer, count: int, timeout: float = 20) -> dict[int, Any]:
+    """Exactly one response per request id 1..count, in order; indications are skipped."""
+    answers: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    expected = 1
+    while expected <= count:
+        frame = peer.next(max(0.0, deadline - time.monotonic()))
+        assert frame is not None, f"closed after {len(answers)} of {count} answers"
+        if frame.request_id == 0:
+            continue  # PING and other indications
+        assert frame.request_id == expected, (frame, expected)
+        answers[expected] = frame
+        expected += 1
+    return answers
+
+
+def test_a_flood_gets_rate_limited_answers_and_others_are_still_served(
+    server_factory: Any,
+) -> None:
+    st: ServerThread = server_factory(rate=500.0, burst=200)
+    total = 5_000
+    with RawPeer(st.port) as flooder, Client(HOST, st.port, timeout=5) as other:
+        latencies: list[float] = []
+        stop = threading.Event()
+
+        def polite() -> None:
+            # A person's pace: one request every 20 ms, each answered promptly.
+            while not stop.is_set() and len(latencies) < 100:
+                start = time.monotonic()
+                assert other.time().epoch_ms > 0
+                latencies.append(time.monotonic() - start)
+                stop.wait(0.02)
+
+        worker = threading.Thread(target=polite)
+        worker.start()
+        try:
+            flooder.send(b"".join(encode(TimeRequest(request_id=i)) for i in range(1, total + 1)))
+            answers = read_answers(flooder, total)
+        finally:
+            stop.set()
+            worker.join(10)
+        ok = [i for i, f in answers.items() if isinstance(f, TimeOk)]
+        limited = [
+            i
+            for i, f in answers.items()
+            if isinstance(f, ErrorResponse) and f.code == ErrorCode.RATE_LIMITED
+        ]
+        # Every request got exactly one answer: OK or RATE_LIMITED, nothing dropped silently.
+        assert len(ok) + len(limited) == total
+        assert len(ok) >= 200 and len(limited) > total // 2
+        assert ok[:200] == list(range(1, 201))  # the burst is served first
+        # The flooder keeps its connection and is served again once the bucket refills
+        # (500 tokens/s: a few ms), each retry being answered too.
+        for attempt in range(100):
+            flooder.send(NameRequest(request_id=total + 1 + attempt))
+            reply = flooder.expect(object)  # type: ignore[type-abstract]
+            assert reply.request_id == total + 1 + attempt
+            if isinstance(reply, NameOk):
+                break
+            assert isinstance(reply, ErrorResponse) and reply.code == ErrorCode.RATE_LIMITED
+            time.sleep(0.01)  # a client backing off, as RATE_LIMITED asks
+        assert isinstance(reply, NameOk)
+        assert len(latencies) >= 3 and max(latencies) < 2.0, latencies
+
+
+def test_the_default_rate_limit_never_touches_normal_pipelining(server: ServerThread) -> None:
+    # The default bucket (10,000/s, bursts of 20,000) lets 10,000 pipelined requests through.
+    with RawPeer(server.port) as peer:
+        peer.send(b"".join(encode(TimeRequest(request_id=i)) for i in range(1, 10_001)))
+        answers = read_answers(peer, 10_000)
+        assert all(isinstance(f, TimeOk) for f in answers.values())
+
+
+# --- slow readers -----------------------------------------------------------------------------
+
+TEXT = "y" * 4000
+
+
+def test_several_senders_and_one_reader_that_never_reads(server_factory: Any) -> None:
+    high_water, hard_limit = 64 * 1024, 8 * 1024 * 1024
+    st: ServerThread = server_factory(
+        heartbeat=0.5, write_high_water=high_water, write_hard_limit=hard_limit
+    )
+    slow = RawPeer(st.port, rcvbuf=4096)
+    senders = [RawPeer(st.port) for _ in range(4)]
+    peak = [0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        # The slow reader's queued bytes, as the server sees them, every 10 ms.
+        def size() -> int:
+            conn = st.server.clients.by_id.get(slow.client_id)
+            if conn is None or conn.transport is None:
+                return 0
+            return conn.transport.get_write_buffer_size() + sum(map(len, conn.out))
+
+        while not sampling.wait(0.01):
+            peak[0] = max(peak[0], st.call(size))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        per_sender, batch = 600, 50
+        results: dict[int, list[Any]] = {}
+
+        def flood(peer: RawPeer) -> None:
+            got: list[Any] = []
+            for first in range(1, per_sender + 1, batch):
+                ids = range(first, first + batch)
+                peer.send(*[SendRequest(slow.client_id, TEXT, request_id=i) for i in ids])
+                for i in ids:
+                    reply = peer.expect(object)  # type: ignore[type-abstract]
+                    assert reply.request_id == i, reply
+                    got.append(reply)
+            results[peer.client_id] = got
+
+        threads = [threading.Thread(target=flood, args=(p,)) for p in senders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        sent_bytes = len(senders) * per_sender * len(TEXT)
+        forwarded: dict[int, set[int]] = {}
+        for peer in senders:
+            replies = results[peer.client_id]
+            assert len(replies) == per_sender  # one answer per SEND
+            busy = [r for r in replies if isinstance(r, ErrorResponse)]
+            assert busy and all(r.code == ErrorCode.RECIPIENT_BUSY for r in busy)
+            forwarded[peer.client_id] = {r.message_id for r in replies if isinstance(r, SendOk)}
+        # 9.6 MB were sent to it; the server held a bounded amount (high water plus what one
+        # loop pass of the four senders' reads can add), far below what was sent.
+        assert peak[0] < high_water + 4 * 512 * 1024, peak[0]
+        assert peak[0] < sent_bytes / 4
+        # It is silent (the server stopped reading it): dropped after three heartbeats ...
+        st.wait_for(lambda s: slow.client_id not in s.clients.by_id, timeout=10)
+        # ... and every message forwarded to it is settled NOT_DELIVERED, exactly once.
+        for peer in senders:
+            settled: dict[int, int] = {}
+            deadline = time.monotonic() + 10
+            while len(settled) < len(forwarded[peer.client_id]):
+                assert time.monotonic() < deadline, (len(settled), len(forwarded[peer.client_id]))
+                frame = peer.next(max(0.0, deadline - time.monotonic()))
+                if isinstance(frame, Receipt):
+                    assert frame.message_id not in settled
+                    settled[frame.message_id] = frame.status
+            assert set(settled) == forwarded[peer.client_id]
+            assert set(settled.values()) == {ReceiptStatus.NOT_DELIVERED}
+        print(f"peak buffered for the slow reader: {peak[0]} bytes of {sent_bytes} sent")
+    finally:
+        sampling.set()
+        sampler.join(5)
+        slow.close()
+        for peer in senders:
+            peer.close()
+
+
+# --- slowloris --------------------------------------------------------------------------------
+
+
+def test_a_frame_dripped_byte_by_byte_is_still_cut_off(server_factory: Any) -> None:
+    # A byte every 50 ms keeps the connection "alive" for the heartbeat, but the frame
+    # timeout counts from the first byte of the unfinished frame, not from the last byte.
+    st: ServerThread = server_factory(frame_timeout=0.5, heartbeat=5.0)
+    payload = b"x" * 1000
+    frame = encode(SendRequest(1, payload.decode(), request_id=7))
+    with RawPeer(st.port) as peer, Client(HOST, st.port, timeout=5) as other:
+        start = time.monotonic()
+        for i in range(len(frame) - 1):  # never the last byte: the frame stays unfinished
+            assert time.monotonic() - start < 5, "the server let the drip go on"
+            try:
+                peer.sock.sendall(frame[i : i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            peer.sock.settimeout(0.05)  # the drip's pace: one byte per 50 ms
+            try:
+                data = peer.sock.recv(4096)
+            except TimeoutError:
+                continue
+            peer.eof = not data
+            peer.decoder.feed(data)
+            peer.events.extend(peer.decoder)
+            break  # the server spoke: the drip is over
+        peer.expect_error(ErrorCode.IDLE_TIMEOUT, 0)
+        assert peer.expect_closed() == []
+        assert 0.5 * 0.9 <= time.monotonic() - start < 3.0
+        assert other.name() == "test-server"
