@@ -526,6 +526,12 @@ def raise_open_file_limit(wanted: int) -> None:
     if target > soft:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info(
+                "raised the open-file limit from %d to %d",
+                soft,
+                target,
+                extra={"event": "fd_limit", "limit": target, "wanted": wanted},
+            )
             soft = target
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
