@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format serve client bench clean
+.PHONY: test lint format serve client bench bench-codec clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,16 @@ serve: $(STAMP)
 client: $(STAMP)
 	$(BIN)/switchboard client $(ARGS)
 
-bench: $(STAMP)
+# The server suite (docs/BENCHMARKS.md, docs/bench.png); the chart needs the bench extra.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m switchboard.bench.suite $(ARGS)
+
+bench-codec: $(STAMP)
 	$(BIN)/python -m switchboard.bench.protocol_codec $(ARGS)
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
