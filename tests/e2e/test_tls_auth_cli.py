@@ -159,3 +159,12 @@ def test_a_secure_server_on_every_address_does_not_warn(
     )  # fmt: skip
     # The exposure warnings are logged before the listening line, which the fixture awaited.
     assert not [line for line in sp.log if "without" in line], sp.log
+
+
+def test_buffer_limits_are_options(server_process_factory: Callable[..., ServerProcess]) -> None:
+    bad = run_cli("serve", "--port", "0", "--write-high-water", "65536",
+                  "--write-hard-limit", "1024", timeout=20)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "write_high_water must be positive and below write_hard_limit" in bad.stderr
+    sp = server_process_factory("--write-high-water", "65536", "--write-hard-limit", "131072")
+    assert run_cli("name", port=sp.port).stdout.strip() == "test-server"

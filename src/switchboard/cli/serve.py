@@ -65,6 +65,20 @@ def register(sub: Any) -> None:
         help=f"requests one connection may send at once (default {defaults.BURST})",
     )
     p.add_argument(
+        "--write-high-water",
+        type=int,
+        metavar="BYTES",
+        help=f"bytes queued for a client above which SENDs to it get RECIPIENT_BUSY "
+        f"(default {defaults.WRITE_HIGH_WATER})",
+    )
+    p.add_argument(
+        "--write-hard-limit",
+        type=int,
+        metavar="BYTES",
+        help=f"bytes queued for a client at which it is disconnected as too slow "
+        f"(default {defaults.WRITE_HARD_LIMIT})",
+    )
+    p.add_argument(
         "--frame-timeout",
         type=float,
         metavar="SECONDS",
@@ -130,6 +144,8 @@ def main(args: argparse.Namespace) -> int:
             history=args.history,
             rate=args.rate,
             burst=args.burst,
+            write_high_water=args.write_high_water,
+            write_hard_limit=args.write_hard_limit,
             frame_timeout=args.frame_timeout,
             auth_token_file=args.auth_token_file,
             handshake_timeout=args.handshake_timeout,
