@@ -50,6 +50,7 @@ from switchboard.protocol import (
     Joined,
     JoinOk,
     JoinRequest,
+    LeaveRequest,
     Left,
     Message,
     MessageFlags,
@@ -500,7 +501,20 @@ class ChatClient:
             waiting = sorted(self._pending_receipts)
         if self._lost is None:
             self._await_receipts(client, waiting)
+            self._leave_rooms(client)
         client.close()
+
+    def _leave_rooms(self, client: Client) -> None:
+        """LEAVE every room (pipelined) so the others see us leave, not disconnect."""
+        with self._lock:
+            rooms = list(self.state.rooms)
+        deadline = time.monotonic() + client.timeout
+        try:
+            futures = [client.submit(LeaveRequest(room)) for room in rooms]
+            for future in futures:
+                future.result(max(0.0, deadline - time.monotonic()))
+        except (FutureTimeout, ServerError, ConnectionLost):
+            pass  # closing anyway: the others then see us disconnect instead
 
     def _await_receipts(self, client: Client, waiting: list[int]) -> None:
         deadline = time.monotonic() + RECEIPT_GRACE_S
