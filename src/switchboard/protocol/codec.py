@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .messages import DECODERS, ENCODERS, OK_DECODERS, Frame
@@ -28,6 +28,15 @@ _pack_header_into = HEADER.pack_into
 _unpack_fast_header = struct.Struct("!HHHII").unpack_from
 _FIRST_VERSION_CLASS: Final = (VERSION << 8) | min(MessageClass)
 _LAST_VERSION_CLASS: Final = (VERSION << 8) | max(MessageClass)
+
+#: For split loops a hot path runs itself (see ``FrameDecoder.split_input``): the header as
+#: ``(magic, word, request id, payload length)``, where ``word`` is ``version << 24 |
+#: class << 16 | type``.  A header is valid when ``magic == MAGIC``, ``FIRST_HEADER_WORD <=
+#: word <= LAST_HEADER_WORD`` and ``length <= decoder.max_payload``: the checks ``frames()``
+#: makes; ``word & 0xFFFFFF`` is then the ``frames()`` key.
+HEADER_WORDS: Final = struct.Struct("!HIII")
+FIRST_HEADER_WORD: Final = (VERSION << 24) | (min(MessageClass) << 16)
+LAST_HEADER_WORD: Final = (VERSION << 24) | (max(MessageClass) << 16) | 0xFFFF
 
 
 def encode(msg: Frame) -> bytes:
@@ -90,6 +99,49 @@ class FrameDecoder:
         self._buf += data
 
     @property
+    def max_payload(self) -> int:
+        """The largest payload length a header may announce (``max_frame`` minus the header)."""
+        return self._max_payload
+
+    def split_input(self, data: bytes) -> tuple[bytes | bytearray, int]:
+        """Take ``data`` for a split loop the caller runs itself (a server's hot path).
+
+        Returns the buffer to split and the offset of its first unconsumed byte: ``data``
+        itself when nothing was pending (no copy), otherwise the decoder's buffer with
+        ``data`` appended.  The caller checks each header as ``HEADER_WORDS`` describes,
+        calls ``reject`` on the first one that fails, and ends with ``keep``.  Raises the
+        decoder's fatal error if it has one, as ``feed`` does.
+        """
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        if self._pos == len(buf):
+            if buf:
+                buf.clear()
+                self._pos = 0
+            return data, 0
+        buf += data
+        return buf, self._pos
+
+    def keep(self, buf: bytes | bytearray, pos: int) -> None:
+        """End a split loop over ``buf`` (from ``split_input``) that consumed it up to ``pos``:
+        the rest, a partial frame, waits in the decoder for the next call."""
+        if self._error is not None:
+            return
+        if buf is self._buf:
+            del self._buf[:pos]
+            self._pos = 0
+        elif pos < len(buf):
+            self._buf += memoryview(buf)[pos:]
+
+    def reject(self, buf: bytes | bytearray, pos: int) -> NoReturn:
+        """Raise the ProtocolError ``frames()`` raises for the header at ``pos`` of ``buf``,
+        which failed the checks; the decoder then refuses further calls, as after
+        ``frames()``."""
+        magic, version, mclass, _, request_id, length = HEADER.unpack_from(buf, pos)
+        self._fail(magic, version, mclass, request_id, length)
+
+    @property
     def buffer(self) -> bytearray:
         """The receive buffer that ``frames()`` offsets point into."""
         return self._buf
@@ -147,7 +199,9 @@ class FrameDecoder:
                 del buf[: self._pos]
                 self._pos = 0
 
-    def _fail(self, magic: int, version: int, mclass: int, request_id: int, length: int) -> None:
+    def _fail(
+        self, magic: int, version: int, mclass: int, request_id: int, length: int
+    ) -> NoReturn:
         if magic != MAGIC:
             err = ProtocolError(
                 ErrorCode.BAD_FRAME, f"bad magic 0x{magic:04x} (expected 0x{MAGIC:04x})"

@@ -28,6 +28,17 @@ KEY_PONG: Final = (_IND << 16) | MessageType.PONG
 #: Keys at or above this are not requests.
 FIRST_NON_REQUEST_KEY: Final = _RESP << 16
 
+
+def header_word(key: int) -> int:
+    """The ``codec.HEADER_WORDS`` word (version, class and type) of a ``frames()`` key."""
+    return (VERSION << 24) | key
+
+
+#: The same keys as header words, for split loops that read ``codec.HEADER_WORDS``.
+WORD_TIME: Final = header_word(KEY_TIME)
+WORD_HELLO: Final = header_word(KEY_HELLO)
+WORD_FIRST_NON_REQUEST: Final = header_word(FIRST_NON_REQUEST_KEY)
+
 _TIME_OK: Final = struct.Struct("!HBBHIIHqiH")
 _SEND_OK: Final = struct.Struct("!HBBHIIHQI")
 _PING_OK: Final = struct.Struct("!HBBHIIH")

@@ -35,7 +35,7 @@ from switchboard.protocol import (
     Welcome,
     encode,
 )
-from switchboard.protocol.fastpath import encode_receipt
+from switchboard.protocol.fastpath import encode_receipt, header_word
 
 from . import logs
 from .config import ConfigError, ServerConfig, load_tokens
@@ -64,7 +64,9 @@ class SwitchboardServer:
         #: address -> (failed HELLOs, monotonic time of the last one).
         self._auth_failures: dict[str, tuple[int, float]] = {}
         self.handlers = HANDLERS
-        self.fast_handlers = FAST_HANDLERS
+        #: FAST_HANDLERS keyed by header word (codec.HEADER_WORDS), as the split loop reads
+        #: them: no per-frame arithmetic to turn a header into a key.
+        self.fast_handlers = {header_word(key): fast for key, fast in FAST_HANDLERS.items()}
         self.clock = ServerClock()
         #: The rate limit (requests/s per connection, 0 = off) and burst, read per batch.
         self.rate = config.rate

@@ -10,9 +10,12 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from switchboard.protocol import (
+    HEADER_SIZE,
+    MAGIC,
     ErrorCode,
     ErrorResponse,
     Frame,
@@ -21,13 +24,26 @@ from switchboard.protocol import (
     ProtocolError,
     encode,
 )
-from switchboard.protocol.codec import decode_payload
-from switchboard.protocol.fastpath import FIRST_NON_REQUEST_KEY, KEY_HELLO, sender_block
+from switchboard.protocol.codec import (
+    FIRST_HEADER_WORD,
+    HEADER_WORDS,
+    LAST_HEADER_WORD,
+    decode_payload,
+)
+from switchboard.protocol.fastpath import (
+    WORD_FIRST_NON_REQUEST,
+    WORD_HELLO,
+    WORD_TIME,
+    sender_block,
+)
+
+from .handlers import TIME_OK_PREFIX
 
 if TYPE_CHECKING:
     from .app import SwitchboardServer
 
 _monotonic = time.monotonic
+_unpack_header = HEADER_WORDS.unpack_from
 
 
 class ClientConnection(asyncio.Protocol):
@@ -109,8 +125,11 @@ class ClientConnection(asyncio.Protocol):
         self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
-        # The hot path: split frames, gate requests (auth, rate), hand each frame to its
-        # fast handler (raw bytes in, raw bytes out) or to the server's general dispatch.
+        # The hot path: split frames, gate requests (auth, rate), answer TIME inline and
+        # hand every other frame to its fast handler (raw bytes in, raw bytes out) or to the
+        # server's general dispatch.  The split loop is inlined (profile, time 50 x W=32:
+        # the frames() generator was ~17 % of the server's samples); the decoder still
+        # decides what a bad header is (reject) and keeps partial frames (keep).
         self.last_seen = now = _monotonic()
         self.pinged = False
         if self.closing:
@@ -128,15 +147,34 @@ class ClientConnection(asyncio.Protocol):
             if tokens > server.burst:
                 tokens = server.burst
             self.tokens_at = now
+        out = self.out
+        time_pack: Callable[[bytes, int, bytes], bytes] | None = None
+        time_tail = b""
+        buf: bytes | bytearray = data
+        pos = 0
         self.in_batch = True
         try:
-            decoder.feed(data)
-            buf = decoder.buffer
-            for key, request_id, start, end in decoder.frames():
+            buf, pos = decoder.split_input(data)
+            size = len(buf)
+            max_payload = decoder.max_payload
+            while size - pos >= HEADER_SIZE:
+                magic, word, request_id, length = _unpack_header(buf, pos)
+                # The header is checked before waiting for the payload, as frames() does.
+                if (
+                    magic != MAGIC
+                    or not FIRST_HEADER_WORD <= word <= LAST_HEADER_WORD
+                    or length > max_payload
+                ):
+                    decoder.reject(buf, pos)
+                start = pos + HEADER_SIZE
+                end = start + length
+                if end > size:
+                    break
+                pos = end
                 if trace is not None:  # every frame received, refused ones too
-                    trace("<<-", self, decode_payload(key, request_id, buf, start, end))
-                if gated and key < FIRST_NON_REQUEST_KEY:
-                    if not self.authenticated and key != KEY_HELLO:
+                    trace("<<-", self, decode_payload(word & 0xFFFFFF, request_id, buf, start, end))
+                if gated and word < WORD_FIRST_NON_REQUEST:
+                    if not self.authenticated and word != WORD_HELLO:
                         server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
                         return
                     if rate:
@@ -147,14 +185,23 @@ class ClientConnection(asyncio.Protocol):
                     if server.shutting_down:
                         server.refuse(self, ErrorCode.SHUTTING_DOWN, request_id)
                         continue
-                handler = fast.get(key)
+                if word == WORD_TIME and not length:
+                    # The commonest request, answered here: one struct call on the clock's
+                    # pre-encoded answer, read once per batch (a batch takes well under a
+                    # millisecond, the answer's resolution).
+                    if time_pack is None:
+                        time_pack, time_tail = server.clock.now()
+                    out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
+                    continue
+                handler = fast.get(word)
                 if handler is not None:
                     handler(server, self, request_id, buf, start, end)
                 else:
+                    key = word & 0xFFFFFF
                     server.dispatch(self, decode_payload(key, request_id, buf, start, end))
                 if self.closing:
                     return
-            if decoder.buffered:
+            if pos < size:
                 if not self.partial_since:
                     self.partial_since = now
             else:
@@ -167,10 +214,11 @@ class ClientConnection(asyncio.Protocol):
             )
             self.fail(ErrorCode.INTERNAL_ERROR, "internal server error")
         finally:
+            decoder.keep(buf, pos)  # the partial frame left, if any (nothing once failed)
             if rate:
                 self.tokens = tokens
             self.in_batch = False
-            if self.out:
+            if out:
                 self.flush()  # this batch's replies, in one write
 
     def eof_received(self) -> bool:
