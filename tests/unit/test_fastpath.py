@@ -30,8 +30,10 @@ from switchboard.protocol.fastpath import (
     KEY_SEND,
     KEY_TIME,
     client_record,
+    direct_fields,
     encode_list_ok,
     encode_message,
+    encode_message_fields,
     encode_ping_ok,
     encode_receipt,
     encode_send_ok,
@@ -163,3 +165,11 @@ def test_parse_list_reads_what_encode_wrote(msg: ListRequest) -> None:
 )
 def test_parse_list_refuses_what_the_general_decoder_refuses(payload: bytes) -> None:
     assert parse_list(payload, 0, len(payload)) is None
+
+
+@given(message_strategy(Message))
+def test_direct_message_from_cached_fields_matches_encode(msg: Message) -> None:
+    sender = sender_block(msg.sender_id, msg.sender_ip, msg.sender_port, msg.sender_nick)
+    fields = direct_fields(sender)
+    data = encode_message_fields(msg.message_id, fields, msg.sent_ms, msg.flags, msg.text.encode())
+    assert data == encode(dataclasses.replace(msg, room="", request_id=0))

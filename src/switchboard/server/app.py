@@ -75,8 +75,6 @@ class SwitchboardServer:
         self.rooms = RoomRegistry(config.history)
         self.events = logs.EventLog()
         self.shutting_down = False
-        #: message id -> (sender, target) for forwarded messages awaiting the target's ACK.
-        self._unacked: dict[int, tuple[ClientConnection, ClientConnection]] = {}
         self._message_ids = 0
         self._connections: set[ClientConnection] = set()  # admitted or not, until closed
         self._dirty: list[ClientConnection] = []
@@ -255,8 +253,11 @@ class SwitchboardServer:
                 room = self.rooms.by_name.get(room_name)
                 if room is not None:
                     self.leave_room(room, conn, conn.left_reason)
-            for message_id in conn.awaiting_ack:
-                self._settle(message_id, ReceiptStatus.NOT_DELIVERED)
+            # What it never acknowledged is settled: each sender hears NOT_DELIVERED.
+            for message_id, sender in conn.awaiting_ack.items():
+                sender.send_raw(
+                    encode_receipt(message_id, conn.client_id, ReceiptStatus.NOT_DELIVERED)
+                )
             conn.awaiting_ack.clear()
             self.events.event(
                 logging.INFO,
@@ -417,26 +418,6 @@ class SwitchboardServer:
     def next_message_id(self) -> int:
         self._message_ids += 1
         return self._message_ids
-
-    def expect_ack(
-        self, message_id: int, *, sender: ClientConnection, target: ClientConnection
-    ) -> None:
-        self._unacked[message_id] = (sender, target)
-        target.awaiting_ack.add(message_id)
-
-    def acknowledge(self, conn: ClientConnection, message_id: int) -> None:
-        entry = self._unacked.get(message_id)
-        if entry is None or entry[1] is not conn:
-            return  # unknown, already settled, or not this client's to acknowledge
-        conn.awaiting_ack.discard(message_id)
-        self._settle(message_id, ReceiptStatus.DELIVERED)
-
-    def _settle(self, message_id: int, status: ReceiptStatus) -> None:
-        entry = self._unacked.pop(message_id, None)
-        if entry is None:
-            return
-        sender, target = entry
-        sender.send_raw(encode_receipt(message_id, target.client_id, status))
 
     # --- writing -----------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from switchboard.protocol.fastpath import (
     WORD_FIRST_NON_REQUEST,
     WORD_HELLO,
     WORD_TIME,
+    direct_fields,
     sender_block,
 )
 
@@ -57,6 +58,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "connected_ms",
         "decoder",
+        "direct",
         "in_batch",
         "ip",
         "last_seen",
@@ -91,8 +93,11 @@ class ClientConnection(asyncio.Protocol):
         self.rooms: set[str] = set()
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
-        #: Ids of MESSAGEs sent to this client that it has not acknowledged yet.
-        self.awaiting_ack: set[int] = set()
+        #: The same followed by an empty room: the fields of a direct MESSAGE from this client.
+        self.direct: bytes | None = None
+        #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
+        #: dict entry per message; an empty dict is also smaller than an empty set).
+        self.awaiting_ack: dict[int, ClientConnection] = {}
         self.closing = False
         self.close_reason = "closed by peer"
         self.left_reason = LeftReason.DISCONNECTED
@@ -259,6 +264,13 @@ class ClientConnection(asyncio.Protocol):
         if sender is None:
             sender = self.sender = sender_block(self.client_id, self.ip, self.port, self.nick)
         return sender
+
+    def direct_fields(self) -> bytes:
+        """The pre-encoded sender and empty room of direct MESSAGEs from this client."""
+        direct = self.direct
+        if direct is None:
+            direct = self.direct = direct_fields(self.sender_fields())
+        return direct
 
     def send_raw(self, data: bytes) -> None:
         """Queue already-encoded frames."""
