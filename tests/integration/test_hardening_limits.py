@@ -58,25 +58,14 @@ def test_a_flood_gets_rate_limited_answers_and_others_are_still_served(
     st: ServerThread = server_factory(rate=500.0, burst=200)
     total = 5_000
     with RawPeer(st.port) as flooder, Client(HOST, st.port, timeout=5) as other:
+        flooder.send(b"".join(encode(TimeRequest(request_id=i)) for i in range(1, total + 1)))
+        # While the flood is in flight (its answers unread), a person's requests are answered.
         latencies: list[float] = []
-        stop = threading.Event()
-
-        def polite() -> None:
-            # A person's pace: one request every 20 ms, each answered promptly.
-            while not stop.is_set() and len(latencies) < 100:
-                start = time.monotonic()
-                assert other.time().epoch_ms > 0
-                latencies.append(time.monotonic() - start)
-                stop.wait(0.02)
-
-        worker = threading.Thread(target=polite)
-        worker.start()
-        try:
-            flooder.send(b"".join(encode(TimeRequest(request_id=i)) for i in range(1, total + 1)))
-            answers = read_answers(flooder, total)
-        finally:
-            stop.set()
-            worker.join(10)
+        for _ in range(5):
+            start = time.monotonic()
+            assert other.time().epoch_ms > 0
+            latencies.append(time.monotonic() - start)
+        answers = read_answers(flooder, total)
         ok = [i for i, f in answers.items() if isinstance(f, TimeOk)]
         limited = [
             i
@@ -98,7 +87,7 @@ def test_a_flood_gets_rate_limited_answers_and_others_are_still_served(
             assert isinstance(reply, ErrorResponse) and reply.code == ErrorCode.RATE_LIMITED
             time.sleep(0.01)  # a client backing off, as RATE_LIMITED asks
         assert isinstance(reply, NameOk)
-        assert len(latencies) >= 3 and max(latencies) < 2.0, latencies
+        assert max(latencies) < 2.0, latencies
 
 
 def test_the_default_rate_limit_never_touches_normal_pipelining(server: ServerThread) -> None:
