@@ -77,13 +77,15 @@ Event = Frame | InvalidFrame
 class FrameDecoder:
     """Incremental decoder: ``feed`` bytes, iterate complete events."""
 
-    __slots__ = ("_buf", "_error", "_max_payload", "_pos", "max_frame")
+    __slots__ = ("_buf", "_error", "_pos", "max_frame", "max_payload")
 
     def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame < HEADER_SIZE:
             raise ValueError(f"max_frame must be at least the header size ({HEADER_SIZE})")
         self.max_frame = max_frame
-        self._max_payload = max_frame - HEADER_SIZE
+        #: The largest payload a header may announce (read-only; an attribute, not a
+        #: property, because split loops read it once per batch).
+        self.max_payload = max_frame - HEADER_SIZE
         self._buf = bytearray()
         self._pos = 0
         self._error: ProtocolError | None = None
@@ -97,11 +99,6 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         self._buf += data
-
-    @property
-    def max_payload(self) -> int:
-        """The largest payload length a header may announce (``max_frame`` minus the header)."""
-        return self._max_payload
 
     def split_input(self, data: bytes) -> tuple[bytes | bytearray, int]:
         """Take ``data`` for a split loop the caller runs itself (a server's hot path).
@@ -169,7 +166,7 @@ class FrameDecoder:
             raise self._error
         buf = self._buf
         pos = self._pos
-        max_payload = self._max_payload
+        max_payload = self.max_payload
         unpack = _unpack_fast_header
         try:
             while limit != 0 and len(buf) - pos >= HEADER_SIZE:
@@ -212,7 +209,7 @@ class FrameDecoder:
                 f"protocol version {version} is not supported (this peer speaks {VERSION})",
                 request_id=request_id,
             )
-        elif length > self._max_payload:
+        elif length > self.max_payload:
             err = ProtocolError(
                 ErrorCode.FRAME_TOO_LARGE,
                 f"frame of {HEADER_SIZE + length} bytes exceeds the maximum of {self.max_frame}",

@@ -72,10 +72,14 @@ class SwitchboardServer:
         self.rate = config.rate
         self.burst = float(config.burst)
         self.clients = ClientRegistry()
+        #: Hot-path aliases (the same objects), read once per SEND instead of a chain.
+        self.client_by_id = self.clients.by_id
+        self.max_text = config.max_text
         self.rooms = RoomRegistry(config.history)
         self.events = logs.EventLog()
         self.shutting_down = False
-        self._message_ids = 0
+        #: The last message id given out (ids count up from 1 and are never reused).
+        self.message_ids = 0
         self._connections: set[ClientConnection] = set()  # admitted or not, until closed
         self._dirty: list[ClientConnection] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -414,10 +418,6 @@ class SwitchboardServer:
         if excess <= 0:
             return 0.0
         return float(min(defaults.AUTH_DELAY_MAX_S, 0.25 * 2**excess))
-
-    def next_message_id(self) -> int:
-        self._message_ids += 1
-        return self._message_ids
 
     # --- writing -----------------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ def leave(server: SwitchboardServer, conn: ClientConnection, req: LeaveRequest) 
 def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastRequest) -> Reply:
     room = server.rooms.member_room(req.room, conn)
     _check_text(server, req.text)
-    message_id = server.next_message_id()
+    server.message_ids = message_id = server.message_ids + 1
     sent_ms = now_ms()
     text = req.text.encode("utf-8")
     # Encoded once for the whole room.  Members that are not reading (over the high-water
@@ -246,7 +246,7 @@ def send(
     except ProtocolError as exc:
         server.reply_error(conn, request_id, exc.code, exc.message)
         return
-    max_text = server.config.max_text
+    max_text = server.max_text
     if len(text) > max_text:
         server.reply_error(
             conn,
@@ -255,7 +255,7 @@ def send(
             f"text is {len(text)} bytes (max {max_text})",
         )
         return
-    target = server.clients.by_id.get(target_id)
+    target = server.client_by_id.get(target_id)
     if target is None or target.closing or not target.authenticated:
         server.reply_error(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
@@ -269,9 +269,12 @@ def send(
             f"client #{target_id} is not reading; try again later",
         )
         return
-    message_id = server.next_message_id()
+    server.message_ids = message_id = server.message_ids + 1
     sent_ms = _time_ns() // 1_000_000
-    target.send_raw(encode_message_fields(message_id, conn.direct_fields(), sent_ms, 0, text))
+    direct = conn.direct
+    if direct is None:
+        direct = conn.direct_fields()
+    target.send_raw(encode_message_fields(message_id, direct, sent_ms, 0, text))
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
     if server.events.info_on:
@@ -287,7 +290,9 @@ def send(
             target=target_id,
             message_id=message_id,
         )
-    conn.send_raw(encode_send_ok(request_id, message_id, target_id))
+    # conn is in its data_received batch (fast handlers run nowhere else) and not closing
+    # (the batch stops at once when it is): its answer joins the batch's single write.
+    conn.out.append(encode_send_ok(request_id, message_id, target_id))
 
 
 def list_fast(
