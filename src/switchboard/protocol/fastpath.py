@@ -38,6 +38,7 @@ def header_word(key: int) -> int:
 #: The same keys as header words, for split loops that read ``codec.HEADER_WORDS``.
 WORD_TIME: Final = header_word(KEY_TIME)
 WORD_HELLO: Final = header_word(KEY_HELLO)
+WORD_ACK: Final = header_word(KEY_ACK)
 WORD_FIRST_NON_REQUEST: Final = header_word(FIRST_NON_REQUEST_KEY)
 
 _TIME_OK: Final = struct.Struct("!HBBHIIHqiH")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -22,6 +23,7 @@ from switchboard.protocol import (
     FrameDecoder,
     LeftReason,
     ProtocolError,
+    ReceiptStatus,
     encode,
 )
 from switchboard.protocol.codec import (
@@ -31,10 +33,12 @@ from switchboard.protocol.codec import (
     decode_payload,
 )
 from switchboard.protocol.fastpath import (
+    WORD_ACK,
     WORD_FIRST_NON_REQUEST,
     WORD_HELLO,
     WORD_TIME,
     direct_fields,
+    encode_receipt,
     sender_block,
 )
 
@@ -45,6 +49,8 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
+_unpack_u64 = struct.Struct("!Q").unpack_from
+_DELIVERED = int(ReceiptStatus.DELIVERED)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -197,6 +203,14 @@ class ClientConnection(asyncio.Protocol):
                     if time_pack is None:
                         time_pack, time_tail = server.clock.now()
                     out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
+                    continue
+                if word == WORD_ACK and length == 8:
+                    # One per delivered message, settled here as handlers.ack does (saves
+                    # the handler call): the sender hears DELIVERED.
+                    message_id = _unpack_u64(buf, start)[0]
+                    sender = self.awaiting_ack.pop(message_id, None)
+                    if sender is not None:  # else unknown, settled, or not this client's
+                        sender.send_raw(encode_receipt(message_id, self.client_id, _DELIVERED))
                     continue
                 handler = fast.get(word)
                 if handler is not None:
