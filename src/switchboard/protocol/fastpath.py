@@ -2,7 +2,9 @@
 
 Byte for byte the same as ``encode``/``decode_payload`` (the unit tests check that with
 hypothesis), but each is one ``struct`` call: no message object, no per-field loop.  A
-server uses them with ``FrameDecoder.frames()``; everything else goes the general way.
+server uses them on frames it splits itself (``FrameDecoder.split_input`` and
+``codec.HEADER_WORDS``; ``FrameDecoder.frames()`` gives the same keys and offsets);
+everything else goes the general way.
 """
 
 from __future__ import annotations
