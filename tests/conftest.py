@@ -9,6 +9,7 @@ import asyncio
 import os
 import queue
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -177,7 +178,14 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_server_process(*args: str) -> ServerProcess:
+def start_server_process(*args: str, file_limit: tuple[int, int] | None = None) -> ServerProcess:
+    """``switchboard serve`` on a free port; ``file_limit``: its RLIMIT_NOFILE (soft, hard)
+    at start, as a shell's ``ulimit -n`` would set it."""
+
+    def limit_files() -> None:
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, file_limit)
+
     proc = subprocess.Popen(
         switchboard_command("serve", "--port", "0", "--name", "test-server", *args),
         stdin=subprocess.DEVNULL,
@@ -185,6 +193,7 @@ def start_server_process(*args: str) -> ServerProcess:
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(),
+        preexec_fn=limit_files if file_limit is not None else None,
     )
     lines: queue.Queue[str] = queue.Queue()
 

@@ -9,55 +9,16 @@ is raised first.
 from __future__ import annotations
 
 import asyncio
-import queue
 import resource
-import signal
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
-from conftest import ServerProcess, cli_env, switchboard_command
+from conftest import start_server_process
 from switchboard.protocol import FrameDecoder, TimeOk, TimeRequest, Welcome, encode
 
 CONNECTIONS = 5_000
 pytestmark = pytest.mark.load
-
-
-def start_with_file_limit(soft: int, hard: int, *args: str) -> ServerProcess:
-    """``switchboard serve`` started under RLIMIT_NOFILE (soft, hard), as a shell would."""
-    launcher = (
-        "import os, resource, sys; "
-        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
-        "os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
-    )
-    command = switchboard_command("serve", "--port", "0", "--name", "test-server", *args)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", launcher, *command[1:]],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    sp = ServerProcess(proc, "127.0.0.1", 0, lines)
-    try:
-        line = sp.wait_for_log(r"listening on \S+:\d+", 10)
-    except AssertionError:
-        sp.stop(signal.SIGKILL)
-        raise
-    sp.port = int(line.rsplit(":", 1)[1].split()[0])
-    return sp
 
 
 def raise_own_limit(wanted: int) -> None:
@@ -112,7 +73,7 @@ def test_five_thousand_concurrent_connections_each_asking_time() -> None:
     raise_own_limit(CONNECTIONS + 200)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     # Started with the usual soft limit of 1,024, the server must lift it itself.
-    sp = start_with_file_limit(1024, hard, "--max-clients", "6000")
+    sp = start_server_process("--max-clients", "6000", file_limit=(1024, hard))
     try:
         limit_line = sp.wait_for_log(r"open-file limit")
         assert f"raised the open-file limit from 1024 to {hard}" in limit_line, limit_line
@@ -135,7 +96,7 @@ def test_five_thousand_concurrent_connections_each_asking_time() -> None:
 def test_the_server_says_when_it_cannot_get_enough_files() -> None:
     # A hard limit of 512, which an unprivileged process cannot lift: the server raises its
     # soft limit as far as it goes, then says that is below what --max-clients needs.
-    sp = start_with_file_limit(256, 512, "--max-clients", "6000")
+    sp = start_server_process("--max-clients", "6000", file_limit=(256, 512))
     try:
         assert "from 256 to 512" in sp.wait_for_log(r"raised the open-file limit")
         assert "below the 6064" in sp.wait_for_log(r"open-file limit is 512")
