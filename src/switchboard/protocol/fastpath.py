@@ -48,7 +48,6 @@ _PING_OK: Final = struct.Struct("!HBBHIIH")
 _MESSAGE_HEAD: Final = struct.Struct("!HBBHIIQ")
 _U16: Final = struct.Struct("!H")
 _U32: Final = struct.Struct("!I")
-_U64: Final = struct.Struct("!Q")
 _U32_U32: Final = struct.Struct("!II")
 _I64: Final = struct.Struct("!q")
 _LIST_OK_HEAD: Final = struct.Struct("!HBBHIIHH")
@@ -188,10 +187,3 @@ def parse_send(buf: bytes | bytearray, start: int, end: int) -> tuple[int, bytes
                 ErrorCode.BAD_PAYLOAD, f"invalid UTF-8 in str32 field: {exc.reason}"
             ) from None
     return target, text
-
-
-def parse_ack(buf: bytes | bytearray, start: int, end: int) -> int | None:
-    """ACK's message id, or None when the payload is not exactly a u64."""
-    if end - start != 8:
-        return None
-    return int(_U64.unpack_from(buf, start)[0])

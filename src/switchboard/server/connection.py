@@ -204,13 +204,15 @@ class ClientConnection(asyncio.Protocol):
                         time_pack, time_tail = server.clock.now()
                     out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
                     continue
-                if word == WORD_ACK and length == 8:
-                    # One per delivered message, settled here as handlers.ack does (saves
-                    # the handler call): the sender hears DELIVERED.
-                    message_id = _unpack_u64(buf, start)[0]
-                    sender = self.awaiting_ack.pop(message_id, None)
-                    if sender is not None:  # else unknown, settled, or not this client's
-                        sender.send_raw(encode_receipt(message_id, self.client_id, _DELIVERED))
+                if word == WORD_ACK:
+                    # One per delivered message, settled here (profile, send ring: a handler
+                    # chain for it was ~13 % of the samples): the sender hears DELIVERED.  A
+                    # malformed ACK (not a u64) is ignored, never answered.
+                    if length == 8:
+                        message_id = _unpack_u64(buf, start)[0]
+                        sender = self.awaiting_ack.pop(message_id, None)
+                        if sender is not None:  # else unknown, settled, or not this client's
+                            sender.send_raw(encode_receipt(message_id, self.client_id, _DELIVERED))
                     continue
                 handler = fast.get(word)
                 if handler is not None:

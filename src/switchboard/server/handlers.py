@@ -40,12 +40,10 @@ from switchboard.protocol import (
     NickOk,
     NickRequest,
     ProtocolError,
-    ReceiptStatus,
     encode,
 )
 from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import (
-    KEY_ACK,
     KEY_LIST,
     KEY_PING_REQUEST,
     KEY_PONG,
@@ -56,7 +54,6 @@ from switchboard.protocol.fastpath import (
     encode_message,
     encode_message_fields,
     encode_ping_ok,
-    encode_receipt,
     encode_send_ok,
     encode_time_ok,
     parse_list,
@@ -76,8 +73,6 @@ FastHandler = Callable[["SwitchboardServer", "ClientConnection", int, Buffer, in
 
 
 _time_ns = time.time_ns
-_unpack_u64 = struct.Struct("!Q").unpack_from
-_DELIVERED = int(ReceiptStatus.DELIVERED)
 
 
 def now_ms() -> int:
@@ -227,10 +222,9 @@ def time_(
     start: int,
     end: int,
 ) -> None:
-    if start != end:
-        server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
-        return
-    conn.send_raw(server.clock.time_ok(request_id))
+    """TIME with a payload.  A well-formed TIME never gets here: the split loop
+    (ClientConnection.data_received) answers it inline from ``server.clock``."""
+    server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
 
 
 def send(
@@ -335,24 +329,6 @@ def ping(
     conn.send_raw(encode_ping_ok(request_id))
 
 
-def ack(
-    server: SwitchboardServer,
-    conn: ClientConnection,
-    request_id: int,
-    buf: Buffer,
-    start: int,
-    end: int,
-) -> None:
-    if end - start != 8:
-        return  # a malformed indication is ignored, never answered
-    # Inlined parse_ack and server.acknowledge (profile, send ring: ack -> acknowledge ->
-    # _settle -> encode_receipt was four Python calls and ~13 % of the samples).
-    message_id = _unpack_u64(buf, start)[0]
-    sender = conn.awaiting_ack.pop(message_id, None)
-    if sender is not None:  # else unknown, already settled, or not this client's to ACK
-        sender.send_raw(encode_receipt(message_id, conn.client_id, _DELIVERED))
-
-
 def pong(
     server: SwitchboardServer,
     conn: ClientConnection,
@@ -382,7 +358,6 @@ FAST_HANDLERS: dict[int, FastHandler] = {
     KEY_SEND: send,
     KEY_LIST: list_fast,
     KEY_PING_REQUEST: ping,
-    KEY_ACK: ack,
     KEY_PONG: pong,
 }
 
@@ -422,11 +397,6 @@ class ServerClock:
             self._tail = tail
             self._ms = epoch_ms
         return self._pack, self._tail
-
-    def time_ok(self, request_id: int) -> bytes:
-        """The whole OK(TIME) frame for ``request_id``, now."""
-        pack, tail = self.now()
-        return pack(TIME_OK_PREFIX, request_id, tail)
 
 
 #: The first six bytes of every OK(TIME) frame: magic, version, class and type.
