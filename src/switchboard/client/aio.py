@@ -42,7 +42,7 @@ from switchboard.protocol import (
 
 from .core import ClientCore
 from .errors import ConnectionFailed, ConnectionLost, RequestTimeout
-from .session import ServerTime
+from .session import ServerTime, silence_reason
 from .tracing import Tracer, trace_received, trace_sent
 
 R = TypeVar("R", bound=Frame)
@@ -173,10 +173,7 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         if self._lost is not None:
             return
         if loop.time() - self._last_heard >= limit:
-            self._fail_all(
-                f"the server stopped answering: nothing received for {limit:g}s "
-                "(three heartbeat intervals)"
-            )
+            self._fail_all(silence_reason(limit))
             if self._transport is not None:
                 self._transport.abort()
             return

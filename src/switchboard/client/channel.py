@@ -15,6 +15,7 @@ import ssl
 import threading
 
 from .errors import ConnectionFailed, ConnectionLost
+from .session import silence_reason
 
 _RECV_SIZE = 256 * 1024
 
@@ -45,10 +46,7 @@ class SocketChannel:
     def _recv_raw(self) -> bytes:
         limit = self.silence_limit
         if limit is not None and not self._wait_readable(limit):
-            raise ConnectionLost(
-                f"the server stopped answering: nothing received for {limit:g}s "
-                "(three heartbeat intervals)"
-            )
+            raise ConnectionLost(silence_reason(limit))
         return self.sock.recv(_RECV_SIZE)
 
     def _wait_readable(self, timeout: float) -> bool:

@@ -193,3 +193,11 @@ class ClientSession:
 
 def shutdown_reason(msg: Shutdown) -> str:
     return f"server shut down: {msg.reason}" if msg.reason else "server shut down"
+
+
+def silence_reason(limit: float) -> str:
+    """Why the connection is declared lost after ``silence_limit`` seconds of silence."""
+    return (
+        f"the server stopped answering: nothing received for {limit:g}s "
+        f"({HEARTBEAT_MISSES} heartbeat intervals)"
+    )
