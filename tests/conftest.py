@@ -133,18 +133,23 @@ class ServerProcess:
     lines: queue.Queue[str] = field(default_factory=queue.Queue)
     log: list[str] = field(default_factory=list)
 
-    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> str:
-        """The first (new) log line matching ``pattern``, waiting up to ``timeout``."""
+    def wait_for_log(self, pattern: str, timeout: float = 5.0, *, count: int = 1) -> str:
+        """The ``count``-th log line so far matching ``pattern`` (the log seen already
+        included), waiting up to ``timeout`` for it."""
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
+        seen = 0
         for line in self.log:
             if regex.search(line):
-                return line
+                seen += 1
+                if seen == count:
+                    return line
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(
-                    f"no log line matching {pattern!r}; log:\n" + "".join(self.log)
+                    f"{seen} of {count} log line(s) matching {pattern!r}; log:\n"
+                    + "".join(self.log)
                 )
             try:
                 line = self.lines.get(timeout=remaining)
@@ -152,7 +157,9 @@ class ServerProcess:
                 continue
             self.log.append(line)
             if regex.search(line):
-                return line
+                seen += 1
+                if seen == count:
+                    return line
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
         if self.proc.poll() is None:

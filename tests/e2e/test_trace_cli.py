@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from tests.conftest import ServerProcess, run_cli
-
+from conftest import ServerProcess, run_cli
 from switchboard.client import Client
 
 
@@ -64,7 +63,7 @@ def test_server_traces_frames_with_the_client_they_belong_to(
     peer = re.escape(client.group(0))
     sp.wait_for_log(rf"<<- {peer} REQUEST +HELLO +id=\d+ +len=\d+ +version=1 nick=\"\" "
                     r"token=<10 bytes, not shown>")  # fmt: skip
-    for _ in range(3):
-        sp.wait_for_log(rf"<<- {peer} REQUEST +TIME ")
-        sp.wait_for_log(rf"->> {peer} RESPONSE +OK\(TIME\) +id=\d+ +len=\d+ +epoch_ms=")
+    for n in (1, 2, 3):  # each of the three requests and its answer
+        sp.wait_for_log(rf"<<- {peer} REQUEST +TIME ", count=n)
+        sp.wait_for_log(rf"->> {peer} RESPONSE +OK\(TIME\) +id=\d+ +len=\d+ +epoch_ms=", count=n)
     assert not any("not-needed" in line for line in sp.log)

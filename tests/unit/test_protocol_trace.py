@@ -7,10 +7,11 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.protocol_strategies import any_message, message_strategy
 
+from protocol_strategies import any_message, message_strategy
 from switchboard.protocol import (
     ALL_MESSAGES,
+    HEADER_SIZE,
     ClientInfo,
     ErrorCode,
     ErrorResponse,
@@ -62,7 +63,7 @@ def test_trace_shows_length_fields_and_a_faithful_hex_dump(msg: Frame) -> None:
     raw = encode(msg)
     first, *rest = format_trace("<<-", msg, raw, with_hex=True).split("\n")
     assert "\n" not in first
-    assert f"len={len(raw) - 14}" in first
+    assert f"len={len(raw) - HEADER_SIZE}" in first
     if isinstance(msg, HelloRequest) and msg.token:
         assert f"token=<{len(msg.token.encode())} bytes, not shown>" in first
     else:
