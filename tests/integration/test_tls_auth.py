@@ -19,14 +19,17 @@ from test_server_protocol import RawPeer
 
 from conftest import ServerThread
 from switchboard import defaults
-from switchboard.client import AsyncClient, AuthError, Client, ConnectionFailed
+from switchboard.client import AsyncClient, AuthError, Client, ConnectionFailed, NoSuchClient
 from switchboard.client.channel import client_ssl_context
 from switchboard.protocol import (
     ErrorCode,
     HelloOk,
     HelloRequest,
+    ListOk,
     ListRequest,
+    Message,
     NameRequest,
+    SendOk,
     SendRequest,
     TimeOk,
     TimeRequest,
@@ -177,9 +180,9 @@ def test_the_right_token_opens_every_request(auth_server: ServerThread) -> None:
         # Unauthenticated connections are invisible and unreachable to those who are.
         with RawPeer(auth_server.port) as stranger:
             assert [c.client_id for c in a.list_clients()] == [a.client_id]
-            with pytest.raises(Exception) as info:
+            with pytest.raises(NoSuchClient) as info:
                 a.send(stranger.client_id, "hello?")
-            assert getattr(info.value, "code", None) == ErrorCode.NO_SUCH_CLIENT
+            assert info.value.code == ErrorCode.NO_SUCH_CLIENT
 
 
 async def test_async_client_token(auth_server: ServerThread) -> None:
@@ -249,7 +252,13 @@ def test_an_authenticated_client_is_not_bound_by_the_handshake_timeout(
         peer.expect(HelloOk)
         time.sleep(0.8)  # idling past the handshake timeout is the behaviour under test
         peer.send(ListRequest(request_id=2), SendRequest(peer.client_id, "me", request_id=3))
-        assert peer.next() is not None and not peer.eof
+        # Exactly the answers: an IDLE_TIMEOUT (or anything else) in their place fails here.
+        listed = peer.expect(ListOk)
+        assert listed.request_id == 2
+        assert [c.client_id for c in listed.clients] == [peer.client_id]
+        assert peer.expect(Message).text == "me"
+        assert peer.expect(SendOk).request_id == 3
+        assert not peer.eof
 
 
 def test_tls_handshake_failures_leave_no_traceback(
