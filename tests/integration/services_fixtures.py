@@ -77,8 +77,9 @@ def reverse_server(loop_thread: LoopThread) -> Iterator[ReverseFactory]:
             loop_thread.call(server.close())
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds(pid: int | str = "self") -> int:
+    """File descriptors open in process ``pid`` (this one by default), from /proc."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, step: float = 0.01) -> bool:
