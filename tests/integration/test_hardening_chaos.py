@@ -17,18 +17,20 @@ baseline already holds what the allocator keeps from a round like this) within M
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import services_fixtures
+from services_fixtures import open_fds
 
 from conftest import ServerProcess, start_server_process
+from switchboard.bench.procstat import rss_kib
 from switchboard.client import Client
 from switchboard.protocol import (
     Ack,
@@ -140,43 +142,54 @@ def kill(peer: Peer, fate: str) -> None:
         peer.writer.transport.pause_reading()
 
 
-async def wait_until(predicate: object, timeout: float, what: str) -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
 
 
 async def chaos_round(host: str, port: int, rng: random.Random) -> list[Peer]:
-    peers = [await connect(i, host, port) for i in range(CLIENTS)]
-    ids = [p.client_id for p in peers]
-    senders = [asyncio.create_task(send_loop(p, ids, rng)) for p in peers]
-    await asyncio.sleep(0.15)  # let traffic build up before the chaos starts
-    victims = rng.sample(peers, round(CLIENTS / 3))
-    for n, victim in enumerate(victims):
-        kill(victim, "rst" if n % 2 == 0 else "silent")
-        await asyncio.sleep(rng.uniform(0, 0.05))
-    await asyncio.gather(*senders)
-    survivors = [p for p in peers if p.fate == "survivor"]
-    await wait_until(
-        lambda: all(len(p.responses) >= len(p.sent) for p in survivors), 20, "responses"
-    )
-
-    def receipts_settled() -> bool:
-        return all(
-            all(r.message_id in p.receipts for r in p.responses.values() if isinstance(r, SendOk))
-            for p in survivors
+    # One bound on the whole round: a connect or drain that never completes fails the test.
+    async with asyncio.timeout(60):
+        peers = [await connect(i, host, port) for i in range(CLIENTS)]
+        ids = [p.client_id for p in peers]
+        senders = [asyncio.create_task(send_loop(p, ids, rng)) for p in peers]
+        # The kills must land while traffic flows: a quarter of all SENDs out first.
+        await wait_until(
+            lambda: sum(len(p.sent) for p in peers) >= CLIENTS * SENDS_PER_CLIENT // 4,
+            20,
+            "a quarter of the SENDs",
+        )
+        victims = rng.sample(peers, round(CLIENTS / 3))
+        for n, victim in enumerate(victims):
+            kill(victim, "rst" if n % 2 == 0 else "silent")
+            await asyncio.sleep(rng.uniform(0, 0.05))
+        await asyncio.gather(*senders)
+        survivors = [p for p in peers if p.fate == "survivor"]
+        await wait_until(
+            lambda: all(len(p.responses) >= len(p.sent) for p in survivors), 20, "responses"
         )
 
-    # Silent victims are dropped after three heartbeats; then their receipts settle.
-    await wait_until(receipts_settled, 3 * HEARTBEAT + 10, "receipts")
-    await asyncio.sleep(0.2)  # a window for any duplicate receipt or response to show up
-    for p in peers:
-        if p.reading is not None:
-            p.reading.cancel()
-        p.writer.transport.abort()
-    return peers
+        def receipts_settled() -> bool:
+            return all(
+                all(
+                    r.message_id in p.receipts
+                    for r in p.responses.values()
+                    if isinstance(r, SendOk)
+                )
+                for p in survivors
+            )
+
+        # Silent victims are dropped after three heartbeats; then their receipts settle.
+        await wait_until(receipts_settled, 3 * HEARTBEAT + 10, "receipts")
+        await asyncio.sleep(0.2)  # a window for any duplicate receipt or response to show up
+        for p in peers:
+            if p.reading is not None:
+                p.reading.cancel()
+            p.writer.transport.abort()
+        return peers
 
 
 def check_accounting(peers: list[Peer]) -> Counter[str]:
@@ -217,14 +230,6 @@ def check_accounting(peers: list[Peer]) -> Counter[str]:
     return tally
 
 
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 @pytest.fixture
 def chaos_server() -> Iterator[ServerProcess]:
     sp = start_server_process("--heartbeat", str(HEARTBEAT))
@@ -234,11 +239,12 @@ def chaos_server() -> Iterator[ServerProcess]:
 
 
 def wait_for_no_clients(sp: ServerProcess) -> None:
-    deadline = time.monotonic() + 10
     with Client(sp.host, sp.port, timeout=5) as checker:
-        while [c.client_id for c in checker.list_clients()] != [checker.client_id]:
-            assert time.monotonic() < deadline, "connections left behind"
-            time.sleep(0.05)
+        assert services_fixtures.wait_until(
+            lambda: [c.client_id for c in checker.list_clients()] == [checker.client_id],
+            10,
+            step=0.05,
+        ), "connections left behind"
 
 
 def test_chaos_with_accounting(chaos_server: ServerProcess) -> None:
@@ -247,16 +253,16 @@ def test_chaos_with_accounting(chaos_server: ServerProcess) -> None:
     # Warm-up: the same round once, so the baseline holds the allocator's high-water mark.
     asyncio.run(chaos_round(sp.host, sp.port, random.Random(SEED + 1)))
     wait_for_no_clients(sp)
-    baseline = rss(sp.proc.pid)
-    baseline_fds = len(os.listdir(f"/proc/{sp.proc.pid}/fd"))
+    baseline = rss_kib(sp.proc.pid) * 1024
+    baseline_fds = open_fds(sp.proc.pid)
     peers = asyncio.run(chaos_round(sp.host, sp.port, random.Random(SEED)))
     tally = check_accounting(peers)
     wait_for_no_clients(sp)
-    after = rss(sp.proc.pid)
-    fds_deadline = time.monotonic() + 5  # the checker's own connection closes last
-    while len(os.listdir(f"/proc/{sp.proc.pid}/fd")) > baseline_fds:
-        assert time.monotonic() < fds_deadline, "descriptors left open"
-        time.sleep(0.02)
+    after = rss_kib(sp.proc.pid) * 1024
+    # The checker's own connection closes last.
+    assert services_fixtures.wait_until(
+        lambda: open_fds(sp.proc.pid) <= baseline_fds, 5, step=0.02
+    ), "descriptors left open"
     fates = Counter(p.fate for p in peers)
     print(f"fates {dict(fates)}; {dict(tally)}; RSS {baseline / 2**20:.1f} -> "
           f"{after / 2**20:.1f} MiB")  # fmt: skip

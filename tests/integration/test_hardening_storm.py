@@ -80,7 +80,6 @@ def test_five_thousand_concurrent_connections_each_asking_time() -> None:
         started = time.monotonic()
         results = asyncio.run(storm(sp.host, sp.port))
         elapsed = time.monotonic() - started
-        assert len(results) == CONNECTIONS
         assert len({client_id for _, client_id in results}) == CONNECTIONS
         latencies = sorted(latency for latency, _ in results)
         print(
