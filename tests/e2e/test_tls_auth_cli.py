@@ -4,14 +4,16 @@ subprocess, every one-shot client command as a subprocess."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_oneshot_cli import Follower, assert_one_clear_error_line, follow
 
-from conftest import ServerProcess, cli_env, run_cli, start_server_process, switchboard_command
+from conftest import ServerProcess, cli_env, run_cli, start_server_process
 from tls_certs import TestCert, make_self_signed
+
+__all__ = ["follow"]  # a fixture, imported for this module's tests
 
 TOKEN = "cli-token-Zq8vR2"
 
@@ -38,21 +40,16 @@ def secure_server(cert: TestCert, token_file: str) -> Iterator[ServerProcess]:
     sp.stop()
 
 
-def one_clear_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    err = result.stderr.strip()
-    assert err.startswith("switchboard") and "\n" not in err, result.stderr
-    return err
-
-
 def tls_args(cert: TestCert, mode: str) -> list[str]:
     return ["--tls", "--cafile", cert.cert] if mode == "cafile" else ["--tls", "--insecure"]
 
 
 @pytest.mark.parametrize("mode", ["cafile", "insecure"])
 def test_every_one_shot_command_over_tls_with_a_token(
-    secure_server: ServerProcess, cert: TestCert, mode: str
+    secure_server: ServerProcess,
+    cert: TestCert,
+    mode: str,
+    follow: Callable[..., Follower],
 ) -> None:
     base = [*tls_args(cert, mode), "--token", TOKEN]
     port = secure_server.port
@@ -63,26 +60,12 @@ def test_every_one_shot_command_over_tls_with_a_token(
     assert (result.returncode, result.stdout.strip()) == (0, "test-server"), result.stderr
     result = run_cli("list", "--json", *base, port=port)
     assert result.returncode == 0, result.stderr
-    listener = subprocess.Popen(
-        switchboard_command("listen", "--json", *base, "--port", str(port)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    try:
-        assert listener.stdout is not None
-        welcome = json.loads(listener.stdout.readline())
-        target = welcome["id"]
-        result = run_cli("send", str(target), "über TLS", "--wait-receipt", "5", *base, port=port)
-        assert result.returncode == 0, result.stderr
-        assert "delivered" in result.stdout
-        message = json.loads(listener.stdout.readline())
-        assert message["text"] == "über TLS"
-    finally:
-        listener.kill()
-        listener.wait(10)
+    listener = follow("listen", "--json", *base, "--port", str(port))
+    target = json.loads(listener.line())["id"]
+    result = run_cli("send", str(target), "über TLS", "--wait-receipt", "5", *base, port=port)
+    assert result.returncode == 0, result.stderr
+    assert "delivered" in result.stdout
+    assert json.loads(listener.line())["text"] == "über TLS"
 
 
 def test_the_token_from_the_environment(secure_server: ServerProcess, cert: TestCert) -> None:
@@ -91,22 +74,28 @@ def test_the_token_from_the_environment(secure_server: ServerProcess, cert: Test
     assert (result.returncode, result.stdout.strip()) == (0, "test-server"), result.stderr
 
 
-@pytest.mark.parametrize("token", [None, "wrong"])
+# Without a token the request itself is refused (a server ERROR: exit 1); a wrong token is
+# refused while connecting (HELLO fails: exit 2, as for any connection that cannot be made).
+@pytest.mark.parametrize(
+    ("token", "code", "exit_code"), [(None, "AUTH_REQUIRED", 1), ("wrong", "AUTH_FAILED", 2)]
+)
 def test_a_missing_or_wrong_token_is_one_clear_line(
-    secure_server: ServerProcess, cert: TestCert, token: str | None
+    secure_server: ServerProcess, cert: TestCert, token: str | None, code: str, exit_code: int
 ) -> None:
     args = ["name", *tls_args(cert, "cafile")] + (["--token", token] if token else [])
-    err = one_clear_error(run_cli(*args, port=secure_server.port))
-    assert ("AUTH_REQUIRED" if token is None else "AUTH_FAILED") in err, err
+    err = assert_one_clear_error_line(run_cli(*args, port=secure_server.port), exit_code)
+    assert code in err, err
 
 
 def test_plain_cli_against_the_tls_server(secure_server: ServerProcess) -> None:
-    err = one_clear_error(run_cli("name", "--token", TOKEN, port=secure_server.port))
+    err = assert_one_clear_error_line(run_cli("name", "--token", TOKEN, port=secure_server.port), 2)
     assert "--tls" in err, err
 
 
 def test_tls_cli_against_a_plain_server(server_process: ServerProcess) -> None:
-    err = one_clear_error(run_cli("time", "--tls", "--insecure", port=server_process.port))
+    err = assert_one_clear_error_line(
+        run_cli("time", "--tls", "--insecure", port=server_process.port), 2
+    )
     assert "TLS handshake failed" in err, err
     assert run_cli("name", port=server_process.port).stdout.strip() == "test-server"
     assert "Traceback" not in "".join(server_process.log)
@@ -114,8 +103,9 @@ def test_tls_cli_against_a_plain_server(server_process: ServerProcess) -> None:
 
 def test_the_wrong_ca_is_refused(secure_server: ServerProcess, tmp_path: Path) -> None:
     other = make_self_signed(tmp_path, "other-ca")
-    err = one_clear_error(
-        run_cli("name", "--tls", "--cafile", other.cert, "--token", TOKEN, port=secure_server.port)
+    err = assert_one_clear_error_line(
+        run_cli("name", "--tls", "--cafile", other.cert, "--token", TOKEN, port=secure_server.port),
+        2,
     )
     assert "certificate" in err, err
 
