@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 
 from conftest import ServerProcess, run_cli
 from switchboard.client import Client
+from switchboard.protocol import HEADER, MAGIC, VERSION, MessageClass
 
 
 def test_client_command_traces_every_frame_it_sends_and_receives(
@@ -67,3 +69,16 @@ def test_server_traces_frames_with_the_client_they_belong_to(
         sp.wait_for_log(rf"<<- {peer} REQUEST +TIME ", count=n)
         sp.wait_for_log(rf"->> {peer} RESPONSE +OK\(TIME\) +id=\d+ +len=\d+ +epoch_ms=", count=n)
     assert not any("not-needed" in line for line in sp.log)
+
+
+def test_server_hex_dumps_the_bytes_received_even_for_an_invalid_frame(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    sp = server_process_factory("--trace", "--trace-hex")
+    unknown = HEADER.pack(MAGIC, VERSION, MessageClass.REQUEST, 0x99, 7, 2) + b"\xab\xcd"
+    with socket.create_connection((sp.host, sp.port), timeout=5) as sock:
+        sock.sendall(unknown)
+        sp.wait_for_log(r"<<- #\d+ \S+ REQUEST +type=0x0099 +id=7 +INVALID UNKNOWN_TYPE")
+        # The very bytes sent, as they arrived: header, then the two payload bytes.
+        sp.wait_for_log(r"^    0000  53 42 01 01 00 99 00 00  00 07 00 00 00 02 ab cd  SB")
+        sp.wait_for_log(r"->> #\d+ \S+ RESPONSE +ERROR +id=7 .*code=4\(UNKNOWN_TYPE\)")

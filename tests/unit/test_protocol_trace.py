@@ -45,7 +45,7 @@ def undump(dump: str) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=5 * len(ALL_MESSAGES))
+@settings(max_examples=5 * len(ALL_MESSAGES), deadline=None)
 @given(st.sampled_from(ALL_MESSAGES).flatmap(message_strategy))
 def test_every_message_type_has_a_trace_line(msg: Frame) -> None:
     cls = type(msg)
@@ -57,7 +57,7 @@ def test_every_message_type_has_a_trace_line(msg: Frame) -> None:
             assert f" {f.name}=" in line
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)  # 64 KiB texts make long hex dumps
 @given(any_message())
 def test_trace_shows_length_fields_and_a_faithful_hex_dump(msg: Frame) -> None:
     raw = encode(msg)

@@ -74,14 +74,19 @@ def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -
         help=f"authentication token (default ${defaults.ENV_TOKEN}); prefer the variable: "
         "arguments show in the process list",
     )
+    add_trace_args(p)
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def add_trace_args(p: argparse.ArgumentParser) -> None:
+    """``--trace`` and ``--trace-hex``: the server's and every client command's."""
     p.add_argument(
         "--trace", action="store_true", help="print every frame sent and received to stderr"
     )
     p.add_argument(
         "--trace-hex", action="store_true", help="with --trace, add a hex dump of each frame"
     )
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def endpoint(args: argparse.Namespace) -> tuple[str, int]:
@@ -126,6 +131,8 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
     """
     host, port = endpoint(args)
     kwargs.setdefault("token", token(args))
+    kwargs.setdefault("trace", make_tracer(args))
+    kwargs.setdefault("ssl_context", ssl_context(args))  # the CA file read once, not per retry
     deadline = time.monotonic() + retry_full_s
     announced = False
     try:
@@ -135,8 +142,6 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
                     host,
                     port,
                     timeout=args.timeout,
-                    trace=make_tracer(args),
-                    ssl_context=ssl_context(args),
                     **kwargs,
                 )
             except ServerFull as exc:

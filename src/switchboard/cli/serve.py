@@ -7,11 +7,13 @@ import sys
 from typing import Any
 
 from switchboard import defaults
-from switchboard.protocol import Event, Frame, encode
+from switchboard.protocol import Event
 from switchboard.protocol.trace import format_trace, host_port
 from switchboard.server import ConfigError, ServerConfig, run
 from switchboard.server.app import Tracer
 from switchboard.server.connection import ClientConnection
+
+from .common import add_trace_args
 
 
 def register(sub: Any) -> None:
@@ -106,12 +108,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--log-format", choices=["text", "json"], help="log line format (default text)")
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the options")
-    p.add_argument(
-        "--trace", action="store_true", help="print every frame sent and received to stderr"
-    )
-    p.add_argument(
-        "--trace-hex", action="store_true", help="with --trace, add a hex dump of each frame"
-    )
+    add_trace_args(p)
     p.set_defaults(func=main)
 
 
@@ -121,8 +118,7 @@ def make_server_tracer(args: argparse.Namespace) -> Tracer | None:
         return None
     with_hex = bool(args.trace_hex)
 
-    def tracer(direction: str, conn: ClientConnection, event: Event) -> None:
-        raw = encode(event) if isinstance(event, Frame) else None
+    def tracer(direction: str, conn: ClientConnection, event: Event, raw: bytes) -> None:
         peer = f"#{conn.client_id} {host_port(conn.ip, conn.port)}"
         line = format_trace(direction, event, raw, with_hex=with_hex, peer=peer)
         print(line, file=sys.stderr, flush=True)

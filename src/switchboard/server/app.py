@@ -35,6 +35,7 @@ from switchboard.protocol import (
     Welcome,
     encode,
 )
+from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import encode_receipt, header_word
 
 from . import logs
@@ -46,8 +47,9 @@ from .registry import ClientRegistry, Room, RoomRegistry
 
 log = logs.log
 
-#: ``trace(direction, connection, event)``: called for every frame when tracing is on.
-Tracer = Callable[[str, ClientConnection, Frame | InvalidFrame], None]
+#: ``trace(direction, connection, event, raw)``: called for every frame when tracing is on;
+#: ``raw`` is the frame's bytes as they crossed the wire (header included).
+Tracer = Callable[[str, ClientConnection, Frame | InvalidFrame, bytes], None]
 
 
 class SwitchboardServer:
@@ -381,8 +383,10 @@ class SwitchboardServer:
             return
         decoder = FrameDecoder(max_frame=len(data) + HEADER_SIZE)
         decoder.feed(data)
-        for event in decoder:
-            self.trace(direction, conn, event)
+        buf = decoder.buffer
+        for key, request_id, start, end in decoder.frames():
+            event = decode_payload(key, request_id, buf, start, end)
+            self.trace(direction, conn, event, bytes(buf[start - HEADER_SIZE : end]))
 
     def authenticate(self, conn: ClientConnection, token: str) -> None:
         """Check a HELLO token in constant time; never logs the token."""
@@ -464,7 +468,7 @@ class SwitchboardServer:
             elif silent >= interval and not conn.pinged:
                 conn.pinged = True
                 if self.trace is not None:
-                    self.trace("->>", conn, Ping())
+                    self.trace("->>", conn, Ping(), ping)
                 conn.send_raw(ping)
         if self._auth_failures:
             forget_before = now - defaults.AUTH_FAILURE_MEMORY_S

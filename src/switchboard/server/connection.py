@@ -183,7 +183,8 @@ class ClientConnection(asyncio.Protocol):
                     break
                 pos = end
                 if trace is not None:  # every frame received, refused ones too
-                    trace("<<-", self, decode_payload(word & 0xFFFFFF, request_id, buf, start, end))
+                    event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
+                    trace("<<-", self, event, bytes(buf[start - HEADER_SIZE : end]))
                 if gated and word < WORD_FIRST_NON_REQUEST:
                     if not self.authenticated and word != WORD_HELLO:
                         server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
