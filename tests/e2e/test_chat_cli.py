@@ -230,7 +230,8 @@ def test_a_newcomer_when_the_server_is_full_gets_in_after_someone_leaves(
     assert "Traceback" not in refused.stderr
     # With --retry it waits for a free slot, which bob's /quit makes.
     carol = chats(server.port, "carol", "--retry", "20")
-    server.wait_for_log(r"refused .*server full", timeout=WAIT_S)
+    # The second refusal is the retrying carol's (the first was the one that gave up).
+    server.wait_for_log(r"refused .*server full", timeout=WAIT_S, count=2)
     assert carol.proc.poll() is None
     bob.say("/quit")
     assert bob.wait() == 0
@@ -387,6 +388,10 @@ def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(
                 if isinstance(frame, Message):
                     break
             assert (frame.room, frame.sender_nick, frame.text) == ("lobby", "bob", "half done")
+            # Ctrl-C only reaches prompt_toolkit while a prompt is drawn (the terminal is raw
+            # then); between prompts it would be a SIGINT.  Our own line comes, then the prompt.
+            child.expect(r"bob\(#\d+\): half done")
+            child.expect_exact("] bob>")
             child.sendcontrol("c")  # Ctrl-C throws a half-typed line away ...
             child.send("/quit\r")  # ... and Ctrl-D or /quit leaves
             child.expect_exact("Bye.")
