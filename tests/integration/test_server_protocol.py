@@ -160,6 +160,19 @@ def connected_count(st: ServerThread) -> int:
     return st.call(lambda: len(st.server.clients))
 
 
+def queued_bytes(st: ServerThread, client_id: int) -> int:
+    """Bytes the server holds for one client: its transport's write buffer plus the frames
+    still queued on the connection (``conn.out``); 0 once the client is gone."""
+
+    def size() -> int:
+        conn = st.server.clients.by_id.get(client_id)
+        if conn is None or conn.transport is None:
+            return 0
+        return int(conn.transport.get_write_buffer_size()) + sum(map(len, conn.out))
+
+    return st.call(size)
+
+
 def assert_still_serving(peer: RawPeer, request_id: int = 900) -> None:
     """The very next frame after a TIME request is its answer: nothing else was queued."""
     peer.send(TimeRequest(request_id=request_id))
