@@ -88,8 +88,8 @@ class FakeServer:
         self.thread.join(10)
 
 
-def welcome(port: int = 1) -> bytes:
-    return encode(Welcome(1, "fake", 1, 10_000, 65536, 4096, 10, "127.0.0.1", port))
+def welcome(port: int = 1, heartbeat_ms: int = 10_000) -> bytes:
+    return encode(Welcome(1, "fake", 1, heartbeat_ms, 65536, 4096, 10, "127.0.0.1", port))
 
 
 @pytest.fixture

@@ -10,62 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from test_client_blocking import FakeServer, fake_server, welcome
 
 from conftest import ServerThread
 from switchboard.client import AsyncClient, Client, ConnectionLost
-from switchboard.protocol import VERSION, Welcome, encode
+from switchboard.protocol import Frame
+
+__all__ = ["fake_server"]  # a fixture, imported for this module's tests
 
 HEARTBEAT_MS = 200
 SILENCE_S = 3 * HEARTBEAT_MS / 1000
 
 
-class SilentServer:
-    """Accepts connections, sends WELCOME, then never sends (or reads) anything again."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.listener.settimeout(0.05)  # so that the accept loop sees close() promptly
-        self.accepted: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, (ip, port) = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return  # listener closed: the test is over
-            self.accepted.append(conn)
-            welcome = Welcome(1, "silent", VERSION, HEARTBEAT_MS, 65536, 4096, 10, ip, port)
-            conn.sendall(encode(welcome))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.listener.close()
-        for conn in self.accepted:
-            conn.close()
+def silent(conn: socket.socket, requests: Iterator[Frame]) -> None:
+    """Sends WELCOME, then never anything again: what the client sends is read, unanswered,
+    until it closes the connection."""
+    conn.sendall(welcome(heartbeat_ms=HEARTBEAT_MS))
+    for _ in requests:
+        pass
 
 
 @pytest.fixture
-def silent_server() -> Iterator[SilentServer]:
-    server = SilentServer()
-    yield server
-    server.close()
+def silent_server(fake_server: Callable[..., FakeServer]) -> FakeServer:
+    return fake_server(silent)
 
 
-def test_blocking_client_reports_a_silent_server(silent_server: SilentServer) -> None:
+def test_blocking_client_reports_a_silent_server(silent_server: FakeServer) -> None:
     closed: Future[str] = Future()
     with Client("127.0.0.1", silent_server.port, timeout=30, on_close=closed.set_result) as client:
         start = time.monotonic()
@@ -81,7 +57,7 @@ def test_blocking_client_reports_a_silent_server(silent_server: SilentServer) ->
             client.next_indication(timeout=1)
 
 
-async def test_async_client_reports_a_silent_server(silent_server: SilentServer) -> None:
+async def test_async_client_reports_a_silent_server(silent_server: FakeServer) -> None:
     client = await AsyncClient.connect("127.0.0.1", silent_server.port, timeout=30)
     try:
         start = time.monotonic()
