@@ -125,7 +125,8 @@ _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 @dataclass
 class ServerProcess:
-    """``switchboard serve`` in a subprocess; ``lines`` collects its stderr log."""
+    """``switchboard serve`` (or another server) in a subprocess; ``lines`` collects its
+    stderr log."""
 
     proc: subprocess.Popen[str]
     host: str
@@ -188,13 +189,22 @@ def cli_env(**extra: str) -> dict[str, str]:
 def start_server_process(*args: str, file_limit: tuple[int, int] | None = None) -> ServerProcess:
     """``switchboard serve`` on a free port; ``file_limit``: its RLIMIT_NOFILE (soft, hard)
     at start, as a shell's ``ulimit -n`` would set it."""
+    return spawn_logged(
+        switchboard_command("serve", "--port", "0", "--name", "test-server", *args),
+        file_limit=file_limit,
+    )
+
+
+def spawn_logged(argv: list[str], *, file_limit: tuple[int, int] | None = None) -> ServerProcess:
+    """Any server command that logs ``listening on HOST:PORT`` to stderr once it listens:
+    started, and waited for (stopped again if the line does not come)."""
 
     def limit_files() -> None:
         if file_limit is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, file_limit)
 
     proc = subprocess.Popen(
-        switchboard_command("serve", "--port", "0", "--name", "test-server", *args),
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import queue
-import re
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import ServerProcess, cli_env, run_cli
+from conftest import ServerProcess, run_cli, spawn_logged
 
 QUICK = ("--duration", "0.5", "--warmup", "0.2", "--json")
 KEYS = {
@@ -85,37 +80,11 @@ def test_rate_limited_server_shows_errors_by_code(
 @pytest.fixture
 def null_server() -> Iterator[tuple[int, int]]:
     """(port, pid) of ``python -m switchboard.bench.null_server`` on a free port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "switchboard.bench.null_server", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=cli_env(),
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
+    sp = spawn_logged([sys.executable, "-m", "switchboard.bench.null_server", "--port", "0"])
     try:
-        deadline = time.monotonic() + 10
-        port = 0
-        while not port:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            match = re.search(r"listening on \S+:(\d+)", line)
-            if match:
-                port = int(match.group(1))
-        yield port, proc.pid
+        yield sp.port, sp.proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        sp.stop()
 
 
 @pytest.mark.parametrize(("mode", "clients"), [("time", 2), ("send", 2), ("list", 3)])

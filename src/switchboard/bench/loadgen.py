@@ -40,7 +40,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
-from switchboard.protocol import HEADER, MAGIC, VERSION, ErrorCode, MessageClass, MessageType
+from switchboard.protocol import (
+    HEADER_SIZE,
+    MAGIC,
+    Ack,
+    BroadcastRequest,
+    JoinRequest,
+    ListRequest,
+    MessageType,
+    Pong,
+    SendRequest,
+    TimeRequest,
+    encode,
+    error_name,
+)
+from switchboard.services.runtime import run
 
 from .histogram import Histogram
 from .procstat import ProcError, cpu_seconds
@@ -67,8 +81,7 @@ _unpack_header = struct.Struct("!HHHII").unpack_from
 _unpack_u16 = struct.Struct("!H").unpack_from
 _unpack_u32 = struct.Struct("!I").unpack_from
 _unpack_u64 = struct.Struct("!Q").unpack_from
-_pack_ack = struct.Struct("!HBBHIIQ").pack
-_U32_U32 = struct.Struct("!II")
+_pack_u64 = struct.Struct("!Q").pack
 
 _OK: Final = int(MessageType.OK)
 _ERROR: Final = int(MessageType.ERROR)
@@ -77,19 +90,19 @@ _MESSAGE: Final = int(MessageType.MESSAGE)
 _RECEIPT: Final = int(MessageType.RECEIPT)
 _PING: Final = int(MessageType.PING)
 _ADDR_BYTES: Final = {0: 0, 4: 4, 6: 16}
-_REQ, _IND = int(MessageClass.REQUEST), int(MessageClass.INDICATION)
+
+# Answers come back in request order, so the generator needs no distinct request ids.
+_TIME_REQUEST: Final = encode(TimeRequest(request_id=1))
+_LIST_REQUEST: Final = encode(ListRequest("", request_id=1))
+_JOIN_REQUEST: Final = encode(JoinRequest(BENCH_ROOM, request_id=1))
+_PONG: Final = encode(Pong())
+#: An ACK's header: the acknowledged message id (u64) follows.
+_ACK_HEAD: Final = encode(Ack(0))[:HEADER_SIZE]
 
 
-def _request(mtype: MessageType, payload: bytes, request_id: int = 1) -> bytes:
-    # Answers come back in request order, so the generator needs no distinct request ids.
-    return HEADER.pack(MAGIC, VERSION, _REQ, mtype, request_id, len(payload)) + payload
-
-
-_TIME_REQUEST: Final = _request(MessageType.TIME, b"")
-_LIST_REQUEST: Final = _request(MessageType.LIST, b"\x00\x00")
-_PONG: Final = HEADER.pack(MAGIC, VERSION, _IND, MessageType.PONG, 0, 0)
-_ROOM: Final = BENCH_ROOM.encode()
-_JOIN_REQUEST: Final = _request(MessageType.JOIN, struct.pack("!H", len(_ROOM)) + _ROOM)
+def _head(frame: bytes, text_len: int) -> bytes:
+    """``frame`` without its last ``text_len`` bytes: a request up to its text."""
+    return frame[: len(frame) - text_len]
 
 
 class BenchError(Exception):
@@ -190,10 +203,7 @@ class _Worker:
         return sum(c.in_flight for c in self.conns)
 
     def error(self, code: int) -> None:
-        try:
-            name = ErrorCode(code).name
-        except ValueError:
-            name = f"CODE_{code}"
+        name = error_name(code)
         self.errors[name] = self.errors.get(name, 0) + 1
 
 
@@ -293,7 +303,7 @@ class _LoadConnection(asyncio.Protocol):
                 ts = int(buf[q : q + STAMP_BYTES], 16)
                 w.delivered += 1
                 if not room_len:  # direct messages are acknowledged, room messages never
-                    out.append(_pack_ack(MAGIC, VERSION, _IND, 0x82, 0, 8, _unpack_u64(buf, p)[0]))
+                    out.append(_ACK_HEAD + _pack_u64(_unpack_u64(buf, p)[0]))
                 if measuring:
                     w.ops += 1
                     if ts == group_ts:
@@ -357,25 +367,27 @@ class _LoadConnection(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
-def _raise_nofile(wanted: int) -> None:
+def raise_file_limit(wanted: int | None) -> None:
+    """Raise this process's open-file limit (soft RLIMIT_NOFILE) to ``wanted``, or to the hard
+    limit when ``wanted`` is None; never above the hard limit, never lower than it is.
+
+    Quietly leaves the limit where it is when it may not be raised: a benchmark then reports
+    the connections it could not open."""
     try:
         import resource
     except ImportError:
         return
+    infinity = resource.RLIM_INFINITY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if wanted is None:
+        if hard == infinity:
+            return
+        target = hard
+    else:
+        target = wanted if hard == infinity else min(wanted, hard)
+    if soft != infinity and soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 async def _open(
@@ -430,22 +442,15 @@ async def _worker_run(
     _, targets, t0, t1, t2, send_until, quota = msg
     worker.t1, worker.t2, worker.send_until, worker.quota = t1, t2, send_until, quota
     text_len = cfg.size
+    # The text (send time, then padding) is written after the head by refill().
+    text = "x" * text_len
     for index, conn in enumerate(conns):
         global_index = first_index + index
         if cfg.mode == "send":
-            payload_len = 8 + text_len
-            conn.head = HEADER.pack(
-                MAGIC, VERSION, _REQ, MessageType.SEND, 1, payload_len
-            ) + _U32_U32.pack(targets[index], text_len)
+            conn.head = _head(encode(SendRequest(targets[index], text, request_id=1)), text_len)
             conn.active = True
         elif cfg.mode == "broadcast":
-            payload_len = 2 + len(_ROOM) + 4 + text_len
-            conn.head = (
-                HEADER.pack(MAGIC, VERSION, _REQ, MessageType.BROADCAST, 1, payload_len)
-                + struct.pack("!H", len(_ROOM))
-                + _ROOM
-                + struct.pack("!I", text_len)
-            )
+            conn.head = _head(encode(BroadcastRequest(BENCH_ROOM, text, request_id=1)), text_len)
             conn.active = True
         else:
             conn.active = cfg.mode == "time" or global_index == 0
@@ -500,15 +505,13 @@ async def _worker_run(
 def _worker_main(
     pipe: multiprocessing.connection.Connection, cfg: BenchConfig, count: int, first_index: int
 ) -> None:
-    _raise_nofile(count + 64)
-    loop = _new_loop()
+    raise_file_limit(count + 64)
     try:
-        loop.run_until_complete(_worker_run(pipe, cfg, count, first_index))
+        run(_worker_run(pipe, cfg, count, first_index))
     except Exception as exc:  # reported to the parent, which prints one clear line
         with contextlib.suppress(OSError):
             pipe.send(("error", f"worker failed: {exc.__class__.__name__}: {exc}"))
     finally:
-        loop.close()
         pipe.close()
 
 

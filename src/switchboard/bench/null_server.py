@@ -21,40 +21,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from switchboard import defaults
 from switchboard.protocol import (
-    HEADER,
     MAGIC,
     VERSION,
     MessageClass,
     MessageType,
+    ReceiptStatus,
     Welcome,
     encode,
 )
+from switchboard.protocol.fastpath import (
+    direct_fields,
+    encode_message_fields,
+    encode_receipt,
+    encode_send_ok,
+    sender_block,
+)
+from switchboard.services.runtime import run, stop_on_signals
+
+from .loadgen import raise_file_limit
 
 _unpack_header = struct.Struct("!HHHII").unpack_from
 _unpack_send = struct.Struct("!II").unpack_from
 _unpack_u64 = struct.Struct("!Q").unpack_from
 _pack_ok = struct.Struct("!HBBHIIH").pack
-_pack_message_head = struct.Struct("!HBBHIIQIBHHHqBI").pack
-_pack_send_ok = struct.Struct("!HBBHIIHQI").pack
-_pack_receipt = struct.Struct("!HBBHIIQIB").pack
 _RESP: Final = int(MessageClass.RESPONSE)
-_IND: Final = int(MessageClass.INDICATION)
 _OK: Final = int(MessageType.OK)
 #: Header bytes 2-3 (version and class) of a request, and of an indication.
 _REQUEST_KEY: Final = (VERSION << 8) | int(MessageClass.REQUEST)
 _SEND: Final = int(MessageType.SEND)
-_ACK_KEY: Final = (VERSION << 8) | _IND
-_MESSAGE_FIXED: Final = 8 + 4 + 1 + 2 + 2 + 2 + 8 + 1 + 4  # MESSAGE payload without its text
+_ACK: Final = int(MessageType.ACK)
+_ACK_KEY: Final = (VERSION << 8) | int(MessageClass.INDICATION)
+_DELIVERED: Final = ReceiptStatus.DELIVERED
 
 
 class NullServer:
@@ -77,13 +82,15 @@ class NullServer:
 
 
 class NullConnection(asyncio.Protocol):
-    __slots__ = ("buf", "client_id", "out", "server", "transport")
+    __slots__ = ("buf", "client_id", "fields", "out", "server", "transport")
 
     def __init__(self, server: NullServer) -> None:
         self.server = server
         self.buf = bytearray()
         self.out: list[bytes] = []
         self.client_id = 0
+        #: The MESSAGE fields this connection's messages carry (sender, address, nick, room).
+        self.fields = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,8 +99,20 @@ class NullConnection(asyncio.Protocol):
         server.next_id += 1
         self.client_id = server.next_id
         server.by_id[self.client_id] = self
+        # Address and nickname left empty: a MESSAGE carries only the sender's id.
+        self.fields = direct_fields(sender_block(self.client_id, "", 0, ""))
         peer = transport.get_extra_info("peername") or ("", 0)
-        welcome = Welcome(self.client_id, "null", VERSION, 0, 1 << 20, 1 << 20, 0, "", peer[1])
+        welcome = Welcome(
+            client_id=self.client_id,
+            server_name="null",
+            version=VERSION,
+            heartbeat_ms=0,
+            max_frame=1 << 20,
+            max_text=1 << 20,
+            max_clients=0,
+            ip="",
+            port=peer[1],
+        )
         transport.write(encode(welcome))  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -118,41 +137,17 @@ class NullConnection(asyncio.Protocol):
                 server.next_message += 1
                 mid = server.next_message
                 if target is not None:
-                    text = buf[pos + 22 : end]
-                    target.queue(
-                        _pack_message_head(
-                            MAGIC,
-                            VERSION,
-                            _IND,
-                            0x81,
-                            0,
-                            _MESSAGE_FIXED + len(text),
-                            mid,
-                            self.client_id,
-                            0,
-                            0,
-                            0,
-                            0,
-                            0,
-                            0,
-                            len(text),
-                        )
-                        + text
-                    )
+                    target.queue(encode_message_fields(mid, self.fields, 0, 0, buf[pos + 22 : end]))
                     server.unacked[mid] = (self, target_id)
-                out.append(
-                    _pack_send_ok(MAGIC, VERSION, _RESP, _OK, request_id, 14, _SEND, mid, target_id)
-                )
+                out.append(encode_send_ok(request_id, mid, target_id))
             elif version_class == _REQUEST_KEY:
                 out.append(_pack_ok(MAGIC, VERSION, _RESP, _OK, request_id, 2, mtype))
-            elif version_class == _ACK_KEY and mtype == 0x82 and length == 8:
+            elif version_class == _ACK_KEY and mtype == _ACK and length == 8:
                 acked = _unpack_u64(buf, pos + 14)[0]
                 entry = server.unacked.pop(acked, None)
                 if entry is not None:
                     sender, target_id = entry
-                    sender.queue(
-                        _pack_receipt(MAGIC, VERSION, _IND, 0x83, 0, 13, acked, target_id, 1)
-                    )
+                    sender.queue(encode_receipt(acked, target_id, _DELIVERED))
             pos = end
         if pos:
             del buf[:pos]
@@ -175,7 +170,7 @@ class NullConnection(asyncio.Protocol):
         out.clear()
 
 
-async def serve(host: str, port: int, ready: asyncio.Event | None = None) -> None:
+async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     server = NullServer()
     server.loop = loop
@@ -183,11 +178,14 @@ async def serve(host: str, port: int, ready: asyncio.Event | None = None) -> Non
         lambda: NullConnection(server), host, port, reuse_address=True, backlog=4096
     )
     bound = listener.sockets[0].getsockname()
-    print(f"null server listening on {bound[0]}:{bound[1]} (pid {os.getpid()})", flush=True)
+    # On stderr, as ``switchboard serve`` logs it: tests and scripts read the port from it.
+    print(
+        f"null server listening on {bound[0]}:{bound[1]} (pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop)
     await stop.wait()
     listener.close()
 
@@ -200,22 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default=defaults.HOST)
     parser.add_argument("--port", type=int, default=defaults.PORT + 10)
     args = parser.parse_args(argv)
+    # As high as allowed: the benchmark reports failed connects if the limit is too low.
+    raise_file_limit(None)
     try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass  # the benchmark reports failed connects if the limit is too low
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        runner(serve(args.host, args.port))
+        run(serve(args.host, args.port))
     except OSError as exc:
         print(f"null server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -226,4 +212,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["HEADER", "NullServer", "main", "serve"]
+__all__ = ["NullServer", "main", "serve"]

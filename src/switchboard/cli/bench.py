@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from switchboard import defaults
@@ -14,12 +13,13 @@ from switchboard.bench.loadgen import (
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
     MODES,
+    STAMP_BYTES,
     BenchConfig,
     BenchError,
     run_bench,
 )
 
-from .common import CliExit, env_port
+from .common import CliExit, endpoint
 
 
 def register(sub: Any) -> None:
@@ -33,8 +33,17 @@ def register(sub: Any) -> None:
             "Run the server with --rate 0: its default rate limit would refuse a benchmark."
         ),
     )
-    p.add_argument("--host", default=None, help=f"server address (default {defaults.HOST})")
-    p.add_argument("--port", type=int, default=None, help=f"server port (default {defaults.PORT})")
+    p.add_argument(
+        "--host",
+        default=None,
+        help=f"server address (default ${defaults.ENV_HOST} or {defaults.HOST})",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"server port (default ${defaults.ENV_PORT} or {defaults.PORT})",
+    )
     p.add_argument("--mode", choices=MODES, default="time", help="what to measure (default time)")
     p.add_argument("--clients", type=int, default=1, metavar="N", help="connections (default 1)")
     p.add_argument(
@@ -70,7 +79,10 @@ def register(sub: Any) -> None:
         type=int,
         default=DEFAULT_SIZE,
         metavar="BYTES",
-        help=f"message text size for send and broadcast (default {DEFAULT_SIZE}, at least 16)",
+        help=(
+            f"message text size for send and broadcast (default {DEFAULT_SIZE}, "
+            f"at least {STAMP_BYTES})"
+        ),
     )
     p.add_argument(
         "--procs",
@@ -91,8 +103,7 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    host = args.host or os.environ.get(defaults.ENV_HOST) or defaults.HOST
-    port = args.port if args.port is not None else env_port()
+    host, port = endpoint(args)
     cfg = BenchConfig(
         host=host,
         port=port,
