@@ -10,6 +10,7 @@ dumpcap's capabilities); skipped with the reason otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,7 @@ from tests.integration.services_fixtures import (
     loop_thread,
     udpchat_server,
 )
+from tests.integration.test_server_protocol import RawPeer
 
 from switchboard.client import Client
 from switchboard.protocol import (
@@ -40,8 +42,8 @@ from switchboard.protocol import (
     ClientInfo,
     ErrorCode,
     ErrorResponse,
+    Event,
     Frame,
-    FrameDecoder,
     HelloRequest,
     Joined,
     JoinRequest,
@@ -82,8 +84,6 @@ REPO = Path(__file__).resolve().parents[2]
 LUA = REPO / "tools" / "wireshark" / "switchboard.lua"
 #: Deadline for anything the test waits on.
 WAIT_S = 10.0
-#: Accept any frame the server sends (a LIST can exceed the 64 KiB request limit).
-CLIENT_MAX_FRAME = 16 * 1024 * 1024
 #: The expert-info group of malformed packets (PI_MALFORMED), as tshark prints it.
 PI_MALFORMED = "117440512"
 
@@ -150,6 +150,7 @@ class Capture:
         self._probe_tx.close()
 
 
+@contextlib.contextmanager
 def start_capture(tmp_path: Path, ports_filter: str) -> Iterator[Capture]:
     _, dumpcap = capture_tools()
     capture = Capture(dumpcap, tmp_path / "session.pcapng", ports_filter)
@@ -310,65 +311,39 @@ def matches(tree: dict[str, Any], expected: dict[str, Any]) -> dict[str, tuple[A
 # --- a raw TCP connection that records everything --------------------------------------------
 
 
-class RawConnection:
-    """A client socket speaking frames directly, recording every frame sent and received.
+class RawConnection(RawPeer):
+    """A RawPeer that records every frame sent and received, and answers a heartbeat PING
+    with PONG whenever it reads one.
 
-    TCP_NODELAY makes each ``sendall`` leave at once as its own segment.  A PING from the
-    server's heartbeat is answered with PONG whenever it is read.
+    TCP_NODELAY makes each ``sendall`` leave at once as its own segment.
     """
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.port = self.sock.getsockname()[1]
-        self.decoder = FrameDecoder(max_frame=CLIENT_MAX_FRAME)
         self.sent: list[Frame] = []
         self.received: list[Frame] = []
         self.pings = 0
+        super().__init__(port, welcome=False, timeout=WAIT_S)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = self.sock.getsockname()[1]
 
-    def send(self, *frames: Frame) -> None:
-        self.sock.sendall(b"".join(encode(frame) for frame in frames))
-        self.sent.extend(frames)
+    def send(self, *items: Frame | bytes) -> None:
+        super().send(*items)
+        self.sent.extend(item for item in items if isinstance(item, Frame))
 
-    def _next(self) -> Frame | None:
-        for _ in range(10_000):  # bounded: each round reads or returns
-            for event in self.decoder:
-                assert isinstance(event, Frame), event
-                self.received.append(event)
-                if isinstance(event, Ping):
-                    self.pings += 1
-                    self.send(Pong())
-                return event
-            data = self.sock.recv(65536)
-            if not data:
-                return None
-            self.decoder.feed(data)
-        raise AssertionError("no frame after 10,000 reads")
-
-    def expect(self, cls: type[Frame]) -> Any:
-        """The next frame that is not a heartbeat PING, which must be a ``cls``."""
-        for _ in range(100):
-            frame = self._next()
-            if isinstance(frame, Ping) and cls is not Ping:
-                continue
-            assert isinstance(frame, cls), f"expected {cls.__name__}, got {frame!r}"
-            return frame
-        raise AssertionError(f"no {cls.__name__} among 100 frames")
+    def next(self, timeout: float = WAIT_S) -> Event | None:
+        event = super().next(timeout)
+        if event is not None:
+            assert isinstance(event, Frame), event
+            self.received.append(event)
+            if isinstance(event, Ping):
+                self.pings += 1
+                self.send(Pong())
+        return event
 
     def silent(self, seconds: float) -> bool:
         """Whether nothing arrives for ``seconds`` (the server waits for the rest of a frame)."""
         readable, _, _ = select.select([self.sock], [], [], seconds)
-        return not readable and self.decoder.buffered == 0
-
-    def drain(self) -> None:
-        """Read to the end of the stream, recording what arrives."""
-        for _ in range(1000):
-            if self._next() is None:
-                return
-        raise AssertionError("the server did not close the connection")
-
-    def close(self) -> None:
-        self.sock.close()
+        return not readable and not self.events and self.decoder.buffered == 0
 
 
 def frames_by_stream(packets: list[Packet], server_port: int) -> dict[tuple[int, str], list[Any]]:
@@ -414,8 +389,6 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
     # A one-second heartbeat so that a silent connection sees PING within the test.
     server = server_factory(name="dissector-test", heartbeat=1.0)
     port = server.port
-    capture_gen = start_capture(tmp_path, f"tcp port {port}")
-    capture = next(capture_gen)
     connections: list[RawConnection] = []
 
     def connect() -> RawConnection:
@@ -423,91 +396,93 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
         connections.append(conn)
         return conn
 
-    try:
-        idle = connect()  # says nothing until the heartbeat PINGs it
-        idle.expect(Welcome)
-        alice, bob = connect(), connect()
-        a_id = alice.expect(Welcome).client_id
-        b_id = bob.expect(Welcome).client_id
+    with start_capture(tmp_path, f"tcp port {port}") as capture:  # stops dumpcap on exit
+        try:
+            idle = connect()  # says nothing until the heartbeat PINGs it
+            idle.expect(Welcome)
+            alice, bob = connect(), connect()
+            a_id = alice.expect(Welcome).client_id
+            b_id = bob.expect(Welcome).client_id
 
-        # Four requests in one send: one segment, four frames.
-        alice.send(
-            HelloRequest(nick="alice", request_id=1),
-            TimeRequest(request_id=2),
-            NameRequest(request_id=3),
-            PingRequest(request_id=4),
-        )
-        for cls in (HelloOk, TimeOk, NameOk, PingOk):
-            alice.expect(cls)
-        bob.send(HelloRequest(nick="鲍勃", request_id=1))
-        bob.expect(HelloOk)
-        alice.send(ListRequest(request_id=5))
-        listed = alice.expect(ListOk)
-        assert [c.client_id for c in listed.clients] == [idle_id(idle), a_id, b_id]
+            # Four requests in one send: one segment, four frames.
+            alice.send(
+                HelloRequest(nick="alice", request_id=1),
+                TimeRequest(request_id=2),
+                NameRequest(request_id=3),
+                PingRequest(request_id=4),
+            )
+            for cls in (HelloOk, TimeOk, NameOk, PingOk):
+                alice.expect(cls)
+            bob.send(HelloRequest(nick="鲍勃", request_id=1))
+            bob.expect(HelloOk)
+            alice.send(ListRequest(request_id=5))
+            listed = alice.expect(ListOk)
+            assert [c.client_id for c in listed.clients] == [idle_id(idle), a_id, b_id]
 
-        # One SEND written in two segments; the second also carries a whole TIME request.
-        split = encode(SendRequest(b_id, SPLIT_TEXT, request_id=6))
-        cut = HEADER_SIZE + 4 + 4 + 3  # inside the text, inside 你
-        alice.sock.sendall(split[:cut])
-        capture.sync()  # the first part is on the wire, as a segment of its own
-        assert alice.silent(0.1), "the server answered half a frame"
-        alice.sock.sendall(split[cut:] + encode(TimeRequest(request_id=7)))
-        alice.sent.extend([SendRequest(b_id, SPLIT_TEXT, request_id=6), TimeRequest(request_id=7)])
-        sent_ok = alice.expect(SendOk)
-        alice.expect(TimeOk)
-        message = bob.expect(Message)
-        assert (message.text, message.sender_id) == (SPLIT_TEXT, a_id)
-        bob.send(Ack(message.message_id))
-        assert alice.expect(Receipt).message_id == sent_ok.message_id
+            # One SEND written in two segments; the second also carries a whole TIME request.
+            split = encode(SendRequest(b_id, SPLIT_TEXT, request_id=6))
+            cut = HEADER_SIZE + 4 + 4 + 3  # inside the text, inside 你
+            alice.sock.sendall(split[:cut])
+            capture.sync()  # the first part is on the wire, as a segment of its own
+            assert alice.silent(0.1), "the server answered half a frame"
+            alice.sock.sendall(split[cut:] + encode(TimeRequest(request_id=7)))
+            alice.sent.extend(
+                [SendRequest(b_id, SPLIT_TEXT, request_id=6), TimeRequest(request_id=7)]
+            )
+            sent_ok = alice.expect(SendOk)
+            alice.expect(TimeOk)
+            message = bob.expect(Message)
+            assert (message.text, message.sender_id) == (SPLIT_TEXT, a_id)
+            bob.send(Ack(message.message_id))
+            assert alice.expect(Receipt).message_id == sent_ok.message_id
 
-        alice.send(SendRequest(999, "anyone?", request_id=8))
-        assert alice.expect(ErrorResponse).code == ErrorCode.NO_SUCH_CLIENT
+            alice.send(SendRequest(999, "anyone?", request_id=8))
+            assert alice.expect(ErrorResponse).code == ErrorCode.NO_SUCH_CLIENT
 
-        alice.send(JoinRequest("lobby", request_id=9))
-        alice.expect(JoinOk)
-        bob.send(JoinRequest("lobby", request_id=2))
-        bob.expect(JoinOk)
-        alice.expect(Joined)
-        bob.send(BroadcastRequest("lobby", "hi room 🎉", request_id=3))
-        bob.expect(BroadcastOk)
-        assert alice.expect(Message).room == "lobby"
-        alice.send(NickRequest("alice2", request_id=10))
-        alice.expect(NickOk)
-        alice.send(LeaveRequest("lobby", request_id=11))
-        alice.expect(LeaveOk)
-        assert bob.expect(Left).nick == "alice2"
+            alice.send(JoinRequest("lobby", request_id=9))
+            alice.expect(JoinOk)
+            bob.send(JoinRequest("lobby", request_id=2))
+            bob.expect(JoinOk)
+            alice.expect(Joined)
+            bob.send(BroadcastRequest("lobby", "hi room 🎉", request_id=3))
+            bob.expect(BroadcastOk)
+            assert alice.expect(Message).room == "lobby"
+            alice.send(NickRequest("alice2", request_id=10))
+            alice.expect(NickOk)
+            alice.send(LeaveRequest("lobby", request_id=11))
+            alice.expect(LeaveOk)
+            assert bob.expect(Left).nick == "alice2"
 
-        # The client library, on a connection of its own.
-        with Client("127.0.0.1", port, nick="carol", timeout=WAIT_S) as carol:
-            library_time = carol.time()
-            assert carol.name() == "dissector-test"
+            # The client library, on a connection of its own.
+            with Client("127.0.0.1", port, nick="carol", timeout=WAIT_S) as carol:
+                library_time = carol.time()
+                assert carol.name() == "dissector-test"
 
-        # Malformed input on another connection: unknown type, truncated text, bad magic.
-        bad = connect()
-        bad.expect(Welcome)
-        bad.sock.sendall(b"SB\x01\x01\x00\x3e" + (1).to_bytes(4, "big") + bytes(4))
-        assert bad.expect(ErrorResponse).code == ErrorCode.UNKNOWN_TYPE
-        truncated = SendRequest(a_id, "abc", request_id=2)
-        wire = bytearray(encode(truncated))
-        wire[HEADER_SIZE + 4 : HEADER_SIZE + 8] = (100).to_bytes(4, "big")  # text: 100 bytes?
-        bad.sock.sendall(bytes(wire))
-        assert bad.expect(ErrorResponse).code == ErrorCode.BAD_PAYLOAD
-        bad.sock.sendall(b"XX\x01\x01\x00\x02" + (3).to_bytes(4, "big") + bytes(4))
-        assert bad.expect(ErrorResponse).code == ErrorCode.BAD_FRAME
-        bad.drain()
+            # Malformed input on another connection: unknown type, truncated text, bad magic.
+            bad = connect()
+            bad.expect(Welcome)
+            bad.sock.sendall(b"SB\x01\x01\x00\x3e" + (1).to_bytes(4, "big") + bytes(4))
+            assert bad.expect(ErrorResponse).code == ErrorCode.UNKNOWN_TYPE
+            truncated = SendRequest(a_id, "abc", request_id=2)
+            wire = bytearray(encode(truncated))
+            wire[HEADER_SIZE + 4 : HEADER_SIZE + 8] = (100).to_bytes(4, "big")  # text: 100 bytes?
+            bad.sock.sendall(bytes(wire))
+            assert bad.expect(ErrorResponse).code == ErrorCode.BAD_PAYLOAD
+            bad.sock.sendall(b"XX\x01\x01\x00\x02" + (3).to_bytes(4, "big") + bytes(4))
+            assert bad.expect(ErrorResponse).code == ErrorCode.BAD_FRAME
+            assert bad.expect_closed(WAIT_S) == []
 
-        # The idle connection's heartbeat: PING within two intervals, answered with PONG.
-        if idle.pings == 0:
-            idle.expect(Ping)
-        server.stop()  # SHUTDOWN to everyone still connected
-        for conn in (idle, alice, bob):
-            conn.drain()
-            assert isinstance(conn.received[-1], Shutdown)
-        capture.sync()
-    finally:
-        for conn in connections:
-            conn.close()
-        next(capture_gen, None)  # stops dumpcap
+            # The idle connection's heartbeat: PING within two intervals, answered with PONG.
+            if idle.pings == 0:
+                idle.expect(Ping, skip_pings=False)
+            server.stop()  # SHUTDOWN to everyone still connected
+            for conn in (idle, alice, bob):
+                conn.expect_closed(WAIT_S)
+                assert isinstance(conn.received[-1], Shutdown)
+            capture.sync()
+        finally:
+            for conn in connections:
+                conn.close()
 
     packets = dissect(capture.path)
     streams = frames_by_stream(packets, port)
@@ -661,37 +636,35 @@ def test_udp_chat_session_decodes(
 ) -> None:
     capture_tools()
     server = udpchat_server()
-    capture_gen = start_capture(tmp_path, f"udp port {server.port}")
-    capture = next(capture_gen)
-    alice, bob, carol = (RawDatagrams(server.port) for _ in range(3))
-    try:
-        alice.send(udp.Join(1, "alice"))
-        a_token = alice.recv()
-        assert isinstance(a_token, udp.Welcome)
-        bob.send(udp.Join(1, "鲍勃"))
-        b_welcome = bob.recv()
-        assert isinstance(b_welcome, udp.Welcome) and b_welcome.members == 1
-        assert isinstance(alice.recv(), udp.Joined)
-        carol.send(udp.Join(1, "ALICE"))
-        refused = carol.recv()
-        assert isinstance(refused, udp.Error) and refused.code == udp.ChatErrorCode.NICK_IN_USE
-        bob.send(udp.Chat(1, b_welcome.token, "hi alice 👋"))
-        assert isinstance(alice.recv(), udp.Relay)
-        alice.send(udp.Keepalive(2, a_token.token))
-        assert alice.recv() == udp.Ack(2)
-        bob.send(udp.Leave(2, b_welcome.token))
-        assert bob.recv() == udp.Ack(2)
-        assert isinstance(alice.recv(), udp.Left)
-        # Garbage: a CHAT without its token (the server ignores it).
-        garbage = bytes([0x53, 0x55, 1, udp.DatagramType.CHAT]) + bytes(5)
-        carol.sock.send(garbage)
-        loop_thread.call(server.close())  # SHUTDOWN to alice
-        assert isinstance(alice.recv(), udp.Shutdown)
-        capture.sync()
-    finally:
-        for client in (alice, bob, carol):
-            client.close()
-        next(capture_gen, None)
+    with start_capture(tmp_path, f"udp port {server.port}") as capture:
+        alice, bob, carol = (RawDatagrams(server.port) for _ in range(3))
+        try:
+            alice.send(udp.Join(1, "alice"))
+            a_token = alice.recv()
+            assert isinstance(a_token, udp.Welcome)
+            bob.send(udp.Join(1, "鲍勃"))
+            b_welcome = bob.recv()
+            assert isinstance(b_welcome, udp.Welcome) and b_welcome.members == 1
+            assert isinstance(alice.recv(), udp.Joined)
+            carol.send(udp.Join(1, "ALICE"))
+            refused = carol.recv()
+            assert isinstance(refused, udp.Error) and refused.code == udp.ChatErrorCode.NICK_IN_USE
+            bob.send(udp.Chat(1, b_welcome.token, "hi alice 👋"))
+            assert isinstance(alice.recv(), udp.Relay)
+            alice.send(udp.Keepalive(2, a_token.token))
+            assert alice.recv() == udp.Ack(2)
+            bob.send(udp.Leave(2, b_welcome.token))
+            assert bob.recv() == udp.Ack(2)
+            assert isinstance(alice.recv(), udp.Left)
+            # Garbage: a CHAT without its token (the server ignores it).
+            garbage = bytes([0x53, 0x55, 1, udp.DatagramType.CHAT]) + bytes(5)
+            carol.sock.send(garbage)
+            loop_thread.call(server.close())  # SHUTDOWN to alice
+            assert isinstance(alice.recv(), udp.Shutdown)
+            capture.sync()
+        finally:
+            for client in (alice, bob, carol):
+                client.close()
 
     packets = dissect(capture.path)
     by_stream: dict[tuple[int, str], list[Packet]] = defaultdict(list)
