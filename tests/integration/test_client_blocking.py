@@ -19,14 +19,18 @@ from switchboard.client import (
     ConnectionFailed,
     ConnectionLost,
     NoSuchClient,
+    ProtocolRejected,
     RequestTimeout,
     ServerError,
     ServerFull,
     ServerTime,
     SwitchboardError,
+    TextTooLong,
 )
 from switchboard.protocol import (
+    BroadcastRequest,
     ClientInfo,
+    ErrorCode,
     ErrorResponse,
     Frame,
     FrameDecoder,
@@ -34,6 +38,7 @@ from switchboard.protocol import (
     Receipt,
     ReceiptStatus,
     SendOk,
+    SendRequest,
     Shutdown,
     TimeOk,
     TimeRequest,
@@ -144,6 +149,35 @@ def test_server_errors_are_typed_and_carry_the_code(server: ServerThread) -> Non
         assert "NO_SUCH_CLIENT" in str(err)
         # The connection is still fine after a failed request.
         assert client.name() == "test-server"
+
+
+def test_text_the_server_would_refuse_is_refused_before_sending_on_every_path(
+    server: ServerThread,
+) -> None:
+    with Client(HOST, server.port, timeout=5) as a, Client(HOST, server.port, timeout=5) as b:
+        a.join("lobby")
+        b.join("lobby")
+        too_long = "你" * (a.welcome.max_text // 3 + 1)  # fewer characters than bytes
+        invalid = "bad \udcff byte"  # what surrogateescape makes of a byte that is not UTF-8
+        attempts: list[Callable[[str], object]] = [
+            lambda text: a.send(b.client_id, text),
+            lambda text: a.broadcast("lobby", text),
+            lambda text: a.submit(SendRequest(b.client_id, text)),
+            lambda text: a.submit(BroadcastRequest("lobby", text)),
+        ]
+        for attempt in attempts:
+            with pytest.raises(TextTooLong) as too_long_info:
+                attempt(too_long)
+            assert too_long_info.value.code == ErrorCode.TEXT_TOO_LONG
+            assert f"(max {a.welcome.max_text})" in too_long_info.value.message
+            with pytest.raises(ProtocolRejected) as invalid_info:
+                attempt(invalid)
+            assert invalid_info.value.code == ErrorCode.BAD_PAYLOAD
+            assert "not valid Unicode" in invalid_info.value.message
+        # Nothing was sent: the first thing b receives is the line sent after all of them.
+        a.broadcast("lobby", "after")
+        first = b.next_indication(timeout=5)
+        assert isinstance(first, Message) and first.text == "after", first
 
 
 def test_indications_by_iteration_and_next_indication(server: ServerThread) -> None:

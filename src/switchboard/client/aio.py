@@ -189,7 +189,10 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
     # --- requests ----------------------------------------------------------------------------
 
     def submit(self, request: Frame) -> asyncio.Future[Frame]:
-        """Send ``request`` without waiting; await the future for its result."""
+        """Send ``request`` without waiting; await the future for its result.
+
+        A SEND or BROADCAST text the server would refuse raises at once, nothing sent:
+        TextTooLong over ``welcome.max_text``, ProtocolRejected if it is not valid Unicode."""
         future, msg, data = self._register(request)
         if self._trace is not None:
             trace_sent(self._trace, msg, data)
@@ -226,7 +229,6 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         return list((await self.request(ListRequest(room or ""), ListOk)).clients)
 
     async def send(self, target: int, text: str) -> SendOk:
-        self._check_text(text, self.welcome)
         return await self.request(SendRequest(target, text), SendOk)
 
     async def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
@@ -247,7 +249,6 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         return await self.request(LeaveRequest(room), LeaveOk)
 
     async def broadcast(self, room: str, text: str) -> BroadcastOk:
-        self._check_text(text, self.welcome)
         return await self.request(BroadcastRequest(room, text), BroadcastOk)
 
     async def ping(self) -> float:

@@ -154,7 +154,10 @@ class Client(ClientCore["Future[Any]"]):
     # --- requests ----------------------------------------------------------------------------
 
     def submit(self, request: Frame) -> Future[Frame]:
-        """Send ``request`` without waiting; the future holds its OK result or error."""
+        """Send ``request`` without waiting; the future holds its OK result or error.
+
+        A SEND or BROADCAST text the server would refuse raises at once, nothing sent:
+        TextTooLong over ``welcome.max_text``, ProtocolRejected if it is not valid Unicode."""
         future, msg, data = self._register(request)
         self._write(data, msg)
         return future
@@ -162,9 +165,11 @@ class Client(ClientCore["Future[Any]"]):
     def request(self, request: Frame, response_type: type[R], timeout: float | None = None) -> R:
         """Send ``request`` and wait for its response."""
         future = self.submit(request)
-        return cast(R, self._wait(future, timeout))
+        return cast(R, self.result(future, timeout))
 
-    def _wait(self, future: Future[Frame], timeout: float | None) -> Frame:
+    def result(self, future: Future[Frame], timeout: float | None = None) -> Frame:
+        """The answer in a future from ``submit``, waiting up to ``timeout`` seconds (default:
+        the client's); RequestTimeout past it, the server's ERROR as its ServerError."""
         limit = self.timeout if timeout is None else timeout
         try:
             return future.result(limit)
@@ -180,7 +185,7 @@ class Client(ClientCore["Future[Any]"]):
     def time_many(self, count: int, timeout: float | None = None) -> list[ServerTime]:
         """``count`` pipelined TIME requests: all sent at once, answers in order."""
         futures = [self.submit(TimeRequest()) for _ in range(count)]
-        return [ServerTime.from_ok(cast(TimeOk, self._wait(f, timeout))) for f in futures]
+        return [ServerTime.from_ok(cast(TimeOk, self.result(f, timeout))) for f in futures]
 
     def name(self) -> str:
         return self.request(NameRequest(), NameOk).name
@@ -190,7 +195,6 @@ class Client(ClientCore["Future[Any]"]):
 
     def send(self, target: int, text: str) -> SendOk:
         """Forward ``text`` to client ``target``; returns once the server has forwarded it."""
-        self._check_text(text, self.welcome)
         return self.request(SendRequest(target, text), SendOk)
 
     def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
@@ -212,7 +216,6 @@ class Client(ClientCore["Future[Any]"]):
         return self.request(LeaveRequest(room), LeaveOk)
 
     def broadcast(self, room: str, text: str) -> BroadcastOk:
-        self._check_text(text, self.welcome)
         return self.request(BroadcastRequest(room, text), BroadcastOk)
 
     def ping(self) -> float:

@@ -11,7 +11,17 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from switchboard.protocol import ErrorCode, Frame, Receipt, ReceiptStatus, SendOk, Shutdown, Welcome
+from switchboard.protocol import (
+    BroadcastRequest,
+    ErrorCode,
+    Frame,
+    Receipt,
+    ReceiptStatus,
+    SendOk,
+    SendRequest,
+    Shutdown,
+    Welcome,
+)
 
 from .errors import ConnectionFailed, ConnectionLost, ServerError, SwitchboardError, error_for
 from .session import ClientSession, ConnectionFault, Reply, shutdown_reason
@@ -55,6 +65,8 @@ class ClientCore(Generic[F]):
         return self._lost is not None
 
     def _register(self, request: Frame) -> tuple[F, Frame, bytes]:
+        if isinstance(request, SendRequest | BroadcastRequest):
+            self._check_text(request.text)
         future = self._new_future()
         with self._state_lock:
             if self._lost is not None:
@@ -68,11 +80,23 @@ class ClientCore(Generic[F]):
             self._futures.pop(request_id, None)
             self._session.forget(request_id)
 
-    def _check_text(self, text: str, welcome: Welcome) -> None:
-        size = len(text.encode("utf-8"))
-        if size > welcome.max_text:
+    def _check_text(self, text: object) -> None:
+        """Refuse, before anything is sent, a SEND or BROADCAST text the server would refuse,
+        with the error it would answer: TextTooLong over ``WELCOME.max_text`` bytes, and
+        ProtocolRejected (BAD_PAYLOAD) for text that has no UTF-8 form (lone surrogates,
+        as ``surrogateescape`` makes of bytes that are not UTF-8)."""
+        if not isinstance(text, str):
+            return  # not text at all: the encoder refuses it with LocalProtocolError
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
             raise error_for(
-                ErrorCode.TEXT_TOO_LONG, f"text is {size} bytes (max {welcome.max_text})"
+                ErrorCode.BAD_PAYLOAD, f"text is not valid Unicode ({exc.reason})"
+            ) from None
+        welcome = self._session.welcome
+        if welcome is not None and size > welcome.max_text:
+            raise error_for(
+                ErrorCode.TEXT_TOO_LONG, f"text is {size} bytes of UTF-8 (max {welcome.max_text})"
             )
 
     def _dispatch(self, meaning: Any) -> None:
