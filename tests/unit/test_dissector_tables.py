@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import enum
 import re
-import typing
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from switchboard.protocol import wire
+from switchboard.protocol import messages, wire
 from switchboard.protocol.errors import ErrorCode
 from switchboard.protocol.messages import (
     ALL_MESSAGES,
@@ -32,15 +30,12 @@ FIELD = re.compile(r'\{"(\w+)", "(\w+)"\}')
 
 
 def kinds_of(cls: type) -> list[tuple[str, str]]:
-    """``cls``'s payload fields in wire order, with the kind names the Lua tables use."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    out = []
-    for f in fields(cls):
-        if f.name == "request_id":
-            continue
-        kind = hints[f.name].__metadata__[0]
-        out.append((f.name, "client_list" if isinstance(kind, RecordListKind) else kind.name))
-    return out
+    """``cls``'s payload fields in wire order (as the codec compiles them), with the kind
+    names the Lua tables use."""
+    return [
+        (name, "client_list" if isinstance(kind, RecordListKind) else kind.name)
+        for name, kind in messages._field_kinds(cls)
+    ]
 
 
 def lua_calls(function: str) -> dict[str, list[str]]:
