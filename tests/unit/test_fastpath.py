@@ -10,12 +10,19 @@ from hypothesis import strategies as st
 
 from protocol_strategies import message_strategy
 from switchboard.protocol import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    VERSION,
     Ack,
     ErrorCode,
     FrameDecoder,
+    InvalidFrame,
     ListOk,
     ListRequest,
     Message,
+    MessageClass,
+    MessageType,
     PingOk,
     ProtocolError,
     Receipt,
@@ -161,7 +168,7 @@ def test_list_ok_matches_encode(msg: ListOk) -> None:
 @given(message_strategy(ListRequest))
 def test_parse_list_reads_what_encode_wrote(msg: ListRequest) -> None:
     frame = encode(msg)
-    assert parse_list(frame, 14, len(frame)) == msg.room.encode()
+    assert parse_list(frame, HEADER_SIZE, len(frame)) == msg.room.encode()
 
 
 @pytest.mark.parametrize(
@@ -169,6 +176,13 @@ def test_parse_list_reads_what_encode_wrote(msg: ListRequest) -> None:
 )
 def test_parse_list_refuses_what_the_general_decoder_refuses(payload: bytes) -> None:
     assert parse_list(payload, 0, len(payload)) is None
+    # The general decoder, given the same payload in a LIST frame, refuses it too.
+    head = HEADER.pack(MAGIC, VERSION, MessageClass.REQUEST, MessageType.LIST, 7, len(payload))
+    decoder = FrameDecoder()
+    decoder.feed(head + payload)
+    events = list(decoder)
+    assert len(events) == 1 and isinstance(events[0], InvalidFrame), events
+    assert (events[0].error.code, events[0].request_id) == (ErrorCode.BAD_PAYLOAD, 7)
 
 
 @given(message_strategy(Message))

@@ -3,6 +3,8 @@ same frames and raise the same errors as FrameDecoder.frames(), however the byte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +29,7 @@ from switchboard.protocol.codec import FIRST_HEADER_WORD, HEADER_WORDS, LAST_HEA
 from switchboard.protocol.fastpath import KEY_SEND, KEY_TIME, WORD_TIME, header_word
 
 Found = tuple[int, int, bytes]  # (frames() key, request id, payload)
+Feed = Callable[[FrameDecoder, bytes], list[Found]]  # split_loop or via_frames
 
 
 def split_loop(decoder: FrameDecoder, data: bytes) -> list[Found]:
@@ -65,12 +68,11 @@ def chunked(raw: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def outcome(
-    feed: object, chunks: list[bytes], max_frame: int
+    feed: Feed, chunks: list[bytes], max_frame: int
 ) -> tuple[list[Found], int, ErrorCode | None]:
     """Frames found, bytes left buffered, and the fatal error code if any."""
     decoder = FrameDecoder(max_frame=max_frame)
     found: list[Found] = []
-    assert callable(feed)
     try:
         for chunk in chunks:
             found += feed(decoder, chunk)
@@ -118,9 +120,9 @@ def test_bad_header_after_good_frames(header: bytes, code: ErrorCode, request_id
 def test_partial_frame_is_kept_without_copying_complete_input() -> None:
     decoder = FrameDecoder()
     frame = encode(SendRequest(3, "hello", request_id=5))
-    assert split_loop(decoder, frame + frame[:9]) == [(KEY_SEND, 5, frame[14:])]
+    assert split_loop(decoder, frame + frame[:9]) == [(KEY_SEND, 5, frame[HEADER_SIZE:])]
     assert decoder.buffered == 9
-    assert split_loop(decoder, frame[9:]) == [(KEY_SEND, 5, frame[14:])]
+    assert split_loop(decoder, frame[9:]) == [(KEY_SEND, 5, frame[HEADER_SIZE:])]
     assert decoder.buffered == 0
     buf, pos = decoder.split_input(frame)
     assert buf is frame and pos == 0  # nothing pending: the input itself is split
