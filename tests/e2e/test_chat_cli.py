@@ -288,7 +288,7 @@ def test_long_lines_are_refused_before_sending_and_empty_lines_are_not_sent(
     server = server_process_factory("--max-text", "64")
     alice, bob = alice_and_bob(chats, server.port)
     alice.say("你" * 22)  # 22 characters, 66 bytes
-    alice.expect(r"^Not sent: the line is 66 bytes of UTF-8; the server takes at most 64\.$")
+    alice.expect(r"^The message is too long: text is 66 bytes of UTF-8 \(max 64\)\.$")
     alice.say("")
     alice.say("   ")
     alice.say("你" * 21)  # 63 bytes: fine

@@ -304,6 +304,21 @@ def test_listen_text_is_flushed_line_by_line(
         assert "\x1b[" not in line
 
 
+def test_listen_escapes_control_characters_a_peer_sent(
+    server: ServerThread, follow: Callable[..., Follower]
+) -> None:
+    listener = follow("listen", "--port", str(server.port))
+    listener_id = int(listener.line().rsplit("#", 1)[1])
+    with Client(HOST, server.port, timeout=5) as sender:
+        sender.send(listener_id, "a\x1b[2Jb\nc\x07")  # clear the screen, a new line, a bell
+        line = listener.line()
+        # One line, the sequences shown rather than obeyed.
+        assert line.endswith(": a\\x1b[2Jb\\nc\\x07\n"), repr(line)
+        assert "\x1b" not in line and "\x07" not in line
+        sender.send(listener_id, "next")
+        assert listener.line().endswith(": next\n")  # the "c" did not arrive as a line of its own
+
+
 # --- connection failures and the environment ------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The chat client's model: typed lines, refusals before sending, how lines look, rooms."""
+"""The chat client's model: typed lines, how lines look, rooms."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import pytest
 
 from switchboard.cli import chat_model as model
 from switchboard.cli.chat_model import ChatState, CommandError
-from switchboard.protocol import Joined, Left, LeftReason, Message, MessageFlags, Receipt
+from switchboard.protocol import (
+    ClientInfo,
+    Joined,
+    Left,
+    LeftReason,
+    Message,
+    MessageFlags,
+    Receipt,
+)
 
 
 def clock(epoch_ms: int) -> str:
@@ -96,23 +104,6 @@ def test_bad_commands_say_why(line: str, words: str) -> None:
     assert words in str(info.value)
 
 
-def test_text_over_the_limit_is_refused_in_utf8_bytes() -> None:
-    model.check_text("x" * 4096, 4096)
-    model.check_text("你" * 1365, 4096)  # 4,095 bytes
-    with pytest.raises(CommandError) as info:
-        model.check_text("你" * 1366, 4096)  # 1,366 characters but 4,098 bytes
-    assert str(info.value) == (
-        "Not sent: the line is 4098 bytes of UTF-8; the server takes at most 4096."
-    )
-    with pytest.raises(CommandError, match="4 bytes of UTF-8; the server takes at most 3"):
-        model.check_text("👋", 3)
-
-
-def test_text_that_is_not_unicode_is_refused() -> None:
-    with pytest.raises(CommandError, match="not valid Unicode"):
-        model.check_text("bad \udcff byte", 4096)
-
-
 def test_help_names_every_command() -> None:
     text = "\n".join(model.help_lines())
     for command in ("/msg ID TEXT", "/list [all]", "/time", "/name", "/join ROOM", "/leave [ROOM]",
@@ -190,7 +181,7 @@ def test_join_and_leave_notices() -> None:
 
 
 def test_members() -> None:
-    rows = [(1, "alice", "127.0.0.1", 5000), (2, "", "::1", 5001)]
+    rows = [ClientInfo(1, "127.0.0.1", 5000, "alice", 0), ClientInfo(2, "::1", 5001, "", 0)]
     assert model.members_lines("In lobby", rows, me=2) == [
         "In lobby: 2",
         "  alice(#1) 127.0.0.1:5000",

@@ -30,10 +30,9 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 from typing import Any, Final, Protocol, TextIO
 
 from switchboard import defaults
@@ -62,16 +61,16 @@ from switchboard.protocol import (
 )
 
 from . import chat_model as model
+from . import render
 from .common import CliExit, add_connection_args, connect
 from .interactive import (
     RECEIPT_GRACE_S,
     Output,
-    TerminalUi,
+    Ui,
+    await_receipts,
     explain,
-    history_path,
-    output_above_prompt,
     plain_console,
-    terminal_console,
+    run_terminal,
 )
 from .menu import CommandError
 
@@ -116,15 +115,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.retry < 0:
         raise CliExit(2, "--retry must not be negative")
     if sys.stdin.isatty() and sys.stdout.isatty():
-        out = Output(terminal_console(), direct=terminal_console(sys.stdout))
-        chat = ChatClient(args, out, interactive=True)
-        try:
-            path: Path | None = history_path(HISTORY_FILE)
-        except RuntimeError:  # no home directory to be found
-            path = None
-        ui = TerminalUi(chat, path)
-        with output_above_prompt():
-            return chat.run(ui)
+        return run_terminal(lambda out: ChatClient(args, out, interactive=True), HISTORY_FILE)
     # UTF-8 both ways whatever the locale says; bytes that are not UTF-8 become U+FFFD.
     for stream in (sys.stdin, sys.stdout):
         if hasattr(stream, "reconfigure"):
@@ -136,15 +127,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 # --- front ends ------------------------------------------------------------------------------
 
 
-class ChatUi(Protocol):
-    def read_command(self) -> str | None:
-        """The next line; None at the end of input (Ctrl-D, EOF) or after ``interrupt``."""
-
-    def ask(self, question: str) -> str | None:
-        """An answer (terminal only); None if cancelled."""
-
-    def refresh(self) -> None:
-        """The state shown in the prompt changed: redraw it."""
+class ChatUi(Ui, Protocol):
+    """The interactive client's ``Ui``, which ``read_command`` also ends (returning None)
+    after ``interrupt``."""
 
     def interrupt(self) -> None:
         """From any thread: make the pending (or next) ``read_command`` return None."""
@@ -172,7 +157,7 @@ class PipedLines:
     def read_command(self) -> str | None:
         return self._lines.get()
 
-    def ask(self, question: str) -> str | None:
+    def ask(self, question: str, choices: Sequence[str] = ()) -> str | None:
         return None  # nobody to ask
 
     def refresh(self) -> None:
@@ -331,8 +316,7 @@ class ChatClient:
         elif isinstance(action, model.ListMembers):
             self._list(client, action.everyone)
         elif isinstance(action, model.GetTime):
-            t = client.time()
-            self.out.line(f"Server time: {t.iso}" + (f" ({t.zone})" if t.zone else ""))
+            self.out.line(f"Server time: {render.server_time(client.time())}")
         elif isinstance(action, model.GetName):
             self.out.line(f"Server name: {client.name()}")
         elif isinstance(action, model.ChangeNick):
@@ -343,12 +327,6 @@ class ChatClient:
             self._ui.refresh()
         elif isinstance(action, model.Help):
             self.out.lines(model.help_lines())
-
-    def _wait(self, client: Client, future: Future[Frame]) -> Frame:
-        try:
-            return future.result(client.timeout)
-        except FutureTimeout:
-            raise RequestTimeout(f"no response within {client.timeout:g}s") from None
 
     # --- requests whose answer is printed in the server's order -----------------------------
 
@@ -366,7 +344,7 @@ class ChatClient:
             future = client.submit(request)
             with self._lock:
                 self._gate = future
-            answer = self._wait(client, future)
+            answer = client.result(future)
             return answer
         finally:
             with self._lock:
@@ -381,8 +359,9 @@ class ChatClient:
     def _say(self, client: Client, text: str) -> None:
         with self._lock:
             room = self.state.target_room()
-        model.check_text(text, client.welcome.max_text)
 
+        # A line the server would refuse (too long, not Unicode) raises in submit: nothing
+        # is sent, and execute() says why.
         def show(ok: Frame) -> list[Line]:
             state = self.state
             line = model.own_line(
@@ -398,8 +377,6 @@ class ChatClient:
         self._ordered(client, BroadcastRequest(room, text), show)
 
     def _private(self, client: Client, action: model.PrivateMessage) -> None:
-        model.check_text(action.text, client.welcome.max_text)
-
         def show(ok: Frame) -> list[Line]:
             assert isinstance(ok, SendOk)
             self._pending_receipts.add(ok.message_id)
@@ -440,8 +417,7 @@ class ChatClient:
         with self._lock:
             self.known_ids = [c.client_id for c in clients]
         title = "Connected clients" if room is None else f"In {room}"
-        rows = [(c.client_id, c.nick, c.ip, c.port) for c in clients]
-        self.out.lines(model.members_lines(title, rows, client.client_id))
+        self.out.lines(model.members_lines(title, clients, client.client_id))
 
     # --- callbacks on the receiver thread ---------------------------------------------------
 
@@ -500,7 +476,9 @@ class ChatClient:
             self._closing = self._lost is None
             waiting = sorted(self._pending_receipts)
         if self._lost is None:
-            self._await_receipts(client, waiting)
+            missing = await_receipts(client, waiting, RECEIPT_GRACE_S)
+            if missing:
+                self.out.line(f"* {missing} private message(s) still without a receipt.", "dim")
             self._leave_rooms(client)
         client.close()
 
@@ -515,17 +493,6 @@ class ChatClient:
                 future.result(max(0.0, deadline - time.monotonic()))
         except (FutureTimeout, ServerError, ConnectionLost):
             pass  # closing anyway: the others then see us disconnect instead
-
-    def _await_receipts(self, client: Client, waiting: list[int]) -> None:
-        deadline = time.monotonic() + RECEIPT_GRACE_S
-        missing = 0
-        for message_id in waiting:
-            try:
-                client.wait_receipt(message_id, max(0.0, deadline - time.monotonic()))
-            except (RequestTimeout, ConnectionLost):
-                missing += 1
-        if missing:
-            self.out.line(f"* {missing} private message(s) still without a receipt.", "dim")
 
 
 __all__ = ["ChatClient", "PipedLines", "register"]

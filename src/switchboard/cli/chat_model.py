@@ -1,10 +1,10 @@
 """The chat client without a terminal: what a typed line means, how lines look, where we are.
 
 ``parse_line`` turns one typed line into an ``Action`` (or None for an empty line, which is
-never sent) and raises ``CommandError`` with a sentence for the user; ``check_text`` refuses
-a line over the server's limit before anything is sent; the ``*_line`` functions format
-what arrives; ``ChatState`` knows the rooms we are in and which one plain lines go to.
-The shell in ``chat.py`` does the I/O.
+never sent) and raises ``CommandError`` with a sentence for the user (a line over the
+server's limit is refused by the client library, before anything is sent); the ``*_line``
+functions format what arrives, peers' strings escaped with ``render.safe``; ``ChatState``
+knows the rooms we are in and which one plain lines go to.  The shell in ``chat.py`` does the I/O.
 
 Rooms: plain lines go to the *current* room, shown in the prompt.  It is the room joined
 last; ``/join`` of a room we are already in only switches to it (no request: the server
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from switchboard.protocol import (
+    ClientInfo,
     Joined,
     Left,
     LeftReason,
@@ -30,15 +31,10 @@ from switchboard.protocol import (
 )
 
 from . import render
-from .menu import MAX_CLIENT_ID, CommandError
+from .menu import CommandError, parse_target
+from .render import safe
 
 Clock = Callable[[int], str]
-
-#: C0 and C1 control characters and DEL, shown escaped: a peer's text must not move the
-#: cursor, clear the screen or split one message into several lines.
-_CONTROLS: Final = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
-_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
-_SAFE: Final = str.maketrans(_CONTROLS)
 
 
 # --- actions: what a typed line asks for -----------------------------------------------------
@@ -137,7 +133,7 @@ def parse_line(line: str) -> Action | None:
         target_text, _, message = rest.partition(" ")
         if not target_text or not message.strip():
             raise CommandError("Usage: /msg ID TEXT (a client id from /list, then the text).")
-        return PrivateMessage(parse_client_id(target_text), message.strip())
+        return PrivateMessage(parse_target(target_text, see="/list"), message.strip())
     if command == "/list":
         if rest.lower() not in ("", "all"):
             raise CommandError("Usage: /list, or /list all for every connected client.")
@@ -168,25 +164,6 @@ def parse_line(line: str) -> Action | None:
     return action
 
 
-def parse_client_id(text: str) -> int:
-    value = text.lstrip("#")
-    if not value.isdigit() or not 0 < int(value) <= MAX_CLIENT_ID:
-        raise CommandError(f"{text!r} is not a client id: ids are positive numbers (see /list).")
-    return int(value)
-
-
-def check_text(text: str, max_text: int) -> None:
-    """Refuse, before anything is sent, a line the server would refuse as TEXT_TOO_LONG."""
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise CommandError("Not sent: the line is not valid Unicode text.") from None
-    if size > max_text:
-        raise CommandError(
-            f"Not sent: the line is {size} bytes of UTF-8; the server takes at most {max_text}."
-        )
-
-
 def help_lines() -> list[str]:
     width = max(len(f"{c} {a}") for c, (a, _) in COMMANDS.items())
     lines = ["Type a line and Enter to say it to the current room (shown in the prompt)."]
@@ -198,14 +175,9 @@ def help_lines() -> list[str]:
 # --- how lines look ---------------------------------------------------------------------------
 
 
-def safe(text: str) -> str:
-    """``text`` with control characters escaped (one message stays one harmless line)."""
-    return text.translate(_SAFE)
-
-
 def who(nick: str, client_id: int) -> str:
     """``alice(#3)``, or ``#3`` without a nickname."""
-    return f"{nick}(#{client_id})" if nick else f"#{client_id}"
+    return f"{safe(nick)}(#{client_id})" if nick else f"#{client_id}"
 
 
 def _stamp(epoch_ms: int, clock: Clock) -> str:
@@ -218,7 +190,7 @@ def room_line(msg: Message, *, show_room: bool, clock: Clock = render.clock) -> 
     if msg.flags & MessageFlags.HISTORY:
         parts.append("(history)")
     if show_room:
-        parts.append(f"[{msg.room}]")
+        parts.append(f"[{safe(msg.room)}]")
     parts.append(f"{who(msg.sender_nick, msg.sender_id)}: {safe(msg.text)}")
     return " ".join(parts)
 
@@ -234,7 +206,7 @@ def own_line(
     clock: Clock = render.clock,
 ) -> str:
     """The line we said, as the others see it (shown once, when the server has taken it)."""
-    room_part = f" [{room}]" if show_room else ""
+    room_part = f" [{safe(room)}]" if show_room else ""
     return f"{_stamp(sent_ms, clock)}{room_part} {who(nick, client_id)}: {safe(text)}"
 
 
@@ -258,28 +230,28 @@ def receipt_line(receipt: Receipt) -> str:
 
 def joined_line(frame: Joined) -> str:
     """``* alice(#3) joined lobby``"""
-    return f"* {who(frame.nick, frame.client_id)} joined {frame.room}"
+    return f"* {who(frame.nick, frame.client_id)} joined {safe(frame.room)}"
 
 
 def left_line(frame: Left) -> str:
     """``* bob(#2) left lobby (disconnected)``"""
     # A LEAVE needs no explanation; a disconnection or a timeout does.
     reason = "" if frame.reason == LeftReason.LEFT else f" ({render.left_reason(frame.reason)})"
-    return f"* {who(frame.nick, frame.client_id)} left {frame.room}{reason}"
+    return f"* {who(frame.nick, frame.client_id)} left {safe(frame.room)}{reason}"
 
 
 def you_joined_line(room: str, members: int, history: int) -> str:
     others = members - 1
     company = "nobody else is here" if others == 0 else f"{others} other(s) here"
     earlier = f", {history} earlier message(s) follow" if history else ""
-    return f"* you joined {room} ({company}{earlier})"
+    return f"* you joined {safe(room)} ({company}{earlier})"
 
 
-def members_lines(title: str, members: Iterable[tuple[int, str, str, int]], me: int) -> list[str]:
-    """``title`` then one ``  alice(#3) 127.0.0.1:5000`` line per (id, nick, ip, port)."""
+def members_lines(title: str, members: Iterable[ClientInfo], me: int) -> list[str]:
+    """``title`` then one ``  alice(#3) 127.0.0.1:5000`` line per member."""
     rows = [
-        f"  {who(nick, cid)} {ip}:{port}" + (" (you)" if cid == me else "")
-        for cid, nick, ip, port in members
+        f"  {who(c.nick, c.client_id)} {c.ip}:{c.port}" + (" (you)" if c.client_id == me else "")
+        for c in members
     ]
     return [f"{title}: {len(rows)}", *rows]
 
@@ -317,7 +289,7 @@ class ChatState:
     def left(self, room: str) -> None:
         if room in self.rooms:
             self.rooms.remove(room)
-        if self.current == room or self.current not in self.rooms:
+        if self.current == room:
             self.current = self.rooms[-1] if self.rooms else None
 
     def target_room(self) -> str:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from switchboard.client import (
     ConnectionFailed,
     ConnectionLost,
     NoSuchClient,
+    ProtocolRejected,
     RateLimited,
     RecipientBusy,
     RequestTimeout,
@@ -44,7 +45,15 @@ from switchboard.client import (
     TextTooLong,
 )
 from switchboard.client.tracing import Tracer
-from switchboard.protocol import Frame, Message, Receipt, ReceiptStatus, TimeOk, TimeRequest
+from switchboard.protocol import (
+    ErrorCode,
+    Frame,
+    Message,
+    Receipt,
+    ReceiptStatus,
+    TimeOk,
+    TimeRequest,
+)
 
 from . import menu, render
 from .common import add_connection_args, endpoint, make_tracer, ssl_context, token
@@ -107,7 +116,7 @@ def cmd_client(args: argparse.Namespace) -> int:
         connect_now=args.connect or args.host is not None or args.port is not None,
     )
     if sys.stdin.isatty() and sys.stdout.isatty():
-        return run_terminal(settings)
+        return run_terminal(lambda out: InteractiveClient(settings, out), HISTORY_FILE)
     out = Output(plain_console())
     client = InteractiveClient(settings, out)
     return client.run(PlainUi(prompts=sys.stdin.isatty()))
@@ -221,6 +230,12 @@ class PromptState(Protocol):
     def completion_words(self) -> dict[str, object]: ...
 
 
+class TerminalApp(PromptState, Protocol):
+    """A client that ``run_terminal`` can run: a prompt to show and a loop to run."""
+
+    def run(self, ui: TerminalUi) -> int: ...
+
+
 class TerminalUi:
     """prompt_toolkit: history, tab completion, Ctrl-C cancels the line, Ctrl-D ends."""
 
@@ -321,16 +336,33 @@ def output_above_prompt() -> Iterator[None]:
             sys.stdout, sys.stderr = saved
 
 
-def run_terminal(settings: Settings) -> int:
+def run_terminal(make_app: Callable[[Output], TerminalApp], history_file: str) -> int:
+    """Run the app that ``make_app(output)`` builds on this terminal: prompt_toolkit with
+    the history in ``history_file`` (under ``history_path``), output printed above the
+    prompt."""
     out = Output(terminal_console(), direct=terminal_console(sys.stdout))
-    client = InteractiveClient(settings, out)
+    app = make_app(out)
     try:
-        path: Path | None = history_path()
+        path: Path | None = history_path(history_file)
     except RuntimeError:  # no home directory to be found
         path = None
-    ui = TerminalUi(client, path)
+    ui = TerminalUi(app, path)
     with output_above_prompt():
-        return client.run(ui)
+        return app.run(ui)
+
+
+def await_receipts(client: Client, message_ids: Iterable[int], grace: float) -> int:
+    """Wait up to ``grace`` seconds in all for the receipts of ``message_ids`` (messages
+    sent with ``client``); how many of them are still without one."""
+    deadline = time.monotonic() + grace
+    missing = 0
+    for message_id in message_ids:
+        try:
+            # Past the deadline a receipt already in is still counted: no wait, no miss.
+            client.wait_receipt(message_id, max(0.0, deadline - time.monotonic()))
+        except (RequestTimeout, ConnectionLost):
+            missing += 1
+    return missing
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -554,17 +586,7 @@ class InteractiveClient:
     def _await_receipts(self, client: Client) -> None:
         with self._lock:
             waiting = sorted(self._pending)
-        deadline = time.monotonic() + RECEIPT_GRACE_S
-        for message_id in waiting:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                client.wait_receipt(message_id, remaining)
-            except (RequestTimeout, ConnectionLost):
-                break
-        with self._lock:
-            missing = len(self._pending)
+        missing = await_receipts(client, waiting, RECEIPT_GRACE_S)
         if missing:
             self.out.line(f"{missing} message(s) still without a receipt.", "dim")
 
@@ -635,7 +657,7 @@ class InteractiveClient:
         elapsed_ms = (time.perf_counter() - start) * 1000
         width = len(str(count))
         texts = [
-            f"{i:>{width}}. " + ((f"{t.iso} ({t.zone})" if t.zone else t.iso) if t else "-")
+            f"{i:>{width}}. " + (render.server_time(t) if t else "-")
             for i, t in enumerate(results, 1)
         ]
         self.out.lines(texts)
@@ -658,7 +680,7 @@ class InteractiveClient:
                 str(c.client_id),
                 c.ip,
                 str(c.port),
-                c.nick or "-",
+                render.safe(c.nick) or "-",
                 render.iso(c.connected_ms),
                 "<- you" if c.client_id == me else "",
                 style="bold" if c.client_id == me else None,
@@ -705,7 +727,19 @@ def explain(exc: ServerError, target: int | None = None) -> str:
         return f"Client {who} is not reading its messages — try again later."
     if isinstance(exc, RateLimited):
         return "Too many requests: the server asks to slow down."
+    if isinstance(exc, ProtocolRejected) and exc.code == ErrorCode.BAD_PAYLOAD:
+        # Also raised by the client library itself, before sending (text with no UTF-8).
+        return f"Cannot be sent: {exc.message}."
     return f"The server refused: {exc.message} ({exc.name})."
 
 
-__all__ = ["InteractiveClient", "Output", "PlainUi", "TerminalUi", "explain", "register"]
+__all__ = [
+    "InteractiveClient",
+    "Output",
+    "PlainUi",
+    "TerminalUi",
+    "await_receipts",
+    "explain",
+    "register",
+    "run_terminal",
+]

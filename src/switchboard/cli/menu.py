@@ -271,11 +271,11 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
-def parse_target(text: str) -> int:
-    """A client id as typed: ``3`` or ``#3``."""
+def parse_target(text: str, *, see: str = "'list'") -> int:
+    """A client id as typed: ``3`` or ``#3``; ``see`` names the command that lists them."""
     text = text.strip().removeprefix("#")
     if not text.isdigit() or not 1 <= int(text) <= MAX_CLIENT_ID:
-        raise CommandError(f"'{text}' is not a client id (a positive number, see 'list').")
+        raise CommandError(f"'{text}' is not a client id (a positive number, see {see}).")
     return int(text)
 
 

@@ -7,7 +7,7 @@ same everywhere.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Final
 
 from switchboard.client import ServerTime
 from switchboard.protocol import (
@@ -24,6 +24,20 @@ from switchboard.protocol import (
     Welcome,
 )
 
+#: C0 and C1 control characters and DEL, shown escaped: a peer's text must not move the
+#: cursor, clear the screen or split one message into several lines.
+_CONTROLS: Final = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+_SAFE: Final = str.maketrans(_CONTROLS)
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters escaped (one message stays one harmless line).
+
+    For every string a peer or the server chose (texts, nicknames, room names, reasons)
+    before it reaches a terminal."""
+    return text.translate(_SAFE)
+
 
 def local_time(epoch_ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch_ms / 1000).astimezone()
@@ -38,9 +52,14 @@ def clock(epoch_ms: int) -> str:
     return local_time(epoch_ms).strftime("%H:%M:%S")
 
 
+def server_time(t: ServerTime) -> str:
+    """The server's time as it gives it: RFC 3339 in its offset, then its zone's name."""
+    return f"{t.iso} ({safe(t.zone)})" if t.zone else t.iso
+
+
 def sender(msg: Message) -> str:
     who = f"#{msg.sender_id} ({msg.sender_ip}:{msg.sender_port}"
-    return who + (f", {msg.sender_nick})" if msg.sender_nick else ")")
+    return who + (f", {safe(msg.sender_nick)})" if msg.sender_nick else ")")
 
 
 def receipt_status(status: int) -> str:
@@ -55,24 +74,23 @@ def left_reason(reason: int) -> str:
 
 
 def describe(frame: Frame) -> str:
-    """One human line for an indication."""
+    """One human line for an indication; what peers chose is escaped (``safe``)."""
     if isinstance(frame, Message):
-        where = f" in {frame.room}" if frame.room else ""
+        where = f" in {safe(frame.room)}" if frame.room else ""
         history = " [history]" if frame.flags & MessageFlags.HISTORY else ""
-        return (
-            f"message from {sender(frame)}{where} at {clock(frame.sent_ms)}{history}: {frame.text}"
+        return f"message from {sender(frame)}{where} at {clock(frame.sent_ms)}{history}: " + safe(
+            frame.text
         )
     if isinstance(frame, Receipt):
         return f"message {frame.message_id} to #{frame.target}: {receipt_status(frame.status)}"
-    if isinstance(frame, Joined):
-        return (
-            f"{frame.nick or '#' + str(frame.client_id)} (#{frame.client_id}) joined {frame.room}"
-        )
-    if isinstance(frame, Left):
-        who = frame.nick or f"#{frame.client_id}"
-        return f"{who} (#{frame.client_id}) left {frame.room} ({left_reason(frame.reason)})"
+    if isinstance(frame, Joined | Left):
+        who = safe(frame.nick) if frame.nick else f"#{frame.client_id}"
+        if isinstance(frame, Joined):
+            return f"{who} (#{frame.client_id}) joined {safe(frame.room)}"
+        reason = left_reason(frame.reason)
+        return f"{who} (#{frame.client_id}) left {safe(frame.room)} ({reason})"
     if isinstance(frame, Shutdown):
-        return f"the server is shutting down: {frame.reason}"
+        return f"the server is shutting down: {safe(frame.reason)}"
     if isinstance(frame, Welcome):
         return f"connected to {frame.server_name!r} as client #{frame.client_id}"
     return type(frame).__name__
