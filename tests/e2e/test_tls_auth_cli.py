@@ -74,16 +74,15 @@ def test_the_token_from_the_environment(secure_server: ServerProcess, cert: Test
     assert (result.returncode, result.stdout.strip()) == (0, "test-server"), result.stderr
 
 
-# Without a token the request itself is refused (a server ERROR: exit 1); a wrong token is
-# refused while connecting (HELLO fails: exit 2, as for any connection that cannot be made).
-@pytest.mark.parametrize(
-    ("token", "code", "exit_code"), [(None, "AUTH_REQUIRED", 1), ("wrong", "AUTH_FAILED", 2)]
-)
+# Without a token the first request is refused, a wrong token the HELLO: either way the
+# connection cannot be had, exit 2, as when the server cannot be reached.
+@pytest.mark.parametrize("command", [["name"], ["send", "1", "hi"]])
+@pytest.mark.parametrize(("token", "code"), [(None, "AUTH_REQUIRED"), ("wrong", "AUTH_FAILED")])
 def test_a_missing_or_wrong_token_is_one_clear_line(
-    secure_server: ServerProcess, cert: TestCert, token: str | None, code: str, exit_code: int
+    secure_server: ServerProcess, cert: TestCert, command: list[str], token: str | None, code: str
 ) -> None:
-    args = ["name", *tls_args(cert, "cafile")] + (["--token", token] if token else [])
-    err = assert_one_clear_error_line(run_cli(*args, port=secure_server.port), exit_code)
+    args = [*command, *tls_args(cert, "cafile")] + (["--token", token] if token else [])
+    err = assert_one_clear_error_line(run_cli(*args, port=secure_server.port), 2)
     assert code in err, err
 
 

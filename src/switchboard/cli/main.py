@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from switchboard import __version__
-from switchboard.client import ConnectionLost, RequestTimeout, ServerError
+from switchboard.client import AuthError, ConnectionLost, RequestTimeout, ServerError
 
 from .common import CliExit
 
@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except (ConnectionLost, RequestTimeout) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    except AuthError as exc:  # no token, or not this server's: the connection was refused
+        print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
         return 2
     except ServerError as exc:
         print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)

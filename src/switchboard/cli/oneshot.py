@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from switchboard.client import ConnectionLost, RequestTimeout, ServerError
+from switchboard.client import AuthError, ConnectionLost, RequestTimeout, ServerError
 from switchboard.protocol import ReceiptStatus
 
 from . import render
@@ -130,7 +130,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                 emit(error_json(exc))
             else:
                 print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
-            return 1
+            return 2 if isinstance(exc, AuthError) else 1  # refused connection, as in main
         status = "forwarded"
         if args.wait_receipt is not None:
             try:
@@ -155,7 +155,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
             try:
                 client.join(room)
             except ServerError as exc:
-                raise CliExit(1, f"cannot join {room!r}: {exc.message}") from None
+                code = 2 if isinstance(exc, AuthError) else 1
+                raise CliExit(code, f"cannot join {room!r}: {exc.message}") from None
         try:
             while True:
                 frame = client.next_indication()
