@@ -8,7 +8,8 @@ Exception tree::
      ├── RequestTimeout          no response within the timeout (the connection stays usable)
      └── ServerError             the server answered ERROR (``code``, ``name``, ``message``)
           ├── ProtocolRejected   BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNKNOWN_TYPE,
-          │                      BAD_PAYLOAD, INTERNAL_ERROR, and codes this version does not know
+          │                      BAD_PAYLOAD (also raised locally, for text that is not valid
+          │                      Unicode), INTERNAL_ERROR, and codes this version does not know
           ├── NoSuchClient       NO_SUCH_CLIENT
           ├── ServerFull         SERVER_FULL
           ├── RateLimited        RATE_LIMITED
