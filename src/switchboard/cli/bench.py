@@ -6,7 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from switchboard import defaults
 from switchboard.bench.loadgen import (
     DEFAULT_DURATION,
     DEFAULT_SIZE,
@@ -19,7 +18,7 @@ from switchboard.bench.loadgen import (
     run_bench,
 )
 
-from .common import CliExit, endpoint
+from .common import CliExit, add_endpoint_args, endpoint
 
 
 def register(sub: Any) -> None:
@@ -33,17 +32,7 @@ def register(sub: Any) -> None:
             "Run the server with --rate 0: its default rate limit would refuse a benchmark."
         ),
     )
-    p.add_argument(
-        "--host",
-        default=None,
-        help=f"server address (default ${defaults.ENV_HOST} or {defaults.HOST})",
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help=f"server port (default ${defaults.ENV_PORT} or {defaults.PORT})",
-    )
+    add_endpoint_args(p)
     p.add_argument("--mode", choices=MODES, default="time", help="what to measure (default time)")
     p.add_argument("--clients", type=int, default=1, metavar="N", help="connections (default 1)")
     p.add_argument(

@@ -42,7 +42,8 @@ def env_port() -> int:
     return port
 
 
-def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+def add_endpoint_args(p: argparse.ArgumentParser) -> None:
+    """``--host`` and ``--port``, defaulting to the environment, then the built-in defaults."""
     p.add_argument(
         "--host",
         default=None,
@@ -54,6 +55,10 @@ def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -
         default=None,
         help=f"server port (default ${defaults.ENV_PORT} or {defaults.PORT})",
     )
+
+
+def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    add_endpoint_args(p)
     p.add_argument(
         "--timeout",
         type=float,
