@@ -37,6 +37,7 @@ import struct
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -125,6 +126,8 @@ class BenchConfig:
     procs: int | None = None
     server_pid: int | None = None
     drain_timeout: float = DRAIN_TIMEOUT_S
+    #: Load processes poll without ever sleeping (see busy_poll()).
+    busy_poll: bool = False
 
     def check(self) -> None:
         """Raise BenchError for options that cannot make a benchmark."""
@@ -138,6 +141,8 @@ class BenchConfig:
             raise BenchError("--window must be at least 1")
         if self.duration <= 0 or self.warmup < 0:
             raise BenchError("--duration must be positive and --warmup not negative")
+        if self.drain_timeout < 0:
+            raise BenchError("--drain-timeout must not be negative")
         if self.requests is not None and self.requests < 1:
             raise BenchError("--requests must be at least 1")
         if self.mode in ("send", "broadcast") and self.size < STAMP_BYTES:
@@ -367,6 +372,29 @@ class _LoadConnection(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
+def busy_poll(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Keep ``loop`` from ever sleeping until the returned function is called.
+
+    A callback that always schedules itself again leaves the loop a ready callback on every
+    pass, so it polls its sockets with a zero timeout instead of blocking in ``epoll_wait``:
+    an answer is read the moment it arrives instead of after this process's CPU has been
+    woken up, which on a virtual machine costs tens of microseconds per round trip.  The
+    price is a whole CPU per load process, so it is for latency at low load (``time`` with
+    one client and W=1), where a sleeping load generator measures its own wake-ups."""
+    handle: asyncio.Handle | None = None
+
+    def spin() -> None:
+        nonlocal handle
+        handle = loop.call_soon(spin)
+
+    def stop() -> None:
+        if handle is not None:
+            handle.cancel()
+
+    spin()
+    return stop
+
+
 def raise_file_limit(wanted: int | None) -> None:
     """Raise this process's open-file limit (soft RLIMIT_NOFILE) to ``wanted``, or to the hard
     limit when ``wanted`` is None; never above the hard limit, never lower than it is.
@@ -439,7 +467,7 @@ async def _worker_run(
     msg = await inbox.get()
     if msg[0] != "go":
         return
-    _, targets, t0, t1, t2, send_until, quota = msg
+    _, targets, _, t1, t2, send_until, quota = msg
     worker.t1, worker.t2, worker.send_until, worker.quota = t1, t2, send_until, quota
     text_len = cfg.size
     # The text (send time, then padding) is written after the head by refill().
@@ -454,6 +482,28 @@ async def _worker_run(
             conn.active = True
         else:
             conn.active = cfg.mode == "time" or global_index == 0
+    stop_polling = busy_poll(loop) if cfg.busy_poll else None
+    try:
+        await _load(worker, cfg, conns, pipe, inbox, msg)
+    finally:
+        if stop_polling is not None:
+            stop_polling()
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    await asyncio.sleep(0)
+
+
+async def _load(
+    worker: _Worker,
+    cfg: BenchConfig,
+    conns: list[_LoadConnection],
+    pipe: multiprocessing.connection.Connection,
+    inbox: asyncio.Queue[Any],
+    go: tuple[Any, ...],
+) -> None:
+    """From "go" to the report: load, measure, drain."""
+    _, _, t0, t1, _, send_until, quota = go
     await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / _NS))
     now = time.monotonic_ns()
     for conn in conns:
@@ -477,7 +527,7 @@ async def _worker_run(
     pipe.send(("drained", stopped, worker.broken))
     # Others' messages may still arrive at our clients (and need their ACK) until every
     # worker has drained: only then does the parent ask for the report.
-    msg = await inbox.get()
+    await inbox.get()
     pipe.send(
         (
             "result",
@@ -496,10 +546,6 @@ async def _worker_run(
             },
         )
     )
-    for conn in conns:
-        if conn.transport is not None:
-            conn.transport.close()
-    await asyncio.sleep(0)
 
 
 def _worker_main(
@@ -675,4 +721,5 @@ def _report(
         "lost": lost,
         "receipts": totals["receipts"] if cfg.mode == "send" else None,
         "procs": len(results),
+        "busy_poll": cfg.busy_poll,
     }

@@ -11,6 +11,7 @@ from switchboard.bench.loadgen import (
     DEFAULT_SIZE,
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
+    DRAIN_TIMEOUT_S,
     MODES,
     STAMP_BYTES,
     BenchConfig,
@@ -87,6 +88,25 @@ def register(sub: Any) -> None:
         metavar="PID",
         help="read this process's CPU time (/proc) to report server CPU per operation",
     )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DRAIN_TIMEOUT_S,
+        metavar="S",
+        help=(
+            "after the measured window, seconds to wait for answers still in flight before "
+            f"counting them as lost (default {DRAIN_TIMEOUT_S:g})"
+        ),
+    )
+    p.add_argument(
+        "--busy-poll",
+        action="store_true",
+        help=(
+            "load processes never sleep: each polls its sockets without blocking, so an answer "
+            "is read as soon as it arrives, not after the load's CPU wakes up; costs one whole "
+            "CPU per load process (for latency at low load, e.g. one client with W=1)"
+        ),
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=main)
 
@@ -105,6 +125,8 @@ def main(args: argparse.Namespace) -> int:
         size=args.size,
         procs=args.procs,
         server_pid=args.server_pid,
+        drain_timeout=args.drain_timeout,
+        busy_poll=args.busy_poll,
     )
     try:
         report = run_bench(cfg)
@@ -124,7 +146,7 @@ def format_report(r: dict[str, Any]) -> str:
     errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "none"
     lines = [
         f"mode {r['mode']}: {r['clients']} client(s), window {r['window']}, size {r['size']} B, "
-        f"{r['procs']} load process(es)",
+        f"{r['procs']} load process(es)" + (", busy-polling" if r.get("busy_poll") else ""),
         f"  throughput   {r['ops_per_sec']:,.0f} ops/s ({r['ops']:,} ops in {r['seconds']:g} s)",
         "  latency ms   "
         + "  ".join(f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p99", "p999", "max")),
