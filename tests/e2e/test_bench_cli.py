@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
+import selectors
+import socket
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, run_cli, spawn_logged
+from conftest import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
+from switchboard.protocol import Welcome, encode
 
 QUICK = ("--duration", "0.5", "--warmup", "0.2", "--json")
 KEYS = {
@@ -113,3 +123,160 @@ def test_bad_options_are_refused() -> None:
     assert "send needs at least 2 clients" in proc.stderr
     proc = run_cli("bench", "--mode", "send", "--clients", "2", "--size", "4", port=1, timeout=30)
     assert proc.returncode == 2 and "--size must be at least 16" in proc.stderr
+
+
+# --- --busy-poll and --drain-timeout ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("busy", [True, False], ids=["busy-polling", "sleeping"])
+def test_busy_poll_is_reported(
+    server_process_factory: Callable[..., ServerProcess], busy: bool
+) -> None:
+    sp = server_process_factory("--rate", "0")
+    proc = run_cli(
+        "bench", "--mode", "time", "--clients", "1", "--window", "1",
+        "--server-pid", str(sp.proc.pid), *QUICK, *(["--busy-poll"] if busy else []),
+        port=sp.port, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    check_report(report, "time", 1)
+    assert report["busy_poll"] is busy
+
+
+def test_busy_poll_is_named_in_the_table(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    sp = server_process_factory("--rate", "0")
+    proc = run_cli(
+        "bench", "--mode", "time", "--clients", "1", "--requests", "200", "--warmup", "0",
+        "--duration", "20", "--busy-poll", port=sp.port, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("mode time: 1 client(s)") and first.endswith(", busy-polling")
+    assert "lost         0" in proc.stdout
+
+
+class SilentServer:
+    """Listens on 127.0.0.1, WELCOMEs every connection and then never answers: whatever a
+    client sends is read and thrown away until it closes. One thread, bounded by ``limit``
+    seconds and stopped by close()."""
+
+    def __init__(self, limit: float = 60.0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.port: int = self.listener.getsockname()[1]
+        self.welcomed = 0
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + limit
+        self._thread = threading.Thread(target=self._run, name="silent-server", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        frame = encode(Welcome(1, "silent", 1, 10_000, 65536, 4096, 10, "127.0.0.1", self.port))
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.listener, selectors.EVENT_READ)
+            try:
+                while not self._stop.is_set() and time.monotonic() < self._deadline:
+                    for key, _ in sel.select(0.1):
+                        sock = key.fileobj
+                        assert isinstance(sock, socket.socket)
+                        if sock is self.listener:
+                            with contextlib.suppress(BlockingIOError):
+                                conn, _ = self.listener.accept()
+                                conn.sendall(frame)  # 64 bytes into an empty socket buffer
+                                conn.setblocking(False)
+                                sel.register(conn, selectors.EVENT_READ)
+                                self.welcomed += 1
+                            continue
+                        try:
+                            data = sock.recv(65536)
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            data = b""
+                        if not data:
+                            sel.unregister(sock)
+                            sock.close()
+            finally:
+                for key in list(sel.get_map().values()):
+                    if key.fileobj is not self.listener:
+                        assert isinstance(key.fileobj, socket.socket)
+                        key.fileobj.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.listener.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def bench_cpu_seconds(argv: list[str], tmp_path: Path, name: str) -> tuple[float, int, str]:
+    """Run a ``switchboard`` command to completion: (user + system CPU seconds of it and of
+    the load processes it joined, exit status, stdout)."""
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    # Files, not pipes: the command never blocks on a full pipe while we wait for it.
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            switchboard_command(*argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            env=cli_env(),
+        )  # fmt: skip
+    try:
+        # A pidfd becomes readable when the process exits: a bounded wait that still leaves
+        # the zombie for wait4, whose rusage counts the load processes the command reaped.
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            exited, _, _ = select.select([pidfd], [], [], 60)
+        finally:
+            os.close(pidfd)
+        assert exited, f"{argv} did not finish within 60 s"
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait(10)
+    return usage.ru_utime + usage.ru_stime, proc.returncode, out.read_text() + err.read_text()
+
+
+def test_busy_poll_spins_while_nothing_is_answered(
+    silent_server: SilentServer, tmp_path: Path
+) -> None:
+    """Nothing is ever answered: a sleeping load waits in epoll and uses almost no CPU, a
+    busy-polling one spins from "go" to its report (1.5 s measured + 0.5 s drain)."""
+    argv = [
+        "bench", "--port", str(silent_server.port), "--mode", "time", "--clients", "1",
+        "--window", "1", "--warmup", "0", "--duration", "1.5", "--drain-timeout", "0.5", "--json",
+    ]  # fmt: skip
+    cpu: dict[bool, float] = {}
+    for busy in (False, True):
+        name = "busy" if busy else "sleeping"
+        seconds, code, output = bench_cpu_seconds(
+            [*argv, *(["--busy-poll"] if busy else [])], tmp_path, name
+        )
+        assert code == 0, output
+        report = json.loads(output.splitlines()[0])
+        assert report["busy_poll"] is busy
+        assert report["lost"] >= 1  # the one TIME request, never answered
+        assert report["ops"] == 0
+        cpu[busy] = seconds
+    assert silent_server.welcomed == 2
+    # Measured on the 2-CPU VM: sleeping 0.33-0.41 s, busy-polling 2.38-2.48 s (a margin of
+    # about 2 s); 0.8 s still holds when other work leaves the spinning load half a CPU.
+    assert cpu[True] - cpu[False] >= 0.8, f"CPU seconds (busy-polling: seconds): {cpu}"
+
+
+def test_negative_drain_timeout_is_refused() -> None:
+    proc = run_cli("bench", "--drain-timeout", "-1", *QUICK, port=1, timeout=30)
+    assert proc.returncode == 2
+    assert "--drain-timeout must not be negative" in proc.stderr
+    assert "Traceback" not in proc.stderr
