@@ -33,12 +33,18 @@ from switchboard.protocol.codec import (
     decode_payload,
 )
 from switchboard.protocol.fastpath import (
+    RECEIPT_HEAD,
+    SEND_OK_MIDDLE,
+    SEND_OK_PREFIX,
     WORD_ACK,
     WORD_FIRST_NON_REQUEST,
     WORD_HELLO,
+    WORD_SEND,
     WORD_TIME,
     direct_fields,
-    encode_receipt,
+    message_packer,
+    pack_receipt,
+    pack_send_ok,
     sender_block,
 )
 
@@ -50,6 +56,10 @@ if TYPE_CHECKING:
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
 _unpack_u64 = struct.Struct("!Q").unpack_from
+_unpack_send = struct.Struct("!II").unpack_from
+_time_ns = time.time_ns
+#: What a batch holds for its MESSAGEs until its first SEND sets the real ones.
+_NO_MESSAGES = message_packer(b"")
 _DELIVERED = int(ReceiptStatus.DELIVERED)
 
 
@@ -159,6 +169,13 @@ class ClientConnection(asyncio.Protocol):
                 tokens = server.burst
             self.tokens_at = now
         out = self.out
+        by_id = server.client_by_id
+        max_text = server.max_text
+        # SENDs are forwarded inline unless their forward is to be logged (handlers.send).
+        forward_inline = not server.events.info_on
+        sent_ms = -1  # the batch's MESSAGE time, read at its first SEND
+        fields = b""  # this client's MESSAGE fields, and their packer, also from then on
+        pack_message, message_prefix, message_base = _NO_MESSAGES
         time_pack: Callable[[bytes, int, bytes], bytes] | None = None
         time_tail = b""
         buf: bytes | bytearray = data
@@ -205,6 +222,55 @@ class ClientConnection(asyncio.Protocol):
                         time_pack, time_tail = server.clock.now()
                     out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
                     continue
+                if word == WORD_SEND and forward_inline and length >= 8:
+                    # The commonest forwarded frame (profile, send ring: the handler call and
+                    # its helpers were ~45 % of the server's samples): well-formed ASCII text
+                    # to a client that can take it is forwarded here, as handlers.send would;
+                    # anything else (bad layout, too long, non-ASCII to validate, no such or
+                    # busy target) goes on to handlers.send, which decides and answers.
+                    target_id, text_len = _unpack_send(buf, start)
+                    target = by_id.get(target_id)
+                    if (
+                        text_len == length - 8
+                        and text_len <= max_text
+                        and target is not None
+                        and target.authenticated
+                        and not target.closing
+                        and not target.write_paused
+                    ):
+                        text = buf[start + 8 : end]
+                        if text.isascii():  # ASCII is valid UTF-8: nothing to decode
+                            server.message_ids = message_id = server.message_ids + 1
+                            if sent_ms < 0:  # the first SEND of the batch
+                                sent_ms = _time_ns() // 1_000_000
+                                fields = self.direct_fields()
+                                pack_message, message_prefix, message_base = message_packer(fields)
+                            target_out = target.out
+                            if not target_out and not target.in_batch:
+                                server.schedule_flush(target)
+                            target_out.append(
+                                pack_message(
+                                    message_prefix,
+                                    message_base + text_len,
+                                    message_id,
+                                    fields,
+                                    sent_ms,
+                                    0,
+                                    text_len,
+                                )
+                                + text
+                            )
+                            target.awaiting_ack[message_id] = self
+                            out.append(
+                                pack_send_ok(
+                                    SEND_OK_PREFIX,
+                                    request_id,
+                                    SEND_OK_MIDDLE,
+                                    message_id,
+                                    target_id,
+                                )
+                            )
+                            continue
                 if word == WORD_ACK:
                     # One per delivered message, settled here (profile, send ring: a handler
                     # chain for it was ~13 % of the samples): the sender hears DELIVERED.  A
@@ -212,8 +278,14 @@ class ClientConnection(asyncio.Protocol):
                     if length == 8:
                         message_id = _unpack_u64(buf, start)[0]
                         sender = self.awaiting_ack.pop(message_id, None)
-                        if sender is not None:  # else unknown, settled, or not this client's
-                            sender.send_raw(encode_receipt(message_id, self.client_id, _DELIVERED))
+                        if sender is not None and not sender.closing:
+                            # else unknown, settled, not this client's, or its sender gone
+                            sender_out = sender.out
+                            if not sender_out and not sender.in_batch:
+                                server.schedule_flush(sender)
+                            sender_out.append(
+                                pack_receipt(RECEIPT_HEAD, message_id, self.client_id, _DELIVERED)
+                            )
                     continue
                 handler = fast.get(word)
                 if handler is not None:
@@ -223,6 +295,9 @@ class ClientConnection(asyncio.Protocol):
                     server.dispatch(self, decode_payload(key, request_id, buf, start, end))
                 if self.closing:
                     return
+                # A request may have changed this client's MESSAGE fields (its nickname):
+                # the next inline SEND reads them again.
+                sent_ms = -1
             if pos < size:
                 if not self.partial_since:
                     self.partial_since = now
