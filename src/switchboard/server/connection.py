@@ -162,6 +162,7 @@ class ClientConnection(asyncio.Protocol):
         trace = server.trace  # read once per batch, not once per frame (profiled hot path)
         # One flag per batch decides whether requests need the slower checks at all.
         gated = rate or not self.authenticated or server.shutting_down
+        slow = gated or trace is not None
         tokens = 0.0
         if rate:
             tokens = self.tokens + (now - self.tokens_at) * rate
@@ -172,7 +173,7 @@ class ClientConnection(asyncio.Protocol):
         by_id = server.client_by_id
         max_text = server.max_text
         # SENDs are forwarded inline unless their forward is to be logged (handlers.send).
-        forward_inline = not server.events.info_on
+        inline_send = -1 if server.events.info_on else WORD_SEND
         sent_ms = -1  # the batch's MESSAGE time, read at its first SEND
         fields = b""  # this client's MESSAGE fields, and their packer, also from then on
         pack_message, message_prefix, message_base = _NO_MESSAGES
@@ -199,21 +200,22 @@ class ClientConnection(asyncio.Protocol):
                 if end > size:
                     break
                 pos = end
-                if trace is not None:  # every frame received, refused ones too
-                    event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
-                    trace("<<-", self, event, bytes(buf[start - HEADER_SIZE : end]))
-                if gated and word < WORD_FIRST_NON_REQUEST:
-                    if not self.authenticated and word != WORD_HELLO:
-                        server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
-                        return
-                    if rate:
-                        if tokens < 1.0:
-                            server.refuse(self, ErrorCode.RATE_LIMITED, request_id)
+                if slow:
+                    if trace is not None:  # every frame received, refused ones too
+                        event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
+                        trace("<<-", self, event, bytes(buf[start - HEADER_SIZE : end]))
+                    if gated and word < WORD_FIRST_NON_REQUEST:
+                        if not self.authenticated and word != WORD_HELLO:
+                            server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
+                            return
+                        if rate:
+                            if tokens < 1.0:
+                                server.refuse(self, ErrorCode.RATE_LIMITED, request_id)
+                                continue
+                            tokens -= 1.0
+                        if server.shutting_down:
+                            server.refuse(self, ErrorCode.SHUTTING_DOWN, request_id)
                             continue
-                        tokens -= 1.0
-                    if server.shutting_down:
-                        server.refuse(self, ErrorCode.SHUTTING_DOWN, request_id)
-                        continue
                 if word == WORD_TIME and not length:
                     # The commonest request, answered here: one struct call on the clock's
                     # pre-encoded answer, read once per batch (a batch takes well under a
@@ -222,7 +224,7 @@ class ClientConnection(asyncio.Protocol):
                         time_pack, time_tail = server.clock.now()
                     out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
                     continue
-                if word == WORD_SEND and forward_inline and length >= 8:
+                if word == inline_send and length >= 8:
                     # The commonest forwarded frame (profile, send ring: the handler call and
                     # its helpers were ~45 % of the server's samples): well-formed ASCII text
                     # to a client that can take it is forwarded here, as handlers.send would;
