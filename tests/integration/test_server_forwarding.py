@@ -12,6 +12,7 @@ per-batch state (the MESSAGE time and the sender's fields).
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -186,6 +187,23 @@ def send_frame(target: int, text: bytes, request_id: int, *, declared: int | Non
 
 def ack_frame(payload: bytes) -> bytes:
     return header(MessageClass.INDICATION, MessageType.ACK, 0, len(payload)) + payload
+
+
+def shrink_send_buffer(st: ServerThread, client_id: int) -> None:
+    """Give the server's socket to ``client_id`` a small fixed send buffer.
+
+    On loopback Linux autotunes it to megabytes (the MSS is 64 KB), so a peer that does not
+    read would take megabytes before the server's own transport buffer fills; with 4 KB
+    (which also turns autotuning off) nearly everything sent to it stays in that buffer.
+    """
+
+    def shrink() -> None:
+        transport = st.server.clients.by_id[client_id].transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    st.call(shrink)
 
 
 MAX_TEXT = 64
@@ -450,8 +468,10 @@ def test_sends_to_a_recipient_that_does_not_read_are_busy(forwarding: Forwarding
         def paused() -> bool:
             return st.call(lambda: st.server.clients.by_id[slow.client_id].write_paused)
 
+        shrink_send_buffer(st, slow.client_id)
         # Fill the slow reader's outbound buffer, batch by batch, until the server has
-        # paused writing to it (bounded: 40 x 20 x 4 KB is 50 times the high-water mark).
+        # paused writing to it (bounded: 40 x 20 x 4 KB is 50 times the high-water mark;
+        # with the small send buffer the first batch is enough).
         forwarded: list[int] = []
         request_id = 0
         for _ in range(40):
@@ -535,3 +555,47 @@ def test_a_recipient_that_has_not_authenticated_is_no_such_client(
         msg = take(stranger, 1)[0]
         assert isinstance(msg, Message) and msg.text == "now?"
     forwarding.assert_forwards(delivered=2)
+
+
+# --- 7. a recipient that is closing but not yet gone -----------------------------------------
+
+
+def test_a_recipient_that_is_closing_is_no_such_client(forwarding: Forwarding) -> None:
+    st = forwarding.start()
+    count = 40
+    with RawPeer(st.port) as a, RawPeer(st.port) as c, RawPeer(st.port, rcvbuf=4096) as b:
+        shrink_send_buffer(st, b.client_id)
+        # B, which does not read, sends itself 160 KB, then a frame with a bad magic: the
+        # server closes it gracefully, which waits for those bytes to drain, so B stays
+        # registered while closing (below the 256 KB high-water mark: not write-paused).
+        b.send(
+            *[SendRequest(b.client_id, BIG, request_id=i) for i in range(1, count + 1)],
+            header(MessageClass.REQUEST, MessageType.TIME, 99, 0, magic=0x4745),
+        )
+
+        def closing_not_gone() -> bool:
+            conn = st.server.clients.by_id.get(b.client_id)
+            return conn is not None and conn.closing and not conn.write_paused
+
+        st.wait_for(lambda s: closing_not_gone())
+        a.send(
+            SendRequest(b.client_id, "still there?", request_id=1),
+            SendRequest(b.client_id, NON_ASCII, request_id=2),
+            SendRequest(c.client_id, "hi c", request_id=3),
+        )
+        answers = take(a, 3)
+        assert st.call(closing_not_gone), "B left before the SENDs to it were answered"
+        assert kinds(answers) == [("ErrorResponse", 1), ("ErrorResponse", 2), ("SendOk", 3)]
+        assert error_code(answers[0]) == error_code(answers[1]) == ErrorCode.NO_SUCH_CLIENT
+        msg = take(c, 1)[0]
+        assert isinstance(msg, Message) and msg.text == "hi c"
+        # B reads at last: its own messages and answers, the ERROR, then the close.
+        seen = b.expect_closed(timeout=10)
+        assert [type(e).__name__ for e in seen if not isinstance(e, Ping)] == [
+            "Message",
+            "SendOk",
+        ] * count + ["ErrorResponse"]
+        assert error_code(seen[-1]) == ErrorCode.BAD_FRAME
+        st.wait_for(lambda s: b.client_id not in s.clients.by_id)
+        assert_nothing_pending(a)
+    forwarding.assert_forwards(delivered=count + 1)
