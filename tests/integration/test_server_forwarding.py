@@ -287,7 +287,7 @@ def test_a_batch_of_sends_is_answered_in_order_and_delivered(forwarding: Forward
         )
         assert_nothing_pending(b)
         assert_nothing_pending(a)
-        # Both stay connected and nothing was left awaiting anyone else.
+        # Neither was disconnected by anything in the batch.
         assert st.call(lambda: sorted(st.server.clients.by_id)) == [a.client_id, b.client_id]
     forwarding.assert_forwards(delivered=5)
 
