@@ -32,7 +32,7 @@ from switchboard.protocol import (
     TimeRequest,
     encode,
 )
-from switchboard.protocol.codec import HEADER_WORDS, HEADER_WORDS_WIDE
+from switchboard.protocol.codec import HEADER_WORDS
 from switchboard.protocol.fastpath import (
     KEY_ACK,
     KEY_SEND,
@@ -127,25 +127,6 @@ def test_ack_header_word() -> None:
     key, _, _, start, end = _payload(frame)
     _, word, _, length = HEADER_WORDS.unpack_from(frame, 0)
     assert (key, word, length, end - start) == (KEY_ACK, WORD_ACK, 8, 8)
-
-
-@given(message_strategy(SendRequest), st.binary(max_size=30))
-def test_wide_header_reads_a_sends_target_and_length(msg: SendRequest, after: bytes) -> None:
-    # The split loop forwards a SEND from the two words read with its header.
-    frame = encode(msg)
-    magic, word, request_id, length, target, text_len = HEADER_WORDS_WIDE.unpack_from(
-        frame + after, 0
-    )
-    assert (magic, word, request_id, length) == HEADER_WORDS.unpack_from(frame, 0)
-    assert (target, text_len) == (msg.target, len(msg.text.encode()))
-
-
-@given(st.integers(0, 2**64 - 1))
-def test_wide_header_reads_an_acks_id_in_halves(message_id: int) -> None:
-    frame = encode(Ack(message_id))
-    assert len(frame) == HEADER_WORDS_WIDE.size  # an ACK is exactly as long as the wide read
-    *_, length, high, low = HEADER_WORDS_WIDE.unpack_from(frame, 0)
-    assert (length, (high << 32) | low) == (8, message_id)
 
 
 def test_frames_key_for_time() -> None:

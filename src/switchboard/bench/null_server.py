@@ -52,7 +52,8 @@ from switchboard.services.runtime import run, stop_on_signals
 from .loadgen import raise_file_limit
 
 _unpack_header = struct.Struct("!HHHII").unpack_from
-_unpack_wide = struct.Struct("!HHHIIII").unpack_from
+_unpack_send = struct.Struct("!II").unpack_from
+_unpack_u64 = struct.Struct("!Q").unpack_from
 _pack_ok = struct.Struct("!HBBHIIH").pack
 _RESP: Final = int(MessageClass.RESPONSE)
 _OK: Final = int(MessageType.OK)
@@ -142,17 +143,13 @@ class NullConnection(asyncio.Protocol):
         unacked = server.unacked
         fields = self.fields
         pack_message, prefix, base, block = message_packer(fields, 0, 0)
-        a = b = 0
         while n - pos >= 14:
-            if n - pos >= 22:  # the header and the payload's first two words in one call
-                _, version_class, mtype, request_id, length, a, b = _unpack_wide(buf, pos)
-            else:
-                _, version_class, mtype, request_id, length = _unpack_header(buf, pos)
+            _, version_class, mtype, request_id, length = _unpack_header(buf, pos)
             end = pos + 14 + length
             if end > n:
                 break
             if mtype == _SEND and version_class == _REQUEST_KEY:
-                target_id, text_len = a, b  # read wide: a complete SEND has 22 bytes or more
+                target_id, text_len = _unpack_send(buf, pos + 14)
                 target = by_id.get(target_id)
                 server.next_message = mid = server.next_message + 1
                 if target is not None:
@@ -168,7 +165,7 @@ class NullConnection(asyncio.Protocol):
             elif version_class == _REQUEST_KEY:
                 out.append(_pack_ok(MAGIC, VERSION, _RESP, _OK, request_id, 2, mtype))
             elif version_class == _ACK_KEY and mtype == _ACK and length == 8:
-                acked = (a << 32) | b
+                acked = _unpack_u64(buf, pos + 14)[0]
                 entry = unacked.pop(acked, None)
                 if entry is not None:
                     sender, target_id = entry

@@ -35,11 +35,6 @@ _LAST_VERSION_CLASS: Final = (VERSION << 8) | max(MessageClass)
 #: word <= LAST_HEADER_WORD`` and ``length <= decoder.max_payload``: the checks ``frames()``
 #: makes; ``word & 0xFFFFFF`` is then the ``frames()`` key.
 HEADER_WORDS: Final = struct.Struct("!HIII")
-#: ``HEADER_WORDS`` followed by the next eight bytes as two u32: a split loop with that many
-#: bytes left reads a header and the first fields of its payload (SEND's target and text
-#: length, ACK's message id as high and low halves) in one call.  The two extra words are
-#: the payload's only when ``length >= 8``; otherwise they belong to what follows.
-HEADER_WORDS_WIDE: Final = struct.Struct("!HIIIII")
 FIRST_HEADER_WORD: Final = (VERSION << 24) | (min(MessageClass) << 16)
 LAST_HEADER_WORD: Final = (VERSION << 24) | (max(MessageClass) << 16) | 0xFFFF
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -28,7 +29,6 @@ from switchboard.protocol import (
 from switchboard.protocol.codec import (
     FIRST_HEADER_WORD,
     HEADER_WORDS,
-    HEADER_WORDS_WIDE,
     LAST_HEADER_WORD,
     decode_payload,
 )
@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
-_unpack_wide = HEADER_WORDS_WIDE.unpack_from
-_WIDE_SIZE = HEADER_WORDS_WIDE.size
+_unpack_send = struct.Struct("!II").unpack_from
+_unpack_u64 = struct.Struct("!Q").unpack_from
 _time_ns = time.time_ns
 #: What a batch holds for its MESSAGEs until its first SEND sets the real ones.
 _NO_MESSAGES = message_packer(b"", 0, 0)
@@ -177,7 +177,6 @@ class ClientConnection(asyncio.Protocol):
         sent_ms = -1  # the batch's MESSAGE time, read at its first SEND
         # This client's MESSAGE fields with that time, and their packer, also from then on.
         pack_message, message_prefix, message_base, block = _NO_MESSAGES
-        word1 = word2 = 0
         time_pack: Callable[[bytes, int, bytes], bytes] | None = None
         time_tail = b""
         buf: bytes | bytearray = data
@@ -188,10 +187,7 @@ class ClientConnection(asyncio.Protocol):
             size = len(buf)
             max_payload = decoder.max_payload
             while size - pos >= HEADER_SIZE:
-                if size - pos >= _WIDE_SIZE:  # and the payload's first words (see below)
-                    magic, word, request_id, length, word1, word2 = _unpack_wide(buf, pos)
-                else:  # a short frame last in the batch (length < 8: no words needed)
-                    magic, word, request_id, length = _unpack_header(buf, pos)
+                magic, word, request_id, length = _unpack_header(buf, pos)
                 # The header is checked before waiting for the payload, as frames() does.
                 if (
                     magic != MAGIC
@@ -234,9 +230,7 @@ class ClientConnection(asyncio.Protocol):
                     # to a client that can take it is forwarded here, as handlers.send would;
                     # anything else (bad layout, too long, non-ASCII to validate, no such or
                     # busy target) goes on to handlers.send, which decides and answers.
-                    # A complete frame with length >= 8 was read wide: its target and length.
-                    target_id = word1
-                    text_len = word2
+                    target_id, text_len = _unpack_send(buf, start)
                     target = by_id.get(target_id)
                     if (
                         text_len == length - 8
@@ -283,7 +277,7 @@ class ClientConnection(asyncio.Protocol):
                     # chain for it was ~13 % of the samples): the sender hears DELIVERED.  A
                     # malformed ACK (not a u64) is ignored, never answered.
                     if length == 8:
-                        message_id = (word1 << 32) | word2  # read wide: the u64's halves
+                        message_id = _unpack_u64(buf, start)[0]
                         sender = self.awaiting_ack.pop(message_id, None)
                         if sender is not None and not sender.closing:
                             # else unknown, settled, not this client's, or its sender gone
