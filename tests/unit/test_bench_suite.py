@@ -379,3 +379,14 @@ def test_write_doc_with_a_rendered_section(tmp_path: Path) -> None:
     text = doc.read_text(encoding="utf-8")
     assert text == f"# Benchmarks\n\n{section}\n\n## Afterword\n"
     assert "\nold\n" not in text
+
+
+def test_render_compares_with_the_null_server_either_way() -> None:
+    res = make_res()  # the null server at half Switchboard's CPU
+    res["null"]["time-50"]["cpu_us"] = res["switchboard"]["time-50"]["cpu_us"] * 2
+    text = render(res, chart=False)
+    send = next(line for line in text.splitlines() if line.startswith("* send, 50-client"))
+    assert "2.00x the null server" in send and "µs of protocol work per operation" in send
+    time50 = next(line for line in text.splitlines() if line.startswith("* time, 50 clients"))
+    assert "0.50x the null server" in time50 and "within the runs' noise" in time50
+    assert "-" not in time50.split("x the null server")[1]  # no negative protocol work
