@@ -1,7 +1,11 @@
 """One ClientConnection per TCP connection: it feeds bytes to the decoder and writes frames.
 
-It decides nothing about requests (handlers do) and holds no global state (the server
-does); it moves bytes, keeps the per-connection facts, and flow-controls its transport.
+It holds no global state (the server does); it moves bytes, keeps the per-connection
+facts, and flow-controls its transport.  Requests are the handlers' to decide, with one
+exception made for speed and measured (docs/BENCHMARKS.md): its split loop answers the
+three commonest frames itself, exactly as their handlers would (tests/integration/
+test_server_forwarding.py runs both ways) — TIME, a well-formed ASCII SEND to a client
+that can take it, and ACK — and hands everything else, errors included, to the handlers.
 """
 
 from __future__ import annotations
@@ -146,9 +150,10 @@ class ClientConnection(asyncio.Protocol):
         self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
-        # The hot path: split frames, gate requests (auth, rate), answer TIME inline and
-        # hand every other frame to its fast handler (raw bytes in, raw bytes out) or to the
-        # server's general dispatch.  The split loop is inlined (profile, time 50 x W=32:
+        # The hot path: split frames, gate requests (auth, rate), answer TIME, forward SEND
+        # and settle ACK inline (see the module's docstring), and hand every other frame to
+        # its fast handler (raw bytes in, raw bytes out) or to the server's general
+        # dispatch.  The split loop is inlined (profile, time 50 x W=32:
         # the frames() generator was ~17 % of the server's samples); the decoder still
         # decides what a bad header is (reject) and keeps partial frames (keep).
         self.last_seen = now = _monotonic()
