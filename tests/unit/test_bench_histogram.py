@@ -12,8 +12,11 @@ from switchboard.bench.procstat import (
     cpu_seconds,
     parse_cpu_ticks,
     parse_rss_kib,
+    parse_steal,
     rss_kib,
+    steal_ticks,
 )
+from switchboard.bench.suite import steal_share
 
 
 def test_small_values_are_exact() -> None:
@@ -84,9 +87,33 @@ def test_rss() -> None:
         parse_rss_kib("Name:\tx\n")
 
 
+PROC_STAT = (
+    "cpu  471009 7714 65312 878562 1996 0 32360 17986 0 0\n"
+    "cpu0 181316 3611 31423 492560 300 0 16450 9284 0 0\n"
+    "intr 12345 0 0\n"
+)
+
+
+def test_steal_is_the_eighth_column_of_the_all_cpus_line() -> None:
+    total = 471009 + 7714 + 65312 + 878562 + 1996 + 0 + 32360 + 17986
+    assert parse_steal(PROC_STAT) == (17986, total)
+    assert parse_steal("cpu  10 0 5 85\n") == (0, 100)  # an old kernel: no steal column
+    for bad in ("intr 1 2\n", "cpu  a b c d e f g h\n", ""):
+        with pytest.raises(ProcError):
+            parse_steal(bad)
+
+
+def test_steal_share() -> None:
+    assert steal_share((100, 10_000), (150, 12_000)) == "2.5 % of all CPU time"
+    assert steal_share((100, 10_000), (100, 10_000)) == "not measured"  # no time passed
+    assert steal_share(None, (1, 2)) == "not measured"
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_reads_this_process() -> None:
     assert cpu_seconds(os.getpid()) > 0
     assert rss_kib(os.getpid()) > 1000
+    steal, total = steal_ticks()
+    assert 0 <= steal < total
     with pytest.raises(ProcError):
         cpu_seconds(2**22 + 12345)  # above pid_max's default: no such process

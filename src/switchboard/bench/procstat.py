@@ -46,6 +46,28 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def parse_steal(stat_text: str) -> tuple[int, int]:
+    """(steal, total) clock ticks over all CPUs from the text of ``/proc/stat``: the time the
+    hypervisor ran something else while one of this machine's vCPUs was ready to run, and all
+    the time accounted (user, nice, system, idle, iowait, irq, softirq, steal)."""
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            try:
+                ticks = [int(f) for f in fields[1:9]]
+            except ValueError:
+                break
+            if len(ticks) < 8:  # kernels before 2.6.11 have no steal column
+                ticks += [0] * (8 - len(ticks))
+            return ticks[7], sum(ticks)
+    raise ProcError("no readable 'cpu' line in /proc/stat")
+
+
+def steal_ticks() -> tuple[int, int]:
+    """This machine's (steal, total) CPU clock ticks so far: see ``parse_steal``."""
+    return parse_steal(_read("/proc/stat"))
+
+
 def rss_kib(pid: int) -> int:
     """The process's resident set size in KiB."""
     return parse_rss_kib(_read(f"/proc/{pid}/status"))
