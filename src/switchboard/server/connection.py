@@ -78,7 +78,6 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "connected_ms",
         "decoder",
-        "direct",
         "in_batch",
         "ip",
         "last_seen",
@@ -113,8 +112,6 @@ class ClientConnection(asyncio.Protocol):
         self.rooms: set[str] = set()
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
-        #: The same followed by an empty room: the fields of a direct MESSAGE from this client.
-        self.direct: bytes | None = None
         #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
         #: dict entry per message; an empty dict is also smaller than an empty set).
         self.awaiting_ack: dict[int, ClientConnection] = {}
@@ -364,11 +361,9 @@ class ClientConnection(asyncio.Protocol):
         return sender
 
     def direct_fields(self) -> bytes:
-        """The pre-encoded sender and empty room of direct MESSAGEs from this client."""
-        direct = self.direct
-        if direct is None:
-            direct = self.direct = direct_fields(self.sender_fields())
-        return direct
+        """The pre-encoded sender and empty room of direct MESSAGEs from this client (read
+        once per batch of SENDs: not worth a cache of its own)."""
+        return direct_fields(self.sender_fields())
 
     def send_raw(self, data: bytes) -> None:
         """Queue already-encoded frames."""

@@ -72,11 +72,8 @@ Buffer = bytes | bytearray
 FastHandler = Callable[["SwitchboardServer", "ClientConnection", int, Buffer, int, int], None]
 
 
-_time_ns = time.time_ns
-
-
 def now_ms() -> int:
-    return _time_ns() // 1_000_000
+    return time.time_ns() // 1_000_000
 
 
 def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) -> Reply:
@@ -264,11 +261,7 @@ def send(
         )
         return
     server.message_ids = message_id = server.message_ids + 1
-    sent_ms = _time_ns() // 1_000_000
-    direct = conn.direct
-    if direct is None:
-        direct = conn.direct_fields()
-    target.send_raw(encode_message_fields(message_id, direct, sent_ms, 0, text))
+    target.send_raw(encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text))
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
     if server.events.info_on:

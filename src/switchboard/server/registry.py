@@ -75,7 +75,7 @@ class ClientRegistry:
             self._by_nick.pop(conn.nick.casefold(), None)
         self._by_nick[key] = conn
         conn.nick = nick
-        conn.sender = conn.direct = None  # MESSAGEs from now on carry the new nickname
+        conn.sender = None  # MESSAGEs from now on carry the new nickname
 
 
 class Room:
