@@ -50,6 +50,8 @@ from switchboard.protocol.fastpath import (
     parse_list,
     parse_send,
     sender_block,
+    unpack_ack,
+    unpack_send_head,
 )
 from switchboard.server.handlers import TIME_OK_PREFIX, ServerClock
 
@@ -127,6 +129,13 @@ def test_ack_header_word() -> None:
     key, _, _, start, end = _payload(frame)
     _, word, _, length = HEADER_WORDS.unpack_from(frame, 0)
     assert (key, word, length, end - start) == (KEY_ACK, WORD_ACK, 8, 8)
+    assert unpack_ack(frame, start) == (2**64 - 1,)
+
+
+@given(message_strategy(SendRequest))
+def test_unpack_send_head_reads_target_and_text_length(msg: SendRequest) -> None:
+    _, _, buf, start, _ = _payload(encode(msg))
+    assert unpack_send_head(buf, start) == (msg.target, len(msg.text.encode()))
 
 
 def test_frames_key_for_time() -> None:

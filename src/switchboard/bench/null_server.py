@@ -46,14 +46,14 @@ from switchboard.protocol.fastpath import (
     pack_receipt,
     pack_send_ok,
     sender_block,
+    unpack_ack,
+    unpack_send_head,
 )
 from switchboard.services.runtime import run, stop_on_signals
 
 from .loadgen import raise_file_limit
 
 _unpack_header = struct.Struct("!HHHII").unpack_from
-_unpack_send = struct.Struct("!II").unpack_from
-_unpack_u64 = struct.Struct("!Q").unpack_from
 _pack_ok = struct.Struct("!HBBHIIH").pack
 _RESP: Final = int(MessageClass.RESPONSE)
 _OK: Final = int(MessageType.OK)
@@ -149,7 +149,7 @@ class NullConnection(asyncio.Protocol):
             if end > n:
                 break
             if mtype == _SEND and version_class == _REQUEST_KEY:
-                target_id, text_len = _unpack_send(buf, pos + 14)
+                target_id, text_len = unpack_send_head(buf, pos + 14)
                 target = by_id.get(target_id)
                 server.next_message = mid = server.next_message + 1
                 if target is not None:
@@ -165,7 +165,7 @@ class NullConnection(asyncio.Protocol):
             elif version_class == _REQUEST_KEY:
                 out.append(_pack_ok(MAGIC, VERSION, _RESP, _OK, request_id, 2, mtype))
             elif version_class == _ACK_KEY and mtype == _ACK and length == 8:
-                acked = _unpack_u64(buf, pos + 14)[0]
+                acked = unpack_ack(buf, pos + 14)[0]
                 entry = unacked.pop(acked, None)
                 if entry is not None:
                     sender, target_id = entry

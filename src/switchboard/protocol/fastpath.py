@@ -64,6 +64,11 @@ pack_send_ok: Final = struct.Struct("!6sI6sQI").pack
 #: RECEIPT = ``pack_receipt(RECEIPT_HEAD, message_id, target, status)``.
 RECEIPT_HEAD: Final = _MESSAGE_HEAD.pack(MAGIC, VERSION, _IND, MessageType.RECEIPT, 0, 13, 0)[:14]
 pack_receipt: Final = struct.Struct("!14sQIB").pack
+#: ``unpack_send_head(buf, start)``: a SEND payload's target and text length (the text's 8
+#: bytes of header fields), unchecked; ``parse_send`` checks them.
+unpack_send_head: Final = _U32_U32.unpack_from
+#: ``unpack_ack(buf, start)[0]``: an ACK payload's message id (the payload is exactly that).
+unpack_ack: Final = struct.Struct("!Q").unpack_from
 #: MESSAGE header up to its length field (magic, version, class, type, request id 0).
 _MESSAGE_PREFIX: Final = _MESSAGE_HEAD.pack(MAGIC, VERSION, _IND, MessageType.MESSAGE, 0, 0, 0)[:10]
 #: MESSAGE packers by the size of their pre-encoded block (a handful of distinct sizes).
@@ -188,7 +193,7 @@ def parse_send(buf: bytes | bytearray, start: int, end: int) -> tuple[int, bytes
     of the buffer's type); ProtocolError(BAD_PAYLOAD)."""
     if end - start < 8:
         raise ProtocolError(ErrorCode.BAD_PAYLOAD, "payload ends inside the SEND header fields")
-    target, length = _U32_U32.unpack_from(buf, start)
+    target, length = unpack_send_head(buf, start)
     if start + 8 + length != end:
         if start + 8 + length > end:
             raise ProtocolError(ErrorCode.BAD_PAYLOAD, "payload ends inside the str32 field")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -50,6 +49,8 @@ from switchboard.protocol.fastpath import (
     pack_receipt,
     pack_send_ok,
     sender_block,
+    unpack_ack,
+    unpack_send_head,
 )
 
 from .handlers import TIME_OK_PREFIX
@@ -59,8 +60,6 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
-_unpack_send = struct.Struct("!II").unpack_from
-_unpack_u64 = struct.Struct("!Q").unpack_from
 _time_ns = time.time_ns
 #: What a batch holds for its MESSAGEs until its first SEND sets the real ones.
 _NO_MESSAGES = message_packer(b"", 0, 0)
@@ -232,7 +231,7 @@ class ClientConnection(asyncio.Protocol):
                     # to a client that can take it is forwarded here, as handlers.send would;
                     # anything else (bad layout, too long, non-ASCII to validate, no such or
                     # busy target) goes on to handlers.send, which decides and answers.
-                    target_id, text_len = _unpack_send(buf, start)
+                    target_id, text_len = unpack_send_head(buf, start)
                     target = by_id.get(target_id)
                     if (
                         text_len == length - 8
@@ -279,7 +278,7 @@ class ClientConnection(asyncio.Protocol):
                     # chain for it was ~13 % of the samples): the sender hears DELIVERED.  A
                     # malformed ACK (not a u64) is ignored, never answered.
                     if length == 8:
-                        message_id = _unpack_u64(buf, start)[0]
+                        message_id = unpack_ack(buf, start)[0]
                         sender = self.awaiting_ack.pop(message_id, None)
                         if sender is not None and not sender.closing:
                             # else unknown, settled, not this client's, or its sender gone
