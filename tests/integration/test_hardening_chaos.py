@@ -44,6 +44,8 @@ from switchboard.protocol import (
     ReceiptStatus,
     SendOk,
     SendRequest,
+    TimeOk,
+    TimeRequest,
     Welcome,
     encode,
 )
@@ -184,7 +186,17 @@ async def chaos_round(host: str, port: int, rng: random.Random) -> list[Peer]:
 
         # Silent victims are dropped after three heartbeats; then their receipts settle.
         await wait_until(receipts_settled, 3 * HEARTBEAT + 10, "receipts")
-        await asyncio.sleep(0.2)  # a window for any duplicate receipt or response to show up
+        # A barrier, not a pause: the server answers a connection's requests in order, so a
+        # TIME answered on each survivor's connection arrives after everything queued for it
+        # before, any duplicate receipt or response included.
+        barrier = SENDS_PER_CLIENT + 1
+        for p in survivors:
+            p.write(encode(TimeRequest(request_id=barrier)))
+        await wait_until(
+            lambda: all(barrier in p.responses for p in survivors), 10, "the barrier TIMEs"
+        )
+        for p in survivors:
+            assert isinstance(p.responses.pop(barrier), TimeOk)
         for p in peers:
             if p.reading is not None:
                 p.reading.cancel()
