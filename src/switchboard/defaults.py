@@ -94,6 +94,12 @@ UDPCHAT_MAX_PAYLOAD: Final = 1200
 #: Seconds between a member's keepalives (sent whatever else it sends, since chat lines are
 #: not answered and the keepalive's ACK is how a member knows the server is there).
 UDPCHAT_KEEPALIVE_S: Final = 5.0
+#: A member keeps alive at least this many times per the expiry its server announces in
+#: WELCOME, whatever ``--keepalive`` says: a server run with a short ``--member-expiry`` must
+#: not expire members that keep to their own default.
+UDPCHAT_KEEPALIVES_PER_EXPIRY: Final = 4
+#: ...but never more often than this, whatever expiry a server announces.
+UDPCHAT_MIN_KEEPALIVE_S: Final = 0.1
 #: Seconds of silence after which the server expires a member: four keepalives lost in a
 #: row is a departed client, not a lossy network.
 UDPCHAT_MEMBER_EXPIRY_S: Final = 20.0

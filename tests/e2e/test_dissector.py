@@ -615,7 +615,8 @@ def expected_datagram(datagram: udp.Datagram) -> dict[str, str]:
     for field in dataclasses.fields(datagram):
         value = getattr(datagram, field.name)
         key = {
-            "nick": "nick", "text": "text", "members": "members", "code": "error_code",
+            "nick": "nick", "text": "text", "members": "members", "expiry_ms": "expiry_ms",
+            "code": "error_code",
             "reason": "reason" if isinstance(datagram, udp.Error) else "left_reason",
             "timestamp_ms": "timestamp_ms",
             "token": "token" if isinstance(datagram, udp.Welcome) else "session",
@@ -698,7 +699,7 @@ def test_udp_chat_session_decodes(
 
     infos = [p.info for p in packets]
     assert 'JOIN seq=1 "鲍勃"' in infos
-    assert 'WELCOME seq=1 "鲍勃" others=1' in infos
+    assert f'WELCOME seq=1 "鲍勃" others=1 expiry={b_welcome.expiry_ms}ms' in infos
     assert "ERROR seq=1 NICK_IN_USE" in infos
     assert 'RELAY seq=1 "鲍勃": "hi alice 👋"' in infos
     assert 'CHAT seq=1 "hi alice 👋"' in infos

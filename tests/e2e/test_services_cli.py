@@ -61,6 +61,15 @@ class Lines:
             if match:
                 return match
 
+    def until_end(self, timeout: float = WAIT_S) -> list[str]:
+        """Every line left, once the stream has ended (the process exited)."""
+        deadline = time.monotonic() + timeout
+        rest: list[str] = []
+        while (line := self.queue.get(timeout=max(deadline - time.monotonic(), 0.001))) is not None:
+            rest.append(line)
+        self.seen += rest
+        return rest
+
 
 class Service:
     """A server subprocess on a free port (``--port 0``; the port is read from its log)."""
@@ -313,6 +322,18 @@ def test_udpchat_piped_session(udpchat_service: Service) -> None:
     udpchat_service.log.expect(r"leave 'alice'")
 
 
+@pytest.mark.parametrize("seconds", ["0", "-1", "inf", "nan", "soon"])
+def test_durations_must_be_positive_finite_seconds(seconds: str) -> None:
+    for args in (("udpchat", "serve", "--member-expiry"), ("udpchat", "join", "--nick", "a",
+                 "--keepalive"), ("reverse", "serve", "--idle-timeout")):  # fmt: skip
+        result = run(*args, seconds)
+        assert result.returncode == 2, (args, result)
+        assert "usage:" in result.stderr and "Traceback" not in result.stderr
+        assert f"must be a positive number of seconds: {seconds!r}" in result.stderr or (
+            f"not a number: {seconds!r}" in result.stderr
+        )
+
+
 def test_udpchat_nickname_refused_without_terminal(udpchat_service: Service) -> None:
     port = str(udpchat_service.port)
     holder = Joiner(udpchat_service.port, "alice")
@@ -361,23 +382,36 @@ def test_udpchat_terminal_asks_for_another_nickname(udpchat_service: Service) ->
 
 def test_udpchat_member_killed_is_expired(udpchat_service: Service) -> None:
     port = udpchat_service.port
-    alice = Joiner(port, "alice", "--keepalive", "0.3")
-    ghost = Joiner(port, "ghost")
+    # Alice keeps her default 5 s keepalive: the server's WELCOME announces its 2 s expiry,
+    # and she must keep alive often enough for it to stay a member.
+    alice = Joiner(port, "alice")
+    ghost = None
     try:
         alice.out.expect("Welcome")
+        ghost = Joiner(port, "ghost")  # only now: alice must be the first to join
         ghost.out.expect("Welcome")
         alice.out.expect(r"\* ghost joined")
         ghost.proc.kill()  # no LEAVE: the server must notice the silence (expiry 2 s)
         alice.out.expect(r"\* ghost left \(timed out\)$", timeout=10)
-        udpchat_service.log.expect(r"expired 'ghost'")
+        # Alice joined before the ghost: had she been silent too, she would have expired
+        # first (the server logs each expiry in order).
+        assert udpchat_service.log.expect(r"expired '(ghost|alice)'").group(1) == "ghost"
+        alice.say("/quit")
+        assert alice.finish() == 0
+        alice.out.until_end()
+        assert not [line for line in alice.out.seen if "no longer knows us" in line]
     finally:
         alice.kill()
-        ghost.kill()
+        if ghost is not None:
+            ghost.kill()
 
 
-def test_udpchat_through_the_lossy_relay(udpchat_service: Service) -> None:
+def test_udpchat_through_the_lossy_relay() -> None:
+    # The default member expiry (20 s): with 30 % loss, a 2 s expiry would also expire a
+    # member now and then (four keepalives lost in a row), which is not what this test checks.
+    service = Service("udpchat", "serve")
     relay = subprocess.Popen(
-        command("udpchat", "relay", "--port", "0", "--to-port", str(udpchat_service.port),
+        command("udpchat", "relay", "--port", "0", "--to-port", str(service.port),
                 "--drop", "0.3", "--duplicate", "0.3", "--seed", "5"),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, env=env(),
@@ -386,9 +420,9 @@ def test_udpchat_through_the_lossy_relay(udpchat_service: Service) -> None:
     alice = bob = None
     try:
         relay_port = relay_log.expect(r"lossy relay on port (\d+)").group(1)
-        fast = ("--port", relay_port, "--retry-initial", "0.1", "--retry-attempts", "12")
-        alice = Joiner(udpchat_service.port, "alice", *fast)
-        bob = Joiner(udpchat_service.port, "bob", *fast)
+        fast = ("--retry-initial", "0.1", "--retry-attempts", "12")
+        alice = Joiner(int(relay_port), "alice", *fast)
+        bob = Joiner(int(relay_port), "bob", *fast)
         alice.out.expect("Welcome", timeout=10)
         bob.out.expect("Welcome", timeout=10)
         for i in range(30):
@@ -402,18 +436,13 @@ def test_udpchat_through_the_lossy_relay(udpchat_service: Service) -> None:
         assert alice.finish() == 0
         bob.say("/quit")
         assert bob.finish() == 0
-        shown = [int(line.rsplit(" ", 1)[1]) for line in alice.out.seen if "bob: line" in line]
-        rest: list[str] = []
-        while True:
-            item = alice.out.queue.get(timeout=WAIT_S)
-            if item is None:
-                break
-            rest.append(item)
-        shown += [int(line.rsplit(" ", 1)[1]) for line in rest if "bob: line" in line]
-        lost = sum(int(m.group(1)) for line in alice.out.seen + rest
+        alice.out.until_end()
+        seen = alice.out.seen
+        shown = [int(line.rsplit(" ", 1)[1]) for line in seen if "bob: line" in line]
+        lost = sum(int(m.group(1)) for line in seen
                    if (m := re.search(r"! (\d+) messages? from bob w", line)))  # fmt: skip
-        assert shown, alice.out.seen + rest
-        assert shown == sorted(set(shown))  # each line once, in order
+        assert shown, seen
+        assert shown == sorted(set(shown)), seen  # each line once, in order
         assert shown[-1] - shown[0] + 1 - len(shown) <= lost  # and the rest announced lost
     finally:
         for joiner in (alice, bob):
@@ -421,3 +450,4 @@ def test_udpchat_through_the_lossy_relay(udpchat_service: Service) -> None:
                 joiner.kill()
         relay.send_signal(signal.SIGINT)
         relay.wait(WAIT_S)
+        service.stop()

@@ -40,7 +40,7 @@ GOLDEN: dict[str, Datagram] = {
     "Leave": Leave(2, T),
     "Chat": Chat(1, T, "hi bob"),
     "Keepalive": Keepalive(3, T),
-    "Welcome": Welcome(1, "alice", T, 2),
+    "Welcome": Welcome(1, "alice", T, 2, 20_000),
     "Error": Error(1, ChatErrorCode.NICK_IN_USE, "the nickname 'alice' is in use", "alice"),
     "Ack": Ack(3),
     "Relay": Relay(1, "alice", 1_763_870_400_123, "hi bob"),

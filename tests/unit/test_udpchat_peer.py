@@ -61,12 +61,12 @@ def sent(peer: ChatPeer) -> list[Datagram]:
     return [decode(d) for d in peer.datagrams_to_send()]
 
 
-def joined_peer(now: float = 0.0, **kwargs: object) -> ChatPeer:
+def joined_peer(now: float = 0.0, expiry_ms: int = 20_000, **kwargs: object) -> ChatPeer:
     peer = ChatPeer("alice", **kwargs)  # type: ignore[arg-type]
     peer.join(now)
     [join] = sent(peer)
     assert isinstance(join, Join)
-    peer.receive(encode(Welcome(join.seq, "alice", TOKEN, 2)), now)
+    peer.receive(encode(Welcome(join.seq, "alice", TOKEN, 2, expiry_ms)), now)
     assert peer.pop_events() == [Welcomed("alice", 2)]
     return peer
 
@@ -117,7 +117,7 @@ def test_welcome_stops_the_retries() -> None:
 def test_stale_welcome_is_ignored() -> None:
     peer = ChatPeer("alice")
     peer.join(0.0)
-    peer.receive(encode(Welcome(99, "alice", TOKEN, 0)), 0.1)
+    peer.receive(encode(Welcome(99, "alice", TOKEN, 0, 20_000)), 0.1)
     assert peer.phase is Phase.JOINING and peer.pop_events() == []
 
 
@@ -169,6 +169,32 @@ def test_keepalives_and_server_silence() -> None:
     assert peer.pop_events() == []  # said once
     peer.receive(encode(Ack(4)), 25.5)
     assert peer.pop_events() == [ServerBack()]
+
+
+@pytest.mark.parametrize(
+    ("keepalive_s", "expiry_ms", "every_s"),
+    [
+        (5.0, 20_000, 5.0),  # the defaults agree
+        (5.0, 60_000, 5.0),  # a patient server: our own interval
+        (5.0, 2_000, 0.5),  # a strict server: a quarter of its expiry
+        (0.3, 2_000, 0.3),  # asked for more often than needed
+        (5.0, 0, 0.1),  # a server announcing no expiry cannot make us flood it
+    ],
+)
+def test_keepalive_interval_fits_the_announced_expiry(
+    keepalive_s: float, expiry_ms: int, every_s: float
+) -> None:
+    peer = joined_peer(keepalive_s=keepalive_s, expiry_ms=expiry_ms)
+    assert peer.keepalive_every == pytest.approx(every_s)
+    now = 0.0
+    for _ in range(3):
+        deadline = peer.next_deadline()
+        assert deadline == pytest.approx(now + every_s)
+        peer.tick(deadline)
+        [keepalive] = sent(peer)
+        assert isinstance(keepalive, Keepalive)
+        peer.receive(encode(Ack(keepalive.seq)), deadline)
+        now = deadline
 
 
 def test_relays_become_messages_and_duplicates_are_dropped() -> None:

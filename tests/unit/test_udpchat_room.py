@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from switchboard.services.udpchat.codec import (
     Ack,
     Chat,
@@ -53,14 +55,24 @@ def join(room: ChatRoom, nick: str, addr: tuple[str, int], now: float = 0.0) -> 
 
 def test_join_welcomes_and_announces_to_the_others() -> None:
     room = make_room()
-    assert send(room, Join(5, "alice"), ALICE) == [(Welcome(5, "alice", bytes(7) + b"\x01", 0),
-                                                    ALICE)]  # fmt: skip
+    assert send(room, Join(5, "alice"), ALICE) == [
+        (Welcome(5, "alice", bytes(7) + b"\x01", 0, 20_000), ALICE)
+    ]
     out = send(room, Join(1, "bob"), BOB)
     assert out == [
-        (Welcome(1, "bob", bytes(7) + b"\x02", 1), BOB),
+        (Welcome(1, "bob", bytes(7) + b"\x02", 1, 20_000), BOB),
         (Joined(1, "bob", 1000), ALICE),
     ]
     assert [e.kind for e in room.pop_events()] == ["joined", "joined"]
+
+
+@pytest.mark.parametrize(
+    ("expiry_s", "announced_ms"), [(2.0, 2000), (0.0004, 0), (1e12, 0xFFFF_FFFF)]
+)
+def test_welcome_announces_the_member_expiry(expiry_s: float, announced_ms: int) -> None:
+    room = make_room(member_expiry_s=expiry_s)
+    [(welcome, _)] = send(room, Join(1, "alice"), ALICE)
+    assert isinstance(welcome, Welcome) and welcome.expiry_ms == announced_ms
 
 
 def test_nickname_in_use_case_insensitively() -> None:
@@ -88,7 +100,7 @@ def test_retried_join_is_welcomed_again_without_a_second_announcement() -> None:
     join(room, "alice", ALICE)
     token = join(room, "bob", BOB)
     out = send(room, Join(1, "bob"), BOB)  # our WELCOME was lost; bob retries
-    assert out == [(Welcome(1, "bob", token, 1), BOB)]
+    assert out == [(Welcome(1, "bob", token, 1, 20_000), BOB)]
     assert room.stats.joins == 2
 
 

@@ -763,7 +763,7 @@ local U_LAYOUT = {
     [0x02] = { ident = "token", payload = {} },
     [0x03] = { ident = "token", payload = { "text" } },
     [0x04] = { ident = "token", payload = {} },
-    [0x41] = { ident = "nick", payload = { "token", "members" } },
+    [0x41] = { ident = "nick", payload = { "token", "members", "expiry_ms" } },
     [0x42] = { ident = "nick", payload = { "code", "reason" } },
     [0x43] = { ident = "none", payload = {} },
     [0x44] = { ident = "nick", payload = { "timestamp", "text" } },
@@ -782,6 +782,7 @@ local uf = {
     session = ProtoField.bytes("switchboard_udpchat.session", "Session token (identity)"),
     token = ProtoField.bytes("switchboard_udpchat.token", "Session token (granted)"),
     members = ProtoField.uint16("switchboard_udpchat.members", "Others in the room", base.DEC),
+    expiry_ms = ProtoField.uint32("switchboard_udpchat.expiry_ms", "Member expiry (ms)", base.DEC),
     error_code = ProtoField.uint8("switchboard_udpchat.error_code", "Error code", base.DEC, U_ERROR_CODES),
     reason = ProtoField.string("switchboard_udpchat.reason", "Reason", base.UNICODE),
     timestamp_ms = ProtoField.uint64("switchboard_udpchat.timestamp_ms", "Timestamp (ms since epoch)", base.DEC),
@@ -901,7 +902,7 @@ function su.dissector(tvb, pinfo, tree)
 
     -- The payload: fixed-size fields first, then an optional text running to the end.
     local off = pstart
-    local fixed = { token = U_TOKEN_SIZE, members = 2, code = 1, timestamp = 8, left_reason = 1 }
+    local fixed = { token = U_TOKEN_SIZE, members = 2, expiry_ms = 4, code = 1, timestamp = 8, left_reason = 1 }
     local expected = 0
     local has_text = false
     for _, name in ipairs(layout.payload) do
@@ -928,6 +929,10 @@ function su.dissector(tvb, pinfo, tree)
             root:add(uf.members, tvb(off, 2))
             v.members = tvb(off, 2):uint()
             off = off + 2
+        elseif name == "expiry_ms" then
+            root:add(uf.expiry_ms, tvb(off, 4))
+            v.expiry_ms = tvb(off, 4):uint()
+            off = off + 4
         elseif name == "code" then
             root:add(uf.error_code, tvb(off, 1))
             v.code = tvb(off, 1):uint()
@@ -955,7 +960,7 @@ function su.dissector(tvb, pinfo, tree)
     if utype == 0x01 or utype == 0x45 then -- JOIN, JOINED
         info = info .. " " .. quote(nick)
     elseif utype == 0x41 then -- WELCOME
-        info = info .. string.format(" %s others=%d", quote(nick), v.members)
+        info = info .. string.format(" %s others=%d expiry=%dms", quote(nick), v.members, v.expiry_ms)
     elseif utype == 0x42 then -- ERROR
         info = info .. " " .. name_of(U_ERROR_CODES, v.code, "ERROR")
     elseif utype == 0x03 then -- CHAT

@@ -70,7 +70,8 @@ def register(subparsers: Any) -> None:
         type=positive_float,
         default=defaults.UDPCHAT_KEEPALIVE_S,
         metavar="SECONDS",
-        help="interval between keepalives",
+        help="interval between keepalives; shortened to a quarter of the member expiry "
+        "the server announces on joining",
     )
     join.add_argument(
         "--server-silence",

@@ -32,8 +32,10 @@ VERSION: Final = 1
 #: by anyone who did not see the WELCOME, small enough to ride on every datagram.
 TOKEN_SIZE: Final = 8
 _TIMESTAMP: Final = struct.Struct("!Q")
-_WELCOME: Final = struct.Struct(f"!{TOKEN_SIZE}sH")
+_WELCOME: Final = struct.Struct(f"!{TOKEN_SIZE}sHI")
 _LEFT: Final = struct.Struct("!QB")
+#: WELCOME's expiry is a u32 of milliseconds (49 days).
+MAX_EXPIRY_MS: Final = 0xFFFF_FFFF
 #: Sequence numbers are u32; a sender that would pass the top must rejoin.
 MAX_SEQ: Final = 0xFFFF_FFFF
 #: The largest datagram either side sends: header, the longest ident, timestamp and text.
@@ -121,12 +123,14 @@ class Keepalive:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """Join accepted: the session ``token`` and how many others are in the room."""
+    """Join accepted: the session ``token``, how many others are in the room, and after how
+    many milliseconds of silence the server forgets a member (``expiry_ms``)."""
 
     seq: int
     nick: str
     token: bytes
     members: int
+    expiry_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,10 +290,13 @@ def encode(datagram: Datagram, max_payload: int = UDPCHAT_MAX_PAYLOAD) -> bytes:
             return _pack(DatagramType.JOIN, seq, nick.encode())
         case Leave(seq, token):
             return _pack(DatagramType.LEAVE, seq, _token(token))
-        case Welcome(seq, nick, token, members):
+        case Welcome(seq, nick, token, members, expiry_ms):
             if not 0 <= members <= 0xFFFF:
                 raise LocalDatagramError("member count outside 0..65535")
-            return _pack(DatagramType.WELCOME, seq, nick.encode(), _WELCOME.pack(token, members))
+            if not 0 <= expiry_ms <= MAX_EXPIRY_MS:
+                raise LocalDatagramError("expiry outside 0..4294967295 ms")
+            payload = _WELCOME.pack(_token(token), members, expiry_ms)
+            return _pack(DatagramType.WELCOME, seq, nick.encode(), payload)
         case Error(seq, code, reason, nick):
             if not 0 <= code <= 255:
                 raise LocalDatagramError("error code outside 0..255")
@@ -375,8 +382,8 @@ def decode(data: bytes, max_payload: int = UDPCHAT_MAX_PAYLOAD) -> Datagram:
             return Leave(seq, _expect_token(ident, kind))
         case DatagramType.WELCOME:
             _expect(payload, _WELCOME.size, kind)
-            token, members = _WELCOME.unpack(payload)
-            return Welcome(seq, _utf8(ident, "nickname"), token, members)
+            token, members, expiry_ms = _WELCOME.unpack(payload)
+            return Welcome(seq, _utf8(ident, "nickname"), token, members, expiry_ms)
         case DatagramType.ERROR:
             if not payload:
                 raise DatagramError("ERROR without a code")

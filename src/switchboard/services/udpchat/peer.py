@@ -63,6 +63,14 @@ class RetrySchedule:
         return sum(self.delays())
 
 
+def keepalive_interval(wanted_s: float, expiry_ms: int) -> float:
+    """Seconds between keepalives: ``wanted_s``, but no more than a quarter of the expiry the
+    server announced (so that three lost in a row do not expire us), and never less than the
+    floor, whatever a misconfigured or hostile server announces."""
+    fit = expiry_ms / 1000 / defaults.UDPCHAT_KEEPALIVES_PER_EXPIRY
+    return max(min(wanted_s, fit), defaults.UDPCHAT_MIN_KEEPALIVE_S)
+
+
 # --- reordering and gaps ------------------------------------------------------------------------
 
 
@@ -297,6 +305,8 @@ class ChatPeer:
     _chat_seq: int = 0
     _pending: _Pending | None = None
     _next_keepalive: float | None = None
+    #: The interval in use: ``keepalive_s``, or less if the server's WELCOME asks for it.
+    keepalive_every: float = field(default=0.0, init=False)
     _last_heard: float = 0.0
     _silent: bool = False
     #: Receive buffers by nick_key (and the announcements'), with each sender's display name.
@@ -387,14 +397,15 @@ class ChatPeer:
             return
         self._heard(now)
         match datagram:
-            case Welcome(seq, nick, token, others):
+            case Welcome(seq, nick, token, others, expiry_ms):
                 if self._is_pending("JOIN", seq):
                     self._pending = None
                     self.phase = Phase.JOINED
                     self.token = token
                     self.nick = nick
                     self._streams[_ANNOUNCEMENTS] = ReorderBuffer(self.reorder_wait_s, first=1)
-                    self._next_keepalive = now + self.keepalive_s
+                    self.keepalive_every = keepalive_interval(self.keepalive_s, expiry_ms)
+                    self._next_keepalive = now + self.keepalive_every
                     self._events.append(Welcomed(nick, others))
             case Ack(seq):
                 if self._is_pending("LEAVE", seq):
@@ -443,7 +454,7 @@ class ChatPeer:
         if self._next_keepalive is not None and now >= self._next_keepalive:
             self._request_seq = self._next_seq()
             self._outbox.append(encode(Keepalive(self._request_seq, self.token)))
-            self._next_keepalive = now + self.keepalive_s
+            self._next_keepalive = now + self.keepalive_every
         if not self._silent and now - self._last_heard >= self.server_silence_s:
             self._silent = True
             self._events.append(ServerSilent(round(now - self._last_heard, 1)))

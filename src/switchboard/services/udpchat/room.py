@@ -17,6 +17,7 @@ from typing import Any, Final
 from switchboard import defaults
 
 from .codec import (
+    MAX_EXPIRY_MS,
     Ack,
     Chat,
     ChatErrorCode,
@@ -119,6 +120,8 @@ class ChatRoom:
     ) -> None:
         self.max_members = max_members
         self.member_expiry_s = member_expiry_s
+        # Announced in every WELCOME, so that members keep alive often enough for this server.
+        self.expiry_ms = round(min(member_expiry_s * 1000, MAX_EXPIRY_MS))
         self.max_payload = max_payload
         self._new_token = new_token
         self.by_token: dict[bytes, Member] = {}
@@ -229,7 +232,8 @@ class ChatRoom:
             if existing.addr == addr:
                 # A retried JOIN whose WELCOME was lost: welcome again, announce nothing.
                 existing.last_seen = now
-                welcome = Welcome(join.seq, existing.nick, existing.token, len(self.by_key) - 1)
+                others = len(self.by_key) - 1
+                welcome = Welcome(join.seq, existing.nick, existing.token, others, self.expiry_ms)
                 return [(encode(welcome), addr)]
             reason = f"the nickname {existing.nick!r} is in use"
             return [self._refuse(join, addr, ChatErrorCode.NICK_IN_USE, reason)]
@@ -240,7 +244,8 @@ class ChatRoom:
         while token in self.by_token:  # pragma: no cover - 2^-64
             token = self._new_token()
         member = Member(join.nick, token, addr, now)
-        out = [(encode(Welcome(join.seq, join.nick, token, len(self.by_key))), addr)]
+        welcome = Welcome(join.seq, join.nick, token, len(self.by_key), self.expiry_ms)
+        out = [(encode(welcome), addr)]
         out += self._announce(member, lambda seq: Joined(seq, join.nick, wall_ms))
         self.by_token[token] = member
         self.by_key[key] = member
