@@ -29,6 +29,11 @@ MAX_CLIENTS: Final = 1024
 HEARTBEAT_S: Final = 10.0
 #: Silent heartbeat intervals after which a connection is declared dead.
 HEARTBEAT_MISSES: Final = 3
+#: Bounds of ``--heartbeat``: under 0.1 s a client on a slow link is dropped before its PONG
+#: can arrive; over a day a dead peer holds its slot for days (WELCOME's u32 of ms would
+#: carry 49 days).
+MIN_HEARTBEAT_S: Final = 0.1
+MAX_HEARTBEAT_S: Final = 86_400.0
 #: Largest frame, header included (see protocol.wire).
 MAX_FRAME: Final = PROTOCOL_MAX_FRAME
 #: Longest SEND/BROADCAST text, in bytes of UTF-8.  4 KiB is a long chat message

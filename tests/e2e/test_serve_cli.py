@@ -138,12 +138,33 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, content: str | None, expec
 
 
 @pytest.mark.parametrize(
-    "args", [["--max-clients", "0"], ["--port", "70000"], ["--heartbeat", "0"]]
+    "args",
+    [
+        ["--max-clients", "0"],
+        ["--port", "70000"],
+        ["--heartbeat", "0"],
+        ["--heartbeat", "0.01"],
+        ["--heartbeat", "inf"],
+        ["--heartbeat", "1e300"],
+        ["--heartbeat", "nan"],
+    ],
 )
 def test_bad_options_are_refused(args: list[str]) -> None:
     result = run_cli("serve", *args, timeout=20)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.strip()
+    if args[0] == "--heartbeat":  # refused before listening, not when a client connects
+        assert "heartbeat must be 0.1-86400 seconds" in result.stderr, result.stderr
+
+
+def test_longest_heartbeat_is_served(server_process_factory: Factory) -> None:
+    """A day's heartbeat still fits WELCOME and the TCP keepalive options (capped there)."""
+    sp = server_process_factory("--heartbeat", "86400")
+    with Client(HOST, sp.port, timeout=5) as client:
+        assert client.welcome.heartbeat_ms == 86_400_000
+        assert client.time() is not None
+    sp.wait_for_log(r"disconnect #1 ")
+    assert not [line for line in sp.log if "Traceback" in line or "ERROR" in line], sp.log
 
 
 def test_port_in_use(server_process: ServerProcess) -> None:

@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
         "--heartbeat",
         type=float,
         metavar="SECONDS",
-        help=f"PING after this much silence; close after 3x (default {defaults.HEARTBEAT_S:g})",
+        help=f"PING after this much silence; close after 3x ({defaults.MIN_HEARTBEAT_S:g}-"
+        f"{defaults.MAX_HEARTBEAT_S:g}, default {defaults.HEARTBEAT_S:g})",
     )
     p.add_argument(
         "--max-frame",

@@ -46,7 +46,11 @@ class ServerConfig:
         checks = [
             (0 <= self.port <= 65535, f"port must be 0-65535, not {self.port}"),
             (self.max_clients >= 1, f"max_clients must be at least 1, not {self.max_clients}"),
-            (self.heartbeat > 0, f"heartbeat must be positive, not {self.heartbeat}"),
+            (
+                defaults.MIN_HEARTBEAT_S <= self.heartbeat <= defaults.MAX_HEARTBEAT_S,
+                f"heartbeat must be {defaults.MIN_HEARTBEAT_S:g}-{defaults.MAX_HEARTBEAT_S:g} "
+                f"seconds, not {self.heartbeat:g}",
+            ),
             (
                 HEADER_SIZE + 64 <= self.max_frame <= 0xFFFFFFFF,
                 f"max_frame must be {HEADER_SIZE + 64}-4294967295 bytes, not {self.max_frame}",

@@ -425,10 +425,12 @@ def _enable_keepalive(sock: socket.socket, heartbeat: float) -> None:
     """TCP keepalive as a second line of defence behind the heartbeat."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        idle = max(1, int(heartbeat * 3))
+        # Linux takes 1-32,767 s for both.
+        idle = min(max(1, int(heartbeat * 3)), 32_767)
+        interval = min(max(1, int(heartbeat)), 32_767)
         if hasattr(socket, "TCP_KEEPIDLE"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(heartbeat)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
     except OSError:
         pass  # not a TCP socket (tests may use socketpairs): keepalive does not apply
