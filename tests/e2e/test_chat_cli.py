@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from conftest import ServerProcess, ServerThread, cli_env, switchboard_command
+from conftest import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
+from switchboard.cli.chat import LEAVE_HINT
 from switchboard.client import Client
 from switchboard.protocol import Message
 
@@ -94,6 +95,13 @@ class Chat:
         assert self.proc.stdin is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
+
+    def say_bytes(self, raw: bytes) -> None:
+        """A line as raw bytes (not necessarily UTF-8)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.flush()
+        self.proc.stdin.buffer.write(raw + b"\n")
+        self.proc.stdin.buffer.flush()
 
     def finish(self, timeout: float = WAIT_S) -> int:
         """Close stdin (end of input), wait for the exit; the exit code."""
@@ -301,6 +309,45 @@ def test_long_lines_are_refused_before_sending_and_empty_lines_are_not_sent(
     assert len(logged) == 1 and "你" * 21 in logged[0], logged
 
 
+def test_lines_not_utf8_are_refused_and_not_sent(
+    server_process_factory: Factory, chats: Callable[..., Chat]
+) -> None:
+    server = server_process_factory()
+    alice, bob = alice_and_bob(chats, server.port)
+    for raw in (b"ab\xffc", b"/nick \xff", b"/join \xff", b"/msg 1 \xff"):
+        alice.say_bytes(raw)
+        alice.expect(r"^Line not sent: it is not valid UTF-8\.$")
+    alice.say("ok \ufffd fine")  # a replacement character typed as such is text
+    bob.expect(line_of(alice, "ok \ufffd fine"))  # the same nickname: /nick was not sent
+    assert alice.finish() == 0 and bob.finish() == 0
+    assert bob.count(r"ab.c|you are now|joined \S*\ufffd") == 0, bob.text()
+    assert alice.count("you are now") == 0, alice.text()
+
+
+def test_nick_and_room_arguments_not_utf8_are_usage_errors(server: ServerThread) -> None:
+    for args in (("--nick", "\udcff"), ("--nick", "al", "--room", "\udcff")):
+        result = run_cli("chat", *args, port=server.port, input="")
+        assert result.returncode == 2, result
+        assert result.stderr.splitlines()[-1].endswith("not valid UTF-8"), result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_token_server_is_one_line_with_what_to_do(
+    server_factory: Callable[..., ServerThread], tmp_path: Path, chats: Callable[..., Chat]
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret\n", encoding="utf-8")
+    server = server_factory(auth_token_file=str(tokens))
+    chat = chats(server.port, "alice")
+    assert chat.finish() == 2
+    assert chat.lines == [], chat.text()  # no "* Connection lost" line besides
+    assert chat.stderr == (
+        f"switchboard: cannot connect to 127.0.0.1:{server.port}: the server requires a token "
+        "(AUTH_REQUIRED): pass --token or set $SWITCHBOARD_TOKEN\n"
+    )
+    assert chats(server.port, "bob", "--token", "s3cret").joined().finish() == 0
+
+
 def test_private_message_with_receipt_before_the_input_ends(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
@@ -392,12 +439,22 @@ def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(
             # then); between prompts it would be a SIGINT.  Our own line comes, then the prompt.
             child.expect(r"bob\(#\d+\): half done")
             child.expect_exact("] bob>")
-            child.sendcontrol("c")  # Ctrl-C throws a half-typed line away ...
+            child.sendcontrol("c")  # Ctrl-C on an empty line says how to leave ...
+            child.expect_exact(LEAVE_HINT)
+            child.expect_exact("] bob>")
+            child.send("oops")
+            child.expect_exact("oops")
+            child.sendcontrol("c")  # ... on a typed line throws it away ...
+            child.send("/time\r")
+            child.expect_exact("Server time: ")
+            child.expect_exact("] bob>")
             child.send("/quit\r")  # ... and Ctrl-D or /quit leaves
             child.expect_exact("Bye.")
             child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0, child.logfile_read.getvalue()
+        shown = child.logfile_read.getvalue()
+        assert shown.count(LEAVE_HINT) == 1 and "Unknown command" not in shown
     finally:
         if child.isalive():
             child.terminate(force=True)

@@ -4,6 +4,7 @@ real server on loopback."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerThread, cli_env, switchboard_command
+from switchboard.cli.interactive import LEAVE_HINT
 from switchboard.client import Client
 
 pexpect = pytest.importorskip("pexpect")
@@ -271,17 +273,38 @@ def test_ctrl_c_cancels_ctrl_d_exits(spawn: Spawn) -> None:
     child.expect_exact("garbage")
     child.sendintr()  # the line is thrown away, the prompt comes back
     child.expect_exact(PROMPT_OFFLINE)
+    child.sendline("help")  # past the redraw of the abandoned line: a fresh prompt
+    child.expect_exact("connect [HOST] [PORT]")
+    wait_prompt(child)
+    assert LEAVE_HINT not in screen(child)  # not for a line that had text
+    child.sendintr()  # on an empty line: how to leave
+    child.expect_exact(LEAVE_HINT)
+    child.expect_exact(PROMPT_OFFLINE)
     child.sendline("1")
     child.expect_exact("Server address [127.0.0.1]:")
     child.sendintr()
     child.expect_exact("Cancelled.")
     child.expect_exact(PROMPT_OFFLINE)
     assert "Unknown command" not in screen(child)  # the line was thrown away
+    assert screen(child).count(LEAVE_HINT) == 1
     child.sendcontrol("d")
     child.expect_exact("Bye.")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_terminal_line_not_utf8_is_ignored(spawn: Spawn, server: ServerThread) -> None:
+    child = spawn()
+    wait_prompt(child)
+    # prompt_toolkit decodes the byte 0xff as a lone surrogate (surrogateescape).
+    os.write(child.child_fd, b"connect \xff 7000\r")
+    child.expect_exact("Line ignored: it is not valid UTF-8.")
+    child.expect_exact(PROMPT_OFFLINE)
+    child.sendline(f"connect 127.0.0.1 {server.port}")  # the session goes on
+    connected_id(child)
+    finish(child)
+    assert "Traceback" not in screen(child)
 
 
 def test_completion_and_history(spawn: Spawn, server: ServerThread) -> None:
@@ -324,15 +347,28 @@ def test_colour_and_no_color(spawn: Spawn, server: ServerThread) -> None:
 # --- piped stdin ---------------------------------------------------------------------------------
 
 
-def run_piped(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+def run_piped(*args: str, stdin: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         switchboard_command("client", *args),
         input=stdin,
         capture_output=True,
         text=True,
         timeout=30,
-        env=cli_env(),
+        env=cli_env(**env),
     )
+
+
+def run_piped_bytes(*args: str, stdin: bytes, **env: str) -> tuple[int, list[str], str]:
+    """stdin as raw bytes; the exit code, the lines of stdout, and stderr."""
+    result = subprocess.run(
+        switchboard_command("client", *args),
+        input=stdin,
+        capture_output=True,
+        timeout=30,
+        env=cli_env(**env),
+    )
+    out = result.stdout.decode("utf-8")
+    return result.returncode, out.splitlines(), result.stderr.decode("utf-8", "replace")
 
 
 def test_piped_session(server: ServerThread) -> None:
@@ -396,3 +432,65 @@ def test_piped_connect_refused_and_bad_input() -> None:
     assert "'http' is not a port number (1-65535)." in lines
     assert "Not connected: choose 1 (connect) first." in lines
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# stdin decoded leniently (surrogateescape, as under C.UTF-8) and strictly (as under most
+# UTF-8 locales, or PYTHONIOENCODING): a byte that is not UTF-8 spoils its line, not the session.
+@pytest.mark.parametrize("env", [{}, {"PYTHONIOENCODING": "utf-8"}])
+def test_piped_bytes_not_utf8_and_bad_host_names(server: ServerThread, env: dict[str, str]) -> None:
+    script = (
+        b"connect \xff 7000\n"
+        b"connect a..b 7000\n"
+        b"connect " + b"x" * 64 + b".org 7000\n"
+        b"connect 127.0.0.1 %d\n"
+        b"send 1 a\xffb\n"
+        b"time\n"
+    ) % server.port
+    code, lines, err = run_piped_bytes(stdin=script, **env)
+    assert (code, err) == (0, "")
+    assert lines.count("Line ignored: it is not valid UTF-8.") == 2
+    assert "'a..b' is not a valid host name." in lines
+    assert f"'{'x' * 64}.org' is not a valid host name." in lines
+    assert any(line.startswith("Connected to 127.0.0.1:") for line in lines)
+    assert not any(line.startswith("message 1 to #1") for line in lines)  # nothing sent
+    assert "1/1 responses in" in "\n".join(lines)
+    assert lines[-1] == "Bye."
+
+
+def test_host_and_nick_arguments_not_utf8(server: ServerThread) -> None:
+    # argv decodes the byte 0xff as "\udcff"; subprocess encodes it back to 0xff.
+    result = run_piped("--host", "\udcff", "--port", str(server.port),
+                       stdin=f"connect 127.0.0.1 {server.port}\nname\n")  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert lines[1] == "Not a valid host name: it is not valid UTF-8."
+    assert "Server name: test-server" in lines  # the session went on
+    result = run_piped("--nick", "\udcff", stdin="")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith("argument --nick: not valid UTF-8")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_token_server_refuses_at_connect_with_what_to_do(
+    server_factory: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret\n", encoding="utf-8")
+    server = server_factory(auth_token_file=str(tokens))
+    where = f"127.0.0.1:{server.port}"
+    required = f"Cannot connect to {where}: the server requires a token"
+    hint = "pass --token or set $SWITCHBOARD_TOKEN."
+    for args, words in [
+        ((), f"{required} (AUTH_REQUIRED): {hint}"),
+        (("--nick", "bob"), f"{required} (AUTH_FAILED): {hint}"),  # HELLO with no token
+        (("--token", "wrong"), f"Cannot connect to {where}: the server refused the token "
+                               "(AUTH_FAILED): check --token or $SWITCHBOARD_TOKEN."),
+    ]:  # fmt: skip
+        result = run_piped("--port", str(server.port), *args, stdin="name\n")
+        assert (result.returncode, result.stderr) == (0, ""), args
+        lines = result.stdout.splitlines()
+        assert words in lines, (args, lines)
+        assert not any(line.startswith(("Connected", "Disconnected")) for line in lines), lines
+        assert "Not connected: choose 1 (connect) first." in lines  # known at connect
+    result = run_piped("--port", str(server.port), stdin="name\n", SWITCHBOARD_TOKEN="s3cret")
+    assert "Server name: test-server" in result.stdout.splitlines(), result.stdout

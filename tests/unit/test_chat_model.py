@@ -104,6 +104,20 @@ def test_bad_commands_say_why(line: str, words: str) -> None:
     assert words in str(info.value)
 
 
+# Bytes that are not UTF-8 reach the parser as lone surrogates (stdin and the terminal decode
+# with surrogateescape): refused whole, as udpchat join does, command or text.
+@pytest.mark.parametrize(
+    "line", ["ab\udcffc", "/nick \udcff", "/join \udcffroom", "/msg 3 \udcff", "/quit\udcff"]
+)
+def test_lines_that_are_not_utf8_are_not_sent(line: str) -> None:
+    with pytest.raises(CommandError, match=r"^Line not sent: it is not valid UTF-8\.$"):
+        model.parse_line(line)
+
+
+def test_a_typed_replacement_character_is_text() -> None:
+    assert model.parse_line("ab\ufffdc") == model.Say("ab\ufffdc")
+
+
 def test_help_names_every_command() -> None:
     text = "\n".join(model.help_lines())
     for command in ("/msg ID TEXT", "/list [all]", "/time", "/name", "/join ROOM", "/leave [ROOM]",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from switchboard.cli import menu
-from switchboard.cli.interactive import explain
+from switchboard.cli.interactive import auth_hint, explain, utf8_argument
 from switchboard.cli.menu import (
     CommandError,
     Connect,
@@ -19,6 +21,7 @@ from switchboard.cli.menu import (
     ShowMenu,
     parse_command,
 )
+from switchboard.client import AuthError
 from switchboard.client.errors import error_for
 from switchboard.protocol import ErrorCode
 
@@ -143,6 +146,64 @@ def test_answers_to_questions() -> None:
             menu.parse_host(bad)
     with pytest.raises(CommandError, match="not a client id"):
         menu.parse_target("")
+
+
+# Bytes that are not UTF-8 arrive as lone surrogates (surrogateescape): the whole line is
+# refused before any word of it is used (a host name, a nickname, a text).
+@pytest.mark.parametrize(
+    ("line", "connected"),
+    [("connect \udcff 7000", False), ("send 1 a\udcffb", True), ("\udcff", False)],
+)
+def test_lines_that_are_not_utf8_are_ignored(line: str, connected: bool) -> None:
+    with pytest.raises(CommandError, match=r"^Line ignored: it is not valid UTF-8\.$"):
+        parse_command(line, connected)
+
+
+# Python hands every host name to the idna codec, which raises UnicodeError (not a socket
+# error) for these; refused here, each is one sentence.
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("a..b", "'a..b' is not a valid host name."),
+        ("x" * 64 + ".org", "is not a valid host name."),
+        ("\ufffd.org", "'\ufffd.org' is not a valid host name."),
+        ("\udcff", "Not a valid host name: it is not valid UTF-8."),
+        ("a\x00b", "'a\\x00b' is not a server address."),
+    ],
+)
+def test_host_names_the_resolver_cannot_take(host: str, message: str) -> None:
+    with pytest.raises(CommandError) as info:
+        menu.parse_host(host)
+    assert message in str(info.value)
+    if host.isprintable():
+        with pytest.raises(CommandError, match="is not a valid host name"):
+            parse_command(f"connect {host} 7000", connected=False)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "fe80::1%lo", "münchen.de", "x" * 63])
+def test_host_names_that_pass(host: str) -> None:
+    assert menu.parse_host(host) == host
+
+
+def test_arguments_that_are_not_utf8_are_usage_errors() -> None:
+    assert utf8_argument("bob") == "bob"
+    with pytest.raises(argparse.ArgumentTypeError, match="not valid UTF-8"):
+        utf8_argument("b\udcffb")
+
+
+@pytest.mark.parametrize(
+    ("code", "token_given", "words"),
+    [
+        (ErrorCode.AUTH_REQUIRED, False, "requires a token (AUTH_REQUIRED): pass --token or set $"),
+        # A HELLO (for --nick) carries an empty token, which the server calls wrong.
+        (ErrorCode.AUTH_FAILED, False, "requires a token (AUTH_FAILED): pass --token or set $"),
+        (ErrorCode.AUTH_FAILED, True, "refused the token (AUTH_FAILED): check --token or $"),
+    ],
+)
+def test_auth_errors_say_what_to_do(code: int, token_given: bool, words: str) -> None:
+    exc = error_for(code, "whatever")
+    assert isinstance(exc, AuthError)
+    assert words + "SWITCHBOARD_TOKEN" in auth_hint(exc, token_given=token_given)
 
 
 def test_completion_words_follow_the_state() -> None:

@@ -19,8 +19,8 @@ is stamped when its OK arrives with this machine's clock corrected by the offset
 with one TIME request at start: the server's clock, give or take half a round trip.
 
 Exit codes: 0 after /quit, Ctrl-D or the end of piped input; 1 when the connection is
-lost or the server shuts down; 2 when we could not get in (unreachable, full, nickname or
-room refused).
+lost or the server shuts down; 2 when we could not get in (unreachable, full, no token or a
+wrong one, nickname or room refused), or for an argument that is not valid UTF-8.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any, Final, Protocol, TextIO
 
 from switchboard import defaults
 from switchboard.client import (
+    AuthError,
     Client,
     ConnectionLost,
     NicknameError,
@@ -51,6 +52,7 @@ from switchboard.protocol import (
     JoinRequest,
     LeaveRequest,
     Left,
+    LocalProtocolError,
     Message,
     MessageFlags,
     Receipt,
@@ -62,19 +64,25 @@ from switchboard.protocol import (
 
 from . import chat_model as model
 from . import render
-from .common import CliExit, add_connection_args, connect
+from .common import CliExit, add_connection_args, connect, token
 from .interactive import (
     RECEIPT_GRACE_S,
     Output,
     Ui,
+    auth_hint,
     await_receipts,
     explain,
     plain_console,
+    plain_stdio,
     run_terminal,
+    utf8_argument,
 )
-from .menu import CommandError
+from .menu import CommandError, require_utf8
 
 HISTORY_FILE: Final = "chat_history"
+#: Said when Ctrl-C meets an empty line: as in the interactive client, Ctrl-C only clears
+#: the line (a chat is not left by accident while reaching for copy).
+LEAVE_HINT: Final = "(Ctrl-D or /quit leaves)"
 #: Lines held back while one request waits for its answer (a request timeout's worth of a
 #: busy room at most); past it, further lines are dropped rather than held without bound.
 MAX_HELD_LINES: Final = 10_000
@@ -94,10 +102,13 @@ def register(sub: Any) -> None:
         "output is plain text, and the end of input waits for the answers, then quits.",
     )
     add_connection_args(p, json_flag=False)
-    p.add_argument("--nick", required=True, help="your nickname (unique on the server)")
+    p.add_argument(
+        "--nick", required=True, type=utf8_argument, help="your nickname (unique on the server)"
+    )
     p.add_argument(
         "--room",
         default=defaults.DEFAULT_ROOM,
+        type=utf8_argument,
         help=f"the room to join (default {defaults.DEFAULT_ROOM})",
     )
     p.add_argument(
@@ -115,11 +126,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.retry < 0:
         raise CliExit(2, "--retry must not be negative")
     if sys.stdin.isatty() and sys.stdout.isatty():
-        return run_terminal(lambda out: ChatClient(args, out, interactive=True), HISTORY_FILE)
-    # UTF-8 both ways whatever the locale says; bytes that are not UTF-8 become U+FFFD.
-    for stream in (sys.stdin, sys.stdout):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(encoding="utf-8", errors="replace")
+        return run_terminal(
+            lambda out: ChatClient(args, out, interactive=True),
+            HISTORY_FILE,
+            leave_hint=LEAVE_HINT,
+        )
+    plain_stdio()  # a line that is not UTF-8 is refused, not sent with U+FFFD in it
     chat = ChatClient(args, Output(plain_console()), interactive=False)
     return chat.run(PipedLines(sys.stdin))
 
@@ -182,6 +194,8 @@ class ChatClient:
         self._lock = threading.Lock()
         self._client: Client | None = None
         self._closing = False
+        #: Until we are in the room, a lost connection is _start's to report (CliExit).
+        self._starting = True
         #: Why the connection ended, when it was not our doing; the exit code is then 1.
         self._lost: str | None = None
         self._shutdown: str | None = None
@@ -245,7 +259,12 @@ class ChatClient:
             self._client = client
             self.state.client_id = client.client_id
         try:
-            self._measure_clock(client)
+            try:
+                # The first request: a server that demands a token refuses it (and closes).
+                self._measure_clock(client)
+            except AuthError as exc:
+                hint = auth_hint(exc, token_given=token(self.args) is not None)
+                raise CliExit(2, f"cannot connect to {client.host}:{client.port}: {hint}") from None
             self._take_nick(client, self.args.nick)
             with self._lock:
                 me = model.who(self.state.nick, client.client_id)
@@ -258,6 +277,11 @@ class ChatClient:
                 ) from None
         except (ConnectionLost, RequestTimeout) as exc:
             raise CliExit(2, f"lost the connection while joining: {exc}") from None
+        with self._lock:
+            self._starting = False
+            lost = self._lost
+        if lost is not None:  # lost just before _starting was cleared: said by nobody yet
+            self.out.line(f"* Connection lost: {lost}.", "error")
         return client
 
     def _measure_clock(self, client: Client) -> None:
@@ -272,20 +296,23 @@ class ChatClient:
     def _take_nick(self, client: Client, nick: str) -> None:
         while True:
             try:
-                taken = client.set_nick(nick)
+                taken = client.set_nick(require_utf8(nick, "Nickname not used"))
+            except CommandError as exc:  # an answer typed below
+                refusal = str(exc)
             except NicknameError as exc:
                 if not self.interactive:
                     raise CliExit(2, f"{exc.message} ({exc.name}): choose another --nick") from None
-                self.out.line(f"{exc.message[:1].upper()}{exc.message[1:]} ({exc.name}).", "error")
-                answer = self._ui.ask("Another nickname")
-                if answer is None or not answer.strip():
-                    raise CliExit(2, "no nickname chosen") from None
-                nick = answer.strip()
-                continue
-            with self._lock:
-                self.state.nick = taken
-            self._ui.refresh()
-            return
+                refusal = f"{exc.message[:1].upper()}{exc.message[1:]} ({exc.name})."
+            else:
+                with self._lock:
+                    self.state.nick = taken
+                self._ui.refresh()
+                return
+            self.out.line(refusal, "error")
+            answer = self._ui.ask("Another nickname")
+            if answer is None or not answer.strip():
+                raise CliExit(2, "no nickname chosen") from None
+            nick = answer.strip()
 
     def execute(self, client: Client, action: model.Action) -> None:
         """Run one action; every failure becomes one line and the chat goes on."""
@@ -301,6 +328,8 @@ class ChatClient:
             self.out.line(f"Nickname refused: {exc.message}.", "error")
         except ServerError as exc:
             self.out.line(explain(exc, getattr(action, "target", None)), "error")
+        except LocalProtocolError as exc:  # a nickname or room the wire cannot carry
+            self.out.line(f"Not sent: {exc}.", "error")
         except KeyboardInterrupt:
             self.out.line("Interrupted.", "error")
 
@@ -460,6 +489,8 @@ class ChatClient:
             if self._closing or self._client is None:
                 return  # our own /quit, or a connection refused before it was ours
             self._lost = reason
+            if self._starting:
+                return  # _start says why it could not get in, in one line
         if self._shutdown is not None:
             self.out.line(f"* The server shut down ({self._shutdown}): the chat is over.", "error")
         else:

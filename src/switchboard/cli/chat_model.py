@@ -31,7 +31,7 @@ from switchboard.protocol import (
 )
 
 from . import render
-from .menu import CommandError, parse_target
+from .menu import CommandError, parse_target, require_utf8
 from .render import safe
 
 Clock = Callable[[int], str]
@@ -116,8 +116,9 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
 
 
 def parse_line(line: str) -> Action | None:
-    """What one typed line asks for; None for a blank line (nothing is sent)."""
-    text = line.rstrip("\r\n")
+    """What one typed line asks for; None for a blank line (nothing is sent).  A line with
+    bytes that are not UTF-8 is refused whole, command or text (as ``udpchat join`` does)."""
+    text = require_utf8(line.rstrip("\r\n"), "Line not sent")
     if not text.strip():
         return None
     # A stray space before a command must not say "/quit" to the whole room.

@@ -30,7 +30,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from switchboard import defaults
 from switchboard.client import (
+    AuthError,
     Client,
     ConnectionFailed,
     ConnectionLost,
@@ -48,6 +50,7 @@ from switchboard.client.tracing import Tracer
 from switchboard.protocol import (
     ErrorCode,
     Frame,
+    LocalProtocolError,
     Message,
     Receipt,
     ReceiptStatus,
@@ -81,6 +84,8 @@ HISTORY_FILE: Final = "client_history"
 #: prompt_toolkit's default (0.2 s) visibly draws the prompt before a command's output lands
 #: above it; 20 ms is still one redraw for a burst like ``time 100``.
 PROXY_PAUSE_S: Final = 0.02
+#: Said when Ctrl-C meets an empty line, since Ctrl-C only clears the line.
+LEAVE_HINT: Final = "(Ctrl-D or quit leaves)"
 
 
 def register(sub: Any) -> None:
@@ -99,7 +104,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="connect at once to the default server ($SWITCHBOARD_HOST/$SWITCHBOARD_PORT)",
     )
-    p.add_argument("--nick", help="a nickname to connect under")
+    p.add_argument("--nick", type=utf8_argument, help="a nickname to connect under")
     p.set_defaults(func=cmd_client)
 
 
@@ -116,10 +121,31 @@ def cmd_client(args: argparse.Namespace) -> int:
         connect_now=args.connect or args.host is not None or args.port is not None,
     )
     if sys.stdin.isatty() and sys.stdout.isatty():
-        return run_terminal(lambda out: InteractiveClient(settings, out), HISTORY_FILE)
+        return run_terminal(
+            lambda out: InteractiveClient(settings, out), HISTORY_FILE, leave_hint=LEAVE_HINT
+        )
+    plain_stdio()
     out = Output(plain_console())
     client = InteractiveClient(settings, out)
     return client.run(PlainUi(prompts=sys.stdin.isatty()))
+
+
+def utf8_argument(text: str) -> str:
+    """An argparse ``type`` for text that goes on the wire (a nickname, a room): argv
+    decodes bytes that are not UTF-8 as lone surrogates, refused here as a usage error."""
+    try:
+        return menu.require_utf8(text)
+    except CommandError:
+        raise argparse.ArgumentTypeError("not valid UTF-8") from None
+
+
+def plain_stdio() -> None:
+    """stdin and stdout as UTF-8 whatever the locale says.  Input bytes that are not UTF-8
+    become lone surrogates (not a UnicodeDecodeError that would end the session, nor U+FFFD
+    that would be sent), which the parsers refuse with one line (``menu.require_utf8``)."""
+    for stream, errors in ((sys.stdin, "surrogateescape"), (sys.stdout, "replace")):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors=errors)
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -237,9 +263,15 @@ class TerminalApp(PromptState, Protocol):
 
 
 class TerminalUi:
-    """prompt_toolkit: history, tab completion, Ctrl-C cancels the line, Ctrl-D ends."""
+    """prompt_toolkit: history, tab completion, Ctrl-C clears the line (on an empty line it
+    calls ``on_idle_interrupt``, which says how to leave), Ctrl-D ends."""
 
-    def __init__(self, state: PromptState, history_path: Path | None) -> None:
+    def __init__(
+        self,
+        state: PromptState,
+        history_path: Path | None,
+        on_idle_interrupt: Callable[[], None] | None = None,
+    ) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.completion import DynamicCompleter, NestedCompleter
         from prompt_toolkit.history import FileHistory, History, InMemoryHistory
@@ -265,6 +297,7 @@ class TerminalUi:
         )
         self._questions: PromptSession[str] = PromptSession(history=InMemoryHistory(), style=style)
         self._state = state
+        self._on_idle_interrupt = on_idle_interrupt
         self._interrupted = False
 
     def read_command(self) -> str | None:
@@ -277,7 +310,15 @@ class TerminalUi:
                     pre_run=self._end_if_interrupted,
                 )
             except KeyboardInterrupt:
-                continue  # Ctrl-C throws the line away; the prompt comes back
+                # Ctrl-C throws the line away and the prompt comes back, as in a shell; on
+                # an empty line, where that does nothing, it says how to leave instead.
+                buffer = self._session.default_buffer
+                if not buffer.text and self._on_idle_interrupt is not None:
+                    self._on_idle_interrupt()
+                # Emptied now: a Ctrl-C before the next prompt is drawn (a SIGINT) finds
+                # this line gone, as the user saw it go.
+                buffer.reset()
+                continue
             except EOFError:
                 return None
 
@@ -336,17 +377,19 @@ def output_above_prompt() -> Iterator[None]:
             sys.stdout, sys.stderr = saved
 
 
-def run_terminal(make_app: Callable[[Output], TerminalApp], history_file: str) -> int:
+def run_terminal(
+    make_app: Callable[[Output], TerminalApp], history_file: str, *, leave_hint: str
+) -> int:
     """Run the app that ``make_app(output)`` builds on this terminal: prompt_toolkit with
     the history in ``history_file`` (under ``history_path``), output printed above the
-    prompt."""
+    prompt, ``leave_hint`` printed when Ctrl-C meets an empty line."""
     out = Output(terminal_console(), direct=terminal_console(sys.stdout))
     app = make_app(out)
     try:
         path: Path | None = history_path(history_file)
     except RuntimeError:  # no home directory to be found
         path = None
-    ui = TerminalUi(app, path)
+    ui = TerminalUi(app, path, on_idle_interrupt=lambda: out.line(leave_hint, "dim"))
     with output_above_prompt():
         return app.run(ui)
 
@@ -473,6 +516,8 @@ class InteractiveClient:
             self.out.line(f"No answer: {exc} (the connection stays open).", "error")
         except ServerError as exc:
             self.out.line(explain(exc), "error")
+        except LocalProtocolError as exc:  # a nickname or text the wire cannot carry
+            self.out.line(f"Cannot be sent: {exc}.", "error")
         except KeyboardInterrupt:
             self.out.line("Interrupted.", "error")
 
@@ -499,7 +544,7 @@ class InteractiveClient:
         answer = self._ui.ask(question, choices)
         if answer is None:
             raise Cancelled
-        return answer.strip()
+        return menu.require_utf8(answer, "Answer not used").strip()
 
     def _client(self) -> Client:
         conn = self._conn
@@ -518,7 +563,7 @@ class InteractiveClient:
             if port is None:
                 answer = self._ask(f"Port [{self.settings.port}]")
                 port = menu.parse_port(answer) if answer else None
-        host = host or self.settings.host
+        host = menu.parse_host(host or self.settings.host)  # --host too
         port = port or self.settings.port
         if self._conn is not None:
             self._disconnect()
@@ -536,17 +581,27 @@ class InteractiveClient:
                 trace=self.settings.tracer,
                 ssl_context=self.settings.ssl_context,
             )
+            self._check_admitted(client)
         except ConnectionFailed as exc:
             self.out.line(f"Cannot connect: {exc}", "error")
             return
         except ServerFull:
             self.out.line(f"{host}:{port} is full: try again later.", "error")
             return
+        except AuthError as exc:
+            hint = auth_hint(exc, token_given=self.settings.token is not None)
+            self.out.line(f"Cannot connect to {host}:{port}: {hint}.", "error")
+            return
         except ServerError as exc:
-            self.out.line(f"{host}:{port} refused the connection: {explain(exc)}", "error")
+            self.out.line(
+                f"{host}:{port} refused the connection: {exc.message} ({exc.name}).", "error"
+            )
             return
         except (ConnectionLost, RequestTimeout) as exc:
             self.out.line(f"Cannot connect: {exc}", "error")
+            return
+        except LocalProtocolError as exc:  # a --nick the wire cannot carry (too long)
+            self.out.line(f"Cannot connect: {exc}.", "error")
             return
         with self._lock:
             self._conn = Connection(client, host, port, marker)
@@ -564,6 +619,18 @@ class InteractiveClient:
                 self._on_close(marker, lost.reason)
             return
         self.show_menu()
+
+    def _check_admitted(self, client: Client) -> None:
+        """Without a HELLO (no nickname, no token) a server that demands a token refuses
+        only the first request, so ask one now and ``connect`` reports the refusal.  PING,
+        not a HELLO with an empty token: the server counts that as a failed attempt."""
+        if self.settings.nick is not None or self.settings.token is not None:
+            return  # the HELLO has been answered: we are in
+        try:
+            client.ping()
+        except BaseException:
+            client.close()
+            raise
 
     def _disconnect(self) -> None:
         """Close the connection cleanly (receiver joined) after a short wait for receipts."""
@@ -716,6 +783,14 @@ class InteractiveClient:
             self._print_receipt(early)
 
 
+def auth_hint(exc: AuthError, *, token_given: bool) -> str:
+    """Why a server that demands a token did not let us in, and what to do about it."""
+    env = f"${defaults.ENV_TOKEN}"
+    if exc.code == ErrorCode.AUTH_FAILED and token_given:
+        return f"the server refused the token ({exc.name}): check --token or {env}"
+    return f"the server requires a token ({exc.name}): pass --token or set {env}"
+
+
 def explain(exc: ServerError, target: int | None = None) -> str:
     """An ERROR in words, with what to do about it."""
     who = f"#{target}" if target is not None else "that id"
@@ -738,8 +813,11 @@ __all__ = [
     "Output",
     "PlainUi",
     "TerminalUi",
+    "auth_hint",
     "await_receipts",
     "explain",
+    "plain_stdio",
     "register",
     "run_terminal",
+    "utf8_argument",
 ]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from . import render
+
 #: Pipelined TIME requests one ``time`` may send.  The lab's test is 100; 10,000 stays well
 #: inside the server's default burst allowance (20,000), so it is never rate limited.
 MAX_TIME_REQUESTS: Final = 10_000
@@ -165,7 +167,7 @@ def completions(connected: bool, known_ids: Iterable[int] = ()) -> dict[str, obj
 
 def parse_command(line: str, connected: bool) -> Action:
     """What ``line`` asks for, given the connection state; CommandError if it cannot be done."""
-    text = line.strip()
+    text = require_utf8(line).strip()
     if not text:
         return ShowMenu()
     head, _, rest = text.partition(" ")
@@ -245,16 +247,16 @@ def parse_address(text: str) -> tuple[str, int | None]:
         if not sep or not host:
             raise CommandError(f"'{text}' is not an address: a closing ']' is missing.")
         if not tail:
-            return host, None
+            return parse_host(host), None
         if not tail.startswith(":"):
             raise CommandError(f"'{text}' is not an address: expected ':PORT' after ']'.")
-        return host, parse_port(tail[1:])
+        return parse_host(host), parse_port(tail[1:])
     if text.count(":") == 1:
         host, _, port = text.partition(":")
         if not host:
             raise CommandError(f"'{text}' has no host before the ':'.")
-        return host, parse_port(port)
-    return text, None
+        return parse_host(host), parse_port(port)
+    return parse_host(text), None
 
 
 def parse_port(text: str) -> int:
@@ -280,11 +282,32 @@ def parse_target(text: str, *, see: str = "'list'") -> int:
 
 
 def parse_host(text: str) -> str:
-    """An answer to "Server address": one word, no spaces."""
-    host = text.strip()
-    if not host or any(ch.isspace() for ch in host):
-        raise CommandError(f"'{host}' is not a server address.")
+    """A host name or address as typed (or given with --host): one printable word that the
+    resolver can take.  Python hands every host name to the ``idna`` codec, which refuses
+    empty labels (``a..b``), labels over 63 characters and characters no host name may hold;
+    refused here, each is one sentence instead of a UnicodeError out of ``getaddrinfo``."""
+    host = require_utf8(text, "Not a valid host name").strip()
+    if not host or not host.isprintable() or any(ch.isspace() for ch in host):
+        raise CommandError(f"'{render.safe(host)}' is not a server address.")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise CommandError(f"'{host}' is not a valid host name.") from None
     return host
+
+
+def require_utf8(text: str, refusal: str = "Line ignored") -> str:
+    """``text``, or CommandError ("``refusal``: it is not valid UTF-8.") if it holds bytes
+    that were not UTF-8.
+
+    stdin, the terminal (prompt_toolkit) and argv decode such bytes as lone surrogates
+    (``surrogateescape``), which can neither go on the wire nor be printed; a real U+FFFD
+    typed by someone is text like any other."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(f"{refusal}: it is not valid UTF-8.") from None
+    return text
 
 
 def ids_hint(known_ids: Sequence[int]) -> str:
