@@ -24,6 +24,7 @@ from switchboard.protocol import (
     Frame,
     NameOk,
     NameRequest,
+    Pong,
     Receipt,
     ReceiptStatus,
     SendOk,
@@ -106,6 +107,13 @@ def test_the_default_rate_limit_never_touches_normal_pipelining(server: ServerTh
 TEXT = "y" * 4000
 
 
+def pong_until(stop: threading.Event, peers: list[RawPeer]) -> None:
+    """Each peer sends PONG every 0.1 s (any frame is life to the server) until ``stop``."""
+    while not stop.wait(0.1):
+        for peer in peers:
+            peer.send(Pong())
+
+
 def test_several_senders_and_one_reader_that_never_reads(server_factory: Any) -> None:
     high_water, hard_limit = 64 * 1024, 8 * 1024 * 1024
     st: ServerThread = server_factory(
@@ -123,6 +131,7 @@ def test_several_senders_and_one_reader_that_never_reads(server_factory: Any) ->
 
     sampler = threading.Thread(target=sample)
     sampler.start()
+    keep_alive: threading.Thread | None = None
     try:
         per_sender, batch = 600, 50
 
@@ -153,6 +162,10 @@ def test_several_senders_and_one_reader_that_never_reads(server_factory: Any) ->
         # loop pass of the four senders' reads can add), far below what was sent.
         assert peak[0] < high_water + 4 * 512 * 1024, peak[0]
         assert peak[0] < sent_bytes / 4
+        # The senders stay alive while the slow reader is dropped (raw peers answer no PING:
+        # under load the heartbeat pass that drops it could drop them too, receipts unsent).
+        keep_alive = threading.Thread(target=pong_until, args=(sampling, senders))
+        keep_alive.start()
         # It is silent (the server stopped reading it): dropped after three heartbeats ...
         st.wait_for(lambda s: slow.client_id not in s.clients.by_id, timeout=10)
         # ... and every message forwarded to it is settled NOT_DELIVERED, exactly once.
@@ -162,15 +175,20 @@ def test_several_senders_and_one_reader_that_never_reads(server_factory: Any) ->
             while len(settled) < len(forwarded[peer.client_id]):
                 assert time.monotonic() < deadline, (len(settled), len(forwarded[peer.client_id]))
                 frame = peer.next(max(0.0, deadline - time.monotonic()))
+                assert frame is not None, "the server closed a sender"
                 if isinstance(frame, Receipt):
                     assert frame.message_id not in settled
                     settled[frame.message_id] = frame.status
             assert set(settled) == forwarded[peer.client_id]
-            assert set(settled.values()) == {ReceiptStatus.NOT_DELIVERED}
+            # (A sender that came late to the race may have had nothing forwarded at all.)
+            assert set(settled.values()) <= {ReceiptStatus.NOT_DELIVERED}
+        assert any(forwarded.values())
         print(f"peak buffered for the slow reader: {peak[0]} bytes of {sent_bytes} sent")
     finally:
         sampling.set()
         sampler.join(5)
+        if keep_alive is not None:
+            keep_alive.join(5)
         slow.close()
         for peer in senders:
             peer.close()
