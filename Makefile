@@ -13,7 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The tests drive real system tools (tshark, iproute2, openssl, ...): tools/test-deps.sh
+# installs them from Debian's packages when run as root, and names what is missing otherwise.
 test: $(STAMP)
+	@bash tools/test-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
