@@ -94,7 +94,7 @@ PI_MALFORMED = "117440512"
 def capture_tools() -> tuple[str, str]:
     tshark, dumpcap = shutil.which("tshark"), shutil.which("dumpcap")
     if tshark is None or dumpcap is None:
-        pytest.skip("tshark/dumpcap not installed (.ci/run installs Debian's tshark package)")
+        pytest.skip("tshark/dumpcap not installed (Debian: tshark; make test as root installs it)")
     return tshark, dumpcap
 
 
