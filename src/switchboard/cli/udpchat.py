@@ -47,6 +47,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="members in the room; the next join is refused",
     )
+    serve.add_argument(
+        "--max-per-address",
+        type=int,
+        default=defaults.UDPCHAT_MAX_MEMBERS_PER_ADDRESS,
+        metavar="N",
+        help="members joined from one IP address; the next join from it is refused",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=_serve)
 
@@ -136,8 +143,11 @@ def _serve(args: argparse.Namespace) -> int:
     from switchboard.services import runtime
     from switchboard.services.udpchat.server import UdpChatConfig, serve
 
-    if args.max_members < 1:
-        print("switchboard udpchat serve: --max-members must be positive", file=sys.stderr)
+    if args.max_members < 1 or args.max_per_address < 1:
+        print(
+            "switchboard udpchat serve: --max-members and --max-per-address must be positive",
+            file=sys.stderr,
+        )
         return 2
     configure_logging(args.verbose)
     config = UdpChatConfig(
@@ -145,6 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         member_expiry_s=args.member_expiry,
         max_members=args.max_members,
+        max_per_address=args.max_per_address,
     )
 
     async def main() -> None:
