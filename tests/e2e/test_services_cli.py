@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import re
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -169,7 +171,7 @@ def test_reverse_connect_reports_interruption() -> None:
             lines = Lines(proc.stdout)
             lines.expect(r"^Server: ih$")
             lines.expect(r"^Server: ERROR: idle for 0\.5 s; closing the connection$")
-            assert proc.wait(WAIT_S) == 1
+            assert proc.wait(WAIT_S) == 3  # the session ended from the other side
             assert proc.stderr is not None
             assert proc.stderr.read().strip() == "Connection interrupted"
         finally:
@@ -187,31 +189,90 @@ def test_reverse_connect_refused() -> None:
     port = probe.getsockname()[1]
     probe.close()
     result = run("reverse", "connect", "--port", str(port))
-    assert result.returncode == 1
+    assert result.returncode == 2  # no session could be had
     assert result.stderr.startswith(f"switchboard reverse connect: cannot connect to {HOST}:{port}")
     assert "Traceback" not in result.stderr
 
 
-def test_reverse_interactive_prompt(reverse_service: Service) -> None:
-    pexpect = pytest.importorskip("pexpect")
+def test_reverse_connect_server_full_exits_2_without_a_collision() -> None:
+    """A refused connection printed ``Server: ERROR: server full`` after the prompt
+    (``Myself: Server: ERROR...``) and exited 1: it is one line on stderr, exit 2."""
+    service = Service("reverse", "serve", "--max-clients", "1")
+    try:
+        with socket.create_connection((HOST, service.port), timeout=WAIT_S) as holder:
+            holder.sendall(b"ab\n")
+            assert holder.recv(10) == b"ba\n"
+            result = run("reverse", "connect", "--port", str(service.port), stdin=b"hi\n")
+            assert result.returncode == 2, result
+            assert result.stdout == ""
+            assert result.stderr == (
+                "switchboard reverse connect: the server turned us away: "
+                "server full; try again later\n"
+            )
+    finally:
+        service.stop()
+
+
+def spawn_in_terminal(*args: str) -> Any:
+    """``switchboard ARGS`` in a 30x120 pseudo-terminal (pexpect), prompt_toolkit's way."""
+    import pexpect
+
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "switchboard", "reverse", "connect", "--port", str(reverse_service.port)],
+        ["-m", "switchboard", *args],
         encoding="utf-8",
         timeout=WAIT_S,
-        env=env(),
+        # pexpect's terminal never answers "where is the cursor?"
+        env=env() | {"TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"},
+        dimensions=(30, 120),
     )
+    child.logfile_read = io.StringIO()
+    return child
+
+
+def test_reverse_interactive_prompt(reverse_service: Service) -> None:
+    """Arrow keys put ESC in the line, which ended the session ("Goodbye!"): now they edit
+    the line and recall history; Escape pressed alone still says goodbye."""
+    pexpect = pytest.importorskip("pexpect")
+    child = spawn_in_terminal("reverse", "connect", "--port", str(reverse_service.port))
     try:
-        child.expect_exact("Myself: ")
-        child.sendline("Grüße 👍🏽")
+        child.expect_exact("Myself:")  # the trailing space is drawn as a cursor move
+        child.send("Grüße 👍🏽\r")
         child.expect_exact("Server: 👍🏽 eßürG")
-        child.expect_exact("Myself: ")
-        child.send("\x1b\r")  # ESC then Enter, as the lab's users did
+        child.expect_exact("Myself:")
+        child.send("abc")
+        child.send("\x1b[D\x1b[D")  # Left, Left
+        child.send("X\r")
+        child.expect_exact("Server: cbXa")
+        child.expect_exact("Myself:")
+        child.send("\x1b[A\r")  # Up: the last line again
+        child.expect_exact("Server: cbXa")
+        child.expect_exact("Myself:")
+        child.send("\x1b")  # Escape alone, as the lab's users ended a session
         child.expect_exact("Server: Goodbye!")
         child.expect(pexpect.EOF)
     finally:
         child.close()
-    assert child.exitstatus == 0
+    assert child.exitstatus == 0, child.logfile_read.getvalue()
+    assert "Goodbye" not in child.logfile_read.getvalue().split("Server: cbXa")[0]
+
+
+def test_reverse_ctrl_c_exits_130_on_a_new_line(reverse_service: Service) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = spawn_in_terminal("reverse", "connect", "--port", str(reverse_service.port))
+    try:
+        child.expect_exact("Myself:")
+        child.send("half typed")
+        child.expect_exact("typed")
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    shown = child.logfile_read.getvalue()
+    assert child.exitstatus == 130, shown
+    # After the typed line, the terminal is left on a fresh line (escape codes aside).
+    tail = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).rsplit("half typed", 1)[1]
+    assert "\n" in tail and not tail.strip(), repr(shown)
 
 
 def test_netcat_as_the_client(reverse_service: Service) -> None:

@@ -199,3 +199,5 @@ def idle_reply(timeout_s: float) -> Reply:
 
 SERVER_FULL: Final = Reply(f"{ERROR_PREFIX}server full; try again later", close=True)
 SHUTTING_DOWN: Final = Reply(f"{ERROR_PREFIX}server shutting down", close=True)
+#: The lines a connection is turned away with before its session starts.
+REFUSALS: Final = frozenset({SERVER_FULL.text, SHUTTING_DOWN.text})
