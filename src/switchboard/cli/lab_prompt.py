@@ -58,6 +58,12 @@ class LinePrompt:
         self._session.app.erase_when_done = False
         return await self._session.prompt_async(message, pre_run=self._end_if_interrupted)
 
+    def refresh(self) -> None:
+        """Redraw the prompt (its message changed); from the prompt's own event loop."""
+        app = self._session.app
+        if app.is_running:
+            app.invalidate()
+
     def interrupt(self) -> None:
         """From any thread: end the prompt shown now (or the next one) with ``EOFError``,
         erasing it, since the session it asked for is over."""

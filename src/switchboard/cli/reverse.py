@@ -31,14 +31,22 @@ def port_number(text: str) -> int:
     return value
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option's help, except where there is nothing to show: a
+    required option, or one whose help already says what happens without it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """Timestamped log lines on stderr, as a lab server's console."""
+    """Log lines on stderr stamped as the main server's (``server.logs``: with the zone)."""
+    from switchboard.server.logs import TextFormatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)-5s %(message)s", "%Y-%m-%dT%H:%M:%S"
-        )
-    )
+    handler.setFormatter(TextFormatter())
     root = logging.getLogger("switchboard.services")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -56,7 +64,7 @@ def register(subparsers: Any) -> None:
     serve = sub.add_parser(
         "serve",
         help="run the reversal server",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         description="Answer each line reversed by grapheme cluster; 'bye' or ESC ends a session.",
     )
     serve.add_argument("--host", default=defaults.HOST, help="address to listen on")
@@ -88,7 +96,7 @@ def register(subparsers: Any) -> None:
     connect = sub.add_parser(
         "connect",
         help="the lab's interactive client",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         description="Prompt 'Myself: ' (line editing and history on a terminal), print "
         "'Server: <reply>'; 'bye', Escape pressed alone, or Ctrl-D ends the session.  With "
         "stdin piped: no prompt, every line sent, the answers printed, then exit.",

@@ -130,7 +130,9 @@ class ReverseClient:
                     break
                 text = raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace")
                 with self._progress:
-                    first = self._answers == 0 and self._sent == 0
+                    # The server turns a connection away at once, before reading a line: a
+                    # refusal can only be the first line (whatever we have sent meanwhile).
+                    first = self._answers == 0
                     self._answers += 1
                     self._progress.notify_all()
                 if first and text in REFUSALS:
@@ -147,7 +149,7 @@ class ReverseClient:
 
     def _outcome(self) -> int:
         """The exit code once the connection has ended, said on stderr when not ours."""
-        if self._ending.is_set():
+        if self._ending.is_set() and self._refusal is None:
             return EXIT_OK
         with self._out_lock:
             if self._refusal is not None:
