@@ -221,11 +221,11 @@ class ChatSession:
             lambda: _Endpoint(put), remote_addr=self.server
         )
         self.endpoint = endpoint
+        typing: asyncio.Task[None] | None = None
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self._interrupted)
-            typing: asyncio.Task[None] | None = None
             if self.reader is not None:
                 typing = asyncio.ensure_future(self._read_terminal(self.reader))
             elif stdin_fd is not None:
@@ -258,14 +258,14 @@ class ChatSession:
                 self._handle_events(now)
                 self._flush()
                 self._check_join_deadline(now)
-            if typing is not None:
-                self.reader.interrupt()  # type: ignore[union-attr]
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(typing, 1.0)
             if self.interrupted and self.exit_code == EXIT_OK:
                 return EXIT_INTERRUPTED
             return self.exit_code
         finally:
+            if typing is not None and self.reader is not None and not typing.done():
+                self.reader.interrupt()  # the session is over: the prompt goes
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(typing, 1.0)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
