@@ -33,11 +33,11 @@ def port_number(text: str) -> int:
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """``(default: X)`` after each option's help, except where there is nothing to show: a
-    required option, or one whose help already says what happens without it."""
+    required option, a flag, or one whose help already says what happens without it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.required or action.default is None:
-            return action.help
+        if action.required or action.default is None or action.nargs == 0:
+            return action.help  # nargs 0: a flag, off unless given
         return super()._get_help_string(action)
 
 

@@ -20,6 +20,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _retry_total_s() -> float:
+    """How long the default JOIN retries wait in all before giving up."""
+    from switchboard.services.udpchat.peer import RetrySchedule
+
+    return RetrySchedule().total_s
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "udpchat",
@@ -85,7 +92,7 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="SECONDS",
         help="give up joining after this long (default: when the JOIN retries run out, "
-        "9.75 s with the retry defaults)",
+        f"{_retry_total_s():g} s with the retry defaults)",
     )
     join.add_argument(
         "--trace",
