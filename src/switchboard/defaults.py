@@ -123,3 +123,7 @@ UDPCHAT_RETRY_ATTEMPTS: Final = 7
 UDPCHAT_REORDER_WAIT_S: Final = 0.5
 #: Members in one room; the next JOIN is refused as ROOM_FULL.
 UDPCHAT_MAX_MEMBERS: Final = 256
+#: Members from one IP address; the next JOIN from it is refused as ADDRESS_FULL.  Without it
+#: one socket held 253 members alive with keepalives and locked everyone else out.  Enough
+#: for a lab's several clients on one machine (or behind one NAT), far from the room's size.
+UDPCHAT_MAX_MEMBERS_PER_ADDRESS: Final = 16

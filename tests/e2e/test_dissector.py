@@ -629,6 +629,9 @@ def expected_datagram(datagram: udp.Datagram) -> dict[str, str]:
             out[f"switchboard_udpchat.{key}"] = ""
         else:
             out[f"switchboard_udpchat.{key}"] = str(value)
+    if isinstance(datagram, udp.Join):  # zero bytes up to JOIN_SIZE
+        padding = udp.JOIN_SIZE - udp.HEADER_SIZE - len(datagram.nick.encode())
+        out["switchboard_udpchat.padding"] = bytes(padding).hex(":")
     return out
 
 

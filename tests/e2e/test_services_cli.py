@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import re
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -169,7 +171,7 @@ def test_reverse_connect_reports_interruption() -> None:
             lines = Lines(proc.stdout)
             lines.expect(r"^Server: ih$")
             lines.expect(r"^Server: ERROR: idle for 0\.5 s; closing the connection$")
-            assert proc.wait(WAIT_S) == 1
+            assert proc.wait(WAIT_S) == 3  # the session ended from the other side
             assert proc.stderr is not None
             assert proc.stderr.read().strip() == "Connection interrupted"
         finally:
@@ -187,31 +189,90 @@ def test_reverse_connect_refused() -> None:
     port = probe.getsockname()[1]
     probe.close()
     result = run("reverse", "connect", "--port", str(port))
-    assert result.returncode == 1
+    assert result.returncode == 2  # no session could be had
     assert result.stderr.startswith(f"switchboard reverse connect: cannot connect to {HOST}:{port}")
     assert "Traceback" not in result.stderr
 
 
-def test_reverse_interactive_prompt(reverse_service: Service) -> None:
-    pexpect = pytest.importorskip("pexpect")
+def test_reverse_connect_server_full_exits_2_without_a_collision() -> None:
+    """A refused connection printed ``Server: ERROR: server full`` after the prompt
+    (``Myself: Server: ERROR...``) and exited 1: it is one line on stderr, exit 2."""
+    service = Service("reverse", "serve", "--max-clients", "1")
+    try:
+        with socket.create_connection((HOST, service.port), timeout=WAIT_S) as holder:
+            holder.sendall(b"ab\n")
+            assert holder.recv(10) == b"ba\n"
+            result = run("reverse", "connect", "--port", str(service.port), stdin=b"hi\n")
+            assert result.returncode == 2, result
+            assert result.stdout == ""
+            assert result.stderr == (
+                "switchboard reverse connect: the server turned us away: "
+                "server full; try again later\n"
+            )
+    finally:
+        service.stop()
+
+
+def spawn_in_terminal(*args: str) -> Any:
+    """``switchboard ARGS`` in a 30x120 pseudo-terminal (pexpect), prompt_toolkit's way."""
+    import pexpect
+
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "switchboard", "reverse", "connect", "--port", str(reverse_service.port)],
+        ["-m", "switchboard", *args],
         encoding="utf-8",
         timeout=WAIT_S,
-        env=env(),
+        # pexpect's terminal never answers "where is the cursor?"
+        env=env() | {"TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"},
+        dimensions=(30, 120),
     )
+    child.logfile_read = io.StringIO()
+    return child
+
+
+def test_reverse_interactive_prompt(reverse_service: Service) -> None:
+    """Arrow keys put ESC in the line, which ended the session ("Goodbye!"): now they edit
+    the line and recall history; Escape pressed alone still says goodbye."""
+    pexpect = pytest.importorskip("pexpect")
+    child = spawn_in_terminal("reverse", "connect", "--port", str(reverse_service.port))
     try:
-        child.expect_exact("Myself: ")
-        child.sendline("Grüße 👍🏽")
+        child.expect_exact("Myself:")  # the trailing space is drawn as a cursor move
+        child.send("Grüße 👍🏽\r")
         child.expect_exact("Server: 👍🏽 eßürG")
-        child.expect_exact("Myself: ")
-        child.send("\x1b\r")  # ESC then Enter, as the lab's users did
+        child.expect_exact("Myself:")
+        child.send("abc")
+        child.send("\x1b[D\x1b[D")  # Left, Left
+        child.send("X\r")
+        child.expect_exact("Server: cbXa")
+        child.expect_exact("Myself:")
+        child.send("\x1b[A\r")  # Up: the last line again
+        child.expect_exact("Server: cbXa")
+        child.expect_exact("Myself:")
+        child.send("\x1b")  # Escape alone, as the lab's users ended a session
         child.expect_exact("Server: Goodbye!")
         child.expect(pexpect.EOF)
     finally:
         child.close()
-    assert child.exitstatus == 0
+    assert child.exitstatus == 0, child.logfile_read.getvalue()
+    assert "Goodbye" not in child.logfile_read.getvalue().split("Server: cbXa")[0]
+
+
+def test_reverse_ctrl_c_exits_130_on_a_new_line(reverse_service: Service) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    child = spawn_in_terminal("reverse", "connect", "--port", str(reverse_service.port))
+    try:
+        child.expect_exact("Myself:")
+        child.send("half typed")
+        child.expect_exact("typed")
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    shown = child.logfile_read.getvalue()
+    assert child.exitstatus == 130, shown
+    # After the typed line, the terminal is left on a fresh line (escape codes aside).
+    tail = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).rsplit("half typed", 1)[1]
+    assert "\n" in tail and not tail.strip(), repr(shown)
 
 
 def test_netcat_as_the_client(reverse_service: Service) -> None:
@@ -365,11 +426,11 @@ def test_udpchat_terminal_asks_for_another_nickname(udpchat_service: Service) ->
             env=env(),
         )  # fmt: skip
         child.expect_exact("is in use")
-        child.expect_exact("Another nickname: ")
-        child.sendline("alice2")
+        child.expect_exact("Another nickname:")  # the prompt asks now
+        child.send("alice2\r")
         child.expect_exact("* Welcome, alice2! 1 other in the room")
         holder.out.expect(r"\* alice2 joined")
-        child.sendline("/quit")
+        child.send("/quit\r")
         child.expect(pexpect.EOF)
         child.close()
         assert child.exitstatus == 0
@@ -453,3 +514,118 @@ def test_udpchat_through_the_lossy_relay() -> None:
         relay.send_signal(signal.SIGINT)
         relay.wait(WAIT_S)
         service.stop()
+
+
+def test_udpchat_terminal_line_editing(udpchat_service: Service) -> None:
+    """On a terminal, lines arriving were printed into the middle of the line being typed,
+    arrow keys got the line refused (ESC is a control character) and Ctrl-C exited 0 with
+    no newline: now the line editor keeps the typed text below what arrives, arrows edit,
+    and Ctrl-C leaves the room and exits 130 on a fresh line."""
+    pexpect = pytest.importorskip("pexpect")
+    alice = Joiner(udpchat_service.port, "alice")
+    child = None
+    try:
+        alice.out.expect("Welcome")
+        child = spawn_in_terminal("udpchat", "join", "--port", str(udpchat_service.port),
+                                  "--nick", "bob")  # fmt: skip
+        child.expect_exact("* Welcome, bob! 1 other in the room")
+        alice.out.expect(r"\* bob joined$")
+        child.expect_exact(">")
+        child.send("half")  # typed, no Enter
+        child.expect_exact("half")
+        alice.say("你好 while you type")
+        child.expect(r"\[\d\d:\d\d:\d\d\] alice: 你好 while you type")
+        child.expect_exact("> half")  # the prompt is redrawn below, the typed text intact
+        child.send(" dne\x1b[D\x1b[Do\r")  # Left, Left: "dne" becomes "done"
+        alice.out.expect(r"\] bob: half done$")
+        child.expect_exact(">")
+        child.send("gone")
+        child.expect_exact("gone")
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+        child.close()
+        shown = child.logfile_read.getvalue()
+        assert child.exitstatus == 130, shown
+        tail = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).rsplit("gone", 1)[1]
+        assert "\n" in tail and not tail.strip(), repr(shown)
+        alice.out.expect(r"\* bob left$")  # Ctrl-C still left the room politely
+        assert "not sent" not in shown
+    finally:
+        if child is not None and child.isalive():
+            child.terminate(force=True)
+        alice.kill()
+
+
+def test_udpchat_exit_codes_unreachable_and_shutdown() -> None:
+    """Unreachable was 1 (the others say 2) and a server shutdown 1 (the table says 3)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((HOST, 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    started = time.monotonic()
+    result = run("udpchat", "join", "--port", str(port), "--nick", "a", "--timeout", "0.5",
+                 stdin=b"")  # fmt: skip
+    assert result.returncode == 2, result
+    assert "to JOIN within 0.5 s (--timeout)" in result.stderr
+    assert time.monotonic() - started < 5  # the retries alone would take 9.75 s
+    service = Service("udpchat", "serve")
+    alice = Joiner(service.port, "alice")
+    try:
+        alice.out.expect("Welcome")
+        assert service.stop() == 0
+        alice.out.expect(r"^\* The server is shutting down$")
+        assert alice.proc.wait(WAIT_S) == 3
+    finally:
+        alice.kill()
+        service.stop()
+
+
+def test_udpchat_join_trace_decodes_datagrams(udpchat_service: Service) -> None:
+    result = run("udpchat", "join", "--port", str(udpchat_service.port), "--nick", "tracy",
+                 "--trace", stdin=b"hi\n")  # fmt: skip
+    assert result.returncode == 0, result
+    trace = result.stderr.splitlines()
+    stamp = r"^\d\d:\d\d:\d\d\.\d{3} "
+    assert any(re.match(stamp + r'->> JOIN +seq=1 len=160 +nick="tracy" padding=146$', line)
+               for line in trace), trace  # fmt: skip
+    assert any(re.match(stamp + r'<<- WELCOME +seq=1 len=\d+ +nick="tracy" token=[0-9a-f]{4}… '
+                        r"members=0 expiry_ms=2000$", line) for line in trace), trace  # fmt: skip
+    assert any(re.match(stamp + r'->> CHAT +seq=1 len=19 +token=[0-9a-f]{4}… text="hi"$', line)
+               for line in trace), trace  # fmt: skip
+    assert any(re.match(stamp + r"<<- ACK +seq=\d+ len=9", line) for line in trace), trace
+
+
+def test_help_texts_of_the_lab_services() -> None:
+    join_help = run("udpchat", "join", "--help").stdout
+    assert "(default: None)" not in join_help
+    assert "Exit codes: 0 left the room; 2 no answer" in " ".join(join_help.split())
+    serve_help = run("udpchat", "serve", "--help").stdout
+    assert "Run the UDP chat room" in serve_help
+    assert "--max-per-address N" in serve_help and "(default: 16)" in serve_help
+    connect_help = " ".join(run("reverse", "connect", "--help").stdout.split())
+    assert "--timeout SECONDS" in connect_help and "130 Ctrl-C" in connect_help
+
+
+def test_lab_logs_are_stamped_with_their_zone_and_readable() -> None:
+    """The reversal service's timestamps had no zone (the main server's have one), and the
+    relay logged ``FaultPlan(drop=0.3, ...)``."""
+    service = Service("reverse", "serve")
+    try:
+        zone = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4} INFO  "
+        assert re.match(zone + "reverse service listening on", service.log.seen[-1])
+    finally:
+        service.stop()
+    relay = subprocess.Popen(
+        command("udpchat", "relay", "--port", "0", "--to-port", "9", "--drop", "0.3",
+                "--seed", "5"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, env=env(),
+    )  # fmt: skip
+    try:
+        line = Lines(relay.stderr).expect(r"lossy relay on port \d+").string
+        assert line.endswith(
+            "-> 127.0.0.1:9: drop 30%, reorder 0% (delay 0.05 s), duplicate 0%, seed 5"
+        ), line
+    finally:
+        relay.send_signal(signal.SIGINT)
+        relay.wait(WAIT_S)

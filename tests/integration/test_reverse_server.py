@@ -133,6 +133,66 @@ def test_server_full(reverse_server: ReverseFactory) -> None:
     assert wait_until(lambda: not server.sessions)
 
 
+def test_refused_connection_releases_its_slot_at_once(reverse_server: ReverseFactory) -> None:
+    """A refused connection held a session slot (and its descriptor) through the 5 s
+    lingering close, so a peer that kept its refused socket open kept the server full."""
+    server = reverse_server(max_clients=1, close_grace_s=30.0)
+    with LineSocket(server.port) as first:
+        assert first.ask(b"a\n") == b"a"
+        refused = LineSocket(server.port)  # kept open by its peer
+        try:
+            assert refused.line() == b"ERROR: server full; try again later"
+            assert first.ask(b"bye\n") == b"Goodbye!"
+            first.close()
+            assert wait_until(lambda: not server.sessions, timeout=5.0)
+            with LineSocket(server.port) as next_one:
+                assert next_one.ask(b"xy\n") == b"yx"
+        finally:
+            refused.close()
+
+
+def test_flags_do_not_stall_a_bystander(reverse_server: ReverseFactory) -> None:
+    """Ten clients each sending a 64 KB line of regional indicators blocked the event loop
+    0.8 s per line (quadratic segmentation); a bystander's round trip must stay short."""
+    server = reverse_server()
+    line = "\U0001f1fa".encode() * 16000 + b"\n"
+    with LineSocket(server.port) as bystander:
+        assert bystander.ask(b"warm\n") == b"mraw"
+        hostile = [LineSocket(server.port) for _ in range(10)]
+        try:
+            for client in hostile:
+                client.send(line)
+            worst = 0.0
+            answered = 0
+            deadline = time.monotonic() + WAIT_S
+            while answered < len(hostile) and time.monotonic() < deadline:
+                started = time.monotonic()
+                assert bystander.ask(b"ab\n") == b"ba"
+                worst = max(worst, time.monotonic() - started)
+                answered = sum(_has_answer(client) for client in hostile)
+            assert answered == len(hostile)
+            assert worst < 0.5, f"bystander waited {worst:.3f} s"
+        finally:
+            for client in hostile:
+                client.close()
+
+
+def _has_answer(client: LineSocket) -> bool:
+    """Whether ``client``'s answer line has fully arrived (reads what is there, no wait)."""
+    if client._buffer.endswith(b"\n"):
+        return True
+    client.sock.setblocking(False)
+    try:
+        while chunk := client.sock.recv(1 << 20):
+            client._buffer += chunk
+    except BlockingIOError:
+        pass
+    finally:
+        client.sock.setblocking(True)
+        client.sock.settimeout(WAIT_S)
+    return client._buffer.endswith(b"\n")
+
+
 def test_shutdown_tells_clients(loop_thread: LoopThread, reverse_server: ReverseFactory) -> None:
     server = reverse_server()
     with LineSocket(server.port) as client:

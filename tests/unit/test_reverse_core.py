@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import regex
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,6 +16,7 @@ from switchboard.services.reverse.core import (
     Reply,
     SplitterClosedError,
     answer_line,
+    grapheme_clusters,
     is_goodbye,
     reverse_graphemes,
 )
@@ -44,6 +48,39 @@ CLUSTERS = ["a", "Z", "好", "👍🏽", "e\u0301", "👨\u200d👩\u200d👧", 
 @given(st.lists(st.sampled_from(CLUSTERS), max_size=30))
 def test_reverse_is_the_cluster_list_reversed(clusters: list[str]) -> None:
     assert reverse_graphemes("".join(clusters)) == "".join(reversed(clusters))
+
+
+#: Code points whose grapheme rules look back or forward: regional indicators, ZWJ, extenders,
+#: Extended_Pictographic, Indic conjuncts (GB9c), Hangul jamo, Prepend, CR/LF, controls.
+RULE_CHARS = (
+    "\U0001f1eb\U0001f1f7\u200d\u0301\ufe0f\U0001f3fd👍🏳"
+    "\u0915\u094d\u0930\u1100\u1161\u11a8\u0600\r\n\x07a"
+)
+
+
+@given(st.text(alphabet=RULE_CHARS, max_size=80), st.integers(min_value=1, max_value=9))
+def test_windowed_segmentation_matches_the_whole_text(text: str, window: int) -> None:
+    # Tiny windows put a slice boundary everywhere a rule could look across it.
+    assert grapheme_clusters(text, window) == regex.findall(r"\X", text)
+
+
+def _best_of(runs: int, text: str) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        reverse_graphemes(text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_reversal_is_linear_on_regional_indicators() -> None:
+    """16,000 flag halves (a 64 KiB line) took 0.8 s: \\X counted every indicator back to
+    the start of the line at each boundary.  Eight times the text must cost about eight
+    times the time (quadratic was 64 times); the ratio is generous for a loaded machine."""
+    flag = "\U0001f1fa"
+    small, large = _best_of(5, flag * 2000), _best_of(5, flag * 16000)
+    assert large / small < 24, (small, large)
+    assert reverse_graphemes(flag * 16000 + "x") == "x" + flag * 16000
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ def test_header_layout() -> None:
         (b"SU\x01\x99\x00\x00\x00\x01\x00", "unknown type 0x99"),
         (b"SU\x01\x01\x00\x00\x00\x01\x05ab", "identity runs past"),
         (b"SU\x01\x01\x00\x00\x00\x01\x02\xff\xfe", "nickname is not valid UTF-8"),
-        (b"SU\x01\x01\x00\x00\x00\x01\x01ax", "JOIN payload of 1 bytes"),
+        (b"SU\x01\x01\x00\x00\x00\x01\x01ax", "JOIN padding is not zero bytes"),
         (b"SU\x01\x03\x00\x00\x00\x01\x03abchi", "3-byte token"),
         (b"SU\x01\x03\x00\x00\x00\x01\x08" + TOKEN + b"\xc3", "text is not valid UTF-8"),
         (b"SU\x01\x03\x00\x00\x00\x01\x08" + TOKEN + b"y" * 1201, "exceeds 1200"),

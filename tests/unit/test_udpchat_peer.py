@@ -267,6 +267,18 @@ def test_not_a_member_rejoins() -> None:
     assert isinstance(join, Join) and join.nick == "alice"
 
 
+def test_a_bare_error_is_shown_by_its_meaning() -> None:
+    """The server leaves the reason out of an ERROR that would be larger than the request
+    (no reflector): the member still says why."""
+    peer = joined_peer()
+    peer.receive(encode(Error(1, ChatErrorCode.NOT_A_MEMBER, "")), 1.1)
+    assert peer.pop_events() == [Rejoining("not a member (expired, or server restarted)")]
+    refused = ChatPeer("bob")
+    refused.join(0.0)
+    refused.receive(encode(Error(1, ChatErrorCode.ADDRESS_FULL, "")), 0.1)
+    assert refused.pop_events() == [JoinRefused(7, "too many members from this address")]
+
+
 def test_leave_acknowledged() -> None:
     peer = joined_peer()
     peer.leave(1.0)

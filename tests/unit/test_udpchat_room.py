@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switchboard.services.udpchat.codec import (
+    JOIN_SIZE,
     Ack,
     Chat,
     ChatErrorCode,
@@ -220,3 +223,97 @@ def test_shutdown_tells_everyone() -> None:
     assert sorted(out, key=lambda x: x[1]) == [(Shutdown(2, 5000), ALICE), (Shutdown(1, 5000),
                                                                            BOB)]  # fmt: skip
     assert not room.members
+
+
+# --- no reflector: no answer larger than its request ---------------------------------------------
+
+
+def test_unknown_token_gets_an_error_no_larger_than_the_request() -> None:
+    """A KEEPALIVE or CHAT with an unknown token (17 bytes) was answered with a 53-byte
+    ERROR: 3.1 times the traffic towards whatever source address the datagram claimed."""
+    room = make_room()
+    for request in (Keepalive(7, bytes(8)), Chat(1, bytes(8), ""), Chat(2, bytes(8), "hi")):
+        data = encode(request)
+        [(answer, to)] = room.receive(data, ALICE, 0.0, 1000)
+        assert len(answer) <= len(data), request
+        assert to == ALICE
+        error = decode(answer)
+        assert isinstance(error, Error) and error.code == ChatErrorCode.NOT_A_MEMBER
+
+
+def test_unpadded_join_is_refused_in_a_bare_error() -> None:
+    room = make_room()
+    data = encode(Join(1, "alice", padding=0))  # 14 bytes; its WELCOME would be 28
+    [(answer, _)] = room.receive(data, ALICE, 0.0, 1000)
+    assert len(answer) <= len(data)
+    error = decode(answer)
+    assert isinstance(error, Error) and error.code == ChatErrorCode.JOIN_NOT_PADDED
+    assert not room.members
+    # A padded JOIN is as large as any WELCOME, and a refusal keeps its reason.
+    assert len(encode(Join(1, "alice"))) == JOIN_SIZE
+    join(room, "alice", ALICE)
+    [(error, _)] = send(room, Join(2, "ALICE"), BOB)
+    assert isinstance(error, Error) and error.reason == "the nickname 'alice' is in use"
+
+
+def test_a_welcome_resent_to_a_small_join_is_refused() -> None:
+    """A spoofed small JOIN for a member's own name from its address: no WELCOME to it."""
+    room = make_room()
+    join(room, "alice", ALICE)
+    data = encode(Join(1, "alice", padding=0))
+    [(answer, _)] = room.receive(data, ALICE, 0.0, 1000)
+    assert len(answer) <= len(data)
+
+
+_TOKENS = st.sampled_from([bytes(8), (1).to_bytes(8, "big"), (2).to_bytes(8, "big")])
+_CLIENT_DATAGRAMS = st.one_of(
+    st.builds(Join, st.integers(0, 9), st.text(max_size=40), st.none() | st.integers(0, 200)),
+    st.builds(Keepalive, st.integers(0, 9), _TOKENS),
+    st.builds(Leave, st.integers(0, 9), _TOKENS),
+    st.builds(Chat, st.integers(0, 9), _TOKENS, st.text(max_size=40)),
+)
+
+
+@given(st.lists(st.tuples(_CLIENT_DATAGRAMS, st.sampled_from([ALICE, BOB, CAROL])), max_size=30))
+@settings(max_examples=300)
+def test_no_answer_to_the_sender_is_larger_than_its_request(
+    traffic: list[tuple[Datagram, tuple[str, int]]],
+) -> None:
+    room = make_room()
+    for datagram, addr in traffic:
+        try:
+            data = encode(datagram)
+        except ValueError:
+            continue  # a nickname longer than an identity can carry
+        for answer, to in room.receive(data, addr, 0.0, 1000):
+            # The answers (announcements and relays go to members, whose address the room
+            # learnt from a JOIN answered no larger, and may share the sender's).
+            if to == addr and isinstance(decode(answer), Welcome | Error | Ack):
+                assert len(answer) <= len(data), (datagram, decode(answer))
+
+
+# --- members per address -------------------------------------------------------------------------
+
+
+def test_one_address_cannot_fill_the_room() -> None:
+    """One socket held 253 members alive and locked everyone else out."""
+    room = make_room(max_per_address=3)
+    for i in range(3):
+        join(room, f"sock{i}", ("10.0.0.1", 5000 + i))
+    [(error, _)] = send(room, Join(1, "sock3"), ("10.0.0.1", 5003))
+    assert isinstance(error, Error) and error.code == ChatErrorCode.ADDRESS_FULL
+    assert error.reason == "3 members from this address already"
+    join(room, "elsewhere", ("10.0.0.2", 5000))  # another address is not affected
+    # One leaves: its place is free again.
+    token = room.by_key["sock0"].token
+    send(room, Leave(9, token), ("10.0.0.1", 5000))
+    join(room, "sock3", ("10.0.0.1", 5003))
+
+
+def test_a_member_that_moves_is_counted_at_its_new_address() -> None:
+    room = make_room(max_per_address=1)
+    token = join(room, "alice", ("10.0.0.1", 5000))
+    send(room, Keepalive(2, token), ("10.0.0.9", 6000))  # NAT rebinding
+    join(room, "bob", ("10.0.0.1", 5001))  # the old address is free
+    [(error, _)] = send(room, Join(1, "carol"), ("10.0.0.9", 6001))
+    assert isinstance(error, Error) and error.code == ChatErrorCode.ADDRESS_FULL

@@ -752,14 +752,14 @@ local U_TYPES = {
 }
 local U_ERROR_CODES = {
     [1] = "INVALID_NICK", [2] = "NICK_IN_USE", [3] = "ROOM_FULL", [4] = "NOT_A_MEMBER",
-    [5] = "TEXT_TOO_LONG", [6] = "BAD_TEXT",
+    [5] = "TEXT_TOO_LONG", [6] = "BAD_TEXT", [7] = "ADDRESS_FULL", [8] = "JOIN_NOT_PADDED",
 }
 local U_LEFT_REASONS = { [0] = "LEFT", [1] = "TIMED_OUT" }
 
 -- What each type carries: its identity ("nick", "token" or "none") and its payload layout.
 -- Mirrors services/udpchat/codec.py (checked by tests/unit/test_dissector_tables.py).
 local U_LAYOUT = {
-    [0x01] = { ident = "nick", payload = {} },
+    [0x01] = { ident = "nick", payload = { "padding" } },
     [0x02] = { ident = "token", payload = {} },
     [0x03] = { ident = "token", payload = { "text" } },
     [0x04] = { ident = "token", payload = {} },
@@ -790,6 +790,7 @@ local uf = {
     text = ProtoField.string("switchboard_udpchat.text", "Text", base.UNICODE),
     left_reason = ProtoField.uint8("switchboard_udpchat.left_reason", "Left reason", base.DEC, U_LEFT_REASONS),
     extra = ProtoField.bytes("switchboard_udpchat.unexpected", "Unexpected bytes"),
+    padding = ProtoField.bytes("switchboard_udpchat.padding", "Padding (zero bytes up to 160)"),
 }
 local ufield_list = {}
 for _, field in pairs(uf) do
@@ -811,9 +812,11 @@ local uef = {
     bad_utf8 = umalformed("bad_utf8", "Invalid UTF-8"),
     bad_size = umalformed("bad_size", "Payload of the wrong size"),
     too_long = umalformed("too_long", "Text longer than 1,200 bytes"),
+    bad_padding = umalformed("bad_padding", "Padding that is not zero bytes"),
 }
 su.experts = { uef.short, uef.bad_magic, uef.bad_version, uef.unknown_type, uef.ident_overrun,
-               uef.bad_token, uef.bad_ident, uef.bad_utf8, uef.bad_size, uef.too_long }
+               uef.bad_token, uef.bad_ident, uef.bad_utf8, uef.bad_size, uef.too_long,
+               uef.bad_padding }
 
 local function u_text(tvb, tree, field, off, stop, what)
     local text, valid = "", true
@@ -945,6 +948,16 @@ function su.dissector(tvb, pinfo, tree)
             local item = root:add(uf.timestamp_ms, tvb(off, 8))
             item:add(uf.time, tvb(off, 8), ms_to_nstime(tvb(off, 8):uint64():tonumber())):set_generated()
             off = off + 8
+        elseif name == "padding" then
+            if len > off then
+                local item = root:add(uf.padding, tvb(off, len - off))
+                local raw = tvb(off, len - off):raw()
+                if raw:find("[^%z]") then
+                    item:add_proto_expert_info(uef.bad_padding, "JOIN padding is not zero bytes")
+                    bad = true
+                end
+            end
+            off = len
         elseif name == "text" or name == "reason" then
             local item, text_bad
             v[name], item, text_bad = u_text(tvb, root, name == "text" and uf.text or uf.reason, off, len, name)

@@ -31,14 +31,22 @@ def port_number(text: str) -> int:
     return value
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option's help, except where there is nothing to show: a
+    required option, a flag, or one whose help already says what happens without it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None or action.nargs == 0:
+            return action.help  # nargs 0: a flag, off unless given
+        return super()._get_help_string(action)
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """Timestamped log lines on stderr, as a lab server's console."""
+    """Log lines on stderr stamped as the main server's (``server.logs``: with the zone)."""
+    from switchboard.server.logs import TextFormatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s.%(msecs)03d %(levelname)-5s %(message)s", "%Y-%m-%dT%H:%M:%S"
-        )
-    )
+    handler.setFormatter(TextFormatter())
     root = logging.getLogger("switchboard.services")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -56,7 +64,7 @@ def register(subparsers: Any) -> None:
     serve = sub.add_parser(
         "serve",
         help="run the reversal server",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         description="Answer each line reversed by grapheme cluster; 'bye' or ESC ends a session.",
     )
     serve.add_argument("--host", default=defaults.HOST, help="address to listen on")
@@ -88,11 +96,24 @@ def register(subparsers: Any) -> None:
     connect = sub.add_parser(
         "connect",
         help="the lab's interactive client",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Prompt 'Myself: ', print 'Server: <reply>'; 'bye' or ESC ends the session.",
+        formatter_class=DefaultsHelp,
+        description="Prompt 'Myself: ' (line editing and history on a terminal), print "
+        "'Server: <reply>'; 'bye', Escape pressed alone, or Ctrl-D ends the session.  With "
+        "stdin piped: no prompt, every line sent, the answers printed, then exit.",
+        epilog="Exit codes: 0 the session ended (bye, Escape, end of input); 2 cannot connect, "
+        "or the server turned us away (full, shutting down); 3 the server ended the session "
+        "(idle, shutdown, connection lost); 130 Ctrl-C.  No --tls or --token: the lab "
+        "service speaks plain lines; no --trace: the lines shown are all there is on the wire.",
     )
     connect.add_argument("--host", default=defaults.HOST, help="server address")
     connect.add_argument("--port", type=port_number, default=defaults.REVERSE_PORT, help="TCP port")
+    connect.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=defaults.CONNECT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="give up connecting after this long",
+    )
     connect.set_defaults(func=_connect)
 
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -142,6 +163,28 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _connect(args: argparse.Namespace) -> int:
-    from switchboard.services.reverse.client import run_client
+    from switchboard.cli.lab_prompt import LinePrompt, interrupted, output_above_prompt
+    from switchboard.services.reverse import client
+    from switchboard.services.reverse.core import ESC
 
-    return run_client(args.host, args.port)
+    try:
+        sock = client.connect(args.host, args.port, args.timeout)
+    except client.ReverseClientError as exc:
+        print(f"switchboard reverse connect: {exc}", file=sys.stderr)
+        return client.EXIT_NO_SESSION
+    with sock:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            session = client.ReverseClient(sock=sock, stdout=sys.stdout, stderr=sys.stderr)
+            try:
+                return session.run_piped(sys.stdin.fileno())
+            except KeyboardInterrupt:
+                return interrupted()
+        reader = LinePrompt(escape_line=ESC.decode())
+        with output_above_prompt():
+            session = client.ReverseClient(sock=sock, stdout=sys.stdout, stderr=sys.stderr)
+            try:
+                # Ctrl-C at the prompt: prompt_toolkit has ended the line already.
+                return session.run_terminal(reader)
+            except KeyboardInterrupt:  # Ctrl-C while no prompt was drawn (a SIGINT)
+                pass
+        return interrupted()

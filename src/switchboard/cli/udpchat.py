@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from switchboard import defaults
-from switchboard.cli.reverse import configure_logging, port_number, positive_float
+from switchboard.cli.reverse import DefaultsHelp, configure_logging, port_number, positive_float
 
 
 def _fraction(text: str) -> float:
@@ -20,6 +20,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _retry_total_s() -> float:
+    """How long the default JOIN retries wait in all before giving up."""
+    from switchboard.services.udpchat.peer import RetrySchedule
+
+    return RetrySchedule().total_s
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "udpchat",
@@ -28,9 +35,17 @@ def register(subparsers: Any) -> None:
         "per-sender sequence numbers with duplicate and gap detection, keepalives.",
     )
     sub = parser.add_subparsers(title="actions", metavar="ACTION")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = DefaultsHelp
 
-    serve = sub.add_parser("serve", help="run the chat room", formatter_class=fmt)
+    serve = sub.add_parser(
+        "serve",
+        help="run the chat room",
+        formatter_class=fmt,
+        description="Run the UDP chat room: members join under unique nicknames, each line "
+        "is relayed to the others with the sender's sequence number and the server's time, "
+        "silent members expire.  The room lives in memory; SIGINT or SIGTERM stops it, "
+        "telling every member.",
+    )
     serve.add_argument("--host", default=defaults.HOST, help="address to listen on")
     serve.add_argument("--port", type=port_number, default=defaults.UDPCHAT_PORT, help="UDP port")
     serve.add_argument(
@@ -47,6 +62,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="members in the room; the next join is refused",
     )
+    serve.add_argument(
+        "--max-per-address",
+        type=int,
+        default=defaults.UDPCHAT_MAX_MEMBERS_PER_ADDRESS,
+        metavar="N",
+        help="members joined from one IP address; the next join from it is refused",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=_serve)
 
@@ -54,11 +76,30 @@ def register(subparsers: Any) -> None:
         "join",
         help="join the room: lines typed are said, lines received are printed",
         formatter_class=fmt,
-        description="Join the room as NICK.  'exit', '/quit' or end of input leaves.  Exit "
-        "codes: 0 left, 1 server unreachable or stopped, 2 nickname refused (no terminal).",
+        description="Join the room as NICK.  'exit', '/quit', Ctrl-D or end of input "
+        "leaves.  On a terminal: line editing and history, lines arriving are printed above "
+        "the line being typed, a refused nickname asks for another.",
+        epilog="Exit codes: 0 left the room; 2 no answer from the server (within --timeout) "
+        "or the nickname refused with no terminal to ask; 3 the server shut down; 130 Ctrl-C "
+        "(after leaving the room).  No --tls or --token: the lab's room speaks plain UDP "
+        "without authentication (its session tokens identify members, see PROTOCOL.md).",
     )
     join.add_argument("--host", default=defaults.HOST, help="server address")
     join.add_argument("--port", type=port_number, default=defaults.UDPCHAT_PORT, help="UDP port")
+    join.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="give up joining after this long (default: when the JOIN retries run out, "
+        f"{_retry_total_s():g} s with the retry defaults)",
+    )
+    join.add_argument(
+        "--trace",
+        action="store_true",
+        help="print every datagram sent and received on stderr, decoded field by field",
+    )
+    join.add_argument("--trace-hex", action="store_true", help="with --trace, add a hex dump")
     join.add_argument(
         "--nick",
         required=True,
@@ -136,8 +177,11 @@ def _serve(args: argparse.Namespace) -> int:
     from switchboard.services import runtime
     from switchboard.services.udpchat.server import UdpChatConfig, serve
 
-    if args.max_members < 1:
-        print("switchboard udpchat serve: --max-members must be positive", file=sys.stderr)
+    if args.max_members < 1 or args.max_per_address < 1:
+        print(
+            "switchboard udpchat serve: --max-members and --max-per-address must be positive",
+            file=sys.stderr,
+        )
         return 2
     configure_logging(args.verbose)
     config = UdpChatConfig(
@@ -145,6 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         member_expiry_s=args.member_expiry,
         max_members=args.max_members,
+        max_per_address=args.max_per_address,
     )
 
     async def main() -> None:
@@ -178,23 +223,40 @@ def _join(args: argparse.Namespace) -> int:
         keepalive_s=args.keepalive,
         server_silence_s=args.server_silence,
     )
-    try:
-        return runtime.run(
-            join_room(
-                peer,
-                host=args.host,
-                port=args.port,
-                stdin_fd=sys.stdin.fileno(),
-                interactive=sys.stdin.isatty(),
-            )
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+
+    async def main() -> int:
+        reader = None
+        if terminal:
+            from switchboard.cli.lab_prompt import LinePrompt
+
+            reader = LinePrompt()
+        return await join_room(
+            peer,
+            host=args.host,
+            port=args.port,
+            stdin_fd=sys.stdin.fileno(),
+            interactive=sys.stdin.isatty(),
+            reader=reader,
+            join_timeout_s=args.timeout,
+            trace=args.trace,
+            trace_hex=args.trace_hex,
         )
+
+    try:
+        if terminal:
+            from switchboard.cli.lab_prompt import output_above_prompt
+
+            with output_above_prompt():
+                return runtime.run(main())
+        return runtime.run(main())
     except OSError as exc:
         print(
             f"switchboard udpchat join: cannot reach {args.host}:{args.port}: "
             f"{exc.strerror or exc}",
             file=sys.stderr,
         )
-        return 1
+        return 2
 
 
 def _relay(args: argparse.Namespace) -> int:

@@ -1,37 +1,59 @@
 """The lab's reversal client: read lines from the user, print the server's answers.
 
-Interactive: a ``Myself: `` prompt, each answer printed as ``Server: <reply>``, the session
-ends on ``bye`` or a line containing ESC.  With stdin piped, no prompt is printed and lines are
-sent as fast as they are read; at end of input the client half-closes the connection, prints
-the remaining answers and exits 0.  If the server closes the connection first, the client
-says ``Connection interrupted`` and exits 1.
+On a terminal (``run_terminal``): a line editor (``LineReader``, prompt_toolkit in the CLI)
+prompts ``Myself: ``, each answer is printed as ``Server: <reply>`` above the prompt, and the
+next prompt comes once the answer is in.  ``bye``, or Escape pressed alone, ends the session;
+Ctrl-D too; Ctrl-C ends the program (exit 130).
 
-A daemon thread reads stdin (a blocked read cannot be interrupted, and a daemon thread does
-not keep the process alive); the main thread reads the socket.  The thread reads the file
+With stdin piped (``run_piped``): no prompt, lines are sent as fast as they are read; at end
+of input the client half-closes the connection, prints the remaining answers and exits 0.  A
+daemon thread reads stdin (a blocked read cannot be interrupted, and a daemon thread does not
+keep the process alive); the main thread reads the socket.  The thread reads the file
 descriptor with ``os.read``, not through ``sys.stdin.buffer``: a daemon thread blocked inside
 a buffered reader's lock makes the interpreter abort at exit.
+
+Exit codes (the project's table): 0 the session ended (bye, ESC, end of input); 2 no session
+(cannot connect, or the server turned us away: full, shutting down); 3 the server ended the
+session (idle timeout, shutdown, connection lost); 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, TextIO
+from typing import Final, Protocol, TextIO
 
 from switchboard import defaults
 from switchboard.services.runtime import FdLineReader
 
-from .core import is_goodbye
+from .core import ERROR_PREFIX, REFUSALS, is_goodbye
 
 PROMPT: Final = "Myself: "
 SERVER_PREFIX: Final = "Server: "
 INTERRUPTED: Final = "Connection interrupted"
 
+EXIT_OK: Final = 0
+EXIT_NO_SESSION: Final = 2
+EXIT_ENDED_BY_SERVER: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
 
 class ReverseClientError(Exception):
     """The client could not talk to the server (message is for the user)."""
+
+
+class LineReader(Protocol):
+    """A terminal line editor (``cli.lab_prompt.LinePrompt``)."""
+
+    def read(self, message: str) -> str:
+        """The typed line; ``EOFError`` at Ctrl-D or after ``interrupt``, ``KeyboardInterrupt``
+        at Ctrl-C."""
+
+    def interrupt(self) -> None:
+        """From any thread: end the prompt shown now, or the next one, with ``EOFError``."""
 
 
 @dataclass
@@ -39,19 +61,64 @@ class ReverseClient:
     """One session against a reversal server over a connected socket."""
 
     sock: socket.socket
-    stdin_fd: int
     stdout: TextIO
     stderr: TextIO
-    interactive: bool
     max_line: int = defaults.REVERSE_MAX_LINE
     _ending: threading.Event = field(default_factory=threading.Event)
-    _answered: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     _out_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Counts of lines sent and answers received, and the end of the connection, guarded
+    #: by one condition: the terminal front end waits on it for each answer.
+    _progress: threading.Condition = field(default_factory=threading.Condition)
+    _sent: int = 0
+    _answers: int = 0
+    _closed: bool = False
+    _refusal: str | None = None
 
-    def run(self) -> int:
-        """Talk until the session ends; the exit code (0 normal end, 1 interrupted)."""
-        sender = threading.Thread(target=self._send_lines, name="stdin", daemon=True)
-        sender.start()
+    # --- the two front ends ----------------------------------------------------------------
+
+    def run_piped(self, stdin_fd: int) -> int:
+        """Lines from ``stdin_fd`` (a pipe or file), answers to stdout; the exit code."""
+        threading.Thread(
+            target=self._send_piped, args=(stdin_fd,), name="stdin", daemon=True
+        ).start()
+        self._receive(on_close=None)
+        return self._outcome()
+
+    def run_terminal(self, reader: LineReader) -> int:
+        """A prompt on the terminal; the exit code."""
+        receiver = threading.Thread(
+            target=self._receive, args=(reader.interrupt,), name="receiver", daemon=True
+        )
+        receiver.start()
+        while True:
+            try:
+                line = reader.read(PROMPT)
+            except EOFError:
+                if self._is_closed():
+                    break  # the server ended the session under the prompt
+                self._ending.set()  # Ctrl-D: as the end of piped input
+                self._shutdown_write()
+                receiver.join(defaults.REVERSE_CLOSE_GRACE_S)
+                return EXIT_OK
+            except KeyboardInterrupt:
+                self._ending.set()
+                return EXIT_INTERRUPTED
+            data = line.encode("utf-8", "surrogateescape")
+            if not self._send_line(data):
+                continue
+            if is_goodbye(data):
+                receiver.join(defaults.REVERSE_CLOSE_GRACE_S)
+                return EXIT_OK
+            with self._progress:
+                self._progress.wait_for(lambda: self._answers >= self._sent or self._closed)
+            if self._is_closed():
+                break
+        receiver.join(defaults.REVERSE_CLOSE_GRACE_S)
+        return self._outcome()
+
+    # --- the connection ----------------------------------------------------------------------
+
+    def _receive(self, on_close: Callable[[], None] | None) -> None:
         reader = self.sock.makefile("rb")
         try:
             while True:
@@ -62,59 +129,85 @@ class ReverseClient:
                 if not raw:
                     break
                 text = raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", "replace")
+                with self._progress:
+                    # The server turns a connection away at once, before reading a line: a
+                    # refusal can only be the first line (whatever we have sent meanwhile).
+                    first = self._answers == 0
+                    self._answers += 1
+                    self._progress.notify_all()
+                if first and text in REFUSALS:
+                    self._refusal = text.removeprefix(ERROR_PREFIX)
+                    continue  # said once, as the reason we could not get in (_outcome)
                 self._print(f"{SERVER_PREFIX}{text}")
-                self._answered.release()
         finally:
             reader.close()
-        if self._ending.is_set():
-            return 0
+            with self._progress:
+                self._closed = True
+                self._progress.notify_all()
+            if on_close is not None:
+                on_close()
+
+    def _outcome(self) -> int:
+        """The exit code once the connection has ended, said on stderr when not ours."""
+        if self._ending.is_set() and self._refusal is None:
+            return EXIT_OK
         with self._out_lock:
-            if self.interactive:
-                self.stdout.write("\n")
-                self.stdout.flush()
-            self.stderr.write(f"{INTERRUPTED}\n")
+            if self._refusal is not None:
+                self.stderr.write(
+                    f"switchboard reverse connect: the server turned us away: {self._refusal}\n"
+                )
+                code = EXIT_NO_SESSION
+            else:
+                self.stderr.write(f"{INTERRUPTED}\n")
+                code = EXIT_ENDED_BY_SERVER
             self.stderr.flush()
-        return 1
+        return code
+
+    def _is_closed(self) -> bool:
+        with self._progress:
+            return self._closed
 
     def _print(self, line: str) -> None:
         with self._out_lock:
             self.stdout.write(line + "\n")
             self.stdout.flush()
 
-    def _prompt(self) -> None:
-        with self._out_lock:
-            self.stdout.write(PROMPT)
-            self.stdout.flush()
+    def _shutdown_write(self) -> None:
+        with contextlib.suppress(OSError):  # already gone: the receiver reports it
+            self.sock.shutdown(socket.SHUT_WR)
 
-    def _send_lines(self) -> None:
-        lines = FdLineReader(self.stdin_fd)
+    def _send_line(self, line: bytes) -> bool:
+        """Send one line (without its newline); False when it was not sent."""
+        if len(line) > self.max_line:
+            with self._out_lock:
+                self.stderr.write(
+                    f"line not sent: {len(line)} bytes, the limit is {self.max_line}\n"
+                )
+                self.stderr.flush()
+            return False
+        if is_goodbye(line):
+            self._ending.set()
+        with self._progress:
+            self._sent += 1
+        try:
+            self.sock.sendall(line + b"\n")
+        except OSError:
+            return True  # the receiver sees the closed connection and reports it
+        return True
+
+    def _send_piped(self, stdin_fd: int) -> None:
+        lines = FdLineReader(stdin_fd)
         try:
             while True:
-                if self.interactive:
-                    self._prompt()
                 raw = lines.readline()
                 if not raw:
                     self._ending.set()
-                    self.sock.shutdown(socket.SHUT_WR)
+                    self._shutdown_write()
                     return
                 line = raw.rstrip(b"\n").rstrip(b"\r")
-                if len(line) > self.max_line:
-                    with self._out_lock:
-                        self.stderr.write(
-                            f"line not sent: {len(line)} bytes, the limit is {self.max_line}\n"
-                        )
-                        self.stderr.flush()
-                    continue
-                goodbye = is_goodbye(line)
-                if goodbye:
-                    self._ending.set()
-                self.sock.sendall(line + b"\n")
-                if goodbye:
+                if self._send_line(line) and is_goodbye(line):
                     return
-                if self.interactive:
-                    self._answered.acquire()
         except OSError:
-            # The reader sees the closed connection and reports it.
             return
 
 
@@ -122,26 +215,16 @@ def connect(host: str, port: int, timeout: float = defaults.CONNECT_TIMEOUT_S) -
     """A connected TCP socket, or ``ReverseClientError`` with a message for the user."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError as exc:
+        raise ReverseClientError(
+            f"cannot connect to {_endpoint(host, port)}: no answer within {timeout:g} s"
+        ) from exc
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ReverseClientError(f"cannot connect to {host}:{port}: {reason}") from exc
+        raise ReverseClientError(f"cannot connect to {_endpoint(host, port)}: {reason}") from exc
     sock.settimeout(None)
     return sock
 
 
-def run_client(host: str, port: int) -> int:
-    """The ``switchboard reverse connect`` command."""
-    try:
-        sock = connect(host, port)
-    except ReverseClientError as exc:
-        print(f"switchboard reverse connect: {exc}", file=sys.stderr)
-        return 1
-    with sock:
-        client = ReverseClient(
-            sock=sock,
-            stdin_fd=sys.stdin.fileno(),
-            stdout=sys.stdout,
-            stderr=sys.stderr,
-            interactive=sys.stdin.isatty(),
-        )
-        return client.run()
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -82,14 +82,14 @@ class ReverseSession(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server = self.server
-        server.sessions.add(self)
         if server.closing:
-            self.finish(SHUTTING_DOWN, "server shutting down")
+            self.refuse(SHUTTING_DOWN, "server shutting down")
             return
-        if len(server.sessions) > server.config.max_clients:
+        if len(server.sessions) >= server.config.max_clients:
             log.warning("refused #%d %s: server full", self.session_id, self.peer)
-            self.finish(SERVER_FULL, "server full")
+            self.refuse(SERVER_FULL, "server full")
             return
+        server.sessions.add(self)
         log.info("connect #%d %s", self.session_id, self.peer)
         self._idle_handle = self._loop.call_at(
             self._last_activity + server.config.idle_timeout_s, self._idle_check
@@ -156,6 +156,21 @@ class ReverseSession(asyncio.Protocol):
             )
 
     # --- closing ---------------------------------------------------------------------------
+
+    def refuse(self, reply: Reply, reason: str) -> None:
+        """Turn away a connection that was never admitted: one line, then close at once.
+
+        No lingering close here (see ``_close``): a refusal must cost neither a session slot
+        nor a descriptor for ``close_grace_s``, or a crowd turned away from a full server
+        would keep it full and pile up descriptors.  The price: a peer that sent a line
+        before reading the refusal may get a reset instead of it, and then sees the
+        connection fail, which is what a refusal is.
+        """
+        self._closing = True
+        self._close_reason = reason
+        assert self.transport is not None
+        self.transport.write(reply.encode())
+        self.transport.close()
 
     def finish(self, reply: Reply, reason: str) -> None:
         """Send a last line and close."""

@@ -1,26 +1,31 @@
 """``switchboard udpchat join``: the chat room member's asyncio shell around ``peer.ChatPeer``.
 
-Three sources feed one queue: datagrams from the server, lines from stdin (a daemon thread),
+Three sources feed one queue: datagrams from the server, lines typed (from stdin by a daemon
+thread, or on a terminal from a ``LineReader``: prompt_toolkit in the CLI, on this event loop)
 and the clock (the queue wait is bounded by the peer's next deadline).  Everything received
-is printed as one flushed line, so a script can drive the client through pipes; notices about
-the room start with ``*``, warnings about the network with ``!``.
+is printed as one flushed line, so a script can drive the client through pipes (on a
+terminal the CLI prints it above the prompt); notices about the room start with ``*``,
+warnings about the network with ``!``.  With ``trace``, every datagram sent and received is
+also printed on stderr, decoded field by field (``trace.format_datagram``).
 
-Exit codes: 0 after leaving (``exit``, ``/quit`` or end of input), 1 when the server cannot be
-reached or shut down, 2 when the nickname is refused and there is no terminal to ask for
-another.
+Exit codes (the project's table): 0 after leaving (``exit``, ``/quit``, Ctrl-D or end of
+input); 2 when no session could be had (no answer to JOIN within the retries or the
+timeout, or the nickname refused with no terminal to ask for another); 3 when the server
+shut down; 130 after Ctrl-C (which still leaves the room politely; a second one does not wait).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import signal
 import sys
 import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TextIO, cast
+from typing import Final, Protocol, TextIO, cast
 
 from .codec import LeftReason, nick_problem
 from .peer import (
@@ -46,13 +51,33 @@ from .peer import (
     Welcomed,
 )
 from .room import Address
+from .trace import format_datagram
 
 #: Lines that leave the room.
 QUIT_COMMANDS: Final = frozenset({"exit", "/quit"})
 
 EXIT_OK: Final = 0
-EXIT_UNREACHABLE: Final = 1
-EXIT_NICK_REFUSED: Final = 2
+EXIT_NO_SESSION: Final = 2
+EXIT_NICK_REFUSED: Final = EXIT_NO_SESSION
+EXIT_SERVER_SHUTDOWN: Final = 3
+EXIT_INTERRUPTED: Final = 130
+#: The prompt on a terminal, and the question after a refused nickname.
+PROMPT: Final = "> "
+NICK_QUESTION: Final = "Another nickname: "
+
+
+class LineReader(Protocol):
+    """A terminal line editor on the running event loop (``cli.lab_prompt.LinePrompt``)."""
+
+    async def read_async(self, message: Callable[[], str]) -> str:
+        """The typed line; ``EOFError`` at Ctrl-D or after ``interrupt``,
+        ``KeyboardInterrupt`` at Ctrl-C."""
+
+    def interrupt(self) -> None:
+        """End the prompt shown now, or the next one, with ``EOFError`` (and erase it)."""
+
+    def refresh(self) -> None:
+        """Redraw the prompt (its message changed)."""
 
 
 def printable(text: str) -> str:
@@ -150,12 +175,22 @@ class ChatSession:
         out: TextIO,
         err: TextIO,
         interactive: bool,
+        reader: LineReader | None = None,
+        join_timeout_s: float | None = None,
+        trace: bool = False,
+        trace_hex: bool = False,
     ) -> None:
         self.peer = peer
         self.server = server
         self.out = out
         self.err = err
-        self.interactive = interactive
+        self.interactive = interactive or reader is not None
+        self.reader = reader
+        self.join_timeout_s = join_timeout_s
+        self.trace = trace
+        self.trace_hex = trace_hex
+        self.interrupted = False
+        self._join_deadline: float | None = None
         self.queue: asyncio.Queue[_Input] = asyncio.Queue()
         self.endpoint: _Endpoint | None = None
         self.waiting_lines: list[bytes] = []
@@ -186,11 +221,14 @@ class ChatSession:
             lambda: _Endpoint(put), remote_addr=self.server
         )
         self.endpoint = endpoint
+        typing: asyncio.Task[None] | None = None
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self._interrupted)
-            if stdin_fd is not None:
+            if self.reader is not None:
+                typing = asyncio.ensure_future(self._read_terminal(self.reader))
+            elif stdin_fd is not None:
 
                 def on_line(line: bytes) -> None:
                     loop.call_soon_threadsafe(put, _Line(line))
@@ -200,6 +238,8 @@ class ChatSession:
                 return EXIT_NICK_REFUSED
             while self.exit_code is None:
                 deadline = self.peer.next_deadline()
+                if self._join_deadline is not None:
+                    deadline = min(deadline or self._join_deadline, self._join_deadline)
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 try:
                     item = await asyncio.wait_for(self.queue.get(), timeout)
@@ -207,6 +247,7 @@ class ChatSession:
                     item = None
                 now = loop.time()
                 if isinstance(item, _Datagram):
+                    self._trace("<<-", item.data)
                     self.peer.receive(item.data, now)
                 elif isinstance(item, _Line):
                     self._line(item.data, now)
@@ -216,8 +257,15 @@ class ChatSession:
                 self._flush()
                 self._handle_events(now)
                 self._flush()
+                self._check_join_deadline(now)
+            if self.interrupted and self.exit_code == EXIT_OK:
+                return EXIT_INTERRUPTED
             return self.exit_code
         finally:
+            if typing is not None and self.reader is not None and not typing.done():
+                self.reader.interrupt()  # the session is over: the prompt goes
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(typing, 1.0)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
@@ -226,12 +274,46 @@ class ChatSession:
 
     # --- input ---------------------------------------------------------------------------------
 
+    async def _read_terminal(self, reader: LineReader) -> None:
+        """Lines typed at the prompt into the queue, until Ctrl-D, Ctrl-C or the end."""
+        put = self.queue.put_nowait
+        while self.exit_code is None:
+            try:
+                text = await reader.read_async(self._prompt)
+            except EOFError:
+                put(_Line(b""))
+                return
+            except KeyboardInterrupt:
+                self._interrupted()
+                return
+            put(_Line(text.encode("utf-8", "surrogateescape") + b"\n"))
+
+    def _prompt(self) -> str:
+        return NICK_QUESTION if self.asking_nick else PROMPT
+
     def _interrupted(self) -> None:
-        if self.peer.phase is Phase.LEAVING or self.input_done:
-            self.exit_code = 130  # a second interrupt: do not wait for the acknowledgement
+        if self.interrupted or self.peer.phase is Phase.LEAVING:
+            self.exit_code = EXIT_INTERRUPTED  # again: do not wait for the acknowledgement
             self.queue.put_nowait(_Line(b""))
             return
+        self.interrupted = True
+        self.waiting_lines.clear()  # typed before we were in: not said after all
         self.queue.put_nowait(_Line(b""))
+
+    def _check_join_deadline(self, now: float) -> None:
+        if self._join_deadline is None or self.exit_code is not None or self.asking_nick:
+            return
+        if self.peer.phase is not Phase.JOINING:
+            if self.peer.phase is not Phase.IDLE:
+                self._join_deadline = None  # in (or leaving): the timeout was for getting in
+            return
+        if now >= self._join_deadline:
+            host, port = self.server
+            self.warn(
+                f"! no answer from the server at {_endpoint(host, port)} to JOIN within "
+                f"{self.join_timeout_s:g} s (--timeout)"
+            )
+            self.exit_code = EXIT_NO_SESSION
 
     def _start_join(self, nick: str | None) -> bool:
         """Send a JOIN; False when the nickname is invalid and nobody can be asked again."""
@@ -239,7 +321,10 @@ class ChatSession:
         problem = nick_problem(name)
         if problem is not None:
             return self._nick_refused(f"invalid nickname {name!r}: {problem}")
-        self.peer.join(asyncio.get_running_loop().time(), name)
+        now = asyncio.get_running_loop().time()
+        if self.join_timeout_s is not None:
+            self._join_deadline = now + self.join_timeout_s
+        self.peer.join(now, name)
         self._flush()
         return True
 
@@ -249,15 +334,18 @@ class ChatSession:
             self.exit_code = EXIT_NICK_REFUSED
             return False
         self.asking_nick = True
-        self.err.write("Another nickname: ")
-        self.err.flush()
+        if self.reader is not None:
+            self.reader.refresh()  # the prompt asks now
+        else:
+            self.err.write(NICK_QUESTION)
+            self.err.flush()
         return True
 
     def _line(self, raw: bytes, now: float) -> None:
         if not raw:
             self.input_done = True
             if self.asking_nick:
-                self.exit_code = EXIT_NICK_REFUSED
+                self.exit_code = EXIT_INTERRUPTED if self.interrupted else EXIT_NICK_REFUSED
             elif self.peer.phase is not Phase.JOINING:
                 self._leave(now)
             # While joining, the lines read so far are sent once we are in, then we leave.
@@ -270,6 +358,8 @@ class ChatSession:
             return
         if self.asking_nick:
             self.asking_nick = False
+            if self.reader is not None:
+                self.reader.refresh()
             self._start_join(text.strip())
             return
         if text.strip() in QUIT_COMMANDS:
@@ -301,7 +391,7 @@ class ChatSession:
             self.icmp_reported = True
             host, port = self.server
             reason = getattr(error, "strerror", None) or str(error)
-            self.warn(f"! nothing is listening at {host}:{port} ({reason}); still trying")
+            self.warn(f"! nothing is listening at {_endpoint(host, port)} ({reason}); still trying")
 
     # --- output --------------------------------------------------------------------------------
 
@@ -310,7 +400,14 @@ class ChatSession:
         transport = self.endpoint.transport
         for data in self.peer.datagrams_to_send():
             if not transport.is_closing():
+                self._trace("->>", data)
                 transport.sendto(data)
+
+    def _trace(self, direction: str, data: bytes) -> None:
+        if self.trace:
+            self.warn(
+                format_datagram(direction, data, at=dt.datetime.now(), with_hex=self.trace_hex)
+            )
 
     def _handle_events(self, now: float) -> None:
         for event in self.peer.pop_events():
@@ -330,11 +427,11 @@ class ChatSession:
                 case NoAnswer(request, attempts, waited):
                     host, port = self.server
                     self.warn(
-                        f"! no answer from the server at {host}:{port} to {request} after "
-                        f"{attempts} attempts ({waited:g} s)"
+                        f"! no answer from the server at {_endpoint(host, port)} to {request} "
+                        f"after {attempts} attempts ({waited:g} s)"
                     )
                     if request == "JOIN":
-                        self.exit_code = EXIT_UNREACHABLE
+                        self.exit_code = EXIT_NO_SESSION
                 case Retrying(request, attempt, of):
                     self.warn(f"! no answer to {request} yet, retrying ({attempt}/{of})")
                 case SendRefused(reason):
@@ -343,9 +440,13 @@ class ChatSession:
                     if self.exit_code is None:
                         self.exit_code = EXIT_OK
                 case ServerShutdown():
-                    self.exit_code = EXIT_UNREACHABLE
+                    self.exit_code = EXIT_SERVER_SHUTDOWN
                 case Ignored():
                     self.ignored += 1
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def join_room(
@@ -355,9 +456,24 @@ async def join_room(
     port: int,
     stdin_fd: int | None,
     interactive: bool,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    reader: LineReader | None = None,
+    join_timeout_s: float | None = None,
+    trace: bool = False,
+    trace_hex: bool = False,
 ) -> int:
-    """Run one member until it leaves; the exit code."""
-    session = ChatSession(peer, server=(host, port), out=out, err=err, interactive=interactive)
-    return await session.run(stdin_fd)
+    """Run one member until it leaves; the exit code.  ``out``/``err`` default to what
+    ``sys.stdout``/``sys.stderr`` are when it starts (a terminal's stdout proxy)."""
+    session = ChatSession(
+        peer,
+        server=(host, port),
+        out=out or sys.stdout,
+        err=err or sys.stderr,
+        interactive=interactive,
+        reader=reader,
+        join_timeout_s=join_timeout_s,
+        trace=trace,
+        trace_hex=trace_hex,
+    )
+    return await session.run(None if reader is not None else stdin_fd)

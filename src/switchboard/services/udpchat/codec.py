@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import struct
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from switchboard.defaults import MAX_NICK_CHARS, UDPCHAT_MAX_PAYLOAD
@@ -40,6 +40,12 @@ MAX_EXPIRY_MS: Final = 0xFFFF_FFFF
 MAX_SEQ: Final = 0xFFFF_FFFF
 #: The largest datagram either side sends: header, the longest ident, timestamp and text.
 MAX_DATAGRAM: Final = HEADER_SIZE + 255 + _TIMESTAMP.size + UDPCHAT_MAX_PAYLOAD
+#: A JOIN is padded with zero bytes to this size: the server never answers a datagram with a
+#: larger one (its source address is unverified, and a larger answer would make the room an
+#: amplifier for reflection attacks, as QUIC pads its first packet for the same reason), and
+#: this is larger than any WELCOME (151 bytes with a 128-byte nickname), with room for an
+#: ERROR's reason.
+JOIN_SIZE: Final = 160
 
 
 class DatagramType(enum.IntEnum):
@@ -68,6 +74,33 @@ class ChatErrorCode(enum.IntEnum):
     NOT_A_MEMBER = 4
     TEXT_TOO_LONG = 5
     BAD_TEXT = 6
+    ADDRESS_FULL = 7
+    JOIN_NOT_PADDED = 8
+
+
+#: What each error code means, for an ERROR whose reason was left out: the server sends no
+#: reply larger than the request that caused it (no reflector), so a short request may get
+#: the bare code.
+ERROR_TEXT: Final = {
+    ChatErrorCode.INVALID_NICK: "invalid nickname",
+    ChatErrorCode.NICK_IN_USE: "the nickname is in use",
+    ChatErrorCode.ROOM_FULL: "the room is full",
+    ChatErrorCode.NOT_A_MEMBER: "not a member (expired, or server restarted)",
+    ChatErrorCode.TEXT_TOO_LONG: "message too long",
+    ChatErrorCode.BAD_TEXT: "message contains a control character",
+    ChatErrorCode.ADDRESS_FULL: "too many members from this address",
+    ChatErrorCode.JOIN_NOT_PADDED: f"a JOIN must be padded to {JOIN_SIZE} bytes",
+}
+
+
+def error_text(code: int, reason: str) -> str:
+    """``reason``, or what ``code`` means when the server sent none."""
+    if reason:
+        return reason
+    try:
+        return ERROR_TEXT[ChatErrorCode(code)]
+    except ValueError:
+        return f"error {code}"
 
 
 class LeftReason(enum.IntEnum):
@@ -90,10 +123,15 @@ class LocalDatagramError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Client asks to join as ``nick``; ``seq`` is its request number, echoed by the answer."""
+    """Client asks to join as ``nick``; ``seq`` is its request number, echoed by the answer.
+
+    ``padding``: the zero bytes after the nickname; None (the default) pads the datagram to
+    ``JOIN_SIZE``.  Decoding records what came, so the bytes re-encode unchanged; it is not
+    part of the JOIN's meaning, nor of its equality."""
 
     seq: int
     nick: str
+    padding: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +324,11 @@ def encode(datagram: Datagram, max_payload: int = UDPCHAT_MAX_PAYLOAD) -> bytes:
             return _pack(DatagramType.KEEPALIVE, seq, _token(token))
         case Ack(seq):
             return _pack(DatagramType.ACK, seq, b"")
-        case Join(seq, nick):
-            return _pack(DatagramType.JOIN, seq, nick.encode())
+        case Join(seq, nick, padding):
+            ident = nick.encode()
+            if padding is None:
+                padding = max(0, JOIN_SIZE - HEADER_SIZE - len(ident))
+            return _pack(DatagramType.JOIN, seq, ident, bytes(padding))
         case Leave(seq, token):
             return _pack(DatagramType.LEAVE, seq, _token(token))
         case Welcome(seq, nick, token, members, expiry_ms):
@@ -375,8 +416,9 @@ def decode(data: bytes, max_payload: int = UDPCHAT_MAX_PAYLOAD) -> Datagram:
                 raise DatagramError("ACK carries no identity")
             return Ack(seq)
         case DatagramType.JOIN:
-            _expect(payload, 0, kind)
-            return Join(seq, _utf8(ident, "nickname"))
+            if payload.count(0) != len(payload):
+                raise DatagramError("JOIN padding is not zero bytes")
+            return Join(seq, _utf8(ident, "nickname"), len(payload))
         case DatagramType.LEAVE:
             _expect(payload, 0, kind)
             return Leave(seq, _expect_token(ident, kind))

@@ -32,6 +32,7 @@ from .codec import (
     Welcome,
     decode,
     encode,
+    error_text,
     nick_key,
     nick_problem,
     text_problem,
@@ -413,7 +414,7 @@ class ChatPeer:
                     self.phase = Phase.CLOSED
                     self._events.append(LeaveDone(acknowledged=True))
             case Error(seq, code, reason):
-                self._error(seq, code, reason, now)
+                self._error(seq, code, error_text(code, reason), now)
             case Relay(seq, nick):
                 if self.phase is Phase.JOINED:
                     key = nick_key(nick)

@@ -47,6 +47,14 @@ class FaultPlan:
         if self.reorder_delay_s < 0:
             raise ValueError("reorder_delay_s cannot be negative")
 
+    def describe(self) -> str:
+        """For the log: ``drop 30%, reorder 0% (delay 0.05 s), duplicate 10%, seed 5``."""
+        seed = "random seed" if self.seed is None else f"seed {self.seed}"
+        return (
+            f"drop {self.drop:.0%}, reorder {self.reorder:.0%} (delay {self.reorder_delay_s:g} s), "
+            f"duplicate {self.duplicate:.0%}, {seed}"
+        )
+
 
 @dataclass(slots=True)
 class FaultCounts:
@@ -54,6 +62,13 @@ class FaultCounts:
     dropped: int = 0
     delayed: int = 0
     duplicated: int = 0
+
+    def describe(self) -> str:
+        """For the log: ``120 passed, 30 dropped, 4 delayed, 12 duplicated``."""
+        return (
+            f"{self.passed} passed, {self.dropped} dropped, {self.delayed} delayed, "
+            f"{self.duplicated} duplicated"
+        )
 
 
 @dataclass(slots=True)
@@ -151,8 +166,10 @@ class LossyRelay(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=self.listen)
         self._sweeper = loop.call_later(RELAY_IDLE_S / 4, self._sweep)
-        log.info("lossy relay on port %d -> %s:%d, %s", self.port, *self.upstream,
-                 self.injector.plan)  # fmt: skip
+        host, port = self.upstream
+        upstream = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        log.info("lossy relay on port %d -> %s: %s", self.port, upstream,
+                 self.injector.plan.describe())  # fmt: skip
 
     async def close(self) -> None:
         for timer in self._timers.values():
@@ -168,7 +185,7 @@ class LossyRelay(asyncio.DatagramProtocol):
         self._clients.clear()
         if self.transport is not None:
             self.transport.close()
-        log.info("lossy relay stopped: %s", self.counts)
+        log.info("lossy relay stopped: %s", self.counts.describe())
 
     async def __aenter__(self) -> LossyRelay:
         await self.start()

@@ -10,6 +10,7 @@ timestamps members see).  Nothing here reads a clock or touches a socket.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -17,6 +18,8 @@ from typing import Any, Final
 from switchboard import defaults
 
 from .codec import (
+    ERROR_TEXT,
+    JOIN_SIZE,
     MAX_EXPIRY_MS,
     Ack,
     Chat,
@@ -114,11 +117,13 @@ class ChatRoom:
         self,
         *,
         max_members: int = defaults.UDPCHAT_MAX_MEMBERS,
+        max_per_address: int = defaults.UDPCHAT_MAX_MEMBERS_PER_ADDRESS,
         member_expiry_s: float = defaults.UDPCHAT_MEMBER_EXPIRY_S,
         max_payload: int = defaults.UDPCHAT_MAX_PAYLOAD,
         new_token: Callable[[], bytes] = lambda: secrets.token_bytes(8),
     ) -> None:
         self.max_members = max_members
+        self.max_per_address = max_per_address
         self.member_expiry_s = member_expiry_s
         # Announced in every WELCOME, so that members keep alive often enough for this server.
         self.expiry_ms = round(min(member_expiry_s * 1000, MAX_EXPIRY_MS))
@@ -126,6 +131,8 @@ class ChatRoom:
         self._new_token = new_token
         self.by_token: dict[bytes, Member] = {}
         self.by_key: dict[str, Member] = {}
+        #: Members per IP address (the host part of their current address).
+        self.per_host: Counter[Any] = Counter()
         self.stats = RoomStats()
         self.events: list[RoomEvent] = []
 
@@ -148,14 +155,14 @@ class ChatRoom:
             return self._garbage(addr, str(exc))
         match datagram:
             case Chat():
-                return self._chat(datagram, addr, now, wall_ms)
+                return self._chat(datagram, addr, now, wall_ms, len(data))
             case Keepalive(seq, token):
                 member = self._member(token, addr, now)
                 if member is None:
-                    return [self._not_member(seq, addr)]
+                    return self._not_member(seq, addr, len(data))
                 return [(encode(Ack(seq)), addr)]
             case Join():
-                return self._join(datagram, addr, now, wall_ms)
+                return self._join(datagram, addr, now, wall_ms, len(data))
             case Leave(seq, token):
                 out: list[Outgoing] = []
                 member = self.by_token.get(token)
@@ -193,6 +200,7 @@ class ChatRoom:
             out.append((encode(Shutdown(member.announced, wall_ms)), member.addr))
         self.by_token.clear()
         self.by_key.clear()
+        self.per_host.clear()
         return out
 
     # --- handlers ------------------------------------------------------------------------------
@@ -206,60 +214,88 @@ class ChatRoom:
         member = self.by_token.get(token)
         if member is not None:
             member.last_seen = now
-            member.addr = addr  # the token, not the address, is the identity (NAT rebinding)
+            if member.addr != addr:
+                # The token, not the address, is the identity (NAT rebinding).
+                self._uncount(member)
+                member.addr = addr
+                self.per_host[addr[0]] += 1
         return member
 
-    def _not_member(self, seq: int, addr: Address) -> Outgoing:
-        error = Error(
-            seq, ChatErrorCode.NOT_A_MEMBER, "not a member (expired, or server restarted)"
-        )
-        return encode(error), addr
+    def _uncount(self, member: Member) -> None:
+        host = member.addr[0]
+        self.per_host[host] -= 1
+        if self.per_host[host] <= 0:
+            del self.per_host[host]
 
-    def _refuse(self, join: Join, addr: Address, code: ChatErrorCode, reason: str) -> Outgoing:
+    def _not_member(self, seq: int, addr: Address, size: int) -> list[Outgoing]:
+        reason = ERROR_TEXT[ChatErrorCode.NOT_A_MEMBER]
+        return _error_within(size, Error(seq, ChatErrorCode.NOT_A_MEMBER, reason), addr)
+
+    def _refuse(
+        self, join: Join, addr: Address, code: ChatErrorCode, reason: str, size: int
+    ) -> list[Outgoing]:
         self.stats.refused += 1
         self.events.append(RoomEvent("refused", join.nick, addr, reason))
         # The refused name goes back only if it is printable; an invalid one may not be.
         nick = join.nick if join.nick.isprintable() else ""
-        return encode(Error(join.seq, code, reason, nick)), addr
+        return _error_within(size, Error(join.seq, code, reason, nick), addr)
 
-    def _join(self, join: Join, addr: Address, now: float, wall_ms: int) -> list[Outgoing]:
+    def _not_padded(self, join: Join, addr: Address, size: int) -> list[Outgoing]:
+        reason = f"a JOIN must be padded to {JOIN_SIZE} bytes, this one has {size}"
+        return self._refuse(join, addr, ChatErrorCode.JOIN_NOT_PADDED, reason, size)
+
+    def _join(
+        self, join: Join, addr: Address, now: float, wall_ms: int, size: int
+    ) -> list[Outgoing]:
         problem = nick_problem(join.nick)
         if problem is not None:
-            return [self._refuse(join, addr, ChatErrorCode.INVALID_NICK, problem)]
+            return self._refuse(join, addr, ChatErrorCode.INVALID_NICK, problem, size)
         key = nick_key(join.nick)
         existing = self.by_key.get(key)
         if existing is not None:
             if existing.addr == addr:
                 # A retried JOIN whose WELCOME was lost: welcome again, announce nothing.
-                existing.last_seen = now
                 others = len(self.by_key) - 1
                 welcome = Welcome(join.seq, existing.nick, existing.token, others, self.expiry_ms)
-                return [(encode(welcome), addr)]
+                data = encode(welcome)
+                if len(data) > size:
+                    return self._not_padded(join, addr, size)
+                existing.last_seen = now
+                return [(data, addr)]
             reason = f"the nickname {existing.nick!r} is in use"
-            return [self._refuse(join, addr, ChatErrorCode.NICK_IN_USE, reason)]
+            return self._refuse(join, addr, ChatErrorCode.NICK_IN_USE, reason, size)
         if len(self.by_key) >= self.max_members:
             reason = f"the room is full ({self.max_members} members)"
-            return [self._refuse(join, addr, ChatErrorCode.ROOM_FULL, reason)]
+            return self._refuse(join, addr, ChatErrorCode.ROOM_FULL, reason, size)
+        if self.per_host[addr[0]] >= self.max_per_address:
+            reason = f"{self.max_per_address} members from this address already"
+            return self._refuse(join, addr, ChatErrorCode.ADDRESS_FULL, reason, size)
         token = self._new_token()
         while token in self.by_token:  # pragma: no cover - 2^-64
             token = self._new_token()
-        member = Member(join.nick, token, addr, now)
         welcome = Welcome(join.seq, join.nick, token, len(self.by_key), self.expiry_ms)
-        out = [(encode(welcome), addr)]
+        data = encode(welcome)
+        if len(data) > size:
+            return self._not_padded(join, addr, size)
+        member = Member(join.nick, token, addr, now)
+        out = [(data, addr)]
         out += self._announce(member, lambda seq: Joined(seq, join.nick, wall_ms))
         self.by_token[token] = member
         self.by_key[key] = member
+        self.per_host[addr[0]] += 1
         self.stats.joins += 1
         self.events.append(RoomEvent("joined", join.nick, addr))
         return out
 
-    def _chat(self, chat: Chat, addr: Address, now: float, wall_ms: int) -> list[Outgoing]:
+    def _chat(
+        self, chat: Chat, addr: Address, now: float, wall_ms: int, size: int
+    ) -> list[Outgoing]:
         member = self._member(chat.token, addr, now)
         if member is None:
-            return [self._not_member(chat.seq, addr)]
+            return self._not_member(chat.seq, addr, size)
         problem = text_problem(chat.text, self.max_payload)
         if problem is not None:
-            return [(encode(Error(chat.seq, ChatErrorCode.BAD_TEXT, problem)), addr)]
+            return _error_within(size, Error(chat.seq, ChatErrorCode.BAD_TEXT, problem), addr)
         if not member.chats.accept(chat.seq):
             self.stats.duplicates += 1
             return []
@@ -270,6 +306,7 @@ class ChatRoom:
     def _remove(self, member: Member, wall_ms: int, reason: LeftReason) -> list[Outgoing]:
         del self.by_token[member.token]
         del self.by_key[nick_key(member.nick)]
+        self._uncount(member)
         return self._announce(member, lambda seq: Left(seq, member.nick, wall_ms, reason))
 
     def _announce(self, about: Member, make: Callable[[int], Datagram]) -> list[Outgoing]:
@@ -279,3 +316,20 @@ class ChatRoom:
                 other.announced += 1
                 out.append((encode(make(other.announced)), other.addr))
         return out
+
+
+def _error_within(size: int, error: Error, addr: Address) -> list[Outgoing]:
+    """``error`` to ``addr`` in at most ``size`` bytes, the size of the request it answers.
+
+    The request's source address is not verified (UDP: anyone can write any source address),
+    so an answer larger than the request would make the room an amplifier for reflection
+    attacks.  What does not fit is left out, the reason first, then the echoed nickname; the
+    code fits any request but a JOIN with no nickname at all (9 bytes, left unanswered), and
+    the client knows what it means (``codec.error_text``).
+    """
+    for candidate in (error, Error(error.seq, error.code, "", error.nick)):
+        data = encode(candidate)
+        if len(data) <= size:
+            return [(data, addr)]
+    bare = encode(Error(error.seq, error.code, ""))
+    return [(bare, addr)] if len(bare) <= size else []

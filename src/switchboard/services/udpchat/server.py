@@ -31,6 +31,7 @@ class UdpChatConfig:
     port: int = defaults.UDPCHAT_PORT
     member_expiry_s: float = defaults.UDPCHAT_MEMBER_EXPIRY_S
     max_members: int = defaults.UDPCHAT_MAX_MEMBERS
+    max_per_address: int = defaults.UDPCHAT_MAX_MEMBERS_PER_ADDRESS
 
 
 def _describe(addr: Address) -> str:
@@ -48,7 +49,9 @@ class UdpChatServer(asyncio.DatagramProtocol):
     def __init__(self, config: UdpChatConfig | None = None) -> None:
         self.config = config or UdpChatConfig()
         self.room = ChatRoom(
-            max_members=self.config.max_members, member_expiry_s=self.config.member_expiry_s
+            max_members=self.config.max_members,
+            max_per_address=self.config.max_per_address,
+            member_expiry_s=self.config.member_expiry_s,
         )
         self.transport: asyncio.DatagramTransport | None = None
         self.icmp_errors = 0
