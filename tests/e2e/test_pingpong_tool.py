@@ -22,7 +22,7 @@ REPORT = re.compile(
 @pytest.fixture(scope="module")
 def pingpong(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gcc = shutil.which("gcc")
-    assert gcc is not None, "gcc is needed (Debian: gcc, libc6-dev; make test as root installs them)"
+    assert gcc is not None, "gcc is needed (Debian: gcc, libc6-dev)"
     binary = tmp_path_factory.mktemp("pingpong") / "pingpong"
     subprocess.run(
         [gcc, "-O2", "-Wall", "-Werror", "-o", str(binary), str(SOURCE)], check=True, timeout=60
