@@ -747,7 +747,7 @@ class InteractiveClient:
                 str(c.client_id),
                 c.ip,
                 str(c.port),
-                render.safe(c.nick) or "-",
+                Text(render.safe(c.nick)) if c.nick else "-",  # never read as markup
                 render.iso(c.connected_ms),
                 "<- you" if c.client_id == me else "",
                 style="bold" if c.client_id == me else None,
