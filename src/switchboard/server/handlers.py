@@ -92,7 +92,7 @@ def name(server: SwitchboardServer, conn: ClientConnection, req: NameRequest) ->
 
 def list_(server: SwitchboardServer, conn: ClientConnection, req: ListRequest) -> Reply:
     if req.room:
-        room = server.rooms.by_name.get(req.room)
+        room = server.rooms.find(req.room)
         members = sorted(room.members.values(), key=_by_id) if room else []
     else:
         members = list(server.clients)  # insertion order is id order
@@ -161,7 +161,8 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
             member.send_raw(frame)
             reached += 1
     # History replays are marked so that clients can show them apart from live lines.
-    room.history.append(
+    server.rooms.record(
+        room,
         Message(
             message_id,
             conn.client_id,
@@ -172,7 +173,7 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
             sent_ms,
             MessageFlags.HISTORY,
             req.text,
-        )
+        ),
     )
     if server.events.info_on:
         # The log line's own timestamp is within a millisecond of sent_ms (logged too, in
@@ -298,7 +299,7 @@ def list_fast(
         server.dispatch(conn, decode_payload(KEY_LIST, request_id, buf, start, end))
         return
     if room:
-        found = server.rooms.by_name.get(room.decode("utf-8"))
+        found = server.rooms.find(room.decode("utf-8"))
         members = sorted(found.members.values(), key=_by_id) if found else []
     else:
         members = list(server.clients)  # insertion order is id order
