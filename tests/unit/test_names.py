@@ -109,3 +109,22 @@ def test_index_forgets_only_its_own_holder() -> None:
 )
 def test_safe_neutralises_controls_and_bidi(raw: str, shown: str) -> None:
     assert safe(raw) == shown
+
+
+def test_every_client_shows_a_bidi_override_escaped() -> None:
+    """listen and the interactive client (render.describe), chat (chat_model.room_line) and
+    the UDP chat client (udpchat.client.describe) all print through ``safe``."""
+    from switchboard.cli import chat_model, render
+    from switchboard.protocol import Message
+    from switchboard.services.udpchat import client as udp_client
+    from switchboard.services.udpchat.peer import MessageReceived
+
+    text = "abc\u202edef"
+    msg = Message(1, 2, "127.0.0.1", 5000, "eve", "lobby", 0, 0, text)
+    lines = [
+        render.describe(msg),
+        chat_model.room_line(msg, show_room=True),
+        udp_client.describe(MessageReceived("eve", 0, text)) or "",
+    ]
+    for line in lines:
+        assert "\u202e" not in line and "abc\\u202edef" in line, line

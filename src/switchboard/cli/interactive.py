@@ -797,15 +797,15 @@ def explain(exc: ServerError, target: int | None = None) -> str:
     if isinstance(exc, NoSuchClient):
         return f"No client {who} is connected — list the clients first."
     if isinstance(exc, TextTooLong):
-        return f"The message is too long: {exc.message}."
+        return f"The message is too long: {render.safe(exc.message)}."
     if isinstance(exc, RecipientBusy):
         return f"Client {who} is not reading its messages — try again later."
     if isinstance(exc, RateLimited):
         return "Too many requests: the server asks to slow down."
     if isinstance(exc, ProtocolRejected) and exc.code == ErrorCode.BAD_PAYLOAD:
         # Also raised by the client library itself, before sending (text with no UTF-8).
-        return f"Cannot be sent: {exc.message}."
-    return f"The server refused: {exc.message} ({exc.name})."
+        return f"Cannot be sent: {render.safe(exc.message)}."
+    return f"The server refused: {render.safe(exc.message)} ({render.safe(exc.name)})."
 
 
 __all__ = [

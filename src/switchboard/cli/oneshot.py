@@ -95,7 +95,7 @@ def cmd_name(args: argparse.Namespace) -> int:
     if args.json:
         emit({"name": name})
     else:
-        say(name)
+        say(render.safe(name))
     return 0
 
 
