@@ -6,13 +6,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 from test_server_protocol import RawPeer
 
-from conftest import ServerThread
+from conftest import ServerProcess, ServerThread
 from switchboard import defaults
 from switchboard.client import Client, RoomError
 from switchboard.protocol import (
+    BroadcastOk,
+    BroadcastRequest,
     ErrorCode,
     JoinOk,
     JoinRequest,
@@ -139,3 +142,42 @@ def test_a_refused_join_is_answered_in_a_pipeline(server_factory: Factory) -> No
             peer.expect_error(ErrorCode.INVALID_ROOM, request_id)
     finally:
         peer.sock.close()
+
+
+def _fill_history(port: int, text: str, *, peers: int = 4, rooms: int = 100, per_room: int = 50) -> None:
+    """``peers`` connections, each alone in ``rooms`` rooms, broadcast ``per_room`` messages
+    to each (in rounds of one per room, every answer read before the next round)."""
+    conns = [RawPeer(port) for _ in range(peers)]
+    try:
+        for k, peer in enumerate(conns):
+            names = [f"c{k}r{i}" for i in range(rooms)]
+            peer.send(*(JoinRequest(name, request_id=i + 1) for i, name in enumerate(names)))
+            for _ in names:
+                peer.expect(JoinOk)
+            for _ in range(per_room):
+                peer.send(*(BroadcastRequest(name, text, request_id=1) for name in names))
+                for _ in names:
+                    peer.expect(BroadcastOk)
+    finally:
+        for peer in conns:
+            peer.sock.close()
+
+
+def test_history_memory_stays_within_the_budget(server_process_factory: Callable[..., ServerProcess]) -> None:
+    """The issue's case: four connections filling 500 rooms' history pinned 419 MiB.  Here
+    four fill 400 rooms with 50 messages of 4,000 bytes (80 MB of text) against a server with
+    a 4 MiB budget: its RSS grows by far less than the text sent, and a second round after
+    they left reuses the memory instead of adding to it."""
+    budget = 4 * 1024 * 1024
+    sp = server_process_factory(
+        "--history-bytes", str(budget), "--rate", "0"
+    )
+    server = psutil.Process(sp.proc.pid)
+    _fill_history(sp.port, "warm-up", rooms=10, per_room=5)
+    baseline = server.memory_info().rss
+    _fill_history(sp.port, "h" * 4000)
+    first = server.memory_info().rss
+    assert first - baseline < 40 * 1024 * 1024, f"grew {(first - baseline) / 2**20:.1f} MiB"
+    _fill_history(sp.port, "h" * 4000)
+    second = server.memory_info().rss
+    assert second - first < 8 * 1024 * 1024, f"second round grew {(second - first) / 2**20:.1f} MiB"
