@@ -72,20 +72,20 @@ def test_names_are_kept_in_nfc() -> None:
 )
 def test_lookalikes_share_a_key(lookalike: str) -> None:
     taken = "josé" if lookalike.startswith("jose") else "alice"
-    index: NameIndex[str] = NameIndex()
+    index: NameIndex[str] = NameIndex(LIMIT)
     index.add(taken, "holder")
     assert index.find(lookalike) == "holder", (lookalike, name_keys(lookalike), name_keys(taken))
 
 
 @pytest.mark.parametrize(("a", "b"), [("alice", "alicia"), ("bob", "bób"), ("ann", "anna")])
 def test_different_names_do_not_collide(a: str, b: str) -> None:
-    index: NameIndex[str] = NameIndex()
+    index: NameIndex[str] = NameIndex(LIMIT)
     index.add(a, "holder")
     assert index.find(b) is None
 
 
 def test_index_forgets_only_its_own_holder() -> None:
-    index: NameIndex[str] = NameIndex()
+    index: NameIndex[str] = NameIndex(LIMIT)
     index.add("Alice", "first")
     index.remove("alice", "someone else")
     assert index.find("ALICE") == "first"
@@ -128,3 +128,10 @@ def test_every_client_shows_a_bidi_override_escaped() -> None:
     ]
     for line in lines:
         assert "\u202e" not in line and "abc\\u202edef" in line, line
+
+
+def test_index_answers_overlong_names_without_a_skeleton() -> None:
+    index: NameIndex[str] = NameIndex(LIMIT)
+    index.add("e\u0301" * LIMIT, "holder")  # 64 code points, 32 once composed
+    assert index.find("é" * LIMIT) == "holder"
+    assert index.find("a" * 60_000) is None

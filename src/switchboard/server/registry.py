@@ -34,7 +34,7 @@ class ClientRegistry:
 
     def __init__(self) -> None:
         self.by_id: dict[int, ClientConnection] = {}
-        self._by_nick: names.NameIndex[ClientConnection] = names.NameIndex()
+        self._by_nick: names.NameIndex[ClientConnection] = names.NameIndex(defaults.MAX_NICK_CHARS)
         self._next_id = 1
 
     def __len__(self) -> int:
@@ -127,7 +127,7 @@ class RoomRegistry:
     ) -> None:
         #: Rooms by their name as first joined (the name every answer and MESSAGE carries).
         self.by_name: dict[str, Room] = {}
-        self._index: names.NameIndex[Room] = names.NameIndex()
+        self._index: names.NameIndex[Room] = names.NameIndex(defaults.MAX_ROOM_CHARS)
         self._history = history
         self.max_rooms = max_rooms
         self.max_rooms_per_client = max_rooms_per_client

@@ -126,7 +126,7 @@ class ChatRoom:
         self._new_token = new_token
         self.by_token: dict[bytes, Member] = {}
         #: Members by nickname; look-alike nicknames are one (switchboard.names).
-        self.by_name: NameIndex[Member] = NameIndex()
+        self.by_name: NameIndex[Member] = NameIndex(defaults.MAX_NICK_CHARS)
         self.stats = RoomStats()
         self.events: list[RoomEvent] = []
 
@@ -193,7 +193,7 @@ class ChatRoom:
             member.announced += 1
             out.append((encode(Shutdown(member.announced, wall_ms)), member.addr))
         self.by_token.clear()
-        self.by_name = NameIndex()
+        self.by_name = NameIndex(defaults.MAX_NICK_CHARS)
         return out
 
     # --- handlers ------------------------------------------------------------------------------
