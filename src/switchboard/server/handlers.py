@@ -10,12 +10,12 @@ from the receive buffer and queue pre-encoded frames.
 from __future__ import annotations
 
 import logging
-import re
 import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from switchboard.display import safe
 from switchboard.protocol import (
     VERSION,
     BroadcastOk,
@@ -177,9 +177,9 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
     )
     if server.events.info_on:
         # The log line's own timestamp is within a millisecond of sent_ms (logged too, in
-        # the JSON format).  Line breaks and control characters are escaped, so that a
-        # message cannot forge log lines.
-        shown = _LOG_UNSAFE.sub(_escape, req.text)
+        # the JSON format).  Line breaks, control and bidi characters are escaped (as every
+        # command prints peers' strings), so that a message cannot forge or reverse log lines.
+        shown = safe(req.text)
         server.events.event(
             logging.INFO,
             "room_message",
@@ -196,15 +196,6 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
             reached=reached,
         )
     return BroadcastOk(message_id, reached, request_id=req.request_id)
-
-
-#: Characters that could break a log line or the terminal showing it (C0, DEL, C1, line and
-#: paragraph separators); ZWJ and other format characters of emoji sequences are kept.
-_LOG_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return match.group().encode("unicode_escape").decode("ascii")
 
 
 # --- the fast path: raw bytes in, raw bytes out -----------------------------------------------
