@@ -53,10 +53,10 @@ MAX_ROOMS_PER_CLIENT: Final = 100
 #: Rooms on the server at once; a JOIN that would create one more gets INVALID_ROOM
 #: (existing rooms can still be joined).  An empty room costs about 1 KB before history.
 MAX_ROOMS: Final = 10_000
-#: Bytes of history all rooms keep together (text plus about 400 bytes per message); past it
-#: the least recently active rooms lose their oldest messages first.  64 MiB holds the full
-#: 50-message history of ~1,400 rooms of 1 KB messages; a room that empties is deleted with
-#: its history, so the budget is given back when its members leave.
+#: Bytes of history all rooms keep together (each message: its text's size in memory plus
+#: 400 bytes); past it the least recently active rooms lose their oldest messages first.
+#: 64 MiB holds the full 50-message history of ~900 rooms of 1 KB messages; a room that
+#: empties is deleted with its history, so the budget is given back when its members leave.
 HISTORY_BYTES: Final = 64 * 1024 * 1024
 
 #: Outbound bytes queued for one client above which a SEND to it gets RECIPIENT_BUSY
