@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from switchboard.display import safe
 from switchboard.names import NameIndex, name_keys, name_problem, normalise
@@ -135,3 +137,20 @@ def test_index_answers_overlong_names_without_a_skeleton() -> None:
     index.add("e\u0301" * LIMIT, "holder")  # 64 code points, 32 once composed
     assert index.find("é" * LIMIT) == "holder"
     assert index.find("a" * 60_000) is None
+
+
+@given(st.text(max_size=40))
+def test_any_text_is_judged_and_accepted_names_have_stable_keys(text: str) -> None:
+    name = normalise(text)
+    found = name_problem(name, what="nickname", limit=LIMIT)
+    assert found is None or isinstance(found, str)
+    if found is None:
+        assert normalise(name) == name
+        keys = name_keys(name)
+        assert keys and keys == name_keys(text)
+        index: NameIndex[str] = NameIndex(LIMIT)
+        index.add(name, "v")
+        assert index.find(text) == "v"
+        folded = normalise(name.casefold())
+        if len(folded) <= LIMIT:  # "ß" * 32 folds to 64 characters: not a name any more
+            assert index.find(folded) == "v"
