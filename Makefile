@@ -9,14 +9,15 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@bash tools/system-deps.sh build
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# The tests drive real system tools (tshark, iproute2, openssl, ...): tools/test-deps.sh
+# The tests drive real system tools (tshark, iproute2, openssl, ...): tools/system-deps.sh
 # installs them from Debian's packages when run as root, and names what is missing otherwise.
 test: $(STAMP)
-	@bash tools/test-deps.sh
+	@bash tools/system-deps.sh test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

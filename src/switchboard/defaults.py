@@ -46,6 +46,18 @@ MAX_ROOM_CHARS: Final = 32
 DEFAULT_ROOM: Final = "lobby"
 #: Messages each room keeps for replay on JOIN.
 ROOM_HISTORY: Final = 50
+#: Rooms one connection may be in at once; one more JOIN gets INVALID_ROOM.  Leaving them
+#: all on disconnect is one LEFT fan-out per room, so this also bounds what a disconnect
+#: costs the event loop.  (IRC networks advertise CHANLIMIT: Libera allows 250, many 20-50.)
+MAX_ROOMS_PER_CLIENT: Final = 100
+#: Rooms on the server at once; a JOIN that would create one more gets INVALID_ROOM
+#: (existing rooms can still be joined).  An empty room costs about 1 KB before history.
+MAX_ROOMS: Final = 10_000
+#: Bytes of history all rooms keep together (each message: its text's size in memory plus
+#: 400 bytes); past it the least recently active rooms lose their oldest messages first.
+#: 64 MiB holds the full 50-message history of ~900 rooms of 1 KB messages; a room that
+#: empties is deleted with its history, so the budget is given back when its members leave.
+HISTORY_BYTES: Final = 64 * 1024 * 1024
 
 #: Outbound bytes queued for one client above which a SEND to it gets RECIPIENT_BUSY
 #: (the transport's high-water mark: we stop reading from that client too).

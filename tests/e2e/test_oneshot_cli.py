@@ -186,6 +186,18 @@ def test_list_text_is_plain_when_not_a_terminal(server: ServerThread) -> None:
     assert "2 client(s)" in result.stdout
 
 
+def test_list_shows_nicknames_as_chosen_not_as_markup(server: ServerThread) -> None:
+    """A nickname is a peer's string: shown literally, never read as the table's markup
+    (``[/bold]`` used to end ``list`` with rich's MarkupError)."""
+    with (
+        Client(HOST, server.port, timeout=5, nick="[/bold]x"),
+        Client(HOST, server.port, timeout=5, nick="[red]y"),
+    ):
+        result = run_cli("list", port=server.port)
+    assert result.returncode == 0, result.stderr
+    assert "[/bold]x" in result.stdout and "[red]y" in result.stdout
+
+
 # --- send ---------------------------------------------------------------------------------------
 
 
@@ -317,6 +329,22 @@ def test_listen_escapes_control_characters_a_peer_sent(
         assert "\x1b" not in line and "\x07" not in line
         sender.send(listener_id, "next")
         assert listener.line().endswith(": next\n")  # the "c" did not arrive as a line of its own
+
+
+def test_listen_neutralises_bidi_controls_a_peer_sent(
+    server: ServerThread, follow: Callable[..., Follower]
+) -> None:
+    """A right-to-left override would show "invoice_\u202efdp.exe" as "invoice_exe.pdf", and
+    reverse whatever the terminal prints after it on the line."""
+    listener = follow("listen", "--port", str(server.port))
+    listener_id = int(listener.line().rsplit("#", 1)[1])
+    with Client(HOST, server.port, timeout=5) as sender:
+        sender.send(listener_id, "invoice_\u202efdp.exe \u2067isolated\u2069 \u200fmark")
+        line = listener.line()
+        assert line.endswith(": invoice_\\u202efdp.exe \\u2067isolated\\u2069 \\u200fmark\n"), repr(
+            line
+        )
+        assert not set(line) & {"\u202e", "\u2067", "\u2069", "\u200f"}
 
 
 # --- connection failures and the environment ------------------------------------------------------

@@ -229,8 +229,9 @@ def test_the_log_records_each_room_message_with_time_and_sender(
         alice.join("lobby")
         ok = alice.broadcast("lobby", "hello 世界")
         alice.broadcast("lobby", "forged\n2026-01-01 INFO  connect #9")
+        alice.broadcast("lobby", "reversed \u202eenil")
     records = [r for r in caplog.records if getattr(r, "event", "") == "room_message"]
-    assert len(records) == 2
+    assert len(records) == 3
     first = records[0]
     assert first.getMessage() == f"room lobby #{alice.client_id}(alice): hello 世界"
     entry = json.loads(JsonFormatter().format(first))
@@ -239,6 +240,8 @@ def test_the_log_records_each_room_message_with_time_and_sender(
     assert abs(entry["sent_ms"] - first.created * 1000) < 1000 and entry["ts"]
     # A line break in a message cannot forge a log line.
     assert "\n" not in records[1].getMessage() and "\\n" in records[1].getMessage()
+    # Nor can a right-to-left override reverse the rest of the line on screen.
+    assert records[2].getMessage().endswith("reversed \\u202eenil")
 
 
 # --- members that do not read ----------------------------------------------------------------

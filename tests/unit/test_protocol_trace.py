@@ -85,6 +85,14 @@ def test_fields_by_name_with_symbolic_values() -> None:
     assert "epoch_ms=0(1970-01-01T00:00:00.000Z)" in format_trace("<<-", TimeOk(0, 0, "UTC"))
 
 
+def test_strings_show_unprintable_code_points_escaped() -> None:
+    """A right-to-left override, a C1 CSI or a tag character in a peer's text is shown as
+    its code point: it cannot reverse or colour the trace line."""
+    line = format_trace("->>", SendRequest(5, "a\u202eb\x9bc\U000e0041\n", request_id=3))
+    assert line.endswith('text="a\\u202eb\\u009bc\\U000e0041\\n"'), line
+    assert line.isprintable()
+
+
 def test_unknown_codes_and_values_are_shown_as_numbers() -> None:
     error = ErrorResponse(999, "FUTURE_CODE", "from a newer server")
     assert "code=999(ERROR_999)" in format_trace("<<-", error)

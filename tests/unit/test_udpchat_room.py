@@ -317,3 +317,29 @@ def test_a_member_that_moves_is_counted_at_its_new_address() -> None:
     join(room, "bob", ("10.0.0.1", 5001))  # the old address is free
     [(error, _)] = send(room, Join(1, "carol"), ("10.0.0.9", 6001))
     assert isinstance(error, Error) and error.code == ChatErrorCode.ADDRESS_FULL
+
+
+@pytest.mark.parametrize("lookalike", ["\u0430lice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "AIice", "ALICE"])
+def test_lookalike_nicknames_are_in_use(lookalike: str) -> None:
+    """The TCP server's rules (switchboard.names): Cyrillic, fullwidth, mathematical and
+    capital-I look-alikes of a member's name are that name."""
+    room = make_room()
+    join(room, "alice", ALICE)
+    [(error, _)] = send(room, Join(2, lookalike), BOB)
+    assert isinstance(error, Error) and error.code == ChatErrorCode.NICK_IN_USE, lookalike
+
+
+@pytest.mark.parametrize("invisible", ["\u034f", "\ufe0f", "\u3164", "\u115f", "\u2800"])
+def test_invisible_suffixes_are_invalid(invisible: str) -> None:
+    room = make_room()
+    [(error, _)] = send(room, Join(2, "bob" + invisible), BOB)
+    assert isinstance(error, Error) and error.code == ChatErrorCode.INVALID_NICK
+    assert "invisible" in error.reason
+
+
+def test_nicknames_are_kept_in_nfc() -> None:
+    room = make_room()
+    [(welcome, _)] = send(room, Join(1, "jose\u0301"), ALICE)
+    assert isinstance(welcome, Welcome) and welcome.nick == "josé"
+    [(error, _)] = send(room, Join(1, "josé"), BOB)
+    assert isinstance(error, Error) and error.code == ChatErrorCode.NICK_IN_USE

@@ -308,7 +308,7 @@ class ChatClient:
                     self.state.nick = taken
                 self._ui.refresh()
                 return
-            self.out.line(refusal, "error")
+            self.out.line(render.safe(refusal), "error")
             answer = self._ui.ask("Another nickname")
             if answer is None or not answer.strip():
                 raise CliExit(2, "no nickname chosen") from None
@@ -325,7 +325,7 @@ class ChatClient:
         except RequestTimeout as exc:
             self.out.line(f"No answer: {exc} (the connection stays open).", "error")
         except NicknameError as exc:
-            self.out.line(f"Nickname refused: {exc.message}.", "error")
+            self.out.line(f"Nickname refused: {render.safe(exc.message)}.", "error")
         except ServerError as exc:
             self.out.line(explain(exc, getattr(action, "target", None)), "error")
         except LocalProtocolError as exc:  # a nickname or room the wire cannot carry
@@ -436,7 +436,7 @@ class ChatClient:
         with self._lock:
             self.state.left(left.room)
             where = self.state.where_now()
-        self.out.line(f"* you left {left.room}; {where}", "notice")
+        self.out.line(f"* you left {render.safe(left.room)}; {where}", "notice")
         self._ui.refresh()
 
     def _list(self, client: Client, everyone: bool) -> None:

@@ -747,7 +747,7 @@ class InteractiveClient:
                 str(c.client_id),
                 c.ip,
                 str(c.port),
-                render.safe(c.nick) or "-",
+                Text(render.safe(c.nick)) if c.nick else "-",  # never read as markup
                 render.iso(c.connected_ms),
                 "<- you" if c.client_id == me else "",
                 style="bold" if c.client_id == me else None,
@@ -797,15 +797,15 @@ def explain(exc: ServerError, target: int | None = None) -> str:
     if isinstance(exc, NoSuchClient):
         return f"No client {who} is connected — list the clients first."
     if isinstance(exc, TextTooLong):
-        return f"The message is too long: {exc.message}."
+        return f"The message is too long: {render.safe(exc.message)}."
     if isinstance(exc, RecipientBusy):
         return f"Client {who} is not reading its messages — try again later."
     if isinstance(exc, RateLimited):
         return "Too many requests: the server asks to slow down."
     if isinstance(exc, ProtocolRejected) and exc.code == ErrorCode.BAD_PAYLOAD:
         # Also raised by the client library itself, before sending (text with no UTF-8).
-        return f"Cannot be sent: {exc.message}."
-    return f"The server refused: {exc.message} ({exc.name})."
+        return f"Cannot be sent: {render.safe(exc.message)}."
+    return f"The server refused: {render.safe(exc.message)} ({render.safe(exc.name)})."
 
 
 __all__ = [

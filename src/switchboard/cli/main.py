@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from switchboard import __version__
 from switchboard.client import AuthError, ConnectionLost, RequestTimeout, ServerError
+from switchboard.display import safe
 
 from .common import CliExit
 
@@ -48,16 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args))
     except CliExit as exc:
         if exc.message:
-            print(f"switchboard: {exc.message}", file=sys.stderr)
+            print(f"switchboard: {safe(exc.message)}", file=sys.stderr)  # may quote the server
         return exc.code
     except (ConnectionLost, RequestTimeout) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
     except AuthError as exc:  # no token, or not this server's: the connection was refused
-        print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
+        print(f"switchboard: {safe(exc.name)}: {safe(exc.message)}", file=sys.stderr)
         return 2
     except ServerError as exc:
-        print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
+        print(f"switchboard: {safe(exc.name)}: {safe(exc.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from switchboard.client import AuthError, ConnectionLost, RequestTimeout, ServerError
 from switchboard.protocol import ReceiptStatus
@@ -94,7 +95,7 @@ def cmd_name(args: argparse.Namespace) -> int:
     if args.json:
         emit({"name": name})
     else:
-        say(name)
+        say(render.safe(name))
     return 0
 
 
@@ -113,7 +114,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             str(c.client_id),
             c.ip,
             str(c.port),
-            c.nick or "-",
+            Text(render.safe(c.nick)) if c.nick else "-",  # a peer's string, never markup
             render.iso(c.connected_ms),
             "<- you" if c.client_id == me else "",
         )

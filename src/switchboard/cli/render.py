@@ -7,9 +7,10 @@ same everywhere.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Any
 
 from switchboard.client import ServerTime
+from switchboard.display import safe as safe  # the CLI says render.safe
 from switchboard.protocol import (
     ClientInfo,
     Frame,
@@ -23,20 +24,6 @@ from switchboard.protocol import (
     Shutdown,
     Welcome,
 )
-
-#: C0 and C1 control characters and DEL, shown escaped: a peer's text must not move the
-#: cursor, clear the screen or split one message into several lines.
-_CONTROLS: Final = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
-_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
-_SAFE: Final = str.maketrans(_CONTROLS)
-
-
-def safe(text: str) -> str:
-    """``text`` with control characters escaped (one message stays one harmless line).
-
-    For every string a peer or the server chose (texts, nicknames, room names, reasons)
-    before it reaches a terminal."""
-    return text.translate(_SAFE)
 
 
 def local_time(epoch_ms: int) -> dt.datetime:

@@ -56,6 +56,25 @@ def register(sub: Any) -> None:
         help=f"messages each room keeps for replay (default {defaults.ROOM_HISTORY})",
     )
     p.add_argument(
+        "--history-bytes",
+        type=int,
+        metavar="BYTES",
+        help=f"history all rooms keep together; past it the least recently active rooms "
+        f"lose their oldest messages (default {defaults.HISTORY_BYTES})",
+    )
+    p.add_argument(
+        "--max-rooms",
+        type=int,
+        metavar="N",
+        help=f"rooms on the server at once (default {defaults.MAX_ROOMS})",
+    )
+    p.add_argument(
+        "--max-rooms-per-client",
+        type=int,
+        metavar="N",
+        help=f"rooms one connection may be in (default {defaults.MAX_ROOMS_PER_CLIENT})",
+    )
+    p.add_argument(
         "--rate",
         type=float,
         metavar="PER_SECOND",
@@ -139,6 +158,9 @@ def main(args: argparse.Namespace) -> int:
             max_frame=args.max_frame,
             max_text=args.max_text,
             history=args.history,
+            history_bytes=args.history_bytes,
+            max_rooms=args.max_rooms,
+            max_rooms_per_client=args.max_rooms_per_client,
             rate=args.rate,
             burst=args.burst,
             write_high_water=args.write_high_water,

@@ -103,8 +103,9 @@ def register(subparsers: Any) -> None:
     join.add_argument(
         "--nick",
         required=True,
-        help=f"nickname: 1-{defaults.MAX_NICK_CHARS} characters, no '|', '\\' or control "
-        "characters, unique in the room (case-insensitively)",
+        help=f"nickname: 1-{defaults.MAX_NICK_CHARS} characters, no whitespace, control or "
+        "invisible characters, no '|' or '\\', unique in the room (case-insensitively, and "
+        "look-alikes are one name)",
     )
     join.add_argument(
         "--keepalive",

@@ -127,10 +127,25 @@ def _value(msg: Frame, name: str, value: Any) -> str:
     if name in EPOCH_MS_FIELDS:
         return f"{value}({_utc(value)})"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _quoted(value)
     if isinstance(value, tuple):
         return _client_list(value)
     return str(value)
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a JSON string, with every character that is not printable escaped too
+    (C1 controls, bidi controls, joiners, line separators): a trace shows exactly which code
+    points a peer sent, and a right-to-left override cannot reverse the trace line."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    if quoted.isprintable():
+        return quoted
+    return "".join(c if c.isprintable() else _code_point(c) for c in quoted)
+
+
+def _code_point(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _enum_value(symbolic: type[enum.IntEnum] | type[enum.IntFlag], value: int) -> str:
@@ -143,7 +158,7 @@ def _enum_value(symbolic: type[enum.IntEnum] | type[enum.IntFlag], value: int) -
 
 def _client_list(clients: tuple[ClientInfo, ...]) -> str:
     shown = [
-        f"#{c.client_id} {host_port(c.ip, c.port)} {json.dumps(c.nick, ensure_ascii=False)}"
+        f"#{c.client_id} {host_port(c.ip, c.port)} {_quoted(c.nick)}"
         for c in clients[:MAX_LISTED_CLIENTS]
     ]
     more = len(clients) - len(shown)

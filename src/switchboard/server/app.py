@@ -77,7 +77,12 @@ class SwitchboardServer:
         #: Hot-path aliases (the same objects), read once per SEND instead of a chain.
         self.client_by_id = self.clients.by_id
         self.max_text = config.max_text
-        self.rooms = RoomRegistry(config.history)
+        self.rooms = RoomRegistry(
+            config.history,
+            max_rooms=config.max_rooms,
+            max_rooms_per_client=config.max_rooms_per_client,
+            history_bytes=config.history_bytes,
+        )
         self.events = logs.EventLog()
         self.shutting_down = False
         #: The last message id given out (ids count up from 1 and are never reused).
@@ -284,9 +289,9 @@ class SwitchboardServer:
 
     def leave_room(self, room: Room, conn: ClientConnection, reason: LeftReason) -> None:
         self.rooms.leave(room, conn)
-        notice = Left(room.name, conn.client_id, conn.nick, reason)
+        notice = encode(Left(room.name, conn.client_id, conn.nick, reason))  # once per room
         for member in room.members.values():
-            member.send(notice)
+            member.send_raw(notice)
         self.events.event(
             logging.INFO,
             "leave",

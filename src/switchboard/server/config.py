@@ -29,6 +29,9 @@ class ServerConfig:
     max_frame: int = defaults.MAX_FRAME
     max_text: int = defaults.MAX_TEXT
     history: int = defaults.ROOM_HISTORY
+    history_bytes: int = defaults.HISTORY_BYTES
+    max_rooms: int = defaults.MAX_ROOMS
+    max_rooms_per_client: int = defaults.MAX_ROOMS_PER_CLIENT
     write_high_water: int = defaults.WRITE_HIGH_WATER
     write_hard_limit: int = defaults.WRITE_HARD_LIMIT
     shutdown_grace: float = defaults.SHUTDOWN_GRACE_S
@@ -57,6 +60,15 @@ class ServerConfig:
             ),
             (self.max_text >= 1, f"max_text must be at least 1, not {self.max_text}"),
             (self.history >= 0, f"history must be 0 or more, not {self.history}"),
+            (
+                self.history_bytes >= 0,
+                f"history_bytes must be 0 or more, not {self.history_bytes}",
+            ),
+            (self.max_rooms >= 1, f"max_rooms must be at least 1, not {self.max_rooms}"),
+            (
+                self.max_rooms_per_client >= 1,
+                f"max_rooms_per_client must be at least 1, not {self.max_rooms_per_client}",
+            ),
             (
                 0 < self.write_high_water < self.write_hard_limit,
                 "write_high_water must be positive and below write_hard_limit",
@@ -106,6 +118,9 @@ _FIELD_TYPES: dict[str, type] = {
     "max_frame": int,
     "max_text": int,
     "history": int,
+    "history_bytes": int,
+    "max_rooms": int,
+    "max_rooms_per_client": int,
     "write_high_water": int,
     "write_hard_limit": int,
     "shutdown_grace": float,

@@ -10,12 +10,12 @@ from the receive buffer and queue pre-encoded frames.
 from __future__ import annotations
 
 import logging
-import re
 import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from switchboard.display import safe
 from switchboard.protocol import (
     VERSION,
     BroadcastOk,
@@ -92,7 +92,7 @@ def name(server: SwitchboardServer, conn: ClientConnection, req: NameRequest) ->
 
 def list_(server: SwitchboardServer, conn: ClientConnection, req: ListRequest) -> Reply:
     if req.room:
-        room = server.rooms.by_name.get(req.room)
+        room = server.rooms.find(req.room)
         members = sorted(room.members.values(), key=_by_id) if room else []
     else:
         members = list(server.clients)  # insertion order is id order
@@ -161,7 +161,8 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
             member.send_raw(frame)
             reached += 1
     # History replays are marked so that clients can show them apart from live lines.
-    room.history.append(
+    server.rooms.record(
+        room,
         Message(
             message_id,
             conn.client_id,
@@ -172,13 +173,13 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
             sent_ms,
             MessageFlags.HISTORY,
             req.text,
-        )
+        ),
     )
     if server.events.info_on:
         # The log line's own timestamp is within a millisecond of sent_ms (logged too, in
-        # the JSON format).  Line breaks and control characters are escaped, so that a
-        # message cannot forge log lines.
-        shown = _LOG_UNSAFE.sub(_escape, req.text)
+        # the JSON format).  Line breaks, control and bidi characters are escaped (as every
+        # command prints peers' strings), so that a message cannot forge or reverse log lines.
+        shown = safe(req.text)
         server.events.event(
             logging.INFO,
             "room_message",
@@ -195,15 +196,6 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
             reached=reached,
         )
     return BroadcastOk(message_id, reached, request_id=req.request_id)
-
-
-#: Characters that could break a log line or the terminal showing it (C0, DEL, C1, line and
-#: paragraph separators); ZWJ and other format characters of emoji sequences are kept.
-_LOG_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return match.group().encode("unicode_escape").decode("ascii")
 
 
 # --- the fast path: raw bytes in, raw bytes out -----------------------------------------------
@@ -298,7 +290,7 @@ def list_fast(
         server.dispatch(conn, decode_payload(KEY_LIST, request_id, buf, start, end))
         return
     if room:
-        found = server.rooms.by_name.get(room.decode("utf-8"))
+        found = server.rooms.find(room.decode("utf-8"))
         members = sorted(found.members.values(), key=_by_id) if found else []
     else:
         members = list(server.clients)  # insertion order is id order

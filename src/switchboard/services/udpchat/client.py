@@ -22,10 +22,11 @@ import datetime as dt
 import signal
 import sys
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol, TextIO, cast
+
+from switchboard.display import safe
 
 from .codec import LeftReason, nick_problem
 from .peer import (
@@ -80,19 +81,6 @@ class LineReader(Protocol):
         """Redraw the prompt (its message changed)."""
 
 
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: control and format characters shown as escapes."""
-    if text.isprintable():
-        return text
-    out = []
-    for char in text:
-        if char == "\t" or char.isprintable() or unicodedata.category(char) == "Cf":
-            out.append(char)
-        else:
-            out.append(f"\\u{ord(char):04x}")
-    return "".join(out)
-
-
 def clock(timestamp_ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(timestamp_ms / 1000))
 
@@ -101,24 +89,24 @@ def describe(event: Event) -> str | None:
     """The line shown for ``event`` (None: nothing to show)."""
     match event:
         case MessageReceived(nick, stamp, text):
-            return f"[{clock(stamp)}] {printable(nick)}: {printable(text)}"
+            return f"[{clock(stamp)}] {safe(nick)}: {safe(text)}"
         case MemberJoined(nick, stamp):
-            return f"[{clock(stamp)}] * {printable(nick)} joined"
+            return f"[{clock(stamp)}] * {safe(nick)} joined"
         case MemberLeft(nick, stamp, reason):
             why = " (timed out)" if reason == LeftReason.TIMED_OUT else ""
-            return f"[{clock(stamp)}] * {printable(nick)} left{why}"
+            return f"[{clock(stamp)}] * {safe(nick)} left{why}"
         case MessagesLost("", count):
             return f"! {count} room announcement{'s were' if count > 1 else ' was'} lost"
         case MessagesLost(nick, count):
             plural = "messages" if count > 1 else "message"
             verb = "were" if count > 1 else "was"
-            return f"! {count} {plural} from {printable(nick)} {verb} lost"
+            return f"! {count} {plural} from {safe(nick)} {verb} lost"
         case Welcomed(nick, others):
             if others == 0:
                 company = "you are alone in the room"
             else:
                 company = f"{others} other{'s' if others > 1 else ''} in the room"
-            return f"* Welcome, {printable(nick)}! {company}"
+            return f"* Welcome, {safe(nick)}! {company}"
         case ServerSilent(seconds):
             return f"! The server is not answering (nothing heard for {seconds:g} s)"
         case ServerBack():

@@ -22,6 +22,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Final
 
+from switchboard import names
 from switchboard.defaults import MAX_NICK_CHARS, UDPCHAT_MAX_PAYLOAD
 
 HEADER: Final = struct.Struct("!2sBBIB")
@@ -238,26 +239,20 @@ ALL_DATAGRAMS: Final = (Join, Leave, Chat, Keepalive, Welcome, Error, Ack, Relay
 # --- nicknames ----------------------------------------------------------------------------------
 
 _FORBIDDEN_CHARS: Final = frozenset("|\\")
-#: Unicode categories refused in a nickname: control characters, unpaired surrogates, line
+#: Unicode categories refused in a chat line: control characters, unpaired surrogates, line
 #: and paragraph separators.  Format characters (Cf) stay allowed: ZWJ builds emoji.
 _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
 def nick_problem(nick: str) -> str | None:
-    """Why ``nick`` is not a valid nickname, or None when it is."""
-    if not nick:
-        return "a nickname cannot be empty"
-    if len(nick) > MAX_NICK_CHARS:
-        return f"a nickname has at most {MAX_NICK_CHARS} characters"
-    if nick.isspace():
-        return "a nickname cannot be only whitespace"
-    if nick != nick.strip():
-        return "a nickname cannot start or end with whitespace"
-    for char in nick:
-        if char in _FORBIDDEN_CHARS:
-            return "a nickname cannot contain '|' or '\\'"
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
-            return f"a nickname cannot contain control characters (U+{ord(char):04X})"
+    """Why ``nick`` is not a valid nickname, or None when it is: the rules of
+    ``switchboard.names`` (the TCP server's too), checked on its NFC form, and no ``|`` or
+    ``\\`` (this room's lab format reserves them)."""
+    problem = names.name_problem(names.normalise(nick), what="nickname", limit=MAX_NICK_CHARS)
+    if problem is not None:
+        return problem
+    if any(char in _FORBIDDEN_CHARS for char in nick):
+        return "a nickname cannot contain '|' or '\\'"
     return None
 
 
@@ -280,8 +275,9 @@ def text_problem(text: str, max_payload: int = UDPCHAT_MAX_PAYLOAD) -> str | Non
 
 
 def nick_key(nick: str) -> str:
-    """The form in which nicknames must be unique: ``Alice`` and ``alice`` are one name."""
-    return unicodedata.normalize("NFC", nick).casefold()
+    """The key a member's messages are filed under: ``Alice`` and ``alice`` are one name.
+    (Which names the room refuses as look-alikes is ``switchboard.names.NameIndex``.)"""
+    return names.normalise(nick).casefold()
 
 
 # --- encoding -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from switchboard import defaults
+from switchboard.names import NameIndex, normalise
 
 from .codec import (
     ERROR_TEXT,
@@ -38,7 +39,6 @@ from .codec import (
     Welcome,
     decode,
     encode,
-    nick_key,
     nick_problem,
     text_problem,
 )
@@ -130,7 +130,8 @@ class ChatRoom:
         self.max_payload = max_payload
         self._new_token = new_token
         self.by_token: dict[bytes, Member] = {}
-        self.by_key: dict[str, Member] = {}
+        #: Members by nickname; look-alike nicknames are one (switchboard.names).
+        self.by_name: NameIndex[Member] = NameIndex(defaults.MAX_NICK_CHARS)
         #: Members per IP address (the host part of their current address).
         self.per_host: Counter[Any] = Counter()
         self.stats = RoomStats()
@@ -199,7 +200,7 @@ class ChatRoom:
             member.announced += 1
             out.append((encode(Shutdown(member.announced, wall_ms)), member.addr))
         self.by_token.clear()
-        self.by_key.clear()
+        self.by_name = NameIndex(defaults.MAX_NICK_CHARS)
         self.per_host.clear()
         return out
 
@@ -250,12 +251,12 @@ class ChatRoom:
         problem = nick_problem(join.nick)
         if problem is not None:
             return self._refuse(join, addr, ChatErrorCode.INVALID_NICK, problem, size)
-        key = nick_key(join.nick)
-        existing = self.by_key.get(key)
+        nick = normalise(join.nick)  # kept, announced and welcomed in its NFC form
+        existing = self.by_name.find(nick)
         if existing is not None:
             if existing.addr == addr:
                 # A retried JOIN whose WELCOME was lost: welcome again, announce nothing.
-                others = len(self.by_key) - 1
+                others = len(self.by_token) - 1
                 welcome = Welcome(join.seq, existing.nick, existing.token, others, self.expiry_ms)
                 data = encode(welcome)
                 if len(data) > size:
@@ -264,7 +265,7 @@ class ChatRoom:
                 return [(data, addr)]
             reason = f"the nickname {existing.nick!r} is in use"
             return self._refuse(join, addr, ChatErrorCode.NICK_IN_USE, reason, size)
-        if len(self.by_key) >= self.max_members:
+        if len(self.by_token) >= self.max_members:
             reason = f"the room is full ({self.max_members} members)"
             return self._refuse(join, addr, ChatErrorCode.ROOM_FULL, reason, size)
         if self.per_host[addr[0]] >= self.max_per_address:
@@ -273,18 +274,18 @@ class ChatRoom:
         token = self._new_token()
         while token in self.by_token:  # pragma: no cover - 2^-64
             token = self._new_token()
-        welcome = Welcome(join.seq, join.nick, token, len(self.by_key), self.expiry_ms)
+        welcome = Welcome(join.seq, nick, token, len(self.by_token), self.expiry_ms)
         data = encode(welcome)
         if len(data) > size:
             return self._not_padded(join, addr, size)
-        member = Member(join.nick, token, addr, now)
+        member = Member(nick, token, addr, now)
         out = [(data, addr)]
-        out += self._announce(member, lambda seq: Joined(seq, join.nick, wall_ms))
+        out += self._announce(member, lambda seq: Joined(seq, nick, wall_ms))
         self.by_token[token] = member
-        self.by_key[key] = member
+        self.by_name.add(nick, member)
         self.per_host[addr[0]] += 1
         self.stats.joins += 1
-        self.events.append(RoomEvent("joined", join.nick, addr))
+        self.events.append(RoomEvent("joined", nick, addr))
         return out
 
     def _chat(
@@ -305,7 +306,7 @@ class ChatRoom:
 
     def _remove(self, member: Member, wall_ms: int, reason: LeftReason) -> list[Outgoing]:
         del self.by_token[member.token]
-        del self.by_key[nick_key(member.nick)]
+        self.by_name.remove(member.nick, member)
         self._uncount(member)
         return self._announce(member, lambda seq: Left(seq, member.nick, wall_ms, reason))
 
