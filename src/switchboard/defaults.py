@@ -46,6 +46,11 @@ MAX_ROOM_CHARS: Final = 32
 DEFAULT_ROOM: Final = "lobby"
 #: Messages each room keeps for replay on JOIN.
 ROOM_HISTORY: Final = 50
+#: Rooms one ROOMS answer lists at most (the client pages on by name).  256 records of the
+#: longest room name (32 characters, at most 128 bytes) make about 35 KB: one answer stays
+#: below the 64 KiB frame a client must accept, whatever the number of rooms.  (IRC servers
+#: send /LIST whole, one line per channel, and throttle it instead.)
+MAX_ROOMS_LISTED: Final = 256
 
 #: Outbound bytes queued for one client above which a SEND to it gets RECIPIENT_BUSY
 #: (the transport's high-water mark: we stop reading from that client too).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -61,6 +62,10 @@ class ClientRegistry:
         if conn.nick and self._by_nick.get(conn.nick.casefold()) is conn:
             del self._by_nick[conn.nick.casefold()]
 
+    def by_nick(self, nick: str) -> ClientConnection | None:
+        """The client holding ``nick`` now, compared as ``set_nick`` compares nicknames."""
+        return self._by_nick.get(nick.casefold())
+
     def set_nick(self, conn: ClientConnection, nick: str) -> None:
         check_name(
             nick, what="nickname", limit=defaults.MAX_NICK_CHARS, code=ErrorCode.INVALID_NICK
@@ -111,6 +116,12 @@ class RoomRegistry:
         room.members[conn.client_id] = conn
         conn.rooms.add(room_name)
         return room, added
+
+    def page(self, after: str, limit: int) -> tuple[list[Room], bool]:
+        """Up to ``limit`` rooms whose names sort after ``after``, in name order, and whether
+        more follow.  O(rooms x log limit): no sort of every room per request."""
+        names = heapq.nsmallest(limit + 1, (n for n in self.by_name if n > after))
+        return [self.by_name[n] for n in names[:limit]], len(names) > limit
 
     def member_room(self, room_name: str, conn: ClientConnection) -> Room:
         """The room, if ``conn`` is in it; NOT_IN_ROOM otherwise."""
