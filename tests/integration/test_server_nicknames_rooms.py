@@ -8,7 +8,7 @@ from test_server_rooms import HOST, drain, next_of
 
 from conftest import ServerThread
 from switchboard import defaults
-from switchboard.client import Client, NoSuchClient, TextTooLong
+from switchboard.client import Client, NicknameError, NoSuchClient, TextTooLong
 from switchboard.protocol import (
     ErrorCode,
     ErrorResponse,
@@ -83,9 +83,8 @@ def test_send_by_nickname_refuses_long_text_before_looking(server: ServerThread)
         peer.send(SendNickRequest("nobody", text, request_id=3))
         reply = peer.expect(ErrorResponse)
         assert (reply.request_id, reply.code) == (3, ErrorCode.TEXT_TOO_LONG)
-    with Client(HOST, server.port) as alice:
-        with pytest.raises(TextTooLong):  # refused by the library before it is sent
-            alice.send("nobody", text)
+    with Client(HOST, server.port) as alice, pytest.raises(TextTooLong):
+        alice.send("nobody", text)  # refused by the library before it is sent
 
 
 def test_send_nick_on_the_wire(server: ServerThread) -> None:
@@ -146,8 +145,9 @@ def test_refused_nick_change_is_not_told(server: ServerThread) -> None:
         alice.join("lobby")
         bob.join("lobby")
         drain(bob)
-        with pytest.raises(Exception, match="NICK_IN_USE|taken"):
+        with pytest.raises(NicknameError) as info:
             alice.set_nick("BOB")
+        assert info.value.code == ErrorCode.NICK_IN_USE
         assert not [f for f in drain(bob) if isinstance(f, NickChanged)]
 
 
