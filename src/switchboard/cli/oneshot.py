@@ -169,9 +169,11 @@ def cmd_send(args: argparse.Namespace) -> int:
                 status = "delivered" if receipt == ReceiptStatus.DELIVERED else "not-delivered"
             except RequestTimeout:
                 status = "forwarded"
-    nick = target if isinstance(target, str) else None
     if args.json:
-        emit({"to": ok.target, "to_nick": nick, "status": status, "message_id": ok.message_id})
+        result: dict[str, Any] = {"to": ok.target, "status": status, "message_id": ok.message_id}
+        if isinstance(target, str):  # addressed by nickname: which one (the id is "to")
+            result["to_nick"] = target
+        emit(result)
     else:
         say(f"message {ok.message_id} to {recipient_label(target, ok.target)}: {status}")
     return 0
