@@ -8,7 +8,7 @@ from test_server_rooms import HOST, drain, next_of
 
 from conftest import ServerThread
 from switchboard import defaults
-from switchboard.client import Client, NicknameError, NoSuchClient, TextTooLong
+from switchboard.client import AsyncClient, Client, NicknameError, NoSuchClient, TextTooLong
 from switchboard.protocol import (
     ErrorCode,
     ErrorResponse,
@@ -195,3 +195,21 @@ def test_rooms_request_on_the_wire(server: ServerThread) -> None:
         peer.send(RoomsRequest("a", request_id=5))
         ok = peer.expect(RoomsOk)
         assert ok == RoomsOk(2, 0, (RoomInfo("b", 1, RoomFlags.NONE),), request_id=5)
+
+
+# --- the asyncio client ------------------------------------------------------------------------
+
+
+async def test_async_client_sends_by_nickname_and_lists_rooms(server: ServerThread) -> None:
+    async with (
+        await AsyncClient.connect(HOST, server.port, timeout=5, nick="ayla") as a,
+        await AsyncClient.connect(HOST, server.port, timeout=5, nick="bo") as b,
+    ):
+        ok = await a.send("BO", "你好")
+        assert ok.target == b.client_id
+        assert await a.wait_receipt(ok.message_id, 5) == ReceiptStatus.DELIVERED
+        with pytest.raises(NoSuchClient):
+            await a.send("nobody", "x")
+        await b.join("lobby")
+        assert await a.list_rooms() == [RoomInfo("lobby", 1, RoomFlags.NONE)]
+        assert (await b.rooms()).rooms == (RoomInfo("lobby", 1, RoomFlags.MEMBER),)
