@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import regex
+from sortedcontainers import SortedList
 
 from switchboard import defaults
 from switchboard.protocol import ErrorCode, Message
@@ -98,10 +98,14 @@ class Room:
 class RoomRegistry:
     """Rooms by name; a room exists while it has members (its history goes with it)."""
 
-    __slots__ = ("_history", "by_name")
+    __slots__ = ("_history", "_names", "by_name")
 
     def __init__(self, history: int) -> None:
         self.by_name: dict[str, Room] = {}
+        # The names in code-point order, for ROOMS pages: O(log rooms) to find where a page
+        # starts, however many rooms exist (a sort per request would let one client's ROOMS
+        # flood cost O(rooms) each).
+        self._names: SortedList[str] = SortedList()
         self._history = history
 
     def join(self, room_name: str, conn: ClientConnection) -> tuple[Room, bool]:
@@ -112,6 +116,7 @@ class RoomRegistry:
         room = self.by_name.get(room_name)
         if room is None:
             room = self.by_name[room_name] = Room(room_name, self._history)
+            self._names.add(room_name)
         added = conn.client_id not in room.members
         room.members[conn.client_id] = conn
         conn.rooms.add(room_name)
@@ -119,8 +124,9 @@ class RoomRegistry:
 
     def page(self, after: str, limit: int) -> tuple[list[Room], bool]:
         """Up to ``limit`` rooms whose names sort after ``after``, in name order, and whether
-        more follow.  O(rooms x log limit): no sort of every room per request."""
-        names = heapq.nsmallest(limit + 1, (n for n in self.by_name if n > after))
+        more follow.  O(log rooms + limit)."""
+        start = self._names.bisect_right(after)
+        names = list(self._names.islice(start, start + limit + 1))
         return [self.by_name[n] for n in names[:limit]], len(names) > limit
 
     def member_room(self, room_name: str, conn: ClientConnection) -> Room:
@@ -135,3 +141,4 @@ class RoomRegistry:
         conn.rooms.discard(room.name)
         if not room.members:
             del self.by_name[room.name]
+            self._names.remove(room.name)
