@@ -131,7 +131,7 @@ def test_a_typed_replacement_character_is_text() -> None:
 def test_help_names_every_command() -> None:
     text = "\n".join(model.help_lines())
     for command in ("/msg TO TEXT", "/list", "/who [all]", "/time", "/name", "/join ROOM",
-                    "/leave [ROOM]", "/nick NAME", "/help", "/quit", "//"):  # fmt: skip
+                    "/leave [ROOM]", "/nick NAME", "/help", "/quit", "//", "/msg @12"):  # fmt: skip
         assert command in text
 
 
@@ -272,3 +272,11 @@ def test_completion_offers_commands_rooms_and_ids() -> None:
     assert set(model.COMMANDS) <= set(words)
     assert words["/join"] == {"lobby": None} and words["/leave"] == {"lobby": None}
     assert words["/msg"] == {"1": None, "5": None}
+    words = state.completion_words([1], ["bob", "12", "#3", "@x", "#x"])
+    assert list(words["/msg"]) == ["1", "bob", "@12", "@#3", "@@x", "#x"]  # type: ignore[call-overload]
+    for typed in words["/msg"]:  # type: ignore[union-attr]
+        parsed = model.parse_line(f"/msg {typed} hi")
+        assert isinstance(parsed, model.PrivateMessage)
+        assert parsed.target == (
+            1 if typed == "1" else typed.removeprefix("@") if typed != "#x" else "#x"
+        )

@@ -206,6 +206,7 @@ class ChatClient:
         self._gate: Future[Frame] | None = None
         self._held: list[Line] = []
         self.known_ids: list[int] = []
+        self.known_nicks: list[str] = []  # of the last /who, for completing /msg
 
     # --- what the terminal front end asks -------------------------------------------------
 
@@ -215,7 +216,7 @@ class ChatClient:
 
     def completion_words(self) -> dict[str, object]:
         with self._lock:
-            return self.state.completion_words(self.known_ids)
+            return self.state.completion_words(self.known_ids, self.known_nicks)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -448,6 +449,7 @@ class ChatClient:
         clients = client.list_clients(room)
         with self._lock:
             self.known_ids = [c.client_id for c in clients]
+            self.known_nicks = [c.nick for c in clients if c.nick]
         title = "Connected clients" if room is None else f"In {room}"
         self.out.lines(model.members_lines(title, clients, client.client_id))
 

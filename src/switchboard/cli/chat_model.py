@@ -32,7 +32,7 @@ from switchboard.protocol import (
 )
 
 from . import render
-from .menu import CommandError, parse_recipient, require_utf8
+from .menu import CommandError, parse_recipient, require_utf8, typed_nickname
 from .render import safe
 
 Clock = Callable[[int], str]
@@ -195,6 +195,7 @@ def help_lines() -> list[str]:
     lines = ["Type a line and Enter to say it to the current room (shown in the prompt)."]
     lines += [f"  {f'{c} {a}'.strip():<{width}}  {what}" for c, (a, what) in COMMANDS.items()]
     lines.append("A line starting with // says it with one / (//shrug -> /shrug).")
+    lines.append("/msg 12 is client #12; a nickname made of digits is written /msg @12.")
     return lines
 
 
@@ -340,10 +341,15 @@ class ChatState:
         where = ("class:state", self.current) if self.current else ("class:offline", "no room")
         return [("class:prompt", "["), where, ("class:prompt", f"] {self.nick}> ")]
 
-    def completion_words(self, known_ids: Iterable[int] = ()) -> dict[str, object]:
+    def completion_words(
+        self, known_ids: Iterable[int] = (), known_nicks: Iterable[str] = ()
+    ) -> dict[str, object]:
         rooms = {room: None for room in self.rooms}
         words: dict[str, object] = {command: None for command in COMMANDS}
-        words["/msg"] = {str(i): None for i in known_ids} or None
+        # Nicknames as /msg reads them: one that looks like an id gets its "@".
+        targets = [str(i) for i in known_ids]
+        targets += [typed_nickname(n) for n in known_nicks if " " not in n]
+        words["/msg"] = dict.fromkeys(targets) or None
         words["/who"] = {"all": None}
         words["/join"] = rooms or None
         words["/leave"] = rooms or None

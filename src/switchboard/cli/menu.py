@@ -310,6 +310,17 @@ def parse_recipient(text: str, *, see: str = "'list'") -> int | str:
     return text
 
 
+def typed_nickname(nick: str) -> str:
+    """How to type ``nick`` so that ``parse_recipient`` reads that nickname: as it is, or
+    with "@" before it when it would be read as an id (``12`` -> ``@12``)."""
+    try:
+        if parse_recipient(nick) == nick:
+            return nick
+    except CommandError:
+        pass
+    return "@" + nick
+
+
 def recipient_label(target: int | str, client_id: int | None = None) -> str:
     """``#3``, or ``bob`` / ``bob (#3)`` for a nickname (escaped for the terminal)."""
     if isinstance(target, int):
