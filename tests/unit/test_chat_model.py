@@ -273,10 +273,8 @@ def test_completion_offers_commands_rooms_and_ids() -> None:
     assert words["/join"] == {"lobby": None} and words["/leave"] == {"lobby": None}
     assert words["/msg"] == {"1": None, "5": None}
     words = state.completion_words([1], ["bob", "12", "#3", "@x", "#x"])
-    assert list(words["/msg"]) == ["1", "bob", "@12", "@#3", "@@x", "#x"]  # type: ignore[call-overload]
-    for typed in words["/msg"]:  # type: ignore[union-attr]
-        parsed = model.parse_line(f"/msg {typed} hi")
-        assert isinstance(parsed, model.PrivateMessage)
-        assert parsed.target == (
-            1 if typed == "1" else typed.removeprefix("@") if typed != "#x" else "#x"
-        )
+    # Each nickname as /msg reads it back: "@" only where it would be read as an id.
+    typed = {"1": 1, "bob": "bob", "@12": "12", "@#3": "#3", "@@x": "@x", "#x": "#x"}
+    assert list(words["/msg"]) == list(typed)  # type: ignore[call-overload]
+    for text, target in typed.items():
+        assert model.parse_line(f"/msg {text} hi") == model.PrivateMessage(target, "hi")
