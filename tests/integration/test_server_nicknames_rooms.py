@@ -213,3 +213,14 @@ async def test_async_client_sends_by_nickname_and_lists_rooms(server: ServerThre
         await b.join("lobby")
         assert await a.list_rooms() == [RoomInfo("lobby", 1, RoomFlags.NONE)]
         assert (await b.rooms()).rooms == (RoomInfo("lobby", 1, RoomFlags.MEMBER),)
+
+
+def test_send_by_a_huge_nickname_is_answered_briefly(server: ServerThread) -> None:
+    """A nickname field of 60,000 control characters: NO_SUCH_CLIENT with a short message
+    (escaped whole, it would not even fit an ERROR's str16), and the connection goes on."""
+    with RawPeer(server.port) as peer:
+        peer.send(SendNickRequest("\x00" * 60_000, "hi", request_id=4))
+        error = peer.expect_error(ErrorCode.NO_SUCH_CLIENT, 4)
+        assert len(error.message) < 500 and "60000 characters" in error.message
+        peer.send(RoomsRequest(request_id=5))
+        assert peer.expect(RoomsOk).request_id == 5

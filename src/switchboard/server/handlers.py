@@ -154,9 +154,18 @@ def send_nick(server: SwitchboardServer, conn: ClientConnection, req: SendNickRe
         raise RequestFailed(ErrorCode.TEXT_TOO_LONG, _too_long(len(text), server.max_text))
     target = server.clients.by_nick(req.nick)
     if target is None or target.closing or not target.authenticated:
-        raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {req.nick!r}")
+        raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {_shown(req.nick)}")
     message_id = forward_direct(server, conn, target, text)
     return SendNickOk(message_id, target.client_id, request_id=req.request_id)
+
+
+def _shown(nick: str) -> str:
+    """``nick`` quoted for an ERROR and the log: escaped, and cut to the longest nickname there
+    can be (the field could hold 64 KiB, and its escaped form would not fit an ERROR)."""
+    limit = defaults.MAX_NICK_CHARS
+    if len(nick) <= limit:
+        return repr(nick)
+    return f"{nick[:limit]!r}... ({len(nick)} characters: no nickname is longer than {limit})"
 
 
 def rooms(server: SwitchboardServer, conn: ClientConnection, req: RoomsRequest) -> Reply:
