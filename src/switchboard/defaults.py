@@ -58,6 +58,11 @@ MAX_ROOMS: Final = 10_000
 #: 64 MiB holds the full 50-message history of ~900 rooms of 1 KB messages; a room that
 #: empties is deleted with its history, so the budget is given back when its members leave.
 HISTORY_BYTES: Final = 64 * 1024 * 1024
+#: Rooms one ROOMS answer lists at most (the client pages on by name).  256 records of the
+#: longest room name (32 characters, at most 128 bytes) make about 35 KB: one answer stays
+#: below the 64 KiB frame a client must accept, whatever the number of rooms.  (IRC servers
+#: send /LIST whole, one line per channel, and throttle it instead.)
+MAX_ROOMS_LISTED: Final = 256
 
 #: Outbound bytes queued for one client above which a SEND to it gets RECIPIENT_BUSY
 #: (the transport's high-water mark: we stop reading from that client too).

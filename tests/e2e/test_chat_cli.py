@@ -263,7 +263,7 @@ def test_a_nickname_in_use_or_invalid_is_refused_with_exit_code_2(
     assert invalid.finish() == 2
     assert "INVALID_NICK" in invalid.stderr and "Traceback" not in invalid.stderr
     # The refused ones never joined: alice saw nobody come.
-    alice.say("/list")
+    alice.say("/who")
     alice.expect(r"^In lobby: 1$")
     assert alice.finish() == 0
     assert alice.count(r"^\* .*\(#\d+\) joined lobby") == 0, alice.text()
@@ -379,9 +379,9 @@ def test_several_rooms_name_the_room_and_lines_go_to_the_current_one(
     alice.expect(r"^\* talking in lobby now$")
     alice.say("in the lobby")
     alice.expect(rf"^{STAMP} \[lobby\] alice\(#{alice.client_id}\): in the lobby$")
-    alice.say("/list")
+    alice.say("/who")
     alice.expect(r"^In lobby: 1$")
-    alice.say("/list all")
+    alice.say("/who all")
     alice.expect(r"^Connected clients: 2$")
     assert alice.finish() == 0 and bob.finish() == 0
     assert bob.count("in the lobby") == 0

@@ -53,11 +53,17 @@ from switchboard.protocol import (
     ListRequest,
     Message,
     NameRequest,
+    NickChanged,
     NickRequest,
     Ping,
     PingRequest,
     Pong,
     Receipt,
+    RoomInfo,
+    RoomsOk,
+    RoomsRequest,
+    SendNickOk,
+    SendNickRequest,
     SendRequest,
     Shutdown,
     TimeRequest,
@@ -249,7 +255,10 @@ RENAMED_BY_CLASS = {
     "NameOk": {"name": "server_name"},
     "Left": {"reason": "left_reason"},
     "Shutdown": {"reason": "shutdown_reason"},
+    "RoomsOk": {"total": "rooms.total", "more": "rooms.more", "rooms": "rooms.count"},
 }
+#: Record list fields: the tree each record is shown in, and its fields as tshark shows them.
+RECORD_TREES = {"clients": "switchboard.client", "rooms": "switchboard.room_info"}
 
 
 def expected_fields(frame: Frame) -> dict[str, Any]:
@@ -271,9 +280,9 @@ def expected_fields(frame: Frame) -> dict[str, Any]:
             continue
         value = getattr(frame, f.name)
         key = "switchboard." + renamed.get(f.name, f.name)
-        if f.name == "clients":
+        if f.name in RECORD_TREES:
             out[key] = str(len(value))
-            out["switchboard.client"] = [record_fields(info) for info in value]
+            out[RECORD_TREES[f.name]] = [record_fields(info) for info in value]
         elif f.name == "flags":
             out[key] = f"0x{value:02x}"
         else:
@@ -281,7 +290,13 @@ def expected_fields(frame: Frame) -> dict[str, Any]:
     return out
 
 
-def record_fields(info: ClientInfo) -> dict[str, str]:
+def record_fields(info: ClientInfo | RoomInfo) -> dict[str, str]:
+    if isinstance(info, RoomInfo):
+        return {
+            "switchboard.room_info.name": info.name,
+            "switchboard.room_info.members": str(info.members),
+            "switchboard.room_info.flags": f"0x{info.flags:02x}",
+        }
     return {
         "switchboard.client.id": str(info.client_id),
         "switchboard.client.ip": info.ip,
@@ -296,7 +311,7 @@ def matches(tree: dict[str, Any], expected: dict[str, Any]) -> dict[str, tuple[A
     wrong = {}
     for key, want in expected.items():
         got = tree.get(key)
-        if key == "switchboard.client":
+        if key in RECORD_TREES.values():
             got = trees(tree, key)
             got = (
                 [{k: v for k, v in record.items() if k in want[0]} for record in got]
@@ -449,9 +464,17 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
             assert alice.expect(Message).room == "lobby"
             alice.send(NickRequest("alice2", request_id=10))
             alice.expect(NickOk)
+            assert bob.expect(NickChanged) == NickChanged(a_id, "alice", "alice2")
             alice.send(LeaveRequest("lobby", request_id=11))
             alice.expect(LeaveOk)
             assert bob.expect(Left).nick == "alice2"
+            bob.send(RoomsRequest(request_id=4))
+            assert bob.expect(RoomsOk).rooms == (RoomInfo("lobby", 1, 1),)
+            alice.send(SendNickRequest("鲍勃", "by name", request_id=12))
+            assert alice.expect(SendNickOk).target == b_id
+            by_name = bob.expect(Message)
+            bob.send(Ack(by_name.message_id))
+            alice.expect(Receipt)
 
             # The client library, on a connection of its own.
             with Client("127.0.0.1", port, nick="carol", timeout=WAIT_S) as carol:
@@ -524,6 +547,9 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
     find(packets, f'Indication MESSAGE #{b_id}→#{a_id} in "lobby" "hi room 🎉"')
     find(packets, 'Request SEND id=8 →#999 "anyone?"')
     find(packets, f'Indication LEFT "lobby" #{a_id} "alice2" LEFT')
+    find(packets, 'Request SEND_NICK id=12 →"鲍勃" "by name"')
+    find(packets, f'Indication NICK_CHANGED #{a_id} "alice"→"alice2"')
+    find(packets, "Request ROOMS id=4")
 
     # The split frame: reassembled in the packet of its second segment, next to the TIME.
     second = find(packets, f'Request SEND id=6 →#{b_id} "{SPLIT_TEXT}"')

@@ -158,7 +158,7 @@ def test_each_option_by_number(spawn: Spawn, server: ServerThread) -> None:
     child.expect(r"100/100 responses in \d+ ms")
 
     child.sendline("6")
-    child.expect_exact(f"Target id (last list: {my_id}):")
+    child.expect_exact(f"Target id or nickname (last list: {my_id}):")
     child.sendline(str(my_id))
     child.expect_exact("Text:")
     child.sendline("hello there, 你好 👍")
@@ -205,8 +205,20 @@ def test_typed_commands_and_time_100(spawn: Spawn, server: ServerThread) -> None
         got = other.next_indication(WAIT_S)
         assert got is not None and getattr(got, "text", None) == "hello there"
         assert getattr(got, "sender_id", None) == my_id
+        child.sendline("send BOB by name")  # a nickname: the server resolves it
+        child.expect_exact(f"to BOB (#{other.client_id}): forwarded")
+        got = other.next_indication(WAIT_S)
+        assert got is not None and getattr(got, "text", None) == "by name"
+        child.sendline("send nobody x")
+        child.expect_exact("Nobody is connected as nobody — list the clients first.")
+        other.join("lobby")
+        child.sendline("rooms")
+        child.expect_exact("1 room(s):")
+        child.expect_exact("lobby  1 member")
+        child.sendline("8")
+        child.expect_exact("1 room(s):")
         child.sendline("help")
-        child.expect_exact("send ID TEXT")
+        child.expect_exact("send TO TEXT")
         child.sendline("lsit")
         child.expect_exact("did you mean 'list'?")
         child.sendline("disconnect")

@@ -13,6 +13,7 @@ from switchboard.protocol import (
     LeftReason,
     Message,
     MessageFlags,
+    NickChanged,
     Receipt,
 )
 
@@ -60,8 +61,16 @@ def test_plain_lines_are_said(line: str, text: str) -> None:
         ("/msg 3 hi there", model.PrivateMessage(3, "hi there")),
         ("/msg #3 你好", model.PrivateMessage(3, "你好")),
         ("/MSG 3 x", model.PrivateMessage(3, "x")),
-        ("/list", model.ListMembers(everyone=False)),
-        ("/list all", model.ListMembers(everyone=True)),
+        ("/msg bob hi", model.PrivateMessage("bob", "hi")),
+        ("/msg 爱丽丝 你好", model.PrivateMessage("爱丽丝", "你好")),
+        ("/msg @12 hi", model.PrivateMessage("12", "hi")),  # a nickname made of digits
+        ("/msg @#12 hi", model.PrivateMessage("#12", "hi")),
+        ("/msg @@x hi", model.PrivateMessage("@x", "hi")),
+        ("/msg #x hi", model.PrivateMessage("#x", "hi")),  # not an id: a nickname
+        ("/msg ١٢ hi", model.PrivateMessage("١٢", "hi")),  # ids are ASCII digits
+        ("/list", model.ListRooms()),
+        ("/who", model.ListMembers(everyone=False)),
+        ("/who all", model.ListMembers(everyone=True)),
         ("/time", model.GetTime()),
         ("/name", model.GetName()),
         ("/join dev", model.Join("dev")),
@@ -82,13 +91,14 @@ def test_commands(line: str, action: model.Action) -> None:
 @pytest.mark.parametrize(
     "line, words",
     [
-        ("/msg", "Usage: /msg ID TEXT"),
-        ("/msg 3", "Usage: /msg ID TEXT"),
-        ("/msg 3    ", "Usage: /msg ID TEXT"),
-        ("/msg bob hi", "'bob' is not a client id"),
+        ("/msg", "Usage: /msg TO TEXT"),
+        ("/msg 3", "Usage: /msg TO TEXT"),
+        ("/msg 3    ", "Usage: /msg TO TEXT"),
         ("/msg 0 hi", "'0' is not a client id"),
         ("/msg 4294967296 hi", "is not a client id"),
-        ("/list everyone", "Usage: /list"),
+        ("/msg @ hi", "'@' needs a nickname after it"),
+        ("/who everyone", "Usage: /who"),
+        ("/list all", "Usage: /list (the rooms)"),
         ("/join", "Usage: /join ROOM"),
         ("/join two words", "Usage: /join ROOM"),
         ("/nick", "Usage: /nick NAME"),
@@ -120,8 +130,8 @@ def test_a_typed_replacement_character_is_text() -> None:
 
 def test_help_names_every_command() -> None:
     text = "\n".join(model.help_lines())
-    for command in ("/msg ID TEXT", "/list [all]", "/time", "/name", "/join ROOM", "/leave [ROOM]",
-                    "/nick NAME", "/help", "/quit", "//"):  # fmt: skip
+    for command in ("/msg TO TEXT", "/list", "/who [all]", "/time", "/name", "/join ROOM",
+                    "/leave [ROOM]", "/nick NAME", "/help", "/quit", "//", "/msg @12"):  # fmt: skip
         assert command in text
 
 
@@ -170,8 +180,20 @@ def test_private_lines_and_receipts() -> None:
     assert model.private_line(message("psst", room=""), clock=clock) == (
         "[12:01:33] alice(#3) → you: psst"
     )
-    assert model.sent_private_line(3, "psst", T, clock=clock) == (
+    assert model.sent_private_line("#3", "psst", T, clock=clock) == (
         "[12:01:33] you → #3: psst (forwarded)"
+    )
+    assert model.sent_private_line("bob (#3)", "psst", T, clock=clock) == (
+        "[12:01:33] you → bob (#3): psst (forwarded)"
+    )
+
+
+def test_nick_change_line() -> None:
+    assert model.nick_changed_line(NickChanged(3, "alice", "carolyn")) == (
+        "* alice(#3) is now known as carolyn"
+    )
+    assert model.nick_changed_line(NickChanged(3, "", "bo\x1bb")) == (
+        "* #3 is now known as bo\\x1bb"
     )
     assert model.receipt_line(Receipt(9, 3, 1)) == "* your message to #3 was delivered"
     assert model.receipt_line(Receipt(9, 3, 2)) == (
@@ -250,3 +272,9 @@ def test_completion_offers_commands_rooms_and_ids() -> None:
     assert set(model.COMMANDS) <= set(words)
     assert words["/join"] == {"lobby": None} and words["/leave"] == {"lobby": None}
     assert words["/msg"] == {"1": None, "5": None}
+    words = state.completion_words([1], ["bob", "12", "#3", "@x", "#x"])
+    # Each nickname as /msg reads it back: "@" only where it would be read as an id.
+    typed = {"1": 1, "bob": "bob", "@12": "12", "@#3": "#3", "@@x": "@x", "#x": "#x"}
+    assert list(words["/msg"]) == list(typed)  # type: ignore[call-overload]
+    for text, target in typed.items():
+        assert model.parse_line(f"/msg {text} hi") == model.PrivateMessage(target, "hi")

@@ -15,10 +15,12 @@ from switchboard.protocol import messages, wire
 from switchboard.protocol.errors import ErrorCode
 from switchboard.protocol.messages import (
     ALL_MESSAGES,
+    CLIENT_LIST,
     ClientInfo,
     LeftReason,
     ReceiptStatus,
     RecordListKind,
+    RoomInfo,
 )
 from switchboard.protocol.wire import AddressFamily, MessageClass, MessageType
 from switchboard.services.udpchat import codec as udp
@@ -33,9 +35,13 @@ def kinds_of(cls: type) -> list[tuple[str, str]]:
     """``cls``'s payload fields in wire order (as the codec compiles them), with the kind
     names the Lua tables use."""
     return [
-        (name, "client_list" if isinstance(kind, RecordListKind) else kind.name)
+        (name, _list_kind(kind) if isinstance(kind, RecordListKind) else kind.name)
         for name, kind in messages._field_kinds(cls)
     ]
+
+
+def _list_kind(kind: RecordListKind) -> str:
+    return "client_list" if kind is CLIENT_LIST else "room_list"
 
 
 def lua_calls(function: str) -> dict[str, list[str]]:
@@ -81,6 +87,12 @@ def test_the_client_record_matches() -> None:
     match = re.search(r"local CLIENT_INFO = (\{.*\})\n", LUA)
     assert match
     assert FIELD.findall(match.group(1)) == kinds_of(ClientInfo)
+
+
+def test_the_room_record_matches() -> None:
+    match = re.search(r"local ROOM_INFO = (\{.*\})\n", LUA)
+    assert match
+    assert FIELD.findall(match.group(1)) == kinds_of(RoomInfo)
 
 
 @pytest.mark.parametrize(

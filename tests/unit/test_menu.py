@@ -36,6 +36,7 @@ def test_menu_shows_only_connect_and_exit_while_disconnected() -> None:
         "5. List clients",
         "6. Send message",
         "7. Exit",
+        "8. List rooms",
     ]
 
 
@@ -51,6 +52,10 @@ def test_menu_shows_only_connect_and_exit_while_disconnected() -> None:
         ("7", Exit()),
         (" 3 100 ", GetTime(100)),
         ("6 4 hi", SendMessage(4, "hi")),
+        ("6 alice hi", SendMessage("alice", "hi")),
+        ("send @4 hi", SendMessage("4", "hi")),
+        ("8", menu.ListRooms()),
+        ("rooms", menu.ListRooms()),
     ],
 )
 def test_numbers_when_connected(line: str, action: menu.Action) -> None:
@@ -104,7 +109,7 @@ def test_allowed_while_disconnected(line: str) -> None:
 @pytest.mark.parametrize(
     ("line", "connected", "message"),
     [
-        ("8", True, "There is no option 8: choose 1, 2, 3, 4, 5, 6, 7."),
+        ("9", True, "There is no option 9: choose 1, 2, 3, 4, 5, 6, 7, 8."),
         ("0", False, "There is no option 0: choose 1, 7."),
         ("lsit", True, "Unknown command 'lsit': did you mean 'list'?"),
         ("frobnicate", True, "Unknown command 'frobnicate': Type help"),
@@ -123,7 +128,8 @@ def test_allowed_while_disconnected(line: str) -> None:
         ("time 10001", True, "is not a number of requests"),
         ("time many", True, "is not a number of requests"),
         ("time -1", True, "is not a number of requests"),
-        ("send x hi", True, "'x' is not a client id"),
+        ("send 0 hi", True, "'0' is not a client id"),
+        ("send @ hi", True, "'@' needs a nickname after it"),
         ("send 0 hi", True, "'0' is not a client id"),
         ("send 4294967296 hi", True, "is not a client id"),
     ],
@@ -210,7 +216,7 @@ def test_completion_words_follow_the_state() -> None:
     assert set(menu.completions(False)) == {"connect", "quit", "exit", "help"}
     words = menu.completions(True, [5, 2, 5])
     assert set(words) == {
-        "connect", "disconnect", "time", "name", "list", "send", "quit", "exit", "help"
+        "connect", "disconnect", "time", "name", "list", "send", "quit", "exit", "help", "rooms"
     }  # fmt: skip
     assert words["send"] == {"2": None, "5": None}  # the ids of the last list, once each
     assert set(words["time"]) == {"1", "100"}  # type: ignore[arg-type]
@@ -221,7 +227,8 @@ def test_help_lists_what_is_available() -> None:
     offline = "\n".join(menu.help_lines(False))
     online = "\n".join(menu.help_lines(True))
     assert "connect [HOST] [PORT]" in offline and "quit" in offline
-    assert "send ID TEXT" not in offline and "send ID TEXT" in online
+    assert "send TO TEXT" not in offline and "send TO TEXT" in online
+    assert "rooms" in online and "(or 8)" in online
     assert "time [N]" in online and "(or 3)" in online
 
 

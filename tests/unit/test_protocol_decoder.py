@@ -423,6 +423,14 @@ def test_client_list_count_is_refused_before_looping() -> None:
     assert "list of ClientInfo" in event.error.message
 
 
+def test_room_list_count_is_refused_before_looping() -> None:
+    # RoomsOk: total, more, then 2^32 - 1 announced rooms in no bytes at all
+    payload = b"\x00\x0c" + b"\x00\x00\x00\x01" + b"\x00" + b"\xff\xff\xff\xff"
+    (event,) = decode_all(frame(RESP, MessageType.OK, payload))
+    assert isinstance(event, InvalidFrame)
+    assert "list of RoomInfo" in event.error.message
+
+
 # --- the fuzz invariant ----------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from switchboard.protocol import (
     Message,
     NameOk,
     NameRequest,
+    NickChanged,
     NickOk,
     NickRequest,
     Ping,
@@ -44,6 +45,12 @@ from switchboard.protocol import (
     Pong,
     Receipt,
     ReceiptStatus,
+    RoomFlags,
+    RoomInfo,
+    RoomsOk,
+    RoomsRequest,
+    SendNickOk,
+    SendNickRequest,
     SendOk,
     SendRequest,
     Shutdown,
@@ -209,6 +216,39 @@ GOLDEN: dict[str, tuple[Frame, str]] = {
         "53 42 01 03 00 85 00 00 00 00 00 00 00 11"
         " 00 05 6c 6f 62 62 79 00 00 00 02 00 03 62 6f 62"
         " 01",
+    ),
+    "SendNickRequest": (
+        SendNickRequest(request_id=11, nick="bob", text="hi bob"),
+        "53 42 01 01 00 0b 00 00 00 0b 00 00 00 0f 00 03 62 6f 62 00 00 00 06 68 69 20 62 6f 62",
+    ),
+    "RoomsRequest": (
+        RoomsRequest(request_id=12, after=""),
+        "53 42 01 01 00 0c 00 00 00 0c 00 00 00 02 00 00",
+    ),
+    "SendNickOk": (
+        SendNickOk(request_id=11, message_id=44, target=2),
+        "53 42 01 02 00 40 00 00 00 0b 00 00 00 0e 00 0b 00 00 00 00 00 00 00 2c 00 00 00 02",
+    ),
+    "RoomsOk": (
+        RoomsOk(
+            request_id=12,
+            total=2,
+            more=0,
+            rooms=(
+                RoomInfo(name="chess", members=1, flags=RoomFlags.NONE),
+                RoomInfo(name="lobby", members=2, flags=RoomFlags.MEMBER),
+            ),
+        ),
+        "53 42 01 02 00 40 00 00 00 0c 00 00 00 23"
+        " 00 0c 00 00 00 02 00 00 00 00 02 00 05 63 68 65"
+        " 73 73 00 00 00 01 00 00 05 6c 6f 62 62 79 00 00"
+        " 00 02 01",
+    ),
+    "NickChanged": (
+        NickChanged(request_id=0, client_id=2, old_nick="bob", new_nick="robert"),
+        "53 42 01 03 00 89 00 00 00 00 00 00 00 11"
+        " 00 00 00 02 00 03 62 6f 62 00 06 72 6f 62 65 72"
+        " 74",
     ),
     "Ping": (Ping(request_id=0), "53 42 01 03 00 86 00 00 00 00 00 00 00 00"),
     "Pong": (Pong(request_id=0), "53 42 01 03 00 87 00 00 00 00 00 00 00 00"),

@@ -15,6 +15,7 @@ from protocol_strategies import (
     any_message,
     message_strategy,
 )
+from switchboard import defaults
 from switchboard.protocol import (
     ALL_MESSAGES,
     HEADER_SIZE,
@@ -24,6 +25,9 @@ from switchboard.protocol import (
     ListOk,
     Message,
     NickRequest,
+    RoomFlags,
+    RoomInfo,
+    RoomsOk,
     TimeOk,
     Welcome,
     encode,
@@ -101,6 +105,18 @@ def test_ipv6_zone_id_is_dropped_on_the_wire() -> None:
     decoded = round_trip(msg)
     assert isinstance(decoded, Welcome)
     assert decoded.ip == "fe80::1"
+
+
+def test_room_lists_empty_and_a_full_page() -> None:
+    assert round_trip(RoomsOk(0, 0, ())) == RoomsOk(0, 0, ())
+    rooms = tuple(
+        RoomInfo("房" * 32 if i % 2 else f"r{i}", i, RoomFlags(i % 2))
+        for i in range(defaults.MAX_ROOMS_LISTED)
+    )
+    ok = RoomsOk(10_000, 1, rooms, request_id=3)
+    assert round_trip(ok) == ok
+    # A full page of the longest names stays inside the frame a client must accept.
+    assert len(encode(ok)) < defaults.MAX_FRAME
 
 
 def test_client_lists_empty_and_long() -> None:

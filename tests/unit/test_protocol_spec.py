@@ -20,6 +20,7 @@ from switchboard.protocol import (
     ErrorCode,
     MessageClass,
     MessageType,
+    RoomInfo,
     wire,
 )
 from switchboard.protocol.messages import RecordListKind
@@ -39,6 +40,8 @@ TABLE_ANCHORS: dict[str, str] = {
     "JoinRequest": "#### JOIN (`0x07`) and LEAVE (`0x08`)",
     "LeaveRequest": "#### JOIN (`0x07`) and LEAVE (`0x08`)",
     "BroadcastRequest": "#### BROADCAST (`0x09`)",
+    "SendNickRequest": "#### SEND_NICK (`0x0B`)",
+    "RoomsRequest": "#### ROOMS (`0x0C`)",
     "HelloOk": "**HelloOk**",
     "TimeOk": "**TimeOk**",
     "NameOk": "**NameOk**",
@@ -48,6 +51,8 @@ TABLE_ANCHORS: dict[str, str] = {
     "JoinOk": "**JoinOk**",
     "LeaveOk": "**LeaveOk**",
     "BroadcastOk": "**BroadcastOk**",
+    "SendNickOk": "**SendNickOk**",
+    "RoomsOk": "**RoomsOk**",
     "ErrorResponse": "#### ERROR (`0x41`)",
     "Welcome": "#### WELCOME (`0x80`",
     "Message": "#### MESSAGE (`0x81`",
@@ -56,7 +61,9 @@ TABLE_ANCHORS: dict[str, str] = {
     "Joined": "#### JOINED (`0x84`",
     "Left": "#### LEFT (`0x85`",
     "Shutdown": "#### SHUTDOWN (`0x88`",
+    "NickChanged": "#### NICK_CHANGED (`0x89`",
     "ClientInfo": "### The ClientInfo record",
+    "RoomInfo": "### The RoomInfo record",
 }
 
 
@@ -100,7 +107,7 @@ def documented_rows(cls: type) -> list[tuple[str, str, str]]:
     return rows
 
 
-PAYLOAD_CLASSES = [cls for cls in [*ALL_MESSAGES, ClientInfo] if payload_fields(cls)]
+PAYLOAD_CLASSES = [cls for cls in [*ALL_MESSAGES, ClientInfo, RoomInfo] if payload_fields(cls)]
 
 
 @pytest.mark.parametrize("cls", PAYLOAD_CLASSES, ids=lambda cls: cls.__name__)

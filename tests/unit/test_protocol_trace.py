@@ -21,8 +21,13 @@ from switchboard.protocol import (
     Left,
     ListOk,
     Message,
+    NickChanged,
     ProtocolError,
     Receipt,
+    RoomFlags,
+    RoomInfo,
+    RoomsOk,
+    SendNickRequest,
     SendRequest,
     TimeOk,
     encode,
@@ -108,6 +113,21 @@ def test_client_lists_show_records_and_summarise_long_ones() -> None:
     assert "#20 [::1]:40020" in line
     assert "#21 " not in line
     assert "... 10 more]" in line
+
+
+def test_room_lists_nick_changes_and_send_by_nickname() -> None:
+    rooms = (RoomInfo("chess", 1, RoomFlags.NONE), RoomInfo("大厅", 2, RoomFlags.MEMBER))
+    line = format_trace("<<-", RoomsOk(2, 0, rooms, request_id=7))
+    assert line.startswith("<<- RESPONSE   OK(ROOMS)     id=7")
+    assert 'total=2 more=0 rooms=2["chess" 1, "大厅" 2 member]' in line
+    many = tuple(RoomInfo(f"r{i}", 1, 0) for i in range(25))
+    assert "... 5 more]" in format_trace("<<-", RoomsOk(25, 0, many, request_id=1))
+    line = format_trace("<<-", NickChanged(3, "alice", "carolyn"))
+    assert line.endswith(
+        'NICK_CHANGED  id=0    len=20    client_id=3 old_nick="alice" new_nick="carolyn"'
+    )
+    line = format_trace("->>", SendNickRequest("bob", "hi", request_id=4))
+    assert 'SEND_NICK     id=4    len=11    nick="bob" text="hi"' in line
 
 
 def test_tokens_never_show_in_text_or_hex() -> None:

@@ -25,6 +25,8 @@ local DEFAULT_UDP_PORT = 7002 -- switchboard.defaults.UDPCHAT_PORT
 local DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 -- Smallest ClientInfo record: u32 + addr(none) + u16 + str16("") + i64.
 local CLIENT_INFO_MIN_SIZE = 4 + 1 + 2 + 2 + 8
+-- Smallest RoomInfo record: str16("") + u32 + u8.
+local ROOM_INFO_MIN_SIZE = 2 + 4 + 1
 -- Characters of text shown in the Info column before it is cut with an ellipsis.
 local INFO_TEXT_CHARS = 40
 
@@ -35,10 +37,11 @@ local CLASSES = { [1] = "Request", [2] = "Response", [3] = "Indication" }
 local TYPES = {
     [0x01] = "HELLO", [0x02] = "TIME", [0x03] = "NAME", [0x04] = "LIST", [0x05] = "SEND",
     [0x06] = "NICK", [0x07] = "JOIN", [0x08] = "LEAVE", [0x09] = "BROADCAST",
-    [0x0A] = "PING_REQUEST",
+    [0x0A] = "PING_REQUEST", [0x0B] = "SEND_NICK", [0x0C] = "ROOMS",
     [0x40] = "OK", [0x41] = "ERROR",
     [0x80] = "WELCOME", [0x81] = "MESSAGE", [0x82] = "ACK", [0x83] = "RECEIPT",
     [0x84] = "JOINED", [0x85] = "LEFT", [0x86] = "PING", [0x87] = "PONG", [0x88] = "SHUTDOWN",
+    [0x89] = "NICK_CHANGED",
 }
 
 local ERROR_CODES = {
@@ -55,6 +58,7 @@ local LEFT_REASONS = { [1] = "LEFT", [2] = "DISCONNECTED", [3] = "TIMED_OUT" }
 local ADDRESS_FAMILIES = { [0] = "none", [4] = "IPv4", [6] = "IPv6" }
 local ADDRESS_SIZES = { [0] = 0, [4] = 4, [6] = 16 }
 local FLAG_HISTORY = 0x01
+local FLAG_MEMBER = 0x01 -- RoomInfo flags
 
 -- --- message tables (mirror protocol/messages.py) ----------------------------------------------
 
@@ -80,6 +84,8 @@ msg(0x07, "JOIN", REQUEST, "JoinRequest", { {"room", "str16"} })
 msg(0x08, "LEAVE", REQUEST, "LeaveRequest", { {"room", "str16"} })
 msg(0x09, "BROADCAST", REQUEST, "BroadcastRequest", { {"room", "str16"}, {"text", "str32"} })
 msg(0x0A, "PING_REQUEST", REQUEST, "PingRequest", {})
+msg(0x0B, "SEND_NICK", REQUEST, "SendNickRequest", { {"nick", "str16"}, {"text", "str32"} })
+msg(0x0C, "ROOMS", REQUEST, "RoomsRequest", { {"after", "str16"} })
 msg(0x41, "ERROR", RESPONSE, "ErrorResponse", { {"code", "u16"}, {"name", "str16"}, {"message", "str16"} })
 msg(0x80, "WELCOME", INDICATION, "Welcome", { {"client_id", "u32"}, {"server_name", "str16"}, {"version", "u16"}, {"heartbeat_ms", "u32"}, {"max_frame", "u32"}, {"max_text", "u32"}, {"max_clients", "u32"}, {"ip", "addr"}, {"port", "u16"} })
 msg(0x81, "MESSAGE", INDICATION, "Message", { {"message_id", "u64"}, {"sender_id", "u32"}, {"sender_ip", "addr"}, {"sender_port", "u16"}, {"sender_nick", "str16"}, {"room", "str16"}, {"sent_ms", "i64"}, {"flags", "u8"}, {"text", "str32"} })
@@ -90,6 +96,7 @@ msg(0x85, "LEFT", INDICATION, "Left", { {"room", "str16"}, {"client_id", "u32"},
 msg(0x86, "PING", INDICATION, "Ping", {})
 msg(0x87, "PONG", INDICATION, "Pong", {})
 msg(0x88, "SHUTDOWN", INDICATION, "Shutdown", { {"reason", "str16"} })
+msg(0x89, "NICK_CHANGED", INDICATION, "NickChanged", { {"client_id", "u32"}, {"old_nick", "str16"}, {"new_nick", "str16"} })
 
 ok(0x01, "HelloOk", { {"version", "u16"}, {"client_id", "u32"}, {"nick", "str16"} })
 ok(0x02, "TimeOk", { {"epoch_ms", "i64"}, {"utc_offset_s", "i32"}, {"zone", "str16"} })
@@ -101,8 +108,11 @@ ok(0x07, "JoinOk", { {"room", "str16"}, {"members", "u32"}, {"history", "u32"} }
 ok(0x08, "LeaveOk", { {"room", "str16"} })
 ok(0x09, "BroadcastOk", { {"message_id", "u64"}, {"reached", "u32"} })
 ok(0x0A, "PingOk", {})
+ok(0x0B, "SendNickOk", { {"message_id", "u64"}, {"target", "u32"} })
+ok(0x0C, "RoomsOk", { {"total", "u32"}, {"more", "u8"}, {"rooms", "room_list"} })
 
 local CLIENT_INFO = { {"client_id", "u32"}, {"ip", "addr"}, {"port", "u16"}, {"nick", "str16"}, {"connected_ms", "i64"} }
+local ROOM_INFO = { {"name", "str16"}, {"members", "u32"}, {"flags", "u8"} }
 
 local OK_TYPE = 0x40
 local ERROR_TYPE = 0x41
@@ -172,6 +182,18 @@ local f = {
     client_nick = ProtoField.string("switchboard.client.nick", "Nickname", base.UNICODE),
     client_connected_ms = ProtoField.int64("switchboard.client.connected_ms", "Connected (ms since epoch)", base.DEC),
     client_connected_time = ProtoField.absolute_time("switchboard.client.connected_time", "Connected", base.UTC),
+    -- NICK_CHANGED, ROOMS and the RoomInfo records of a room list
+    old_nick = ProtoField.string("switchboard.old_nick", "Old nickname", base.UNICODE),
+    new_nick = ProtoField.string("switchboard.new_nick", "New nickname", base.UNICODE),
+    after = ProtoField.string("switchboard.after", "After room", base.UNICODE),
+    rooms_total = ProtoField.uint32("switchboard.rooms.total", "Rooms on the server", base.DEC),
+    rooms_more = ProtoField.uint8("switchboard.rooms.more", "More rooms follow", base.DEC),
+    room_count = ProtoField.uint32("switchboard.rooms.count", "Room count", base.DEC),
+    room_record = ProtoField.none("switchboard.room_info", "Room"),
+    room_name = ProtoField.string("switchboard.room_info.name", "Name", base.UNICODE),
+    room_members = ProtoField.uint32("switchboard.room_info.members", "Members", base.DEC),
+    room_flags = ProtoField.uint8("switchboard.room_info.flags", "Flags", base.HEX),
+    flag_member = ProtoField.bool("switchboard.room_info.flags.member", "Member (you are in it)", 8, nil, FLAG_MEMBER),
 }
 
 local field_list = {}
@@ -192,16 +214,21 @@ local FIELD_OF = {
     port = f.port, sender_id = f.sender_id, sender_ip = f.sender_ip,
     sender_port = f.sender_port, sender_nick = f.sender_nick, sent_ms = f.sent_ms,
     flags = f.flags, status = f.status, clients = f.client_count,
+    old_nick = f.old_nick, new_nick = f.new_nick, after = f.after, rooms = f.room_count,
 }
 local FIELD_OF_CLASS = {
     ErrorResponse = { code = f.error_code, name = f.error_name, message = f.error_message },
     Left = { reason = f.left_reason },
     Shutdown = { reason = f.shutdown_reason },
+    RoomsOk = { total = f.rooms_total, more = f.rooms_more },
 }
 local RECORD_FIELD_OF = {
     client_id = f.client_client_id, ip = f.client_ip, port = f.client_port,
     nick = f.client_nick, connected_ms = f.client_connected_ms,
 }
+local ROOM_RECORD_FIELD_OF = { name = f.room_name, members = f.room_members, flags = f.room_flags }
+-- Flag bits shown under their flags field.
+local FLAG_BITS_OF = { [f.flags] = f.flag_history, [f.room_flags] = f.flag_member }
 -- Millisecond timestamps also shown as a date (a generated field).
 local TIME_OF = {
     epoch_ms = f.epoch_time, sent_ms = f.sent_time, connected_ms = f.client_connected_time,
@@ -458,6 +485,32 @@ local function read_client_list(ctx, tree, field, label)
     return count
 end
 
+local function read_room_list(ctx, tree, field, label)
+    local count, count_item = read_int(ctx, tree, field, "u32", label .. " count")
+    if count == nil then
+        return nil
+    end
+    if count * ROOM_INFO_MIN_SIZE > ctx.stop - ctx.off then
+        count_item:add_proto_expert_info(ef.bad_count, string.format(
+            "%d records cannot fit in the %d bytes left", count, ctx.stop - ctx.off))
+        ctx.broken = true
+        return nil
+    end
+    -- Bounded: the check above limits count to the bytes left / ROOM_INFO_MIN_SIZE.
+    for index = 1, count do
+        local start = ctx.off
+        local record = tree:add(f.room_record, ctx.tvb(start, ROOM_INFO_MIN_SIZE))
+        local values = read_fields(ctx, record, ROOM_INFO, ROOM_RECORD_FIELD_OF, {})
+        record:set_len(ctx.off - start)
+        if ctx.broken then
+            return nil
+        end
+        record:append_text(string.format(" %d: %s %d member(s)%s", index, quote(values.name),
+            values.members, values.flags % (2 * FLAG_MEMBER) >= FLAG_MEMBER and ", you are in it" or ""))
+    end
+    return count
+end
+
 -- Read `fields` (a list of {python name, kind}) into `tree`; returns the values by name.
 read_fields = function(ctx, tree, fields, field_of, overrides)
     local values = {}
@@ -471,8 +524,8 @@ read_fields = function(ctx, tree, fields, field_of, overrides)
             if value ~= nil and TIME_OF[name] then
                 item:add(TIME_OF[name], ctx.tvb(ctx.off - 8, 8), ms_to_nstime(value)):set_generated()
             end
-            if value ~= nil and name == "flags" then
-                item:add(f.flag_history, ctx.tvb(ctx.off - 1, 1))
+            if value ~= nil and FLAG_BITS_OF[field] then
+                item:add(FLAG_BITS_OF[field], ctx.tvb(ctx.off - 1, 1))
             end
         elseif kind == "str16" or kind == "str32" then
             value = read_str(ctx, tree, field, kind, name)
@@ -480,6 +533,8 @@ read_fields = function(ctx, tree, fields, field_of, overrides)
             value = read_addr(ctx, tree, field, name)
         elseif kind == "client_list" then
             value = read_client_list(ctx, tree, field, name)
+        elseif kind == "room_list" then
+            value = read_room_list(ctx, tree, field, name)
         end
         if ctx.broken then
             return values
@@ -518,6 +573,10 @@ local function request_details(name, v)
         return " " .. quote(v.room)
     elseif name == "BROADCAST" and v.room ~= nil then
         return " room=" .. quote(v.room) .. (v.text and (" " .. quote(v.text)) or "")
+    elseif name == "SEND_NICK" and v.nick ~= nil then
+        return " →" .. quote(v.nick) .. (v.text and (" " .. quote(v.text)) or "")
+    elseif name == "ROOMS" and v.after ~= nil and v.after ~= "" then
+        return " after=" .. quote(v.after)
     end
     return ""
 end
@@ -542,6 +601,8 @@ local function indication_details(name, v, pinfo, frame_tree, frame_tvb)
             name_of(LEFT_REASONS, v.reason, "REASON"))
     elseif name == "SHUTDOWN" and v.reason ~= nil then
         return " " .. quote(v.reason)
+    elseif name == "NICK_CHANGED" and v.new_nick ~= nil then
+        return string.format(" #%d %s→%s", v.client_id, quote(v.old_nick), quote(v.new_nick))
     end
     return ""
 end

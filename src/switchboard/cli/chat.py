@@ -44,6 +44,7 @@ from switchboard.client import (
     RequestTimeout,
     ServerError,
 )
+from switchboard.client.core import as_send_ok, send_request
 from switchboard.protocol import (
     BroadcastRequest,
     Frame,
@@ -55,10 +56,9 @@ from switchboard.protocol import (
     LocalProtocolError,
     Message,
     MessageFlags,
+    NickChanged,
     Receipt,
     ReceiptStatus,
-    SendOk,
-    SendRequest,
     Shutdown,
 )
 
@@ -77,7 +77,7 @@ from .interactive import (
     run_terminal,
     utf8_argument,
 )
-from .menu import CommandError, require_utf8
+from .menu import CommandError, recipient_label, require_utf8
 
 HISTORY_FILE: Final = "chat_history"
 #: Said when Ctrl-C meets an empty line: as in the interactive client, Ctrl-C only clears
@@ -97,7 +97,7 @@ def register(sub: Any) -> None:
         help="chat in a room: every line you type reaches the others, with a timestamp",
         description="Join a chat room under a nickname: each line you type is said to the "
         "room, the others' lines appear with the server's timestamp, joins and leaves as "
-        "they happen.  /help lists the commands (/msg, /list, /time, /name, /join, /leave, "
+        "they happen.  /help lists the commands (/msg, /list, /who, /time, /name, /join, /leave, "
         "/nick, /quit).  With stdin not a terminal each line is said (or run) in turn, "
         "output is plain text, and the end of input waits for the answers, then quits.",
     )
@@ -206,6 +206,7 @@ class ChatClient:
         self._gate: Future[Frame] | None = None
         self._held: list[Line] = []
         self.known_ids: list[int] = []
+        self.known_nicks: list[str] = []  # of the last /who, for completing /msg
 
     # --- what the terminal front end asks -------------------------------------------------
 
@@ -215,7 +216,7 @@ class ChatClient:
 
     def completion_words(self) -> dict[str, object]:
         with self._lock:
-            return self.state.completion_words(self.known_ids)
+            return self.state.completion_words(self.known_ids, self.known_nicks)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -344,6 +345,8 @@ class ChatClient:
             self._leave(client, action.room)
         elif isinstance(action, model.ListMembers):
             self._list(client, action.everyone)
+        elif isinstance(action, model.ListRooms):
+            self.out.lines(render.rooms_lines(client.list_rooms()))
         elif isinstance(action, model.GetTime):
             self.out.line(f"Server time: {render.server_time(client.time())}")
         elif isinstance(action, model.GetName):
@@ -406,12 +409,13 @@ class ChatClient:
         self._ordered(client, BroadcastRequest(room, text), show)
 
     def _private(self, client: Client, action: model.PrivateMessage) -> None:
-        def show(ok: Frame) -> list[Line]:
-            assert isinstance(ok, SendOk)
+        def show(answer: Frame) -> list[Line]:
+            ok = as_send_ok(answer)
             self._pending_receipts.add(ok.message_id)
-            return [(model.sent_private_line(ok.target, action.text, self.server_now_ms()), "")]
+            to = recipient_label(action.target, ok.target)
+            return [(model.sent_private_line(to, action.text, self.server_now_ms()), "")]
 
-        self._ordered(client, SendRequest(action.target, action.text), show)
+        self._ordered(client, send_request(action.target, action.text), show)
 
     def _join(self, client: Client, room: str) -> None:
         with self._lock:
@@ -445,6 +449,7 @@ class ChatClient:
         clients = client.list_clients(room)
         with self._lock:
             self.known_ids = [c.client_id for c in clients]
+            self.known_nicks = [c.nick for c in clients if c.nick]
         title = "Connected clients" if room is None else f"In {room}"
         self.out.lines(model.members_lines(title, clients, client.client_id))
 
@@ -478,6 +483,8 @@ class ChatClient:
             return model.joined_line(frame), "notice"
         if isinstance(frame, Left):
             return model.left_line(frame), "notice"
+        if isinstance(frame, NickChanged):
+            return model.nick_changed_line(frame), "notice"
         if isinstance(frame, Receipt):
             self._pending_receipts.discard(frame.message_id)
             delivered = frame.status == ReceiptStatus.DELIVERED

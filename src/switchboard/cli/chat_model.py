@@ -26,12 +26,13 @@ from switchboard.protocol import (
     LeftReason,
     Message,
     MessageFlags,
+    NickChanged,
     Receipt,
     ReceiptStatus,
 )
 
 from . import render
-from .menu import CommandError, parse_target, require_utf8
+from .menu import CommandError, parse_recipient, require_utf8, typed_nickname
 from .render import safe
 
 Clock = Callable[[int], str]
@@ -49,8 +50,15 @@ class Say:
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:
-    target: int
+    """Send ``text`` to ``target``: a client id (int) or a nickname (str)."""
+
+    target: int | str
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    """The server's rooms (IRC's /list)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +106,24 @@ class Quit:
 
 
 Action = (
-    Say | PrivateMessage | ListMembers | GetTime | GetName | Join | Leave | ChangeNick | Help | Quit
+    Say
+    | PrivateMessage
+    | ListMembers
+    | ListRooms
+    | GetTime
+    | GetName
+    | Join
+    | Leave
+    | ChangeNick
+    | Help
+    | Quit
 )
 
 #: Command -> (arguments, what it does), in the order ``/help`` lists them.
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
-    "/msg": ("ID TEXT", "private message to client ID, with a delivery receipt"),
-    "/list": ("[all]", "who is in the current room (all: every connected client)"),
+    "/msg": ("TO TEXT", "private message to a nickname or client id, with a delivery receipt"),
+    "/list": ("", "the rooms on the server and how many are in each"),
+    "/who": ("[all]", "who is in the current room (all: every connected client)"),
     "/time": ("", "the server's time"),
     "/name": ("", "the server's name"),
     "/join": ("ROOM", "join ROOM (or switch to it) and talk there"),
@@ -133,12 +152,18 @@ def parse_line(line: str) -> Action | None:
     if command == "/msg":
         target_text, _, message = rest.partition(" ")
         if not target_text or not message.strip():
-            raise CommandError("Usage: /msg ID TEXT (a client id from /list, then the text).")
-        return PrivateMessage(parse_target(target_text, see="/list"), message.strip())
-    if command == "/list":
+            raise CommandError(
+                "Usage: /msg TO TEXT (a nickname or a client id from /who, then the text)."
+            )
+        return PrivateMessage(parse_recipient(target_text, see="/who"), message.strip())
+    if command == "/who":
         if rest.lower() not in ("", "all"):
-            raise CommandError("Usage: /list, or /list all for every connected client.")
+            raise CommandError("Usage: /who, or /who all for every connected client.")
         return ListMembers(everyone=bool(rest))
+    if command == "/list":
+        if rest:
+            raise CommandError("Usage: /list (the rooms); /who lists who is in this room.")
+        return ListRooms()
     if command in ("/join", "/nick"):
         if not rest or " " in rest:
             what = "ROOM" if command == "/join" else "NAME"
@@ -170,6 +195,7 @@ def help_lines() -> list[str]:
     lines = ["Type a line and Enter to say it to the current room (shown in the prompt)."]
     lines += [f"  {f'{c} {a}'.strip():<{width}}  {what}" for c, (a, what) in COMMANDS.items()]
     lines.append("A line starting with // says it with one / (//shrug -> /shrug).")
+    lines.append("/msg 12 is client #12; a nickname made of digits is written /msg @12.")
     return lines
 
 
@@ -218,9 +244,9 @@ def private_line(msg: Message, clock: Clock = render.clock) -> str:
     )
 
 
-def sent_private_line(target: int, text: str, sent_ms: int, clock: Clock = render.clock) -> str:
-    """``[12:01:34] you → #3: text (forwarded)``"""
-    return f"{_stamp(sent_ms, clock)} you → #{target}: {safe(text)} (forwarded)"
+def sent_private_line(to: str, text: str, sent_ms: int, clock: Clock = render.clock) -> str:
+    """``[12:01:34] you → bob (#3): text (forwarded)``; ``to`` is ready to print."""
+    return f"{_stamp(sent_ms, clock)} you → {to}: {safe(text)} (forwarded)"
 
 
 def receipt_line(receipt: Receipt) -> str:
@@ -239,6 +265,11 @@ def left_line(frame: Left) -> str:
     # A LEAVE needs no explanation; a disconnection or a timeout does.
     reason = "" if frame.reason == LeftReason.LEFT else f" ({render.left_reason(frame.reason)})"
     return f"* {who(frame.nick, frame.client_id)} left {safe(frame.room)}{reason}"
+
+
+def nick_changed_line(frame: NickChanged) -> str:
+    """``* alice(#3) is now known as carolyn``"""
+    return f"* {who(frame.old_nick, frame.client_id)} is now known as {safe(frame.new_nick)}"
 
 
 def you_joined_line(room: str, members: int, history: int) -> str:
@@ -310,11 +341,16 @@ class ChatState:
         where = ("class:state", self.current) if self.current else ("class:offline", "no room")
         return [("class:prompt", "["), where, ("class:prompt", f"] {self.nick}> ")]
 
-    def completion_words(self, known_ids: Iterable[int] = ()) -> dict[str, object]:
+    def completion_words(
+        self, known_ids: Iterable[int] = (), known_nicks: Iterable[str] = ()
+    ) -> dict[str, object]:
         rooms = {room: None for room in self.rooms}
         words: dict[str, object] = {command: None for command in COMMANDS}
-        words["/msg"] = {str(i): None for i in known_ids} or None
-        words["/list"] = {"all": None}
+        # Nicknames as /msg reads them: one that looks like an id gets its "@".
+        targets = [str(i) for i in known_ids]
+        targets += [typed_nickname(n) for n in known_nicks if " " not in n]
+        words["/msg"] = dict.fromkeys(targets) or None
+        words["/who"] = {"all": None}
         words["/join"] = rooms or None
         words["/leave"] = rooms or None
         return words

@@ -537,6 +537,8 @@ class InteractiveClient:
             self.out.line(f"Server name: {self._client().name()}")
         elif isinstance(action, menu.ListClients):
             self._list()
+        elif isinstance(action, menu.ListRooms):
+            self.out.lines(render.rooms_lines(self._client().list_rooms()))
         elif isinstance(action, menu.SendMessage):
             self._send(action)
 
@@ -759,12 +761,12 @@ class InteractiveClient:
         target = action.target
         if target is None:
             answer = self._ask(
-                f"Target id ({menu.ids_hint(self.known_ids)})",
+                f"Target id or nickname ({menu.ids_hint(self.known_ids)})",
                 [str(i) for i in self.known_ids],
             )
             if not answer:
                 raise Cancelled
-            target = menu.parse_target(answer)
+            target = menu.parse_recipient(answer)
         text = action.text
         if text is None:
             text = self._ask("Text")
@@ -778,7 +780,8 @@ class InteractiveClient:
             early = self._early.pop(ok.message_id, None)
             if early is None:
                 self._pending.add(ok.message_id)
-            self.out.line(f"message {ok.message_id} to #{ok.target}: forwarded", "ok")
+            to = menu.recipient_label(target, ok.target)
+            self.out.line(f"message {ok.message_id} to {to}: forwarded", "ok")
         if early is not None:
             self._print_receipt(early)
 
@@ -791,10 +794,12 @@ def auth_hint(exc: AuthError, *, token_given: bool) -> str:
     return f"the server requires a token ({exc.name}): pass --token or set {env}"
 
 
-def explain(exc: ServerError, target: int | None = None) -> str:
+def explain(exc: ServerError, target: int | str | None = None) -> str:
     """An ERROR in words, with what to do about it."""
-    who = f"#{target}" if target is not None else "that id"
+    who = menu.recipient_label(target) if target is not None else "that id"
     if isinstance(exc, NoSuchClient):
+        if isinstance(target, str):
+            return f"Nobody is connected as {who} — list the clients first."
         return f"No client {who} is connected — list the clients first."
     if isinstance(exc, TextTooLong):
         return f"The message is too long: {render.safe(exc.message)}."

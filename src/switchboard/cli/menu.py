@@ -65,10 +65,15 @@ class ListClients:
 
 
 @dataclass(frozen=True, slots=True)
-class SendMessage:
-    """Send ``text`` to client ``target``; None: ask."""
+class ListRooms:
+    pass
 
-    target: int | None = None
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """Send ``text`` to ``target``, a client id (int) or a nickname (str); None: ask."""
+
+    target: int | str | None = None
     text: str | None = None
 
 
@@ -93,6 +98,7 @@ Action = (
     | GetTime
     | GetName
     | ListClients
+    | ListRooms
     | SendMessage
     | Exit
     | ShowHelp
@@ -121,8 +127,10 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option(3, "time", "Get server time", "time [N]", "ask the time, N requests pipelined", True),
     Option(4, "name", "Get server name", "name", "ask the server's name", True),
     Option(5, "list", "List clients", "list", "list the connected clients", True),
-    Option(6, "send", "Send message", "send ID TEXT", "send TEXT to client ID", True),
+    Option(6, "send", "Send message", "send TO TEXT", "send TEXT to a client id or nickname", True),
     Option(7, "quit", "Exit", "quit", "disconnect and leave", False),
+    # After the lab's seven, which keep their numbers.
+    Option(8, "rooms", "List rooms", "rooms", "list the rooms and who is in how many", True),
 )
 _BY_NUMBER: Final = {o.number: o for o in OPTIONS}
 _BY_WORD: Final = {o.word: o for o in OPTIONS}
@@ -214,7 +222,7 @@ def _parse_option(option: Option, rest: str, from_menu: bool) -> Action:
         if not rest:
             return SendMessage()
         head, _, text = rest.partition(" ")
-        return SendMessage(parse_target(head), text.strip() or None)
+        return SendMessage(parse_recipient(head), text.strip() or None)
     _no_arguments(word, rest)
     if word == "disconnect":
         return Disconnect()
@@ -222,6 +230,8 @@ def _parse_option(option: Option, rest: str, from_menu: bool) -> Action:
         return GetName()
     if word == "list":
         return ListClients()
+    if word == "rooms":
+        return ListRooms()
     return Exit()
 
 
@@ -279,6 +289,44 @@ def parse_target(text: str, *, see: str = "'list'") -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_CLIENT_ID:
         raise CommandError(f"'{text}' is not a client id (a positive number, see {see}).")
     return int(text)
+
+
+def parse_recipient(text: str, *, see: str = "'list'") -> int | str:
+    """Whom a message is for, as typed: a client id (``3`` or ``#3``: ASCII digits) or a
+    nickname (anything else).  A nickname that looks like an id is written with ``@`` before
+    it (``@12`` is the nickname 12, ``@#12`` the nickname #12); ``@`` before any nickname is
+    allowed, so ``@@x`` is the nickname @x."""
+    text = text.strip()
+    if text.startswith("@"):
+        nick = text[1:]
+        if not nick:
+            raise CommandError(f"'@' needs a nickname after it (see {see}).")
+        return nick
+    bare = text.removeprefix("#")
+    if (bare.isascii() and bare.isdigit()) or text == "#":
+        return parse_target(text, see=see)
+    if not text:
+        raise CommandError(f"No recipient: give a client id or a nickname (see {see}).")
+    return text
+
+
+def typed_nickname(nick: str) -> str:
+    """How to type ``nick`` so that ``parse_recipient`` reads that nickname: as it is, or
+    with "@" before it when it would be read as an id (``12`` -> ``@12``)."""
+    try:
+        if parse_recipient(nick) == nick:
+            return nick
+    except CommandError:
+        pass
+    return "@" + nick
+
+
+def recipient_label(target: int | str, client_id: int | None = None) -> str:
+    """``#3``, or ``bob`` / ``bob (#3)`` for a nickname (escaped for the terminal)."""
+    if isinstance(target, int):
+        return f"#{target}"
+    nick = render.safe(target)
+    return nick if client_id is None else f"{nick} (#{client_id})"
 
 
 def parse_host(text: str) -> str:

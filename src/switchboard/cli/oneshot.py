@@ -1,4 +1,4 @@
-"""One-shot, scriptable commands: ``time``, ``name``, ``list``, ``send``, ``listen``."""
+"""One-shot, scriptable commands: ``time``, ``name``, ``list``, ``rooms``, ``send``, ``listen``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from switchboard.protocol import ReceiptStatus
 
 from . import render
 from .common import CliExit, add_connection_args, connect, emit, error_json, say
+from .menu import CommandError, parse_recipient, recipient_label
 
 
 def register(sub: Any) -> None:
@@ -44,12 +45,27 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
-        "send",
-        help="send a message to a client by id",
-        description="Send TEXT to the client TARGET_ID; exit 0 once forwarded (or delivered).",
+        "rooms",
+        help="list the rooms and how many are in each",
+        description="List the server's rooms (IRC's /list): name, members, and whether you "
+        "are in it (a one-shot connection never is).",
     )
     add_connection_args(p)
-    p.add_argument("target", type=int, metavar="TARGET_ID", help="the recipient's client id")
+    p.set_defaults(func=cmd_rooms)
+
+    p = sub.add_parser(
+        "send",
+        help="send a message to a client by id or nickname",
+        description="Send TEXT to TARGET, a client id (3 or #3) or a nickname (alice, resolved "
+        "by the server when it forwards); a nickname made of digits is written @12.  Exit 0 "
+        "once forwarded (or delivered).",
+    )
+    add_connection_args(p)
+    p.add_argument(
+        "target",
+        metavar="TARGET",
+        help="the recipient: a client id, or a nickname (@NICK for one that looks like an id)",
+    )
     p.add_argument("text", metavar="TEXT", help="the message (UTF-8)")
     p.add_argument(
         "--wait-receipt",
@@ -122,10 +138,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rooms(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        rooms = client.list_rooms()
+    if args.json:
+        emit({"rooms": [render.room_json(r) for r in rooms]})
+    else:
+        for line in render.rooms_lines(rooms):
+            say(line)
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        target = parse_recipient(args.target, see="switchboard list")
+    except CommandError as exc:
+        raise CliExit(2, str(exc)) from None
     with connect(args, nick=args.nick) as client:
         try:
-            ok = client.send(args.target, args.text)
+            ok = client.send(target, args.text)
         except ServerError as exc:
             if args.json:
                 emit(error_json(exc))
@@ -140,9 +171,12 @@ def cmd_send(args: argparse.Namespace) -> int:
             except RequestTimeout:
                 status = "forwarded"
     if args.json:
-        emit({"to": ok.target, "status": status, "message_id": ok.message_id})
+        result: dict[str, Any] = {"to": ok.target, "status": status, "message_id": ok.message_id}
+        if isinstance(target, str):  # addressed by nickname: which one (the id is "to")
+            result["to_nick"] = target
+        emit(result)
     else:
-        say(f"message {ok.message_id} to #{ok.target}: {status}")
+        say(f"message {ok.message_id} to {recipient_label(target, ok.target)}: {status}")
     return 0
 
 

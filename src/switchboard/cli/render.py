@@ -19,8 +19,11 @@ from switchboard.protocol import (
     LeftReason,
     Message,
     MessageFlags,
+    NickChanged,
     Receipt,
     ReceiptStatus,
+    RoomFlags,
+    RoomInfo,
     Shutdown,
     Welcome,
 )
@@ -76,6 +79,8 @@ def describe(frame: Frame) -> str:
             return f"{who} (#{frame.client_id}) joined {safe(frame.room)}"
         reason = left_reason(frame.reason)
         return f"{who} (#{frame.client_id}) left {safe(frame.room)} ({reason})"
+    if isinstance(frame, NickChanged):
+        return nick_changed(frame)
     if isinstance(frame, Shutdown):
         return f"the server is shutting down: {safe(frame.reason)}"
     if isinstance(frame, Welcome):
@@ -115,11 +120,39 @@ def to_json(frame: Frame) -> dict[str, Any]:
         if isinstance(frame, Left):
             obj["reason"] = left_reason(frame.reason)
         return obj
+    if isinstance(frame, NickChanged):
+        return {
+            "event": "nick_changed",
+            "id": frame.client_id,
+            "old_nick": frame.old_nick or None,
+            "nick": frame.new_nick,
+        }
     if isinstance(frame, Shutdown):
         return {"event": "shutdown", "reason": frame.reason}
     if isinstance(frame, Welcome):
         return welcome_json(frame)
     return {"event": type(frame).__name__.lower()}
+
+
+def nick_changed(frame: NickChanged) -> str:
+    """``alice (#3) is now known as carolyn``"""
+    old = safe(frame.old_nick) if frame.old_nick else "a client without a nickname"
+    return f"{old} (#{frame.client_id}) is now known as {safe(frame.new_nick)}"
+
+
+def rooms_lines(rooms: list[RoomInfo]) -> list[str]:
+    """One line per room, ``  lobby  3 members  (you are in it)``, after a count line."""
+    width = max((len(safe(r.name)) for r in rooms), default=0)
+    lines = [f"{len(rooms)} room(s)" + (":" if rooms else "")]
+    for r in rooms:
+        members = f"{r.members} member" + ("" if r.members == 1 else "s")
+        mine = "  (you are in it)" if r.flags & RoomFlags.MEMBER else ""
+        lines.append(f"  {safe(r.name).ljust(width)}  {members}{mine}")
+    return lines
+
+
+def room_json(r: RoomInfo) -> dict[str, Any]:
+    return {"name": r.name, "members": r.members, "member": bool(r.flags & RoomFlags.MEMBER)}
 
 
 def welcome_json(w: Welcome) -> dict[str, Any]:

@@ -33,14 +33,16 @@ from switchboard.protocol import (
     PingRequest,
     ProtocolError,
     ReceiptStatus,
+    RoomInfo,
+    RoomsOk,
+    RoomsRequest,
     SendOk,
-    SendRequest,
     TimeOk,
     TimeRequest,
     Welcome,
 )
 
-from .core import ClientCore
+from .core import ClientCore, as_send_ok, next_rooms_page, send_request
 from .errors import ConnectionFailed, ConnectionLost, RequestTimeout
 from .session import ServerTime, silence_reason
 from .tracing import Tracer, trace_received, trace_sent
@@ -228,8 +230,26 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
     async def list_clients(self, room: str | None = None) -> list[ClientInfo]:
         return list((await self.request(ListRequest(room or ""), ListOk)).clients)
 
-    async def send(self, target: int, text: str) -> SendOk:
-        return await self.request(SendRequest(target, text), SendOk)
+    async def send(self, target: int | str, text: str) -> SendOk:
+        """Forward ``text`` to ``target``: a client id (int) or a nickname (str, resolved by
+        the server when it forwards: SEND_NICK); returns once the server has forwarded it,
+        with the id the message went to.  NoSuchClient if nobody has that id or nickname."""
+        return as_send_ok(await self.request(send_request(target, text), Frame))
+
+    async def rooms(self, after: str = "") -> RoomsOk:
+        """One page of the server's rooms (ROOMS): those whose names sort after ``after``."""
+        return await self.request(RoomsRequest(after), RoomsOk)
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        """Every room on the server, in name order (page after page of ``rooms``)."""
+        ok = await self.rooms()
+        found = list(ok.rooms)
+        pages = 1
+        while (after := next_rooms_page(ok, pages)) is not None:
+            ok = await self.rooms(after)
+            found += ok.rooms
+            pages += 1
+        return found
 
     async def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
         limit = self.timeout if timeout is None else timeout

@@ -41,15 +41,17 @@ from switchboard.protocol import (
     PingRequest,
     ProtocolError,
     ReceiptStatus,
+    RoomInfo,
+    RoomsOk,
+    RoomsRequest,
     SendOk,
-    SendRequest,
     TimeOk,
     TimeRequest,
     Welcome,
 )
 
 from .channel import SocketChannel, TlsChannel
-from .core import ClientCore
+from .core import ClientCore, as_send_ok, next_rooms_page, send_request
 from .errors import (
     ConnectionFailed,
     ConnectionLost,
@@ -193,9 +195,26 @@ class Client(ClientCore["Future[Any]"]):
     def list_clients(self, room: str | None = None) -> list[ClientInfo]:
         return list(self.request(ListRequest(room or ""), ListOk).clients)
 
-    def send(self, target: int, text: str) -> SendOk:
-        """Forward ``text`` to client ``target``; returns once the server has forwarded it."""
-        return self.request(SendRequest(target, text), SendOk)
+    def send(self, target: int | str, text: str) -> SendOk:
+        """Forward ``text`` to ``target``: a client id (int) or a nickname (str, resolved by
+        the server when it forwards: SEND_NICK); returns once the server has forwarded it,
+        with the id the message went to.  NoSuchClient if nobody has that id or nickname."""
+        return as_send_ok(self.request(send_request(target, text), Frame))
+
+    def rooms(self, after: str = "") -> RoomsOk:
+        """One page of the server's rooms (ROOMS): those whose names sort after ``after``."""
+        return self.request(RoomsRequest(after), RoomsOk)
+
+    def list_rooms(self) -> list[RoomInfo]:
+        """Every room on the server, in name order (page after page of ``rooms``)."""
+        ok = self.rooms()
+        found = list(ok.rooms)
+        pages = 1
+        while (after := next_rooms_page(ok, pages)) is not None:
+            ok = self.rooms(after)
+            found += ok.rooms
+            pages += 1
+        return found
 
     def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
         """Wait for the RECEIPT of a message sent with ``send``."""

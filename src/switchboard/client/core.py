@@ -17,6 +17,9 @@ from switchboard.protocol import (
     Frame,
     Receipt,
     ReceiptStatus,
+    RoomsOk,
+    SendNickOk,
+    SendNickRequest,
     SendOk,
     SendRequest,
     Shutdown,
@@ -28,6 +31,32 @@ from .session import ClientSession, ConnectionFault, Reply, shutdown_reason
 
 #: Receipts kept for messages nobody waits on before the oldest settled ones are forgotten.
 MAX_KEPT_RECEIPTS = 10_000
+#: ROOMS pages ``list_rooms`` asks for at most (256 rooms each): a server that keeps saying
+#: "more" cannot keep a client asking for ever.
+MAX_ROOM_PAGES = 1_000
+
+
+def send_request(target: int | str, text: str) -> SendRequest | SendNickRequest:
+    """SEND for a client id (an int), SEND_NICK for a nickname (a str, taken as it is: "12"
+    is the nickname 12, never client #12)."""
+    if isinstance(target, str):
+        return SendNickRequest(target, text)
+    return SendRequest(target, text)
+
+
+def as_send_ok(ok: Frame) -> SendOk:
+    """The answer to ``send_request``'s request as a SendOk (SendNickOk has the same fields:
+    the message id and the client id the nickname resolved to)."""
+    if isinstance(ok, SendNickOk):
+        return SendOk(ok.message_id, ok.target, request_id=ok.request_id)
+    return cast(SendOk, ok)
+
+
+def next_rooms_page(ok: RoomsOk, pages: int) -> str | None:
+    """The ``after`` of the page that follows ``ok`` (the ``pages``-th), None when done."""
+    if not ok.more or not ok.rooms or pages >= MAX_ROOM_PAGES:
+        return None
+    return ok.rooms[-1].name
 
 
 class AnyFuture(Protocol):
@@ -65,7 +94,7 @@ class ClientCore(Generic[F]):
         return self._lost is not None
 
     def _register(self, request: Frame) -> tuple[F, Frame, bytes]:
-        if isinstance(request, SendRequest | BroadcastRequest):
+        if isinstance(request, SendRequest | SendNickRequest | BroadcastRequest):
             self._check_text(request.text)
         future = self._new_future()
         with self._state_lock:
@@ -108,7 +137,7 @@ class ClientCore(Generic[F]):
             if isinstance(meaning.result, ServerError):
                 future.set_exception(meaning.result)
             else:
-                if isinstance(meaning.result, SendOk):
+                if isinstance(meaning.result, SendOk | SendNickOk):
                     self._receipt_future(meaning.result.message_id)
                 future.set_result(meaning.result)
         elif isinstance(meaning, ConnectionFault):

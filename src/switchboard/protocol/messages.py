@@ -50,6 +50,13 @@ class LeftReason(enum.IntEnum):
     TIMED_OUT = 3
 
 
+class RoomFlags(enum.IntFlag):
+    """RoomInfo ``flags`` bits."""
+
+    NONE = 0
+    MEMBER = 0x01  # the asking client is a member of the room
+
+
 class MessageFlags(enum.IntFlag):
     """MESSAGE ``flags`` bits."""
 
@@ -323,6 +330,25 @@ class PingRequest(Frame):
     """Ask the server to answer at once (liveness and round-trip checks)."""
 
 
+@message(REQUEST, T.SEND_NICK)
+@dataclass(frozen=True, slots=True)
+class SendNickRequest(Frame):
+    """Forward ``text`` to the client that holds the nickname ``nick`` now (as SEND, but the
+    server resolves the nickname when it forwards: no LIST-then-SEND race)."""
+
+    nick: str16
+    text: str32
+
+
+@message(REQUEST, T.ROOMS)
+@dataclass(frozen=True, slots=True)
+class RoomsRequest(Frame):
+    """Ask which rooms exist: the first ones (in name order) whose name sorts after ``after``
+    ("" = from the start); page on with the last name received."""
+
+    after: str16 = ""
+
+
 # --- responses -------------------------------------------------------------------------------
 
 
@@ -385,6 +411,40 @@ class SendOk(Frame):
 
     message_id: u64
     target: u32
+
+
+@message(RESPONSE, T.OK, answers=T.SEND_NICK)
+@dataclass(frozen=True, slots=True)
+class SendNickOk(Frame):
+    """The message was forwarded to the holder of the nickname, client ``target``; a RECEIPT
+    for ``message_id`` will follow."""
+
+    message_id: u64
+    target: u32
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One record of a room list."""
+
+    name: str16
+    members: u32
+    flags: u8
+
+
+ROOM_LIST = RecordListKind(RoomInfo, min_size=2 + 4 + 1)
+room_list = Annotated[tuple[RoomInfo, ...], ROOM_LIST]
+
+
+@message(RESPONSE, T.OK, answers=T.ROOMS)
+@dataclass(frozen=True, slots=True)
+class RoomsOk(Frame):
+    """``total`` rooms exist; ``rooms`` are the next ones in name order (at most the server's
+    page size); ``more`` is 1 when further rooms follow the last one listed."""
+
+    total: u32
+    more: u8
+    rooms: room_list
 
 
 @message(RESPONSE, T.OK, answers=T.NICK)
@@ -534,3 +594,14 @@ class Shutdown(Frame):
     """The server is going down; the connection closes after this frame."""
 
     reason: str16
+
+
+@message(INDICATION, T.NICK_CHANGED)
+@dataclass(frozen=True, slots=True)
+class NickChanged(Frame):
+    """A client that shares a room with you changed its nickname (``old_nick`` "" if it had
+    none)."""
+
+    client_id: u32
+    old_nick: str16
+    new_nick: str16

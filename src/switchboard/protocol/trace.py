@@ -29,6 +29,8 @@ from .messages import (
     MessageFlags,
     Receipt,
     ReceiptStatus,
+    RoomFlags,
+    RoomInfo,
 )
 from .wire import HEADER_SIZE, MessageClass, MessageType
 
@@ -42,7 +44,7 @@ ENUM_FIELDS: Final[dict[tuple[type[Frame], str], type[enum.IntEnum] | type[enum.
 EPOCH_MS_FIELDS: Final = frozenset({"epoch_ms", "sent_ms", "connected_ms"})
 #: Hex dump: bytes per row (as Wireshark and xxd -g1 show them).
 HEX_ROW: Final = 16
-#: Longest client list rendered record by record; longer ones are summarised.
+#: Longest client or room list rendered record by record; longer ones are summarised.
 MAX_LISTED_CLIENTS: Final = 20
 
 
@@ -129,7 +131,7 @@ def _value(msg: Frame, name: str, value: Any) -> str:
     if isinstance(value, str):
         return _quoted(value)
     if isinstance(value, tuple):
-        return _client_list(value)
+        return _record_list(value)
     return str(value)
 
 
@@ -156,15 +158,19 @@ def _enum_value(symbolic: type[enum.IntEnum] | type[enum.IntFlag], value: int) -
     return f"{value}({member.name})" if member.name else f"{value}"
 
 
-def _client_list(clients: tuple[ClientInfo, ...]) -> str:
-    shown = [
-        f"#{c.client_id} {host_port(c.ip, c.port)} {_quoted(c.nick)}"
-        for c in clients[:MAX_LISTED_CLIENTS]
-    ]
-    more = len(clients) - len(shown)
+def _record_list(records: tuple[ClientInfo | RoomInfo, ...]) -> str:
+    shown = [_record(r) for r in records[:MAX_LISTED_CLIENTS]]
+    more = len(records) - len(shown)
     if more > 0:
         shown.append(f"... {more} more")
-    return f"{len(clients)}[{', '.join(shown)}]"
+    return f"{len(records)}[{', '.join(shown)}]"
+
+
+def _record(r: ClientInfo | RoomInfo) -> str:
+    if isinstance(r, RoomInfo):
+        member = " member" if r.flags & RoomFlags.MEMBER else ""
+        return f"{_quoted(r.name)} {r.members}{member}"
+    return f"#{r.client_id} {host_port(r.ip, r.port)} {_quoted(r.nick)}"
 
 
 def host_port(ip: str, port: int) -> str:

@@ -54,6 +54,8 @@ class MessageType(enum.IntEnum):
     LEAVE = 0x08
     BROADCAST = 0x09
     PING_REQUEST = 0x0A
+    SEND_NICK = 0x0B
+    ROOMS = 0x0C
 
     OK = 0x40
     ERROR = 0x41
@@ -67,6 +69,7 @@ class MessageType(enum.IntEnum):
     PING = 0x86
     PONG = 0x87
     SHUTDOWN = 0x88
+    NICK_CHANGED = 0x89
 
 
 # --- field kinds -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from switchboard import defaults
 from switchboard.display import safe
 from switchboard.protocol import (
     VERSION,
@@ -37,9 +38,16 @@ from switchboard.protocol import (
     MessageFlags,
     NameOk,
     NameRequest,
+    NickChanged,
     NickOk,
     NickRequest,
     ProtocolError,
+    RoomFlags,
+    RoomInfo,
+    RoomsOk,
+    RoomsRequest,
+    SendNickOk,
+    SendNickRequest,
     encode,
 )
 from switchboard.protocol.codec import decode_payload
@@ -82,7 +90,7 @@ def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) 
     if server.tokens:
         server.authenticate(conn, req.token)
     if req.nick:
-        server.clients.set_nick(conn, req.nick)
+        _set_nick(server, conn, req.nick)
     return HelloOk(min(VERSION, req.version), conn.client_id, conn.nick, request_id=req.request_id)
 
 
@@ -115,8 +123,64 @@ def _check_text(server: SwitchboardServer, text: str) -> None:
 
 
 def nick(server: SwitchboardServer, conn: ClientConnection, req: NickRequest) -> Reply:
-    server.clients.set_nick(conn, req.nick)
+    _set_nick(server, conn, req.nick)
     return NickOk(conn.nick, request_id=req.request_id)
+
+
+def _set_nick(server: SwitchboardServer, conn: ClientConnection, new_nick: str) -> None:
+    """Take the nickname and tell everyone who shares a room with ``conn``: NICK_CHANGED,
+    once per member however many rooms they share (IRC's NICK), not to ``conn`` itself."""
+    old = conn.nick
+    server.clients.set_nick(conn, new_nick)
+    if conn.nick == old or not conn.rooms:
+        return
+    notice = encode(NickChanged(conn.client_id, old, conn.nick))  # once for every member
+    told = {conn.client_id}
+    for room_name in conn.rooms:
+        room = server.rooms.by_name.get(room_name)
+        if room is None:
+            continue
+        for member_id, member in room.members.items():
+            if member_id not in told:
+                told.add(member_id)
+                member.send_raw(notice)
+
+
+def send_nick(server: SwitchboardServer, conn: ClientConnection, req: SendNickRequest) -> Reply:
+    """SEND to whoever holds the nickname now: looked up and forwarded in one step, so the
+    message cannot reach a client that took the nickname after the sender looked it up."""
+    text = req.text.encode("utf-8")
+    if len(text) > server.max_text:
+        raise RequestFailed(ErrorCode.TEXT_TOO_LONG, _too_long(len(text), server.max_text))
+    target = server.clients.by_nick(req.nick)
+    if target is None or target.closing or not target.authenticated:
+        raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {_shown(req.nick)}")
+    message_id = forward_direct(server, conn, target, text)
+    return SendNickOk(message_id, target.client_id, request_id=req.request_id)
+
+
+def _shown(nick: str) -> str:
+    """``nick`` quoted for an ERROR and the log: escaped, and cut to the longest nickname there
+    can be (the field could hold 64 KiB, and its escaped form would not fit an ERROR)."""
+    limit = defaults.MAX_NICK_CHARS
+    if len(nick) <= limit:
+        return repr(nick)
+    return f"{nick[:limit]!r}... ({len(nick)} characters: no nickname is longer than {limit})"
+
+
+def rooms(server: SwitchboardServer, conn: ClientConnection, req: RoomsRequest) -> Reply:
+    """One page of the rooms, in name order (IRC's LIST), at most MAX_ROOMS_LISTED."""
+    page, more = server.rooms.page(req.after, defaults.MAX_ROOMS_LISTED)
+    mine = conn.rooms
+    records = tuple(
+        RoomInfo(
+            room.name,
+            len(room.members),
+            RoomFlags.MEMBER if room.name in mine else RoomFlags.NONE,
+        )
+        for room in page
+    )
+    return RoomsOk(len(server.rooms.by_name), int(more), records, request_id=req.request_id)
 
 
 def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) -> Reply:
@@ -232,10 +296,7 @@ def send(
     max_text = server.max_text
     if len(text) > max_text:
         server.reply_error(
-            conn,
-            request_id,
-            ErrorCode.TEXT_TOO_LONG,
-            f"text is {len(text)} bytes (max {max_text})",
+            conn, request_id, ErrorCode.TEXT_TOO_LONG, _too_long(len(text), max_text)
         )
         return
     target = server.client_by_id.get(target_id)
@@ -244,14 +305,30 @@ def send(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
         )
         return
-    if target.write_paused:
-        server.reply_error(
-            conn,
-            request_id,
-            ErrorCode.RECIPIENT_BUSY,
-            f"client #{target_id} is not reading; try again later",
-        )
+    try:
+        message_id = forward_direct(server, conn, target, text)
+    except RequestFailed as failure:
+        server.reply_error(conn, request_id, failure.code, failure.message)
         return
+    # conn is in its data_received batch (fast handlers run nowhere else) and not closing
+    # (the batch stops at once when it is): its answer joins the batch's single write.
+    conn.out.append(encode_send_ok(request_id, message_id, target_id))
+
+
+def _too_long(size: int, max_text: int) -> str:
+    return f"text is {size} bytes (max {max_text})"
+
+
+def forward_direct(
+    server: SwitchboardServer, conn: ClientConnection, target: ClientConnection, text: Buffer
+) -> int:
+    """Forward a direct MESSAGE from ``conn`` to ``target`` (SEND and SEND_NICK, once the
+    target is known); its message id.  RECIPIENT_BUSY when the target is not reading."""
+    target_id = target.client_id
+    if target.write_paused:
+        raise RequestFailed(
+            ErrorCode.RECIPIENT_BUSY, f"client #{target_id} is not reading; try again later"
+        )
     server.message_ids = message_id = server.message_ids + 1
     target.send_raw(encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text))
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
@@ -269,9 +346,7 @@ def send(
             target=target_id,
             message_id=message_id,
         )
-    # conn is in its data_received batch (fast handlers run nowhere else) and not closing
-    # (the batch stops at once when it is): its answer joins the batch's single write.
-    conn.out.append(encode_send_ok(request_id, message_id, target_id))
+    return message_id
 
 
 def list_fast(
@@ -334,6 +409,8 @@ HANDLERS: dict[type, Handler] = {
     JoinRequest: join,
     LeaveRequest: leave,
     BroadcastRequest: broadcast,
+    SendNickRequest: send_nick,
+    RoomsRequest: rooms,
 }
 
 #: Frame key -> fast handler.  TIME, SEND and PING requests are answered here, and the

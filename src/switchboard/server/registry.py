@@ -7,6 +7,8 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from sortedcontainers import SortedList
+
 from switchboard import defaults, names
 from switchboard.protocol import ErrorCode, Message
 
@@ -55,6 +57,10 @@ class ClientRegistry:
             del self.by_id[conn.client_id]
         if conn.nick:
             self._by_nick.remove(conn.nick, conn)
+
+    def by_nick(self, nick: str) -> ClientConnection | None:
+        """The client holding ``nick`` now, compared as ``set_nick`` compares nicknames."""
+        return self._by_nick.find(nick)
 
     def set_nick(self, conn: ClientConnection, nick: str) -> None:
         nick = check_name(
@@ -110,6 +116,7 @@ class RoomRegistry:
         "_activity",
         "_history",
         "_index",
+        "_names",
         "by_name",
         "history_bytes",
         "max_history_bytes",
@@ -128,6 +135,10 @@ class RoomRegistry:
         #: Rooms by their name as first joined (the name every answer and MESSAGE carries).
         self.by_name: dict[str, Room] = {}
         self._index: names.NameIndex[Room] = names.NameIndex(defaults.MAX_ROOM_CHARS)
+        # The names in code-point order, for ROOMS pages: O(log rooms) to find where a page
+        # starts, however many rooms exist (a sort per request would let one client's ROOMS
+        # flood cost O(rooms) each).
+        self._names: SortedList[str] = SortedList()
         self._history = history
         self.max_rooms = max_rooms
         self.max_rooms_per_client = max_rooms_per_client
@@ -164,9 +175,17 @@ class RoomRegistry:
                 )
             room = self.by_name[room_name] = Room(room_name)
             self._index.add(room_name, room)
+            self._names.add(room_name)
         room.members[conn.client_id] = conn
         conn.rooms.add(room.name)
         return room, True
+
+    def page(self, after: str, limit: int) -> tuple[list[Room], bool]:
+        """Up to ``limit`` rooms whose names sort after ``after``, in name order, and whether
+        more follow.  O(log rooms + limit)."""
+        start = self._names.bisect_right(after)
+        found = list(self._names.islice(start, start + limit + 1))
+        return [self.by_name[n] for n in found[:limit]], len(found) > limit
 
     def member_room(self, room_name: str, conn: ClientConnection) -> Room:
         """The room, if ``conn`` is in it; NOT_IN_ROOM otherwise."""
@@ -181,6 +200,7 @@ class RoomRegistry:
         if not room.members:
             del self.by_name[room.name]
             self._index.remove(room.name, room)
+            self._names.remove(room.name)
             self.history_bytes -= room.history_bytes
             self._activity.pop(room, None)
 
