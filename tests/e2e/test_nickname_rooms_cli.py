@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 from test_oneshot_cli import Follower, assert_one_clear_error_line
@@ -87,9 +88,12 @@ def test_rooms_text_and_json(server: ServerThread) -> None:
 
 def test_rooms_lists_every_page(server: ServerThread) -> None:
     names = [f"r{i:04d}" for i in range(defaults.MAX_ROOMS_LISTED + 3)]
-    with Client(HOST, server.port, timeout=5) as owner:
-        for name in names:
-            owner.join(name)
+    per_owner = defaults.MAX_ROOMS_PER_CLIENT  # more rooms than one connection may be in
+    with ExitStack() as stack:
+        for start in range(0, len(names), per_owner):
+            owner = stack.enter_context(Client(HOST, server.port, timeout=5))
+            for name in names[start : start + per_owner]:
+                owner.join(name)
         result = run_cli("rooms", "--json", port=server.port)
         assert result.returncode == 0, result.stderr
         assert [r["name"] for r in json.loads(result.stdout)["rooms"]] == names

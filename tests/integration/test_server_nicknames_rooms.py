@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import pytest
 from test_server_protocol import RawPeer
 from test_server_rooms import HOST, drain, next_of
@@ -176,9 +178,12 @@ def test_rooms_lists_names_members_and_membership(server: ServerThread) -> None:
 def test_rooms_are_paged_at_the_limit(server: ServerThread) -> None:
     limit = defaults.MAX_ROOMS_LISTED
     names = [f"r{i:04d}" for i in range(limit + 5)]
-    with Client(HOST, server.port) as owner, Client(HOST, server.port) as asker:
-        for future in [owner.submit(JoinRequest(name)) for name in names]:
-            owner.result(future)
+    per_owner = defaults.MAX_ROOMS_PER_CLIENT  # more rooms than one connection may be in
+    with ExitStack() as stack, Client(HOST, server.port) as asker:
+        for start in range(0, len(names), per_owner):
+            owner = stack.enter_context(Client(HOST, server.port))
+            for future in [owner.submit(JoinRequest(n)) for n in names[start : start + per_owner]]:
+                owner.result(future)
         first = asker.rooms()
         assert (first.total, first.more, len(first.rooms)) == (limit + 5, 1, limit)
         assert [r.name for r in first.rooms] == names[:limit]
