@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 import threading
 import time
@@ -274,15 +275,16 @@ class TerminalUi:
     ) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.completion import DynamicCompleter, NestedCompleter
+
+        #: Set when an existing history file was readable by others and has been tightened.
+        self.history_notice: str | None = None
         from prompt_toolkit.history import FileHistory, History, InMemoryHistory
         from prompt_toolkit.styles import Style
 
         history: History = InMemoryHistory()
         if history_path is not None:
             try:
-                history_path.parent.mkdir(parents=True, exist_ok=True)
-                with history_path.open("a", encoding="utf-8"):
-                    pass
+                self.history_notice = private_history_file(history_path)
                 history = FileHistory(str(history_path))
             except OSError:
                 pass  # an unwritable home only costs the history across sessions
@@ -353,6 +355,26 @@ class TerminalUi:
             app.exit(exception=EOFError())
 
 
+def private_history_file(path: Path) -> str | None:
+    """Make sure the history file at ``path`` exists and only its owner can read it: it
+    holds every line typed, message texts included.  A new file is created 0600 in a
+    directory created 0700; an existing one that others could read is tightened to 0600,
+    and the notice to print about it is returned."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            os.fchmod(fd, mode & 0o700)
+            return (
+                f"* {path} could be read by others (mode {mode:04o}): "
+                f"now {mode & 0o700:04o}, readable only by you."
+            )
+    finally:
+        os.close(fd)
+    return None
+
+
 def history_path(name: str = HISTORY_FILE) -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "switchboard" / name
@@ -390,6 +412,8 @@ def run_terminal(
     except RuntimeError:  # no home directory to be found
         path = None
     ui = TerminalUi(app, path, on_idle_interrupt=lambda: out.line(leave_hint, "dim"))
+    if ui.history_notice is not None:
+        out.line(ui.history_notice, "dim")
     with output_above_prompt():
         return app.run(ui)
 
