@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, TextIO, cast
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
 from rich.text import Text
 
 from switchboard import defaults
@@ -206,7 +205,7 @@ class Output:
             for text in texts:
                 console.print(Text(text, style=STYLES.get(style, "")))
 
-    def table(self, table: Table) -> None:
+    def table(self, table: RenderableType) -> None:
         with self._lock:
             self._target().print(table)
 
@@ -763,20 +762,8 @@ class InteractiveClient:
         clients = client.list_clients()
         me = client.client_id
         self.known_ids = [c.client_id for c in clients]
-        table = Table(title=f"{len(clients)} client(s) connected")
-        for column in ("id", "ip", "port", "nickname", "connected since", ""):
-            table.add_column(column, justify="right" if column in ("id", "port") else "left")
-        for c in clients:
-            table.add_row(
-                str(c.client_id),
-                c.ip,
-                str(c.port),
-                render.safe(c.nick) or "-",
-                render.iso(c.connected_ms),
-                "<- you" if c.client_id == me else "",
-                style="bold" if c.client_id == me else None,
-            )
-        self.out.table(table)
+        title = f"{len(clients)} client(s) connected"
+        self.out.table(render.clients_view(self.out.console, clients, me, title))
 
     def _send(self, action: menu.SendMessage) -> None:
         client = self._client()

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from switchboard.client import AuthError, ConnectionLost, RequestTimeout, ServerError
 from switchboard.protocol import ReceiptStatus
@@ -40,6 +39,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("list", help="list the connected clients", description="List the clients.")
     add_connection_args(p)
     p.add_argument("--room", help="only the members of this room")
+    p.add_argument(
+        "--format",
+        choices=["table", "tsv"],
+        default=None,
+        help="table: for people (stacked per client when the terminal is too narrow); tsv: a "
+        "header line, then one tab-separated line per client (default: table on a terminal, "
+        "tsv into a pipe or file)",
+    )
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
@@ -105,19 +112,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         emit({"clients": [render.client_json(c, me) for c in clients]})
         return 0
-    table = Table(title=f"{len(clients)} client(s)" + (f" in {args.room}" if args.room else ""))
-    for column in ("id", "ip", "port", "nickname", "connected since", ""):
-        table.add_column(column, justify="right" if column in ("id", "port") else "left")
-    for c in clients:
-        table.add_row(
-            str(c.client_id),
-            c.ip,
-            str(c.port),
-            c.nick or "-",
-            render.iso(c.connected_ms),
-            "<- you" if c.client_id == me else "",
-        )
-    Console(highlight=False, soft_wrap=True).print(table)
+    if args.format == "tsv" or (args.format is None and not sys.stdout.isatty()):
+        for line in render.clients_tsv(clients, me):
+            say(line)
+        return 0
+    console = Console(highlight=False, soft_wrap=False)
+    title = f"{len(clients)} client(s)" + (f" in {args.room}" if args.room else "")
+    console.print(render.clients_view(console, clients, me, title))
     return 0
 
 
