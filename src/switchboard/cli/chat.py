@@ -130,6 +130,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             lambda out: ChatClient(args, out, interactive=True),
             HISTORY_FILE,
             leave_hint=LEAVE_HINT,
+            erase_entered=True,
         )
     plain_stdio()  # a line that is not UTF-8 is refused, not sent with U+FFFD in it
     chat = ChatClient(args, Output(plain_console()), interactive=False)

@@ -271,6 +271,8 @@ class TerminalUi:
         state: PromptState,
         history_path: Path | None,
         on_idle_interrupt: Callable[[], None] | None = None,
+        *,
+        erase_entered: bool = False,
     ) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.completion import DynamicCompleter, NestedCompleter
@@ -295,6 +297,9 @@ class TerminalUi:
             ),
             complete_while_typing=False,
             style=style,
+            # The chat prints each line we said once, stamped, as irssi and weechat do: the
+            # prompt with the typed line is erased when Enter is pressed, not left above it.
+            erase_when_done=erase_entered,
         )
         self._questions: PromptSession[str] = PromptSession(history=InMemoryHistory(), style=style)
         self._state = state
@@ -399,18 +404,28 @@ def output_above_prompt() -> Iterator[None]:
 
 
 def run_terminal(
-    make_app: Callable[[Output], TerminalApp], history_file: str, *, leave_hint: str
+    make_app: Callable[[Output], TerminalApp],
+    history_file: str,
+    *,
+    leave_hint: str,
+    erase_entered: bool = False,
 ) -> int:
     """Run the app that ``make_app(output)`` builds on this terminal: prompt_toolkit with
     the history in ``history_file`` (under ``history_path``), output printed above the
-    prompt, ``leave_hint`` printed when Ctrl-C meets an empty line."""
+    prompt, ``leave_hint`` printed when Ctrl-C meets an empty line; ``erase_entered``: the
+    prompt and the line typed vanish on Enter (the app prints what became of it)."""
     out = Output(terminal_console(), direct=terminal_console(sys.stdout))
     app = make_app(out)
     try:
         path: Path | None = history_path(history_file)
     except RuntimeError:  # no home directory to be found
         path = None
-    ui = TerminalUi(app, path, on_idle_interrupt=lambda: out.line(leave_hint, "dim"))
+    ui = TerminalUi(
+        app,
+        path,
+        on_idle_interrupt=lambda: out.line(leave_hint, "dim"),
+        erase_entered=erase_entered,
+    )
     if ui.history_notice is not None:
         out.line(ui.history_notice, "dim")
     with output_above_prompt():
