@@ -67,3 +67,17 @@ def test_a_bad_environment_port_is_one_line_and_exit_2(value: str) -> None:
         f"switchboard serve: SWITCHBOARD_PORT={value!r} is not a port number"
         + ("" if value == "seven" else " (0-65535)")
     ]
+
+
+def test_the_example_config_file_starts_a_server(serve: list[ServerProcess]) -> None:
+    example = Path(__file__).resolve().parents[2] / "docs" / "switchboard.example.toml"
+    # Its port is the standard one: the command line moves it to a free one.
+    sp = spawn_logged(
+        switchboard_command("serve", "--config", str(example), "--port", "0"), env=cli_env()
+    )
+    serve.append(sp)
+    line = sp.wait_for_log("listening on")
+    assert "127.0.0.1" in line and "1024 clients" in line and "heartbeat 10s" in line
+    done = run_cli("time", port=sp.port)
+    assert done.returncode == 0, done.stderr
+    assert sp.stop(signal.SIGTERM) == 0
