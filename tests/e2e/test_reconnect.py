@@ -12,12 +12,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from test_chat_cli import Chat, spawn_chat
 
 from conftest import ServerProcess, cli_env, spawn_logged, switchboard_command
 from switchboard.client import Client
 from switchboard.client.reconnect import Backoff
+from switchboard.protocol import Message
 
 #: Seconds to wait for any expected line; a reconnection's first try comes after at most
 #: RECONNECT_INITIAL_S (1 s), the next after at most 2 s more.
@@ -186,3 +189,65 @@ def test_listen_no_reconnect_ends_with_exit_code_3(
     listener.expect(r"^disconnected: ")
     assert listener.proc.wait(WAIT_S) == 3
     assert not any("reconnect" in line for line in listener.seen)
+
+
+# --- chat ------------------------------------------------------------------------------------
+
+
+def test_chat_in_a_terminal_reconnects_to_a_restarted_server(
+    servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    first = serve()
+    servers.append(first)
+    port = first.port
+    child = spawn_chat(port, "bob", tmp_path, "--room", "den")
+    try:
+        child.expect_exact("you joined den")
+        child.expect_exact("] bob>")
+        first.stop(signal.SIGTERM)  # a restart: SHUTDOWN, then the server is gone
+        child.expect_exact("* Connection lost: the server shut down (received SIGTERM)")
+        child.expect(r"reconnecting in \d")
+        child.send("typed while away\r")
+        child.expect_exact("Not sent: reconnecting to the server")
+        second = serve(port)
+        servers.append(second)
+        child.expect(r"\* Reconnected as bob\(#(\d+)\), rejoined den", timeout=WAIT_S)
+        new_id = int(child.match.group(1))
+        assert wait_in_room(port, "bob", "den") == new_id
+        with Client("127.0.0.1", port, nick="alice", timeout=5) as alice:
+            alice.join("den")
+            alice.broadcast("den", "welcome back 👋")
+            child.expect(r"alice\(#\d+\): welcome back 👋")
+            child.send("thanks\r")  # and what bob says reaches the room again
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                frame = alice.next_indication(timeout=max(0.0, deadline - time.monotonic()))
+                assert frame is not None, "alice never got bob's line"
+                if isinstance(frame, Message):
+                    break
+            assert (frame.sender_nick, frame.text) == ("bob", "thanks")
+        child.send("/quit\r")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def test_piped_chat_gives_up_with_exit_code_3(servers: list[ServerProcess]) -> None:
+    sp = serve()
+    servers.append(sp)
+    chat = Chat(sp.port, "bot", "--reconnect-for", "2")
+    try:
+        chat.joined()
+        sp.stop(signal.SIGKILL)
+        chat.expect(r"^\* Connection lost: .*; reconnecting in \d")
+        chat.expect(r"^\* Gave up reconnecting: no connection within 2 s\. The chat is over\.$")
+        assert chat.wait() == 3  # with its input still open: it ends by itself
+        assert any(line.startswith("* Reconnect failed (cannot connect") for line in chat.lines)
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+            chat.proc.wait(WAIT_S)
