@@ -4,10 +4,12 @@ says it reconnected, is back under its nickname in its rooms, and receives again
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -19,7 +21,6 @@ from test_chat_cli import Chat, spawn_chat
 
 from conftest import ServerProcess, cli_env, spawn_logged, switchboard_command
 from switchboard.client import Client
-from switchboard.client.reconnect import Backoff
 from switchboard.protocol import Message
 
 #: Seconds to wait for any expected line; a reconnection's first try comes after at most
@@ -113,24 +114,6 @@ def room_message(port: int, room: str, text: str) -> None:
     with Client("127.0.0.1", port, nick="mouth", timeout=5) as mouth:
         mouth.join(room)
         mouth.broadcast(room, text)
-
-
-# --- the back-off ----------------------------------------------------------------------------
-
-
-def test_backoff_doubles_to_its_cap_with_jitter_and_gives_up_in_time() -> None:
-    import random
-
-    backoff = Backoff(initial=1.0, cap=8.0, give_up_s=30.0, rng=random.Random(7))
-    elapsed, delays = 0.0, []
-    while (delay := backoff.next_delay(elapsed)) is not None:
-        delays.append(delay)
-        elapsed += delay
-    bases = [1, 2, 4, 8, 8, 8, 8, 8, 8, 8]
-    for delay, base in zip(delays, bases, strict=False):
-        assert base / 2 <= delay <= base
-    assert len(set(delays)) == len(delays)  # jittered: no two the same
-    assert elapsed == pytest.approx(30.0)  # the last wait is cut to the bound, then it stops
 
 
 # --- listen ----------------------------------------------------------------------------------
@@ -251,3 +234,95 @@ def test_piped_chat_gives_up_with_exit_code_3(servers: list[ServerProcess]) -> N
         if chat.proc.poll() is None:
             chat.proc.kill()
             chat.proc.wait(WAIT_S)
+
+
+class CuttableProxy:
+    """A TCP forwarder on a free port to the server's: ``cut()`` breaks every connection
+    through it (both ends see a reset or EOF, as when a network path fails) and refuses new
+    ones until ``mend()``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._refusing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if self._refusing:
+                    near.close()
+                    continue
+                far = socket.create_connection(("127.0.0.1", self.target_port))
+                self._open += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._refusing = True
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def mend(self) -> None:
+        with self._lock:
+            self._refusing = False
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_chat_after_a_network_cut_is_back_and_shows_what_it_missed_once(
+    servers: list[ServerProcess],
+) -> None:
+    sp = serve()
+    servers.append(sp)
+    proxy = CuttableProxy(sp.port)
+    bob = Chat(proxy.port, "bob")
+    try:
+        bob.joined()
+        with Client("127.0.0.1", sp.port, nick="alice", timeout=5) as alice:
+            alice.join("lobby")
+            alice.broadcast("lobby", "before the cut")
+            bob.expect(r"alice\(#\d+\): before the cut$")
+            proxy.cut()
+            bob.expect(r"^\* Connection lost: .*; reconnecting in \d")
+            # Once the server has seen bob go, alice says something he cannot hear.
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                frame = alice.next_indication(timeout=max(0.0, deadline - time.monotonic()))
+                assert frame is not None, "alice never saw bob leave"
+                if type(frame).__name__ == "Left":
+                    break
+            alice.broadcast("lobby", "while you were away")
+            proxy.mend()
+            bob.expect(r"^\* Reconnected as bob\(#\d+\), rejoined lobby$")
+            bob.expect(r"\(history\) alice\(#\d+\): while you were away$")
+            bob.say("back")
+            bob.expect(r"bob\(#\d+\): back$")  # our own line, once the server has it
+        assert bob.finish() == 0
+        assert bob.count("before the cut") == 1, bob.text()  # not replayed a second time
+    finally:
+        proxy.close()
+        if bob.proc.poll() is None:
+            bob.proc.kill()
+            bob.proc.wait(WAIT_S)

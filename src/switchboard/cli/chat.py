@@ -598,7 +598,12 @@ class ChatClient:
                 self.out.line(f"* Gave up reconnecting: {gave_up}. The chat is over.", "error")
                 self._ui.interrupt()
             return
-        self.out.line(f"* Reconnected as {me}" + (f", rejoined {rooms}" if rooms else ""), "notice")
+        with self._lock:
+            reconnected = f"* Reconnected as {me}" + (f", rejoined {rooms}" if rooms else "")
+            self.out.line(reconnected, "notice")
+            for text, style in self._held:
+                self.out.line(text, style)
+            self._holding, self._held = False, []
         self._ui.refresh()
         if client.closed:  # lost again before it was ours: its on_close was not heard
             self._on_close("the connection was lost while rejoining")
@@ -614,6 +619,8 @@ class ChatClient:
                 nick = self.state.nick
                 rooms = list(self.state.rooms)
                 self._rejoined_at_ms = dict(self._seen_ms)
+                # What the rooms replay waits for the "Reconnected" line (_reconnect).
+                self._holding, self._gate, self._held = True, None, []
             try:
                 client.set_nick(nick)
             except NicknameError as exc:
@@ -622,6 +629,8 @@ class ChatClient:
             for room in rooms:
                 client.join(room)
         except BaseException:
+            with self._lock:
+                self._holding, self._held = False, []
             client.close()
             raise
         return client
