@@ -115,7 +115,9 @@ def register(sub: Any) -> None:
         "room, the others' lines appear with the server's timestamp, joins and leaves as "
         "they happen.  /help lists the commands (/msg, /list, /time, /name, /join, /leave, "
         "/nick, /quit).  With stdin not a terminal each line is said (or run) in turn, "
-        "output is plain text, and the end of input waits for the answers, then quits.",
+        "output is plain text, and the end of input waits for the answers, then quits.  "
+        "A lost connection or a server shutdown is followed by reconnecting, under the same "
+        "nickname and into the same rooms (see --no-reconnect, --reconnect-for).",
     )
     add_connection_args(p, json_flag=False)
     p.add_argument(

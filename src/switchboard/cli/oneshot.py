@@ -79,7 +79,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "listen",
         help="stay connected and print everything that arrives",
-        description="Stay connected and print every indication as it arrives (Ctrl-C to stop).",
+        description="Stay connected and print every indication as it arrives (Ctrl-C to stop). "
+        "A lost connection or a server shutdown is followed by reconnecting, under the same "
+        "--nick and into the same --rooms (see --no-reconnect, --reconnect-for).",
     )
     add_connection_args(p)
     p.add_argument("--nick", help="a nickname to listen under")

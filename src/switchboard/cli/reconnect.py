@@ -29,8 +29,9 @@ def add_reconnect_args(p: argparse.ArgumentParser) -> None:
         default=defaults.RECONNECT_GIVE_UP_S,
         metavar="SECONDS",
         help="keep trying to reconnect for this long, then give up with exit code 3 (default "
-        f"{defaults.RECONNECT_GIVE_UP_S:g}; tries after {defaults.RECONNECT_INITIAL_S:g} s, "
-        f"doubling up to {defaults.RECONNECT_MAX_S:g} s, jittered)",
+        f"{defaults.RECONNECT_GIVE_UP_S:g}; the first try within "
+        f"{defaults.RECONNECT_INITIAL_S:g} s, then waits doubling up to "
+        f"{defaults.RECONNECT_MAX_S:g} s, jittered)",
     )
 
 
