@@ -28,8 +28,10 @@ from switchboard.protocol import Message
 WAIT_S = 15.0
 
 
-def serve(port: int = 0) -> ServerProcess:
-    return spawn_logged(switchboard_command("serve", "--port", str(port), "--name", "test-server"))
+def serve(port: int = 0, *args: str) -> ServerProcess:
+    return spawn_logged(
+        switchboard_command("serve", "--port", str(port), "--name", "test-server", *args)
+    )
 
 
 @pytest.fixture
@@ -159,6 +161,23 @@ def test_listen_gives_up_with_exit_code_3(
     waits += [json.loads(line) for line in listener.seen if '"reconnecting"' in line][1:]
     assert waits[0]["error"] is None and all(w["in_s"] <= 2 for w in waits)
     assert any("connection refused" in (w["error"] or "") for w in waits[1:]), listener.seen
+
+
+def test_listen_gives_up_at_once_when_the_new_server_refuses_its_token(
+    servers: list[ServerProcess], commands: Callable[..., Lines], tmp_path: Path
+) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.write_text("token-before\n", encoding="utf-8")
+    after.write_text("token-after\n", encoding="utf-8")
+    first = serve(0, "--auth-token-file", str(before))
+    servers.append(first)
+    listener = commands("listen", "--token", "token-before", "--port", str(first.port))
+    listener.expect("connected to 'test-server'")
+    first.stop(signal.SIGKILL)
+    listener.expect("reconnecting in")
+    servers.append(serve(first.port, "--auth-token-file", str(after)))
+    listener.expect(r"^gave up reconnecting: the server refused the token \(AUTH_FAILED\)$")
+    assert listener.proc.wait(WAIT_S) == 3
 
 
 def test_listen_no_reconnect_ends_with_exit_code_3(

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from switchboard import defaults
-from switchboard.client import Client, ConnectionFailed
+from switchboard.client import AuthError, Client, ConnectionFailed
 from switchboard.client.reconnect import Backoff
 
 from .common import CliExit, connect
@@ -51,6 +51,10 @@ def connect_again(args: argparse.Namespace, **kwargs: Any) -> Client:
     try:
         return connect(args, **kwargs)
     except CliExit as exc:
+        # A refused token is not retried: ``connect`` keeps the AuthError as the context
+        # of its one-line exit, and the retry loop gives up on it at once.
+        if isinstance(exc.__context__, AuthError):
+            raise exc.__context__ from None
         raise ConnectionFailed(exc.message) from None
 
 
