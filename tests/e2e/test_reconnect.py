@@ -210,6 +210,7 @@ def test_chat_in_a_terminal_reconnects_to_a_restarted_server(
         first.stop(signal.SIGTERM)  # a restart: SHUTDOWN, then the server is gone
         child.expect_exact("* Connection lost: the server shut down (received SIGTERM)")
         child.expect(r"reconnecting in \d")
+        child.expect_exact("(reconnecting) ")  # the prompt says so
         child.send("typed while away\r")
         child.expect_exact("Not sent: reconnecting to the server")
         second = serve(port)

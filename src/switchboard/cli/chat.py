@@ -243,7 +243,10 @@ class ChatClient:
 
     def prompt_parts(self) -> list[tuple[str, str]]:
         with self._lock:
-            return self.state.prompt_parts()
+            parts = self.state.prompt_parts()
+            if self._reconnecting is not None:
+                parts.insert(0, ("class:offline", "(reconnecting) "))
+            return parts
 
     def completion_words(self) -> dict[str, object]:
         with self._lock:
@@ -554,7 +557,9 @@ class ChatClient:
                     daemon=True,
                 )
                 self._reconnecting.start()
-                return
+        if not self.args.no_reconnect:
+            self._ui.refresh()  # the prompt says so
+            return
         if shutdown is not None:
             self.out.line(f"* The server shut down ({shutdown}): the chat is over.", "error")
         else:
