@@ -195,9 +195,15 @@ def start_server_process(*args: str, file_limit: tuple[int, int] | None = None) 
     )
 
 
-def spawn_logged(argv: list[str], *, file_limit: tuple[int, int] | None = None) -> ServerProcess:
+def spawn_logged(
+    argv: list[str],
+    *,
+    file_limit: tuple[int, int] | None = None,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
     """Any server command that logs ``listening on HOST:PORT`` to stderr once it listens:
-    started, and waited for (stopped again if the line does not come)."""
+    started, and waited for (stopped again if the line does not come); ``env``: its
+    environment (default ``cli_env()``)."""
 
     def limit_files() -> None:
         if file_limit is not None:
@@ -209,7 +215,7 @@ def spawn_logged(argv: list[str], *, file_limit: tuple[int, int] | None = None) 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=env if env is not None else cli_env(),
         preexec_fn=limit_files if file_limit is not None else None,
     )
     lines: queue.Queue[str] = queue.Queue()

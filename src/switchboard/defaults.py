@@ -73,6 +73,16 @@ WRITE_HARD_LIMIT: Final = 4 * 1024 * 1024
 #: Client side: seconds to establish a connection, and to wait for each response.
 CONNECT_TIMEOUT_S: Final = 5.0
 REQUEST_TIMEOUT_S: Final = 10.0
+#: ``chat`` and ``listen`` reconnect after a lost connection or a server shutdown (a restart is
+#: when people want it most; irssi and weechat reconnect after both): the first try after
+#: about RECONNECT_INITIAL_S, each next one after twice the delay up to RECONNECT_MAX_S,
+#: each delay jittered down by up to half so that the clients of a restarted server do not
+#: all come back at the same instant.  They give up, exit code 3, after RECONNECT_GIVE_UP_S
+#: (a server restart or a network blip is over in well under five minutes; past that a
+#: person should decide).  irssi waits 5 min between tries; weechat starts at 10 s, doubling.
+RECONNECT_INITIAL_S: Final = 1.0
+RECONNECT_MAX_S: Final = 30.0
+RECONNECT_GIVE_UP_S: Final = 300.0
 #: Seconds the server gives clients to receive SHUTDOWN before it closes everything.
 SHUTDOWN_GRACE_S: Final = 1.0
 

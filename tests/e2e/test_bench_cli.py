@@ -54,12 +54,30 @@ def test_every_mode_against_the_server(
         "--server-pid", pid, *QUICK, port=sp.port, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no progress line into a pipe
     report = json.loads(proc.stdout)
     check_report(report, mode, clients)
     cpu = report["server_cpu_us_per_op"]
     assert isinstance(cpu, float | int) and cpu > 0
     if mode == "send":
-        assert report["receipts"] >= report["ops"]
+        assert report["receipts"] == report["ops"]
+
+
+def test_send_counts_messages_and_receipts_in_the_same_window(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    """Both count what was sent in the measured window: with nothing lost they are equal
+    (they were not: receipts of the warm-up and the drain were counted too)."""
+    sp = server_process_factory("--rate", "0")
+    proc = run_cli(
+        "bench", "--mode", "send", "--clients", "4", "--window", "32",
+        "--duration", "0.5", "--warmup", "0.5", "--json", port=sp.port, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["lost"] == 0 and report["errors"] == {}
+    assert report["ops"] > 0
+    assert report["receipts"] == report["ops"]
 
 
 def test_requests_mode_and_table(server_process_factory: Callable[..., ServerProcess]) -> None:
@@ -81,10 +99,39 @@ def test_rate_limited_server_shows_errors_by_code(
         "bench", "--mode", "time", "--clients", "1", "--window", "16", *QUICK,
         port=sp.port, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1  # the run measured refusals, not the server: it fails
     report = json.loads(proc.stdout)
     assert report["errors"].get("RATE_LIMITED", 0) > 0
     assert report["server_cpu_us_per_op"] is None
+    # Refusals are not operations: 100 requests/s and a burst of 10 allow no more.
+    assert report["ops"] <= 100 * (report["seconds"] + 0.2) + 10 + 20
+    assert "The server is rate limiting this load" in proc.stderr
+    assert "switchboard serve --rate 0" in proc.stderr
+    assert "RATE_LIMITED" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_progress_line_on_a_terminal(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    sp = server_process_factory("--rate", "0")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "switchboard", "bench", "--port", str(sp.port), "--duration", "1.5",
+         "--warmup", "0.5"],
+        env=cli_env(TERM="xterm-256color"),
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(24, 120),
+    )  # fmt: skip
+    try:
+        child.expect_exact("switchboard bench: warming up")
+        child.expect(r"switchboard bench: measuring, [01]\.\d of 1\.5 s")
+        child.expect_exact("throughput")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
 
 
 @pytest.fixture
@@ -263,7 +310,8 @@ def test_busy_poll_spins_while_nothing_is_answered(
         seconds, code, output = bench_cpu_seconds(
             [*argv, *(["--busy-poll"] if busy else [])], tmp_path, name
         )
-        assert code == 0, output
+        assert code == 1, output  # the request never answered is lost: the run fails
+        assert "1 request(s) or message(s) were lost" in output
         report = json.loads(output.splitlines()[0])
         assert report["busy_poll"] is busy
         assert report["lost"] >= 1  # the one TIME request, never answered

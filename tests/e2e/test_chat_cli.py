@@ -280,14 +280,14 @@ def test_a_member_killed_abruptly_is_seen_leaving(
     assert alice.finish() == 0
 
 
-def test_server_shutdown_ends_the_chat_with_exit_code_1(
+def test_server_shutdown_ends_the_chat_with_exit_code_3_without_reconnecting(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
     server = server_process_factory()
-    alice = chats(server.port, "alice").joined()
+    alice = chats(server.port, "alice", "--no-reconnect").joined()
     server.stop()
     alice.expect(r"^\* The server shut down \(received SIGTERM\): the chat is over\.$")
-    assert alice.wait() == 1  # without its input ending: it quits by itself
+    assert alice.wait() == 3  # without its input ending: it quits by itself
 
 
 def test_long_lines_are_refused_before_sending_and_empty_lines_are_not_sent(
@@ -390,13 +390,13 @@ def test_several_rooms_name_the_room_and_lines_go_to_the_current_one(
 # --- a real terminal --------------------------------------------------------------------------
 
 
-def spawn_chat(port: int, nick: str, tmp_path: Path) -> Any:
-    """``switchboard chat`` in a 30x120 pseudo-terminal (pexpect)."""
+def spawn_chat(port: int, nick: str, tmp_path: Path, *args: str) -> Any:
+    """``switchboard chat ARGS`` in a 30x120 pseudo-terminal (pexpect)."""
     import pexpect
 
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "switchboard", "chat", "--port", str(port), "--nick", nick],
+        ["-m", "switchboard", "chat", "--port", str(port), "--nick", nick, *args],
         env=cli_env(
             TERM="xterm-256color",
             # pexpect's terminal never answers "where is the cursor?"
@@ -465,7 +465,7 @@ def test_terminal_asks_for_another_nickname_and_ends_on_shutdown(
 ) -> None:
     pexpect = pytest.importorskip("pexpect")
     server = server_factory()
-    child = spawn_chat(server.port, "bob", tmp_path)
+    child = spawn_chat(server.port, "bob", tmp_path, "--no-reconnect")
     try:
         with Client("127.0.0.1", server.port, nick="BOB", timeout=WAIT_S):
             child.expect_exact("is taken by #1 (NICK_IN_USE).")
@@ -479,7 +479,7 @@ def test_terminal_asks_for_another_nickname_and_ends_on_shutdown(
             child.expect_exact("The server shut down (test finished): the chat is over.")
             child.expect(pexpect.EOF)
         child.close()
-        assert child.exitstatus == 1, child.logfile_read.getvalue()
+        assert child.exitstatus == 3, child.logfile_read.getvalue()
     finally:
         if child.isalive():
             child.terminate(force=True)

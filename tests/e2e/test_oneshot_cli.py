@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import queue
+import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -177,13 +179,54 @@ def test_list_json(server: ServerThread) -> None:
     assert me["nick"] is None and me["self"] is True
 
 
-def test_list_text_is_plain_when_not_a_terminal(server: ServerThread) -> None:
+def test_list_into_a_pipe_is_tab_separated_with_a_header(server: ServerThread) -> None:
     with Client(HOST, server.port, timeout=5, nick="Ada") as ada:
-        result = run_cli("list", port=server.port)
-    assert result.returncode == 0, result.stderr
-    assert "\x1b[" not in result.stdout  # no colour codes into a pipe
-    assert "Ada" in result.stdout and str(ada.welcome.port) in result.stdout
-    assert "2 client(s)" in result.stdout
+        piped = run_cli("list", port=server.port)
+        forced = run_cli("list", "--format", "tsv", port=server.port)
+    for result in (piped, forced):
+        assert result.returncode == 0, result.stderr
+        assert "\x1b[" not in result.stdout  # no colour codes into a pipe
+        header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
+        assert header == ["id", "ip", "port", "nickname", "connected_since", "self"]
+        assert len(rows) == 2 and all(len(row) == 6 for row in rows)
+        assert rows[0][:4] == [str(ada.client_id), HOST, str(ada.welcome.port), "Ada"]
+        dt.datetime.fromisoformat(rows[0][4])
+        assert (rows[0][5], rows[1][3], rows[1][5]) == ("no", "-", "yes")
+
+
+def list_on_a_terminal(port: int, columns: int, *args: str) -> str:
+    """``switchboard list`` in a pseudo-terminal ``columns`` wide: what it showed."""
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "switchboard", "list", "--port", str(port), *args],
+        env=cli_env(TERM="xterm-256color", COLUMNS=str(columns), LINES="40"),
+        encoding="utf-8",
+        timeout=10,
+        dimensions=(40, columns),
+    )
+    try:
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(child.before)).replace("\r\n", "\n")
+
+
+def test_list_on_a_narrow_terminal_cuts_no_id_address_or_port(server: ServerThread) -> None:
+    with Client(HOST, server.port, timeout=5, nick="Ada") as ada:
+        wide = list_on_a_terminal(server.port, 120)
+        narrow = list_on_a_terminal(server.port, 40)
+        forced = list_on_a_terminal(server.port, 120, "--format", "tsv")
+    assert "┃ id ┃ ip" in wide and "<- you" in wide  # a terminal wide enough: the table
+    lines = narrow.splitlines()
+    assert all(len(line) <= 40 for line in lines), narrow
+    assert "…" not in narrow
+    # Each of these whole, on a line of its own: nothing cut or folded.
+    for label, value in (("id", ada.client_id), ("ip", HOST), ("port", ada.welcome.port)):
+        assert any(re.fullmatch(rf"{label}\s+{value}\s*", line) for line in lines), narrow
+    assert any(re.fullmatch(r"nickname\s+Ada\s*", line) for line in lines), narrow
+    assert forced.splitlines()[0] == "id\tip\tport\tnickname\tconnected_since\tself"
 
 
 def test_list_shows_nicknames_as_chosen_not_as_markup(server: ServerThread) -> None:
@@ -275,7 +318,9 @@ def test_send_text_too_long(server: ServerThread) -> None:
 
 
 def test_listen_json_lines(server: ServerThread, follow: Callable[..., Follower]) -> None:
-    listener = follow("listen", "--json", "--nick", "ear", "--port", str(server.port))
+    listener = follow(
+        "listen", "--json", "--nick", "ear", "--no-reconnect", "--port", str(server.port)
+    )
     welcome = json.loads(listener.line())
     assert welcome["event"] == "welcome" and welcome["server"] == "test-server"
     listener_id = welcome["id"]
@@ -299,7 +344,7 @@ def test_listen_json_lines(server: ServerThread, follow: Callable[..., Follower]
     rest = [json.loads(listener.line()) for _ in range(2)]
     assert rest[0] == {"event": "shutdown", "reason": "test finished"}
     assert rest[1]["event"] == "disconnected"
-    assert listener.wait(10) == 0
+    assert listener.wait(10) == 3  # the session ended from the server's side
 
 
 def test_listen_text_is_flushed_line_by_line(

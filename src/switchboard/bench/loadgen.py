@@ -4,6 +4,8 @@ N connections, spread over K worker processes (each its own uvloop event loop), 
 requests in flight each.  After a warm-up, a fixed measured window counts operations and
 records their latency in a histogram; then no new requests are sent and the workers wait (up
 to a drain timeout) for every answer, so that what never came back is counted as *lost*.
+An operation is a successful one: an ERROR answer is counted under ``errors``, never as an
+operation (a rate-limited server answers refusals faster than it does the work).
 
 Modes (an operation, and its latency):
 
@@ -12,9 +14,13 @@ Modes (an operation, and its latency):
 * ``send``: client i sends to client (i+1) mod N, the recipient ACKs, the sender's RECEIPT
   frees its window slot; a MESSAGE arriving at its recipient, from send to arrival.  The send
   time travels in the message text (16 hex digits of the monotonic clock, which Linux shares
-  between processes), so no per-message state is kept anywhere.
+  between processes), so no per-message state is kept anywhere.  Messages *sent* in the
+  measured window are counted (wherever they arrive), and so are the receipts of messages
+  sent in it (the sender knows each batch's send time, and one sender's receipts come back
+  in its sending order): with nothing lost, ``receipts`` equals ``ops``.
 * ``broadcast``: all N join one room and broadcast; a MESSAGE arriving at a member, from
-  send to arrival; the window frees on BroadcastOk.
+  send to arrival; the window frees on BroadcastOk.  As for send, messages sent in the
+  measured window are counted.
 
 The generator is lean so that it saturates as late as possible: frames are split with one
 ``struct.unpack_from`` each straight from the receive buffer, every batch of requests goes
@@ -235,7 +241,8 @@ class _LoadConnection(asyncio.Protocol):
         self.client_id = 0
         self.active = False
         self.in_flight = 0
-        #: [send time, count] per batch still unanswered (time and list: answers are in order).
+        #: [send time, count] per batch still unanswered (time and list: answers are in order;
+        #: send: receipts, and the errors that stand for them, come back in sending order).
         self.pending: deque[list[int]] = deque()
         #: The request frame up to its send-time stamp (send, broadcast).
         self.head = b""
@@ -268,6 +275,8 @@ class _LoadConnection(asyncio.Protocol):
             self.pending.append([now, k])
             out.append(_LIST_REQUEST * k)
         else:
+            if mode == "send":
+                self.pending.append([now, k])
             out.append((self.head + b"%016x" % now + w.pad) * k)
 
     def start(self, now: int) -> None:
@@ -285,7 +294,9 @@ class _LoadConnection(asyncio.Protocol):
         pos = 0
         out: list[bytes] = []
         answers = 0
-        measuring = w.t1 <= now < w.t2
+        oks = 0
+        t1, t2 = w.t1, w.t2
+        measuring = t1 <= now < t2
         group_ts = 0
         group_n = 0
         hist = w.hist
@@ -309,7 +320,7 @@ class _LoadConnection(asyncio.Protocol):
                 w.delivered += 1
                 if not room_len:  # direct messages are acknowledged, room messages never
                     out.append(_ACK_HEAD + _pack_u64(_unpack_u64(buf, p)[0]))
-                if measuring:
+                if t1 <= ts < t2:  # sent in the measured window
                     w.ops += 1
                     if ts == group_ts:
                         group_n += 1
@@ -322,6 +333,7 @@ class _LoadConnection(asyncio.Protocol):
                     self.joined.set_result(None)  # the JOIN of the set-up, not a measured answer
                 else:
                     answers += 1
+                    oks += 1
                     w.oks += 1
                     if w.mode == "broadcast":
                         self.in_flight -= 1
@@ -329,9 +341,10 @@ class _LoadConnection(asyncio.Protocol):
                             w.reached += _unpack_u32(buf, p + 10)[0]
             elif mtype == _RECEIPT:
                 self.in_flight -= 1
-                w.receipts += 1
-                if length >= 13 and buf[p + 12] != 1:
-                    w.not_delivered += 1
+                if t1 <= self._settle_one() < t2:
+                    w.receipts += 1
+                    if length >= 13 and buf[p + 12] != 1:
+                        w.not_delivered += 1
             elif mtype == _ERROR:
                 w.error(_unpack_u16(buf, p)[0] if length >= 2 else 0)
                 if self.joined is not None and not self.joined.done():
@@ -340,6 +353,8 @@ class _LoadConnection(asyncio.Protocol):
                     answers += 1
                     if w.mode in ("send", "broadcast"):
                         self.in_flight -= 1  # no receipt or message will follow
+                        if w.mode == "send":
+                            self._settle_one()
             elif mtype == _PING:
                 out.append(_PONG)
             elif mtype == _WELCOME and length >= 4 and not self.welcomed.done():
@@ -355,7 +370,7 @@ class _LoadConnection(asyncio.Protocol):
             if w.mode in ("time", "list"):
                 self.in_flight -= answers
                 if measuring:
-                    w.ops += answers
+                    w.ops += oks
                 pending = self.pending
                 while answers and pending:
                     head = pending[0]
@@ -370,6 +385,18 @@ class _LoadConnection(asyncio.Protocol):
             self.refill(now, out)
         if out and self.transport is not None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _settle_one(self) -> int:
+        """send mode: the send time of the oldest message still without its receipt (or
+        error), now settled; 0 if none is on record."""
+        pending = self.pending
+        if not pending:
+            return 0
+        head = pending[0]
+        head[1] -= 1
+        if not head[1]:
+            pending.popleft()
+        return int(head[0])
 
 
 def busy_poll(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
@@ -576,9 +603,25 @@ def _recv(pipe: multiprocessing.connection.Connection, timeout: float, what: str
     return msg
 
 
-def _sleep_until(deadline_ns: int) -> None:
-    delay = (deadline_ns - time.monotonic_ns()) / _NS
-    if delay > 0:
+#: Seconds between two updates of the progress line.
+PROGRESS_EVERY_S: Final = 0.25
+
+#: ``run_bench``'s ``progress``: called with a short line saying where the run is.
+Progress = Callable[[str], None]
+
+
+def _sleep_until(
+    deadline_ns: int, progress: Progress | None = None, label: Callable[[int], str] | None = None
+) -> None:
+    """Sleep until ``deadline_ns``, telling ``progress`` ``label(now)`` every quarter second."""
+    while True:
+        now = time.monotonic_ns()
+        delay = (deadline_ns - now) / _NS
+        if delay <= 0:
+            return
+        if progress is not None and label is not None:
+            progress(label(now))
+            delay = min(delay, PROGRESS_EVERY_S)
         time.sleep(delay)
 
 
@@ -591,9 +634,12 @@ def _cpu(pid: int | None) -> float | None:
         raise BenchError(f"--server-pid {pid}: {exc}") from None
 
 
-def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    """Run one benchmark and return the report (the ``--json`` object)."""
+def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run one benchmark and return the report (the ``--json`` object); ``progress`` is told
+    where the run is (connecting, warming up, measuring, draining) a few times a second."""
     cfg.check()
+    if progress is not None:
+        progress(f"connecting {cfg.clients} client(s)")
     _cpu(cfg.server_pid)  # fail early on a wrong pid
     k = cfg.worker_count()
     shares = [cfg.clients // k + (1 if i < cfg.clients % k else 0) for i in range(k)]
@@ -634,12 +680,18 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 ("go", ring[first : first + share], t0, t1, t2 if quota < 0 else 1 << 62, t2, quota)
             )
             first += share
-        _sleep_until(t1)
+        _sleep_until(t1, progress, lambda now: f"warming up, {(t1 - now) / _NS:.1f} s left")
         cpu1 = _cpu(cfg.server_pid)
         cpu2: float | None = None
         if cfg.requests is None:
-            _sleep_until(t2)
+            _sleep_until(
+                t2,
+                progress,
+                lambda now: f"measuring, {(now - t1) / _NS:.1f} of {cfg.duration:g} s",
+            )
             cpu2 = _cpu(cfg.server_pid)
+        if progress is not None:
+            progress("draining" if cfg.requests is None else f"sending {cfg.requests:,} requests")
         stops: list[int] = []
         broken: list[str] = []
         for pipe in pipes:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import sys
+from typing import Any, TextIO
 
+from switchboard import defaults
 from switchboard.bench.loadgen import (
     DEFAULT_DURATION,
     DEFAULT_SIZE,
@@ -30,7 +32,9 @@ def register(sub: Any) -> None:
             "Open N connections (spread over K load processes), keep W requests in flight on "
             "each, and after a warm-up measure a fixed window: throughput, latency percentiles, "
             "errors, lost requests and (with --server-pid) the server's CPU time per operation. "
-            "Run the server with --rate 0: its default rate limit would refuse a benchmark."
+            "Run the server with --rate 0: its default rate limit would refuse a benchmark. "
+            "Exit code 1 when the server refused requests (errors) or some were lost: the "
+            "figures then do not measure the server. On a terminal, a progress line on stderr."
         ),
     )
     add_endpoint_args(p)
@@ -128,15 +132,64 @@ def main(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         busy_poll=args.busy_poll,
     )
+    line = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     try:
-        report = run_bench(cfg)
+        report = run_bench(cfg, line.show if line is not None else None)
     except BenchError as exc:
         raise CliExit(2, str(exc)) from None
+    finally:
+        if line is not None:
+            line.clear()
     if args.json:
         print(json.dumps(report))
     else:
         print(format_report(report))
-    return 0
+    verdict = failure(report)
+    if verdict is None:
+        return 0
+    print(f"switchboard bench: {verdict}", file=sys.stderr)
+    return 1
+
+
+def failure(r: dict[str, Any]) -> str | None:
+    """Why the run does not measure the server doing its work (refusals, losses), or None.
+
+    A server that refuses requests answers its refusals faster than it does the work, so a
+    run with errors measures the refusals: it fails, saying so, whatever its throughput."""
+    errors: dict[str, int] = r["errors"]
+    problems = []
+    if errors:
+        refused = sum(errors.values())
+        by_code = ", ".join(f"{name} {n:,}" for name, n in sorted(errors.items()))
+        problems.append(f"the server refused {refused:,} request(s) ({by_code})")
+    if r["lost"]:
+        problems.append(f"{r['lost']:,} request(s) or message(s) were lost")
+    if not problems:
+        return None
+    text = "; ".join(problems) + ": these figures do not measure the server"
+    if "RATE_LIMITED" in errors:
+        text += (
+            ". The server is rate limiting this load (its default allows "
+            f"{defaults.RATE:,.0f} requests/s per connection); start it for benchmarks with "
+            "`switchboard serve --rate 0`"
+        )
+    return text
+
+
+class ProgressLine:
+    """One line on a terminal, rewritten in place while the run goes on, erased at the end
+    (only on a terminal: a log or a pipe gets no carriage returns)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def show(self, text: str) -> None:
+        self._stream.write(f"\r\x1b[Kswitchboard bench: {text}")
+        self._stream.flush()
+
+    def clear(self) -> None:
+        self._stream.write("\r\x1b[K")
+        self._stream.flush()
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -18,9 +18,15 @@ sends no copy of a BROADCAST to its sender and BroadcastOk carries no time, so o
 is stamped when its OK arrives with this machine's clock corrected by the offset measured
 with one TIME request at start: the server's clock, give or take half a round trip.
 
-Exit codes: 0 after /quit, Ctrl-D or the end of piped input; 1 when the connection is
-lost or the server shuts down; 2 when we could not get in (unreachable, full, no token or a
-wrong one, nickname or room refused), or for an argument that is not valid UTF-8.
+A lost connection or a server shutdown is followed by reconnecting (unless --no-reconnect):
+with back-off (``client.reconnect``), under the same nickname, into the same rooms, saying
+so; lines typed meanwhile are refused on a terminal and wait for the outcome when piped.
+Room history replayed on rejoining is shown only where it is newer than what was seen.
+
+Exit codes: 0 after /quit, Ctrl-D or the end of piped input; 3 when the connection is
+lost or the server shuts down and we do not (or no longer) reconnect; 2 when we could not get
+in (unreachable, full, no token or a wrong one, nickname or room refused), or for an argument
+that is not valid UTF-8.
 """
 
 from __future__ import annotations
@@ -39,12 +45,14 @@ from switchboard import defaults
 from switchboard.client import (
     AuthError,
     Client,
+    ConnectionFailed,
     ConnectionLost,
     NicknameError,
     RequestTimeout,
     ServerError,
 )
 from switchboard.client.core import as_send_ok, send_request
+from switchboard.client.reconnect import retry
 from switchboard.protocol import (
     BroadcastRequest,
     Frame,
@@ -78,6 +86,14 @@ from .interactive import (
     utf8_argument,
 )
 from .menu import CommandError, recipient_label, require_utf8
+from .reconnect import (
+    EXIT_ENDED,
+    add_reconnect_args,
+    backoff,
+    check_reconnect_args,
+    connect_again,
+    seconds,
+)
 
 HISTORY_FILE: Final = "chat_history"
 #: Said when Ctrl-C meets an empty line: as in the interactive client, Ctrl-C only clears
@@ -99,7 +115,9 @@ def register(sub: Any) -> None:
         "room, the others' lines appear with the server's timestamp, joins and leaves as "
         "they happen.  /help lists the commands (/msg, /list, /who, /time, /name, /join, /leave, "
         "/nick, /quit).  With stdin not a terminal each line is said (or run) in turn, "
-        "output is plain text, and the end of input waits for the answers, then quits.",
+        "output is plain text, and the end of input waits for the answers, then quits.  "
+        "A lost connection or a server shutdown is followed by reconnecting, under the same "
+        "nickname and into the same rooms (see --no-reconnect, --reconnect-for).",
     )
     add_connection_args(p, json_flag=False)
     p.add_argument(
@@ -119,17 +137,20 @@ def register(sub: Any) -> None:
         help="when the server is full, try again every second for up to this long "
         "(default 0: give up at once, exit code 2)",
     )
+    add_reconnect_args(p)
     p.set_defaults(func=cmd_chat)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     if args.retry < 0:
         raise CliExit(2, "--retry must not be negative")
+    check_reconnect_args(args)
     if sys.stdin.isatty() and sys.stdout.isatty():
         return run_terminal(
             lambda out: ChatClient(args, out, interactive=True),
             HISTORY_FILE,
             leave_hint=LEAVE_HINT,
+            erase_entered=True,
         )
     plain_stdio()  # a line that is not UTF-8 is refused, not sent with U+FFFD in it
     chat = ChatClient(args, Output(plain_console()), interactive=False)
@@ -207,12 +228,26 @@ class ChatClient:
         self._held: list[Line] = []
         self.known_ids: list[int] = []
         self.known_nicks: list[str] = []  # of the last /who, for completing /msg
+        #: Set while a reconnection is under way (the thread running it: _reconnect).
+        self._reconnecting: threading.Thread | None = None
+        #: Set to stop reconnecting (/quit while it waits); and, when it ends, to wake the
+        #: piped reader waiting for its outcome.
+        self._stop_reconnecting = threading.Event()
+        self._reconnected = threading.Condition(self._lock)
+        #: The server time of the newest room line seen, per room; and, for the rooms
+        #: rejoined after a reconnection, what it was then: the history the rejoin replays is
+        #: shown only past it (a /join of our own replays it all, marked).
+        self._seen_ms: dict[str, int] = {}
+        self._rejoined_at_ms: dict[str, int] = {}
 
     # --- what the terminal front end asks -------------------------------------------------
 
     def prompt_parts(self) -> list[tuple[str, str]]:
         with self._lock:
-            return self.state.prompt_parts()
+            parts = self.state.prompt_parts()
+            if self._reconnecting is not None:
+                parts.insert(0, ("class:offline", "(reconnecting) "))
+            return parts
 
     def completion_words(self) -> dict[str, object]:
         with self._lock:
@@ -223,7 +258,7 @@ class ChatClient:
     def run(self, ui: ChatUi) -> int:
         self._ui = ui
         try:
-            client = self._start()
+            self._start()
             if self.interactive:
                 self.out.line("Type to chat; /help lists the commands, /quit leaves.", "dim")
             while self._lost is None:
@@ -239,14 +274,28 @@ class ChatClient:
                     continue
                 if isinstance(action, model.Quit):
                     break
-                self.execute(client, action)
+                client = self._connected_client()
+                if client is not None:
+                    self.execute(client, action)
         finally:
             self._close()
         if self._lost is not None:
-            return 1
+            return EXIT_ENDED
         if self.interactive:
             self.out.line("Bye.", "dim")
         return 0
+
+    def _connected_client(self) -> Client | None:
+        """The client to run the next action on.  While reconnecting: on a terminal None
+        (the line is refused, saying why); piped, the outcome is waited for (a script's
+        next lines go to the new connection)."""
+        with self._lock:
+            if self._reconnecting is not None and not self.interactive:
+                self._reconnected.wait_for(lambda: self._reconnecting is None)
+            if self._reconnecting is None:
+                return self._client if self._lost is None else None
+        self.out.line("Not sent: reconnecting to the server (your line was dropped).", "error")
+        return None
 
     def _start(self) -> Client:
         """Connect, take the nickname, join the room; CliExit(2) when any of it fails."""
@@ -396,12 +445,14 @@ class ChatClient:
         # is sent, and execute() says why.
         def show(ok: Frame) -> list[Line]:
             state = self.state
+            now_ms = self.server_now_ms()
+            self._seen_ms[room] = max(self._seen_ms.get(room, 0), now_ms)
             line = model.own_line(
                 state.nick,
                 state.client_id,
                 room,
                 text,
-                self.server_now_ms(),
+                now_ms,
                 show_room=state.show_rooms,
             )
             return [(line, "")]
@@ -420,6 +471,7 @@ class ChatClient:
     def _join(self, client: Client, room: str) -> None:
         with self._lock:
             switched = self.state.switch(room)
+            self._rejoined_at_ms.pop(room, None)
         if switched:
             self.out.line(f"* talking in {room} now", "notice")
             self._ui.refresh()
@@ -477,6 +529,9 @@ class ChatClient:
             if not frame.room:
                 return model.private_line(frame), "message"
             history = bool(frame.flags & MessageFlags.HISTORY)
+            if history and frame.sent_ms <= self._rejoined_at_ms.get(frame.room, -1):
+                return None  # replayed on rejoining: shown before the connection was lost
+            self._seen_ms[frame.room] = max(self._seen_ms.get(frame.room, 0), frame.sent_ms)
             line = model.room_line(frame, show_room=self.state.show_rooms)
             return line, "dim" if history else "message"
         if isinstance(frame, Joined):
@@ -495,18 +550,120 @@ class ChatClient:
         with self._lock:
             if self._closing or self._client is None:
                 return  # our own /quit, or a connection refused before it was ours
-            self._lost = reason
+            if self._starting or self.args.no_reconnect:
+                self._lost = reason
             if self._starting:
                 return  # _start says why it could not get in, in one line
-        if self._shutdown is not None:
-            self.out.line(f"* The server shut down ({self._shutdown}): the chat is over.", "error")
+            shutdown, self._shutdown = self._shutdown, None
+            if not self.args.no_reconnect:
+                why = f"the server shut down ({shutdown})" if shutdown else reason
+                self._reconnecting = threading.Thread(
+                    target=self._reconnect,
+                    args=(why,),
+                    name="switchboard-chat-reconnect",
+                    daemon=True,
+                )
+                self._reconnecting.start()
+        if not self.args.no_reconnect:
+            self._ui.refresh()  # the prompt says so
+            return
+        if shutdown is not None:
+            self.out.line(f"* The server shut down ({shutdown}): the chat is over.", "error")
         else:
             self.out.line(f"* Connection lost: {reason}.", "error")
         self._ui.interrupt()
 
+    def _reconnect(self, why: str) -> None:
+        """On a thread of its own: try again with back-off until we are back (same nickname,
+        same rooms) or give up (then the chat ends, exit code 3)."""
+        first = True
+
+        def waiting(delay: float, error: str | None) -> None:
+            nonlocal first
+            if first:
+                line = f"* Connection lost: {why}; reconnecting in {seconds(delay)}."
+                self.out.line(line, "error")
+                first = False
+            else:
+                line = f"* Reconnect failed ({error}); next try in {seconds(delay)}."
+                self.out.line(line, "dim")
+
+        client: Client | None
+        try:
+            client = retry(
+                self._rejoin, backoff(self.args), on_wait=waiting, stop=self._stop_reconnecting
+            )
+            gave_up = f"no connection within {self.args.reconnect_for:g} s"
+        except AuthError as exc:
+            client, gave_up = None, f"the server refused the token ({exc.name})"
+        stopped = self._stop_reconnecting.is_set()
+        with self._lock:
+            self._reconnecting = None
+            if client is not None:
+                self._client = client
+                self.state.client_id = client.client_id
+                me = model.who(self.state.nick, client.client_id)
+                rooms = ", ".join(self.state.rooms)
+            elif not stopped:  # /quit while reconnecting is no loss
+                self._lost = gave_up
+            self._reconnected.notify_all()
+        if client is None:
+            if not stopped:
+                self.out.line(f"* Gave up reconnecting: {gave_up}. The chat is over.", "error")
+                self._ui.interrupt()
+            return
+        with self._lock:
+            reconnected = f"* Reconnected as {me}" + (f", rejoined {rooms}" if rooms else "")
+            self.out.line(reconnected, "notice")
+            for text, style in self._held:
+                self.out.line(text, style)
+            self._holding, self._held = False, []
+        self._ui.refresh()
+        if client.closed:  # lost again before it was ours: its on_close was not heard
+            self._on_close("the connection was lost while rejoining")
+
+    def _rejoin(self) -> Client:
+        """One attempt: connect, take our nickname, join our rooms (each failure retried)."""
+        client = connect_again(
+            self.args, on_indication=self._on_indication, on_close=self._on_close_again
+        )
+        try:
+            self._measure_clock(client)
+            with self._lock:
+                nick = self.state.nick
+                rooms = list(self.state.rooms)
+                self._rejoined_at_ms = dict(self._seen_ms)
+                # What the rooms replay waits for the "Reconnected" line (_reconnect).
+                self._holding, self._gate, self._held = True, None, []
+            try:
+                client.set_nick(nick)
+            except NicknameError as exc:
+                # Our old connection may still hold it until the server notices it is gone.
+                raise ConnectionFailed(f"the nickname {nick} is held: {exc.message}") from None
+            for room in rooms:
+                client.join(room)
+        except BaseException:
+            with self._lock:
+                self._holding, self._held = False, []
+            client.close()
+            raise
+        return client
+
+    def _on_close_again(self, reason: str) -> None:
+        """on_close of a reconnected client: the same as the first one's, once it is ours."""
+        with self._lock:
+            ours = self._reconnecting is None
+        if ours:
+            self._on_close(reason)
+
     # --- closing ----------------------------------------------------------------------------
 
     def _close(self) -> None:
+        self._stop_reconnecting.set()
+        with self._lock:
+            thread = self._reconnecting
+        if thread is not None:
+            thread.join()
         with self._lock:
             client = self._client
             if client is None:

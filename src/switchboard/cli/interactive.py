@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 import threading
 import time
@@ -26,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, TextIO, cast
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
 from rich.text import Text
 
 from switchboard import defaults
@@ -205,7 +205,7 @@ class Output:
             for text in texts:
                 console.print(Text(text, style=STYLES.get(style, "")))
 
-    def table(self, table: Table) -> None:
+    def table(self, table: RenderableType) -> None:
         with self._lock:
             self._target().print(table)
 
@@ -271,18 +271,21 @@ class TerminalUi:
         state: PromptState,
         history_path: Path | None,
         on_idle_interrupt: Callable[[], None] | None = None,
+        *,
+        erase_entered: bool = False,
     ) -> None:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.completion import DynamicCompleter, NestedCompleter
+
+        #: Set when an existing history file was readable by others and has been tightened.
+        self.history_notice: str | None = None
         from prompt_toolkit.history import FileHistory, History, InMemoryHistory
         from prompt_toolkit.styles import Style
 
         history: History = InMemoryHistory()
         if history_path is not None:
             try:
-                history_path.parent.mkdir(parents=True, exist_ok=True)
-                with history_path.open("a", encoding="utf-8"):
-                    pass
+                self.history_notice = private_history_file(history_path)
                 history = FileHistory(str(history_path))
             except OSError:
                 pass  # an unwritable home only costs the history across sessions
@@ -294,6 +297,9 @@ class TerminalUi:
             ),
             complete_while_typing=False,
             style=style,
+            # The chat prints each line we said once, stamped, as irssi and weechat do: the
+            # prompt with the typed line is erased when Enter is pressed, not left above it.
+            erase_when_done=erase_entered,
         )
         self._questions: PromptSession[str] = PromptSession(history=InMemoryHistory(), style=style)
         self._state = state
@@ -353,6 +359,26 @@ class TerminalUi:
             app.exit(exception=EOFError())
 
 
+def private_history_file(path: Path) -> str | None:
+    """Make sure the history file at ``path`` exists and only its owner can read it: it
+    holds every line typed, message texts included.  A new file is created 0600 in a
+    directory created 0700; an existing one that others could read is tightened to 0600,
+    and the notice to print about it is returned."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            os.fchmod(fd, mode & 0o700)
+            return (
+                f"* {path} could be read by others (mode {mode:04o}): "
+                f"now {mode & 0o700:04o}, readable only by you."
+            )
+    finally:
+        os.close(fd)
+    return None
+
+
 def history_path(name: str = HISTORY_FILE) -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "switchboard" / name
@@ -378,18 +404,30 @@ def output_above_prompt() -> Iterator[None]:
 
 
 def run_terminal(
-    make_app: Callable[[Output], TerminalApp], history_file: str, *, leave_hint: str
+    make_app: Callable[[Output], TerminalApp],
+    history_file: str,
+    *,
+    leave_hint: str,
+    erase_entered: bool = False,
 ) -> int:
     """Run the app that ``make_app(output)`` builds on this terminal: prompt_toolkit with
     the history in ``history_file`` (under ``history_path``), output printed above the
-    prompt, ``leave_hint`` printed when Ctrl-C meets an empty line."""
+    prompt, ``leave_hint`` printed when Ctrl-C meets an empty line; ``erase_entered``: the
+    prompt and the line typed vanish on Enter (the app prints what became of it)."""
     out = Output(terminal_console(), direct=terminal_console(sys.stdout))
     app = make_app(out)
     try:
         path: Path | None = history_path(history_file)
     except RuntimeError:  # no home directory to be found
         path = None
-    ui = TerminalUi(app, path, on_idle_interrupt=lambda: out.line(leave_hint, "dim"))
+    ui = TerminalUi(
+        app,
+        path,
+        on_idle_interrupt=lambda: out.line(leave_hint, "dim"),
+        erase_entered=erase_entered,
+    )
+    if ui.history_notice is not None:
+        out.line(ui.history_notice, "dim")
     with output_above_prompt():
         return app.run(ui)
 
@@ -741,20 +779,8 @@ class InteractiveClient:
         clients = client.list_clients()
         me = client.client_id
         self.known_ids = [c.client_id for c in clients]
-        table = Table(title=f"{len(clients)} client(s) connected")
-        for column in ("id", "ip", "port", "nickname", "connected since", ""):
-            table.add_column(column, justify="right" if column in ("id", "port") else "left")
-        for c in clients:
-            table.add_row(
-                str(c.client_id),
-                c.ip,
-                str(c.port),
-                Text(render.safe(c.nick)) if c.nick else "-",  # never read as markup
-                render.iso(c.connected_ms),
-                "<- you" if c.client_id == me else "",
-                style="bold" if c.client_id == me else None,
-            )
-        self.out.table(table)
+        title = f"{len(clients)} client(s) connected"
+        self.out.table(render.clients_view(self.out.console, clients, me, title))
 
     def _send(self, action: menu.SendMessage) -> None:
         client = self._client()

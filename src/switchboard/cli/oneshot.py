@@ -8,15 +8,22 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from switchboard.client import AuthError, ConnectionLost, RequestTimeout, ServerError
+from switchboard.client import AuthError, Client, ConnectionLost, RequestTimeout, ServerError
+from switchboard.client.reconnect import retry
 from switchboard.protocol import ReceiptStatus
 
 from . import render
 from .common import CliExit, add_connection_args, connect, emit, error_json, say
 from .menu import CommandError, parse_recipient, recipient_label
+from .reconnect import (
+    EXIT_ENDED,
+    add_reconnect_args,
+    backoff,
+    check_reconnect_args,
+    connect_again,
+    seconds,
+)
 
 
 def register(sub: Any) -> None:
@@ -42,6 +49,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("list", help="list the connected clients", description="List the clients.")
     add_connection_args(p)
     p.add_argument("--room", help="only the members of this room")
+    p.add_argument(
+        "--format",
+        choices=["table", "tsv"],
+        default=None,
+        help="table: for people (stacked per client when the terminal is too narrow); tsv: a "
+        "header line, then one tab-separated line per client (default: table on a terminal, "
+        "tsv into a pipe or file)",
+    )
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
@@ -80,11 +95,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "listen",
         help="stay connected and print everything that arrives",
-        description="Stay connected and print every indication as it arrives (Ctrl-C to stop).",
+        description="Stay connected and print every indication as it arrives (Ctrl-C to stop). "
+        "A lost connection or a server shutdown is followed by reconnecting, under the same "
+        "--nick and into the same --rooms (see --no-reconnect, --reconnect-for).",
     )
     add_connection_args(p)
     p.add_argument("--nick", help="a nickname to listen under")
     p.add_argument("--room", action="append", default=[], help="also join this room (repeatable)")
+    add_reconnect_args(p)
     p.set_defaults(func=cmd_listen)
 
 
@@ -122,19 +140,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         emit({"clients": [render.client_json(c, me) for c in clients]})
         return 0
-    table = Table(title=f"{len(clients)} client(s)" + (f" in {args.room}" if args.room else ""))
-    for column in ("id", "ip", "port", "nickname", "connected since", ""):
-        table.add_column(column, justify="right" if column in ("id", "port") else "left")
-    for c in clients:
-        table.add_row(
-            str(c.client_id),
-            c.ip,
-            str(c.port),
-            Text(render.safe(c.nick)) if c.nick else "-",  # a peer's string, never markup
-            render.iso(c.connected_ms),
-            "<- you" if c.client_id == me else "",
-        )
-    Console(highlight=False, soft_wrap=True).print(table)
+    if args.format == "tsv" or (args.format is None and not sys.stdout.isatty()):
+        for line in render.clients_tsv(clients, me):
+            say(line)
+        return 0
+    console = Console(highlight=False, soft_wrap=False)
+    title = f"{len(clients)} client(s)" + (f" in {args.room}" if args.room else "")
+    console.print(render.clients_view(console, clients, me, title))
     return 0
 
 
@@ -181,29 +193,87 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    with connect(args, nick=args.nick) as client:
-        if args.json:
-            emit(render.welcome_json(client.welcome))
-        else:
-            say(render.describe(client.welcome))
-        for room in args.room:
-            try:
-                client.join(room)
-            except ServerError as exc:
-                code = 2 if isinstance(exc, AuthError) else 1
-                raise CliExit(code, f"cannot join {room!r}: {exc.message}") from None
+    """Print what arrives; after a lost connection or a server shutdown, reconnect (unless
+    --no-reconnect) with back-off, under the same nickname and in the same rooms."""
+    check_reconnect_args(args)
+    client = connect(args, nick=args.nick)
+    if args.json:
+        emit(render.welcome_json(client.welcome))
+    else:
+        say(render.describe(client.welcome))
+    for room in args.room:
         try:
-            while True:
-                frame = client.next_indication()
-                if frame is None:
-                    continue
-                if args.json:
-                    emit(render.to_json(frame))
-                else:
-                    say(render.describe(frame))
-        except ConnectionLost as lost:
-            if args.json:
-                emit({"event": "disconnected", "reason": lost.reason})
+            client.join(room)
+        except ServerError as exc:
+            client.close()
+            code = 2 if isinstance(exc, AuthError) else 1
+            raise CliExit(code, f"cannot join {room!r}: {exc.message}") from None
+    while True:
+        with client:
+            follow(client, args.json)
+        if args.no_reconnect:
+            return EXIT_ENDED
+        again = rejoin(args)
+        if again is None:
+            return EXIT_ENDED
+        client = again
+
+
+def follow(client: Client, as_json: bool) -> str:
+    """Print every indication until the connection ends; why it ended."""
+    try:
+        while True:
+            frame = client.next_indication()
+            if frame is None:
+                continue
+            if as_json:
+                emit(render.to_json(frame))
             else:
-                say(f"disconnected: {lost.reason}")
-            return 0 if client.closed and "shut down" in lost.reason else 2
+                say(render.describe(frame))
+    except ConnectionLost as lost:
+        if as_json:
+            emit({"event": "disconnected", "reason": lost.reason})
+        else:
+            say(f"disconnected: {lost.reason}")
+        return lost.reason
+
+
+def rejoin(args: argparse.Namespace) -> Client | None:
+    """Reconnect under the same nickname and rejoin the rooms, saying so; None (after saying
+    so) once the back-off gives up."""
+
+    def attempt() -> Client:
+        client = connect_again(args, nick=args.nick)
+        try:
+            for room in args.room:
+                client.join(room)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def waiting(delay: float, error: str | None) -> None:
+        if args.json:
+            emit({"event": "reconnecting", "in_s": round(delay, 3), "error": error})
+        else:
+            why = f"reconnect failed ({error}); " if error else ""
+            say(f"{why}reconnecting in {seconds(delay)}")
+
+    try:
+        client = retry(attempt, backoff(args), on_wait=waiting)
+    except AuthError as exc:
+        client, why = None, f"the server refused the token ({exc.name})"
+    else:
+        why = f"no connection within {args.reconnect_for:g} s"
+    if client is None:
+        if args.json:
+            emit({"event": "gave-up", "reason": why})
+        else:
+            say(f"gave up reconnecting: {why}")
+        return None
+    rooms = ", ".join(args.room)
+    if args.json:
+        emit({**render.welcome_json(client.welcome), "event": "reconnected", "rooms": args.room})
+    else:
+        say(f"reconnected as #{client.client_id}" + (f", rejoined {rooms}" if rooms else ""))
+    return client

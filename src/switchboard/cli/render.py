@@ -7,7 +7,13 @@ same everywhere.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final
+
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
 
 from switchboard.client import ServerTime
 from switchboard.display import safe as safe  # the CLI says render.safe
@@ -182,3 +188,66 @@ def client_json(c: ClientInfo, my_id: int) -> dict[str, Any]:
         "connected_at": iso(c.connected_ms),
         "self": c.client_id == my_id,
     }
+
+
+# --- the list of clients ---------------------------------------------------------------------
+
+#: The table's columns; the last one marks the row that is us.
+CLIENT_COLUMNS: Final = ("id", "ip", "port", "nickname", "connected since", "")
+#: ``--format tsv`` (and ``list`` into a pipe): the header line's names.
+CLIENT_TSV_HEADER: Final = ("id", "ip", "port", "nickname", "connected_since", "self")
+
+
+def client_cells(c: ClientInfo, my_id: int) -> tuple[str, str, str, str, str, str]:
+    """One client's row as text (the nickname escaped: a peer chose it)."""
+    return (
+        str(c.client_id),
+        c.ip,
+        str(c.port),
+        safe(c.nick) or "-",
+        iso(c.connected_ms),
+        "<- you" if c.client_id == my_id else "",
+    )
+
+
+def clients_tsv(clients: Sequence[ClientInfo], my_id: int) -> list[str]:
+    """A header line, then one tab-separated line per client (no escape codes, no title):
+    for ``cut -f``, ``awk -F'\t'`` and spreadsheets.  A nickname never holds a tab or a
+    newline (``safe`` escapes control characters)."""
+    lines = ["\t".join(CLIENT_TSV_HEADER)]
+    for c in clients:
+        cells = client_cells(c, my_id)
+        lines.append("\t".join([*cells[:5], "yes" if c.client_id == my_id else "no"]))
+    return lines
+
+
+def clients_view(
+    console: Console, clients: Sequence[ClientInfo], my_id: int, title: str
+) -> RenderableType:
+    """The clients as a table, or, when the table does not fit ``console``'s width, as one
+    block of labelled lines per client (psql's expanded display): ids, addresses and ports
+    are never cut or ellipsised, and what is too long for a line wraps onto the next."""
+    table = Table(title=title)
+    for column in CLIENT_COLUMNS:
+        table.add_column(column, justify="right" if column in ("id", "port") else "left")
+    for c in clients:
+        # Text, not str: rich reads a str as markup, and a nickname like "[/bold]" is a peer's.
+        row = [Text(cell) for cell in client_cells(c, my_id)]
+        table.add_row(*row, style="bold" if c.client_id == my_id else None)
+    # Measured as if the terminal were unbounded: console.measure() clamps to its width.
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table)
+    if natural.maximum <= console.width:
+        return table
+    blocks: list[RenderableType] = [Text(title, style="italic")]
+    for c in clients:
+        cells = client_cells(c, my_id)
+        record = Table.grid(padding=(0, 2))
+        record.add_column(no_wrap=True)
+        record.add_column(overflow="fold")
+        labels = ("id", "ip", "port", "nickname", "since")
+        for label, value in zip(labels, cells[:5], strict=True):
+            record.add_row(label, Text(value), style="bold" if c.client_id == my_id else None)
+        if c.client_id == my_id:
+            record.add_row("", "(you)", style="bold")
+        blocks += [Text(""), record]
+    return Group(*blocks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -20,10 +21,19 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve",
         help="run the Switchboard server",
-        description="Run the Switchboard server. Options on the command line win over --config.",
+        description="Run the Switchboard server. Each setting comes from, in this order: the "
+        f"command line, ${defaults.ENV_HOST}/${defaults.ENV_PORT} (host and port only, as "
+        "every client command reads them), the --config file, the built-in default.",
     )
-    p.add_argument("--host", help=f"address to bind (default {defaults.HOST}; '::' for IPv6)")
-    p.add_argument("--port", type=int, help=f"TCP port (default {defaults.PORT}; 0 picks one)")
+    p.add_argument(
+        "--host",
+        help=f"address to bind (default ${defaults.ENV_HOST} or {defaults.HOST}; '::' for IPv6)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        help=f"TCP port (default ${defaults.ENV_PORT} or {defaults.PORT}; 0 picks one)",
+    )
     p.add_argument("--name", help="server name sent to clients (default: this host's name)")
     p.add_argument(
         "--max-clients",
@@ -146,12 +156,31 @@ def make_server_tracer(args: argparse.Namespace) -> Tracer | None:
     return tracer
 
 
+def env_endpoint() -> tuple[str | None, int | None]:
+    """$SWITCHBOARD_HOST and $SWITCHBOARD_PORT, the variables every client command reads, so
+    that one ``export`` points a server and its clients at the same place; None where unset.
+    Above the config file and below the command line, as for most servers (a file is shared
+    by many runs, the environment is this shell's, the command line this run's)."""
+    host = os.environ.get(defaults.ENV_HOST) or None
+    raw = os.environ.get(defaults.ENV_PORT)
+    if not raw:
+        return host, None
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{defaults.ENV_PORT}={raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{defaults.ENV_PORT}={raw!r} is not a port number (0-65535)")
+    return host, port
+
+
 def main(args: argparse.Namespace) -> int:
     try:
+        env_host, env_port = env_endpoint()
         config = ServerConfig.load(
             args.config,
-            host=args.host,
-            port=args.port,
+            host=args.host or env_host,
+            port=args.port if args.port is not None else env_port,
             name=args.name,
             max_clients=args.max_clients,
             heartbeat=args.heartbeat,

@@ -1,0 +1,348 @@
+"""``listen`` and ``chat`` reconnect after a lost connection or a server restart: a server
+subprocess is killed (or shut down), a new one started on the same port, and the client
+says it reconnected, is back under its nickname in its rooms, and receives again."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_chat_cli import Chat, spawn_chat
+
+from conftest import ServerProcess, cli_env, spawn_logged, switchboard_command
+from switchboard.client import Client
+from switchboard.protocol import Message
+
+#: Seconds to wait for any expected line; a reconnection's first try comes after at most
+#: RECONNECT_INITIAL_S (1 s), the next after at most 2 s more.
+WAIT_S = 15.0
+
+
+def serve(port: int = 0, *args: str) -> ServerProcess:
+    return spawn_logged(
+        switchboard_command("serve", "--port", str(port), "--name", "test-server", *args)
+    )
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for sp in started:
+        sp.stop(signal.SIGKILL)
+
+
+class Lines:
+    """A long-running command; its stdout read line by line with deadlines."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            switchboard_command(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                seen = "\n".join(self.seen)
+                raise AssertionError(f"no line matching {pattern!r}:\n{seen}") from None
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(f"ended without {pattern!r}:\n" + "\n".join(self.seen))
+            self.seen.append(line)
+            match = regex.search(line)
+            if match:
+                return match
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def commands() -> Iterator[Callable[..., Lines]]:
+    started: list[Lines] = []
+
+    def start(*args: str) -> Lines:
+        started.append(Lines(*args))
+        return started[-1]
+
+    yield start
+    for cmd in started:
+        cmd.stop()
+
+
+def wait_in_room(port: int, nick: str, room: str) -> int:
+    """``nick``'s client id once it is in ``room`` (asked every 50 ms, for WAIT_S at most)."""
+    deadline = time.monotonic() + WAIT_S
+    with Client("127.0.0.1", port, timeout=5) as probe:
+        while True:
+            ids = [c.client_id for c in probe.list_clients(room) if c.nick == nick]
+            if ids:
+                return ids[0]
+            assert time.monotonic() < deadline, f"{nick} never joined {room}"
+            time.sleep(0.05)  # a polling interval, bounded by the deadline
+
+
+def room_message(port: int, room: str, text: str) -> None:
+    with Client("127.0.0.1", port, nick="mouth", timeout=5) as mouth:
+        mouth.join(room)
+        mouth.broadcast(room, text)
+
+
+# --- listen ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["killed", "shut down"])
+def test_listen_reconnects_to_a_restarted_server(
+    servers: list[ServerProcess], commands: Callable[..., Lines], how: str
+) -> None:
+    first = serve()
+    servers.append(first)
+    port = first.port
+    listener = commands("listen", "--nick", "ear", "--room", "lobby", "--port", str(port))
+    listener.expect(r"connected to 'test-server' as client #\d+")
+    wait_in_room(port, "ear", "lobby")
+    room_message(port, "lobby", "before")
+    listener.expect(r"^message from .*: before$")
+    first.stop(signal.SIGKILL if how == "killed" else signal.SIGTERM)
+    listener.expect(r"^disconnected: ")
+    listener.expect(r"reconnecting in \d")
+    second = serve(port)
+    servers.append(second)
+    match = listener.expect(r"^reconnected as #(\d+), rejoined lobby$")
+    # The nickname taken again, in the room again.
+    assert wait_in_room(port, "ear", "lobby") == int(match.group(1))
+    room_message(port, "lobby", "after the restart")
+    listener.expect(r": after the restart$")
+
+
+def test_listen_gives_up_with_exit_code_3(
+    servers: list[ServerProcess], commands: Callable[..., Lines]
+) -> None:
+    sp = serve()
+    servers.append(sp)
+    listener = commands("listen", "--json", "--reconnect-for", "2", "--port", str(sp.port))
+    listener.expect('"event": "welcome"')
+    sp.stop(signal.SIGKILL)
+    listener.expect('"event": "disconnected"')
+    waits = [json.loads(listener.expect('"event": "reconnecting"').string)]
+    gave_up = json.loads(listener.expect('"event": "gave-up"').string)
+    assert gave_up["reason"] == "no connection within 2 s"
+    assert listener.proc.wait(WAIT_S) == 3
+    waits += [json.loads(line) for line in listener.seen if '"reconnecting"' in line][1:]
+    assert waits[0]["error"] is None and all(w["in_s"] <= 2 for w in waits)
+    assert any("connection refused" in (w["error"] or "") for w in waits[1:]), listener.seen
+
+
+def test_listen_gives_up_at_once_when_the_new_server_refuses_its_token(
+    servers: list[ServerProcess], commands: Callable[..., Lines], tmp_path: Path
+) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.write_text("token-before\n", encoding="utf-8")
+    after.write_text("token-after\n", encoding="utf-8")
+    first = serve(0, "--auth-token-file", str(before))
+    servers.append(first)
+    listener = commands("listen", "--token", "token-before", "--port", str(first.port))
+    listener.expect("connected to 'test-server'")
+    first.stop(signal.SIGKILL)
+    listener.expect("reconnecting in")
+    servers.append(serve(first.port, "--auth-token-file", str(after)))
+    listener.expect(r"^gave up reconnecting: the server refused the token \(AUTH_FAILED\)$")
+    assert listener.proc.wait(WAIT_S) == 3
+
+
+def test_listen_no_reconnect_ends_with_exit_code_3(
+    servers: list[ServerProcess], commands: Callable[..., Lines]
+) -> None:
+    sp = serve()
+    servers.append(sp)
+    listener = commands("listen", "--no-reconnect", "--port", str(sp.port))
+    listener.expect("connected to 'test-server'")
+    sp.stop(signal.SIGKILL)
+    listener.expect(r"^disconnected: ")
+    assert listener.proc.wait(WAIT_S) == 3
+    assert not any("reconnect" in line for line in listener.seen)
+
+
+# --- chat ------------------------------------------------------------------------------------
+
+
+def test_chat_in_a_terminal_reconnects_to_a_restarted_server(
+    servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    first = serve()
+    servers.append(first)
+    port = first.port
+    child = spawn_chat(port, "bob", tmp_path, "--room", "den")
+    try:
+        child.expect_exact("you joined den")
+        child.expect_exact("] bob>")
+        first.stop(signal.SIGTERM)  # a restart: SHUTDOWN, then the server is gone
+        child.expect_exact("* Connection lost: the server shut down (received SIGTERM)")
+        child.expect(r"reconnecting in \d")
+        child.expect_exact("(reconnecting) ")  # the prompt says so
+        child.send("typed while away\r")
+        child.expect_exact("Not sent: reconnecting to the server")
+        second = serve(port)
+        servers.append(second)
+        child.expect(r"\* Reconnected as bob\(#(\d+)\), rejoined den", timeout=WAIT_S)
+        new_id = int(child.match.group(1))
+        assert wait_in_room(port, "bob", "den") == new_id
+        with Client("127.0.0.1", port, nick="alice", timeout=5) as alice:
+            alice.join("den")
+            alice.broadcast("den", "welcome back 👋")
+            child.expect(r"alice\(#\d+\): welcome back 👋")
+            child.send("thanks\r")  # and what bob says reaches the room again
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                frame = alice.next_indication(timeout=max(0.0, deadline - time.monotonic()))
+                assert frame is not None, "alice never got bob's line"
+                if isinstance(frame, Message):
+                    break
+            assert (frame.sender_nick, frame.text) == ("bob", "thanks")
+        child.send("/quit\r")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def test_piped_chat_gives_up_with_exit_code_3(servers: list[ServerProcess]) -> None:
+    sp = serve()
+    servers.append(sp)
+    chat = Chat(sp.port, "bot", "--reconnect-for", "2")
+    try:
+        chat.joined()
+        sp.stop(signal.SIGKILL)
+        chat.expect(r"^\* Connection lost: .*; reconnecting in \d")
+        chat.expect(r"^\* Gave up reconnecting: no connection within 2 s\. The chat is over\.$")
+        assert chat.wait() == 3  # with its input still open: it ends by itself
+        assert any(line.startswith("* Reconnect failed (cannot connect") for line in chat.lines)
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+            chat.proc.wait(WAIT_S)
+
+
+class CuttableProxy:
+    """A TCP forwarder on a free port to the server's: ``cut()`` breaks every connection
+    through it (both ends see a reset or EOF, as when a network path fails) and refuses new
+    ones until ``mend()``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._refusing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if self._refusing:
+                    near.close()
+                    continue
+                far = socket.create_connection(("127.0.0.1", self.target_port))
+                self._open += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._refusing = True
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def mend(self) -> None:
+        with self._lock:
+            self._refusing = False
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_chat_after_a_network_cut_is_back_and_shows_what_it_missed_once(
+    servers: list[ServerProcess],
+) -> None:
+    sp = serve()
+    servers.append(sp)
+    proxy = CuttableProxy(sp.port)
+    bob = Chat(proxy.port, "bob")
+    try:
+        bob.joined()
+        with Client("127.0.0.1", sp.port, nick="alice", timeout=5) as alice:
+            alice.join("lobby")
+            alice.broadcast("lobby", "before the cut")
+            bob.expect(r"alice\(#\d+\): before the cut$")
+            proxy.cut()
+            bob.expect(r"^\* Connection lost: .*; reconnecting in \d")
+            # Once the server has seen bob go, alice says something he cannot hear.
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                frame = alice.next_indication(timeout=max(0.0, deadline - time.monotonic()))
+                assert frame is not None, "alice never saw bob leave"
+                if type(frame).__name__ == "Left":
+                    break
+            alice.broadcast("lobby", "while you were away")
+            proxy.mend()
+            bob.expect(r"^\* Reconnected as bob\(#\d+\), rejoined lobby$")
+            bob.expect(r"\(history\) alice\(#\d+\): while you were away$")
+            bob.say("back")
+            bob.expect(r"bob\(#\d+\): back$")  # our own line, once the server has it
+        assert bob.finish() == 0
+        assert bob.count("before the cut") == 1, bob.text()  # not replayed a second time
+    finally:
+        proxy.close()
+        if bob.proc.poll() is None:
+            bob.proc.kill()
+            bob.proc.wait(WAIT_S)
