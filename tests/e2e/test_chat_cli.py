@@ -479,7 +479,7 @@ def test_terminal_asks_for_another_nickname_and_ends_on_shutdown(
             child.expect_exact("The server shut down (test finished): the chat is over.")
             child.expect(pexpect.EOF)
         child.close()
-        assert child.exitstatus == 1, child.logfile_read.getvalue()
+        assert child.exitstatus == 3, child.logfile_read.getvalue()
     finally:
         if child.isalive():
             child.terminate(force=True)

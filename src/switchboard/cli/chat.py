@@ -18,9 +18,10 @@ sends no copy of a BROADCAST to its sender and BroadcastOk carries no time, so o
 is stamped when its OK arrives with this machine's clock corrected by the offset measured
 with one TIME request at start: the server's clock, give or take half a round trip.
 
-Exit codes: 0 after /quit, Ctrl-D or the end of piped input; 1 when the connection is
-lost or the server shuts down; 2 when we could not get in (unreachable, full, no token or a
-wrong one, nickname or room refused), or for an argument that is not valid UTF-8.
+Exit codes (``exitcodes.ExitCode``): 0 after /quit, Ctrl-D or the end of piped input; 3 when
+the connection is lost or the server shuts down; 2 when we could not get in (unreachable,
+full, no token or a wrong one, nickname or room refused), or for an argument that is not
+valid UTF-8; 130 after Ctrl-C where it ends the program (piped input).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from switchboard.protocol import (
 from . import chat_model as model
 from . import render
 from .common import CliExit, add_connection_args, connect, token
+from .exitcodes import ExitCode
 from .interactive import (
     RECEIPT_GRACE_S,
     Output,
@@ -196,7 +198,7 @@ class ChatClient:
         self._closing = False
         #: Until we are in the room, a lost connection is _start's to report (CliExit).
         self._starting = True
-        #: Why the connection ended, when it was not our doing; the exit code is then 1.
+        #: Why the connection ended, when it was not our doing; the exit code is then 3.
         self._lost: str | None = None
         self._shutdown: str | None = None
         self._offset_ms = 0
@@ -242,10 +244,10 @@ class ChatClient:
         finally:
             self._close()
         if self._lost is not None:
-            return 1
+            return ExitCode.SESSION_ENDED
         if self.interactive:
             self.out.line("Bye.", "dim")
-        return 0
+        return ExitCode.OK
 
     def _start(self) -> Client:
         """Connect, take the nickname, join the room; CliExit(2) when any of it fails."""

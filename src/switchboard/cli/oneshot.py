@@ -15,6 +15,7 @@ from switchboard.protocol import ReceiptStatus
 
 from . import render
 from .common import CliExit, add_connection_args, connect, emit, error_json, say
+from .exitcodes import ExitCode
 
 
 def register(sub: Any) -> None:
@@ -125,12 +126,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     with connect(args, nick=args.nick) as client:
         try:
             ok = client.send(args.target, args.text)
+        except AuthError:
+            raise  # no session after all: main says what to do about the token
         except ServerError as exc:
             if args.json:
                 emit(error_json(exc))
             else:
                 print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
-            return 2 if isinstance(exc, AuthError) else 1  # refused connection, as in main
+            return ExitCode.REFUSED
         status = "forwarded"
         if args.wait_receipt is not None:
             try:
@@ -142,7 +145,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         emit({"to": ok.target, "status": status, "message_id": ok.message_id})
     else:
         say(f"message {ok.message_id} to #{ok.target}: {status}")
-    return 0
+    return ExitCode.REFUSED if status == "not-delivered" else ExitCode.OK
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -154,9 +157,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
         for room in args.room:
             try:
                 client.join(room)
+            except AuthError:
+                raise  # main says what to do about the token
             except ServerError as exc:
-                code = 2 if isinstance(exc, AuthError) else 1
-                raise CliExit(code, f"cannot join {room!r}: {exc.message}") from None
+                raise CliExit(
+                    ExitCode.REFUSED, f"cannot join {room!r}: {exc.message} ({exc.name})"
+                ) from None
         try:
             while True:
                 frame = client.next_indication()
@@ -171,4 +177,5 @@ def cmd_listen(args: argparse.Namespace) -> int:
                 emit({"event": "disconnected", "reason": lost.reason})
             else:
                 say(f"disconnected: {lost.reason}")
-            return 0 if client.closed and "shut down" in lost.reason else 2
+            # Shut down or lost, the session ended from the other side.
+            return ExitCode.SESSION_ENDED

@@ -12,8 +12,9 @@ from switchboard.protocol.trace import format_trace, host_port
 from switchboard.server import ConfigError, ServerConfig, run
 from switchboard.server.app import Tracer
 from switchboard.server.connection import ClientConnection
+from switchboard.server.logs import local_timestamp
 
-from .common import add_trace_args
+from .common import add_trace_args, listen_port_number
 
 
 def register(sub: Any) -> None:
@@ -22,8 +23,13 @@ def register(sub: Any) -> None:
         help="run the Switchboard server",
         description="Run the Switchboard server. Options on the command line win over --config.",
     )
-    p.add_argument("--host", help=f"address to bind (default {defaults.HOST}; '::' for IPv6)")
-    p.add_argument("--port", type=int, help=f"TCP port (default {defaults.PORT}; 0 picks one)")
+    p.add_argument("-H", "--host", help=f"address to bind (default {defaults.HOST}; '::' for IPv6)")
+    p.add_argument(
+        "-p",
+        "--port",
+        type=listen_port_number,
+        help=f"TCP port (default {defaults.PORT}; 0 picks one)",
+    )
     p.add_argument("--name", help="server name sent to clients (default: this host's name)")
     p.add_argument(
         "--max-clients",
@@ -122,7 +128,7 @@ def make_server_tracer(args: argparse.Namespace) -> Tracer | None:
     def tracer(direction: str, conn: ClientConnection, event: Event, raw: bytes) -> None:
         peer = f"#{conn.client_id} {host_port(conn.ip, conn.port)}"
         line = format_trace(direction, event, raw, with_hex=with_hex, peer=peer)
-        print(line, file=sys.stderr, flush=True)
+        print(f"{local_timestamp()} {line}", file=sys.stderr, flush=True)
 
     return tracer
 
