@@ -287,7 +287,7 @@ def test_listen_json_lines(server: ServerThread, follow: Callable[..., Follower]
     rest = [json.loads(listener.line()) for _ in range(2)]
     assert rest[0] == {"event": "shutdown", "reason": "test finished"}
     assert rest[1]["event"] == "disconnected"
-    assert listener.wait(10) == 0
+    assert listener.wait(10) == 3  # ExitCode.SESSION_ENDED
 
 
 def test_listen_text_is_flushed_line_by_line(
