@@ -280,14 +280,14 @@ def test_a_member_killed_abruptly_is_seen_leaving(
     assert alice.finish() == 0
 
 
-def test_server_shutdown_ends_the_chat_with_exit_code_1(
+def test_server_shutdown_ends_the_chat_with_exit_code_3(
     server_process_factory: Factory, chats: Callable[..., Chat]
 ) -> None:
     server = server_process_factory()
     alice = chats(server.port, "alice").joined()
     server.stop()
     alice.expect(r"^\* The server shut down \(received SIGTERM\): the chat is over\.$")
-    assert alice.wait() == 1  # without its input ending: it quits by itself
+    assert alice.wait() == 3  # without its input ending: it quits by itself
 
 
 def test_long_lines_are_refused_before_sending_and_empty_lines_are_not_sent(

@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "interactive",
     "chat",
     "bench",
+    "completion",
 )
 
 
