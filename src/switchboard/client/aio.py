@@ -238,6 +238,8 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         return await self.request(SendRequest(target, text), SendOk)
 
     async def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
+        """The RECEIPT status of a message sent with ``send`` (RequestTimeout past
+        ``timeout``); ``next_indication`` and ``async for`` yield that RECEIPT as well."""
         limit = self.timeout if timeout is None else timeout
         future = self._receipt_future(message_id)
         try:
@@ -265,7 +267,9 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
     # --- indications -------------------------------------------------------------------------
 
     async def next_indication(self, timeout: float | None = None) -> Frame | None:
-        """The next indication, None on timeout; ConnectionLost once closed and drained."""
+        """The next indication, None on timeout; ConnectionLost once closed and drained.
+        Every indication comes here once, RECEIPTs included (also those ``wait_receipt``
+        returned)."""
         try:
             item = await asyncio.wait_for(self._indications.get(), timeout)
         except TimeoutError:

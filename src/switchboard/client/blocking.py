@@ -208,7 +208,9 @@ class Client(ClientCore["Future[Any]"]):
         return self.request(SendRequest(target, text), SendOk)
 
     def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
-        """Wait for the RECEIPT of a message sent with ``send``."""
+        """Wait for the RECEIPT of a message sent with ``send``: its status (DELIVERED or
+        NOT_DELIVERED), RequestTimeout past ``timeout``.  The RECEIPT is an indication too:
+        ``next_indication`` and iteration yield it as well, waited for or not."""
         future = self._receipt_future(message_id)
         limit = self.timeout if timeout is None else timeout
         try:
@@ -237,7 +239,8 @@ class Client(ClientCore["Future[Any]"]):
     # --- indications -------------------------------------------------------------------------
 
     def next_indication(self, timeout: float | None = None) -> Frame | None:
-        """The next indication (MESSAGE, RECEIPT, JOINED, ...), None on timeout.
+        """The next indication (MESSAGE, RECEIPT, JOINED, ...), None on timeout.  Every
+        indication comes here once, RECEIPTs included (also those ``wait_receipt`` returned).
 
         Raises ConnectionLost once the connection is gone and every indication was read.
         """
