@@ -217,11 +217,28 @@ def test_the_piped_menu_client_ends_with_3_when_the_server_goes(server: ServerTh
 # --- 130 -------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_ends_listen_with_130(server: ServerThread) -> None:
-    proc = spawn("listen", "--port", str(server.port))
-    first_line(proc)
-    proc.send_signal(signal.SIGINT)
-    code, err = finish(proc)
+@pytest.mark.parametrize(
+    "command", [["listen"], ["chat", "--nick", "bot"], ["client", "--connect"]]
+)
+def test_ctrl_c_ends_a_session_with_130(server: ServerThread, command: list[str]) -> None:
+    proc = subprocess.Popen(
+        switchboard_command(*command, "--port", str(server.port)),
+        stdin=subprocess.PIPE,  # left open: piped chat and client wait for the next line
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        server.wait_for(lambda s: len(s.clients) == 1)
+        if command[0] == "chat":
+            server.wait_for(lambda s: len(s.rooms.by_name) == 1)
+        proc.send_signal(signal.SIGINT)
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert code == ExitCode.INTERRUPTED == 130, err
     assert "Traceback" not in err
 

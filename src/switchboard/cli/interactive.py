@@ -554,6 +554,8 @@ class InteractiveClient:
             self.out.line(f"Cannot be sent: {exc}.", "error")
             self._failed(ExitCode.USAGE)
         except KeyboardInterrupt:
+            if self.scripted:
+                raise  # no prompt to come back to: Ctrl-C ends the program (exit 130)
             self.out.line("Interrupted.", "error")
 
     def _run_action(self, action: menu.Action) -> None:
