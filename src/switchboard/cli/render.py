@@ -23,6 +23,7 @@ from switchboard.protocol import (
     Shutdown,
     Welcome,
 )
+from switchboard.protocol.trace import host_port
 
 #: C0 and C1 control characters and DEL, shown escaped: a peer's text must not move the
 #: cursor, clear the screen or split one message into several lines.
@@ -58,7 +59,7 @@ def server_time(t: ServerTime) -> str:
 
 
 def sender(msg: Message) -> str:
-    who = f"#{msg.sender_id} ({msg.sender_ip}:{msg.sender_port}"
+    who = f"#{msg.sender_id} ({host_port(safe(msg.sender_ip), msg.sender_port)}"
     return who + (f", {safe(msg.sender_nick)})" if msg.sender_nick else ")")
 
 
