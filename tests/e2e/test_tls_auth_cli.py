@@ -89,6 +89,16 @@ def test_a_missing_or_wrong_token_is_one_clear_line(
     assert "HELLO" not in err, err
 
 
+def test_listen_without_a_token_is_refused_at_once(
+    secure_server: ServerProcess, cert: TestCert
+) -> None:
+    # Before: "connected ..." and, at the server's handshake timeout, exit 3.
+    result = run_cli("listen", *tls_args(cert, "cafile"), port=secure_server.port)
+    err = assert_one_clear_error_line(result, 2)
+    assert "AUTH_REQUIRED" in err and "--token" in err, err
+    assert result.stdout == ""
+
+
 def test_plain_cli_against_the_tls_server(secure_server: ServerProcess) -> None:
     # --timeout bounds the wait for a WELCOME that a TLS server never sends in clear text
     # (it waited a fixed 5 s before, whatever --timeout said).

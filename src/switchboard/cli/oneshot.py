@@ -14,7 +14,7 @@ from switchboard.client import AuthError, ConnectionLost, RequestTimeout, Server
 from switchboard.protocol import ReceiptStatus
 
 from . import render
-from .common import CliExit, add_connection_args, connect, emit, error_json, say
+from .common import CliExit, add_connection_args, connect, emit, error_json, say, token
 from .exitcodes import ExitCode
 
 
@@ -150,6 +150,11 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     with connect(args, nick=args.nick) as client:
+        if args.nick is None and token(args) is None:
+            # Without a HELLO, a server that demands a token refuses only the first
+            # request: ask one (PING) so that a refusal is known now, exit 2 with what to
+            # do, not "connected" and then a disconnection at its handshake timeout.
+            client.ping()
         if args.json:
             emit(render.welcome_json(client.welcome))
         else:
