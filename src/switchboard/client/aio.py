@@ -124,15 +124,22 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
             if nick is not None or token is not None:
                 await client.hello(nick=nick or "", token=token or "")
         except TimeoutError:
-            await client.close()
+            client._abandon()
             raise ConnectionFailed(
                 f"{where} sent no WELCOME within {connect_timeout:g}s "
                 "(not a Switchboard server, or one that needs --tls?)"
             ) from None
         except BaseException:
-            await client.close()
+            client._abandon()
             raise
         return client
+
+    def _abandon(self) -> None:
+        """Drop a connection that never became a session, at once: no TLS close_notify
+        exchange with a peer that may never answer it (``close`` would wait up to 5 s)."""
+        self._fail_all("closed by client")
+        if self._transport is not None:
+            self._transport.abort()
 
     @property
     def client_id(self) -> int:
