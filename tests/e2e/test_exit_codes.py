@@ -155,9 +155,11 @@ def test_a_lost_connection_ends_with_3(server_process: ServerProcess, command: l
         env=cli_env(),
     )
     try:
-        server_process.wait_for_log(r"connect #1 ")
-        if command[0] == "chat":
-            server_process.wait_for_log(r"join #1 ")
+        # Established: listen says "connected", chat "you joined" (after the server's answers).
+        assert proc.stdout is not None
+        awaited = "connected to" if command[0] == "listen" else "you joined"
+        while awaited not in (line := proc.stdout.readline()):
+            assert line, proc.stderr.read() if proc.stderr else ""
         server_process.proc.kill()  # no SHUTDOWN: the connection is just gone
         server_process.proc.wait(WAIT_S)
         code, err = finish(proc)
