@@ -71,27 +71,36 @@ def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(value: str) ->
     assert "argument -t/--timeout" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["time"],
-        ["name"],
-        ["list"],
-        ["send", "1", "hi"],
-        ["listen"],
-        ["client"],
-        ["chat", "--nick", "x"],
-        ["bench"],
-    ],
-)
-@pytest.mark.parametrize("port", ["99999", "0", "-5", "http"])
-def test_ports_are_range_checked_by_the_parser(command: list[str], port: str) -> None:
-    for flag in ("--port", "-p"):
-        result = run_cli(*command, flag, port)
-        assert result.returncode == 2, result
-        err = result.stderr.strip().splitlines()[-1]
-        assert "argument -p/--port:" in err and port in err, err
-        assert "refused" not in result.stderr
+PORT_COMMANDS = [
+    ["time"],
+    ["name"],
+    ["list"],
+    ["send", "1", "hi"],
+    ["listen"],
+    ["client"],
+    ["chat", "--nick", "x"],
+    ["bench"],
+]
+
+
+def assert_port_refused(command: list[str], flag: str, port: str) -> None:
+    result = run_cli(*command, flag, port)
+    assert result.returncode == 2, result
+    err = result.stderr.strip().splitlines()[-1]
+    assert "argument -p/--port:" in err and port in err, err
+    assert "refused" not in result.stderr
+
+
+@pytest.mark.parametrize("command", PORT_COMMANDS, ids=lambda c: c[0])
+def test_ports_are_range_checked_by_the_parser(command: list[str]) -> None:
+    # Before: --port 99999 went on to "connection refused".
+    assert_port_refused(command, "--port", "99999")
+    assert_port_refused(command, "-p", "http")
+
+
+@pytest.mark.parametrize("port", ["0", "-5", "65536"])
+def test_every_port_outside_1_to_65535_is_refused(port: str) -> None:
+    assert_port_refused(["time"], "-p", port)
 
 
 def test_serve_accepts_port_0_and_refuses_a_port_out_of_range() -> None:
