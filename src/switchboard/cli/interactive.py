@@ -107,7 +107,8 @@ def register(sub: Any) -> None:
         "the client list, send messages by id, and see messages arrive as they come.  Type "
         "a menu number or a command (help lists them).  Starts disconnected unless --host, "
         "--port or --connect is given.  With stdin not a terminal it reads one command per "
-        "line and prints plain text.",
+        "line, prints plain text, and exits with the first failed command's code (0 if none "
+        "failed).",
     )
     add_connection_args(p, json_flag=False)
     p.add_argument(
