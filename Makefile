@@ -1,16 +1,22 @@
 # Every target bootstraps itself: the venv is (re)built when missing or when
-# pyproject.toml is newer than the last install.
+# pyproject.toml is newer than the last install.  `make serve` and `make client` install
+# the runtime dependencies only; `make test`, `lint` and `format` add the dev extra.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: test lint format serve client bench bench-codec clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@bash tools/system-deps.sh build
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
@@ -29,10 +35,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
 
-serve: $(STAMP)
+serve: $(RUNTIME)
 	$(BIN)/switchboard serve $(ARGS)
 
-client: $(STAMP)
+client: $(RUNTIME)
 	$(BIN)/switchboard client $(ARGS)
 
 # The server suite (docs/BENCHMARKS.md, docs/bench.png); the chart needs the bench extra.

@@ -120,7 +120,8 @@ def server(server_factory: Callable[..., ServerThread]) -> ServerThread:
     return server_factory()
 
 
-_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+#: ``listening on 127.0.0.1:7000`` or, IPv6 in brackets, ``listening on [::1]:7000``.
+_LISTENING = re.compile(r"listening on (?:\[([^\]\s]+)\]|([^\s:\[]+)):(\d+)")
 
 
 @dataclass
@@ -233,7 +234,7 @@ def spawn_logged(
         sp.stop(signal.SIGKILL)
         raise
     assert match is not None
-    sp.host, sp.port = match.group(1), int(match.group(2))
+    sp.host, sp.port = match.group(1) or match.group(2), int(match.group(3))
     return sp
 
 

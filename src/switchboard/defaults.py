@@ -70,7 +70,8 @@ WRITE_HIGH_WATER: Final = 256 * 1024
 #: Outbound bytes queued for one client at which it is disconnected as too slow.
 WRITE_HARD_LIMIT: Final = 4 * 1024 * 1024
 
-#: Client side: seconds to establish a connection, and to wait for each response.
+#: Client side: seconds to establish a connection (TCP connect, TLS handshake and WELCOME
+#: together: one deadline), and to wait for each response; `--timeout` sets both.
 CONNECT_TIMEOUT_S: Final = 5.0
 REQUEST_TIMEOUT_S: Final = 10.0
 #: ``chat`` and ``listen`` reconnect after a lost connection or a server shutdown (a restart is

@@ -403,7 +403,8 @@ def test_piped_session(server: ServerThread) -> None:
         ]
     )
     result = run_piped(stdin=script + "\n")
-    assert result.returncode == 0, result.stderr
+    # Piped, the exit code is the first failure's: "3" before connecting (not connected).
+    assert result.returncode == 2, result.stderr
     out = result.stdout
     assert "\x1b" not in out
     assert result.stderr == ""
@@ -438,7 +439,7 @@ def test_piped_eof_disconnects(server: ServerThread) -> None:
 def test_piped_connect_refused_and_bad_input() -> None:
     port = free_port()
     result = run_piped(stdin=f"connect 127.0.0.1 {port}\nconnect 127.0.0.1 http\ntime 5\n")
-    assert result.returncode == 0
+    assert result.returncode == 2  # it never connected: a script can tell
     lines = result.stdout.splitlines()
     assert f"Cannot connect: connection refused by 127.0.0.1:{port}" in lines
     assert "'http' is not a port number (1-65535)." in lines
@@ -459,7 +460,7 @@ def test_piped_bytes_not_utf8_and_bad_host_names(server: ServerThread, env: dict
         b"time\n"
     ) % server.port
     code, lines, err = run_piped_bytes(stdin=script, **env)
-    assert (code, err) == (0, "")
+    assert (code, err) == (2, "")  # the first failure: a host name not valid UTF-8
     assert lines.count("Line ignored: it is not valid UTF-8.") == 2
     assert "'a..b' is not a valid host name." in lines
     assert f"'{'x' * 64}.org' is not a valid host name." in lines
@@ -473,7 +474,7 @@ def test_host_and_nick_arguments_not_utf8(server: ServerThread) -> None:
     # argv decodes the byte 0xff as "\udcff"; subprocess encodes it back to 0xff.
     result = run_piped("--host", "\udcff", "--port", str(server.port),
                        stdin=f"connect 127.0.0.1 {server.port}\nname\n")  # fmt: skip
-    assert (result.returncode, result.stderr) == (0, "")
+    assert (result.returncode, result.stderr) == (2, "")  # the --host connect failed
     lines = result.stdout.splitlines()
     assert lines[1] == "Not a valid host name: it is not valid UTF-8."
     assert "Server name: test-server" in lines  # the session went on
@@ -499,10 +500,11 @@ def test_a_token_server_refuses_at_connect_with_what_to_do(
                                "(AUTH_FAILED): check --token or $SWITCHBOARD_TOKEN."),
     ]:  # fmt: skip
         result = run_piped("--port", str(server.port), *args, stdin="name\n")
-        assert (result.returncode, result.stderr) == (0, ""), args
+        assert (result.returncode, result.stderr) == (2, ""), args  # no session: exit 2
         lines = result.stdout.splitlines()
         assert words in lines, (args, lines)
         assert not any(line.startswith(("Connected", "Disconnected")) for line in lines), lines
         assert "Not connected: choose 1 (connect) first." in lines  # known at connect
     result = run_piped("--port", str(server.port), stdin="name\n", SWITCHBOARD_TOKEN="s3cret")
     assert "Server name: test-server" in result.stdout.splitlines(), result.stdout
+    assert result.returncode == 0

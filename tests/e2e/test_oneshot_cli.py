@@ -294,7 +294,7 @@ def test_send_reports_not_delivered(server: ServerThread, follow: Callable[..., 
             str(server.port),
         )
         assert isinstance(next_frame(), Message)
-    assert sender.wait(10) == 0
+    assert sender.wait(10) == 1  # ExitCode.REFUSED: a message not delivered
     assert json.loads(sender.line())["status"] == "not-delivered"
 
 
@@ -344,7 +344,7 @@ def test_listen_json_lines(server: ServerThread, follow: Callable[..., Follower]
     rest = [json.loads(listener.line()) for _ in range(2)]
     assert rest[0] == {"event": "shutdown", "reason": "test finished"}
     assert rest[1]["event"] == "disconnected"
-    assert listener.wait(10) == 3  # the session ended from the server's side
+    assert listener.wait(10) == 3  # ExitCode.SESSION_ENDED
 
 
 def test_listen_text_is_flushed_line_by_line(
@@ -432,15 +432,15 @@ def test_connect_timeout_is_one_line_and_exit_2() -> None:
             else:
                 pytest.skip("could not fill the accept queue here")
             start = time.monotonic()
-            # Bounded by the client's connect timeout (5 s).
-            result = run_cli("name", port=port, timeout=30)
+            # Bounded by --timeout (5 s without it).
+            result = run_cli("name", "--timeout", "0.5", port=port, timeout=30)
             elapsed = time.monotonic() - start
         finally:
             for s in fillers:
                 s.close()
     err = assert_one_clear_error_line(result, 2)
     assert "timed out" in err
-    assert elapsed < 15
+    assert elapsed < 4.5  # not the default 5 s
 
 
 def test_host_and_port_from_the_environment(server: ServerThread) -> None:
@@ -479,7 +479,8 @@ def test_commands_against_a_server_process(server_process: ServerProcess) -> Non
 
 
 def test_a_server_that_never_answers_is_a_clear_timeout() -> None:
-    """WELCOME arrives, the answer never does: exit 2 after --timeout, one stderr line."""
+    """WELCOME arrives, the answer never does: exit 1 (ExitCode.REFUSED: no answer within
+    --timeout) after --timeout, one stderr line."""
     with socket.create_server((HOST, 0)) as listener:
         port = listener.getsockname()[1]
         done = threading.Event()
@@ -495,6 +496,6 @@ def test_a_server_that_never_answers_is_a_clear_timeout() -> None:
         result = run_cli("name", "--timeout", "0.5", port=port)
         elapsed = time.monotonic() - start
         done.set()
-    err = assert_one_clear_error_line(result, 2)
+    err = assert_one_clear_error_line(result, 1)
     assert "0.5" in err and result.stdout == ""
     assert elapsed < 10

@@ -226,6 +226,31 @@ def test_ipv6_host(server_process_factory: Factory) -> None:
     with RawPeer(sp.port, "::1") as raw:
         raw.send(TimeRequest(request_id=3))
         assert raw.expect(TimeOk).request_id == 3
+    # Every endpoint in the log is written as IPv6 is: in brackets ([::1]:7000, not ::1:7000).
+    assert re.search(rf"listening on \[::1\]:{sp.port} as ", sp.wait_for_log("listening on"))
+    sp.wait_for_log(r"connect #1 \[::1\]:\d+ \(1 connected\)")
+    sp.wait_for_log(r"disconnect #1 \[::1\]:\d+: ")
+
+
+@needs_ipv6
+def test_ipv6_endpoints_in_client_messages() -> None:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]  # released: nothing listens there now
+    result = run_cli("time", "--host", "::1", "--port", str(port))
+    assert result.returncode == 2
+    assert f"connection refused by [::1]:{port}" in result.stderr, result.stderr
+
+
+def test_counts_are_singular_when_one(server_process_factory: Factory) -> None:
+    sp = server_process_factory("--max-clients", "1")
+    assert "(max 1 client, heartbeat" in sp.wait_for_log("listening on")
+    with Client(HOST, sp.port, timeout=5):
+        result = run_cli("time", port=sp.port)
+        assert result.returncode == 2
+        assert "the server is full (1 client); try again later" in result.stderr, result.stderr
+        assert re.search(r"refused 127\.0\.0\.1:\d+: server full \(1 client\)$",
+                         sp.wait_for_log("server full").rstrip())  # fmt: skip
 
 
 def test_uses_uvloop_when_available(server_process_factory: Factory) -> None:

@@ -84,11 +84,27 @@ def test_a_missing_or_wrong_token_is_one_clear_line(
     args = [*command, *tls_args(cert, "cafile")] + (["--token", token] if token else [])
     err = assert_one_clear_error_line(run_cli(*args, port=secure_server.port), 2)
     assert code in err, err
+    # Says what to do: a user cannot send HELLO, but can pass a token.
+    assert "--token" in err and "$SWITCHBOARD_TOKEN" in err, err
+    assert "HELLO" not in err, err
+
+
+def test_listen_without_a_token_is_refused_at_once(
+    secure_server: ServerProcess, cert: TestCert
+) -> None:
+    # Before: "connected ..." and, at the server's handshake timeout, exit 3.
+    result = run_cli("listen", *tls_args(cert, "cafile"), port=secure_server.port)
+    err = assert_one_clear_error_line(result, 2)
+    assert "AUTH_REQUIRED" in err and "--token" in err, err
+    assert result.stdout == ""
 
 
 def test_plain_cli_against_the_tls_server(secure_server: ServerProcess) -> None:
-    err = assert_one_clear_error_line(run_cli("name", "--token", TOKEN, port=secure_server.port), 2)
-    assert "--tls" in err, err
+    # --timeout bounds the wait for a WELCOME that a TLS server never sends in clear text
+    # (it waited a fixed 5 s before, whatever --timeout said).
+    result = run_cli("name", "--token", TOKEN, "--timeout", "0.5", port=secure_server.port)
+    err = assert_one_clear_error_line(result, 2)
+    assert "--tls" in err and "within 0.5s" in err, err
 
 
 def test_tls_cli_against_a_plain_server(server_process: ServerProcess) -> None:

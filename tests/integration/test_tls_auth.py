@@ -272,3 +272,73 @@ def test_tls_handshake_failures_leave_no_traceback(
                 raw.recv(100)
     tls_server.wait_for(lambda s: len(s._connections) == 0)
     assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
+
+
+class SlowTlsNoWelcome:
+    """A TLS listener that lets each handshake wait ``delay`` seconds, completes it, then
+    never sends WELCOME: the client's connect timeout must cover both waits together."""
+
+    def __init__(self, cert: TestCert, delay: float) -> None:
+        import ssl
+        import threading
+
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert.cert, cert.key)
+        self.listener = socket.create_server((HOST, 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.delay = delay
+        self.done = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            raw, _ = self.listener.accept()
+            self.conns.append(raw)
+            if self.done.wait(self.delay):
+                return
+            tls = self.context.wrap_socket(raw, server_side=True)
+            self.conns.append(tls)
+            self.done.wait(30)
+
+    def close(self) -> None:
+        self.done.set()
+        for conn in self.conns:
+            conn.close()
+        self.listener.close()
+
+
+def test_the_connect_timeout_is_one_deadline_for_tls_and_welcome(cert: TestCert) -> None:
+    # 1.5 s of handshake, then no WELCOME: with a 2.5 s connect timeout the client gives up
+    # 2.5 s after it started (before, the WELCOME wait began afresh: 4 s).
+    slow = SlowTlsNoWelcome(cert, delay=1.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ConnectionFailed, match=r"no WELCOME within 2\.5s"):
+            Client(
+                HOST,
+                slow.port,
+                connect_timeout=2.5,
+                ssl_context=client_ssl_context(cafile=cert.cert),
+            )
+        elapsed = time.monotonic() - start
+    finally:
+        slow.close()
+    assert 1.5 <= elapsed < 3.5, elapsed
+
+
+async def test_the_async_connect_timeout_is_one_deadline_too(cert: TestCert) -> None:
+    slow = SlowTlsNoWelcome(cert, delay=1.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ConnectionFailed, match=r"no WELCOME within 2\.5s"):
+            await AsyncClient.connect(
+                HOST,
+                slow.port,
+                connect_timeout=2.5,
+                ssl_context=client_ssl_context(cafile=cert.cert),
+            )
+        elapsed = time.monotonic() - start
+    finally:
+        slow.close()
+    assert 1.5 <= elapsed < 3.5, elapsed

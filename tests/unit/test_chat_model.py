@@ -221,7 +221,7 @@ def test_members() -> None:
     assert model.members_lines("In lobby", rows, me=2) == [
         "In lobby: 2",
         "  alice(#1) 127.0.0.1:5000",
-        "  #2 ::1:5001 (you)",
+        "  #2 [::1]:5001 (you)",
     ]
 
 

@@ -40,3 +40,8 @@ def test_describe_a_message_reads_as_before() -> None:
     assert render.describe(msg) == (
         f"message from #3 (127.0.0.1:5000, alice) in lobby at {render.clock(0)}: hi"
     )
+
+
+def test_an_ipv6_sender_is_written_in_brackets() -> None:
+    msg = Message(7, 3, "::1", 5000, "", "", 0, 0, "hi")
+    assert render.describe(msg) == f"message from #3 ([::1]:5000) at {render.clock(0)}: hi"

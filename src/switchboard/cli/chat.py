@@ -23,10 +23,11 @@ with back-off (``client.reconnect``), under the same nickname, into the same roo
 so; lines typed meanwhile are refused on a terminal and wait for the outcome when piped.
 Room history replayed on rejoining is shown only where it is newer than what was seen.
 
-Exit codes: 0 after /quit, Ctrl-D or the end of piped input; 3 when the connection is
-lost or the server shuts down and we do not (or no longer) reconnect; 2 when we could not get
-in (unreachable, full, no token or a wrong one, nickname or room refused), or for an argument
-that is not valid UTF-8.
+Exit codes (``exitcodes.ExitCode``): 0 after /quit, Ctrl-D or the end of piped input; 3 when
+the connection is lost or the server shuts down and we do not (or no longer) reconnect; 2 when
+we could not get in (unreachable, full, no token or a wrong one, nickname or room refused), or
+for an argument that is not valid UTF-8; 130 after Ctrl-C where it ends the program (piped
+input).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from switchboard.protocol import (
 from . import chat_model as model
 from . import render
 from .common import CliExit, add_connection_args, connect, token
+from .exitcodes import ExitCode
 from .interactive import (
     RECEIPT_GRACE_S,
     Output,
@@ -87,7 +89,6 @@ from .interactive import (
 )
 from .menu import CommandError, recipient_label, require_utf8
 from .reconnect import (
-    EXIT_ENDED,
     add_reconnect_args,
     backoff,
     check_reconnect_args,
@@ -217,7 +218,7 @@ class ChatClient:
         self._closing = False
         #: Until we are in the room, a lost connection is _start's to report (CliExit).
         self._starting = True
-        #: Why the connection ended, when it was not our doing; the exit code is then 1.
+        #: Why the connection ended, when it was not our doing; the exit code is then 3.
         self._lost: str | None = None
         self._shutdown: str | None = None
         self._offset_ms = 0
@@ -280,10 +281,10 @@ class ChatClient:
         finally:
             self._close()
         if self._lost is not None:
-            return EXIT_ENDED
+            return ExitCode.SESSION_ENDED
         if self.interactive:
             self.out.line("Bye.", "dim")
-        return 0
+        return ExitCode.OK
 
     def _connected_client(self) -> Client | None:
         """The client to run the next action on.  While reconnecting: on a terminal None

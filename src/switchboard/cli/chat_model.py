@@ -30,6 +30,7 @@ from switchboard.protocol import (
     Receipt,
     ReceiptStatus,
 )
+from switchboard.protocol.trace import host_port
 
 from . import render
 from .menu import CommandError, parse_recipient, require_utf8, typed_nickname
@@ -282,7 +283,8 @@ def you_joined_line(room: str, members: int, history: int) -> str:
 def members_lines(title: str, members: Iterable[ClientInfo], me: int) -> list[str]:
     """``title`` then one ``  alice(#3) 127.0.0.1:5000`` line per member."""
     rows = [
-        f"  {who(c.nick, c.client_id)} {c.ip}:{c.port}" + (" (you)" if c.client_id == me else "")
+        f"  {who(c.nick, c.client_id)} {host_port(c.ip, c.port)}"
+        + (" (you)" if c.client_id == me else "")
         for c in members
     ]
     return [f"{title}: {len(rows)}", *rows]

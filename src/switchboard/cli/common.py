@@ -11,10 +11,24 @@ import time
 from typing import Any, Final
 
 from switchboard import defaults
-from switchboard.client import Client, ConnectionFailed, ServerError, ServerFull
+from switchboard.client import (
+    AuthError,
+    Client,
+    ConnectionFailed,
+    ConnectionLost,
+    NicknameError,
+    RequestTimeout,
+    ServerError,
+    ServerFull,
+)
 from switchboard.client.channel import client_ssl_context
 from switchboard.client.tracing import Tracer
+from switchboard.protocol import ErrorCode
 from switchboard.protocol.codec import Event
+from switchboard.protocol.trace import host_port
+from switchboard.server.logs import local_timestamp
+
+from .exitcodes import ExitCode
 
 #: Seconds between attempts to connect to a full server (``connect(retry_full_s=...)``).
 FULL_RETRY_S: Final = 1.0
@@ -29,42 +43,76 @@ class CliExit(Exception):
         self.message = message
 
 
+def _port(text: str, lowest: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not lowest <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range ({lowest}-65535)")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type`` for a port to connect to: 1-65535, else a usage error (exit 2)."""
+    return _port(text, 1)
+
+
+def listen_port_number(text: str) -> int:
+    """An argparse ``type`` for a port to listen on: 0 (any free port) to 65535."""
+    return _port(text, 0)
+
+
 def env_port() -> int:
     raw = os.environ.get(defaults.ENV_PORT)
     if not raw:
         return defaults.PORT
     try:
-        port = int(raw)
+        return port_number(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise CliExit(ExitCode.USAGE, f"${defaults.ENV_PORT}: {exc}") from None
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type`` for a timeout: a finite number of seconds above zero."""
+    try:
+        value = float(text)
     except ValueError:
-        raise CliExit(2, f"{defaults.ENV_PORT}={raw!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise CliExit(2, f"{defaults.ENV_PORT}={raw!r} is not a port number (1-65535)")
-    return port
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
 
 
 def add_endpoint_args(p: argparse.ArgumentParser) -> None:
-    """``--host`` and ``--port``, defaulting to the environment, then the built-in defaults."""
+    """``-H/--host`` and ``-p/--port``, defaulting to the environment, then the built-in
+    defaults.  ``-h`` stays ``--help`` in every command (argparse's and most tools' habit)."""
     p.add_argument(
+        "-H",
         "--host",
         default=None,
         help=f"server address (default ${defaults.ENV_HOST} or {defaults.HOST})",
     )
     p.add_argument(
+        "-p",
         "--port",
-        type=int,
+        type=port_number,
         default=None,
-        help=f"server port (default ${defaults.ENV_PORT} or {defaults.PORT})",
+        help=f"server port, 1-65535 (default ${defaults.ENV_PORT} or {defaults.PORT})",
     )
 
 
 def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     add_endpoint_args(p)
     p.add_argument(
+        "-t",
         "--timeout",
-        type=float,
-        default=defaults.REQUEST_TIMEOUT_S,
+        type=positive_seconds,
+        default=None,
         metavar="SECONDS",
-        help=f"give up on a response after this long (default {defaults.REQUEST_TIMEOUT_S:g})",
+        help="give up after this long on connecting (TCP, TLS and the server's WELCOME, one "
+        "deadline) and on each response (default "
+        f"{defaults.CONNECT_TIMEOUT_S:g} to connect, {defaults.REQUEST_TIMEOUT_S:g} per response)",
     )
     p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--cafile", metavar="FILE", help="with --tls: trust this CA bundle (PEM)")
@@ -94,6 +142,18 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def request_timeout(args: argparse.Namespace) -> float:
+    """``--timeout``, or the default wait for a response."""
+    value = getattr(args, "timeout", None)
+    return defaults.REQUEST_TIMEOUT_S if value is None else float(value)
+
+
+def connect_timeout(args: argparse.Namespace) -> float:
+    """``--timeout``, or the default deadline for connecting (TCP, TLS, WELCOME)."""
+    value = getattr(args, "timeout", None)
+    return defaults.CONNECT_TIMEOUT_S if value is None else float(value)
+
+
 def endpoint(args: argparse.Namespace) -> tuple[str, int]:
     host = args.host or os.environ.get(defaults.ENV_HOST) or defaults.HOST
     port = args.port if args.port is not None else env_port()
@@ -108,7 +168,8 @@ def make_tracer(args: argparse.Namespace) -> Tracer | None:
     with_hex = bool(getattr(args, "trace_hex", False))
 
     def tracer(direction: str, event: Event, raw: bytes | None) -> None:
-        print(format_trace(direction, event, raw, with_hex=with_hex), file=sys.stderr, flush=True)
+        line = format_trace(direction, event, raw, with_hex=with_hex)
+        print(f"{local_timestamp()} {line}", file=sys.stderr, flush=True)
 
     return tracer
 
@@ -128,13 +189,24 @@ def token(args: argparse.Namespace) -> str | None:
     return getattr(args, "token", None) or os.environ.get(defaults.ENV_TOKEN) or None
 
 
+def auth_hint(exc: AuthError, *, token_given: bool) -> str:
+    """Why a server that demands a token did not let us in, and what to do about it."""
+    env = f"${defaults.ENV_TOKEN}"
+    if exc.code == ErrorCode.AUTH_FAILED and token_given:
+        return f"the server refused the token ({exc.name}): check --token or {env}"
+    return f"the server requires a token ({exc.name}): pass --token or set {env}"
+
+
 def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: Any) -> Client:
-    """A connected Client for the command's --host/--port, or CliExit(2) with one clear line.
+    """A connected Client for the command's --host/--port, or CliExit(NO_SESSION) with one
+    clear line.  ``--timeout`` bounds connecting (one deadline for TCP, TLS and WELCOME)
+    and each response, the HELLO's included.
 
     A full server is tried again every second for up to ``retry_full_s`` seconds (saying so
     on stderr once), since a slot frees as soon as someone leaves.
     """
     host, port = endpoint(args)
+    where = host_port(host, port)
     kwargs.setdefault("token", token(args))
     kwargs.setdefault("trace", make_tracer(args))
     kwargs.setdefault("ssl_context", ssl_context(args))  # the CA file read once, not per retry
@@ -146,7 +218,8 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
                 return Client(
                     host,
                     port,
-                    timeout=args.timeout,
+                    timeout=request_timeout(args),
+                    connect_timeout=connect_timeout(args),
                     **kwargs,
                 )
             except ServerFull as exc:
@@ -155,17 +228,28 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
                 if not announced:
                     announced = True
                     print(
-                        f"switchboard: {host}:{port} is full ({exc.message}); trying again "
+                        f"switchboard: {where} is full ({exc.message}); trying again "
                         f"every {FULL_RETRY_S:g}s for up to {retry_full_s:g}s",
                         file=sys.stderr,
                         flush=True,
                     )
                 time.sleep(FULL_RETRY_S)  # a retry interval, not a guess at timing
     except ConnectionFailed as exc:
-        raise CliExit(2, f"cannot connect: {exc}") from None
+        raise CliExit(ExitCode.NO_SESSION, f"cannot connect: {exc}") from None
+    except (ConnectionLost, RequestTimeout) as exc:  # during the HELLO: still no session
+        raise CliExit(ExitCode.NO_SESSION, f"cannot connect to {where}: {exc}") from None
+    except AuthError as exc:
+        hint = auth_hint(exc, token_given=kwargs.get("token") is not None)
+        raise CliExit(ExitCode.NO_SESSION, f"cannot connect to {where}: {hint}") from None
+    except NicknameError as exc:
+        raise CliExit(
+            ExitCode.NO_SESSION,
+            f"{where} refused the nickname {kwargs.get('nick')!r}: {exc.message} ({exc.name}); "
+            "choose another --nick",
+        ) from None
     except ServerError as exc:
         raise CliExit(
-            2, f"{host}:{port} refused the connection: {exc.message} ({exc.name})"
+            ExitCode.NO_SESSION, f"{where} refused the connection: {exc.message} ({exc.name})"
         ) from None
 
 

@@ -30,12 +30,12 @@ from typing import Any, Final, Protocol, TextIO, cast
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from switchboard import defaults
 from switchboard.client import (
     AuthError,
     Client,
     ConnectionFailed,
     ConnectionLost,
+    NicknameError,
     NoSuchClient,
     ProtocolRejected,
     RateLimited,
@@ -57,9 +57,20 @@ from switchboard.protocol import (
     TimeOk,
     TimeRequest,
 )
+from switchboard.protocol.trace import host_port
 
 from . import menu, render
-from .common import add_connection_args, endpoint, make_tracer, ssl_context, token
+from .common import (
+    add_connection_args,
+    auth_hint,
+    connect_timeout,
+    endpoint,
+    make_tracer,
+    request_timeout,
+    ssl_context,
+    token,
+)
+from .exitcodes import ExitCode
 from .menu import CommandError
 
 #: Seconds ``disconnect`` and ``quit`` wait for the receipts of messages just sent, so a
@@ -96,7 +107,8 @@ def register(sub: Any) -> None:
         "the client list, send messages by id, and see messages arrive as they come.  Type "
         "a menu number or a command (help lists them).  Starts disconnected unless --host, "
         "--port or --connect is given.  With stdin not a terminal it reads one command per "
-        "line and prints plain text.",
+        "line, prints plain text, and exits with the first failed command's code (0 if none "
+        "failed).",
     )
     add_connection_args(p, json_flag=False)
     p.add_argument(
@@ -113,7 +125,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     settings = Settings(
         host=host,
         port=port,
-        timeout=args.timeout,
+        timeout=request_timeout(args),
+        connect_timeout=connect_timeout(args),
         nick=args.nick,
         token=token(args),
         tracer=make_tracer(args),
@@ -126,7 +139,7 @@ def cmd_client(args: argparse.Namespace) -> int:
         )
     plain_stdio()
     out = Output(plain_console())
-    client = InteractiveClient(settings, out)
+    client = InteractiveClient(settings, out, scripted=True)
     return client.run(PlainUi(prompts=sys.stdin.isatty()))
 
 
@@ -454,6 +467,7 @@ class Settings:
     host: str
     port: int
     timeout: float
+    connect_timeout: float
     nick: str | None
     token: str | None
     tracer: Tracer | None
@@ -474,11 +488,19 @@ class Cancelled(Exception):
 
 
 class InteractiveClient:
-    """Runs menu actions on a blocking Client; the receiver thread reports through callbacks."""
+    """Runs menu actions on a blocking Client; the receiver thread reports through callbacks.
 
-    def __init__(self, settings: Settings, out: Output) -> None:
+    ``scripted`` (stdin is not a terminal): ``run`` returns the exit code of the first
+    command that failed (``ExitCode``: 2 could not connect or not connected, 1 refused,
+    unanswered or not delivered, 3 connection lost or server shut down), so a script can
+    tell; on a terminal the user has seen each failure and leaving is success (0).
+    """
+
+    def __init__(self, settings: Settings, out: Output, *, scripted: bool = False) -> None:
         self.settings = settings
         self.out = out
+        self.scripted = scripted
+        self.failure: ExitCode | None = None
         self._ui: Ui = PlainUi()
         self._lock = threading.Lock()
         self._conn: Connection | None = None
@@ -527,6 +549,7 @@ class InteractiveClient:
                     action = menu.parse_command(line, self.connected)
                 except CommandError as exc:
                     self.out.line(str(exc), "error")
+                    self._failed(ExitCode.USAGE)
                     continue
                 if isinstance(action, menu.Exit):
                     break
@@ -535,7 +558,15 @@ class InteractiveClient:
             self._disconnect()
             self._reap()
         self.out.line("Bye.", "dim")
-        return 0
+        if self.scripted and self.failure is not None:
+            return self.failure
+        return ExitCode.OK
+
+    def _failed(self, code: ExitCode) -> None:
+        """Remember the first failure: its code is the exit code of a scripted session."""
+        with self._lock:
+            if self.failure is None:
+                self.failure = code
 
     def show_menu(self) -> None:
         self.out.lines(menu.menu_lines(self.connected), "menu")
@@ -548,15 +579,22 @@ class InteractiveClient:
             self.out.line("Cancelled.", "dim")
         except CommandError as exc:
             self.out.line(str(exc), "error")
+            # Not connected, or a bad answer (a refusal was recorded as such before).
+            self._failed(ExitCode.USAGE)
         except ConnectionLost:
             pass  # the on_close callback has said so and put the menu back
         except RequestTimeout as exc:
             self.out.line(f"No answer: {exc} (the connection stays open).", "error")
+            self._failed(ExitCode.REFUSED)
         except ServerError as exc:
             self.out.line(explain(exc), "error")
+            self._failed(ExitCode.REFUSED)
         except LocalProtocolError as exc:  # a nickname or text the wire cannot carry
             self.out.line(f"Cannot be sent: {exc}.", "error")
+            self._failed(ExitCode.USAGE)
         except KeyboardInterrupt:
+            if self.scripted:
+                raise  # no prompt to come back to: Ctrl-C ends the program (exit 130)
             self.out.line("Interrupted.", "error")
 
     def _run_action(self, action: menu.Action) -> None:
@@ -607,49 +645,20 @@ class InteractiveClient:
         port = port or self.settings.port
         if self._conn is not None:
             self._disconnect()
-        self.out.line(f"Connecting to {host}:{port} ...", "dim")
+        where = host_port(host, port)
+        self.out.line(f"Connecting to {where} ...", "dim")
         marker = object()
-        try:
-            client = Client(
-                host,
-                port,
-                nick=self.settings.nick,
-                token=self.settings.token,
-                timeout=self.settings.timeout,
-                on_indication=self._on_indication,
-                on_close=lambda reason: self._on_close(marker, reason),
-                trace=self.settings.tracer,
-                ssl_context=self.settings.ssl_context,
-            )
-            self._check_admitted(client)
-        except ConnectionFailed as exc:
-            self.out.line(f"Cannot connect: {exc}", "error")
-            return
-        except ServerFull:
-            self.out.line(f"{host}:{port} is full: try again later.", "error")
-            return
-        except AuthError as exc:
-            hint = auth_hint(exc, token_given=self.settings.token is not None)
-            self.out.line(f"Cannot connect to {host}:{port}: {hint}.", "error")
-            return
-        except ServerError as exc:
-            self.out.line(
-                f"{host}:{port} refused the connection: {exc.message} ({exc.name}).", "error"
-            )
-            return
-        except (ConnectionLost, RequestTimeout) as exc:
-            self.out.line(f"Cannot connect: {exc}", "error")
-            return
-        except LocalProtocolError as exc:  # a --nick the wire cannot carry (too long)
-            self.out.line(f"Cannot connect: {exc}.", "error")
+        client = self._open(host, port, marker)
+        if client is None:
+            self._failed(ExitCode.NO_SESSION)
             return
         with self._lock:
             self._conn = Connection(client, host, port, marker)
             self.known_ids = []
         w = client.welcome
         self.out.line(
-            f"Connected to {host}:{port}: server {w.server_name!r}, you are client "
-            f"#{w.client_id} (seen as {w.ip}:{w.port}).",
+            f"Connected to {where}: server {w.server_name!r}, you are client "
+            f"#{w.client_id} (seen as {host_port(w.ip, w.port)}).",
             "ok",
         )
         if client.closed:  # lost between the WELCOME and now
@@ -659,6 +668,45 @@ class InteractiveClient:
                 self._on_close(marker, lost.reason)
             return
         self.show_menu()
+
+    def _open(self, host: str, port: int, marker: object) -> Client | None:
+        """A connected, admitted Client, or None after saying in one line why not."""
+        where = host_port(host, port)
+        try:
+            client = Client(
+                host,
+                port,
+                nick=self.settings.nick,
+                token=self.settings.token,
+                timeout=self.settings.timeout,
+                connect_timeout=self.settings.connect_timeout,
+                on_indication=self._on_indication,
+                on_close=lambda reason: self._on_close(marker, reason),
+                trace=self.settings.tracer,
+                ssl_context=self.settings.ssl_context,
+            )
+            self._check_admitted(client)
+        except ConnectionFailed as exc:
+            self.out.line(f"Cannot connect: {exc}", "error")
+        except ServerFull:
+            self.out.line(f"{where} is full: try again later.", "error")
+        except AuthError as exc:
+            hint = auth_hint(exc, token_given=self.settings.token is not None)
+            self.out.line(f"Cannot connect to {where}: {hint}.", "error")
+        except NicknameError as exc:
+            self.out.line(
+                f"{where} refused the nickname {self.settings.nick!r}: {exc.message} ({exc.name}).",
+                "error",
+            )
+        except ServerError as exc:
+            self.out.line(f"{where} refused the connection: {exc.message} ({exc.name}).", "error")
+        except (ConnectionLost, RequestTimeout) as exc:
+            self.out.line(f"Cannot connect: {exc}", "error")
+        except LocalProtocolError as exc:  # a --nick the wire cannot carry (too long)
+            self.out.line(f"Cannot connect: {exc}.", "error")
+        else:
+            return client
+        return None
 
     def _check_admitted(self, client: Client) -> None:
         """Without a HELLO (no nickname, no token) a server that demands a token refuses
@@ -688,7 +736,7 @@ class InteractiveClient:
                 self._closing = False
                 self._pending.clear()
                 self._early.clear()
-        self.out.line(f"Disconnected from {conn.host}:{conn.port}.")
+        self.out.line(f"Disconnected from {host_port(conn.host, conn.port)}.")
 
     def _await_receipts(self, client: Client) -> None:
         with self._lock:
@@ -723,6 +771,8 @@ class InteractiveClient:
 
     def _print_receipt(self, frame: Receipt) -> None:
         delivered = frame.status == ReceiptStatus.DELIVERED
+        if not delivered:
+            self._failed(ExitCode.REFUSED)
         self.out.line(render.describe(frame), "ok" if delivered else "error")
 
     def _on_close(self, marker: object, reason: str) -> None:
@@ -734,7 +784,8 @@ class InteractiveClient:
             self._lost.append(conn.client)
             self._pending.clear()
             self._early.clear()
-        self.out.line(f"Disconnected from {conn.host}:{conn.port}: {reason}.", "error")
+        self._failed(ExitCode.SESSION_ENDED)
+        self.out.line(f"Disconnected from {host_port(conn.host, conn.port)}: {reason}.", "error")
         self.show_menu()
         self._ui.refresh()
 
@@ -773,6 +824,8 @@ class InteractiveClient:
         if errors:
             summary += " (" + ", ".join(f"{n} {name}" for name, n in errors.items()) + ")"
         self.out.line(summary, "ok" if answered == count else "error")
+        if answered != count:
+            self._failed(ExitCode.REFUSED)
 
     def _list(self) -> None:
         client = self._client()
@@ -801,6 +854,7 @@ class InteractiveClient:
         try:
             ok = client.send(target, text)
         except ServerError as exc:
+            self._failed(ExitCode.REFUSED)
             raise CommandError(explain(exc, target)) from None
         with self._lock:  # held while printing: a receipt arriving now waits for this line
             early = self._early.pop(ok.message_id, None)
@@ -810,14 +864,6 @@ class InteractiveClient:
             self.out.line(f"message {ok.message_id} to {to}: forwarded", "ok")
         if early is not None:
             self._print_receipt(early)
-
-
-def auth_hint(exc: AuthError, *, token_given: bool) -> str:
-    """Why a server that demands a token did not let us in, and what to do about it."""
-    env = f"${defaults.ENV_TOKEN}"
-    if exc.code == ErrorCode.AUTH_FAILED and token_given:
-        return f"the server refused the token ({exc.name}): check --token or {env}"
-    return f"the server requires a token ({exc.name}): pass --token or set {env}"
 
 
 def explain(exc: ServerError, target: int | str | None = None) -> str:

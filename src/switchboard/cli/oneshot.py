@@ -14,10 +14,10 @@ from switchboard.client.reconnect import retry
 from switchboard.protocol import ReceiptStatus
 
 from . import render
-from .common import CliExit, add_connection_args, connect, emit, error_json, say
+from .common import CliExit, add_connection_args, connect, emit, error_json, say, token
+from .exitcodes import ExitCode
 from .menu import CommandError, parse_recipient, recipient_label
 from .reconnect import (
-    EXIT_ENDED,
     add_reconnect_args,
     backoff,
     check_reconnect_args,
@@ -169,12 +169,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     with connect(args, nick=args.nick) as client:
         try:
             ok = client.send(target, args.text)
+        except AuthError:
+            raise  # no session after all: main says what to do about the token
         except ServerError as exc:
             if args.json:
                 emit(error_json(exc))
             else:
                 print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
-            return 2 if isinstance(exc, AuthError) else 1  # refused connection, as in main
+            return ExitCode.REFUSED
         status = "forwarded"
         if args.wait_receipt is not None:
             try:
@@ -189,7 +191,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         emit(result)
     else:
         say(f"message {ok.message_id} to {recipient_label(target, ok.target)}: {status}")
-    return 0
+    return ExitCode.REFUSED if status == "not-delivered" else ExitCode.OK
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -197,6 +199,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
     --no-reconnect) with back-off, under the same nickname and in the same rooms."""
     check_reconnect_args(args)
     client = connect(args, nick=args.nick)
+    try:
+        if args.nick is None and token(args) is None:
+            # Without a HELLO, a server that demands a token refuses only the first
+            # request: ask one (PING) so that a refusal is known now, exit 2 with what to
+            # do, not "connected" and then a disconnection at its handshake timeout.
+            client.ping()
+    except BaseException:
+        client.close()
+        raise
     if args.json:
         emit(render.welcome_json(client.welcome))
     else:
@@ -204,18 +215,23 @@ def cmd_listen(args: argparse.Namespace) -> int:
     for room in args.room:
         try:
             client.join(room)
+        except AuthError:
+            client.close()
+            raise  # main says what to do about the token
         except ServerError as exc:
             client.close()
-            code = 2 if isinstance(exc, AuthError) else 1
-            raise CliExit(code, f"cannot join {room!r}: {exc.message}") from None
+            raise CliExit(
+                ExitCode.REFUSED, f"cannot join {room!r}: {exc.message} ({exc.name})"
+            ) from None
     while True:
         with client:
             follow(client, args.json)
+        # Shut down or lost, the session ended from the other side.
         if args.no_reconnect:
-            return EXIT_ENDED
+            return ExitCode.SESSION_ENDED
         again = rejoin(args)
         if again is None:
-            return EXIT_ENDED
+            return ExitCode.SESSION_ENDED
         client = again
 
 

@@ -11,10 +11,6 @@ from switchboard.client.reconnect import Backoff
 
 from .common import CliExit, connect
 
-#: The exit code once a client gives up (the README's table: the session ended from the
-#: other side after it was established).
-EXIT_ENDED: int = 3
-
 
 def add_reconnect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(

@@ -33,6 +33,7 @@ from switchboard.protocol import (
     Shutdown,
     Welcome,
 )
+from switchboard.protocol.trace import host_port
 
 
 def local_time(epoch_ms: int) -> dt.datetime:
@@ -54,7 +55,7 @@ def server_time(t: ServerTime) -> str:
 
 
 def sender(msg: Message) -> str:
-    who = f"#{msg.sender_id} ({msg.sender_ip}:{msg.sender_port}"
+    who = f"#{msg.sender_id} ({host_port(safe(msg.sender_ip), msg.sender_port)}"
     return who + (f", {safe(msg.sender_nick)})" if msg.sender_nick else ")")
 
 

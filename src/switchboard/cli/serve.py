@@ -13,8 +13,9 @@ from switchboard.protocol.trace import format_trace, host_port
 from switchboard.server import ConfigError, ServerConfig, run
 from switchboard.server.app import Tracer
 from switchboard.server.connection import ClientConnection
+from switchboard.server.logs import local_timestamp
 
-from .common import add_trace_args
+from .common import add_trace_args, listen_port_number
 
 
 def register(sub: Any) -> None:
@@ -26,12 +27,14 @@ def register(sub: Any) -> None:
         "every client command reads them), the --config file, the built-in default.",
     )
     p.add_argument(
+        "-H",
         "--host",
         help=f"address to bind (default ${defaults.ENV_HOST} or {defaults.HOST}; '::' for IPv6)",
     )
     p.add_argument(
+        "-p",
         "--port",
-        type=int,
+        type=listen_port_number,
         help=f"TCP port (default ${defaults.ENV_PORT} or {defaults.PORT}; 0 picks one)",
     )
     p.add_argument("--name", help="server name sent to clients (default: this host's name)")
@@ -151,7 +154,7 @@ def make_server_tracer(args: argparse.Namespace) -> Tracer | None:
     def tracer(direction: str, conn: ClientConnection, event: Event, raw: bytes) -> None:
         peer = f"#{conn.client_id} {host_port(conn.ip, conn.port)}"
         line = format_trace(direction, event, raw, with_hex=with_hex, peer=peer)
-        print(line, file=sys.stderr, flush=True)
+        print(f"{local_timestamp()} {line}", file=sys.stderr, flush=True)
 
     return tracer
 

@@ -41,6 +41,7 @@ from switchboard.protocol import (
     TimeRequest,
     Welcome,
 )
+from switchboard.protocol.trace import host_port
 
 from .core import ClientCore, as_send_ok, next_rooms_page, send_request
 from .errors import ConnectionFailed, ConnectionLost, RequestTimeout
@@ -87,8 +88,13 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         trace: Tracer | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncClient:
-        """Connect, wait for WELCOME, and say HELLO when a nickname or token is given."""
+        """Connect, wait for WELCOME, and say HELLO when a nickname or token is given.
+
+        ``connect_timeout`` bounds the TCP connect, the TLS handshake and the WELCOME
+        together; ``timeout`` bounds each response, the HELLO's too."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + connect_timeout
+        where = host_port(host, port)
         client = cls(timeout=timeout, on_indication=on_indication, trace=trace)
         try:
             await asyncio.wait_for(
@@ -102,33 +108,40 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
                 connect_timeout,
             )
         except TimeoutError as exc:
-            raise ConnectionFailed(f"timed out connecting to {host}:{port}") from exc
+            raise ConnectionFailed(f"timed out connecting to {where}") from exc
         except ssl.SSLCertVerificationError as exc:
             raise ConnectionFailed(f"TLS certificate not accepted: {exc.verify_message}") from exc
         except ssl.SSLError as exc:
             raise ConnectionFailed(f"TLS handshake failed: {exc}") from exc
         except ConnectionRefusedError as exc:
-            raise ConnectionFailed(f"connection refused by {host}:{port}") from exc
+            raise ConnectionFailed(f"connection refused by {where}") from exc
         except socket.gaierror as exc:
             raise ConnectionFailed(f"cannot resolve {host!r}: {exc.strerror}") from exc
         except OSError as exc:
-            raise ConnectionFailed(
-                f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-            ) from exc
+            raise ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
         try:
-            client.welcome = await asyncio.wait_for(client._welcome_future, connect_timeout)
+            client.welcome = await asyncio.wait_for(
+                client._welcome_future, max(0.0, deadline - loop.time())
+            )
             if nick is not None or token is not None:
                 await client.hello(nick=nick or "", token=token or "")
         except TimeoutError:
-            await client.close()
+            client._abandon()
             raise ConnectionFailed(
-                f"{host}:{port} sent no WELCOME within {connect_timeout:g}s "
+                f"{where} sent no WELCOME within {connect_timeout:g}s "
                 "(not a Switchboard server, or one that needs --tls?)"
             ) from None
         except BaseException:
-            await client.close()
+            client._abandon()
             raise
         return client
+
+    def _abandon(self) -> None:
+        """Drop a connection that never became a session, at once: no TLS close_notify
+        exchange with a peer that may never answer it (``close`` would wait up to 5 s)."""
+        self._fail_all("closed by client")
+        if self._transport is not None:
+            self._transport.abort()
 
     @property
     def client_id(self) -> int:
@@ -252,6 +265,8 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         return found
 
     async def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
+        """The RECEIPT status of a message sent with ``send`` (RequestTimeout past
+        ``timeout``); ``next_indication`` and ``async for`` yield that RECEIPT as well."""
         limit = self.timeout if timeout is None else timeout
         future = self._receipt_future(message_id)
         try:
@@ -279,7 +294,9 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
     # --- indications -------------------------------------------------------------------------
 
     async def next_indication(self, timeout: float | None = None) -> Frame | None:
-        """The next indication, None on timeout; ConnectionLost once closed and drained."""
+        """The next indication, None on timeout; ConnectionLost once closed and drained.
+        Every indication comes here once, RECEIPTs included (also those ``wait_receipt``
+        returned)."""
         try:
             item = await asyncio.wait_for(self._indications.get(), timeout)
         except TimeoutError:

@@ -49,6 +49,7 @@ from switchboard.protocol import (
     TimeRequest,
     Welcome,
 )
+from switchboard.protocol.trace import host_port
 
 from .channel import SocketChannel, TlsChannel
 from .core import ClientCore, as_send_ok, next_rooms_page, send_request
@@ -66,16 +67,17 @@ _CLOSED = object()
 
 def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     """Connect, translating every failure into ConnectionFailed."""
+    where = host_port(host, port)
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except TimeoutError as exc:
-        raise ConnectionFailed(f"timed out connecting to {host}:{port}") from exc
+        raise ConnectionFailed(f"timed out connecting to {where}") from exc
     except ConnectionRefusedError as exc:
-        raise ConnectionFailed(f"connection refused by {host}:{port}") from exc
+        raise ConnectionFailed(f"connection refused by {where}") from exc
     except socket.gaierror as exc:
         raise ConnectionFailed(f"cannot resolve {host!r}: {exc.strerror}") from exc
     except OSError as exc:
-        raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        raise ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.settimeout(None)
     return sock
@@ -83,6 +85,9 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
 
 class Client(ClientCore["Future[Any]"]):
     """A blocking Switchboard client.  Use as a context manager, or call ``close()``.
+
+    ``connect_timeout`` bounds the TCP connect, the TLS handshake and the wait for WELCOME
+    together (ConnectionFailed past it); ``timeout`` bounds each response, the HELLO's too.
 
     ``on_indication(frame)`` receives every indication on the receiver thread (instead of
     ``next_indication``); ``on_close(reason)`` is called once when the connection ends, lost
@@ -110,11 +115,14 @@ class Client(ClientCore["Future[Any]"]):
         self._trace = trace
         self._indications: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._send_lock = threading.Lock()
+        # One deadline for the TCP connect, the TLS handshake and the WELCOME, so that
+        # ``connect_timeout`` is what a caller waits at most before the session starts.
+        deadline = time.monotonic() + connect_timeout
         sock = open_socket(host, port, connect_timeout)
         if ssl_context is None:
             self._channel: SocketChannel = SocketChannel(sock)
         else:
-            sock.settimeout(connect_timeout)
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
             try:
                 self._channel = TlsChannel(sock, ssl_context, host)
             except BaseException:
@@ -126,11 +134,13 @@ class Client(ClientCore["Future[Any]"]):
         )
         self._receiver.start()
         try:
-            self.welcome: Welcome = self._welcome_future.result(connect_timeout)
+            self.welcome: Welcome = self._welcome_future.result(
+                max(0.0, deadline - time.monotonic())
+            )
         except FutureTimeout:
             self.close()
             raise ConnectionFailed(
-                f"{host}:{port} sent no WELCOME within {connect_timeout:g}s "
+                f"{host_port(host, port)} sent no WELCOME within {connect_timeout:g}s "
                 "(not a Switchboard server, or one that needs --tls?)"
             ) from None
         except BaseException:
@@ -217,7 +227,9 @@ class Client(ClientCore["Future[Any]"]):
         return found
 
     def wait_receipt(self, message_id: int, timeout: float | None = None) -> ReceiptStatus:
-        """Wait for the RECEIPT of a message sent with ``send``."""
+        """Wait for the RECEIPT of a message sent with ``send``: its status (DELIVERED or
+        NOT_DELIVERED), RequestTimeout past ``timeout``.  The RECEIPT is an indication too:
+        ``next_indication`` and iteration yield it as well, waited for or not."""
         future = self._receipt_future(message_id)
         limit = self.timeout if timeout is None else timeout
         try:
@@ -246,7 +258,8 @@ class Client(ClientCore["Future[Any]"]):
     # --- indications -------------------------------------------------------------------------
 
     def next_indication(self, timeout: float | None = None) -> Frame | None:
-        """The next indication (MESSAGE, RECEIPT, JOINED, ...), None on timeout.
+        """The next indication (MESSAGE, RECEIPT, JOINED, ...), None on timeout.  Every
+        indication comes here once, RECEIPTs included (also those ``wait_receipt`` returned).
 
         Raises ConnectionLost once the connection is gone and every indication was read.
         """

@@ -37,6 +37,8 @@ from switchboard.protocol import (
 )
 from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import encode_receipt, header_word
+from switchboard.protocol.trace import host_port
+from switchboard.wording import plural
 
 from . import logs
 from .config import ConfigError, ServerConfig, load_tokens
@@ -135,11 +137,10 @@ class SwitchboardServer:
             self.events.event(
                 logging.INFO,
                 "listening",
-                "listening on %s:%d as %r (max %d clients, heartbeat %gs)",
-                host_,
-                port,
+                "listening on %s as %r (max %s, heartbeat %gs)",
+                host_port(host_, port),
                 self.config.name,
-                self.config.max_clients,
+                plural(self.config.max_clients, "client"),
                 self.config.heartbeat,
                 host=host_,
                 port=port,
@@ -213,15 +214,15 @@ class SwitchboardServer:
         if len(self.clients) >= self.config.max_clients:
             conn.fail(
                 ErrorCode.SERVER_FULL,
-                f"the server is full ({self.config.max_clients} clients); try again later",
+                f"the server is full ({plural(self.config.max_clients, 'client')}); "
+                "try again later",
             )
             self.events.event(
                 logging.WARNING,
                 "refused",
-                "refused %s:%d: server full (%d clients)",
-                conn.ip,
-                conn.port,
-                len(self.clients),
+                "refused %s: server full (%s)",
+                host_port(conn.ip, conn.port),
+                plural(len(self.clients), "client"),
                 ip=conn.ip,
                 port=conn.port,
                 code="SERVER_FULL",
@@ -245,10 +246,9 @@ class SwitchboardServer:
         self.events.event(
             logging.INFO,
             "connect",
-            "connect #%d %s:%d (%d connected)",
+            "connect #%d %s (%d connected)",
             conn.client_id,
-            conn.ip,
-            conn.port,
+            host_port(conn.ip, conn.port),
             len(self.clients),
             client_id=conn.client_id,
             ip=conn.ip,
@@ -273,10 +273,9 @@ class SwitchboardServer:
             self.events.event(
                 logging.INFO,
                 "disconnect",
-                "disconnect #%d %s:%d: %s (%d connected)",
+                "disconnect #%d %s: %s (%d connected)",
                 conn.client_id,
-                conn.ip,
-                conn.port,
+                host_port(conn.ip, conn.port),
                 conn.close_reason,
                 len(self.clients),
                 client_id=conn.client_id,

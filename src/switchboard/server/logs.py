@@ -24,8 +24,17 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    local = time.localtime(record.created)
-    millis = int(record.msecs)
+    return local_timestamp(record.created, int(record.msecs))
+
+
+def local_timestamp(seconds: float | None = None, millis: int | None = None) -> str:
+    """``2026-11-23T12:01:33.120+0000``: local time with milliseconds and the UTC offset, as
+    every log line and ``--trace`` line (server's and clients') starts."""
+    if seconds is None:
+        seconds = time.time()
+    if millis is None:
+        millis = int(seconds * 1000) % 1000
+    local = time.localtime(seconds)
     return time.strftime("%Y-%m-%dT%H:%M:%S", local) + f".{millis:03d}" + time.strftime("%z", local)
 
 
