@@ -11,6 +11,7 @@ and goes on once the client has read what it was sent.  Other clients are served
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,3 +212,48 @@ def test_pipelined_joins_of_a_full_history_keep_server_memory_bounded(
     assert growth < 64 * 1024 * 1024, f"server RSS grew by {growth >> 20} MiB"
     # Answered throughout, each within a generous deadline.
     assert bystander_waits and max(bystander_waits) < 5.0, max(bystander_waits, default=None)
+
+
+# --- a client that reads as fast as it asks: served in turns ----------------------------------
+
+
+def test_a_client_that_reads_as_fast_as_it_asks_is_served_in_turns(server_factory: Any) -> None:
+    # It never reaches its high-water mark, so back-pressure never stops it: before, its
+    # 3,000 pipelined JOINs (over a second of work) ran in one go while everyone else waited.
+    # Now a batch yields after a time slice, its remaining requests held, so a bystander's
+    # TIME is answered while most of them are still waiting.
+    st: ServerThread = server_factory(heartbeat=60.0)
+    joins = 3_000
+    with (
+        full_room(st.port, text="s" * 1000),
+        RawPeer(st.port) as hostile,
+        Client(HOST, st.port, timeout=10) as other,
+    ):
+        received = [0]
+        reading = threading.Event()
+
+        def read_all() -> None:  # as fast as the socket goes, nothing decoded
+            hostile.sock.settimeout(WAIT_S)
+            reading.set()
+            with contextlib.suppress(OSError):
+                while chunk := hostile.sock.recv(1 << 20):
+                    received[0] += len(chunk)
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        reading.wait(WAIT_S)
+        hostile.send(*[JoinRequest(ROOM, request_id=i) for i in range(1, joins + 1)])
+
+        def joined(server: Any) -> bool:
+            room = server.rooms.by_name.get(ROOM)
+            return room is not None and hostile.client_id in room.members
+
+        st.wait_for(joined, timeout=WAIT_S)
+        assert other.time().epoch_ms > 0
+        held = st.call(lambda: st.server.clients.by_id[hostile.client_id].decoder.buffered)
+        assert held > 0, "the bystander was answered only after every JOIN"
+        # Every JOIN is answered in the end (51 frames each).
+        st.wait_for(lambda s: s.clients.by_id[hostile.client_id].decoder.buffered == 0, timeout=60)
+        hostile.sock.shutdown(socket.SHUT_WR)
+    reader.join(WAIT_S)
+    assert received[0] > joins * HISTORY * 1000
