@@ -247,6 +247,8 @@ class ClientConnection(asyncio.Protocol):
                         server.flush_pending()
                     if out:
                         self.flush()
+                    if self.closing:  # dropped by that write: past its hard limit
+                        return
                     if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
                         held = True
                         break
