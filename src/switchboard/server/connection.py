@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from switchboard import defaults
 from switchboard.protocol import (
     HEADER_SIZE,
     MAGIC,
@@ -81,13 +82,9 @@ _DELIVERED = int(ReceiptStatus.DELIVERED)
 #: more than 4 KB of requests behind.  The cost is one comparison per frame, and the writes
 #: only in batches over 4 KB.
 PRESSURE_CHECK_BYTES = 4096
-#: Seconds one batch may run before it yields to the other connections: a client that reads
-#: as fast as it asks never reaches its high-water mark, and its pipelined JOINs (a
-#: millisecond each with a full history) must not hold everyone else up for seconds.  The rest
-#: waits in the decoder, reading paused, and goes on in the next loop pass.  Looked at after
-#: each request that goes to a handler and at each pressure check; the inline requests are a
-#: microsecond each.
-BATCH_TIME_SLICE_S = 0.002
+#: Seconds one batch may run before it yields to the other connections (defaults.py says why);
+#: looked at after each request that goes to a handler and at each pressure check.
+BATCH_TIME_SLICE_S = defaults.BATCH_TIME_SLICE_S
 
 
 class ClientConnection(asyncio.Protocol):
