@@ -70,6 +70,14 @@ WRITE_HIGH_WATER: Final = 256 * 1024
 #: Outbound bytes queued for one client at which it is disconnected as too slow.
 WRITE_HARD_LIMIT: Final = 4 * 1024 * 1024
 
+#: Seconds of work the server does for one connection before it serves the others (the rest of
+#: that connection's pipelined requests waits, reading paused, for the next loop pass).  A
+#: client that reads as fast as it asks never reaches its high-water mark, and its pipelined
+#: JOINs (a millisecond or more each with a full history) must not hold everyone else up for
+#: seconds; 2 ms keeps a bystander's wait in milliseconds while a batch of ordinary requests
+#: (about a microsecond each) still runs whole.
+BATCH_TIME_SLICE_S: Final = 0.002
+
 #: Client side: seconds to establish a connection (TCP connect, TLS handshake and WELCOME
 #: together: one deadline), and to wait for each response; `--timeout` sets both.
 CONNECT_TIMEOUT_S: Final = 5.0

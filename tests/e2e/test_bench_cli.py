@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
-from switchboard.protocol import Welcome, encode
+from switchboard.protocol import JoinRequest, Welcome, encode
 
 QUICK = ("--duration", "0.5", "--warmup", "0.2", "--json")
 KEYS = {
@@ -328,3 +328,55 @@ def test_negative_drain_timeout_is_refused() -> None:
     assert proc.returncode == 2
     assert "--drain-timeout must not be negative" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- the hostile-client case (python -m switchboard.bench.hostile) ---------------------------
+
+
+def hostile_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "switchboard.bench.hostile", *args]
+
+
+def test_the_amplification_case_against_the_server(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    sp = server_process_factory()
+    proc = subprocess.run(
+        hostile_command(
+            "--port", str(sp.port), "--server-pid", str(sp.proc.pid), "--joins", "300",
+            "--history", "5", "--text", "200", "--json",
+        ),
+        capture_output=True, text=True, timeout=120, env=cli_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["joins"], report["history"], report["text_bytes"]) == (300, 5, 200)
+    # Every JOIN answered with its history, nothing refused; the flood was one write.
+    assert (report["answers"], report["history_messages"]) == (300, 300 * 5)
+    assert report["errors"] == {} and report["complete"] is True
+    assert report["sent_bytes"] == 300 * len(encode(JoinRequest("x"))) + 14
+    assert report["received_bytes"] > 300 * 5 * 200
+    rss = report["rss_kib"]
+    assert 0 < rss["baseline"] <= rss["peak"]
+    assert rss["peak_growth"] == rss["peak"] - rss["baseline"]
+    bystander = report["bystander"]
+    assert bystander["requests"] >= 1
+    lat = bystander["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] * 1.01
+
+
+def test_the_amplification_case_without_a_server_is_one_line(unused_tcp_port: int) -> None:
+    proc = subprocess.run(
+        hostile_command("--port", str(unused_tcp_port), "--joins", "10"),
+        capture_output=True, text=True, timeout=60, env=cli_env(),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("switchboard.bench.hostile: ")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_amplification_case_refuses_bad_options() -> None:
+    proc = subprocess.run(
+        hostile_command("--joins", "0"), capture_output=True, text=True, timeout=60, env=cli_env()
+    )
+    assert proc.returncode == 2 and "--joins" in proc.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer, header, request_frame
+from test_server_protocol import RawPeer, header, queued_bytes, request_frame
 
 from conftest import ServerThread
 from switchboard.protocol import (
@@ -599,3 +599,36 @@ def test_a_recipient_that_is_closing_is_no_such_client(forwarding: Forwarding) -
         st.wait_for(lambda s: b.client_id not in s.clients.by_id)
         assert_nothing_pending(a)
     forwarding.assert_forwards(delivered=count + 1)
+
+
+# --- 8. one big write of SENDs to a recipient that does not read: busy per message ------------
+
+
+def test_one_big_write_of_sends_gets_recipient_busy_per_message(forwarding: Forwarding) -> None:
+    # 2,400 SENDs of 4 KB (9.6 MB) in one write, far more than one read: the busy check must
+    # hold for each message, not only between the reads' batches, so that the recipient is
+    # paused before its queue passes the hard limit and never dropped for someone else's burst.
+    high_water, hard_limit, count = 16 * 1024, 32 * 1024, 2_400
+    st = forwarding.start(write_high_water=high_water, write_hard_limit=hard_limit, heartbeat=60.0)
+    with RawPeer(st.port) as a, RawPeer(st.port, rcvbuf=4096) as slow:
+        shrink_send_buffer(st, slow.client_id)
+        a.send(*[SendRequest(slow.client_id, BIG, request_id=i) for i in range(1, count + 1)])
+        answers = take(a, count, timeout=60)
+        settled = [e for e in answers if isinstance(e, Receipt)]
+        assert not settled, f"{len(settled)} receipts: the recipient was dropped for the burst"
+        assert [e.request_id for e in answers] == list(range(1, count + 1))
+        forwarded = [e.message_id for e in answers if isinstance(e, SendOk)]
+        busy = [e for e in answers if not isinstance(e, SendOk)]
+        assert busy, "no RECIPIENT_BUSY for 9.6 MB sent to a client that does not read"
+        assert {error_code(e) for e in busy} == {ErrorCode.RECIPIENT_BUSY}
+        # Not dropped: it stayed within the limits, paused at the high-water mark.
+        assert slow.client_id in st.client_ids(), "the recipient was dropped for the burst"
+        assert st.call(lambda: st.server.clients.by_id[slow.client_id].write_paused)
+        queued = queued_bytes(st, slow.client_id)
+        assert queued <= hard_limit, queued
+        # It reads: every forwarded message, in order; then it is served as usual.
+        for message_id in forwarded:
+            msg = slow.expect(Message, timeout=10)
+            assert (msg.message_id, msg.text) == (message_id, BIG)
+        assert_nothing_pending(slow)
+    forwarding.assert_forwards(delivered=len(forwarded))

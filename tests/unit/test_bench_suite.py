@@ -390,3 +390,84 @@ def test_render_compares_with_the_null_server_either_way() -> None:
     time50 = next(line for line in text.splitlines() if line.startswith("* time, 50 clients"))
     assert "0.50x the null server" in time50 and "within the runs' noise" in time50
     assert "-" not in time50.split("x the null server")[1]  # no negative protocol work
+
+
+# --- the hostile-client case: output amplification -------------------------------------------
+
+
+def fake_amplification(
+    growth_kib: int | None = 2048, p99: float = 10.0, *, complete: bool = True
+) -> dict[str, Any]:
+    """One ``python -m switchboard.bench.hostile --json`` report."""
+    return {
+        "case": "amplification", "joins": 20_000, "history": 50, "text_bytes": 4096,
+        "sent_bytes": 340_014, "received_bytes": 4_147_000_000, "answers": 20_000,
+        "history_messages": 1_000_000, "errors": {}, "seconds": 12.5, "complete": complete,
+        "rss_kib": {"baseline": 30_000, "peak": None if growth_kib is None else 30_000 + growth_kib,
+                    "after": 30_100, "peak_growth": growth_kib},
+        "bystander": {"requests": 1200,
+                      "latency_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99, "max": p99 * 2}},
+    }  # fmt: skip
+
+
+AMP_RSS = "amplification: peak server RSS growth < 64 MiB"
+AMP_P99 = "amplification: bystander p99 < 50 ms, every JOIN answered"
+
+
+def test_amplification_report_takes_medians_and_the_worst_errors() -> None:
+    runs = [fake_amplification(1024, 30.0), fake_amplification(4096, 10.0),
+            fake_amplification(2048, 20.0)]  # fmt: skip
+    runs[2]["errors"] = {"RATE_LIMITED": 3}
+    amp = suite.amplification_report(runs)
+    assert (amp["rss_growth_kib"], amp["p99"], amp["p50"], amp["max"]) == (2048, 20.0, 5.0, 40.0)
+    assert amp["errors"] == {"RATE_LIMITED": 3} and amp["complete"] is True
+    assert amp["runs"] == runs and amp["joins"] == 20_000
+    runs[1]["complete"] = False
+    assert suite.amplification_report(runs)["complete"] is False
+    # RSS not measured (no --server-pid) in some runs: the median of those that measured it.
+    runs[0]["rss_kib"]["peak_growth"] = None
+    assert suite.amplification_report(runs)["rss_growth_kib"] == 3072
+
+
+@pytest.mark.parametrize(
+    ("growth", "p99", "complete", "expected"),
+    [
+        (2048, 10.0, True, {AMP_RSS: ("2.0 MiB", True), AMP_P99: ("10.000 ms", True)}),
+        (64 * 1024 - 1, 49.999, True, {AMP_RSS: ("64.0 MiB", True), AMP_P99: ("49.999 ms", True)}),
+        (64 * 1024, 50.0, True, {AMP_RSS: ("64.0 MiB", False), AMP_P99: ("50.000 ms", False)}),
+        (None, 10.0, False, {AMP_RSS: ("-", False), AMP_P99: ("10.000 ms, incomplete", False)}),
+    ],
+)
+def test_the_amplification_targets(
+    growth: int | None, p99: float, complete: bool, expected: dict[str, tuple[str, bool]]
+) -> None:
+    res = make_res()
+    assert AMP_RSS not in rows(res)  # not run: no row
+    res["amplification"] = suite.amplification_report(
+        [fake_amplification(growth, p99, complete=complete)]
+    )
+    table = rows(res)
+    assert {t: table[t] for t in expected} == expected
+    assert all(met for t, (_, met) in table.items() if t not in expected)
+
+
+def test_render_shows_the_amplification_case_when_it_ran() -> None:
+    res = make_res()
+    assert "amplification" not in render(res, chart=False).split("```")[-1]
+    res["amplification"] = suite.amplification_report([fake_amplification(3 * 1024, 12.5)])
+    text = render(res, chart=False)
+    assert "python -m switchboard.bench.hostile --port P --server-pid PID --joins 20000 --json" in (
+        text
+    )
+    assert "switchboard serve --port P --log-level warning" in text
+    line = next(x for x in text.splitlines() if x.startswith("Output amplification"))
+    assert "20,000 JOINs (340,014 bytes)" in line and "4.15 GB" in line
+    assert "**+3.0 MiB**" in line and "**p99 12.500 ms**" in line and "incomplete" not in line
+    assert f"| {AMP_RSS} | 3.0 MiB | yes |" in text
+
+
+def test_amplification_command_is_the_module_invocation() -> None:
+    assert suite.amplification_command(4321, 99, 500) == [
+        sys.executable, "-m", "switchboard.bench.hostile", "--port", "4321",
+        "--server-pid", "99", "--joins", "500", "--json",
+    ]  # fmt: skip

@@ -46,6 +46,10 @@ IDLE_CONNECTIONS = 10_000
 #: connection would refuse a benchmark), room for the idle case, and no per-forward INFO log
 #: line (a busy production server runs at warning too).
 SERVER_FLAGS = ("--rate", "0", "--max-clients", "12000", "--log-level", "warning")
+#: The hostile-client case (switchboard.bench.hostile) runs against a fresh server with its
+#: defaults, as an exposed server would run (only quieter): its rate limit included.
+AMPLIFICATION_FLAGS = ("--log-level", "warning")
+AMPLIFICATION_JOINS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +111,12 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 1
 class Server:
     """A server subprocess on a free port (``kind`` "switchboard" or "null")."""
 
-    def __init__(self, kind: str, prefix: list[str]) -> None:
+    def __init__(self, kind: str, prefix: list[str], flags: Sequence[str] = SERVER_FLAGS) -> None:
         self.kind = kind
         self.port = _free_port()
         py = sys.executable
         if kind == "switchboard":
-            cmd = [py, "-m", "switchboard", "serve", "--port", str(self.port), *SERVER_FLAGS]
+            cmd = [py, "-m", "switchboard", "serve", "--port", str(self.port), *flags]
             cmd += ["--name", "bench"]
         else:
             cmd = [py, "-m", "switchboard.bench.null_server", "--port", str(self.port)]
@@ -155,6 +159,59 @@ def run_case(
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
     report: dict[str, Any] = json.loads(proc.stdout)
     return report
+
+
+# --- the hostile client: output amplification -------------------------------------------------
+
+
+def amplification_command(port: int | str, pid: int | str, joins: int) -> list[str]:
+    return [
+        sys.executable, "-m", "switchboard.bench.hostile", "--port", str(port),
+        "--server-pid", str(pid), "--joins", str(joins), "--json",
+    ]  # fmt: skip
+
+
+def run_amplification(
+    server_prefix: list[str], load_prefix: list[str], joins: int = AMPLIFICATION_JOINS
+) -> dict[str, Any]:
+    """One run of the hostile-client case against a fresh server (its RSS baseline clean)."""
+    server = Server("switchboard", server_prefix, AMPLIFICATION_FLAGS)
+    try:
+        cmd = [*load_prefix, *amplification_command(server.port, server.pid, joins)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    finally:
+        server.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout}")
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def amplification_report(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of the runs' figures (errors: the worst run; complete: all of them)."""
+
+    def med(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    errors: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["errors"].items():
+            errors[k] = max(errors.get(k, 0), v)
+    lat = [r["bystander"]["latency_ms"] for r in runs]
+    return {
+        "joins": runs[0]["joins"],
+        "sent_bytes": runs[0]["sent_bytes"],
+        "received_bytes": med([r["received_bytes"] for r in runs]),
+        "seconds": med([r["seconds"] for r in runs]),
+        "rss_growth_kib": med([r["rss_kib"]["peak_growth"] for r in runs]),
+        "p50": med([x["p50"] for x in lat]),
+        "p99": med([x["p99"] for x in lat]),
+        "max": med([x["max"] for x in lat]),
+        "complete": all(r["complete"] for r in runs),
+        "errors": errors,
+        "runs": runs,
+    }
 
 
 # --- idle memory -----------------------------------------------------------------------------
@@ -317,6 +374,12 @@ THROUGHPUT_TARGETS: tuple[tuple[str, str, str, float, int, float], ...] = (
 )
 
 
+#: The hostile-client case's targets: what one client's 20,000 pipelined JOINs may cost the
+#: server in memory (its queue is bounded by the 4 MiB hard limit) and the others in latency.
+AMPLIFICATION_RSS_MIB = 64
+AMPLIFICATION_P99_MS = 50.0
+
+
 def targets(res: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for each of the issue's floors."""
     sb = res["switchboard"]
@@ -348,6 +411,19 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool]]:
     rows.append(
         ("10,000 idle connections: < 3 KiB RSS each", f"{idle:.2f} KiB", idle < 3.0)
     )  # fmt: skip
+    amp = res.get("amplification")
+    if amp is not None:
+        growth = amp["rss_growth_kib"]
+        rows.append(
+            (f"amplification: peak server RSS growth < {AMPLIFICATION_RSS_MIB} MiB",
+             "-" if growth is None else f"{growth / 1024:.1f} MiB",
+             growth is not None and growth < AMPLIFICATION_RSS_MIB * 1024)
+        )  # fmt: skip
+        rows.append(
+            (f"amplification: bystander p99 < {AMPLIFICATION_P99_MS:g} ms, every JOIN answered",
+             f"{amp['p99']:.3f} ms" + ("" if amp["complete"] else ", incomplete"),
+             amp["complete"] and amp["p99"] < AMPLIFICATION_P99_MS)
+        )  # fmt: skip
     return rows
 
 
@@ -385,6 +461,14 @@ def render(res: dict[str, Any], chart: bool) -> str:
     lines += [
         f"# idle memory: {IDLE_CONNECTIONS:,} connections opened (each waits for its WELCOME), "
         "server VmRSS from /proc before and after",
+    ]
+    if "amplification" in res:
+        lines += [
+            "# amplification, against a fresh server: switchboard serve --port P "
+            + " ".join(AMPLIFICATION_FLAGS),
+            " ".join(["python", *amplification_command("P", "PID", AMPLIFICATION_JOINS)[1:]]),
+        ]
+    lines += [
         "```",
         "",
         "### Results",
@@ -410,6 +494,7 @@ def render(res: dict[str, Any], chart: bool) -> str:
         f"Idle connections ({IDLE_CONNECTIONS:,}), server RSS per connection (median): "
         f"**Switchboard {idle['switchboard']:.2f} KiB**, null server {idle['null']:.2f} KiB.",
         "",
+        *amplification_lines(res.get("amplification")),
         "How close Switchboard comes to the null server (server CPU per operation, the figure "
         "that does not depend on the load generator):",
         "",
@@ -434,6 +519,25 @@ def render(res: dict[str, Any], chart: bool) -> str:
         lines += ["", "![throughput and p99 against clients](bench.png)"]
     lines += ["", END]
     return "\n".join(lines)
+
+
+def amplification_lines(amp: dict[str, Any] | None) -> list[str]:
+    """The hostile-client case's paragraph of the generated section (none if not run)."""
+    if amp is None:
+        return []
+    growth = amp["rss_growth_kib"]
+    errors = ", ".join(f"{k} {v}" for k, v in amp["errors"].items()) or "none"
+    return [
+        f"Output amplification (median of {len(amp['runs'])}): one client pipelined "
+        f"{amp['joins']:,} JOINs ({amp['sent_bytes']:,} bytes) of a room with a full history "
+        f"and read {amp['received_bytes'] / 1e9:.2f} GB of answers in {amp['seconds']:.1f} s"
+        + ("" if amp["complete"] else " (**incomplete**)")
+        + f" (errors: {errors}); server peak RSS "
+        + ("not measured" if growth is None else f"**{growth / 1024:+.1f} MiB**")
+        + f" over its baseline; a bystander's TIME every 10 ms: p50 {amp['p50']:.3f} ms, "
+        f"**p99 {amp['p99']:.3f} ms**, max {amp['max']:.3f} ms.",
+        "",
+    ]
 
 
 def draw_chart(res: dict[str, Any], path: Path) -> bool:
@@ -490,7 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--docs", default="docs", help="where BENCHMARKS.md and bench.png live")
     parser.add_argument("--no-write", action="store_true", help="print results, change no file")
-    parser.add_argument("--only", nargs="*", help="case keys to run (default all)")
+    parser.add_argument(
+        "--only", nargs="*", help="case keys to run, idle and amplification too (default all)"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--runs must be >= 1, --duration > 0, --warmup >= 0")
@@ -505,6 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {"switchboard": {}, "null": {}}
     idle_raw: dict[str, list[float]] = {"switchboard": [], "null": []}
+    amplification_raw: list[dict[str, Any]] = []
     try:
         import resource
 
@@ -542,6 +649,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         fresh.stop()
                     idle_raw[kind].append(idle["kib_per_connection"])
                     print(f"run {run + 1}/{args.runs} idle {kind:<11} {idle}", flush=True)
+            if not args.only or "amplification" in args.only:
+                amp = run_amplification(server_prefix, load_prefix)
+                amplification_raw.append(amp)
+                print(
+                    f"run {run + 1}/{args.runs} amplification: {amp['joins']:,} JOINs answered in "
+                    f"{amp['seconds']} s (complete: {amp['complete']}), server RSS peak "
+                    f"{amp['rss_kib']['peak_growth']} KiB over baseline, bystander "
+                    f"{amp['bystander']}",
+                    flush=True,
+                )
     finally:
         for server in servers.values():
             server.stop()
@@ -550,7 +667,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind in ("switchboard", "null"):
         res[kind] = {key: median_report(runs) for key, runs in raw[kind].items()}
     res["idle"] = {k: statistics.median(v) if v else float("nan") for k, v in idle_raw.items()}
-    complete = all(c.key in res["switchboard"] for c in CASES) and bool(idle_raw["switchboard"])
+    if amplification_raw:
+        res["amplification"] = amplification_report(amplification_raw)
+    complete = (
+        all(c.key in res["switchboard"] for c in CASES)
+        and bool(idle_raw["switchboard"])
+        and bool(amplification_raw)
+    )
     if args.no_write or not complete:
         print(json.dumps(res, indent=1, default=str))
         return 0

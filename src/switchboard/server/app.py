@@ -79,6 +79,10 @@ class SwitchboardServer:
         #: Hot-path aliases (the same objects), read once per SEND instead of a chain.
         self.client_by_id = self.clients.by_id
         self.max_text = config.max_text
+        #: Bytes queued for a client before they are written to its transport mid-batch:
+        #: a quarter of the high-water mark, so that the mark is seen within the batch that
+        #: passes it (a batch may bring megabytes) and a queue stays within it plus this.
+        self.flush_at = max(1, config.write_high_water // 4)
         self.rooms = RoomRegistry(
             config.history,
             max_rooms=config.max_rooms,
@@ -90,7 +94,9 @@ class SwitchboardServer:
         #: The last message id given out (ids count up from 1 and are never reused).
         self.message_ids = 0
         self._connections: set[ClientConnection] = set()  # admitted or not, until closed
-        self._dirty: list[ClientConnection] = []
+        #: Connections with frames queued outside their own batch, written once per loop
+        #: pass (or sooner: flush_pending).
+        self.dirty: list[ClientConnection] = []
         self._flush_handle: asyncio.Handle | None = None
         self._listeners: list[asyncio.Server] = []
         self._heartbeat_handle: asyncio.TimerHandle | None = None
@@ -430,14 +436,18 @@ class SwitchboardServer:
     # --- writing -----------------------------------------------------------------------------
 
     def schedule_flush(self, conn: ClientConnection) -> None:
-        self._dirty.append(conn)
+        self.dirty.append(conn)
         if self._flush_handle is None:
             assert self._loop is not None
             self._flush_handle = self._loop.call_soon(self._flush_all)
 
     def _flush_all(self) -> None:
         self._flush_handle = None
-        dirty, self._dirty = self._dirty, []
+        self.flush_pending()
+
+    def flush_pending(self) -> None:
+        """Write what is queued for every connection now (a big batch does, as it goes)."""
+        dirty, self.dirty = self.dirty, []
         for conn in dirty:
             conn.flush()
 

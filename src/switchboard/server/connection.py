@@ -6,6 +6,15 @@ exception made for speed and measured (docs/BENCHMARKS.md): its split loop answe
 three commonest frames itself, exactly as their handlers would (tests/integration/
 test_server_forwarding.py runs both ways) — TIME, a well-formed ASCII SEND to a client
 that can take it, and ACK — and hands everything else, errors included, to the handlers.
+
+Back-pressure: what is queued for a client (its ``out`` list, then its transport's buffer)
+is bounded by the write limits whatever a batch holds.  Frames queued through send/send_raw
+are counted (``out_bytes``) and written to the transport once they reach ``server.flush_at``,
+and the split loop writes what it queued inline every PRESSURE_CHECK_BYTES of requests, so
+that a transport's high-water mark (``pause_writing``) is seen within the batch that passes
+it: a SEND after that gets RECIPIENT_BUSY, message by message.  A client whose own answers
+pass the mark stops being read, and the rest of the batch it sent is kept unprocessed in the
+decoder until its transport drains below the low-water mark (``resume_writing``).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from switchboard import defaults
 from switchboard.protocol import (
     HEADER_SIZE,
     MAGIC,
@@ -64,6 +74,17 @@ _time_ns = time.time_ns
 #: What a batch holds for its MESSAGEs until its first SEND sets the real ones.
 _NO_MESSAGES = message_packer(b"", 0, 0)
 _DELIVERED = int(ReceiptStatus.DELIVERED)
+#: Bytes of requests the split loop takes between two writes of what it has queued (for its
+#: own client and, through ``server.flush_pending``, for the clients it forwarded to) and a
+#: look at its own client's high-water mark.  What the loop queues inline without counting it
+#: (OK(TIME), OK(SEND), forwarded MESSAGEs, RECEIPTs) is at most a few times the requests it
+#: came from, so only some kilobytes of it queue unlooked-at: a SEND's busy check is never
+#: more than 4 KB of requests behind.  The cost is one comparison per frame, and the writes
+#: only in batches over 4 KB.
+PRESSURE_CHECK_BYTES = 4096
+#: Seconds one batch may run before it yields to the other connections (defaults.py says why);
+#: looked at after each request that goes to a handler and at each pressure check.
+BATCH_TIME_SLICE_S = defaults.BATCH_TIME_SLICE_S
 
 
 class ClientConnection(asyncio.Protocol):
@@ -84,6 +105,7 @@ class ClientConnection(asyncio.Protocol):
         "nick",
         "opened_at",
         "out",
+        "out_bytes",
         "partial_since",
         "pinged",
         "port",
@@ -108,6 +130,10 @@ class ClientConnection(asyncio.Protocol):
         self.last_seen = 0.0
         self.pinged = False
         self.out: list[bytes] = []
+        #: Bytes queued in ``out`` through send/send_raw since the last flush, written out
+        #: once they reach ``server.flush_at`` (what the split loop queues inline is not
+        #: counted: it writes it every PRESSURE_CHECK_BYTES of requests).
+        self.out_bytes = 0
         self.rooms: set[str] = set()
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
@@ -157,6 +183,10 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         decoder = self.decoder
+        if self.write_paused:
+            # Read before the pause took effect: kept with the rest, for resume_writing.
+            decoder.keep(decoder.split_input(data)[0], 0)
+            return
         server = self.server
         fast = server.fast_handlers
         rate = server.rate
@@ -182,10 +212,16 @@ class ClientConnection(asyncio.Protocol):
         time_tail = b""
         buf: bytes | bytearray = data
         pos = 0
+        held = False  # stopped with requests left: back-pressure, or the time slice is up
         self.in_batch = True
         try:
             buf, pos = decoder.split_input(data)
             size = len(buf)
+            # Frames ending past ``bound`` need more data, or are due for a pressure check:
+            # one comparison per frame for both.
+            bound = pos + PRESSURE_CHECK_BYTES
+            if bound > size:
+                bound = size
             max_payload = decoder.max_payload
             while size - pos >= HEADER_SIZE:
                 magic, word, request_id, length = _unpack_header(buf, pos)
@@ -198,8 +234,24 @@ class ClientConnection(asyncio.Protocol):
                     decoder.reject(buf, pos)
                 start = pos + HEADER_SIZE
                 end = start + length
-                if end > size:
-                    break
+                if end > bound:
+                    if end > size:
+                        break
+                    # What the batch queued so far goes out, so that the transports' marks
+                    # see it (pause_writing); past its own mark, this frame and the rest
+                    # wait in the decoder until the client has read (resume_writing).
+                    if server.dirty:
+                        server.flush_pending()
+                    if out:
+                        self.flush()
+                    if self.closing:  # dropped by that write: past its hard limit
+                        return
+                    if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
+                        held = True
+                        break
+                    bound = end + PRESSURE_CHECK_BYTES
+                    if bound > size:
+                        bound = size
                 pos = end
                 if slow:
                     if trace is not None:  # every frame received, refused ones too
@@ -297,11 +349,18 @@ class ClientConnection(asyncio.Protocol):
                     server.dispatch(self, decode_payload(key, request_id, buf, start, end))
                 if self.closing:
                     return
+                if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
+                    held = True  # its answers passed the mark, or its turn is over
+                    break
                 # A request may have changed this client's MESSAGE fields (its nickname):
                 # the next inline SEND reads them again.
                 sent_ms = -1
             if pos < size:
-                if not self.partial_since:
+                if held:  # complete requests wait on us, not on the peer
+                    self.partial_since = 0.0
+                    if not self.write_paused:
+                        self._yield_turn()
+                elif not self.partial_since:
                     self.partial_since = now
             else:
                 self.partial_since = 0.0
@@ -328,6 +387,7 @@ class ClientConnection(asyncio.Protocol):
             self.close_reason = f"connection lost ({exc.__class__.__name__}: {exc})"
         self.closing = True
         self.out.clear()
+        self.out_bytes = 0
         self.server.release(self)
 
     def pause_writing(self) -> None:
@@ -337,20 +397,39 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        # Below the low-water mark: the peer is reading, so it is alive, and what it sent
+        # before the pause (kept in the decoder) is processed next, before anything new.
         self.write_paused = False
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        self.last_seen = _monotonic()
+        self.pinged = False
+        transport.resume_reading()
+        if self.decoder.buffered:
+            # Not from here: a transport may call this from inside a write.
+            asyncio.get_running_loop().call_soon(self._process_held)
+
+    def _yield_turn(self) -> None:
+        """Let the other connections be served before this one's next requests."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._process_held)
+
+    def _process_held(self) -> None:
+        """The requests held back (back-pressure, or the end of a time slice), unless this
+        client has been paused again or closed meanwhile."""
+        if self.closing or self.write_paused or self.in_batch or self.transport is None:
+            return
+        self.transport.resume_reading()
+        self.data_received(b"")
 
     # --- writing -----------------------------------------------------------------------------
 
     def send(self, msg: Frame) -> None:
         """Queue ``msg``; the server flushes every connection's queue once per loop pass."""
-        if self.closing:
-            return
-        data = encode(msg)
-        if not self.out and not self.in_batch:
-            self.server.schedule_flush(self)
-        self.out.append(data)
+        if not self.closing:
+            self.send_raw(encode(msg))
 
     def sender_fields(self) -> bytes:
         """The pre-encoded sender part of MESSAGEs from this client."""
@@ -365,15 +444,23 @@ class ClientConnection(asyncio.Protocol):
         return direct_fields(self.sender_fields())
 
     def send_raw(self, data: bytes) -> None:
-        """Queue already-encoded frames."""
+        """Queue already-encoded frames (written at once when the queue reaches
+        ``server.flush_at``, so that the transport's limits see them)."""
         if self.closing:
             return
-        if not self.out and not self.in_batch:
+        out = self.out
+        if not out and not self.in_batch:
             self.server.schedule_flush(self)
-        self.out.append(data)
+        out.append(data)
+        queued = self.out_bytes + len(data)
+        if queued < self.server.flush_at:
+            self.out_bytes = queued
+        else:
+            self.flush()
 
     def flush(self) -> None:
         out = self.out
+        self.out_bytes = 0
         transport = self.transport
         if not out or transport is None or self.closing:
             out.clear()
@@ -414,6 +501,7 @@ class ClientConnection(asyncio.Protocol):
             self.close_reason = reason
             self.left_reason = left_reason
         self.out.clear()
+        self.out_bytes = 0
         if self.transport is not None:
             self.transport.abort()
 
