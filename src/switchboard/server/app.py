@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import ipaddress
 import logging
@@ -25,6 +24,7 @@ from switchboard.protocol import (
     ErrorResponse,
     Frame,
     FrameDecoder,
+    HelloRequest,
     InvalidFrame,
     Left,
     LeftReason,
@@ -39,6 +39,7 @@ from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import encode_receipt, header_word
 
 from . import logs
+from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection
 from .errors import RequestFailed
@@ -63,8 +64,14 @@ class SwitchboardServer:
             load_tokens(config.auth_token_file) if config.auth_token_file else frozenset()
         )
         self.ssl_context = make_ssl_context(config)
-        #: address -> (failed HELLOs, monotonic time of the last one).
-        self._auth_failures: dict[str, tuple[int, float]] = {}
+        #: Failed HELLOs per address, prefix and in total, and the hold they earn.
+        self.auth = AuthThrottle()
+        #: Connections admitted per address and per prefix, and their limits.
+        self.connection_counts = ConnectionCounts(
+            per_address=config.max_per_address,
+            per_prefix=config.max_per_prefix,
+            limit_loopback=config.limit_loopback,
+        )
         self.handlers = HANDLERS
         #: FAST_HANDLERS keyed by header word (codec.HEADER_WORDS), as the split loop reads
         #: them: no per-frame arithmetic to turn a header into a key.
@@ -79,10 +86,23 @@ class SwitchboardServer:
         self.max_text = config.max_text
         self.rooms = RoomRegistry(config.history)
         self.events = logs.EventLog()
+        #: Repeated events per source prefix (refusals, failed HELLOs, TLS handshakes); the
+        #: per-client ones live on each connection (``client_event``).
+        self.source_log = logs.RepeatedEvents(
+            self.events,
+            "",
+            interval=defaults.LOG_REPEAT_INTERVAL_S,
+            burst=defaults.LOG_REPEAT_BURST,
+            max_runs=defaults.LOG_REPEAT_SOURCES,
+        )
+        #: Connections with log lines being summarised (their counts flushed by the heartbeat).
+        self._summarising: set[ClientConnection] = set()
         self.shutting_down = False
         #: The last message id given out (ids count up from 1 and are never reused).
         self.message_ids = 0
         self._connections: set[ClientConnection] = set()  # admitted or not, until closed
+        #: Admitted connections that have not authenticated yet, oldest first (token servers).
+        self._unauthenticated: dict[ClientConnection, None] = {}
         self._dirty: list[ClientConnection] = []
         self._flush_handle: asyncio.Handle | None = None
         self._listeners: list[asyncio.Server] = []
@@ -126,18 +146,25 @@ class SwitchboardServer:
         self._listeners.append(listener)
         self._schedule_heartbeat()
         self._warn_if_exposed()
+        self._warn_if_token_file_open()
+        tls = "on" if self.ssl_context is not None else "off"
+        tokens = f"{len(self.tokens)} token(s)" if self.tokens else "off"
         for host_, port in self.addresses:
             self.events.event(
                 logging.INFO,
                 "listening",
-                "listening on %s:%d as %r (max %d clients, heartbeat %gs)",
+                "listening on %s:%d as %r (max %d clients, heartbeat %gs, TLS %s, auth %s)",
                 host_,
                 port,
                 self.config.name,
                 self.config.max_clients,
                 self.config.heartbeat,
+                tls,
+                tokens,
                 host=host_,
                 port=port,
+                tls=self.ssl_context is not None,
+                auth=bool(self.tokens),
             )
 
     def _warn_if_exposed(self) -> None:
@@ -161,6 +188,24 @@ class SwitchboardServer:
                 "can connect, list clients and send them messages",
                 host or "*",
                 extra={"event": "exposed", "risk": "no-auth"},
+            )
+
+    def _warn_if_token_file_open(self) -> None:
+        # As ssh does for a private key: tokens others can read are everyone's tokens.
+        path = self.config.auth_token_file
+        if not path:
+            return
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return  # it was read a moment ago; a vanished file is not this check's business
+        if mode & 0o077:
+            log.warning(
+                "the token file %s is accessible by others (mode %04o): anyone on this "
+                "machine can read the tokens; chmod 600 it",
+                path,
+                mode & 0o7777,
+                extra={"event": "token_file_mode", "path": path, "mode": f"{mode & 0o7777:04o}"},
             )
 
     async def wait_stopped(self) -> None:
@@ -205,24 +250,27 @@ class SwitchboardServer:
         if self.shutting_down:
             conn.fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
             return
-        if len(self.clients) >= self.config.max_clients:
-            conn.fail(
-                ErrorCode.SERVER_FULL,
-                f"the server is full ({self.config.max_clients} clients); try again later",
-            )
-            self.events.event(
+        refusal = self._refusal(conn)
+        if refusal is not None:
+            conn.fail(ErrorCode.SERVER_FULL, f"{refusal}; try again later")
+            self.source_log.event(
+                "refused",
                 logging.WARNING,
                 "refused",
-                "refused %s:%d: server full (%d clients)",
+                "refused %s:%d: %s",
                 conn.ip,
                 conn.port,
-                len(self.clients),
+                refusal,
+                source=source_of(conn.ip)[0],
                 ip=conn.ip,
                 port=conn.port,
                 code="SERVER_FULL",
             )
             return
         conn.client_id = self.clients.add(conn)
+        self.connection_counts.add(conn.ip)
+        if not conn.authenticated:
+            self._make_room_for(conn)
         cfg = self.config
         conn.send(
             Welcome(
@@ -250,11 +298,61 @@ class SwitchboardServer:
             port=conn.port,
         )
 
+    def _refusal(self, conn: ClientConnection) -> str | None:
+        """Why ``conn`` may not be admitted now (a limit it would pass), or None."""
+        cfg = self.config
+        if len(self.clients) >= cfg.max_clients:
+            return f"the server is full ({cfg.max_clients} clients)"
+        refusal = self.connection_counts.refusal(conn.ip)
+        if refusal is not None:
+            return refusal
+        return None
+
+    def _make_room_for(self, conn: ClientConnection) -> None:
+        """Admit an unauthenticated ``conn``: when --max-unauthenticated are waiting already,
+        the oldest of them is closed with SERVER_FULL.  A client with a token says HELLO
+        within a round trip of connecting, so it gets in however many strangers squat;
+        they only push one another out."""
+        waiting = self._unauthenticated
+        limit = self.config.unauthenticated_limit
+        while len(waiting) >= limit:
+            oldest = next(iter(waiting))
+            del waiting[oldest]
+            if oldest.transport is None or oldest.transport.is_closing():
+                continue  # on its way out already: its slot is as good as free
+            oldest.closing = False  # a held HELLO (_hold_hello) is cut short too
+            oldest.fail(
+                ErrorCode.SERVER_FULL,
+                f"too many connections waiting to authenticate (max {limit}); "
+                "closed the oldest: say HELLO sooner",
+            )
+            self.source_log.event(
+                "evicted",
+                logging.WARNING,
+                "evicted",
+                "evicted #%d %s:%d: unauthenticated for %.1fs, made room for a newer one",
+                oldest.client_id,
+                oldest.ip,
+                oldest.port,
+                time.monotonic() - oldest.opened_at,
+                source=source_of(oldest.ip)[0],
+                client_id=oldest.client_id,
+                ip=oldest.ip,
+                code="SERVER_FULL",
+            )
+        waiting[conn] = None
+
     def release(self, conn: ClientConnection) -> None:
         """Called once a connection is gone: forget it and settle what it left behind."""
         self._connections.discard(conn)
+        if conn.log_runs is not None:
+            conn.log_runs.flush()  # the final counts of what was summarised
+            conn.log_runs = None
+            self._summarising.discard(conn)
         if conn.client_id and self.clients.by_id.get(conn.client_id) is conn:
             self.clients.remove(conn)
+            self.connection_counts.remove(conn.ip)
+            self._unauthenticated.pop(conn, None)
             for room_name in list(conn.rooms):
                 room = self.rooms.by_name.get(room_name)
                 if room is not None:
@@ -287,7 +385,9 @@ class SwitchboardServer:
         notice = Left(room.name, conn.client_id, conn.nick, reason)
         for member in room.members.values():
             member.send(notice)
-        self.events.event(
+        self.client_event(
+            conn,
+            "leave",
             logging.INFO,
             "leave",
             "leave #%d %s (%s)",
@@ -301,27 +401,19 @@ class SwitchboardServer:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def handle_request(self, conn: ClientConnection, req: Any) -> None:
+    def handle_request(self, conn: ClientConnection, req: Any, *, held: bool = False) -> None:
+        if (
+            req.__class__ is HelloRequest
+            and self.tokens
+            and not held
+            and self._hold_hello(conn, req)
+        ):
+            return
         try:
             reply = self.handlers[req.__class__](self, conn, req)
         except RequestFailed as failure:
             if failure.code in CLOSING_CODES:
-                delay = self.auth_delay(conn.ip) if failure.code == ErrorCode.AUTH_FAILED else 0
-                if delay and conn.transport is not None and self._loop is not None:
-                    # Hold back the answer (and the slot) from an address that keeps failing.
-                    # ``closing`` stops the rest of this batch at once: a request pipelined
-                    # behind the HELLO must not be answered (AUTH_REQUIRED, closing the
-                    # connection without the delay) before the AUTH_FAILED it is waiting for.
-                    conn.transport.pause_reading()
-                    conn.closing = True
-                    self._loop.call_later(
-                        delay,
-                        functools.partial(
-                            _fail_after_delay, conn, failure.code, failure.message, req.request_id
-                        ),
-                    )
-                else:
-                    conn.fail(failure.code, failure.message, request_id=req.request_id)
+                conn.fail(failure.code, failure.message, request_id=req.request_id)
                 return
             self.reply_error(conn, req.request_id, failure.code, failure.message)
             return
@@ -330,6 +422,37 @@ class SwitchboardServer:
                 conn.send(frame)
         else:
             conn.send(reply)
+
+    def _hold_hello(self, conn: ClientConnection, req: HelloRequest) -> bool:
+        """Count a HELLO as a guess and hold it if its source has failed too often; True if
+        held.  The hold is chosen before the token is looked at, so a right and a wrong
+        token are answered after the same delay."""
+        hold = self.auth.begin(conn.ip)
+        conn.auth_hold = hold
+        if not hold or conn.authenticated or conn.transport is None or self._loop is None:
+            return False
+        # Nothing else from this connection is read until the HELLO is answered, and
+        # ``closing`` stops the rest of this batch at once; the frames pipelined behind the
+        # HELLO stay in the decoder and are handled after it (``_end_hold``).
+        conn.transport.pause_reading()
+        conn.closing = True
+        self._loop.call_later(hold, _end_hold, conn, req)
+        self.source_log.event(
+            "auth held",
+            logging.INFO,
+            "auth_held",
+            "auth held #%d %s:%d for %.2fs (%d/%d/%d recent failures: address/prefix/server)",
+            conn.client_id,
+            conn.ip,
+            conn.port,
+            hold,
+            *self.auth.failures(conn.ip),
+            source=source_of(conn.ip)[0],
+            client_id=conn.client_id,
+            ip=conn.ip,
+            delay=hold,
+        )
+        return True
 
     def refuse(self, conn: ClientConnection, code: ErrorCode, request_id: int) -> None:
         """Answer a request that may not be handled now (auth, rate, shutdown)."""
@@ -348,7 +471,9 @@ class SwitchboardServer:
         """Answer one request with ERROR (the connection goes on) and log it."""
         conn.send(ErrorResponse.of(code, message, request_id=request_id))
         if self.events.info_on:
-            self.events.event(
+            self.client_event(
+                conn,
+                "error " + code.name,
                 logging.INFO,
                 "error",
                 "error #%d %s: %s",
@@ -377,6 +502,30 @@ class SwitchboardServer:
                 client_id=conn.client_id,
             )
 
+    def client_event(
+        self,
+        conn: ClientConnection,
+        kind: str,
+        level: int,
+        event: str,
+        msg: str,
+        *args: Any,
+        **fields: Any,
+    ) -> None:
+        """Log a per-client event, summarised when one ``kind`` repeats (logs.RepeatedEvents):
+        every line a client can cause again and again goes through here."""
+        runs = conn.log_runs
+        if runs is None:
+            runs = conn.log_runs = logs.RepeatedEvents(
+                self.events,
+                f"#{conn.client_id} {conn.ip}:{conn.port}",
+                interval=defaults.LOG_REPEAT_INTERVAL_S,
+                burst=defaults.LOG_REPEAT_BURST,
+                max_runs=64,
+            )
+            self._summarising.add(conn)
+        runs.event(kind, level, event, msg, *args, **fields)
+
     def trace_bytes(self, direction: str, conn: ClientConnection, data: bytes) -> None:
         """Trace pre-encoded frames by decoding them again (only when tracing is on)."""
         if self.trace is None:
@@ -396,32 +545,27 @@ class SwitchboardServer:
             valid |= hmac.compare_digest(presented, candidate)
         if valid:
             conn.authenticated = True
-            self._auth_failures.pop(conn.ip, None)
+            self._unauthenticated.pop(conn, None)
+            self.auth.succeeded(conn.ip)
             return
-        count, _ = self._auth_failures.get(conn.ip, (0, 0.0))
-        count += 1
-        self._auth_failures[conn.ip] = (count, time.monotonic())
-        self.events.event(
+        count = self.auth.failures(conn.ip)[0]  # this attempt included (AuthThrottle.begin)
+        self.source_log.event(
+            "auth failed",
             logging.WARNING,
             "auth_failed",
-            "auth failed #%d %s:%d (%d recent failure(s) from this address)",
+            "auth failed #%d %s:%d (%d recent failure(s) from this address, held %.2fs)",
             conn.client_id,
             conn.ip,
             conn.port,
             count,
+            conn.auth_hold,
+            source=source_of(conn.ip)[0],
             client_id=conn.client_id,
             ip=conn.ip,
             failures=count,
+            delay=conn.auth_hold,
         )
         raise RequestFailed(ErrorCode.AUTH_FAILED, "invalid token")
-
-    def auth_delay(self, ip: str) -> float:
-        """Seconds to hold back the answer to an address that keeps failing to authenticate."""
-        count, _ = self._auth_failures.get(ip, (0, 0.0))
-        excess = count - defaults.AUTH_FAILURES_BEFORE_DELAY
-        if excess <= 0:
-            return 0.0
-        return float(min(defaults.AUTH_DELAY_MAX_S, 0.25 * 2**excess))
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -470,23 +614,30 @@ class SwitchboardServer:
                 if self.trace is not None:
                     self.trace("->>", conn, Ping(), ping)
                 conn.send_raw(ping)
-        if self._auth_failures:
-            forget_before = now - defaults.AUTH_FAILURE_MEMORY_S
-            for ip, (_, last) in list(self._auth_failures.items()):
-                if last < forget_before:
-                    del self._auth_failures[ip]
+        self.auth.sweep()
+        for conn in list(self._summarising):  # counts whose interval has passed
+            runs = conn.log_runs
+            if runs is not None:
+                runs.flush(expired_only=True)
+                if runs.pending:
+                    continue
+            conn.log_runs = None
+            self._summarising.discard(conn)
+        self.source_log.flush(expired_only=True)
         if not self.shutting_down:
             self._schedule_heartbeat()
 
 
-def _fail_after_delay(
-    conn: ClientConnection, code: ErrorCode, message: str, request_id: int
-) -> None:
-    """The held-back closing answer, unless the peer has gone meanwhile."""
-    if conn.transport is None or conn.transport.is_closing():
+def _end_hold(conn: ClientConnection, req: HelloRequest) -> None:
+    """Answer a held HELLO (unless the peer has gone meanwhile), then go on reading."""
+    transport = conn.transport
+    if transport is None or transport.is_closing():
         return
-    conn.closing = False  # set only to stop the batch; fail() queues the ERROR and closes
-    conn.fail(code, message, request_id=request_id)
+    conn.closing = False  # set only to stop the batch and hold the connection
+    conn.server.handle_request(conn, req, held=True)
+    if not conn.closing:
+        transport.resume_reading()
+        conn.data_received(b"")  # the frames pipelined behind the HELLO, kept by the decoder
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

@@ -25,6 +25,11 @@ class ServerConfig:
     port: int = defaults.PORT
     name: str = field(default_factory=socket.gethostname)
     max_clients: int = defaults.MAX_CLIENTS
+    max_per_address: int = defaults.MAX_PER_ADDRESS
+    max_per_prefix: int = defaults.MAX_PER_PREFIX
+    limit_loopback: bool = defaults.LIMIT_LOOPBACK
+    #: None: defaults.UNAUTHENTICATED_SHARE of max_clients (see ``unauthenticated_limit``).
+    max_unauthenticated: int | None = None
     heartbeat: float = defaults.HEARTBEAT_S
     max_frame: int = defaults.MAX_FRAME
     max_text: int = defaults.MAX_TEXT
@@ -46,6 +51,18 @@ class ServerConfig:
         checks = [
             (0 <= self.port <= 65535, f"port must be 0-65535, not {self.port}"),
             (self.max_clients >= 1, f"max_clients must be at least 1, not {self.max_clients}"),
+            (
+                self.max_per_address >= 1,
+                f"max_per_address must be at least 1, not {self.max_per_address}",
+            ),
+            (
+                self.max_per_prefix >= 1,
+                f"max_per_prefix must be at least 1, not {self.max_per_prefix}",
+            ),
+            (
+                self.max_unauthenticated is None or self.max_unauthenticated >= 1,
+                f"max_unauthenticated must be at least 1, not {self.max_unauthenticated}",
+            ),
             (
                 defaults.MIN_HEARTBEAT_S <= self.heartbeat <= defaults.MAX_HEARTBEAT_S,
                 f"heartbeat must be {defaults.MIN_HEARTBEAT_S:g}-{defaults.MAX_HEARTBEAT_S:g} "
@@ -80,6 +97,13 @@ class ServerConfig:
             if not ok:
                 raise ConfigError(message)
 
+    @property
+    def unauthenticated_limit(self) -> int:
+        """Connections that may wait to authenticate at once (on a token server)."""
+        if self.max_unauthenticated is not None:
+            return self.max_unauthenticated
+        return max(1, int(self.max_clients * defaults.UNAUTHENTICATED_SHARE))
+
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> ServerConfig:
         """Defaults, then the TOML file at ``path``, then ``overrides`` that are not None."""
@@ -102,6 +126,10 @@ _FIELD_TYPES: dict[str, type] = {
     "port": int,
     "name": str,
     "max_clients": int,
+    "max_per_address": int,
+    "max_per_prefix": int,
+    "limit_loopback": bool,
+    "max_unauthenticated": int,
     "heartbeat": float,
     "max_frame": int,
     "max_text": int,
@@ -122,6 +150,8 @@ _FIELD_TYPES: dict[str, type] = {
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:
+    if kind is bool and isinstance(value, bool):
+        return value
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not isinstance(value, bool):

@@ -126,7 +126,9 @@ def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) ->
         for member in room.members.values():
             if member is not conn:
                 member.send_raw(notice)
-        server.events.event(
+        server.client_event(
+            conn,
+            "join",
             logging.INFO,
             "join",
             "join #%d %s",
@@ -179,7 +181,9 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
         # the JSON format).  Line breaks and control characters are escaped, so that a
         # message cannot forge log lines.
         shown = _LOG_UNSAFE.sub(_escape, req.text)
-        server.events.event(
+        server.client_event(
+            conn,
+            "room_message",
             logging.INFO,
             "room_message",
             "room %s #%d(%s): %s",
@@ -265,7 +269,9 @@ def send(
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
     if server.events.info_on:
-        server.events.event(
+        server.client_event(
+            conn,
+            "forward",
             logging.INFO,
             "forward",
             "forward #%d -> #%d message %d (%d bytes)",
