@@ -31,6 +31,34 @@ def register(sub: Any) -> None:
         help=f"clients admitted at once (default {defaults.MAX_CLIENTS})",
     )
     p.add_argument(
+        "--max-per-address",
+        type=int,
+        metavar="N",
+        help=f"connections one address may hold (default {defaults.MAX_PER_ADDRESS}; "
+        "loopback exempt unless --limit-loopback)",
+    )
+    p.add_argument(
+        "--max-per-prefix",
+        type=int,
+        metavar="N",
+        help=f"connections one /{defaults.PREFIX_IPV4} (IPv4) or /{defaults.PREFIX_IPV6} (IPv6) "
+        f"may hold (default {defaults.MAX_PER_PREFIX}; loopback exempt unless --limit-loopback)",
+    )
+    p.add_argument(
+        "--limit-loopback",
+        action="store_true",
+        default=None,
+        help="apply --max-per-address/--max-per-prefix to loopback peers too",
+    )
+    p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        metavar="N",
+        help="with tokens: connections that may wait to authenticate at once; one more "
+        "closes the oldest waiting (default: "
+        f"{defaults.UNAUTHENTICATED_SHARE * 100:g}%% of --max-clients)",
+    )
+    p.add_argument(
         "--heartbeat",
         type=float,
         metavar="SECONDS",
@@ -135,6 +163,10 @@ def main(args: argparse.Namespace) -> int:
             port=args.port,
             name=args.name,
             max_clients=args.max_clients,
+            max_per_address=args.max_per_address,
+            max_per_prefix=args.max_per_prefix,
+            limit_loopback=args.limit_loopback,
+            max_unauthenticated=args.max_unauthenticated,
             heartbeat=args.heartbeat,
             max_frame=args.max_frame,
             max_text=args.max_text,

@@ -45,6 +45,7 @@ from .connection import ClientConnection
 from .errors import RequestFailed
 from .handlers import FAST_HANDLERS, HANDLERS, ServerClock
 from .registry import ClientRegistry, Room, RoomRegistry
+from .tls import TlsHandshake
 
 log = logs.log
 
@@ -101,6 +102,8 @@ class SwitchboardServer:
         #: The last message id given out (ids count up from 1 and are never reused).
         self.message_ids = 0
         self._connections: set[ClientConnection] = set()  # admitted or not, until closed
+        #: TLS handshakes under way (not yet in _connections), cancelled at shutdown.
+        self._handshakes: dict[TlsHandshake, asyncio.Task[None]] = {}
         #: Admitted connections that have not authenticated yet, oldest first (token servers).
         self._unauthenticated: dict[ClientConnection, None] = {}
         self._dirty: list[ClientConnection] = []
@@ -135,13 +138,19 @@ class SwitchboardServer:
         self._stopped = asyncio.Event()
         self.events.refresh()
         host: str | None = self.config.host or None
+        factory: Callable[[], asyncio.Protocol] = (
+            (lambda: ClientConnection(self))
+            if self.ssl_context is None
+            else (lambda: TlsHandshake(self, ClientConnection(self)))
+        )
         listener = await self._loop.create_server(
-            lambda: ClientConnection(self),
+            factory,
             host,
             self.config.port,
             reuse_address=True,
             backlog=min(4096, max(128, self.config.max_clients)),
-            ssl=self.ssl_context,
+            # TLS is started per connection (start_tls) so that failed handshakes can be
+            # logged: with ssl= here, asyncio and uvloop drop them without a word.
         )
         self._listeners.append(listener)
         self._schedule_heartbeat()
@@ -221,6 +230,8 @@ class SwitchboardServer:
         self.events.event(logging.INFO, "shutdown", "shutting down: %s", reason, reason=reason)
         for listener in self._listeners:
             listener.close()
+        for handshake in list(self._handshakes.values()):
+            handshake.cancel()
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
         notice = Shutdown(reason)
@@ -241,6 +252,25 @@ class SwitchboardServer:
         self._stopped.set()
 
     # --- connections -------------------------------------------------------------------------
+
+    def start_tls(self, handshake: TlsHandshake) -> None:
+        """Called by a new connection to a TLS server: handshake (logging a failure), then
+        the ClientConnection gets the TLS transport."""
+        assert self._loop is not None
+        self._handshakes[handshake] = self._loop.create_task(self._tls_handshake(handshake))
+
+    async def _tls_handshake(self, handshake: TlsHandshake) -> None:
+        assert self.ssl_context is not None
+        try:
+            tls = await handshake.run(self.ssl_context, self.config.handshake_timeout)
+        finally:
+            self._handshakes.pop(handshake, None)
+        if tls is None:
+            return
+        if self.shutting_down:
+            tls.abort()
+            return
+        handshake.conn.connection_made(tls)
 
     def admit(self, conn: ClientConnection) -> None:
         """Called by a new connection: welcome it, or refuse it (full, shutting down)."""
