@@ -249,6 +249,7 @@ class SwitchboardServer:
         for listener in self._listeners:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
+        self.flush_log_counts()
         self._stopped.set()
 
     # --- connections -------------------------------------------------------------------------
@@ -555,6 +556,13 @@ class SwitchboardServer:
             )
             self._summarising.add(conn)
         runs.event(kind, level, event, msg, *args, **fields)
+
+    def flush_log_counts(self) -> None:
+        """Log every count of summarised lines now (at shutdown; tests that count lines)."""
+        for conn in list(self._summarising):
+            if conn.log_runs is not None:
+                conn.log_runs.flush()
+        self.source_log.flush()
 
     def trace_bytes(self, direction: str, conn: ClientConnection, data: bytes) -> None:
         """Trace pre-encoded frames by decoding them again (only when tracing is on)."""
