@@ -122,8 +122,10 @@ UNAUTHENTICATED_SHARE: Final = 0.5
 #: interval.  (Linux's printk_ratelimit: 10 per 5 s.)
 LOG_REPEAT_BURST: Final = 5
 LOG_REPEAT_INTERVAL_S: Final = 5.0
-#: Sources summarised at once in the server-wide table; the oldest is logged and dropped.
+#: Sources summarised at once in the server-wide table, and kinds of line per client (each
+#: error code is a kind); past either, the oldest run's count is logged and it is dropped.
 LOG_REPEAT_SOURCES: Final = 1024
+LOG_REPEAT_KINDS_PER_CLIENT: Final = 64
 
 # --- the lab services (switchboard.services) ---------------------------------------------------
 

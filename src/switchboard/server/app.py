@@ -552,7 +552,7 @@ class SwitchboardServer:
                 f"#{conn.client_id} {conn.ip}:{conn.port}",
                 interval=defaults.LOG_REPEAT_INTERVAL_S,
                 burst=defaults.LOG_REPEAT_BURST,
-                max_runs=64,
+                max_runs=defaults.LOG_REPEAT_KINDS_PER_CLIENT,
             )
             self._summarising.add(conn)
         runs.event(kind, level, event, msg, *args, **fields)
