@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_server_protocol import RawPeer
 
-from conftest import ServerThread
+from conftest import ServerProcess, ServerThread, run_cli
 from switchboard import defaults
 from switchboard.client import Client
 from switchboard.protocol import (
@@ -248,3 +249,15 @@ def test_forwards_at_info_are_summarised_in_bursts(
     )
     assert 1 <= len(forwards) <= defaults.LOG_REPEAT_BURST * 2
     assert len(forwards) + counted == 500
+
+
+def test_the_address_limit_from_the_command_line(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    sp = server_process_factory("--limit-loopback", "--max-per-address", "1")
+    with RawPeer(sp.port) as holder:
+        assert isinstance(holder.welcome, Welcome)
+        refused = run_cli("name", port=sp.port)
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert "too many connections from your address (max 1)" in refused.stderr
+    sp.wait_for_log(r"refused 127\.0\.0\.1:\d+: too many connections from your address")

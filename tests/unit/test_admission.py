@@ -163,3 +163,24 @@ def test_repeated_events_stay_bounded_over_many_sources(caplog: pytest.LogCaptur
     counted = sum(counts)
     shown = sum(1 for r in caplog.records if r.__dict__["event"] == "refused")
     assert shown + counted == 3000  # an evicted source's count is logged, not lost
+
+
+def test_the_limits_are_toml_keys_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        "[server]\nmax-per-address = 8\nmax-per-prefix = 16\nlimit-loopback = true\n"
+        "max-unauthenticated = 4\n",
+        encoding="utf-8",
+    )
+    config = ServerConfig.load(path)
+    assert (config.max_per_address, config.max_per_prefix) == (8, 16)
+    assert config.limit_loopback is True and config.unauthenticated_limit == 4
+    assert ServerConfig().unauthenticated_limit == int(
+        defaults.MAX_CLIENTS * defaults.UNAUTHENTICATED_SHARE
+    )
+    path.write_text('limit-loopback = "yes"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="limit_loopback must be bool"):
+        ServerConfig.load(path)
+    for key in ("max_per_address", "max_per_prefix", "max_unauthenticated"):
+        with pytest.raises(ValueError, match=f"{key} must be at least 1"):
+            ServerConfig.load(None, **{key: 0})
