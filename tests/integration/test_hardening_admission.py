@@ -261,3 +261,14 @@ def test_the_address_limit_from_the_command_line(
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert "too many connections from your address (max 1)" in refused.stderr
     sp.wait_for_log(r"refused 127\.0\.0\.1:\d+: too many connections from your address")
+
+
+def test_a_held_hello_hears_shutdown(server_factory: Any, token_file: str) -> None:
+    st: ServerThread = server_factory(auth_token_file=token_file)
+    for _ in range(defaults.AUTH_FAILURES_BEFORE_DELAY):
+        _fail_hello(st.port)
+    with RawPeer(st.port) as peer:
+        peer.send(HelloRequest(token=TOKEN, request_id=1))
+        st.wait_for(lambda s: any(c.auth_hold for c in s._connections))
+        st.stop()
+        assert [type(e).__name__ for e in peer.expect_closed()] == ["Shutdown"]

@@ -125,8 +125,8 @@ def register(sub: Any) -> None:
         "--handshake-timeout",
         type=float,
         metavar="SECONDS",
-        help=f"with tokens: close clients that have not authenticated after this long "
-        f"(default {defaults.HANDSHAKE_TIMEOUT_S:g})",
+        help=f"with tokens: close clients that have not authenticated after this long; "
+        f"with TLS: the time a TLS handshake may take (default {defaults.HANDSHAKE_TIMEOUT_S:g})",
     )
     p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")

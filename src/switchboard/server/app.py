@@ -230,14 +230,20 @@ class SwitchboardServer:
         self.events.event(logging.INFO, "shutdown", "shutting down: %s", reason, reason=reason)
         for listener in self._listeners:
             listener.close()
-        for handshake in list(self._handshakes.values()):
+        handshakes = list(self._handshakes.values())
+        for handshake in handshakes:
             handshake.cancel()
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
         notice = Shutdown(reason)
         for conn in list(self._connections):
+            transport = conn.transport
+            if conn.closing and transport is not None and not transport.is_closing():
+                conn.closing = False  # a held HELLO (_hold_hello): it hears SHUTDOWN too
             conn.send(notice)
             conn.close("shutdown")
+        if handshakes:
+            await asyncio.wait(handshakes, timeout=1.0)
         assert self._all_closed is not None and self._stopped is not None
         try:
             await asyncio.wait_for(self._all_closed.wait(), self.config.shutdown_grace)
