@@ -551,6 +551,8 @@ class SwitchboardServer:
     ) -> None:
         """Log a per-client event, summarised when one ``kind`` repeats (logs.RepeatedEvents):
         every line a client can cause again and again goes through here."""
+        if not log.isEnabledFor(level):
+            return  # nothing to log, nor to count
         runs = conn.log_runs
         if runs is None:
             runs = conn.log_runs = logs.RepeatedEvents(

@@ -138,6 +138,8 @@ class RepeatedEvents:
     ) -> None:
         """Log ``msg`` (as EventLog.event does) unless ``kind`` from ``source`` has had its
         burst this interval; then count it instead."""
+        if not log.isEnabledFor(level):
+            return  # nothing to log, nor to count
         now = time.monotonic()
         key = (kind, source) if source else kind
         run = self._runs.get(key)
