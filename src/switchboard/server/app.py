@@ -290,6 +290,8 @@ class SwitchboardServer:
         refusal = self._refusal(conn)
         if refusal is not None:
             conn.fail(ErrorCode.SERVER_FULL, f"{refusal}; try again later")
+            if refusal.startswith("the server is full"):
+                refusal = f"server full ({len(self.clients)} clients)"  # as logged before
             self.source_log.event(
                 "refused",
                 logging.WARNING,
