@@ -10,7 +10,9 @@ stand in for other hosts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from test_server_protocol import RawPeer
 from conftest import ServerProcess, ServerThread, run_cli
 from switchboard import defaults
 from switchboard.client import Client
+from switchboard.client.channel import client_ssl_context
 from switchboard.protocol import (
     ErrorCode,
     ErrorResponse,
@@ -33,6 +36,7 @@ from switchboard.protocol import (
     TimeRequest,
     Welcome,
 )
+from tls_certs import make_self_signed
 
 HOST = "127.0.0.1"
 TOKEN = "s3cret-token-for-tests"
@@ -272,3 +276,31 @@ def test_a_held_hello_hears_shutdown(server_factory: Any, token_file: str) -> No
         st.wait_for(lambda s: any(c.auth_hold for c in s._connections))
         st.stop()
         assert [type(e).__name__ for e in peer.expect_closed()] == ["Shutdown"]
+
+
+def test_tls_handshakes_under_way_are_bounded_and_logged(
+    server_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert = make_self_signed(tmp_path)
+    st: ServerThread = server_factory(tls_cert=cert.cert, tls_key=cert.key, max_clients=2)
+    # Two connections that never start their handshake hold the two handshake places ...
+    stalled = [socket.create_connection((HOST, st.port), timeout=5) for _ in range(2)]
+    try:
+        st.wait_for(lambda s: len(s._handshakes) == 2)
+        # ... so a third is closed at once, and the log says why.
+        with (
+            socket.create_connection((HOST, st.port), timeout=5) as third,
+            contextlib.suppress(ConnectionResetError),
+        ):
+            assert third.recv(100) == b""
+        st.wait_for(lambda s: len(s._handshakes) == 2)
+    finally:
+        for sock in stalled:
+            sock.close()
+    st.wait_for(lambda s: not s._handshakes)
+    failures = [r.getMessage() for r in _records(caplog, "tls_failed")]
+    assert any("2 TLS handshakes in progress" in line for line in failures), failures
+    # A real client is served again once the places are free.
+    ctx = client_ssl_context(cafile=cert.cert)
+    with Client(HOST, st.port, timeout=5, ssl_context=ctx) as client:
+        assert client.name() == "test-server"

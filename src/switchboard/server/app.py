@@ -264,6 +264,11 @@ class SwitchboardServer:
         """Called by a new connection to a TLS server: handshake (logging a failure), then
         the ClientConnection gets the TLS transport."""
         assert self._loop is not None
+        if len(self._handshakes) >= self.config.max_clients or self.shutting_down:
+            # Handshakes are not clients yet, but each holds a descriptor: no more of them at
+            # once than clients.  No protocol frame can be sent before TLS: close at once.
+            handshake.refuse(f"{len(self._handshakes)} TLS handshakes in progress")
+            return
         self._handshakes[handshake] = self._loop.create_task(self._tls_handshake(handshake))
 
     async def _tls_handshake(self, handshake: TlsHandshake) -> None:

@@ -47,6 +47,12 @@ class TlsHandshake(asyncio.Protocol):
         transport.pause_reading()
         self.server.start_tls(self)
 
+    def refuse(self, reason: str) -> None:
+        """Close at once, before any handshake (the server has too many under way)."""
+        if self.transport is not None:
+            self.transport.abort()
+        self._log_failure(reason)
+
     def data_received(self, data: bytes) -> None:
         self.early += data
         if len(self.early) > MAX_EARLY_BYTES and self.transport is not None:
@@ -75,23 +81,25 @@ class TlsHandshake(asyncio.Protocol):
             handshake.cancel()
             transport.abort()
             raise
-        except Exception as exc:
+        except Exception as exc:  # whatever the peer did (or failed to do): one line, no traceback
             transport.abort()
-            reason = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
-            self.server.source_log.event(
-                "tls failed",
-                logging.WARNING,
-                "tls_failed",
-                "TLS handshake failed from %s:%d: %s",
-                self.ip,
-                self.port,
-                reason,
-                source=source_of(self.ip)[0],
-                ip=self.ip,
-                port=self.port,
-                reason=reason,
-            )
+            self._log_failure(getattr(exc, "reason", None) or str(exc) or type(exc).__name__)
             return None
+
+    def _log_failure(self, reason: str) -> None:
+        self.server.source_log.event(
+            "tls failed",
+            logging.WARNING,
+            "tls_failed",
+            "TLS handshake failed from %s:%d: %s",
+            self.ip,
+            self.port,
+            reason,
+            source=source_of(self.ip)[0],
+            ip=self.ip,
+            port=self.port,
+            reason=reason,
+        )
 
     def _hand_over_early_bytes(self) -> None:
         transport = self.transport
