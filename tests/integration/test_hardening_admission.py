@@ -258,13 +258,21 @@ def test_forwards_at_info_are_summarised_in_bursts(
 def test_the_address_limit_from_the_command_line(
     server_process_factory: Callable[..., ServerProcess],
 ) -> None:
-    sp = server_process_factory("--limit-loopback", "--max-per-address", "1")
+    sp = server_process_factory(
+        "--limit-loopback", "--max-per-address", "1", "--log-repeat-burst", "1"
+    )
     with RawPeer(sp.port) as holder:
         assert isinstance(holder.welcome, Welcome)
         refused = run_cli("name", port=sp.port)
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert "too many connections from your address (max 1)" in refused.stderr
+        _refused(sp.port)
     sp.wait_for_log(r"refused 127\.0\.0\.1:\d+: too many connections from your address")
+    # The second refusal was counted, not logged (--log-repeat-burst 1); the count is logged
+    # at shutdown at the latest.
+    assert sp.stop() == 0
+    sp.wait_for_log(r"127\.0\.0\.0/24: 1 more 'refused' line\(s\) not shown")
+    assert len([line for line in sp.log if " refused 127.0.0.1:" in line]) == 1
 
 
 def test_a_held_hello_hears_shutdown(server_factory: Any, token_file: str) -> None:

@@ -184,3 +184,15 @@ def test_the_limits_are_toml_keys_and_checked(tmp_path: Path) -> None:
     for key in ("max_per_address", "max_per_prefix", "max_unauthenticated"):
         with pytest.raises(ValueError, match=f"{key} must be at least 1"):
             ServerConfig.load(None, **{key: 0})
+
+
+def test_the_log_summary_is_configurable_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text("log-repeat-burst = 50\nlog-repeat-interval = 60\n", encoding="utf-8")
+    config = ServerConfig.load(path)
+    assert (config.log_repeat_burst, config.log_repeat_interval) == (50, 60.0)
+    server = SwitchboardServer(config)
+    assert (server.source_log.burst, server.source_log.interval) == (50, 60.0)
+    for bad in ({"log_repeat_burst": 0}, {"log_repeat_interval": 0.0}):
+        with pytest.raises(ValueError, match="log_repeat_"):
+            ServerConfig.load(None, **bad)

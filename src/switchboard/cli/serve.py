@@ -136,6 +136,19 @@ def register(sub: Any) -> None:
         help="log verbosity (default info)",
     )
     p.add_argument("--log-format", choices=["text", "json"], help="log line format (default text)")
+    p.add_argument(
+        "--log-repeat-burst",
+        type=int,
+        metavar="N",
+        help="lines of one kind from one client or network logged in full per interval; "
+        f"the rest are counted (default {defaults.LOG_REPEAT_BURST})",
+    )
+    p.add_argument(
+        "--log-repeat-interval",
+        type=float,
+        metavar="SECONDS",
+        help=f"the interval of --log-repeat-burst (default {defaults.LOG_REPEAT_INTERVAL_S:g})",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the options")
     add_trace_args(p)
     p.set_defaults(func=main)
@@ -182,6 +195,8 @@ def main(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             log_level=args.log_level,
             log_format=args.log_format,
+            log_repeat_burst=args.log_repeat_burst,
+            log_repeat_interval=args.log_repeat_interval,
         )
     except ConfigError as exc:
         print(f"switchboard serve: {exc}", file=sys.stderr)

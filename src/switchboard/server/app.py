@@ -92,8 +92,8 @@ class SwitchboardServer:
         self.source_log = logs.RepeatedEvents(
             self.events,
             "",
-            interval=defaults.LOG_REPEAT_INTERVAL_S,
-            burst=defaults.LOG_REPEAT_BURST,
+            interval=config.log_repeat_interval,
+            burst=config.log_repeat_burst,
             max_runs=defaults.LOG_REPEAT_SOURCES,
         )
         #: Connections with log lines being summarised (their counts flushed by the heartbeat).
@@ -565,8 +565,8 @@ class SwitchboardServer:
             runs = conn.log_runs = logs.RepeatedEvents(
                 self.events,
                 f"#{conn.client_id} {conn.ip}:{conn.port}",
-                interval=defaults.LOG_REPEAT_INTERVAL_S,
-                burst=defaults.LOG_REPEAT_BURST,
+                interval=self.config.log_repeat_interval,
+                burst=self.config.log_repeat_burst,
                 max_runs=defaults.LOG_REPEAT_KINDS_PER_CLIENT,
             )
             self._summarising.add(conn)

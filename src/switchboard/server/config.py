@@ -46,6 +46,8 @@ class ServerConfig:
     tls_key: str | None = None
     log_level: str = "info"
     log_format: str = "text"
+    log_repeat_burst: int = defaults.LOG_REPEAT_BURST
+    log_repeat_interval: float = defaults.LOG_REPEAT_INTERVAL_S
 
     def __post_init__(self) -> None:
         checks = [
@@ -87,6 +89,14 @@ class ServerConfig:
                 "tls_cert and tls_key go together",
             ),
             (self.log_format in ("text", "json"), "log_format must be 'text' or 'json'"),
+            (
+                1 <= self.log_repeat_burst <= 1_000_000,
+                f"log_repeat_burst must be 1-1000000, not {self.log_repeat_burst}",
+            ),
+            (
+                0.1 <= self.log_repeat_interval <= 86_400,
+                f"log_repeat_interval must be 0.1-86400 seconds, not {self.log_repeat_interval:g}",
+            ),
             (
                 self.log_level.lower() in ("debug", "info", "warning", "error", "critical"),
                 f"unknown log level {self.log_level!r}",
@@ -146,6 +156,8 @@ _FIELD_TYPES: dict[str, type] = {
     "tls_key": str,
     "log_level": str,
     "log_format": str,
+    "log_repeat_burst": int,
+    "log_repeat_interval": float,
 }
 
 
