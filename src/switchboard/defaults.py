@@ -111,6 +111,57 @@ FRAME_TIMEOUT_S: Final = 30.0
 AUTH_FAILURES_BEFORE_DELAY: Final = 3
 AUTH_DELAY_MAX_S: Final = 10.0
 AUTH_FAILURE_MEMORY_S: Final = 600.0
+#: The delay's first step: a HELLO from a source over its free failures is held
+#: AUTH_DELAY_BASE_S x 2^(failures - free + 1) before its token is even looked at, capped at
+#: AUTH_DELAY_MAX_S (the exponent is clamped: no overflow however many failures).  The hold
+#: is decided from past failures alone, so a right and a wrong token are answered after the
+#: same delay: timing tells a guesser nothing.
+AUTH_DELAY_BASE_S: Final = 0.25
+#: The same back-off counted per network prefix (one /24 of IPv4, one /64 of IPv6: what one
+#: host or one customer usually holds) and over the whole server, so that many addresses do
+#: not multiply the guessing rate.  A class behind one NAT that mistypes a token now and
+#: then stays under 10; a server-wide 100 failures in ten minutes is an attack, and then
+#: every HELLO waits (up to AUTH_DELAY_MAX_S): with at most --max-unauthenticated
+#: connections waiting at once, that caps guessing near 50 per second server-wide.
+AUTH_PREFIX_FAILURES_BEFORE_DELAY: Final = 10
+AUTH_SERVER_FAILURES_BEFORE_DELAY: Final = 100
+#: Addresses (and, separately, prefixes) whose failures are remembered; beyond it the one
+#: that failed longest ago is forgotten, so many addresses cannot grow the table (the prefix
+#: and server-wide counts still hold them back).  About 100 bytes each.
+AUTH_TRACKED_SOURCES: Final = 4096
+#: Prefix lengths that group addresses into one source for the limits above and below.
+PREFIX_IPV4: Final = 24
+PREFIX_IPV6: Final = 64
+
+#: Connections one address, and one prefix (PREFIX_IPV4/PREFIX_IPV6), may hold at once;
+#: the next gets SERVER_FULL.  64 lets a class behind one NAT address in (ngIRCd allows 5
+#: per address, InspIRCd 3: made for the open Internet, not for a lab); 256 per prefix
+#: keeps one host or subnet to a quarter of the default --max-clients.
+MAX_PER_ADDRESS: Final = 64
+MAX_PER_PREFIX: Final = 256
+#: Loopback peers are exempt from the two limits above unless --limit-loopback: they are
+#: processes on the server's own machine, whose users can exhaust it in other ways anyway,
+#: and a lab's tests and benchmarks open thousands of connections from 127.0.0.1
+#: (`switchboard bench`, the connection-storm test).  --max-clients and
+#: --max-unauthenticated still hold for them.
+LIMIT_LOOPBACK: Final = False
+#: On a token server, the share of --max-clients that may be connected without having
+#: authenticated yet (handshaking, or held back after failed HELLOs); the next
+#: unauthenticated connection gets SERVER_FULL.  Half keeps the other half for token
+#: holders however many connections strangers open.
+UNAUTHENTICATED_SHARE: Final = 0.5
+
+#: Log lines of one kind from one client (or one source address, for connection refusals,
+#: failed HELLOs and TLS handshakes): the first LOG_REPEAT_BURST in each interval are
+#: logged in full, the rest counted and logged as one "N more" line per interval and at
+#: disconnect.  A chat at human pace is logged line by line; a flood costs a few lines per
+#: interval.  (Linux's printk_ratelimit: 10 per 5 s.)
+LOG_REPEAT_BURST: Final = 5
+LOG_REPEAT_INTERVAL_S: Final = 5.0
+#: Sources summarised at once in the server-wide table, and kinds of line per client (each
+#: error code is a kind); past either, the oldest run's count is logged and it is dropped.
+LOG_REPEAT_SOURCES: Final = 1024
+LOG_REPEAT_KINDS_PER_CLIENT: Final = 64
 
 # --- the lab services (switchboard.services) ---------------------------------------------------
 

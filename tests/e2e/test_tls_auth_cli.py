@@ -3,7 +3,12 @@ subprocess, every one-shot client command as a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import re
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +32,7 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> TestCert:
 def token_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("auth") / "tokens"
     path.write_text(TOKEN + "\n", encoding="utf-8")
+    path.chmod(0o600)  # as it should be: others may not read it (see the mode warning test)
     return str(path)
 
 
@@ -173,3 +179,66 @@ def test_buffer_limits_are_options(server_process_factory: Callable[..., ServerP
     assert "write_high_water must be positive and below write_hard_limit" in bad.stderr
     sp = server_process_factory("--write-high-water", "65536", "--write-hard-limit", "131072")
     assert run_cli("name", port=sp.port).stdout.strip() == "test-server"
+
+
+# --- what the server log says about TLS and tokens ---------------------------------------------
+
+_TLS_COUNT = re.compile(r"(\d+) more 'tls failed' line")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o666, 0o600])
+def test_a_token_file_others_can_read_is_warned_about_at_start(
+    server_process_factory: Callable[..., ServerProcess], tmp_path: Path, mode: int
+) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(TOKEN + "\n", encoding="utf-8")
+    path.chmod(mode)
+    sp = server_process_factory("--auth-token-file", str(path))
+    # Logged before the listening line, which the fixture awaited.
+    warnings = [line for line in sp.log if "token file" in line]
+    if mode & 0o077:
+        assert len(warnings) == 1, sp.log
+        assert f"mode {mode:04o}" in warnings[0] and "chmod 600" in warnings[0]
+        assert "WARN" in warnings[0]
+    else:
+        assert warnings == [], sp.log
+
+
+def test_the_listening_line_says_whether_tls_and_tokens_are_on(
+    secure_server: ServerProcess, server_process: ServerProcess
+) -> None:
+    assert "TLS on, auth 1 token(s)" in secure_server.wait_for_log(r"listening on")
+    assert "TLS off, auth off" in server_process.wait_for_log(r"listening on")
+
+
+def test_failed_tls_handshakes_are_logged_and_summarised(
+    server_process_factory: Callable[..., ServerProcess], cert: TestCert, tmp_path: Path
+) -> None:
+    sp = server_process_factory("--tls-cert", cert.cert, "--tls-key", cert.key)
+    # A client that does not trust the certificate, then a plain client: one line each ...
+    other = make_self_signed(tmp_path, "other-ca")
+    run_cli("name", "--tls", "--cafile", other.cert, "--timeout", "3", port=sp.port)
+    line = sp.wait_for_log(r"TLS handshake failed from 127\.0\.0\.1:\d+")
+    assert "WARN" in line and "Traceback" not in "".join(sp.log)
+    run_cli("name", "--timeout", "3", port=sp.port)
+    sp.wait_for_log(r"TLS handshake failed from", count=2)
+    # ... and a flood of them: a few lines, then a count (the heartbeat tick logs it).
+    flood = 30
+    for _ in range(flood):
+        with socket.create_connection(("127.0.0.1", sp.port), timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            with contextlib.suppress(OSError):
+                raw.recv(100)
+    # Every failure is either a line or in a count, soon (the heartbeat tick logs counts).
+    deadline = time.monotonic() + 20
+    while True:
+        with contextlib.suppress(queue.Empty):
+            sp.log.append(sp.lines.get(timeout=0.1))  # what wait_for_log would collect
+        log = list(sp.log)
+        shown = [line for line in log if "TLS handshake failed" in line]
+        counted = [int(m.group(1)) for line in log if (m := _TLS_COUNT.search(line))]
+        if len(shown) + sum(counted) == flood + 2 or time.monotonic() > deadline:
+            break
+    assert len(shown) + sum(counted) == flood + 2, log
+    assert counted and len(shown) < flood / 2
+    assert run_cli("name", "--tls", "--insecure", port=sp.port).stdout.strip() == "test-server"

@@ -83,8 +83,15 @@ class Forwarding:
         assert st.call(lambda: st.server.events.info_on) is (self.path == "handler")
 
     def forwards(self) -> int:
-        """How many forwards the server logged (only handlers.send logs them)."""
-        return sum(1 for r in self.log.records if getattr(r, "event", "") == "forward")
+        """How many forwards the server logged (only handlers.send logs them), in full or
+        in the counts of summarised lines (logs.RepeatedEvents)."""
+        for st in self.servers:
+            st.call(st.server.flush_log_counts)
+        return sum(
+            1 if r.__dict__["event"] == "forward" else r.__dict__["count"]
+            for r in self.log.records
+            if getattr(r, "event", "") == "forward" or getattr(r, "of", "") == "forward"
+        )
 
     def assert_forwards(self, delivered: int) -> None:
         for st in self.servers:

@@ -61,9 +61,12 @@ class RawPeer:
         rcvbuf: int | None = None,
         welcome: bool = True,
         timeout: float = 5.0,
+        source: str | None = None,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if source is not None:  # another loopback address (127.0.0.2, ...): another peer
+            self.sock.bind((source, 0))
         if rcvbuf is not None:  # before connect, so that the advertised window is small too
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)

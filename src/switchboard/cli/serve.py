@@ -44,6 +44,34 @@ def register(sub: Any) -> None:
         help=f"clients admitted at once (default {defaults.MAX_CLIENTS})",
     )
     p.add_argument(
+        "--max-per-address",
+        type=int,
+        metavar="N",
+        help=f"connections one address may hold (default {defaults.MAX_PER_ADDRESS}; "
+        "loopback exempt unless --limit-loopback)",
+    )
+    p.add_argument(
+        "--max-per-prefix",
+        type=int,
+        metavar="N",
+        help=f"connections one /{defaults.PREFIX_IPV4} (IPv4) or /{defaults.PREFIX_IPV6} (IPv6) "
+        f"may hold (default {defaults.MAX_PER_PREFIX}; loopback exempt unless --limit-loopback)",
+    )
+    p.add_argument(
+        "--limit-loopback",
+        action="store_true",
+        default=None,
+        help="apply --max-per-address/--max-per-prefix to loopback peers too",
+    )
+    p.add_argument(
+        "--max-unauthenticated",
+        type=int,
+        metavar="N",
+        help="with tokens: connections that may wait to authenticate at once; one more "
+        "closes the oldest waiting (default: "
+        f"{defaults.UNAUTHENTICATED_SHARE * 100:g}%% of --max-clients)",
+    )
+    p.add_argument(
         "--heartbeat",
         type=float,
         metavar="SECONDS",
@@ -129,8 +157,8 @@ def register(sub: Any) -> None:
         "--handshake-timeout",
         type=float,
         metavar="SECONDS",
-        help=f"with tokens: close clients that have not authenticated after this long "
-        f"(default {defaults.HANDSHAKE_TIMEOUT_S:g})",
+        help=f"with tokens: close clients that have not authenticated after this long; "
+        f"with TLS: the time a TLS handshake may take (default {defaults.HANDSHAKE_TIMEOUT_S:g})",
     )
     p.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
@@ -140,6 +168,19 @@ def register(sub: Any) -> None:
         help="log verbosity (default info)",
     )
     p.add_argument("--log-format", choices=["text", "json"], help="log line format (default text)")
+    p.add_argument(
+        "--log-repeat-burst",
+        type=int,
+        metavar="N",
+        help="lines of one kind from one client or network logged in full per interval; "
+        f"the rest are counted (default {defaults.LOG_REPEAT_BURST})",
+    )
+    p.add_argument(
+        "--log-repeat-interval",
+        type=float,
+        metavar="SECONDS",
+        help=f"the interval of --log-repeat-burst (default {defaults.LOG_REPEAT_INTERVAL_S:g})",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same keys as the options")
     add_trace_args(p)
     p.set_defaults(func=main)
@@ -186,6 +227,10 @@ def main(args: argparse.Namespace) -> int:
             port=args.port if args.port is not None else env_port,
             name=args.name,
             max_clients=args.max_clients,
+            max_per_address=args.max_per_address,
+            max_per_prefix=args.max_per_prefix,
+            limit_loopback=args.limit_loopback,
+            max_unauthenticated=args.max_unauthenticated,
             heartbeat=args.heartbeat,
             max_frame=args.max_frame,
             max_text=args.max_text,
@@ -204,6 +249,8 @@ def main(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             log_level=args.log_level,
             log_format=args.log_format,
+            log_repeat_burst=args.log_repeat_burst,
+            log_repeat_interval=args.log_repeat_interval,
         )
     except ConfigError as exc:
         print(f"switchboard serve: {exc}", file=sys.stderr)

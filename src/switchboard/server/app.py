@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import ipaddress
 import logging
@@ -25,6 +24,7 @@ from switchboard.protocol import (
     ErrorResponse,
     Frame,
     FrameDecoder,
+    HelloRequest,
     InvalidFrame,
     Left,
     LeftReason,
@@ -41,11 +41,13 @@ from switchboard.protocol.trace import host_port
 from switchboard.wording import plural
 
 from . import logs
+from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection
 from .errors import RequestFailed
 from .handlers import FAST_HANDLERS, HANDLERS, ServerClock
 from .registry import ClientRegistry, Room, RoomRegistry
+from .tls import TlsHandshake
 
 log = logs.log
 
@@ -65,8 +67,14 @@ class SwitchboardServer:
             load_tokens(config.auth_token_file) if config.auth_token_file else frozenset()
         )
         self.ssl_context = make_ssl_context(config)
-        #: address -> (failed HELLOs, monotonic time of the last one).
-        self._auth_failures: dict[str, tuple[int, float]] = {}
+        #: Failed HELLOs per address, prefix and in total, and the hold they earn.
+        self.auth = AuthThrottle()
+        #: Connections admitted per address and per prefix, and their limits.
+        self.connection_counts = ConnectionCounts(
+            per_address=config.max_per_address,
+            per_prefix=config.max_per_prefix,
+            limit_loopback=config.limit_loopback,
+        )
         self.handlers = HANDLERS
         #: FAST_HANDLERS keyed by header word (codec.HEADER_WORDS), as the split loop reads
         #: them: no per-frame arithmetic to turn a header into a key.
@@ -90,6 +98,17 @@ class SwitchboardServer:
             history_bytes=config.history_bytes,
         )
         self.events = logs.EventLog()
+        #: Repeated events per source prefix (refusals, failed HELLOs, TLS handshakes); the
+        #: per-client ones live on each connection (``client_event``).
+        self.source_log = logs.RepeatedEvents(
+            self.events,
+            "",
+            interval=config.log_repeat_interval,
+            burst=config.log_repeat_burst,
+            max_runs=defaults.LOG_REPEAT_SOURCES,
+        )
+        #: Connections with log lines being summarised (their counts flushed by the heartbeat).
+        self._summarising: set[ClientConnection] = set()
         self.shutting_down = False
         #: The last message id given out (ids count up from 1 and are never reused).
         self.message_ids = 0
@@ -97,6 +116,10 @@ class SwitchboardServer:
         #: Connections with frames queued outside their own batch, written once per loop
         #: pass (or sooner: flush_pending).
         self.dirty: list[ClientConnection] = []
+        #: TLS handshakes under way (not yet in _connections), cancelled at shutdown.
+        self._handshakes: dict[TlsHandshake, asyncio.Task[None]] = {}
+        #: Admitted connections that have not authenticated yet, oldest first (token servers).
+        self._unauthenticated: dict[ClientConnection, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._listeners: list[asyncio.Server] = []
         self._heartbeat_handle: asyncio.TimerHandle | None = None
@@ -128,28 +151,41 @@ class SwitchboardServer:
         self._stopped = asyncio.Event()
         self.events.refresh()
         host: str | None = self.config.host or None
+        factory: Callable[[], asyncio.Protocol] = (
+            (lambda: ClientConnection(self))
+            if self.ssl_context is None
+            else (lambda: TlsHandshake(self, ClientConnection(self)))
+        )
         listener = await self._loop.create_server(
-            lambda: ClientConnection(self),
+            factory,
             host,
             self.config.port,
             reuse_address=True,
             backlog=min(4096, max(128, self.config.max_clients)),
-            ssl=self.ssl_context,
+            # TLS is started per connection (start_tls) so that failed handshakes can be
+            # logged: with ssl= here, asyncio and uvloop drop them without a word.
         )
         self._listeners.append(listener)
         self._schedule_heartbeat()
         self._warn_if_exposed()
+        self._warn_if_token_file_open()
+        tls = "on" if self.ssl_context is not None else "off"
+        tokens = f"{len(self.tokens)} token(s)" if self.tokens else "off"
         for host_, port in self.addresses:
             self.events.event(
                 logging.INFO,
                 "listening",
-                "listening on %s as %r (max %s, heartbeat %gs)",
+                "listening on %s as %r (max %s, heartbeat %gs, TLS %s, auth %s)",
                 host_port(host_, port),
                 self.config.name,
                 plural(self.config.max_clients, "client"),
                 self.config.heartbeat,
+                tls,
+                tokens,
                 host=host_,
                 port=port,
+                tls=self.ssl_context is not None,
+                auth=bool(self.tokens),
             )
 
     def _warn_if_exposed(self) -> None:
@@ -175,6 +211,24 @@ class SwitchboardServer:
                 extra={"event": "exposed", "risk": "no-auth"},
             )
 
+    def _warn_if_token_file_open(self) -> None:
+        # As ssh does for a private key: tokens others can read are everyone's tokens.
+        path = self.config.auth_token_file
+        if not path:
+            return
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return  # it was read a moment ago; a vanished file is not this check's business
+        if mode & 0o077:
+            log.warning(
+                "the token file %s is accessible by others (mode %04o): anyone on this "
+                "machine can read the tokens; chmod 600 it",
+                path,
+                mode & 0o7777,
+                extra={"event": "token_file_mode", "path": path, "mode": f"{mode & 0o7777:04o}"},
+            )
+
     async def wait_stopped(self) -> None:
         assert self._stopped is not None
         await self._stopped.wait()
@@ -188,12 +242,20 @@ class SwitchboardServer:
         self.events.event(logging.INFO, "shutdown", "shutting down: %s", reason, reason=reason)
         for listener in self._listeners:
             listener.close()
+        handshakes = list(self._handshakes.values())
+        for handshake in handshakes:
+            handshake.cancel()
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
         notice = Shutdown(reason)
         for conn in list(self._connections):
+            transport = conn.transport
+            if conn.closing and transport is not None and not transport.is_closing():
+                conn.closing = False  # a held HELLO (_hold_hello): it hears SHUTDOWN too
             conn.send(notice)
             conn.close("shutdown")
+        if handshakes:
+            await asyncio.wait(handshakes, timeout=1.0)
         assert self._all_closed is not None and self._stopped is not None
         try:
             await asyncio.wait_for(self._all_closed.wait(), self.config.shutdown_grace)
@@ -205,9 +267,34 @@ class SwitchboardServer:
         for listener in self._listeners:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
+        self.flush_log_counts()
         self._stopped.set()
 
     # --- connections -------------------------------------------------------------------------
+
+    def start_tls(self, handshake: TlsHandshake) -> None:
+        """Called by a new connection to a TLS server: handshake (logging a failure), then
+        the ClientConnection gets the TLS transport."""
+        assert self._loop is not None
+        if len(self._handshakes) >= self.config.max_clients or self.shutting_down:
+            # Handshakes are not clients yet, but each holds a descriptor: no more of them at
+            # once than clients.  No protocol frame can be sent before TLS: close at once.
+            handshake.refuse(f"{len(self._handshakes)} TLS handshakes in progress")
+            return
+        self._handshakes[handshake] = self._loop.create_task(self._tls_handshake(handshake))
+
+    async def _tls_handshake(self, handshake: TlsHandshake) -> None:
+        assert self.ssl_context is not None
+        try:
+            tls = await handshake.run(self.ssl_context, self.config.handshake_timeout)
+        finally:
+            self._handshakes.pop(handshake, None)
+        if tls is None:
+            return
+        if self.shutting_down:
+            tls.abort()
+            return
+        handshake.conn.connection_made(tls)
 
     def admit(self, conn: ClientConnection) -> None:
         """Called by a new connection: welcome it, or refuse it (full, shutting down)."""
@@ -217,24 +304,28 @@ class SwitchboardServer:
         if self.shutting_down:
             conn.fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
             return
-        if len(self.clients) >= self.config.max_clients:
-            conn.fail(
-                ErrorCode.SERVER_FULL,
-                f"the server is full ({plural(self.config.max_clients, 'client')}); "
-                "try again later",
-            )
-            self.events.event(
+        refusal = self._refusal(conn)
+        if refusal is not None:
+            conn.fail(ErrorCode.SERVER_FULL, f"{refusal}; try again later")
+            if refusal.startswith("the server is full"):
+                refusal = f"server full ({plural(len(self.clients), 'client')})"
+            self.source_log.event(
+                "refused",
                 logging.WARNING,
                 "refused",
-                "refused %s: server full (%s)",
+                "refused %s: %s",
                 host_port(conn.ip, conn.port),
-                plural(len(self.clients), "client"),
+                refusal,
+                source=source_of(conn.ip)[0],
                 ip=conn.ip,
                 port=conn.port,
                 code="SERVER_FULL",
             )
             return
         conn.client_id = self.clients.add(conn)
+        self.connection_counts.add(conn.ip)
+        if not conn.authenticated:
+            self._make_room_for(conn)
         cfg = self.config
         conn.send(
             Welcome(
@@ -261,11 +352,61 @@ class SwitchboardServer:
             port=conn.port,
         )
 
+    def _refusal(self, conn: ClientConnection) -> str | None:
+        """Why ``conn`` may not be admitted now (a limit it would pass), or None."""
+        cfg = self.config
+        if len(self.clients) >= cfg.max_clients:
+            return f"the server is full ({plural(cfg.max_clients, 'client')})"
+        refusal = self.connection_counts.refusal(conn.ip)
+        if refusal is not None:
+            return refusal
+        return None
+
+    def _make_room_for(self, conn: ClientConnection) -> None:
+        """Admit an unauthenticated ``conn``: when --max-unauthenticated are waiting already,
+        the oldest of them is closed with SERVER_FULL.  A client with a token says HELLO
+        within a round trip of connecting, so it gets in however many strangers squat;
+        they only push one another out."""
+        waiting = self._unauthenticated
+        limit = self.config.unauthenticated_limit
+        while len(waiting) >= limit:
+            oldest = next(iter(waiting))
+            del waiting[oldest]
+            if oldest.transport is None or oldest.transport.is_closing():
+                continue  # on its way out already: its slot is as good as free
+            oldest.closing = False  # a held HELLO (_hold_hello) is cut short too
+            oldest.fail(
+                ErrorCode.SERVER_FULL,
+                f"too many connections waiting to authenticate (max {limit}); "
+                "closed the oldest: say HELLO sooner",
+            )
+            self.source_log.event(
+                "evicted",
+                logging.WARNING,
+                "evicted",
+                "evicted #%d %s:%d: unauthenticated for %.1fs, made room for a newer one",
+                oldest.client_id,
+                oldest.ip,
+                oldest.port,
+                time.monotonic() - oldest.opened_at,
+                source=source_of(oldest.ip)[0],
+                client_id=oldest.client_id,
+                ip=oldest.ip,
+                code="SERVER_FULL",
+            )
+        waiting[conn] = None
+
     def release(self, conn: ClientConnection) -> None:
         """Called once a connection is gone: forget it and settle what it left behind."""
         self._connections.discard(conn)
+        if conn.log_runs is not None:
+            conn.log_runs.flush()  # the final counts of what was summarised
+            conn.log_runs = None
+            self._summarising.discard(conn)
         if conn.client_id and self.clients.by_id.get(conn.client_id) is conn:
             self.clients.remove(conn)
+            self.connection_counts.remove(conn.ip)
+            self._unauthenticated.pop(conn, None)
             for room_name in list(conn.rooms):
                 room = self.rooms.by_name.get(room_name)
                 if room is not None:
@@ -297,7 +438,9 @@ class SwitchboardServer:
         notice = encode(Left(room.name, conn.client_id, conn.nick, reason))  # once per room
         for member in room.members.values():
             member.send_raw(notice)
-        self.events.event(
+        self.client_event(
+            conn,
+            "leave",
             logging.INFO,
             "leave",
             "leave #%d %s (%s)",
@@ -311,27 +454,19 @@ class SwitchboardServer:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def handle_request(self, conn: ClientConnection, req: Any) -> None:
+    def handle_request(self, conn: ClientConnection, req: Any, *, held: bool = False) -> None:
+        if (
+            req.__class__ is HelloRequest
+            and self.tokens
+            and not held
+            and self._hold_hello(conn, req)
+        ):
+            return
         try:
             reply = self.handlers[req.__class__](self, conn, req)
         except RequestFailed as failure:
             if failure.code in CLOSING_CODES:
-                delay = self.auth_delay(conn.ip) if failure.code == ErrorCode.AUTH_FAILED else 0
-                if delay and conn.transport is not None and self._loop is not None:
-                    # Hold back the answer (and the slot) from an address that keeps failing.
-                    # ``closing`` stops the rest of this batch at once: a request pipelined
-                    # behind the HELLO must not be answered (AUTH_REQUIRED, closing the
-                    # connection without the delay) before the AUTH_FAILED it is waiting for.
-                    conn.transport.pause_reading()
-                    conn.closing = True
-                    self._loop.call_later(
-                        delay,
-                        functools.partial(
-                            _fail_after_delay, conn, failure.code, failure.message, req.request_id
-                        ),
-                    )
-                else:
-                    conn.fail(failure.code, failure.message, request_id=req.request_id)
+                conn.fail(failure.code, failure.message, request_id=req.request_id)
                 return
             self.reply_error(conn, req.request_id, failure.code, failure.message)
             return
@@ -340,6 +475,37 @@ class SwitchboardServer:
                 conn.send(frame)
         else:
             conn.send(reply)
+
+    def _hold_hello(self, conn: ClientConnection, req: HelloRequest) -> bool:
+        """Count a HELLO as a guess and hold it if its source has failed too often; True if
+        held.  The hold is chosen before the token is looked at, so a right and a wrong
+        token are answered after the same delay."""
+        hold = self.auth.begin(conn.ip)
+        conn.auth_hold = hold
+        if not hold or conn.authenticated or conn.transport is None or self._loop is None:
+            return False
+        # Nothing else from this connection is read until the HELLO is answered, and
+        # ``closing`` stops the rest of this batch at once; the frames pipelined behind the
+        # HELLO stay in the decoder and are handled after it (``_end_hold``).
+        conn.transport.pause_reading()
+        conn.closing = True
+        self._loop.call_later(hold, _end_hold, conn, req)
+        self.source_log.event(
+            "auth held",
+            logging.INFO,
+            "auth_held",
+            "auth held #%d %s:%d for %.2fs (%d/%d/%d recent failures: address/prefix/server)",
+            conn.client_id,
+            conn.ip,
+            conn.port,
+            hold,
+            *self.auth.failures(conn.ip),
+            source=source_of(conn.ip)[0],
+            client_id=conn.client_id,
+            ip=conn.ip,
+            delay=hold,
+        )
+        return True
 
     def refuse(self, conn: ClientConnection, code: ErrorCode, request_id: int) -> None:
         """Answer a request that may not be handled now (auth, rate, shutdown)."""
@@ -358,7 +524,9 @@ class SwitchboardServer:
         """Answer one request with ERROR (the connection goes on) and log it."""
         conn.send(ErrorResponse.of(code, message, request_id=request_id))
         if self.events.info_on:
-            self.events.event(
+            self.client_event(
+                conn,
+                "error " + code.name,
                 logging.INFO,
                 "error",
                 "error #%d %s: %s",
@@ -387,6 +555,39 @@ class SwitchboardServer:
                 client_id=conn.client_id,
             )
 
+    def client_event(
+        self,
+        conn: ClientConnection,
+        kind: str,
+        level: int,
+        event: str,
+        msg: str,
+        *args: Any,
+        **fields: Any,
+    ) -> None:
+        """Log a per-client event, summarised when one ``kind`` repeats (logs.RepeatedEvents):
+        every line a client can cause again and again goes through here."""
+        if not log.isEnabledFor(level):
+            return  # nothing to log, nor to count
+        runs = conn.log_runs
+        if runs is None:
+            runs = conn.log_runs = logs.RepeatedEvents(
+                self.events,
+                f"#{conn.client_id} {conn.ip}:{conn.port}",
+                interval=self.config.log_repeat_interval,
+                burst=self.config.log_repeat_burst,
+                max_runs=defaults.LOG_REPEAT_KINDS_PER_CLIENT,
+            )
+            self._summarising.add(conn)
+        runs.event(kind, level, event, msg, *args, **fields)
+
+    def flush_log_counts(self) -> None:
+        """Log every count of summarised lines now (at shutdown; tests that count lines)."""
+        for conn in list(self._summarising):
+            if conn.log_runs is not None:
+                conn.log_runs.flush()
+        self.source_log.flush()
+
     def trace_bytes(self, direction: str, conn: ClientConnection, data: bytes) -> None:
         """Trace pre-encoded frames by decoding them again (only when tracing is on)."""
         if self.trace is None:
@@ -406,32 +607,27 @@ class SwitchboardServer:
             valid |= hmac.compare_digest(presented, candidate)
         if valid:
             conn.authenticated = True
-            self._auth_failures.pop(conn.ip, None)
+            self._unauthenticated.pop(conn, None)
+            self.auth.succeeded(conn.ip)
             return
-        count, _ = self._auth_failures.get(conn.ip, (0, 0.0))
-        count += 1
-        self._auth_failures[conn.ip] = (count, time.monotonic())
-        self.events.event(
+        count = self.auth.failures(conn.ip)[0]  # this attempt included (AuthThrottle.begin)
+        self.source_log.event(
+            "auth failed",
             logging.WARNING,
             "auth_failed",
-            "auth failed #%d %s:%d (%d recent failure(s) from this address)",
+            "auth failed #%d %s:%d (%d recent failure(s) from this address, held %.2fs)",
             conn.client_id,
             conn.ip,
             conn.port,
             count,
+            conn.auth_hold,
+            source=source_of(conn.ip)[0],
             client_id=conn.client_id,
             ip=conn.ip,
             failures=count,
+            delay=conn.auth_hold,
         )
         raise RequestFailed(ErrorCode.AUTH_FAILED, "invalid token")
-
-    def auth_delay(self, ip: str) -> float:
-        """Seconds to hold back the answer to an address that keeps failing to authenticate."""
-        count, _ = self._auth_failures.get(ip, (0, 0.0))
-        excess = count - defaults.AUTH_FAILURES_BEFORE_DELAY
-        if excess <= 0:
-            return 0.0
-        return float(min(defaults.AUTH_DELAY_MAX_S, 0.25 * 2**excess))
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -484,23 +680,30 @@ class SwitchboardServer:
                 if self.trace is not None:
                     self.trace("->>", conn, Ping(), ping)
                 conn.send_raw(ping)
-        if self._auth_failures:
-            forget_before = now - defaults.AUTH_FAILURE_MEMORY_S
-            for ip, (_, last) in list(self._auth_failures.items()):
-                if last < forget_before:
-                    del self._auth_failures[ip]
+        self.auth.sweep()
+        for conn in list(self._summarising):  # counts whose interval has passed
+            runs = conn.log_runs
+            if runs is not None:
+                runs.flush(expired_only=True)
+                if runs.pending:
+                    continue
+            conn.log_runs = None
+            self._summarising.discard(conn)
+        self.source_log.flush(expired_only=True)
         if not self.shutting_down:
             self._schedule_heartbeat()
 
 
-def _fail_after_delay(
-    conn: ClientConnection, code: ErrorCode, message: str, request_id: int
-) -> None:
-    """The held-back closing answer, unless the peer has gone meanwhile."""
-    if conn.transport is None or conn.transport.is_closing():
+def _end_hold(conn: ClientConnection, req: HelloRequest) -> None:
+    """Answer a held HELLO (unless the peer has gone meanwhile), then go on reading."""
+    transport = conn.transport
+    if transport is None or transport.is_closing():
         return
-    conn.closing = False  # set only to stop the batch; fail() queues the ERROR and closes
-    conn.fail(code, message, request_id=request_id)
+    conn.closing = False  # set only to stop the batch and hold the connection
+    conn.server.handle_request(conn, req, held=True)
+    if not conn.closing:
+        transport.resume_reading()
+        conn.data_received(b"")  # the frames pipelined behind the HELLO, kept by the decoder
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

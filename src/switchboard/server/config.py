@@ -25,6 +25,11 @@ class ServerConfig:
     port: int = defaults.PORT
     name: str = field(default_factory=socket.gethostname)
     max_clients: int = defaults.MAX_CLIENTS
+    max_per_address: int = defaults.MAX_PER_ADDRESS
+    max_per_prefix: int = defaults.MAX_PER_PREFIX
+    limit_loopback: bool = defaults.LIMIT_LOOPBACK
+    #: None: defaults.UNAUTHENTICATED_SHARE of max_clients (see ``unauthenticated_limit``).
+    max_unauthenticated: int | None = None
     heartbeat: float = defaults.HEARTBEAT_S
     max_frame: int = defaults.MAX_FRAME
     max_text: int = defaults.MAX_TEXT
@@ -44,11 +49,25 @@ class ServerConfig:
     tls_key: str | None = None
     log_level: str = "info"
     log_format: str = "text"
+    log_repeat_burst: int = defaults.LOG_REPEAT_BURST
+    log_repeat_interval: float = defaults.LOG_REPEAT_INTERVAL_S
 
     def __post_init__(self) -> None:
         checks = [
             (0 <= self.port <= 65535, f"port must be 0-65535, not {self.port}"),
             (self.max_clients >= 1, f"max_clients must be at least 1, not {self.max_clients}"),
+            (
+                self.max_per_address >= 1,
+                f"max_per_address must be at least 1, not {self.max_per_address}",
+            ),
+            (
+                self.max_per_prefix >= 1,
+                f"max_per_prefix must be at least 1, not {self.max_per_prefix}",
+            ),
+            (
+                self.max_unauthenticated is None or self.max_unauthenticated >= 1,
+                f"max_unauthenticated must be at least 1, not {self.max_unauthenticated}",
+            ),
             (
                 defaults.MIN_HEARTBEAT_S <= self.heartbeat <= defaults.MAX_HEARTBEAT_S,
                 f"heartbeat must be {defaults.MIN_HEARTBEAT_S:g}-{defaults.MAX_HEARTBEAT_S:g} "
@@ -83,6 +102,14 @@ class ServerConfig:
             ),
             (self.log_format in ("text", "json"), "log_format must be 'text' or 'json'"),
             (
+                1 <= self.log_repeat_burst <= 1_000_000,
+                f"log_repeat_burst must be 1-1000000, not {self.log_repeat_burst}",
+            ),
+            (
+                0.1 <= self.log_repeat_interval <= 86_400,
+                f"log_repeat_interval must be 0.1-86400 seconds, not {self.log_repeat_interval:g}",
+            ),
+            (
                 self.log_level.lower() in ("debug", "info", "warning", "error", "critical"),
                 f"unknown log level {self.log_level!r}",
             ),
@@ -91,6 +118,13 @@ class ServerConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    @property
+    def unauthenticated_limit(self) -> int:
+        """Connections that may wait to authenticate at once (on a token server)."""
+        if self.max_unauthenticated is not None:
+            return self.max_unauthenticated
+        return max(1, int(self.max_clients * defaults.UNAUTHENTICATED_SHARE))
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> ServerConfig:
@@ -114,6 +148,10 @@ _FIELD_TYPES: dict[str, type] = {
     "port": int,
     "name": str,
     "max_clients": int,
+    "max_per_address": int,
+    "max_per_prefix": int,
+    "limit_loopback": bool,
+    "max_unauthenticated": int,
     "heartbeat": float,
     "max_frame": int,
     "max_text": int,
@@ -133,10 +171,14 @@ _FIELD_TYPES: dict[str, type] = {
     "tls_key": str,
     "log_level": str,
     "log_format": str,
+    "log_repeat_burst": int,
+    "log_repeat_interval": float,
 }
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:
+    if kind is bool and isinstance(value, bool):
+        return value
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not isinstance(value, bool):

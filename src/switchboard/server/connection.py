@@ -67,6 +67,7 @@ from .handlers import TIME_OK_PREFIX
 
 if TYPE_CHECKING:
     from .app import SwitchboardServer
+    from .logs import RepeatedEvents
 
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
@@ -91,6 +92,7 @@ class ClientConnection(asyncio.Protocol):
     """The server's side of one client connection."""
 
     __slots__ = (
+        "auth_hold",
         "authenticated",
         "awaiting_ack",
         "client_id",
@@ -102,6 +104,7 @@ class ClientConnection(asyncio.Protocol):
         "ip",
         "last_seen",
         "left_reason",
+        "log_runs",
         "nick",
         "opened_at",
         "out",
@@ -148,6 +151,10 @@ class ClientConnection(asyncio.Protocol):
         self.in_batch = False
         #: False until HELLO presents a valid token, on servers that require one.
         self.authenticated = not server.tokens
+        #: Seconds its last HELLO was held before its token was checked (server.auth).
+        self.auth_hold = 0.0
+        #: Its repeated log lines being summarised (server.client_event); None: none yet.
+        self.log_runs: RepeatedEvents | None = None
         #: monotonic time of connect, and since when a frame has been half-received (0: none).
         self.opened_at = 0.0
         self.partial_since = 0.0

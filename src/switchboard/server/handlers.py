@@ -190,7 +190,9 @@ def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) ->
         for member in room.members.values():
             if member is not conn:
                 member.send_raw(notice)
-        server.events.event(
+        server.client_event(
+            conn,
+            "join",
             logging.INFO,
             "join",
             "join #%d %s",
@@ -244,7 +246,9 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
         # the JSON format).  Line breaks, control and bidi characters are escaped (as every
         # command prints peers' strings), so that a message cannot forge or reverse log lines.
         shown = safe(req.text)
-        server.events.event(
+        server.client_event(
+            conn,
+            "room_message",
             logging.INFO,
             "room_message",
             "room %s #%d(%s): %s",
@@ -334,7 +338,9 @@ def forward_direct(
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
     if server.events.info_on:
-        server.events.event(
+        server.client_event(
+            conn,
+            "forward",
             logging.INFO,
             "forward",
             "forward #%d -> #%d message %d (%d bytes)",
