@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from switchboard import defaults
+from switchboard.cli.common import listen_port_number, port_number
 
 
 def positive_float(text: str) -> float:
@@ -18,16 +19,6 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {value}")
     return value
 
 
@@ -67,8 +58,10 @@ def register(subparsers: Any) -> None:
         formatter_class=DefaultsHelp,
         description="Answer each line reversed by grapheme cluster; 'bye' or ESC ends a session.",
     )
-    serve.add_argument("--host", default=defaults.HOST, help="address to listen on")
-    serve.add_argument("--port", type=port_number, default=defaults.REVERSE_PORT, help="TCP port")
+    serve.add_argument("-H", "--host", default=defaults.HOST, help="address to listen on")
+    serve.add_argument(
+        "-p", "--port", type=listen_port_number, default=defaults.REVERSE_PORT, help="TCP port"
+    )
     serve.add_argument(
         "--idle-timeout",
         type=positive_float,
@@ -105,8 +98,10 @@ def register(subparsers: Any) -> None:
         "(idle, shutdown, connection lost); 130 Ctrl-C.  No --tls or --token: the lab "
         "service speaks plain lines; no --trace: the lines shown are all there is on the wire.",
     )
-    connect.add_argument("--host", default=defaults.HOST, help="server address")
-    connect.add_argument("--port", type=port_number, default=defaults.REVERSE_PORT, help="TCP port")
+    connect.add_argument("-H", "--host", default=defaults.HOST, help="server address")
+    connect.add_argument(
+        "-p", "--port", type=port_number, default=defaults.REVERSE_PORT, help="TCP port"
+    )
     connect.add_argument(
         "--timeout",
         type=positive_float,

@@ -7,7 +7,8 @@ import sys
 from typing import Any
 
 from switchboard import defaults
-from switchboard.cli.reverse import DefaultsHelp, configure_logging, port_number, positive_float
+from switchboard.cli.common import listen_port_number, port_number
+from switchboard.cli.reverse import DefaultsHelp, configure_logging, positive_float
 
 
 def _fraction(text: str) -> float:
@@ -46,8 +47,10 @@ def register(subparsers: Any) -> None:
         "silent members expire.  The room lives in memory; SIGINT or SIGTERM stops it, "
         "telling every member.",
     )
-    serve.add_argument("--host", default=defaults.HOST, help="address to listen on")
-    serve.add_argument("--port", type=port_number, default=defaults.UDPCHAT_PORT, help="UDP port")
+    serve.add_argument("-H", "--host", default=defaults.HOST, help="address to listen on")
+    serve.add_argument(
+        "-p", "--port", type=listen_port_number, default=defaults.UDPCHAT_PORT, help="UDP port"
+    )
     serve.add_argument(
         "--member-expiry",
         type=positive_float,
@@ -84,8 +87,10 @@ def register(subparsers: Any) -> None:
         "(after leaving the room).  No --tls or --token: the lab's room speaks plain UDP "
         "without authentication (its session tokens identify members, see PROTOCOL.md).",
     )
-    join.add_argument("--host", default=defaults.HOST, help="server address")
-    join.add_argument("--port", type=port_number, default=defaults.UDPCHAT_PORT, help="UDP port")
+    join.add_argument("-H", "--host", default=defaults.HOST, help="server address")
+    join.add_argument(
+        "-p", "--port", type=port_number, default=defaults.UDPCHAT_PORT, help="UDP port"
+    )
     join.add_argument(
         "--timeout",
         type=positive_float,
@@ -152,8 +157,10 @@ def register(subparsers: Any) -> None:
         description="Listen on --port and relay to the room at --to-host:--to-port, losing "
         "a chosen fraction of datagrams both ways; point clients at the relay.",
     )
-    relay.add_argument("--host", default=defaults.HOST, help="address to listen on")
-    relay.add_argument("--port", type=port_number, default=0, help="UDP port to listen on (0: any)")
+    relay.add_argument("-H", "--host", default=defaults.HOST, help="address to listen on")
+    relay.add_argument(
+        "-p", "--port", type=listen_port_number, default=0, help="UDP port to listen on (0: any)"
+    )
     relay.add_argument("--to-host", default=defaults.HOST, help="the room's address")
     relay.add_argument(
         "--to-port", type=port_number, default=defaults.UDPCHAT_PORT, help="its port"
