@@ -137,7 +137,8 @@ def test_usage_error(command: list[str]) -> None:
 
 @pytest.mark.parametrize("command", [["listen"], ["listen", "--json"]])
 def test_listen_ends_with_3_on_shutdown(server: ServerThread, command: list[str]) -> None:
-    proc = spawn(*command, "--port", str(server.port))
+    # Without --no-reconnect it would reconnect and exit 3 only on giving up (test_reconnect.py).
+    proc = spawn(*command, "--no-reconnect", "--port", str(server.port))
     first_line(proc)
     server.stop()
     code, err = finish(proc)
@@ -147,7 +148,7 @@ def test_listen_ends_with_3_on_shutdown(server: ServerThread, command: list[str]
 @pytest.mark.parametrize("command", [["listen"], ["chat", "--nick", "x"]])
 def test_a_lost_connection_ends_with_3(server_process: ServerProcess, command: list[str]) -> None:
     proc = subprocess.Popen(
-        switchboard_command(*command, "--port", str(server_process.port)),
+        switchboard_command(*command, "--no-reconnect", "--port", str(server_process.port)),
         stdin=subprocess.PIPE,  # left open: chat waits for lines until the server goes
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -173,7 +174,7 @@ def test_a_lost_connection_ends_with_3(server_process: ServerProcess, command: l
 
 def test_chat_ends_with_3_on_shutdown(server: ServerThread) -> None:
     proc = subprocess.Popen(
-        switchboard_command("chat", "--nick", "bot", "--port", str(server.port)),
+        switchboard_command("chat", "--nick", "bot", "--no-reconnect", "--port", str(server.port)),
         stdin=subprocess.PIPE,  # left open: the chat waits for lines until the server goes
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
