@@ -133,12 +133,15 @@ class ReverseClient:
                     # The server turns a connection away at once, before reading a line: a
                     # refusal can only be the first line (whatever we have sent meanwhile).
                     first = self._answers == 0
-                    self._answers += 1
-                    self._progress.notify_all()
                 if first and text in REFUSALS:
                     self._refusal = text.removeprefix(ERROR_PREFIX)
-                    continue  # said once, as the reason we could not get in (_outcome)
-                self._print(f"{SERVER_PREFIX}{text}")
+                else:
+                    self._print(f"{SERVER_PREFIX}{text}")
+                # Counted once printed: the terminal's next prompt waits for the count, and
+                # must come after the answer, not be drawn while the answer is printed.
+                with self._progress:
+                    self._answers += 1
+                    self._progress.notify_all()
         finally:
             reader.close()
             with self._progress:
