@@ -94,6 +94,9 @@ RECONNECT_MAX_S: Final = 30.0
 RECONNECT_GIVE_UP_S: Final = 300.0
 #: Seconds the server gives clients to receive SHUTDOWN before it closes everything.
 SHUTDOWN_GRACE_S: Final = 1.0
+#: Its bound (``--shutdown-grace``): past an hour a stopping server looks hung to whoever
+#: stops it, and a service manager kills it anyway (systemd waits 90 s by default).
+MAX_SHUTDOWN_GRACE_S: Final = 3600.0
 
 #: Requests per second one connection may sustain (token bucket; 0 turns the limit off),
 #: and the burst it may send at once.  A person issues a few per second and the lab's
@@ -158,6 +161,12 @@ UNAUTHENTICATED_SHARE: Final = 0.5
 #: interval.  (Linux's printk_ratelimit: 10 per 5 s.)
 LOG_REPEAT_BURST: Final = 5
 LOG_REPEAT_INTERVAL_S: Final = 5.0
+#: Their bounds (``--log-repeat-burst``, ``--log-repeat-interval``): a million lines per
+#: interval is no summary any more; an interval under 0.1 s summarises nothing, and over a
+#: day a count is logged too late to tell anyone anything.
+MAX_LOG_REPEAT_BURST: Final = 1_000_000
+MIN_LOG_REPEAT_INTERVAL_S: Final = 0.1
+MAX_LOG_REPEAT_INTERVAL_S: Final = 86_400.0
 #: Sources summarised at once in the server-wide table, and kinds of line per client (each
 #: error code is a kind); past either, the oldest run's count is logged and it is dropped.
 LOG_REPEAT_SOURCES: Final = 1024

@@ -1,17 +1,16 @@
-"""docs/switchboard.example.toml against the settings' one source (server/config.py, which
-reads its defaults from defaults.py): every setting named, each at its default, and nothing
-else.  The list of settings comes from the code, so a new one fails here by name until the
-example shows it."""
+"""docs/switchboard.example.toml against the settings' one declaration (``SETTINGS``, from
+server/config.py, which reads its defaults from defaults.py): every setting named, each at
+its default, and nothing else.  The list of settings comes from the code, so a new one
+fails here by name until the example shows it."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from switchboard.server.config import ServerConfig, read_toml
+from switchboard.server.config import SETTINGS, ServerConfig, read_toml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "switchboard.example.toml"
 #: ``# key = value``: a setting shown commented out.
@@ -19,12 +18,9 @@ COMMENTED = re.compile(r"^#\s*([a-z][a-z_-]*)\s*=\s*(.+)$")
 
 
 def settings() -> dict[str, Any]:
-    """Every setting and its default; ``dataclasses.MISSING`` where there is no fixed one
-    (a default computed at start, such as this host's name)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(ServerConfig):
-        out[f.name] = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
-    return out
+    """Every setting and its default; None where there is no fixed one (a default computed
+    at start, such as this host's name)."""
+    return {s.name: s.default for s in SETTINGS}
 
 
 def commented_settings() -> dict[str, Any]:
@@ -51,7 +47,7 @@ def test_every_setting_is_in_the_example_and_nothing_else() -> None:
 def test_values_are_the_defaults_and_only_settings_without_one_are_commented_out() -> None:
     given = read_toml(EXAMPLE)
     for name, default in settings().items():
-        if default is None or default is dataclasses.MISSING:
+        if default is None:
             assert name not in given, f"{name} has no default value: show it commented out"
             continue
         assert name in given, f"{name} is commented out but has a default ({default!r})"

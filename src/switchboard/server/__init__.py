@@ -3,6 +3,6 @@
 (handlers), heartbeats (heartbeat) and structured logs (logs)."""
 
 from .app import SwitchboardServer, run
-from .config import ConfigError, ServerConfig
+from .config import SETTINGS, ConfigError, ServerConfig, Setting
 
-__all__ = ["ConfigError", "ServerConfig", "SwitchboardServer", "run"]
+__all__ = ["SETTINGS", "ConfigError", "ServerConfig", "Setting", "SwitchboardServer", "run"]

@@ -1,11 +1,28 @@
-"""The server's settings: defaults from switchboard.defaults, a TOML file, then the command line."""
+"""The server's settings, each declared once, as a field of ``ServerConfig``.
+
+A setting's declaration (``setting(...)`` below) gives its default, help text, bounds and
+whether it is one of the limits the docs tabulate; its name and type are the field's.  From
+that one list come the ``switchboard serve`` options (``--max-clients``, built by
+cli/serve.py from ``SETTINGS``), the TOML keys of a ``--config`` file (``max-clients``, or
+``max_clients``), the checks and their messages, and the tests that keep README.md,
+docs/PROTOCOL.md, docs/SECURITY.md and docs/switchboard.example.toml in step
+(tests/unit/test_settings_docs.py, tests/unit/test_example_config.py).  The values come from
+switchboard.defaults.
+
+Precedence: the command line, then $SWITCHBOARD_HOST/$SWITCHBOARD_PORT (the settings with an
+``env``), then the TOML file, then the default.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import socket
 import tomllib
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,107 +34,266 @@ class ConfigError(ValueError):
     """A setting is missing, unknown or out of range."""
 
 
+def _number(x: float) -> str:
+    """``65536``, ``4294967295``, ``0.1``, ``10``: as a person writes it (``:g`` alone writes
+    4294967295 as 4.29497e+09)."""
+    if isinstance(x, float) and not (math.isfinite(x) and x.is_integer()):
+        return f"{x:g}"
+    return str(int(x))
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One server setting: everything the options, the TOML loader, the checks and the docs
+    need to know about it.  ``name`` and ``kind`` come from its ``ServerConfig`` field."""
+
+    help: str
+    #: The field's name (``max_clients``) and its type, less ``None`` (``int``).
+    name: str = ""
+    kind: type = object
+    default: Any = None
+    #: A short option besides the long one (``-H``).
+    short: str | None = None
+    metavar: str | None = None
+    #: Bounds (of the value; of its UTF-8 length for a string), both inclusive.
+    minimum: float | None = None
+    maximum: float | None = None
+    #: Above zero, with no other bound (a timeout).
+    positive: bool = False
+    #: What 0 means when it is allowed and special ("off").
+    zero_means: str | None = None
+    #: The unit the messages name ("seconds", "bytes").
+    unit: str = ""
+    #: The values allowed, compared without case (and stored in lower case).
+    choices: tuple[str, ...] = ()
+    #: The environment variable read when the command line does not give it.
+    env: str | None = None
+    #: The default as --help says it, where it is not a fixed value ("this host's name").
+    default_text: str | None = None
+    #: A bound on what clients can cost: each limits table in the docs names it.
+    limit: bool = False
+
+    @property
+    def key(self) -> str:
+        """The TOML key (``max-clients``; ``max_clients`` is read as well)."""
+        return self.name.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The command-line options: ``("-H", "--host")``, ``("--max-clients",)``."""
+        long = f"--{self.key}"
+        return (self.short, long) if self.short else (long,)
+
+    def bounds_text(self) -> str:
+        """``0.1-86400 seconds``, ``at least 1``, ``0 (off) or more``, ``positive``."""
+        unit = f" {self.unit}" if self.unit else ""
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None:
+            return f"{_number(lo)}-{_number(hi)}{unit}"
+        if self.positive:
+            return "positive"
+        if lo == 0:
+            return f"0 ({self.zero_means}) or more" if self.zero_means else "0 or more"
+        if lo is not None:
+            return f"at least {_number(lo)}"
+        return ""
+
+    def help_text(self) -> str:
+        """The --help line: the help, then the range and the default in parentheses."""
+        parts = []
+        if self.minimum is not None and self.maximum is not None and self.kind is not str:
+            parts.append(f"{_number(self.minimum)}-{_number(self.maximum)}")
+        shown = self.default_text
+        if shown is None and self.default is not None and self.kind is not bool:
+            shown = _number(self.default) if self.kind is float else str(self.default)
+        if shown is not None:
+            parts.append(f"default ${self.env} or {shown}" if self.env else f"default {shown}")
+        return f"{self.help} ({', '.join(parts)})" if parts else self.help
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` cannot be this setting's value, or None if it can."""
+        if value is None:
+            return None
+        if self.choices:
+            if str(value).lower() in self.choices:
+                return None
+            allowed = ", ".join(repr(c) for c in self.choices[:-1])
+            return f"{self.name} must be {allowed} or {self.choices[-1]!r}, not {value!r}"
+        if self.kind is str:
+            measure: float = len(str(value).encode())
+            shown = str(int(measure))
+        else:
+            measure = value
+            shown = _number(value)
+        lo, hi = self.minimum, self.maximum
+        ok = (
+            (lo is None or measure >= lo)
+            and (hi is None or measure <= hi)
+            and (not self.positive or measure > 0)
+        )
+        if ok and not (self.kind is float and not math.isfinite(measure)):
+            return None
+        if ok:  # infinite, with no upper bound to name
+            return f"{self.name} must be a finite number of {self.unit or 'units'}, not {shown}"
+        return f"{self.name} must be {self.bounds_text()}, not {shown}"
+
+
+def setting(
+    default: Any = None, *, factory: Callable[[], Any] | None = None, **declaration: Any
+) -> Any:
+    """Declare a ``ServerConfig`` field as a setting (``declaration``: ``Setting``'s fields)."""
+    spec = Setting(default=default, **declaration)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"setting": spec})
+    return dataclasses.field(default=default, metadata={"setting": spec})
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Everything a running server needs to know; validated on construction."""
+    """Everything a running server needs to know; validated on construction.
 
-    host: str = defaults.HOST
-    port: int = defaults.PORT
-    name: str = field(default_factory=socket.gethostname)
-    max_clients: int = defaults.MAX_CLIENTS
-    max_per_address: int = defaults.MAX_PER_ADDRESS
-    max_per_prefix: int = defaults.MAX_PER_PREFIX
-    limit_loopback: bool = defaults.LIMIT_LOOPBACK
+    Each field is one setting, declared here once (see the module docstring)."""
+
+    host: str = setting(
+        defaults.HOST, short="-H", env=defaults.ENV_HOST,
+        help="address to bind; '::' for IPv6, '0.0.0.0' for every IPv4 address",
+    )  # fmt: skip
+    port: int = setting(
+        defaults.PORT, short="-p", env=defaults.ENV_PORT, minimum=0, maximum=65535,
+        help="TCP port; 0 picks a free one",
+    )  # fmt: skip
+    name: str = setting(
+        factory=socket.gethostname, minimum=1, maximum=255, unit="bytes of UTF-8",
+        default_text="this host's name", help="server name sent to clients",
+    )  # fmt: skip
+    max_clients: int = setting(
+        defaults.MAX_CLIENTS, minimum=1, metavar="N", limit=True,
+        help="clients admitted at once",
+    )  # fmt: skip
+    max_per_address: int = setting(
+        defaults.MAX_PER_ADDRESS, minimum=1, metavar="N", limit=True,
+        help="connections one address may hold; loopback exempt unless --limit-loopback",
+    )  # fmt: skip
+    max_per_prefix: int = setting(
+        defaults.MAX_PER_PREFIX, minimum=1, metavar="N", limit=True,
+        help=f"connections one /{defaults.PREFIX_IPV4} (IPv4) or /{defaults.PREFIX_IPV6} (IPv6) "
+        "may hold; loopback exempt unless --limit-loopback",
+    )  # fmt: skip
+    limit_loopback: bool = setting(
+        defaults.LIMIT_LOOPBACK,
+        help="apply --max-per-address/--max-per-prefix to loopback peers too",
+    )
     #: None: defaults.UNAUTHENTICATED_SHARE of max_clients (see ``unauthenticated_limit``).
-    max_unauthenticated: int | None = None
-    heartbeat: float = defaults.HEARTBEAT_S
-    max_frame: int = defaults.MAX_FRAME
-    max_text: int = defaults.MAX_TEXT
-    history: int = defaults.ROOM_HISTORY
-    history_bytes: int = defaults.HISTORY_BYTES
-    max_rooms: int = defaults.MAX_ROOMS
-    max_rooms_per_client: int = defaults.MAX_ROOMS_PER_CLIENT
-    write_high_water: int = defaults.WRITE_HIGH_WATER
-    write_hard_limit: int = defaults.WRITE_HARD_LIMIT
-    shutdown_grace: float = defaults.SHUTDOWN_GRACE_S
-    rate: float = defaults.RATE
-    burst: int = defaults.BURST
-    handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT_S
-    frame_timeout: float = defaults.FRAME_TIMEOUT_S
-    auth_token_file: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    log_level: str = "info"
-    log_format: str = "text"
-    log_repeat_burst: int = defaults.LOG_REPEAT_BURST
-    log_repeat_interval: float = defaults.LOG_REPEAT_INTERVAL_S
+    max_unauthenticated: int | None = setting(
+        None, minimum=1, metavar="N", limit=True,
+        default_text=f"{defaults.UNAUTHENTICATED_SHARE * 100:g}% of --max-clients",
+        help="with tokens: connections that may wait to authenticate at once; one more "
+        "closes the oldest waiting",
+    )  # fmt: skip
+    heartbeat: float = setting(
+        defaults.HEARTBEAT_S, minimum=defaults.MIN_HEARTBEAT_S, maximum=defaults.MAX_HEARTBEAT_S,
+        unit="seconds", metavar="SECONDS", limit=True,
+        help=f"PING after this much silence; close after {defaults.HEARTBEAT_MISSES}x",
+    )  # fmt: skip
+    max_frame: int = setting(
+        defaults.MAX_FRAME, minimum=HEADER_SIZE + 64, maximum=0xFFFFFFFF,  # a u32 length
+        unit="bytes", metavar="BYTES", limit=True,
+        help="largest frame accepted, header included",
+    )  # fmt: skip
+    max_text: int = setting(
+        defaults.MAX_TEXT, minimum=1, metavar="BYTES", limit=True,
+        help="longest message text in UTF-8 bytes",
+    )  # fmt: skip
+    history: int = setting(
+        defaults.ROOM_HISTORY, minimum=0, metavar="N", limit=True,
+        help="messages each room keeps for replay",
+    )  # fmt: skip
+    history_bytes: int = setting(
+        defaults.HISTORY_BYTES, minimum=0, metavar="BYTES", limit=True,
+        help="history all rooms keep together; past it the least recently active rooms "
+        "lose their oldest messages",
+    )  # fmt: skip
+    max_rooms: int = setting(
+        defaults.MAX_ROOMS, minimum=1, metavar="N", limit=True,
+        help="rooms on the server at once",
+    )  # fmt: skip
+    max_rooms_per_client: int = setting(
+        defaults.MAX_ROOMS_PER_CLIENT, minimum=1, metavar="N", limit=True,
+        help="rooms one connection may be in",
+    )  # fmt: skip
+    write_high_water: int = setting(
+        defaults.WRITE_HIGH_WATER, minimum=1, metavar="BYTES", limit=True,
+        help="bytes queued for a client above which SENDs to it get RECIPIENT_BUSY",
+    )  # fmt: skip
+    write_hard_limit: int = setting(
+        defaults.WRITE_HARD_LIMIT, minimum=1, metavar="BYTES", limit=True,
+        help="bytes queued for a client at which it is disconnected as too slow",
+    )  # fmt: skip
+    shutdown_grace: float = setting(
+        defaults.SHUTDOWN_GRACE_S, minimum=0, maximum=defaults.MAX_SHUTDOWN_GRACE_S,
+        unit="seconds", metavar="SECONDS", limit=True,
+        help="on shutdown, the time clients get to receive SHUTDOWN before every "
+        "connection is closed",
+    )  # fmt: skip
+    rate: float = setting(
+        defaults.RATE, minimum=0, zero_means="off", unit="requests per second",
+        metavar="PER_SECOND", limit=True,
+        help="requests/s one connection may sustain, 0 = unlimited",
+    )  # fmt: skip
+    burst: int = setting(
+        defaults.BURST, minimum=1, metavar="N", limit=True,
+        help="requests one connection may send at once",
+    )  # fmt: skip
+    handshake_timeout: float = setting(
+        defaults.HANDSHAKE_TIMEOUT_S, positive=True, unit="seconds", metavar="SECONDS",
+        limit=True,
+        help="with tokens: close clients that have not authenticated after this long; "
+        "with TLS: the time a TLS handshake may take",
+    )  # fmt: skip
+    frame_timeout: float = setting(
+        defaults.FRAME_TIMEOUT_S, positive=True, unit="seconds", metavar="SECONDS", limit=True,
+        help="close a connection whose frame stays half-sent this long",
+    )  # fmt: skip
+    auth_token_file: str | None = setting(
+        None, metavar="FILE",
+        help="require clients to present one of these tokens (one per line) in HELLO",
+    )  # fmt: skip
+    tls_cert: str | None = setting(
+        None, metavar="FILE", help="serve TLS with this certificate (PEM; with --tls-key)"
+    )
+    tls_key: str | None = setting(None, metavar="FILE", help="the certificate's private key (PEM)")
+    log_level: str = setting(
+        "info", choices=("debug", "info", "warning", "error", "critical"), help="log verbosity"
+    )
+    log_format: str = setting(
+        "text", choices=("text", "json"),
+        help="log line format: one line of text, or one JSON object, per event",
+    )  # fmt: skip
+    log_repeat_burst: int = setting(
+        defaults.LOG_REPEAT_BURST, minimum=1, maximum=defaults.MAX_LOG_REPEAT_BURST,
+        metavar="N", limit=True,
+        help="lines of one kind from one client or network logged in full per interval; "
+        "the rest are counted",
+    )  # fmt: skip
+    log_repeat_interval: float = setting(
+        defaults.LOG_REPEAT_INTERVAL_S, minimum=defaults.MIN_LOG_REPEAT_INTERVAL_S,
+        maximum=defaults.MAX_LOG_REPEAT_INTERVAL_S, unit="seconds", metavar="SECONDS",
+        limit=True, help="the interval of --log-repeat-burst",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
-        checks = [
-            (0 <= self.port <= 65535, f"port must be 0-65535, not {self.port}"),
-            (self.max_clients >= 1, f"max_clients must be at least 1, not {self.max_clients}"),
-            (
-                self.max_per_address >= 1,
-                f"max_per_address must be at least 1, not {self.max_per_address}",
-            ),
-            (
-                self.max_per_prefix >= 1,
-                f"max_per_prefix must be at least 1, not {self.max_per_prefix}",
-            ),
-            (
-                self.max_unauthenticated is None or self.max_unauthenticated >= 1,
-                f"max_unauthenticated must be at least 1, not {self.max_unauthenticated}",
-            ),
-            (
-                defaults.MIN_HEARTBEAT_S <= self.heartbeat <= defaults.MAX_HEARTBEAT_S,
-                f"heartbeat must be {defaults.MIN_HEARTBEAT_S:g}-{defaults.MAX_HEARTBEAT_S:g} "
-                f"seconds, not {self.heartbeat:g}",
-            ),
-            (
-                HEADER_SIZE + 64 <= self.max_frame <= 0xFFFFFFFF,
-                f"max_frame must be {HEADER_SIZE + 64}-4294967295 bytes, not {self.max_frame}",
-            ),
-            (self.max_text >= 1, f"max_text must be at least 1, not {self.max_text}"),
-            (self.history >= 0, f"history must be 0 or more, not {self.history}"),
-            (
-                self.history_bytes >= 0,
-                f"history_bytes must be 0 or more, not {self.history_bytes}",
-            ),
-            (self.max_rooms >= 1, f"max_rooms must be at least 1, not {self.max_rooms}"),
-            (
-                self.max_rooms_per_client >= 1,
-                f"max_rooms_per_client must be at least 1, not {self.max_rooms_per_client}",
-            ),
-            (
-                0 < self.write_high_water < self.write_hard_limit,
-                "write_high_water must be positive and below write_hard_limit",
-            ),
-            (self.rate >= 0, f"rate must be 0 (off) or positive, not {self.rate}"),
-            (self.burst >= 1, f"burst must be at least 1, not {self.burst}"),
-            (self.handshake_timeout > 0, "handshake_timeout must be positive"),
-            (self.frame_timeout > 0, "frame_timeout must be positive"),
-            (
-                (self.tls_cert is None) == (self.tls_key is None),
-                "tls_cert and tls_key go together",
-            ),
-            (self.log_format in ("text", "json"), "log_format must be 'text' or 'json'"),
-            (
-                1 <= self.log_repeat_burst <= 1_000_000,
-                f"log_repeat_burst must be 1-1000000, not {self.log_repeat_burst}",
-            ),
-            (
-                0.1 <= self.log_repeat_interval <= 86_400,
-                f"log_repeat_interval must be 0.1-86400 seconds, not {self.log_repeat_interval:g}",
-            ),
-            (
-                self.log_level.lower() in ("debug", "info", "warning", "error", "critical"),
-                f"unknown log level {self.log_level!r}",
-            ),
-            (0 < len(self.name.encode()) <= 255, "name must be 1-255 bytes of UTF-8"),
-        ]
-        for ok, message in checks:
-            if not ok:
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            message = s.problem(value)
+            if message is not None:
                 raise ConfigError(message)
+            if s.choices:
+                object.__setattr__(self, s.name, value.lower())
+        # Settings that bound one another.
+        if self.write_high_water >= self.write_hard_limit:
+            raise ConfigError("write_high_water must be positive and below write_hard_limit")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together")
 
     @property
     def unauthenticated_limit(self) -> int:
@@ -133,47 +309,29 @@ class ServerConfig:
         if path is not None:
             values.update(read_toml(Path(path)))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - set(BY_NAME))
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        for f in dataclasses.fields(cls):
-            if f.name in values:
-                values[f.name] = _coerce(f.name, values[f.name], _FIELD_TYPES[f.name])
-        return cls(**values)
+        return cls(**{k: _coerce(k, v, BY_NAME[k].kind) for k, v in values.items()})
 
 
-_FIELD_TYPES: dict[str, type] = {
-    "host": str,
-    "port": int,
-    "name": str,
-    "max_clients": int,
-    "max_per_address": int,
-    "max_per_prefix": int,
-    "limit_loopback": bool,
-    "max_unauthenticated": int,
-    "heartbeat": float,
-    "max_frame": int,
-    "max_text": int,
-    "history": int,
-    "history_bytes": int,
-    "max_rooms": int,
-    "max_rooms_per_client": int,
-    "write_high_water": int,
-    "write_hard_limit": int,
-    "shutdown_grace": float,
-    "rate": float,
-    "burst": int,
-    "handshake_timeout": float,
-    "frame_timeout": float,
-    "auth_token_file": str,
-    "tls_cert": str,
-    "tls_key": str,
-    "log_level": str,
-    "log_format": str,
-    "log_repeat_burst": int,
-    "log_repeat_interval": float,
-}
+def _declared() -> tuple[Setting, ...]:
+    """The declarations of ``ServerConfig``'s fields, completed with each one's name and type."""
+    hints = typing.get_type_hints(ServerConfig)
+    out = []
+    for f in dataclasses.fields(ServerConfig):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):  # ``int | None``: the value's type is int
+            kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        if "setting" not in f.metadata:
+            raise TypeError(f"ServerConfig.{f.name} is not declared with setting()")
+        out.append(dataclasses.replace(f.metadata["setting"], name=f.name, kind=kind))
+    return tuple(out)
+
+
+#: Every setting, in the order --help lists them.
+SETTINGS: tuple[Setting, ...] = _declared()
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:
