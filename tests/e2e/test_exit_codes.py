@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
+from support.servers import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
 from switchboard.cli.exitcodes import ExitCode, epilog, table_lines
 from switchboard.cli.main import build_parser
 

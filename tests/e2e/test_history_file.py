@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from support.servers import cli_env
 
 pexpect = pytest.importorskip("pexpect")
 

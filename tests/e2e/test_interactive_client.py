@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerThread, cli_env, switchboard_command
+from support.network import free_port
+from support.servers import ServerThread, cli_env, switchboard_command
 from switchboard.cli.interactive import LEAVE_HINT
 from switchboard.client import Client
 
@@ -91,13 +91,6 @@ def finish(child: pexpect.spawn, line: str = "7") -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
-
-
-def free_port() -> int:
-    """A port where nothing listens (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the terminal ------------------------------------------------------------------------------

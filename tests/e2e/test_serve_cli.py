@@ -14,13 +14,12 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from conftest import ServerProcess, cli_env, run_cli
-
 # The hand-driven protocol peer lives with the server's integration tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_server_lifecycle import needs_ipv6
-from test_server_protocol import RawPeer
 
+from support.network import needs_ipv6
+from support.peers import RawPeer
+from support.servers import ServerProcess, cli_env, run_cli
 from switchboard.client import Client, ConnectionLost, NoSuchClient, RecipientBusy, ServerFull
 from switchboard.protocol import (
     Ack,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
+from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
 
 
 def unused_port() -> int:

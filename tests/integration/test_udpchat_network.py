@@ -7,19 +7,8 @@ import socket
 import threading
 import time
 
-from tests.integration.services_fixtures import (
-    WAIT_S,
-    LoopThread,
-    MemberFactory,
-    RelayFactory,
-    UdpChatFactory,
-    loop_thread,
-    lossy_relay,
-    member,
-    udpchat_server,
-    wait_until,
-)
-
+from support.services import LoopThread, MemberFactory, RelayFactory, UdpChatFactory
+from support.waiting import WAIT_S, wait_until
 from switchboard.services.udpchat.codec import (
     Ack,
     Chat,
@@ -40,8 +29,6 @@ from switchboard.services.udpchat.codec import (
 )
 from switchboard.services.udpchat.peer import RetrySchedule
 from switchboard.services.udpchat.relay import FaultPlan
-
-__all__ = ["loop_thread", "lossy_relay", "member", "udpchat_server"]  # fixtures for pytest
 
 FAST = {"keepalive_s": 0.2, "retry": RetrySchedule(0.1, 0.4, 8)}
 
