@@ -3,11 +3,9 @@ real server on loopback."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 
 from support.network import free_port
 from support.servers import ServerThread, cli_env, switchboard_command
+from support.terminals import spawn_terminal
 from switchboard.cli.interactive import LEAVE_HINT
 from switchboard.client import Client
 
@@ -41,24 +40,9 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     children: list[pexpect.spawn] = []
 
     def start(*args: str, **env: str) -> pexpect.spawn:
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "switchboard", "client", *args],
-            env=cli_env(
-                **{
-                    "TERM": "xterm-256color",
-                    # pexpect's terminal never answers "where is the cursor?"; without this
-                    # prompt_toolkit waits for the answer and then warns about it.
-                    "PROMPT_TOOLKIT_NO_CPR": "1",
-                    "XDG_STATE_HOME": str(tmp_path / "state"),
-                    **env,
-                }
-            ),
-            encoding="utf-8",
-            timeout=WAIT_S,
-            dimensions=(40, 120),
+        child = spawn_terminal(
+            "client", *args, state_home=tmp_path / "state", dimensions=(40, 120), **env
         )
-        child.logfile_read = io.StringIO()  # everything the terminal showed
         children.append(child)
         return child
 
