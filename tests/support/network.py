@@ -10,10 +10,12 @@ import pytest
 HOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    """A port where nothing listens (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
+def free_port(host: str = HOST, kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port where nothing listens (bound, then released): TCP, or UDP with
+    ``kind=socket.SOCK_DGRAM``; on ``host``, an IPv4 or IPv6 address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as probe:
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
