@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from support.network import free_port
+from support.waiting import wait_until
 
 HOST = "127.0.0.1"
 WAIT_S = 15.0
@@ -313,9 +314,7 @@ def test_server_releases_descriptors(reverse_service: Service) -> None:
     baseline = count()  # listener, loop internals, stdio: before any client
     for i in range(300):
         cycle(i % 3)
-    deadline = time.monotonic() + WAIT_S
-    while count() > baseline and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: count() <= baseline, WAIT_S, step=0.02)
     assert count() == baseline
 
 
