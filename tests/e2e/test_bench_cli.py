@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
+from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
 from switchboard.protocol import JoinRequest, Welcome, encode
 
 QUICK = ("--duration", "0.5", "--warmup", "0.2", "--json")

@@ -3,161 +3,23 @@ synchronised by waiting (with deadlines) for the lines they print, and one in a 
 
 from __future__ import annotations
 
-import io
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
+from support.commands import STAMP, Chat, alice_and_bob
+from support.servers import ServerProcess, ServerThread, run_cli
+from support.terminals import spawn_chat
+from support.waiting import WAIT_S
 from switchboard.cli.chat import LEAVE_HINT
 from switchboard.client import Client
 from switchboard.protocol import Message
 
-#: Seconds to wait for any expected line.
-WAIT_S = 10.0
-STAMP = r"\[\d\d:\d\d:\d\d\]"
-CONNECTED = re.compile(r"^\* connected to 'test-server' as (\S+)\(#(\d+)\)$")
-
 Factory = Callable[..., ServerProcess]
-
-
-class Chat:
-    """One piped ``switchboard chat``: write lines to it, wait for the lines it prints."""
-
-    def __init__(self, port: int, nick: str, *args: str) -> None:
-        self.nick = nick
-        self.proc = subprocess.Popen(
-            switchboard_command("chat", "--port", str(port), "--nick", nick, *args),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            env=cli_env(),
-        )
-        self.lines: list[str] = []
-        self._new: queue.Queue[str | None] = queue.Queue()
-        self._seen = 0
-        self.stderr = ""
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.client_id = 0
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._new.put(line.rstrip("\n"))
-        self._new.put(None)
-
-    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
-        """The next line (after the last one matched) that matches ``pattern``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._seen < len(self.lines):
-                line = self.lines[self._seen]
-                self._seen += 1
-                match = regex.search(line)
-                if match:
-                    return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{self.nick}: no line matching {pattern!r}:\n{self.text()}")
-            try:
-                line_or_end = self._new.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line_or_end is None:
-                self._new.put(None)
-                if self._seen == len(self.lines):
-                    raise AssertionError(
-                        f"{self.nick} ended without {pattern!r}:\n{self.text()}\n{self.stderr}"
-                    )
-                continue
-            self.lines.append(line_or_end)
-
-    def joined(self) -> Chat:
-        """Wait until connected and in its room; remembers its client id."""
-        match = self.expect(CONNECTED.pattern)
-        self.client_id = int(match.group(2))
-        self.expect(r"^\* you joined ")
-        return self
-
-    def say(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def say_bytes(self, raw: bytes) -> None:
-        """A line as raw bytes (not necessarily UTF-8)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.flush()
-        self.proc.stdin.buffer.write(raw + b"\n")
-        self.proc.stdin.buffer.flush()
-
-    def finish(self, timeout: float = WAIT_S) -> int:
-        """Close stdin (end of input), wait for the exit; the exit code."""
-        assert self.proc.stdin is not None
-        if not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        return self.wait(timeout)
-
-    def wait(self, timeout: float = WAIT_S) -> int:
-        code = self.proc.wait(timeout)
-        assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
-        # Collect everything printed before the exit.
-        while True:
-            try:
-                item = self._new.get(timeout=WAIT_S)
-            except queue.Empty:
-                break
-            if item is None:
-                break
-            self.lines.append(item)
-        return code
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def count(self, pattern: str) -> int:
-        regex = re.compile(pattern)
-        return sum(1 for line in self.lines if regex.search(line))
-
-
-@pytest.fixture
-def chats() -> Iterator[Callable[..., Chat]]:
-    started: list[Chat] = []
-
-    def start(port: int, nick: str, *args: str) -> Chat:
-        chat = Chat(port, nick, *args)
-        started.append(chat)
-        return chat
-
-    yield start
-    for chat in started:
-        if chat.proc.poll() is None:
-            chat.proc.kill()
-            chat.proc.wait(WAIT_S)
-        for stream in (chat.proc.stdin, chat.proc.stdout, chat.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
-
-
-def alice_and_bob(chats: Callable[..., Chat], port: int) -> tuple[Chat, Chat]:
-    """alice, then bob, in the lobby; returns once alice has seen bob join."""
-    alice = chats(port, "alice").joined()
-    bob = chats(port, "bob").joined()
-    alice.expect(rf"^\* bob\(#{bob.client_id}\) joined lobby$")
-    return alice, bob
 
 
 def line_of(chat: Chat, text: str) -> str:
@@ -388,27 +250,6 @@ def test_several_rooms_name_the_room_and_lines_go_to_the_current_one(
 
 
 # --- a real terminal --------------------------------------------------------------------------
-
-
-def spawn_chat(port: int, nick: str, tmp_path: Path, *args: str) -> Any:
-    """``switchboard chat ARGS`` in a 30x120 pseudo-terminal (pexpect)."""
-    import pexpect
-
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "switchboard", "chat", "--port", str(port), "--nick", nick, *args],
-        env=cli_env(
-            TERM="xterm-256color",
-            # pexpect's terminal never answers "where is the cursor?"
-            PROMPT_TOOLKIT_NO_CPR="1",
-            XDG_STATE_HOME=str(tmp_path / "state"),
-        ),
-        encoding="utf-8",
-        timeout=WAIT_S,
-        dimensions=(30, 120),
-    )
-    child.logfile_read = io.StringIO()
-    return child
 
 
 def test_a_line_arriving_while_typing_leaves_the_typed_text_intact(

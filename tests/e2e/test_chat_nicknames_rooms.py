@@ -4,33 +4,19 @@ and the line a nickname change shows; piped clients in subprocesses and one in a
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_chat_cli import STAMP, WAIT_S, Chat, alice_and_bob, spawn_chat
 
-from conftest import ServerProcess, ServerThread
+from support.commands import STAMP, Chat, alice_and_bob
+from support.servers import ServerProcess, ServerThread
+from support.terminals import spawn_chat
+from support.waiting import WAIT_S
 from switchboard.client import Client
 from switchboard.protocol import Message
 
 Factory = Callable[..., ServerProcess]
-
-
-@pytest.fixture
-def chats() -> Iterator[Callable[..., Chat]]:
-    started: list[Chat] = []
-
-    def start(port: int, nick: str, *args: str) -> Chat:
-        chat = Chat(port, nick, *args)
-        started.append(chat)
-        return chat
-
-    yield start
-    for chat in started:
-        if chat.proc.poll() is None:
-            chat.proc.kill()
-            chat.proc.wait(WAIT_S)
 
 
 def test_msg_by_nickname_and_unknown_nickname(

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_chat_cli import WAIT_S, spawn_chat
 
-from conftest import ServerThread
+from support.servers import ServerThread
+from support.terminals import spawn_chat
+from support.waiting import WAIT_S
 from switchboard.client import Client
 from switchboard.protocol import Message
 

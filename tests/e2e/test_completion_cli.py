@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_cli
+from support.servers import run_cli
 
 
 def bash_complete(script: str, *words: str) -> list[str]:

@@ -26,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.services_fixtures import (
-    LoopThread,
-    UdpChatFactory,
-    loop_thread,
-    udpchat_server,
-)
-from tests.integration.test_server_protocol import RawPeer
 
+from support.peers import RawPeer
+from support.services import LoopThread, UdpChatFactory
 from switchboard.client import Client
 from switchboard.protocol import (
     HEADER_SIZE,
@@ -83,8 +78,6 @@ from switchboard.protocol.messages import (
     TimeOk,
 )
 from switchboard.services.udpchat import codec as udp
-
-__all__ = ["loop_thread", "udpchat_server"]  # fixtures for pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LUA = REPO / "tools" / "wireshark" / "switchboard.lua"

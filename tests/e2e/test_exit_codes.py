@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
+from support.network import free_port
+from support.servers import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
 from switchboard.cli.exitcodes import ExitCode, epilog, table_lines
 from switchboard.cli.main import build_parser
 
 HOST = "127.0.0.1"
 WAIT_S = 15.0
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
@@ -104,7 +97,7 @@ def test_refused_in_a_piped_menu_session(server: ServerThread) -> None:
     ],
 )
 def test_no_session_when_nothing_listens(command: list[str]) -> None:
-    result = run_cli(*command, port=closed_port(), input="time\n")
+    result = run_cli(*command, port=free_port(), input="time\n")
     assert result.returncode == ExitCode.NO_SESSION, result
     assert "Traceback" not in result.stderr
 
@@ -121,7 +114,7 @@ def test_the_piped_menu_client_that_never_connected_says_so_in_its_exit_code(
     result = run_cli("client", input=f"connect {HOST} {secured.port}\ntime\n")
     assert result.returncode == ExitCode.NO_SESSION, result
     assert "--token" in result.stdout
-    unreachable = run_cli("client", input=f"connect {HOST} {closed_port()}\ntime\n")
+    unreachable = run_cli("client", input=f"connect {HOST} {free_port()}\ntime\n")
     assert unreachable.returncode == ExitCode.NO_SESSION, unreachable
 
 

@@ -4,34 +4,20 @@ with a notice.  Run in a real pseudo-terminal, as a person would."""
 
 from __future__ import annotations
 
-import io
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from support.terminals import spawn_terminal
 
 pexpect = pytest.importorskip("pexpect")
-
-WAIT_S = 10.0
 
 
 def run_client_session(state_home: Path, *lines: str) -> str:
     """``switchboard client`` in a pseudo-terminal: type ``lines``, then leave; the screen."""
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "switchboard", "client"],
-        env=cli_env(
-            TERM="xterm-256color", PROMPT_TOOLKIT_NO_CPR="1", XDG_STATE_HOME=str(state_home)
-        ),
-        encoding="utf-8",
-        timeout=WAIT_S,
-        dimensions=(40, 120),
-    )
-    child.logfile_read = io.StringIO()
+    child = spawn_terminal("client", state_home=state_home, dimensions=(40, 120))
     try:
         child.expect_exact("]>")
         for line in lines:

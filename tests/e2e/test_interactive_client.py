@@ -3,18 +3,17 @@ real server on loopback."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import ServerThread, cli_env, switchboard_command
+from support.network import free_port
+from support.servers import ServerThread, cli_env, switchboard_command
+from support.terminals import spawn_terminal
 from switchboard.cli.interactive import LEAVE_HINT
 from switchboard.client import Client
 
@@ -41,24 +40,9 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     children: list[pexpect.spawn] = []
 
     def start(*args: str, **env: str) -> pexpect.spawn:
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "switchboard", "client", *args],
-            env=cli_env(
-                **{
-                    "TERM": "xterm-256color",
-                    # pexpect's terminal never answers "where is the cursor?"; without this
-                    # prompt_toolkit waits for the answer and then warns about it.
-                    "PROMPT_TOOLKIT_NO_CPR": "1",
-                    "XDG_STATE_HOME": str(tmp_path / "state"),
-                    **env,
-                }
-            ),
-            encoding="utf-8",
-            timeout=WAIT_S,
-            dimensions=(40, 120),
+        child = spawn_terminal(
+            "client", *args, state_home=tmp_path / "state", dimensions=(40, 120), **env
         )
-        child.logfile_read = io.StringIO()  # everything the terminal showed
         children.append(child)
         return child
 
@@ -91,13 +75,6 @@ def finish(child: pexpect.spawn, line: str = "7") -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
-
-
-def free_port() -> int:
-    """A port where nothing listens (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the terminal ------------------------------------------------------------------------------

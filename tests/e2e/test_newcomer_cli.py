@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import ServerThread, cli_env, run_cli
+from support.servers import ServerThread, cli_env, run_cli
 from switchboard.client import Client
 
 HOST = "127.0.0.1"

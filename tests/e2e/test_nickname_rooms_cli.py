@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
-from test_oneshot_cli import Follower, assert_one_clear_error_line
 
-from conftest import ServerThread, run_cli
+from support.commands import Follower, assert_one_clear_error_line
+from support.servers import ServerThread, run_cli
 from switchboard import defaults
 from switchboard.client import Client
 from switchboard.protocol import Message

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import queue
 import re
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from conftest import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
+from support.commands import Follower, assert_one_clear_error_line
+from support.network import free_port
+from support.servers import ServerProcess, ServerThread, cli_env, run_cli
 from switchboard.client import Client
 from switchboard.protocol import FrameDecoder, Message, Receipt, ReceiptStatus, encode
 from switchboard.protocol import Welcome as WelcomeFrame
@@ -28,73 +29,6 @@ TEXT = "你好，世界！👋🏽🎉 Grüße"
 
 def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return result.stdout.splitlines()
-
-
-def assert_one_clear_error_line(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
-    assert result.returncode == exit_code, (result.returncode, result.stdout, result.stderr)
-    err = result.stderr.strip()
-    assert err and "\n" not in err, result.stderr
-    assert "Traceback" not in result.stderr
-    assert err.startswith("switchboard")
-    return err
-
-
-class Follower:
-    """A long-running CLI command whose stdout lines are read with deadlines."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            switchboard_command(*args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(),
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def line(self, timeout: float = 10) -> str:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output line within {timeout}s") from None
-        assert line is not None, "the command ended: " + self.stderr()
-        return line
-
-    def stderr(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read()
-
-    def wait(self, timeout: float = 10) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def follow() -> Iterator[Callable[..., Follower]]:
-    started: list[Follower] = []
-
-    def start(*args: str) -> Follower:
-        f = Follower(*args)
-        started.append(f)
-        return f
-
-    yield start
-    for f in started:
-        f.stop()
 
 
 # --- time -------------------------------------------------------------------------------------
@@ -395,12 +329,6 @@ def test_listen_neutralises_bidi_controls_a_peer_sent(
 # --- connection failures and the environment ------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     "args",
     [["time"], ["name"], ["list", "--json"], ["send", "1", "x"], ["listen"]],
@@ -413,31 +341,12 @@ def test_connection_refused_is_one_line_and_exit_2(args: list[str]) -> None:
     assert result.stdout == ""
 
 
-def test_connect_timeout_is_one_line_and_exit_2() -> None:
+def test_connect_timeout_is_one_line_and_exit_2(unanswered_port: int) -> None:
     # A listener that never accepts, with its accept queue full: the SYN goes unanswered.
-    with socket.socket() as listener:
-        listener.bind((HOST, 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = []
-        try:
-            for _ in range(10):
-                s = socket.socket()
-                fillers.append(s)
-                s.settimeout(0.3)
-                try:
-                    s.connect((HOST, port))
-                except TimeoutError:
-                    break
-            else:
-                pytest.skip("could not fill the accept queue here")
-            start = time.monotonic()
-            # Bounded by --timeout (5 s without it).
-            result = run_cli("name", "--timeout", "0.5", port=port, timeout=30)
-            elapsed = time.monotonic() - start
-        finally:
-            for s in fillers:
-                s.close()
+    start = time.monotonic()
+    # Bounded by --timeout (5 s without it).
+    result = run_cli("name", "--timeout", "0.5", port=unanswered_port, timeout=30)
+    elapsed = time.monotonic() - start
     err = assert_one_clear_error_line(result, 2)
     assert "timed out" in err
     assert elapsed < 4.5  # not the default 5 s

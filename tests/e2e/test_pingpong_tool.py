@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from support.network import free_port
 
 SOURCE = Path(__file__).resolve().parents[2] / "tools" / "latency" / "pingpong.c"
 REPORT = re.compile(
@@ -28,12 +29,6 @@ def pingpong(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [gcc, "-O2", "-Wall", "-Werror", "-o", str(binary), str(SOURCE)], check=True, timeout=60
     )
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, server: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

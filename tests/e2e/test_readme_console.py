@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, cli_env, spawn_logged, switchboard_command
+from support.servers import ServerProcess, cli_env, spawn_logged, switchboard_command
 from switchboard.client import Client
 
 README = Path(__file__).resolve().parents[2] / "README.md"

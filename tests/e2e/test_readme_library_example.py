@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ServerThread, cli_env
+from support.servers import ServerThread, cli_env
 from switchboard.client import Client
 
 README = Path(__file__).resolve().parents[2] / "README.md"

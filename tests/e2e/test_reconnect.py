@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
-import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_chat_cli import Chat, spawn_chat
 
-from conftest import ServerProcess, cli_env, spawn_logged, switchboard_command
+from support.commands import Chat, Follower
+from support.servers import ServerProcess, spawn_logged, switchboard_command
+from support.terminals import spawn_chat
 from switchboard.client import Client
 from switchboard.protocol import Message
 
@@ -40,64 +38,6 @@ def servers() -> Iterator[list[ServerProcess]]:
     yield started
     for sp in started:
         sp.stop(signal.SIGKILL)
-
-
-class Lines:
-    """A long-running command; its stdout read line by line with deadlines."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            switchboard_command(*args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(),
-        )
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def expect(self, pattern: str, timeout: float = WAIT_S) -> re.Match[str]:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                seen = "\n".join(self.seen)
-                raise AssertionError(f"no line matching {pattern!r}:\n{seen}") from None
-            if line is None:
-                self._queue.put(None)
-                raise AssertionError(f"ended without {pattern!r}:\n" + "\n".join(self.seen))
-            self.seen.append(line)
-            match = regex.search(line)
-            if match:
-                return match
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def commands() -> Iterator[Callable[..., Lines]]:
-    started: list[Lines] = []
-
-    def start(*args: str) -> Lines:
-        started.append(Lines(*args))
-        return started[-1]
-
-    yield start
-    for cmd in started:
-        cmd.stop()
 
 
 def wait_in_room(port: int, nick: str, room: str) -> int:
@@ -123,12 +63,12 @@ def room_message(port: int, room: str, text: str) -> None:
 
 @pytest.mark.parametrize("how", ["killed", "shut down"])
 def test_listen_reconnects_to_a_restarted_server(
-    servers: list[ServerProcess], commands: Callable[..., Lines], how: str
+    servers: list[ServerProcess], follow: Callable[..., Follower], how: str
 ) -> None:
     first = serve()
     servers.append(first)
     port = first.port
-    listener = commands("listen", "--nick", "ear", "--room", "lobby", "--port", str(port))
+    listener = follow("listen", "--nick", "ear", "--room", "lobby", "--port", str(port))
     listener.expect(r"connected to 'test-server' as client #\d+")
     wait_in_room(port, "ear", "lobby")
     room_message(port, "lobby", "before")
@@ -146,11 +86,11 @@ def test_listen_reconnects_to_a_restarted_server(
 
 
 def test_listen_gives_up_with_exit_code_3(
-    servers: list[ServerProcess], commands: Callable[..., Lines]
+    servers: list[ServerProcess], follow: Callable[..., Follower]
 ) -> None:
     sp = serve()
     servers.append(sp)
-    listener = commands("listen", "--json", "--reconnect-for", "2", "--port", str(sp.port))
+    listener = follow("listen", "--json", "--reconnect-for", "2", "--port", str(sp.port))
     listener.expect('"event": "welcome"')
     sp.stop(signal.SIGKILL)
     listener.expect('"event": "disconnected"')
@@ -164,14 +104,14 @@ def test_listen_gives_up_with_exit_code_3(
 
 
 def test_listen_gives_up_at_once_when_the_new_server_refuses_its_token(
-    servers: list[ServerProcess], commands: Callable[..., Lines], tmp_path: Path
+    servers: list[ServerProcess], follow: Callable[..., Follower], tmp_path: Path
 ) -> None:
     before, after = tmp_path / "before", tmp_path / "after"
     before.write_text("token-before\n", encoding="utf-8")
     after.write_text("token-after\n", encoding="utf-8")
     first = serve(0, "--auth-token-file", str(before))
     servers.append(first)
-    listener = commands("listen", "--token", "token-before", "--port", str(first.port))
+    listener = follow("listen", "--token", "token-before", "--port", str(first.port))
     listener.expect("connected to 'test-server'")
     first.stop(signal.SIGKILL)
     listener.expect("reconnecting in")
@@ -181,11 +121,11 @@ def test_listen_gives_up_at_once_when_the_new_server_refuses_its_token(
 
 
 def test_listen_no_reconnect_ends_with_exit_code_3(
-    servers: list[ServerProcess], commands: Callable[..., Lines]
+    servers: list[ServerProcess], follow: Callable[..., Follower]
 ) -> None:
     sp = serve()
     servers.append(sp)
-    listener = commands("listen", "--no-reconnect", "--port", str(sp.port))
+    listener = follow("listen", "--no-reconnect", "--port", str(sp.port))
     listener.expect("connected to 'test-server'")
     sp.stop(signal.SIGKILL)
     listener.expect(r"^disconnected: ")

@@ -14,13 +14,12 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from conftest import ServerProcess, cli_env, run_cli
-
 # The hand-driven protocol peer lives with the server's integration tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_server_lifecycle import needs_ipv6
-from test_server_protocol import RawPeer
 
+from support.network import free_port, needs_ipv6
+from support.peers import RawPeer
+from support.servers import ServerProcess, cli_env, run_cli
 from switchboard.client import Client, ConnectionLost, NoSuchClient, RecipientBusy, ServerFull
 from switchboard.protocol import (
     Ack,
@@ -234,9 +233,7 @@ def test_ipv6_host(server_process_factory: Factory) -> None:
 
 @needs_ipv6
 def test_ipv6_endpoints_in_client_messages() -> None:
-    with socket.socket(socket.AF_INET6) as s:
-        s.bind(("::1", 0))
-        port = s.getsockname()[1]  # released: nothing listens there now
+    port = free_port("::1")  # nothing listens there now
     result = run_cli("time", "--host", "::1", "--port", str(port))
     assert result.returncode == 2
     assert f"connection refused by [::1]:{port}" in result.stderr, result.stderr

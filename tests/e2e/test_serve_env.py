@@ -4,20 +4,13 @@ command line > environment > --config file > built-in default."""
 from __future__ import annotations
 
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
-
-
-def unused_port() -> int:
-    """A port nothing listens on now (the kernel's pick, released at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.network import free_port
+from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
 
 
 @pytest.fixture
@@ -29,7 +22,7 @@ def serve() -> Iterator[list[ServerProcess]]:
 
 
 def test_serve_and_clients_meet_on_the_environment_port(serve: list[ServerProcess]) -> None:
-    port = unused_port()
+    port = free_port()
     env = cli_env(SWITCHBOARD_HOST="127.0.0.1", SWITCHBOARD_PORT=str(port))
     sp = spawn_logged(switchboard_command("serve", "--name", "env-server"), env=env)
     serve.append(sp)
@@ -44,8 +37,8 @@ def test_command_line_beats_environment_beats_config(
     serve: list[ServerProcess], tmp_path: Path
 ) -> None:
     config = tmp_path / "server.toml"
-    config.write_text(f'port = {unused_port()}\nname = "from-file"\n', encoding="utf-8")
-    env_port = unused_port()
+    config.write_text(f'port = {free_port()}\nname = "from-file"\n', encoding="utf-8")
+    env_port = free_port()
     env = cli_env(SWITCHBOARD_PORT=str(env_port))
     # The environment wins over the file...
     sp = spawn_logged(switchboard_command("serve", "--config", str(config)), env=env)

@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from support.network import free_port
+from support.waiting import wait_until
+
 HOST = "127.0.0.1"
 WAIT_S = 15.0
 
@@ -184,10 +187,7 @@ def test_reverse_connect_reports_interruption() -> None:
 
 
 def test_reverse_connect_refused() -> None:
-    probe = socket.socket()
-    probe.bind((HOST, 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     result = run("reverse", "connect", "--port", str(port))
     assert result.returncode == 2  # no session could be had
     assert result.stderr.startswith(f"switchboard reverse connect: cannot connect to {HOST}:{port}")
@@ -314,9 +314,7 @@ def test_server_releases_descriptors(reverse_service: Service) -> None:
     baseline = count()  # listener, loop internals, stdio: before any client
     for i in range(300):
         cycle(i % 3)
-    deadline = time.monotonic() + WAIT_S
-    while count() > baseline and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: count() <= baseline, WAIT_S, step=0.02)
     assert count() == baseline
 
 
@@ -558,10 +556,7 @@ def test_udpchat_terminal_line_editing(udpchat_service: Service) -> None:
 
 def test_udpchat_exit_codes_unreachable_and_shutdown() -> None:
     """Unreachable was 1 (the others say 2) and a server shutdown 1 (the table says 3)."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind((HOST, 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now
+    port = free_port(kind=socket.SOCK_DGRAM)  # nothing listens there now
     started = time.monotonic()
     result = run("udpchat", "join", "--port", str(port), "--nick", "a", "--timeout", "0.5",
                  stdin=b"")  # fmt: skip

@@ -13,12 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_oneshot_cli import Follower, assert_one_clear_error_line, follow
 
-from conftest import ServerProcess, cli_env, run_cli, start_server_process
-from tls_certs import TestCert, make_self_signed
-
-__all__ = ["follow"]  # a fixture, imported for this module's tests
+from support.commands import Follower, assert_one_clear_error_line
+from support.servers import ServerProcess, cli_env, run_cli, start_server_process
+from support.tls_certs import TestCert, make_self_signed
 
 TOKEN = "cli-token-Zq8vR2"
 

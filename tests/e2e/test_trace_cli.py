@@ -6,7 +6,7 @@ import re
 import socket
 from collections.abc import Callable
 
-from conftest import ServerProcess, run_cli
+from support.servers import ServerProcess, run_cli
 from switchboard.client import Client
 from switchboard.protocol import HEADER, MAGIC, VERSION, MessageClass
 

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_client_blocking import FakeServer, fake_server, free_port, unanswered_port, welcome
 
-from conftest import ServerThread
+from support.fake_servers import FakeServer, welcome
+from support.network import free_port
+from support.servers import ServerThread
 from switchboard.client import (
     AsyncClient,
     ConnectionFailed,
@@ -36,8 +37,6 @@ from switchboard.protocol import (
     TimeOk,
     TimeRequest,
 )
-
-__all__ = ["fake_server", "unanswered_port"]  # fixtures, imported for this module's tests
 
 HOST = "127.0.0.1"
 GREETING = "你好 👋🏽 async"

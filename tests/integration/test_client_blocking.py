@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from conftest import ServerThread
+from support.fake_servers import FakeServer, welcome
+from support.network import free_port
+from support.servers import ServerThread
 from switchboard.client import (
     Client,
     ConnectionFailed,
@@ -33,7 +35,6 @@ from switchboard.protocol import (
     ErrorCode,
     ErrorResponse,
     Frame,
-    FrameDecoder,
     Message,
     Receipt,
     ReceiptStatus,
@@ -42,79 +43,10 @@ from switchboard.protocol import (
     Shutdown,
     TimeOk,
     TimeRequest,
-    Welcome,
     encode,
 )
 
 HOST = "127.0.0.1"
-
-
-class FakeServer:
-    """A one-connection server on a free port whose behaviour the test scripts.
-
-    ``script(conn, requests)`` runs in a thread with the accepted socket and an iterator of
-    decoded frames from the client.
-    """
-
-    def __init__(self, script: Callable[[socket.socket, Iterator[Frame]], None]) -> None:
-        self.listener = socket.create_server((HOST, 0))
-        self.port = self.listener.getsockname()[1]
-        self.script = script
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.listener.settimeout(10)
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(10)
-            with contextlib.suppress(OSError):
-                self.script(conn, self._frames(conn))
-            self.done.set()
-
-    @staticmethod
-    def _frames(conn: socket.socket) -> Iterator[Frame]:
-        decoder = FrameDecoder()
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                return
-            decoder.feed(data)
-            for event in decoder:
-                assert isinstance(event, Frame)
-                yield event
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(10)
-
-
-def welcome(port: int = 1, heartbeat_ms: int = 10_000) -> bytes:
-    return encode(Welcome(1, "fake", 1, heartbeat_ms, 65536, 4096, 10, "127.0.0.1", port))
-
-
-@pytest.fixture
-def fake_server() -> Iterator[Callable[..., FakeServer]]:
-    started: list[FakeServer] = []
-
-    def start(script: Callable[[socket.socket, Iterator[Frame]], None]) -> FakeServer:
-        fs = FakeServer(script)
-        started.append(fs)
-        return fs
-
-    yield start
-    for fs in started:
-        fs.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def receiver_threads(port: int) -> list[threading.Thread]:
@@ -468,32 +400,6 @@ def test_a_failing_callback_does_not_leave_requests_hanging(server: ServerThread
             assert time.monotonic() - start < 5
         finally:
             client.close()
-
-
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A port whose listener never accepts and whose accept queue is full: SYNs go unanswered."""
-    listener = socket.socket()
-    listener.bind((HOST, 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(10):
-            s = socket.socket()
-            fillers.append(s)
-            s.settimeout(0.3)
-            try:
-                s.connect((HOST, port))
-            except TimeoutError:
-                break  # this one was not answered: the queue is full
-        else:
-            pytest.skip("could not fill the accept queue here")
-        yield port
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
 
 
 def test_connect_timeout_when_the_server_does_not_answer(unanswered_port: int) -> None:

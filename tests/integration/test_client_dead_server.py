@@ -16,13 +16,11 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from test_client_blocking import FakeServer, fake_server, welcome
 
-from conftest import ServerThread
+from support.fake_servers import FakeServer, welcome
+from support.servers import ServerThread
 from switchboard.client import AsyncClient, Client, ConnectionLost
 from switchboard.protocol import Frame
-
-__all__ = ["fake_server"]  # a fixture, imported for this module's tests
 
 HEARTBEAT_MS = 200
 SILENCE_S = 3 * HEARTBEAT_MS / 1000

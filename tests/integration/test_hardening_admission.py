@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer
 
-from conftest import ServerProcess, ServerThread, run_cli
+from support.peers import RawPeer
+from support.servers import ServerProcess, ServerThread, run_cli
+from support.tls_certs import make_self_signed
 from switchboard import defaults
 from switchboard.client import Client
 from switchboard.client.channel import client_ssl_context
@@ -36,7 +37,6 @@ from switchboard.protocol import (
     TimeRequest,
     Welcome,
 )
-from tls_certs import make_self_signed
 
 HOST = "127.0.0.1"
 TOKEN = "s3cret-token-for-tests"

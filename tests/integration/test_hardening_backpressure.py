@@ -19,10 +19,9 @@ from typing import Any
 
 import psutil
 import pytest
-from test_server_forwarding import shrink_send_buffer
-from test_server_protocol import RawPeer, assert_still_serving, queued_bytes
 
-from conftest import ServerProcess, ServerThread
+from support.peers import RawPeer, assert_still_serving
+from support.servers import ServerProcess, ServerThread, queued_bytes, shrink_send_buffer
 from switchboard.client import Client
 from switchboard.protocol import (
     Frame,

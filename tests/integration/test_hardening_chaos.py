@@ -20,16 +20,15 @@ import asyncio
 import random
 import socket
 import struct
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-import services_fixtures
-from services_fixtures import open_fds
 
-from conftest import ServerProcess, start_server_process
+from support.servers import ServerProcess, start_server_process
+from support.services import open_fds
+from support.waiting import wait_until, wait_until_async
 from switchboard.bench.procstat import rss_kib
 from switchboard.client import Client
 from switchboard.protocol import (
@@ -144,14 +143,6 @@ def kill(peer: Peer, fate: str) -> None:
         peer.writer.transport.pause_reading()
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def chaos_round(host: str, port: int, rng: random.Random) -> list[Peer]:
     # One bound on the whole round: a connect or drain that never completes fails the test.
     async with asyncio.timeout(60):
@@ -159,7 +150,7 @@ async def chaos_round(host: str, port: int, rng: random.Random) -> list[Peer]:
         ids = [p.client_id for p in peers]
         senders = [asyncio.create_task(send_loop(p, ids, rng)) for p in peers]
         # The kills must land while traffic flows: a quarter of all SENDs out first.
-        await wait_until(
+        await wait_until_async(
             lambda: sum(len(p.sent) for p in peers) >= CLIENTS * SENDS_PER_CLIENT // 4,
             20,
             "a quarter of the SENDs",
@@ -170,7 +161,7 @@ async def chaos_round(host: str, port: int, rng: random.Random) -> list[Peer]:
             await asyncio.sleep(rng.uniform(0, 0.05))
         await asyncio.gather(*senders)
         survivors = [p for p in peers if p.fate == "survivor"]
-        await wait_until(
+        await wait_until_async(
             lambda: all(len(p.responses) >= len(p.sent) for p in survivors), 20, "responses"
         )
 
@@ -185,14 +176,14 @@ async def chaos_round(host: str, port: int, rng: random.Random) -> list[Peer]:
             )
 
         # Silent victims are dropped after three heartbeats; then their receipts settle.
-        await wait_until(receipts_settled, 3 * HEARTBEAT + 10, "receipts")
+        await wait_until_async(receipts_settled, 3 * HEARTBEAT + 10, "receipts")
         # A barrier, not a pause: the server answers a connection's requests in order, so a
         # TIME answered on each survivor's connection arrives after everything queued for it
         # before, any duplicate receipt or response included.
         barrier = SENDS_PER_CLIENT + 1
         for p in survivors:
             p.write(encode(TimeRequest(request_id=barrier)))
-        await wait_until(
+        await wait_until_async(
             lambda: all(barrier in p.responses for p in survivors), 10, "the barrier TIMEs"
         )
         for p in survivors:
@@ -252,7 +243,7 @@ def chaos_server() -> Iterator[ServerProcess]:
 
 def wait_for_no_clients(sp: ServerProcess) -> None:
     with Client(sp.host, sp.port, timeout=5) as checker:
-        assert services_fixtures.wait_until(
+        assert wait_until(
             lambda: [c.client_id for c in checker.list_clients()] == [checker.client_id],
             10,
             step=0.05,
@@ -272,9 +263,9 @@ def test_chaos_with_accounting(chaos_server: ServerProcess) -> None:
     wait_for_no_clients(sp)
     after = rss_kib(sp.proc.pid) * 1024
     # The checker's own connection closes last.
-    assert services_fixtures.wait_until(
-        lambda: open_fds(sp.proc.pid) <= baseline_fds, 5, step=0.02
-    ), "descriptors left open"
+    assert wait_until(lambda: open_fds(sp.proc.pid) <= baseline_fds, 5, step=0.02), (
+        "descriptors left open"
+    )
     fates = Counter(p.fate for p in peers)
     print(f"fates {dict(fates)}; {dict(tally)}; RSS {baseline / 2**20:.1f} -> "
           f"{after / 2**20:.1f} MiB")  # fmt: skip

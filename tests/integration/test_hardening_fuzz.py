@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from services_fixtures import open_fds, wait_until
-from test_server_protocol import RawPeer, header
 
-from conftest import ServerProcess, start_server_process
+from support.peers import RawPeer, header
+from support.servers import ServerProcess, start_server_process
+from support.services import open_fds
+from support.waiting import wait_until
 from switchboard.client import Client
 from switchboard.protocol import (
     CLOSING_CODES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ServerThread
+from support.servers import ServerThread
 from switchboard.client import Client, NicknameError, RoomError
 from switchboard.protocol import ErrorCode
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import ServerProcess, cli_env
+from support.servers import ServerProcess, cli_env
 from switchboard.client import Client
 
 HEARTBEAT = 0.5

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import psutil
 import pytest
-from test_server_protocol import RawPeer
 
-from conftest import ServerProcess, ServerThread
+from support.peers import RawPeer
+from support.servers import ServerProcess, ServerThread
 from switchboard import defaults
 from switchboard.client import Client, RoomError
 from switchboard.protocol import (

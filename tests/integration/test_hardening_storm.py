@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import start_server_process
+from support.servers import start_server_process
 from switchboard.protocol import FrameDecoder, TimeOk, TimeRequest, Welcome, encode
 
 CONNECTIONS = 5_000

@@ -8,20 +8,10 @@ import struct
 import time
 
 import pytest
-from tests.integration.services_fixtures import (
-    WAIT_S,
-    LineSocket,
-    LoopThread,
-    ReverseFactory,
-    loop_thread,
-    open_fds,
-    reverse_server,
-    wait_until,
-)
 
+from support.services import LineSocket, LoopThread, ReverseFactory, open_fds
+from support.waiting import WAIT_S, wait_until
 from switchboard.services.reverse.server import ReverseServer
-
-__all__ = ["loop_thread", "reverse_server"]  # fixtures, imported for pytest
 
 TRICKY = [
     ("你好👍🏽e\u0301", "e\u0301👍🏽好你"),

@@ -11,9 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from test_server_protocol import RawPeer
-
-from conftest import ServerThread
+from support.peers import RawPeer
+from support.servers import ServerThread
 from switchboard.client import Client
 from switchboard.protocol import (
     ErrorCode,

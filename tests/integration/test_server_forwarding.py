@@ -12,7 +12,6 @@ per-batch state (the MESSAGE time and the sender's fields).
 from __future__ import annotations
 
 import logging
-import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer, header, queued_bytes, request_frame
 
-from conftest import ServerThread
+from support.peers import RawPeer, header, request_frame
+from support.servers import ServerThread, queued_bytes, shrink_send_buffer
 from switchboard.protocol import (
     Ack,
     ErrorCode,
@@ -194,23 +193,6 @@ def send_frame(target: int, text: bytes, request_id: int, *, declared: int | Non
 
 def ack_frame(payload: bytes) -> bytes:
     return header(MessageClass.INDICATION, MessageType.ACK, 0, len(payload)) + payload
-
-
-def shrink_send_buffer(st: ServerThread, client_id: int) -> None:
-    """Give the server's socket to ``client_id`` a small fixed send buffer.
-
-    On loopback Linux autotunes it to megabytes (the MSS is 64 KB), so a peer that does not
-    read would take megabytes before the server's own transport buffer fills; with 4 KB
-    (which also turns autotuning off) nearly everything sent to it stays in that buffer.
-    """
-
-    def shrink() -> None:
-        transport = st.server.clients.by_id[client_id].transport
-        assert transport is not None
-        sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-
-    st.call(shrink)
 
 
 MAX_TEXT = 64

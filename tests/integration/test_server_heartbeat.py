@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer
 
-from conftest import ServerThread
+from support.peers import RawPeer
+from support.servers import ServerThread
 from switchboard.client import Client
 from switchboard.protocol import (
     Ack,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer
 
-from conftest import ServerThread
+from support.network import needs_ipv6
+from support.peers import RawPeer
+from support.servers import ServerThread
 from switchboard.client import Client, ConnectionLost, RecipientBusy
 from switchboard.protocol import (
     Message,
@@ -84,20 +84,6 @@ def test_pending_receipts_when_the_server_shuts_down(server: ServerThread) -> No
         else:  # a NOT_DELIVERED receipt that made it out before the close is fine too
             assert status == ReceiptStatus.NOT_DELIVERED
         assert time.monotonic() - start < 3
-
-
-def ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) here")
 
 
 @needs_ipv6

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer
 
+from support.peers import RawPeer
 from switchboard.client import Client, RecipientBusy, ServerFull
 from switchboard.protocol import (
     Ack,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
-from test_server_protocol import RawPeer
-from test_server_rooms import HOST, drain, next_of
 
-from conftest import ServerThread
+from support.network import HOST
+from support.peers import RawPeer, drain, next_of
+from support.servers import ServerThread
 from switchboard import defaults
 from switchboard.client import AsyncClient, Client, NicknameError, NoSuchClient, TextTooLong
 from switchboard.protocol import (

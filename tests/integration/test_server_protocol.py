@@ -1,9 +1,5 @@
 """Bad input from a raw socket: every malformed frame gets its ERROR, closing ones close,
-and nothing a bad peer does reaches anyone else.
-
-``RawPeer`` (a client speaking the protocol by hand: no automatic PONG or ACK) lives here
-and is imported by the other server tests.
-"""
+and nothing a bad peer does reaches anyone else."""
 
 from __future__ import annotations
 
@@ -11,25 +7,21 @@ import random
 import socket
 import struct
 import time
-from collections import deque
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from conftest import ServerThread
+from support.peers import RawPeer, assert_still_serving, header, request_frame
+from support.servers import ServerThread
 from switchboard.client import Client
-from switchboard.client.session import CLIENT_MAX_FRAME
 from switchboard.protocol import (
     HEADER,
     MAGIC,
     VERSION,
     ErrorCode,
     ErrorResponse,
-    Event,
     Frame,
-    FrameDecoder,
     HelloRequest,
     ListOk,
     ListRequest,
@@ -38,149 +30,12 @@ from switchboard.protocol import (
     MessageType,
     NameOk,
     NameRequest,
-    Ping,
     SendOk,
     SendRequest,
     TimeOk,
     TimeRequest,
-    Welcome,
     encode,
 )
-
-F = TypeVar("F", bound=Frame)
-
-
-class RawPeer:
-    """A hand-driven protocol client over a plain blocking socket."""
-
-    def __init__(
-        self,
-        port: int,
-        host: str = "127.0.0.1",
-        *,
-        rcvbuf: int | None = None,
-        welcome: bool = True,
-        timeout: float = 5.0,
-        source: str | None = None,
-    ) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        if source is not None:  # another loopback address (127.0.0.2, ...): another peer
-            self.sock.bind((source, 0))
-        if rcvbuf is not None:  # before connect, so that the advertised window is small too
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-        self.decoder = FrameDecoder(max_frame=CLIENT_MAX_FRAME)
-        self.events: deque[Event] = deque()
-        self.eof = False
-        self.welcome: Welcome | None = self.expect(Welcome, timeout) if welcome else None
-
-    @property
-    def client_id(self) -> int:
-        assert self.welcome is not None
-        return self.welcome.client_id
-
-    def send(self, *items: Frame | bytes) -> None:
-        self.sock.sendall(b"".join(encode(i) if isinstance(i, Frame) else i for i in items))
-
-    def next(self, timeout: float = 5.0) -> Event | None:
-        """The next event received, or None once the server has closed the connection."""
-        deadline = time.monotonic() + timeout
-        while not self.events:
-            if self.eof:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"nothing received within {timeout}s")
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(256 * 1024)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:  # an aborted connection is a closed one
-                data = b""
-            if not data:
-                self.eof = True
-                continue
-            self.decoder.feed(data)
-            self.events.extend(self.decoder)
-        return self.events.popleft()
-
-    def expect(self, cls: type[F], timeout: float = 5.0, *, skip_pings: bool = True) -> F:
-        """The next event, which must be a ``cls`` (PINGs skipped unless told otherwise)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.next(max(0.0, deadline - time.monotonic()))
-            if skip_pings and isinstance(event, Ping):
-                continue
-            assert isinstance(event, cls), f"expected {cls.__name__}, got {event!r}"
-            return event
-
-    def expect_error(self, code: ErrorCode, request_id: int, timeout: float = 5.0) -> ErrorResponse:
-        err = self.expect(ErrorResponse, timeout)
-        assert (err.code, err.name, err.request_id) == (int(code), code.name, request_id), err
-        assert err.message, "an ERROR always says what went wrong"
-        return err
-
-    def expect_closed(self, timeout: float = 5.0) -> list[Event]:
-        """Read until the server closes the connection; the events received on the way."""
-        seen: list[Event] = []
-        deadline = time.monotonic() + timeout
-        while (event := self.next(max(0.0, deadline - time.monotonic()))) is not None:
-            seen.append(event)
-        return seen
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> RawPeer:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-def header(
-    mclass: int,
-    mtype: int,
-    request_id: int,
-    length: int,
-    *,
-    magic: int = MAGIC,
-    version: int = VERSION,
-) -> bytes:
-    return HEADER.pack(magic, version, mclass, mtype, request_id, length)
-
-
-def request_frame(mtype: int, request_id: int, payload: bytes) -> bytes:
-    return header(MessageClass.REQUEST, mtype, request_id, len(payload)) + payload
-
-
-def connected_count(st: ServerThread) -> int:
-    return st.call(lambda: len(st.server.clients))
-
-
-def queued_bytes(st: ServerThread, client_id: int) -> int:
-    """Bytes the server holds for one client: its transport's write buffer plus the frames
-    still queued on the connection (``conn.out``); 0 once the client is gone."""
-
-    def size() -> int:
-        conn = st.server.clients.by_id.get(client_id)
-        if conn is None or conn.transport is None:
-            return 0
-        return int(conn.transport.get_write_buffer_size()) + sum(map(len, conn.out))
-
-    return st.call(size)
-
-
-def assert_still_serving(peer: RawPeer, request_id: int = 900) -> None:
-    """The very next frame after a TIME request is its answer: nothing else was queued."""
-    peer.send(TimeRequest(request_id=request_id))
-    ok = peer.expect(TimeOk)
-    assert ok.request_id == request_id
 
 
 @pytest.fixture

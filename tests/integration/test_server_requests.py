@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer
 
-from conftest import ServerThread
+from support.peers import RawPeer
+from support.servers import ServerThread
 from switchboard.client import Client, NoSuchClient, TextTooLong
 from switchboard.protocol import (
     Ack,

@@ -11,15 +11,14 @@ import time
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer, queued_bytes
 
-from conftest import ServerThread
+from support.peers import RawPeer, drain, next_of
+from support.servers import ServerThread, queued_bytes
 from switchboard.client import Client, NicknameError, RoomError
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
     ErrorCode,
-    Frame,
     Joined,
     JoinOk,
     JoinRequest,
@@ -32,25 +31,6 @@ from switchboard.server.logs import JsonFormatter
 
 HOST = "127.0.0.1"
 WAIT_S = 5.0
-
-
-def next_of(client: Client, cls: type[Frame], timeout: float = WAIT_S) -> Any:
-    """The next indication of type ``cls`` (others are skipped), within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = client.next_indication(timeout=max(0.0, deadline - time.monotonic()))
-        assert frame is not None, f"no {cls.__name__} within {timeout}s"
-        if isinstance(frame, cls):
-            return frame
-
-
-def drain(client: Client) -> list[Frame]:
-    """What has arrived and not been read, after a round trip (so nothing is in flight)."""
-    client.ping()
-    out = []
-    while (frame := client.next_indication(timeout=0)) is not None:
-        out.append(frame)
-    return out
 
 
 # --- NICK ------------------------------------------------------------------------------------

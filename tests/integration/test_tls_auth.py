@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_protocol import RawPeer
 
-from conftest import ServerThread
+from support.peers import RawPeer
+from support.servers import ServerThread
+from support.tls_certs import TestCert, make_self_signed
 from switchboard import defaults
 from switchboard.client import AsyncClient, AuthError, Client, ConnectionFailed, NoSuchClient
 from switchboard.client.channel import client_ssl_context
@@ -35,7 +36,6 @@ from switchboard.protocol import (
     TimeRequest,
     encode,
 )
-from tls_certs import TestCert, make_self_signed
 
 HOST = "127.0.0.1"
 TOKEN = "s3cret-token-for-tests"

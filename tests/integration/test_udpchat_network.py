@@ -7,19 +7,9 @@ import socket
 import threading
 import time
 
-from tests.integration.services_fixtures import (
-    WAIT_S,
-    LoopThread,
-    MemberFactory,
-    RelayFactory,
-    UdpChatFactory,
-    loop_thread,
-    lossy_relay,
-    member,
-    udpchat_server,
-    wait_until,
-)
-
+from support.network import free_port
+from support.services import LoopThread, MemberFactory, RelayFactory, UdpChatFactory
+from support.waiting import WAIT_S, wait_until
 from switchboard.services.udpchat.codec import (
     Ack,
     Chat,
@@ -40,8 +30,6 @@ from switchboard.services.udpchat.codec import (
 )
 from switchboard.services.udpchat.peer import RetrySchedule
 from switchboard.services.udpchat.relay import FaultPlan
-
-__all__ = ["loop_thread", "lossy_relay", "member", "udpchat_server"]  # fixtures for pytest
 
 FAST = {"keepalive_s": 0.2, "retry": RetrySchedule(0.1, 0.4, 8)}
 
@@ -278,10 +266,7 @@ def test_server_shutdown_is_announced(
 
 
 def test_unreachable_server_gives_up(member: MemberFactory) -> None:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now
+    port = free_port(kind=socket.SOCK_DGRAM)  # nothing listens there now
     alice = member(port, "alice", retry=RetrySchedule(0.05, 0.1, 3))
     assert alice.exit_code() == 2  # no session could be had
     assert "no answer from the server" in alice.err.text

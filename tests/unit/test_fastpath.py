@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol_strategies import message_strategy
+from support.protocol_strategies import message_strategy
 from switchboard.protocol import (
     HEADER,
     HEADER_SIZE,

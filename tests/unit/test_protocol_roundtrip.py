@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol_strategies import (
+from support.protocol_strategies import (
     HARD_TEXTS,
     I64_MIN,
     MAX_STR16_TEXTS,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol_strategies import payload_fields
+from support.protocol_strategies import payload_fields
 from switchboard.protocol import (
     ALL_MESSAGES,
     CLOSING_CODES,

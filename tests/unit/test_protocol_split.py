@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol_strategies import frame_streams
+from support.protocol_strategies import frame_streams
 from switchboard.protocol import (
     DEFAULT_MAX_FRAME,
     HEADER,

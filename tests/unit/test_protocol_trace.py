@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol_strategies import any_message, message_strategy
+from support.protocol_strategies import any_message, message_strategy
 from switchboard.protocol import (
     ALL_MESSAGES,
     HEADER_SIZE,

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from support.waiting import WAIT_S
 from switchboard.services.reverse.server import ReverseConfig, ReverseServer
 from switchboard.services.udpchat.client import ChatSession
 from switchboard.services.udpchat.peer import ChatPeer
@@ -24,9 +25,6 @@ from switchboard.services.udpchat.relay import DropPredicate, FaultPlan, LossyRe
 from switchboard.services.udpchat.server import UdpChatConfig, UdpChatServer
 
 T = TypeVar("T")
-
-#: Deadline for anything a test waits on.
-WAIT_S = 10.0
 
 
 class LoopThread:
@@ -80,16 +78,6 @@ def reverse_server(loop_thread: LoopThread) -> Iterator[ReverseFactory]:
 def open_fds(pid: int | str = "self") -> int:
     """File descriptors open in process ``pid`` (this one by default), from /proc."""
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S, step: float = 0.01) -> bool:
-    """Poll ``predicate`` until true or the deadline passes; its final value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 class LineSocket:
