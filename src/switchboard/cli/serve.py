@@ -142,6 +142,13 @@ def register(sub: Any) -> None:
         f"(default {defaults.WRITE_HARD_LIMIT})",
     )
     p.add_argument(
+        "--max-unacked",
+        type=int,
+        metavar="N",
+        help=f"messages a client may leave unacknowledged; SENDs to it past that get "
+        f"RECIPIENT_BUSY (default {defaults.MAX_UNACKED})",
+    )
+    p.add_argument(
         "--frame-timeout",
         type=float,
         metavar="SECONDS",
@@ -242,6 +249,7 @@ def main(args: argparse.Namespace) -> int:
             burst=args.burst,
             write_high_water=args.write_high_water,
             write_hard_limit=args.write_hard_limit,
+            max_unacked=args.max_unacked,
             frame_timeout=args.frame_timeout,
             auth_token_file=args.auth_token_file,
             handshake_timeout=args.handshake_timeout,

@@ -39,6 +39,7 @@ class ServerConfig:
     max_rooms_per_client: int = defaults.MAX_ROOMS_PER_CLIENT
     write_high_water: int = defaults.WRITE_HIGH_WATER
     write_hard_limit: int = defaults.WRITE_HARD_LIMIT
+    max_unacked: int = defaults.MAX_UNACKED
     shutdown_grace: float = defaults.SHUTDOWN_GRACE_S
     rate: float = defaults.RATE
     burst: int = defaults.BURST
@@ -92,6 +93,7 @@ class ServerConfig:
                 0 < self.write_high_water < self.write_hard_limit,
                 "write_high_water must be positive and below write_hard_limit",
             ),
+            (self.max_unacked >= 1, f"max_unacked must be at least 1, not {self.max_unacked}"),
             (self.rate >= 0, f"rate must be 0 (off) or positive, not {self.rate}"),
             (self.burst >= 1, f"burst must be at least 1, not {self.burst}"),
             (self.handshake_timeout > 0, "handshake_timeout must be positive"),
@@ -161,6 +163,7 @@ _FIELD_TYPES: dict[str, type] = {
     "max_rooms_per_client": int,
     "write_high_water": int,
     "write_hard_limit": int,
+    "max_unacked": int,
     "shutdown_grace": float,
     "rate": float,
     "burst": int,

@@ -333,6 +333,12 @@ def forward_direct(
         raise RequestFailed(
             ErrorCode.RECIPIENT_BUSY, f"client #{target_id} is not reading; try again later"
         )
+    if len(target.awaiting_ack) >= server.max_unacked:
+        raise RequestFailed(
+            ErrorCode.RECIPIENT_BUSY,
+            f"client #{target_id} has not acknowledged {len(target.awaiting_ack)} messages; "
+            "try again later",
+        )
     server.message_ids = message_id = server.message_ids + 1
     target.send_raw(encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text))
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
