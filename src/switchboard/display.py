@@ -7,6 +7,7 @@ names, reasons, zone names) passes it through ``safe`` first: the TCP commands (
 
 from __future__ import annotations
 
+import json
 from typing import Final
 
 #: C0 and C1 control characters and DEL: a peer's text must not move the cursor, clear the
@@ -41,3 +42,18 @@ def safe(text: str) -> str:
     ``\\u202e``): one message stays one harmless line that reads left to right as sent.
     Joiners and variation selectors stay, so emoji sequences still show."""
     return text.translate(_TABLE)
+
+
+#: What ``safe`` escapes beyond ASCII, as JSON escapes: JSON has already escaped the C0 controls
+#: (``\u001b``), and these are legal JSON escapes for the rest (a surrogate as ``\udc80``).
+_JSON_TABLE: Final = str.maketrans(
+    {c: f"\\u{c:04x}" for c in _ESCAPES if c >= 0x80}  # C1, bidi, separators, surrogates
+)
+
+
+def safe_json(obj: object) -> str:
+    """``obj`` as one line of JSON whose strings carry no character ``safe`` would escape:
+    those are written as JSON escapes, so any JSON reader decodes the very text a peer sent
+    while a person watching the lines sees no override reverse them.  Other text stays
+    readable (``你好``, emoji)."""
+    return json.dumps(obj, ensure_ascii=False).translate(_JSON_TABLE)

@@ -326,6 +326,23 @@ def test_listen_neutralises_bidi_controls_a_peer_sent(
         assert not set(line) & {"\u202e", "\u2067", "\u2069", "\u200f"}
 
 
+def test_listen_json_escapes_bidi_and_control_characters_yet_decodes_to_the_text(
+    server: ServerThread, follow: Callable[..., Follower]
+) -> None:
+    """`listen --json` on a terminal is read by people too: a right-to-left override or an
+    escape sequence in a peer's text goes out as a JSON escape, which any JSON reader turns
+    back into the very text sent (before, both reached the terminal raw)."""
+    listener = follow("listen", "--json", "--port", str(server.port))
+    listener_id = json.loads(listener.line())["id"]
+    text = "invoice_\u202efdp.exe \x1b[2J \u2067x\u2069 \u200f 你好 👋"
+    with Client(HOST, server.port, timeout=5) as sender:
+        sender.send(listener_id, text)
+        line = listener.line()
+        assert not set(line) & {"\u202e", "\x1b", "\u2067", "\u2069", "\u200f"}, repr(line)
+        assert "你好 👋" in line  # printable text stays readable
+        assert json.loads(line)["text"] == text
+
+
 # --- connection failures and the environment ------------------------------------------------------
 
 

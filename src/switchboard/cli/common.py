@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import ssl
 import sys
@@ -23,6 +22,7 @@ from switchboard.client import (
 )
 from switchboard.client.channel import client_ssl_context
 from switchboard.client.tracing import Tracer
+from switchboard.display import safe_json
 from switchboard.protocol import ErrorCode
 from switchboard.protocol.codec import Event
 from switchboard.protocol.trace import host_port
@@ -254,8 +254,9 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
 
 
 def emit(obj: Any) -> None:
-    """One JSON value on one line, flushed at once (JSON Lines for followers)."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    """One JSON value on one line, flushed at once (JSON Lines for followers); a peer's
+    bidi and control characters as JSON escapes (``safe_json``)."""
+    sys.stdout.write(safe_json(obj) + "\n")
     sys.stdout.flush()
 
 

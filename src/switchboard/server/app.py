@@ -87,6 +87,7 @@ class SwitchboardServer:
         #: Hot-path aliases (the same objects), read once per SEND instead of a chain.
         self.client_by_id = self.clients.by_id
         self.max_text = config.max_text
+        self.max_unacked = config.max_unacked
         #: Bytes queued for a client before they are written to its transport mid-batch:
         #: a quarter of the high-water mark, so that the mark is seen within the batch that
         #: passes it (a batch may bring megabytes) and a queue stays within it plus this.

@@ -229,6 +229,11 @@ class ServerConfig:
         defaults.WRITE_HARD_LIMIT, minimum=1, metavar="BYTES", limit=True,
         help="bytes queued for a client at which it is disconnected as too slow",
     )  # fmt: skip
+    max_unacked: int = setting(
+        defaults.MAX_UNACKED, minimum=1, metavar="N", limit=True,
+        help="messages a client may leave unacknowledged; SENDs to it past that get "
+        "RECIPIENT_BUSY",
+    )  # fmt: skip
     shutdown_grace: float = setting(
         defaults.SHUTDOWN_GRACE_S, minimum=0, maximum=defaults.MAX_SHUTDOWN_GRACE_S,
         unit="seconds", metavar="SECONDS", limit=True,

@@ -210,6 +210,7 @@ class ClientConnection(asyncio.Protocol):
         out = self.out
         by_id = server.client_by_id
         max_text = server.max_text
+        max_unacked = server.max_unacked
         # SENDs are forwarded inline unless their forward is to be logged (handlers.send).
         inline_send = -1 if server.events.info_on else WORD_SEND
         sent_ms = -1  # the batch's MESSAGE time, read at its first SEND
@@ -299,6 +300,7 @@ class ClientConnection(asyncio.Protocol):
                         and target.authenticated
                         and not target.closing
                         and not target.write_paused
+                        and len(target.awaiting_ack) < max_unacked
                     ):
                         text = buf[start + 8 : end]
                         if text.isascii():  # ASCII is valid UTF-8: nothing to decode

@@ -183,6 +183,14 @@ def rooms(server: SwitchboardServer, conn: ClientConnection, req: RoomsRequest) 
     return RoomsOk(len(server.rooms.by_name), int(more), records, request_id=req.request_id)
 
 
+#: The most a history MESSAGE can take on the wire besides its text: the header and the fixed
+#: fields with their length prefixes (about 50 bytes), the longest sender address (45
+#: characters of IPv6 with a zone), nickname and room name (32 characters of up to 4 bytes
+#: each): about 350.  A JOIN replays at most (hard limit - high-water mark) / (max text +
+#: this) messages, the newest.
+MESSAGE_SIZE_MAX = 512
+
+
 def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) -> Reply:
     room, added = server.rooms.join(req.room, conn)
     if added:
@@ -201,8 +209,17 @@ def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) ->
             client_id=conn.client_id,
             room=room.name,
         )
-    ok = JoinOk(room.name, len(room.members), len(room.history), request_id=req.request_id)
-    return (ok, *room.history)
+    history = room.history
+    cfg = server.config
+    fits = (cfg.write_hard_limit - cfg.write_high_water) // (cfg.max_text + MESSAGE_SIZE_MAX)
+    if len(history) > fits:
+        # The replay is one answer, queued whole: a longer one would take the joiner past its
+        # hard limit before it could read a byte, and drop it for the server's own answer.
+        replay = tuple(history)[len(history) - fits :] if fits else ()
+        ok = JoinOk(room.name, len(room.members), len(replay), request_id=req.request_id)
+        return (ok, *replay)
+    ok = JoinOk(room.name, len(room.members), len(history), request_id=req.request_id)
+    return (ok, *history)
 
 
 def leave(server: SwitchboardServer, conn: ClientConnection, req: LeaveRequest) -> Reply:
@@ -332,6 +349,12 @@ def forward_direct(
     if target.write_paused:
         raise RequestFailed(
             ErrorCode.RECIPIENT_BUSY, f"client #{target_id} is not reading; try again later"
+        )
+    if len(target.awaiting_ack) >= server.max_unacked:
+        raise RequestFailed(
+            ErrorCode.RECIPIENT_BUSY,
+            f"client #{target_id} has not acknowledged {len(target.awaiting_ack)} messages; "
+            "try again later",
         )
     server.message_ids = message_id = server.message_ids + 1
     target.send_raw(encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text))
