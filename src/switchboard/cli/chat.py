@@ -319,7 +319,7 @@ class ChatClient:
             self._take_nick(client, self.args.nick)
             with self._lock:
                 me = model.who(self.state.nick, client.client_id)
-            self.out.line(f"* connected to {client.server_name!r} as {me}", "notice")
+            self.out.line(f"* connected to '{render.safe(client.server_name)}' as {me}", "notice")
             try:
                 self._join(client, self.args.room)
             except ServerError as exc:
@@ -332,7 +332,7 @@ class ChatClient:
             self._starting = False
             lost = self._lost
         if lost is not None:  # lost just before _starting was cleared: said by nobody yet
-            self.out.line(f"* Connection lost: {lost}.", "error")
+            self.out.line(f"* Connection lost: {render.safe(lost)}.", "error")
         return client
 
     def _measure_clock(self, client: Client) -> None:
@@ -400,7 +400,7 @@ class ChatClient:
         elif isinstance(action, model.GetTime):
             self.out.line(f"Server time: {render.server_time(client.time())}")
         elif isinstance(action, model.GetName):
-            self.out.line(f"Server name: {client.name()}")
+            self.out.line(f"Server name: {render.safe(client.name())}")
         elif isinstance(action, model.ChangeNick):
             nick = client.set_nick(action.nick)
             with self._lock:
@@ -569,9 +569,11 @@ class ChatClient:
             self._ui.refresh()  # the prompt says so
             return
         if shutdown is not None:
-            self.out.line(f"* The server shut down ({shutdown}): the chat is over.", "error")
+            self.out.line(
+                f"* The server shut down ({render.safe(shutdown)}): the chat is over.", "error"
+            )
         else:
-            self.out.line(f"* Connection lost: {reason}.", "error")
+            self.out.line(f"* Connection lost: {render.safe(reason)}.", "error")
         self._ui.interrupt()
 
     def _reconnect(self, why: str) -> None:
@@ -582,11 +584,12 @@ class ChatClient:
         def waiting(delay: float, error: str | None) -> None:
             nonlocal first
             if first:
-                line = f"* Connection lost: {why}; reconnecting in {seconds(delay)}."
+                line = f"* Connection lost: {render.safe(why)}; reconnecting in {seconds(delay)}."
                 self.out.line(line, "error")
                 first = False
             else:
-                line = f"* Reconnect failed ({error}); next try in {seconds(delay)}."
+                failed = render.safe(error or "")
+                line = f"* Reconnect failed ({failed}); next try in {seconds(delay)}."
                 self.out.line(line, "dim")
 
         client: Client | None

@@ -287,7 +287,7 @@ def members_lines(title: str, members: Iterable[ClientInfo], me: int) -> list[st
         + (" (you)" if c.client_id == me else "")
         for c in members
     ]
-    return [f"{title}: {len(rows)}", *rows]
+    return [f"{safe(title)}: {len(rows)}", *rows]  # the title may name a room
 
 
 # --- where we are ----------------------------------------------------------------------------

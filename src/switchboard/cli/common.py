@@ -23,6 +23,7 @@ from switchboard.client import (
 )
 from switchboard.client.channel import client_ssl_context
 from switchboard.client.tracing import Tracer
+from switchboard.display import safe
 from switchboard.protocol import ErrorCode
 from switchboard.protocol.codec import Event
 from switchboard.protocol.trace import host_port
@@ -228,7 +229,7 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
                 if not announced:
                     announced = True
                     print(
-                        f"switchboard: {where} is full ({exc.message}); trying again "
+                        f"switchboard: {where} is full ({safe(exc.message)}); trying again "
                         f"every {FULL_RETRY_S:g}s for up to {retry_full_s:g}s",
                         file=sys.stderr,
                         flush=True,

@@ -610,7 +610,7 @@ class InteractiveClient:
         elif isinstance(action, menu.GetTime):
             self._time(action)
         elif isinstance(action, menu.GetName):
-            self.out.line(f"Server name: {self._client().name()}")
+            self.out.line(f"Server name: {render.safe(self._client().name())}")
         elif isinstance(action, menu.ListClients):
             self._list()
         elif isinstance(action, menu.ListRooms):
@@ -657,7 +657,7 @@ class InteractiveClient:
             self.known_ids = []
         w = client.welcome
         self.out.line(
-            f"Connected to {where}: server {w.server_name!r}, you are client "
+            f"Connected to {where}: server '{render.safe(w.server_name)}', you are client "
             f"#{w.client_id} (seen as {host_port(w.ip, w.port)}).",
             "ok",
         )
@@ -695,13 +695,18 @@ class InteractiveClient:
             self.out.line(f"Cannot connect to {where}: {hint}.", "error")
         except NicknameError as exc:
             self.out.line(
-                f"{where} refused the nickname {self.settings.nick!r}: {exc.message} ({exc.name}).",
+                f"{where} refused the nickname {self.settings.nick!r}: "
+                f"{render.safe(exc.message)} ({render.safe(exc.name)}).",
                 "error",
             )
         except ServerError as exc:
-            self.out.line(f"{where} refused the connection: {exc.message} ({exc.name}).", "error")
-        except (ConnectionLost, RequestTimeout) as exc:
-            self.out.line(f"Cannot connect: {exc}", "error")
+            self.out.line(
+                f"{where} refused the connection: {render.safe(exc.message)} "
+                f"({render.safe(exc.name)}).",
+                "error",
+            )
+        except (ConnectionLost, RequestTimeout) as exc:  # may quote the server
+            self.out.line(f"Cannot connect: {render.safe(str(exc))}", "error")
         except LocalProtocolError as exc:  # a --nick the wire cannot carry (too long)
             self.out.line(f"Cannot connect: {exc}.", "error")
         else:
@@ -785,7 +790,8 @@ class InteractiveClient:
             self._pending.clear()
             self._early.clear()
         self._failed(ExitCode.SESSION_ENDED)
-        self.out.line(f"Disconnected from {host_port(conn.host, conn.port)}: {reason}.", "error")
+        where = host_port(conn.host, conn.port)
+        self.out.line(f"Disconnected from {where}: {render.safe(reason)}.", "error")
         self.show_menu()
         self._ui.refresh()
 

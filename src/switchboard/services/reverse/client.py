@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol, TextIO
 
 from switchboard import defaults
+from switchboard.display import safe
 from switchboard.services.runtime import FdLineReader
 
 from .core import ERROR_PREFIX, REFUSALS, is_goodbye
@@ -136,7 +137,7 @@ class ReverseClient:
                 if first and text in REFUSALS:
                     self._refusal = text.removeprefix(ERROR_PREFIX)
                 else:
-                    self._print(f"{SERVER_PREFIX}{text}")
+                    self._print(f"{SERVER_PREFIX}{safe(text)}")
                 # Counted once printed: the terminal's next prompt waits for the count, and
                 # must come after the answer, not be drawn while the answer is printed.
                 with self._progress:

@@ -114,7 +114,7 @@ def describe(event: Event) -> str | None:
         case ServerShutdown():
             return "* The server is shutting down"
         case Rejoining(reason):
-            return f"! The server no longer knows us ({reason}); joining again"
+            return f"! The server no longer knows us ({safe(reason)}); joining again"
     return None
 
 
@@ -411,7 +411,7 @@ class ChatSession:
                     if self.input_done:
                         self._leave(now)
                 case JoinRefused(_, reason):
-                    self._nick_refused(f"nickname refused: {reason}")
+                    self._nick_refused(f"nickname refused: {safe(reason)}")
                 case NoAnswer(request, attempts, waited):
                     host, port = self.server
                     self.warn(
@@ -423,7 +423,7 @@ class ChatSession:
                 case Retrying(request, attempt, of):
                     self.warn(f"! no answer to {request} yet, retrying ({attempt}/{of})")
                 case SendRefused(reason):
-                    self.warn(f"! message refused by the server: {reason}")
+                    self.warn(f"! message refused by the server: {safe(reason)}")
                 case LeaveDone():
                     if self.exit_code is None:
                         self.exit_code = EXIT_OK
