@@ -5,7 +5,7 @@ Three parts, as for the interactive client:
 * ``chat_model`` (pure): typed lines to actions, how lines look, which rooms we are in;
 * ``ChatClient``: runs actions on a blocking ``Client``; the receiver thread prints what
   arrives through callbacks;
-* two front ends: the interactive client's ``TerminalUi`` (prompt_toolkit, lines printed
+* two front ends: ``terminal.TerminalUi`` (prompt_toolkit, shared with the menu; lines printed
   above the line being typed) and ``PipedLines`` (stdin is not a terminal: each line is said
   or run in turn, plain text out, flushed line by line; at the end of input it waits for
   every answer, and briefly for /msg receipts, then exits 0).
@@ -75,18 +75,7 @@ from . import chat_model as model
 from . import render
 from .common import CliExit, add_connection_args, connect, token
 from .exitcodes import ExitCode
-from .interactive import (
-    RECEIPT_GRACE_S,
-    Output,
-    Ui,
-    auth_hint,
-    await_receipts,
-    explain,
-    plain_console,
-    plain_stdio,
-    run_terminal,
-    utf8_argument,
-)
+from .interactive import RECEIPT_GRACE_S, auth_hint, await_receipts, explain, utf8_argument
 from .menu import CommandError, recipient_label, require_utf8
 from .reconnect import (
     add_reconnect_args,
@@ -95,6 +84,7 @@ from .reconnect import (
     connect_again,
     seconds,
 )
+from .terminal import Output, Ui, plain_console, plain_stdio, run_terminal
 
 HISTORY_FILE: Final = "chat_history"
 #: Said when Ctrl-C meets an empty line: as in the interactive client, Ctrl-C only clears

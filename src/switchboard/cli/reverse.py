@@ -158,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _connect(args: argparse.Namespace) -> int:
-    from switchboard.cli.lab_prompt import LinePrompt, interrupted, output_above_prompt
+    from switchboard.cli.terminal import LinePrompt, interrupted, output_above_prompt
     from switchboard.services.reverse import client
     from switchboard.services.reverse.core import ESC
 

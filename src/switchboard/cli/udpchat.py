@@ -236,7 +236,7 @@ def _join(args: argparse.Namespace) -> int:
     async def main() -> int:
         reader = None
         if terminal:
-            from switchboard.cli.lab_prompt import LinePrompt
+            from switchboard.cli.terminal import LinePrompt
 
             reader = LinePrompt()
         return await join_room(
@@ -253,7 +253,7 @@ def _join(args: argparse.Namespace) -> int:
 
     try:
         if terminal:
-            from switchboard.cli.lab_prompt import output_above_prompt
+            from switchboard.cli.terminal import output_above_prompt
 
             with output_above_prompt():
                 return runtime.run(main())

@@ -47,7 +47,7 @@ class ReverseClientError(Exception):
 
 
 class LineReader(Protocol):
-    """A terminal line editor (``cli.lab_prompt.LinePrompt``)."""
+    """A terminal line editor (``cli.terminal.LinePrompt``)."""
 
     def read(self, message: str) -> str:
         """The typed line; ``EOFError`` at Ctrl-D or after ``interrupt``, ``KeyboardInterrupt``

@@ -68,7 +68,7 @@ NICK_QUESTION: Final = "Another nickname: "
 
 
 class LineReader(Protocol):
-    """A terminal line editor on the running event loop (``cli.lab_prompt.LinePrompt``)."""
+    """A terminal line editor on the running event loop (``cli.terminal.LinePrompt``)."""
 
     async def read_async(self, message: Callable[[], str]) -> str:
         """The typed line; ``EOFError`` at Ctrl-D or after ``interrupt``,
