@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from switchboard.cli import chat_model, render
+from switchboard.cli.udpchat_join import describe
 from switchboard.display import safe as display_safe
 from switchboard.protocol import (
     ClientInfo,
@@ -23,7 +24,6 @@ from switchboard.protocol import (
 from switchboard.protocol.printable import UNSAFE, json_quoted, safe
 from switchboard.protocol.trace import format_trace
 from switchboard.services.udpchat import codec
-from switchboard.services.udpchat.client import describe
 from switchboard.services.udpchat.peer import MemberJoined, MessageReceived
 from switchboard.services.udpchat.trace import format_datagram
 
@@ -95,3 +95,12 @@ def test_every_command_writes_a_hostile_string_the_same_way(name: str) -> None:
     layout = "\n\t" if name in ("list tsv", "rooms", "chat members") else ""
     raw = {f"U+{ord(c):04X}" for c in text if ord(c) in UNSAFE and c not in layout}
     assert not raw, (raw, text)
+
+
+def test_reverse_connect_prints_the_servers_answer_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from switchboard.cli.reverse import SessionPrinter
+
+    SessionPrinter().answer(HOSTILE)
+    assert capsys.readouterr().out == f"Server: {SHOWN}\n"

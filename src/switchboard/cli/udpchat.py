@@ -218,8 +218,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _join(args: argparse.Namespace) -> int:
+    from switchboard.cli.udpchat_join import join_room
     from switchboard.services import runtime
-    from switchboard.services.udpchat.client import join_room
     from switchboard.services.udpchat.peer import ChatPeer, RetrySchedule
 
     if args.retry_attempts < 1:

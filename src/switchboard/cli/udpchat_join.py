@@ -1,4 +1,5 @@
-"""``switchboard udpchat join``: the chat room member's asyncio shell around ``peer.ChatPeer``.
+"""``switchboard udpchat join``: what a room member sees, an asyncio shell around the session
+logic of ``services.udpchat.peer.ChatPeer`` (sans I/O: it reports events, this prints them).
 
 Three sources feed one queue: datagrams from the server, lines typed (from stdin by a daemon
 thread, or on a terminal from a ``LineReader``: prompt_toolkit in the CLI, on this event loop)
@@ -26,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol, TextIO, cast
 
+from switchboard.cli.exitcodes import ExitCode
 from switchboard.display import safe
-
-from .codec import LeftReason, nick_problem
-from .peer import (
+from switchboard.services.udpchat.codec import LeftReason, nick_problem
+from switchboard.services.udpchat.peer import (
     ChatPeer,
     Event,
     Ignored,
@@ -51,17 +52,12 @@ from .peer import (
     ServerSilent,
     Welcomed,
 )
-from .room import Address
-from .trace import format_datagram
+from switchboard.services.udpchat.room import Address
+from switchboard.services.udpchat.trace import format_datagram
 
 #: Lines that leave the room.
 QUIT_COMMANDS: Final = frozenset({"exit", "/quit"})
 
-EXIT_OK: Final = 0
-EXIT_NO_SESSION: Final = 2
-EXIT_NICK_REFUSED: Final = EXIT_NO_SESSION
-EXIT_SERVER_SHUTDOWN: Final = 3
-EXIT_INTERRUPTED: Final = 130
 #: The prompt on a terminal, and the question after a refused nickname.
 PROMPT: Final = "> "
 NICK_QUESTION: Final = "Another nickname: "
@@ -223,7 +219,7 @@ class ChatSession:
 
                 read_lines_in_thread(stdin_fd, on_line)
             if not self._start_join(None):
-                return EXIT_NICK_REFUSED
+                return ExitCode.NO_SESSION
             while self.exit_code is None:
                 deadline = self.peer.next_deadline()
                 if self._join_deadline is not None:
@@ -246,8 +242,8 @@ class ChatSession:
                 self._handle_events(now)
                 self._flush()
                 self._check_join_deadline(now)
-            if self.interrupted and self.exit_code == EXIT_OK:
-                return EXIT_INTERRUPTED
+            if self.interrupted and self.exit_code == ExitCode.OK:
+                return ExitCode.INTERRUPTED
             return self.exit_code
         finally:
             if typing is not None and self.reader is not None and not typing.done():
@@ -281,7 +277,7 @@ class ChatSession:
 
     def _interrupted(self) -> None:
         if self.interrupted or self.peer.phase is Phase.LEAVING:
-            self.exit_code = EXIT_INTERRUPTED  # again: do not wait for the acknowledgement
+            self.exit_code = ExitCode.INTERRUPTED  # again: do not wait for the acknowledgement
             self.queue.put_nowait(_Line(b""))
             return
         self.interrupted = True
@@ -301,7 +297,7 @@ class ChatSession:
                 f"! no answer from the server at {_endpoint(host, port)} to JOIN within "
                 f"{self.join_timeout_s:g} s (--timeout)"
             )
-            self.exit_code = EXIT_NO_SESSION
+            self.exit_code = ExitCode.NO_SESSION
 
     def _start_join(self, nick: str | None) -> bool:
         """Send a JOIN; False when the nickname is invalid and nobody can be asked again."""
@@ -319,7 +315,7 @@ class ChatSession:
     def _nick_refused(self, message: str) -> bool:
         self.warn(f"switchboard udpchat join: {message}")
         if not self.interactive or self.input_done:
-            self.exit_code = EXIT_NICK_REFUSED
+            self.exit_code = ExitCode.NO_SESSION
             return False
         self.asking_nick = True
         if self.reader is not None:
@@ -333,7 +329,7 @@ class ChatSession:
         if not raw:
             self.input_done = True
             if self.asking_nick:
-                self.exit_code = EXIT_INTERRUPTED if self.interrupted else EXIT_NICK_REFUSED
+                self.exit_code = ExitCode.INTERRUPTED if self.interrupted else ExitCode.NO_SESSION
             elif self.peer.phase is not Phase.JOINING:
                 self._leave(now)
             # While joining, the lines read so far are sent once we are in, then we leave.
@@ -419,16 +415,16 @@ class ChatSession:
                         f"after {attempts} attempts ({waited:g} s)"
                     )
                     if request == "JOIN":
-                        self.exit_code = EXIT_NO_SESSION
+                        self.exit_code = ExitCode.NO_SESSION
                 case Retrying(request, attempt, of):
                     self.warn(f"! no answer to {request} yet, retrying ({attempt}/{of})")
                 case SendRefused(reason):
                     self.warn(f"! message refused by the server: {safe(reason)}")
                 case LeaveDone():
                     if self.exit_code is None:
-                        self.exit_code = EXIT_OK
+                        self.exit_code = ExitCode.OK
                 case ServerShutdown():
-                    self.exit_code = EXIT_SERVER_SHUTDOWN
+                    self.exit_code = ExitCode.SESSION_ENDED
                 case Ignored():
                     self.ignored += 1
 
