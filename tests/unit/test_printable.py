@@ -83,6 +83,10 @@ FORMATTERS: dict[str, Callable[[str], str]] = {
     "chat members": lambda s: "\n".join(
         chat_model.members_lines(s, [ClientInfo(2, "::1", 5, s, 0)], 1)
     ),
+    "chat prompt": lambda s: "".join(
+        text for _, text in chat_model.ChatState(nick=s, current=s).prompt_parts()
+    ),
+    "chat where now": lambda s: chat_model.ChatState(nick="me", current=s).where_now(),
     "udpchat message": lambda s: describe(MessageReceived(s, 0, s)) or "",
     "udpchat joined": lambda s: describe(MemberJoined(s, 0)) or "",
 }
