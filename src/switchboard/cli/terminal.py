@@ -220,7 +220,7 @@ class TerminalUi:
         self._questions: PromptSession[str] = PromptSession(history=InMemoryHistory(), style=style)
         self._state = state
         self._on_idle_interrupt = on_idle_interrupt
-        self._interrupted = False
+        self._ender = PromptEnder(self._session, erase=False)
 
     def read_command(self) -> str | None:
         from prompt_toolkit.formatted_text import FormattedText
@@ -229,7 +229,7 @@ class TerminalUi:
             try:
                 return self._session.prompt(
                     lambda: FormattedText(self._state.prompt_parts()),
-                    pre_run=self._end_if_interrupted,
+                    pre_run=self._ender.end_if_asked,
                 )
             except KeyboardInterrupt:
                 # Ctrl-C throws the line away and the prompt comes back, as in a shell; on
@@ -262,17 +262,7 @@ class TerminalUi:
 
     def interrupt(self) -> None:
         """From any thread: end the prompt shown now, or the next one, as if Ctrl-D."""
-        # The flag covers a prompt that is just starting: its pre_run hook sees it.
-        self._interrupted = True
-        app = self._session.app
-        loop = app.loop
-        if app.is_running and loop is not None:
-            loop.call_soon_threadsafe(self._end_if_interrupted)
-
-    def _end_if_interrupted(self) -> None:
-        app = self._session.app
-        if self._interrupted and app.is_running and app.future and not app.future.done():
-            app.exit(exception=EOFError())
+        self._ender.ask()
 
 
 def private_history_file(path: Path) -> str | None:
@@ -377,16 +367,15 @@ class LinePrompt:
         self._session: PromptSession[str] = PromptSession(
             history=InMemoryHistory(), key_bindings=bindings
         )
-        self._lock = threading.Lock()
-        self._interrupted = False
+        self._ender = PromptEnder(self._session, erase=True)
 
     def read(self, message: str | Callable[[], str]) -> str:
         self._session.app.erase_when_done = False
-        return self._session.prompt(message, pre_run=self._end_if_interrupted)
+        return self._session.prompt(message, pre_run=self._ender.end_if_asked)
 
     async def read_async(self, message: str | Callable[[], str]) -> str:
         self._session.app.erase_when_done = False
-        return await self._session.prompt_async(message, pre_run=self._end_if_interrupted)
+        return await self._session.prompt_async(message, pre_run=self._ender.end_if_asked)
 
     def refresh(self) -> None:
         """Redraw the prompt (its message changed); from the prompt's own event loop."""
@@ -397,20 +386,36 @@ class LinePrompt:
     def interrupt(self) -> None:
         """From any thread: end the prompt shown now (or the next one) with ``EOFError``,
         erasing it, since the session it asked for is over."""
+        self._ender.ask()
+
+
+class PromptEnder:
+    """Ends a session's prompt with ``EOFError`` when asked from any thread: the prompt
+    shown now, or the next one (``end_if_asked`` is its ``pre_run`` hook, so a prompt that
+    is just starting sees the request); ``erase``: the prompt vanishes from the screen."""
+
+    def __init__(self, session: PromptSession[str], *, erase: bool) -> None:
+        self._session = session
+        self._erase = erase
+        self._lock = threading.Lock()
+        self._asked = False
+
+    def ask(self) -> None:
         with self._lock:
-            self._interrupted = True
+            self._asked = True
         app = self._session.app
         loop = app.loop
         if app.is_running and loop is not None:
-            loop.call_soon_threadsafe(self._end_if_interrupted)
+            loop.call_soon_threadsafe(self.end_if_asked)
 
-    def _end_if_interrupted(self) -> None:
+    def end_if_asked(self) -> None:
         with self._lock:
-            if not self._interrupted:
+            if not self._asked:
                 return
         app = self._session.app
         if app.is_running and app.future is not None and not app.future.done():
-            app.erase_when_done = True
+            if self._erase:
+                app.erase_when_done = True
             app.exit(exception=EOFError())
 
 
@@ -428,6 +433,7 @@ __all__ = [
     "LinePrompt",
     "Output",
     "PlainUi",
+    "PromptEnder",
     "PromptState",
     "TerminalApp",
     "TerminalUi",
