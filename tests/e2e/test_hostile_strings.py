@@ -35,6 +35,8 @@ from switchboard.protocol import (
     NameOk,
     NameRequest,
     NickChanged,
+    NickOk,
+    NickRequest,
     PingOk,
     PingRequest,
     RoomInfo,
@@ -57,6 +59,8 @@ def _answer(frame: Frame) -> list[Frame]:
     rid = frame.request_id
     if isinstance(frame, HelloRequest):
         return [HelloOk(1, 1, frame.nick, request_id=rid)]
+    if isinstance(frame, NickRequest):
+        return [NickOk(frame.nick, request_id=rid)]
     if isinstance(frame, NameRequest):
         return [NameOk(HOSTILE, request_id=rid)]
     if isinstance(frame, TimeRequest):
@@ -167,4 +171,16 @@ def test_the_menu_client_prints_a_hostile_string_escaped(hostile: HostileServer)
     assert f"server '{SHOWN}'" in out, out
     assert f"Server name: {SHOWN}" in out
     assert out.count(SHOWN) >= 5, out  # welcome, name, time zone, list, rooms, refusal
+    assert_neutralised(out)
+
+
+def test_the_chat_client_prints_a_hostile_string_escaped(hostile: HostileServer) -> None:
+    result = run_cli(
+        "chat", "--nick", "bob", "--room", "lobby", "--no-reconnect", port=hostile.port,
+        input="",
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr
+    out = result.stdout + result.stderr
+    assert f"connected to '{SHOWN}'" in out, out
+    assert out.count(SHOWN) >= 6, out  # server, joined, message (nick, room, text), rename
     assert_neutralised(out)
