@@ -29,6 +29,7 @@ from typing import Final, Protocol, TextIO, cast
 
 from switchboard.cli.exitcodes import ExitCode
 from switchboard.display import safe
+from switchboard.protocol.trace import host_port
 from switchboard.services.udpchat.codec import LeftReason, nick_problem
 from switchboard.services.udpchat.peer import (
     ChatPeer,
@@ -294,7 +295,7 @@ class ChatSession:
         if now >= self._join_deadline:
             host, port = self.server
             self.warn(
-                f"! no answer from the server at {_endpoint(host, port)} to JOIN within "
+                f"! no answer from the server at {host_port(host, port)} to JOIN within "
                 f"{self.join_timeout_s:g} s (--timeout)"
             )
             self.exit_code = ExitCode.NO_SESSION
@@ -375,7 +376,7 @@ class ChatSession:
             self.icmp_reported = True
             host, port = self.server
             reason = getattr(error, "strerror", None) or str(error)
-            self.warn(f"! nothing is listening at {_endpoint(host, port)} ({reason}); still trying")
+            self.warn(f"! nothing is listening at {host_port(host, port)} ({reason}); still trying")
 
     # --- output --------------------------------------------------------------------------------
 
@@ -411,7 +412,7 @@ class ChatSession:
                 case NoAnswer(request, attempts, waited):
                     host, port = self.server
                     self.warn(
-                        f"! no answer from the server at {_endpoint(host, port)} to {request} "
+                        f"! no answer from the server at {host_port(host, port)} to {request} "
                         f"after {attempts} attempts ({waited:g} s)"
                     )
                     if request == "JOIN":
@@ -427,10 +428,6 @@ class ChatSession:
                     self.exit_code = ExitCode.SESSION_ENDED
                 case Ignored():
                     self.ignored += 1
-
-
-def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def join_room(
