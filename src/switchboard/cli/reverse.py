@@ -1,4 +1,9 @@
-"""``switchboard reverse serve|connect``: the string-reversal lab service and its client."""
+"""``switchboard reverse serve|connect``: the string-reversal lab service and its client.
+
+The client's session (``services.reverse.client``) prints nothing: here are its prompt, the
+``Server: `` lines, what is said when the server ends the session or turns us away, and the
+exit code for each ending (``exit_code``, from the one table).
+"""
 
 from __future__ import annotations
 
