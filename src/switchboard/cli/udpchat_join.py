@@ -1,9 +1,10 @@
 """``switchboard udpchat join``: what a room member sees, an asyncio shell around the session
 logic of ``services.udpchat.peer.ChatPeer`` (sans I/O: it reports events, this prints them).
 
-Three sources feed one queue: datagrams from the server, lines typed (from stdin by a daemon
-thread, or on a terminal from a ``LineReader``: prompt_toolkit in the CLI, on this event loop)
-and the clock (the queue wait is bounded by the peer's next deadline).  Everything received
+Three sources feed one queue (``services.udpchat.member.MemberLink``, the datagram I/O):
+datagrams from the server, lines typed (from stdin by a daemon thread, or on a terminal from
+a ``LineReader``: prompt_toolkit in the CLI, on this event loop) and the clock (the queue
+wait is bounded by the peer's next deadline).  Everything received
 is printed as one flushed line, so a script can drive the client through pipes (on a
 terminal the CLI prints it above the prompt); notices about the room start with ``*``,
 warnings about the network with ``!``.  With ``trace``, every datagram sent and received is
@@ -24,13 +25,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Protocol, TextIO, cast
+from typing import Final, Protocol, TextIO
 
 from switchboard.cli.exitcodes import ExitCode
 from switchboard.display import safe
 from switchboard.protocol.trace import host_port
 from switchboard.services.udpchat.codec import LeftReason, nick_problem
+from switchboard.services.udpchat.member import Datagram, Icmp, Line, MemberLink
 from switchboard.services.udpchat.peer import (
     ChatPeer,
     Event,
@@ -53,7 +54,6 @@ from switchboard.services.udpchat.peer import (
     ServerSilent,
     Welcomed,
 )
-from switchboard.services.udpchat.room import Address
 from switchboard.services.udpchat.trace import format_datagram
 
 #: Lines that leave the room.
@@ -115,40 +115,6 @@ def describe(event: Event) -> str | None:
     return None
 
 
-@dataclass
-class _Datagram:
-    data: bytes
-
-
-@dataclass
-class _Line:
-    data: bytes  # b"" at end of input
-
-
-@dataclass
-class _Icmp:
-    error: Exception
-
-
-_Input = _Datagram | _Line | _Icmp
-
-
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, put: Callable[[_Input], None]) -> None:
-        self.put = put
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.put(_Datagram(data))
-
-    def error_received(self, exc: Exception) -> None:
-        # Port unreachable: nobody listens there (yet).  Retries go on; never fatal.
-        self.put(_Icmp(exc))
-
-
 class ChatSession:
     """One run of the client: join, relay lines both ways, leave."""
 
@@ -176,8 +142,7 @@ class ChatSession:
         self.trace_hex = trace_hex
         self.interrupted = False
         self._join_deadline: float | None = None
-        self.queue: asyncio.Queue[_Input] = asyncio.Queue()
-        self.endpoint: _Endpoint | None = None
+        self.link = MemberLink()
         self.waiting_lines: list[bytes] = []
         self.asking_nick = False
         self.input_done = False
@@ -187,7 +152,7 @@ class ChatSession:
 
     def input_line(self, data: bytes) -> None:
         """Take ``data`` as a line typed by the user (``b""``: end of input).  Loop thread only."""
-        self.queue.put_nowait(_Line(data))
+        self.link.put_line(data)
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -201,11 +166,8 @@ class ChatSession:
         from switchboard.services.runtime import read_lines_in_thread
 
         loop = asyncio.get_running_loop()
-        put = self.queue.put_nowait
-        _, endpoint = await loop.create_datagram_endpoint(
-            lambda: _Endpoint(put), remote_addr=self.server
-        )
-        self.endpoint = endpoint
+        await self.link.open(self.server)
+        put_line = self.link.put_line
         typing: asyncio.Task[None] | None = None
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -216,7 +178,7 @@ class ChatSession:
             elif stdin_fd is not None:
 
                 def on_line(line: bytes) -> None:
-                    loop.call_soon_threadsafe(put, _Line(line))
+                    loop.call_soon_threadsafe(put_line, line)
 
                 read_lines_in_thread(stdin_fd, on_line)
             if not self._start_join(None):
@@ -226,17 +188,14 @@ class ChatSession:
                 if self._join_deadline is not None:
                     deadline = min(deadline or self._join_deadline, self._join_deadline)
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    item = None
+                item = await self.link.next(timeout)
                 now = loop.time()
-                if isinstance(item, _Datagram):
+                if isinstance(item, Datagram):
                     self._trace("<<-", item.data)
                     self.peer.receive(item.data, now)
-                elif isinstance(item, _Line):
+                elif isinstance(item, Line):
                     self._line(item.data, now)
-                elif isinstance(item, _Icmp):
+                elif isinstance(item, Icmp):
                     self._icmp(item.error)
                 self.peer.tick(now)
                 self._flush()
@@ -254,24 +213,23 @@ class ChatSession:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
-            if self.endpoint.transport is not None:
-                self.endpoint.transport.close()
+            self.link.close()
 
     # --- input ---------------------------------------------------------------------------------
 
     async def _read_terminal(self, reader: LineReader) -> None:
         """Lines typed at the prompt into the queue, until Ctrl-D, Ctrl-C or the end."""
-        put = self.queue.put_nowait
+        put_line = self.link.put_line
         while self.exit_code is None:
             try:
                 text = await reader.read_async(self._prompt)
             except EOFError:
-                put(_Line(b""))
+                put_line(b"")
                 return
             except KeyboardInterrupt:
                 self._interrupted()
                 return
-            put(_Line(text.encode("utf-8", "surrogateescape") + b"\n"))
+            put_line(text.encode("utf-8", "surrogateescape") + b"\n")
 
     def _prompt(self) -> str:
         return NICK_QUESTION if self.asking_nick else PROMPT
@@ -279,11 +237,11 @@ class ChatSession:
     def _interrupted(self) -> None:
         if self.interrupted or self.peer.phase is Phase.LEAVING:
             self.exit_code = ExitCode.INTERRUPTED  # again: do not wait for the acknowledgement
-            self.queue.put_nowait(_Line(b""))
+            self.link.put_line(b"")
             return
         self.interrupted = True
         self.waiting_lines.clear()  # typed before we were in: not said after all
-        self.queue.put_nowait(_Line(b""))
+        self.link.put_line(b"")
 
     def _check_join_deadline(self, now: float) -> None:
         if self._join_deadline is None or self.exit_code is not None or self.asking_nick:
@@ -381,12 +339,10 @@ class ChatSession:
     # --- output --------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        assert self.endpoint is not None and self.endpoint.transport is not None
-        transport = self.endpoint.transport
         for data in self.peer.datagrams_to_send():
-            if not transport.is_closing():
+            if self.link.can_send():
                 self._trace("->>", data)
-                transport.sendto(data)
+                self.link.send(data)
 
     def _trace(self, direction: str, data: bytes) -> None:
         if self.trace:
