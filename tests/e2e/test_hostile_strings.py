@@ -10,6 +10,7 @@ subprocess, must show that string exactly as ``safe`` writes it, and nothing uns
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -184,3 +185,27 @@ def test_the_chat_client_prints_a_hostile_string_escaped(hostile: HostileServer)
     assert f"connected to '{SHOWN}'" in out, out
     assert out.count(SHOWN) >= 6, out  # server, joined, message (nick, room, text), rename
     assert_neutralised(out)
+
+
+@pytest.mark.parametrize("args", [["listen", "--room", "lobby", "--no-reconnect"], ["list"]])
+def test_json_output_carries_the_exact_string_with_nothing_unsafe_raw(
+    hostile: HostileServer, args: list[str]
+) -> None:
+    result = run_cli(*args, "--json", port=hostile.port)
+    assert "Traceback" not in result.stderr
+    raw = sorted({f"U+{ord(c):04X}" for c in result.stdout if ord(c) in UNSAFE and c != "\n"})
+    assert not raw, f"{raw} printed raw in {result.stdout!r}"
+    values = [json.loads(line) for line in result.stdout.splitlines()]
+    strings = [v for obj in values for v in _strings(obj)]
+    assert HOSTILE in strings, values  # read back exactly as the peer sent it
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import ssl
 import sys
@@ -26,6 +25,7 @@ from switchboard.client.tracing import Tracer
 from switchboard.display import safe
 from switchboard.protocol import ErrorCode
 from switchboard.protocol.codec import Event
+from switchboard.protocol.printable import json_line
 from switchboard.protocol.trace import host_port
 from switchboard.server.logs import local_timestamp
 
@@ -256,7 +256,7 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
 
 def emit(obj: Any) -> None:
     """One JSON value on one line, flushed at once (JSON Lines for followers)."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_line(obj) + "\n")  # peers' strings escaped, as JSON
     sys.stdout.flush()
 
 

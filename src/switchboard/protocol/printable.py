@@ -12,6 +12,10 @@ once; two renderings escape it:
 * ``json_quoted(text)``: for ``--trace``, which shows exactly which code points a peer sent:
   a JSON string literal with every unsafe code point escaped, and every other one that is
   not printable (joiners, tag characters, ...) too.
+* ``json_line(value)``: for ``--json``: one line of JSON whose strings hold every unsafe code
+  point as a ``\\u`` escape, so a program reads exactly what the peer sent and a terminal
+  shows it harmlessly (``json.dumps`` leaves DEL, C1 controls, bidi controls, line
+  separators and lone surrogates raw).
 
 Rich markup (``[bold]``) is not a terminal's business: the CLI prints peers' strings as
 ``rich.text.Text`` or through a console made with ``markup=False``, never as markup.
@@ -22,7 +26,7 @@ Pure functions, no imports from the rest of Switchboard: ``protocol.trace`` uses
 from __future__ import annotations
 
 import json
-from typing import Final
+from typing import Any, Final
 
 #: C0 and C1 control characters and DEL: a peer's text must not move the cursor, clear the
 #: screen or split one message into several lines.
@@ -60,6 +64,16 @@ def safe(text: str) -> str:
     return text.translate(_TABLE)
 
 
+#: What ``json.dumps(..., ensure_ascii=False)`` leaves raw of ``UNSAFE`` (it escapes C0),
+#: as JSON escapes.
+_JSON_TABLE: Final = str.maketrans({code: f"\\u{code:04x}" for code in UNSAFE if code >= 0x20})
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one line of JSON, every ``UNSAFE`` code point in it escaped."""
+    return json.dumps(value, ensure_ascii=False).translate(_JSON_TABLE)
+
+
 def json_quoted(text: str) -> str:
     """``text`` as a JSON string literal in which every ``UNSAFE`` code point, and every
     other one that is not printable, is a ``\\u`` escape (``\\U`` beyond the BMP)."""
@@ -74,4 +88,4 @@ def _code_point(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-__all__ = ["UNSAFE", "escaped", "json_quoted", "safe"]
+__all__ = ["UNSAFE", "escaped", "json_line", "json_quoted", "safe"]
