@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from test_server_forwarding import shrink_send_buffer
-
 from support.peers import RawPeer
-from support.servers import ServerThread
+from support.servers import ServerThread, shrink_send_buffer
 from switchboard.client import Client
 from switchboard.protocol import JoinOk, JoinRequest, Message, MessageFlags
 

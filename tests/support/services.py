@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import pytest
 
 from support.waiting import WAIT_S
+from switchboard.cli.udpchat_join import ChatSession
 from switchboard.services.reverse.server import ReverseConfig, ReverseServer
-from switchboard.services.udpchat.client import ChatSession
 from switchboard.services.udpchat.peer import ChatPeer
 from switchboard.services.udpchat.relay import DropPredicate, FaultPlan, LossyRelay
 from switchboard.services.udpchat.server import UdpChatConfig, UdpChatServer

@@ -115,10 +115,10 @@ def test_safe_neutralises_controls_and_bidi(raw: str, shown: str) -> None:
 
 def test_every_client_shows_a_bidi_override_escaped() -> None:
     """listen and the interactive client (render.describe), chat (chat_model.room_line) and
-    the UDP chat client (udpchat.client.describe) all print through ``safe``."""
+    the UDP chat client (cli.udpchat_join.describe) all print through ``safe``."""
     from switchboard.cli import chat_model, render
+    from switchboard.cli import udpchat_join as udp_client
     from switchboard.protocol import Message
-    from switchboard.services.udpchat import client as udp_client
     from switchboard.services.udpchat.peer import MessageReceived
 
     text = "abc\u202edef"

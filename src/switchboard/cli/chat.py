@@ -5,7 +5,7 @@ Three parts, as for the interactive client:
 * ``chat_model`` (pure): typed lines to actions, how lines look, which rooms we are in;
 * ``ChatClient``: runs actions on a blocking ``Client``; the receiver thread prints what
   arrives through callbacks;
-* two front ends: the interactive client's ``TerminalUi`` (prompt_toolkit, lines printed
+* two front ends: ``terminal.TerminalUi`` (prompt_toolkit, shared with the menu; lines printed
   above the line being typed) and ``PipedLines`` (stdin is not a terminal: each line is said
   or run in turn, plain text out, flushed line by line; at the end of input it waits for
   every answer, and briefly for /msg receipts, then exits 0).
@@ -75,18 +75,7 @@ from . import chat_model as model
 from . import render
 from .common import CliExit, add_connection_args, connect, token
 from .exitcodes import ExitCode
-from .interactive import (
-    RECEIPT_GRACE_S,
-    Output,
-    Ui,
-    auth_hint,
-    await_receipts,
-    explain,
-    plain_console,
-    plain_stdio,
-    run_terminal,
-    utf8_argument,
-)
+from .interactive import RECEIPT_GRACE_S, auth_hint, await_receipts, explain, utf8_argument
 from .menu import CommandError, recipient_label, require_utf8
 from .reconnect import (
     add_reconnect_args,
@@ -95,6 +84,7 @@ from .reconnect import (
     connect_again,
     seconds,
 )
+from .terminal import Output, Ui, plain_console, plain_stdio, run_terminal
 
 HISTORY_FILE: Final = "chat_history"
 #: Said when Ctrl-C meets an empty line: as in the interactive client, Ctrl-C only clears
@@ -319,7 +309,7 @@ class ChatClient:
             self._take_nick(client, self.args.nick)
             with self._lock:
                 me = model.who(self.state.nick, client.client_id)
-            self.out.line(f"* connected to {client.server_name!r} as {me}", "notice")
+            self.out.line(f"* connected to '{render.safe(client.server_name)}' as {me}", "notice")
             try:
                 self._join(client, self.args.room)
             except ServerError as exc:
@@ -332,7 +322,7 @@ class ChatClient:
             self._starting = False
             lost = self._lost
         if lost is not None:  # lost just before _starting was cleared: said by nobody yet
-            self.out.line(f"* Connection lost: {lost}.", "error")
+            self.out.line(f"* Connection lost: {render.safe(lost)}.", "error")
         return client
 
     def _measure_clock(self, client: Client) -> None:
@@ -400,7 +390,7 @@ class ChatClient:
         elif isinstance(action, model.GetTime):
             self.out.line(f"Server time: {render.server_time(client.time())}")
         elif isinstance(action, model.GetName):
-            self.out.line(f"Server name: {client.name()}")
+            self.out.line(f"Server name: {render.safe(client.name())}")
         elif isinstance(action, model.ChangeNick):
             nick = client.set_nick(action.nick)
             with self._lock:
@@ -569,9 +559,11 @@ class ChatClient:
             self._ui.refresh()  # the prompt says so
             return
         if shutdown is not None:
-            self.out.line(f"* The server shut down ({shutdown}): the chat is over.", "error")
+            self.out.line(
+                f"* The server shut down ({render.safe(shutdown)}): the chat is over.", "error"
+            )
         else:
-            self.out.line(f"* Connection lost: {reason}.", "error")
+            self.out.line(f"* Connection lost: {render.safe(reason)}.", "error")
         self._ui.interrupt()
 
     def _reconnect(self, why: str) -> None:
@@ -582,11 +574,12 @@ class ChatClient:
         def waiting(delay: float, error: str | None) -> None:
             nonlocal first
             if first:
-                line = f"* Connection lost: {why}; reconnecting in {seconds(delay)}."
+                line = f"* Connection lost: {render.safe(why)}; reconnecting in {seconds(delay)}."
                 self.out.line(line, "error")
                 first = False
             else:
-                line = f"* Reconnect failed ({error}); next try in {seconds(delay)}."
+                failed = render.safe(error or "")
+                line = f"* Reconnect failed ({failed}); next try in {seconds(delay)}."
                 self.out.line(line, "dim")
 
         client: Client | None

@@ -287,7 +287,7 @@ def members_lines(title: str, members: Iterable[ClientInfo], me: int) -> list[st
         + (" (you)" if c.client_id == me else "")
         for c in members
     ]
-    return [f"{title}: {len(rows)}", *rows]
+    return [f"{safe(title)}: {len(rows)}", *rows]  # the title may name a room
 
 
 # --- where we are ----------------------------------------------------------------------------
@@ -336,12 +336,16 @@ class ChatState:
         """After leaving a room: where plain lines go now."""
         if self.current is None:
             return "you are in no room now: /join one"
-        return f"talking in {self.current}"
+        return f"talking in {safe(self.current)}"
 
     def prompt_parts(self) -> list[tuple[str, str]]:
-        """``[lobby] alice> `` for prompt_toolkit, with style classes."""
-        where = ("class:state", self.current) if self.current else ("class:offline", "no room")
-        return [("class:prompt", "["), where, ("class:prompt", f"] {self.nick}> ")]
+        """``[lobby] alice> `` for prompt_toolkit, with style classes (the room and the
+        nickname as the server confirmed them, escaped)."""
+        if self.current:
+            where = ("class:state", safe(self.current))
+        else:
+            where = ("class:offline", "no room")
+        return [("class:prompt", "["), where, ("class:prompt", f"] {safe(self.nick)}> ")]
 
     def completion_words(
         self, known_ids: Iterable[int] = (), known_nicks: Iterable[str] = ()

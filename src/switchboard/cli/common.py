@@ -22,9 +22,10 @@ from switchboard.client import (
 )
 from switchboard.client.channel import client_ssl_context
 from switchboard.client.tracing import Tracer
-from switchboard.display import safe_json
+from switchboard.display import safe
 from switchboard.protocol import ErrorCode
 from switchboard.protocol.codec import Event
+from switchboard.protocol.printable import json_line
 from switchboard.protocol.trace import host_port
 from switchboard.server.logs import local_timestamp
 
@@ -228,7 +229,7 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
                 if not announced:
                     announced = True
                     print(
-                        f"switchboard: {where} is full ({exc.message}); trying again "
+                        f"switchboard: {where} is full ({safe(exc.message)}); trying again "
                         f"every {FULL_RETRY_S:g}s for up to {retry_full_s:g}s",
                         file=sys.stderr,
                         flush=True,
@@ -254,9 +255,8 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
 
 
 def emit(obj: Any) -> None:
-    """One JSON value on one line, flushed at once (JSON Lines for followers); a peer's
-    bidi and control characters as JSON escapes (``safe_json``)."""
-    sys.stdout.write(safe_json(obj) + "\n")
+    """One JSON value on one line, flushed at once (JSON Lines for followers)."""
+    sys.stdout.write(json_line(obj) + "\n")  # peers' strings escaped, as JSON
     sys.stdout.flush()
 
 

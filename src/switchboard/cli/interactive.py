@@ -6,29 +6,23 @@ Three parts:
 * ``InteractiveClient``: runs those actions on a blocking ``Client`` and keeps the
   connection state, which the receiver thread may change at any moment (a message arrives,
   the server shuts down, the connection breaks);
-* two front ends: ``TerminalUi`` (prompt_toolkit: history, completion, and notices printed
-  above the line being typed through ``patch_stdout``) and ``PlainUi`` (stdin is not a
-  terminal: one command or answer per line, plain text out, no escape codes).
+* two front ends from ``terminal``, the toolkit the chat and the lab clients share:
+  ``TerminalUi`` (prompt_toolkit: history, completion, and notices printed above the line
+  being typed) and ``PlainUi`` (stdin is not a terminal: one command or answer per line,
+  plain text out, no escape codes).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import stat
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final, Protocol, TextIO, cast
-
-from rich.console import Console, RenderableType
-from rich.text import Text
+from typing import Any, Final, cast
 
 from switchboard.client import (
     AuthError,
@@ -72,6 +66,7 @@ from .common import (
 )
 from .exitcodes import ExitCode
 from .menu import CommandError
+from .terminal import Output, PlainUi, Ui, plain_console, plain_stdio, run_terminal
 
 #: Seconds ``disconnect`` and ``quit`` wait for the receipts of messages just sent, so a
 #: script that sends and then ends its input still learns whether they were delivered.
@@ -79,22 +74,7 @@ RECEIPT_GRACE_S: Final = 2.0
 #: Receipts that arrive before their SEND's answer has been printed are held back (so that
 #: "forwarded" is printed before "delivered"); a bound in case an answer is never printed.
 MAX_EARLY_RECEIPTS: Final = 1000
-#: Styles readable on light and dark backgrounds (no yellow, white or black); rich drops
-#: every colour when NO_COLOR is set, prompt_toolkit too.
-STYLES: Final = {
-    "ok": "green",
-    "error": "bold red",
-    "message": "bold",
-    "notice": "magenta",
-    "menu": "bold",
-    "dim": "dim",
-}
-PROMPT_STYLE: Final = {"prompt": "bold", "state": "ansigreen", "offline": "ansired"}
 HISTORY_FILE: Final = "client_history"
-#: Seconds the stdout proxy waits between redraws of the prompt, batching bursts of output.
-#: prompt_toolkit's default (0.2 s) visibly draws the prompt before a command's output lands
-#: above it; 20 ms is still one redraw for a burst like ``time 100``.
-PROXY_PAUSE_S: Final = 0.02
 #: Said when Ctrl-C meets an empty line, since Ctrl-C only clears the line.
 LEAVE_HINT: Final = "(Ctrl-D or quit leaves)"
 
@@ -150,299 +130,6 @@ def utf8_argument(text: str) -> str:
         return menu.require_utf8(text)
     except CommandError:
         raise argparse.ArgumentTypeError("not valid UTF-8") from None
-
-
-def plain_stdio() -> None:
-    """stdin and stdout as UTF-8 whatever the locale says.  Input bytes that are not UTF-8
-    become lone surrogates (not a UnicodeDecodeError that would end the session, nor U+FFFD
-    that would be sent), which the parsers refuse with one line (``menu.require_utf8``)."""
-    for stream, errors in ((sys.stdin, "surrogateescape"), (sys.stdout, "replace")):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(encoding="utf-8", errors=errors)
-
-
-# --- output ----------------------------------------------------------------------------------
-
-
-def plain_console() -> Console:
-    """No colour and no escape codes at all; wide, so tables are not squeezed into 80 columns."""
-    return Console(
-        file=sys.stdout,
-        color_system=None,
-        force_terminal=False,
-        no_color=True,
-        highlight=False,
-        markup=False,
-        emoji=False,
-        soft_wrap=True,
-        width=200,
-    )
-
-
-def terminal_console(file: TextIO | None = None) -> Console:
-    """Without ``file``, writes to whatever ``sys.stdout`` is at the time: the proxy."""
-    return Console(
-        file=file,
-        force_terminal=True,
-        highlight=False,
-        markup=False,
-        emoji=False,
-        soft_wrap=True,
-    )
-
-
-class Output:
-    """Whole lines from any thread (the receiver prints notices while the user types).
-
-    With ``direct`` (the terminal itself), lines from the main thread bypass ``console`` (the
-    stdout proxy): the main thread only prints while no prompt is drawn, and the proxy
-    writes from a thread of its own, which could let the next prompt be drawn first.
-    """
-
-    def __init__(self, console: Console, direct: Console | None = None) -> None:
-        self.console = console
-        self.direct = direct
-        self._lock = threading.Lock()
-
-    def _target(self) -> Console:
-        if self.direct is not None and threading.current_thread() is threading.main_thread():
-            return self.direct
-        return self.console
-
-    def line(self, text: str, style: str = "") -> None:
-        self.lines([text], style)
-
-    def lines(self, texts: Sequence[str], style: str = "") -> None:
-        with self._lock:
-            console = self._target()
-            for text in texts:
-                console.print(Text(text, style=STYLES.get(style, "")))
-
-    def table(self, table: RenderableType) -> None:
-        with self._lock:
-            self._target().print(table)
-
-
-# --- front ends ------------------------------------------------------------------------------
-
-
-class Ui(Protocol):
-    def read_command(self) -> str | None:
-        """The next command line; None at the end of input (Ctrl-D, EOF)."""
-
-    def ask(self, question: str, choices: Sequence[str] = ()) -> str | None:
-        """The answer to ``question``; None if the user cancelled (Ctrl-C, Ctrl-D, EOF)."""
-
-    def refresh(self) -> None:
-        """The connection state changed under the prompt: redraw it."""
-
-
-class PlainUi:
-    """stdin is not a terminal: each command and each answer is the next line."""
-
-    def __init__(self, *, prompts: bool = False) -> None:
-        # With a terminal on stdin but not on stdout, prompts go to stderr to stay out of
-        # the captured output.
-        self._prompts = prompts
-
-    def _readline(self, prompt: str) -> str | None:
-        if self._prompts:
-            sys.stderr.write(prompt)
-            sys.stderr.flush()
-        line = sys.stdin.readline()
-        if not line:
-            return None
-        return line.rstrip("\r\n")
-
-    def read_command(self) -> str | None:
-        return self._readline("> ")
-
-    def ask(self, question: str, choices: Sequence[str] = ()) -> str | None:
-        return self._readline(f"{question}: ")
-
-    def refresh(self) -> None:
-        pass
-
-
-class PromptState(Protocol):
-    def prompt_parts(self) -> list[tuple[str, str]]: ...
-    def completion_words(self) -> dict[str, object]: ...
-
-
-class TerminalApp(PromptState, Protocol):
-    """A client that ``run_terminal`` can run: a prompt to show and a loop to run."""
-
-    def run(self, ui: TerminalUi) -> int: ...
-
-
-class TerminalUi:
-    """prompt_toolkit: history, tab completion, Ctrl-C clears the line (on an empty line it
-    calls ``on_idle_interrupt``, which says how to leave), Ctrl-D ends."""
-
-    def __init__(
-        self,
-        state: PromptState,
-        history_path: Path | None,
-        on_idle_interrupt: Callable[[], None] | None = None,
-        *,
-        erase_entered: bool = False,
-    ) -> None:
-        from prompt_toolkit import PromptSession
-        from prompt_toolkit.completion import DynamicCompleter, NestedCompleter
-
-        #: Set when an existing history file was readable by others and has been tightened.
-        self.history_notice: str | None = None
-        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
-        from prompt_toolkit.styles import Style
-
-        history: History = InMemoryHistory()
-        if history_path is not None:
-            try:
-                self.history_notice = private_history_file(history_path)
-                history = FileHistory(str(history_path))
-            except OSError:
-                pass  # an unwritable home only costs the history across sessions
-        style = Style.from_dict({f"{k}": v for k, v in PROMPT_STYLE.items()})
-        self._session: PromptSession[str] = PromptSession(
-            history=history,
-            completer=DynamicCompleter(
-                lambda: NestedCompleter.from_nested_dict(cast(Any, state.completion_words()))
-            ),
-            complete_while_typing=False,
-            style=style,
-            # The chat prints each line we said once, stamped, as irssi and weechat do: the
-            # prompt with the typed line is erased when Enter is pressed, not left above it.
-            erase_when_done=erase_entered,
-        )
-        self._questions: PromptSession[str] = PromptSession(history=InMemoryHistory(), style=style)
-        self._state = state
-        self._on_idle_interrupt = on_idle_interrupt
-        self._interrupted = False
-
-    def read_command(self) -> str | None:
-        from prompt_toolkit.formatted_text import FormattedText
-
-        while True:
-            try:
-                return self._session.prompt(
-                    lambda: FormattedText(self._state.prompt_parts()),
-                    pre_run=self._end_if_interrupted,
-                )
-            except KeyboardInterrupt:
-                # Ctrl-C throws the line away and the prompt comes back, as in a shell; on
-                # an empty line, where that does nothing, it says how to leave instead.
-                buffer = self._session.default_buffer
-                if not buffer.text and self._on_idle_interrupt is not None:
-                    self._on_idle_interrupt()
-                # Emptied now: a Ctrl-C before the next prompt is drawn (a SIGINT) finds
-                # this line gone, as the user saw it go.
-                buffer.reset()
-                continue
-            except EOFError:
-                return None
-
-    def ask(self, question: str, choices: Sequence[str] = ()) -> str | None:
-        from prompt_toolkit.completion import WordCompleter
-
-        try:
-            return self._questions.prompt(
-                [("class:prompt", f"{question}: ")],
-                completer=WordCompleter(list(choices)) if choices else None,
-            )
-        except (KeyboardInterrupt, EOFError):
-            return None
-
-    def refresh(self) -> None:
-        app = self._session.app
-        if app.is_running:
-            app.invalidate()
-
-    def interrupt(self) -> None:
-        """From any thread: end the prompt shown now, or the next one, as if Ctrl-D."""
-        # The flag covers a prompt that is just starting: its pre_run hook sees it.
-        self._interrupted = True
-        app = self._session.app
-        loop = app.loop
-        if app.is_running and loop is not None:
-            loop.call_soon_threadsafe(self._end_if_interrupted)
-
-    def _end_if_interrupted(self) -> None:
-        app = self._session.app
-        if self._interrupted and app.is_running and app.future and not app.future.done():
-            app.exit(exception=EOFError())
-
-
-def private_history_file(path: Path) -> str | None:
-    """Make sure the history file at ``path`` exists and only its owner can read it: it
-    holds every line typed, message texts included.  A new file is created 0600 in a
-    directory created 0700; an existing one that others could read is tightened to 0600,
-    and the notice to print about it is returned."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o077:
-            os.fchmod(fd, mode & 0o700)
-            return (
-                f"* {path} could be read by others (mode {mode:04o}): "
-                f"now {mode & 0o700:04o}, readable only by you."
-            )
-    finally:
-        os.close(fd)
-    return None
-
-
-def history_path(name: str = HISTORY_FILE) -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "switchboard" / name
-
-
-@contextlib.contextmanager
-def output_above_prompt() -> Iterator[None]:
-    """prompt_toolkit's ``patch_stdout(raw=True)``, with a shorter pause between redraws.
-
-    Everything written to stdout or stderr (notices from the receiver thread included) is
-    printed above the prompt, and the line being typed is redrawn intact; raw, so rich's
-    colour codes pass through.
-    """
-    from prompt_toolkit.patch_stdout import StdoutProxy
-
-    with StdoutProxy(raw=True, sleep_between_writes=PROXY_PAUSE_S) as proxy:
-        saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = cast(TextIO, proxy)
-        try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = saved
-
-
-def run_terminal(
-    make_app: Callable[[Output], TerminalApp],
-    history_file: str,
-    *,
-    leave_hint: str,
-    erase_entered: bool = False,
-) -> int:
-    """Run the app that ``make_app(output)`` builds on this terminal: prompt_toolkit with
-    the history in ``history_file`` (under ``history_path``), output printed above the
-    prompt, ``leave_hint`` printed when Ctrl-C meets an empty line; ``erase_entered``: the
-    prompt and the line typed vanish on Enter (the app prints what became of it)."""
-    out = Output(terminal_console(), direct=terminal_console(sys.stdout))
-    app = make_app(out)
-    try:
-        path: Path | None = history_path(history_file)
-    except RuntimeError:  # no home directory to be found
-        path = None
-    ui = TerminalUi(
-        app,
-        path,
-        on_idle_interrupt=lambda: out.line(leave_hint, "dim"),
-        erase_entered=erase_entered,
-    )
-    if ui.history_notice is not None:
-        out.line(ui.history_notice, "dim")
-    with output_above_prompt():
-        return app.run(ui)
 
 
 def await_receipts(client: Client, message_ids: Iterable[int], grace: float) -> int:
@@ -610,7 +297,7 @@ class InteractiveClient:
         elif isinstance(action, menu.GetTime):
             self._time(action)
         elif isinstance(action, menu.GetName):
-            self.out.line(f"Server name: {self._client().name()}")
+            self.out.line(f"Server name: {render.safe(self._client().name())}")
         elif isinstance(action, menu.ListClients):
             self._list()
         elif isinstance(action, menu.ListRooms):
@@ -657,7 +344,7 @@ class InteractiveClient:
             self.known_ids = []
         w = client.welcome
         self.out.line(
-            f"Connected to {where}: server {w.server_name!r}, you are client "
+            f"Connected to {where}: server '{render.safe(w.server_name)}', you are client "
             f"#{w.client_id} (seen as {host_port(w.ip, w.port)}).",
             "ok",
         )
@@ -695,13 +382,18 @@ class InteractiveClient:
             self.out.line(f"Cannot connect to {where}: {hint}.", "error")
         except NicknameError as exc:
             self.out.line(
-                f"{where} refused the nickname {self.settings.nick!r}: {exc.message} ({exc.name}).",
+                f"{where} refused the nickname {self.settings.nick!r}: "
+                f"{render.safe(exc.message)} ({render.safe(exc.name)}).",
                 "error",
             )
         except ServerError as exc:
-            self.out.line(f"{where} refused the connection: {exc.message} ({exc.name}).", "error")
-        except (ConnectionLost, RequestTimeout) as exc:
-            self.out.line(f"Cannot connect: {exc}", "error")
+            self.out.line(
+                f"{where} refused the connection: {render.safe(exc.message)} "
+                f"({render.safe(exc.name)}).",
+                "error",
+            )
+        except (ConnectionLost, RequestTimeout) as exc:  # may quote the server
+            self.out.line(f"Cannot connect: {render.safe(str(exc))}", "error")
         except LocalProtocolError as exc:  # a --nick the wire cannot carry (too long)
             self.out.line(f"Cannot connect: {exc}.", "error")
         else:
@@ -785,7 +477,8 @@ class InteractiveClient:
             self._pending.clear()
             self._early.clear()
         self._failed(ExitCode.SESSION_ENDED)
-        self.out.line(f"Disconnected from {host_port(conn.host, conn.port)}: {reason}.", "error")
+        where = host_port(conn.host, conn.port)
+        self.out.line(f"Disconnected from {where}: {render.safe(reason)}.", "error")
         self.show_menu()
         self._ui.refresh()
 
@@ -887,14 +580,9 @@ def explain(exc: ServerError, target: int | str | None = None) -> str:
 
 __all__ = [
     "InteractiveClient",
-    "Output",
-    "PlainUi",
-    "TerminalUi",
     "auth_hint",
     "await_receipts",
     "explain",
-    "plain_stdio",
     "register",
-    "run_terminal",
     "utf8_argument",
 ]

@@ -62,10 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"switchboard: {safe(exc.message)}", file=sys.stderr)  # may quote the server
         return exc.code
     except ConnectionLost as exc:  # after the session was had (connect() maps the rest)
-        print(f"switchboard: {exc}", file=sys.stderr)
+        print(f"switchboard: {safe(str(exc))}", file=sys.stderr)  # may quote the server
         return ExitCode.SESSION_ENDED
     except RequestTimeout as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
+        print(f"switchboard: {safe(str(exc))}", file=sys.stderr)
         return ExitCode.REFUSED
     except AuthError as exc:  # no token, or not this server's: no session to be had
         hint = auth_hint(exc, token_given=token(args) is not None)

@@ -117,7 +117,7 @@ def cmd_time(args: argparse.Namespace) -> int:
         if args.json:
             emit(render.time_json(t))
         else:
-            say(f"{t.iso} ({t.zone})" if t.zone else t.iso)
+            say(render.server_time(t))
     if not args.json:
         say(f"{len(results)}/{args.count} responses in {elapsed_ms:.0f} ms")
     return 0
@@ -175,7 +175,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             if args.json:
                 emit(error_json(exc))
             else:
-                print(f"switchboard: {exc.name}: {exc.message}", file=sys.stderr)
+                refusal = f"{render.safe(exc.name)}: {render.safe(exc.message)}"
+                print(f"switchboard: {refusal}", file=sys.stderr)
             return ExitCode.REFUSED
         status = "forwarded"
         if args.wait_receipt is not None:
@@ -250,7 +251,7 @@ def follow(client: Client, as_json: bool) -> str:
         if as_json:
             emit({"event": "disconnected", "reason": lost.reason})
         else:
-            say(f"disconnected: {lost.reason}")
+            say(f"disconnected: {render.safe(lost.reason)}")
         return lost.reason
 
 
@@ -272,7 +273,7 @@ def rejoin(args: argparse.Namespace) -> Client | None:
         if args.json:
             emit({"event": "reconnecting", "in_s": round(delay, 3), "error": error})
         else:
-            why = f"reconnect failed ({error}); " if error else ""
+            why = f"reconnect failed ({render.safe(error)}); " if error else ""
             say(f"{why}reconnecting in {seconds(delay)}")
 
     try:

@@ -91,7 +91,7 @@ def describe(frame: Frame) -> str:
     if isinstance(frame, Shutdown):
         return f"the server is shutting down: {safe(frame.reason)}"
     if isinstance(frame, Welcome):
-        return f"connected to {frame.server_name!r} as client #{frame.client_id}"
+        return f"connected to '{safe(frame.server_name)}' as client #{frame.client_id}"
     return type(frame).__name__
 
 
@@ -228,7 +228,7 @@ def clients_view(
     """The clients as a table, or, when the table does not fit ``console``'s width, as one
     block of labelled lines per client (psql's expanded display): ids, addresses and ports
     are never cut or ellipsised, and what is too long for a line wraps onto the next."""
-    table = Table(title=title)
+    table = Table(title=Text(title))  # Text: never read as markup
     for column in CLIENT_COLUMNS:
         table.add_column(column, justify="right" if column in ("id", "port") else "left")
     for c in clients:

@@ -1,15 +1,28 @@
-"""``switchboard reverse serve|connect``: the string-reversal lab service and its client."""
+"""``switchboard reverse serve|connect``: the string-reversal lab service and its client.
+
+The client's session (``services.reverse.client``) prints nothing: here are its prompt, the
+``Server: `` lines, what is said when the server ends the session or turns us away, and the
+exit code for each ending (``exit_code``, from the one table).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import socket
 import sys
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from switchboard import defaults
 from switchboard.cli.common import listen_port_number, port_number
+from switchboard.cli.exitcodes import ExitCode
+from switchboard.display import safe
+from switchboard.protocol.trace import host_port
+
+if TYPE_CHECKING:  # imported when a session starts: every command's start-up stays light
+    from switchboard.services.reverse.client import Ending, ReverseClient
 
 
 def positive_float(text: str) -> float:
@@ -157,29 +170,98 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The lab's prompt on a terminal, and what each answer is printed after.
+PROMPT: Final = "Myself: "
+SERVER_PREFIX: Final = "Server: "
+#: Said on stderr when the server ended the session (the lab's wording).
+INTERRUPTED: Final = "Connection interrupted"
+
+
+def exit_code(ending: Ending) -> ExitCode:
+    """How a session ended, as an exit code of the one table."""
+    from switchboard.services.reverse.client import Ending
+
+    return {
+        Ending.BY_US: ExitCode.OK,
+        Ending.TURNED_AWAY: ExitCode.NO_SESSION,
+        Ending.BY_SERVER: ExitCode.SESSION_ENDED,
+        Ending.INTERRUPTED: ExitCode.INTERRUPTED,
+    }[ending]
+
+
+class SessionPrinter:
+    """The session's lines on stdout and stderr, whole, from the socket's thread and ours."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def out(self, line: str) -> None:
+        self._write(sys.stdout, line)
+
+    def err(self, line: str) -> None:
+        self._write(sys.stderr, line)
+
+    def _write(self, stream: TextIO, line: str) -> None:
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+    def answer(self, text: str) -> None:
+        self.out(f"{SERVER_PREFIX}{safe(text)}")  # the server's: escaped like every peer's
+
+    def unsent(self, size: int, limit: int) -> None:
+        self.err(f"line not sent: {size} bytes, the limit is {limit}")
+
+    def ending(self, session: ReverseClient, ending: Ending) -> int:
+        """Say why the session ended when it was not us; the exit code."""
+        from switchboard.services.reverse.client import Ending
+
+        if ending is Ending.TURNED_AWAY:
+            refusal = safe(session.refusal or "")
+            self.err(f"switchboard reverse connect: the server turned us away: {refusal}")
+        elif ending is Ending.BY_SERVER:
+            self.err(INTERRUPTED)
+        return exit_code(ending)
+
+
+def connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A connected TCP socket, or ``OSError`` with the reason to say (``TimeoutError``: no
+    answer within ``timeout``)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.settimeout(None)
+    return sock
+
+
 def _connect(args: argparse.Namespace) -> int:
-    from switchboard.cli.lab_prompt import LinePrompt, interrupted, output_above_prompt
-    from switchboard.services.reverse import client
+    from switchboard.cli.terminal import LinePrompt, interrupted, output_above_prompt
+    from switchboard.services.reverse.client import ReverseClient
     from switchboard.services.reverse.core import ESC
 
+    where = host_port(args.host, args.port)
     try:
-        sock = client.connect(args.host, args.port, args.timeout)
-    except client.ReverseClientError as exc:
-        print(f"switchboard reverse connect: {exc}", file=sys.stderr)
-        return client.EXIT_NO_SESSION
+        sock = connect(args.host, args.port, args.timeout)
+    except OSError as exc:
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {args.timeout:g} s"
+        else:
+            reason = exc.strerror or str(exc)
+        print(f"switchboard reverse connect: cannot connect to {where}: {reason}", file=sys.stderr)
+        return ExitCode.NO_SESSION
     with sock:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            session = client.ReverseClient(sock=sock, stdout=sys.stdout, stderr=sys.stderr)
+            printer = SessionPrinter()
+            session = ReverseClient(sock, on_answer=printer.answer, on_unsent=printer.unsent)
             try:
-                return session.run_piped(sys.stdin.fileno())
+                return printer.ending(session, session.run_piped(sys.stdin.fileno()))
             except KeyboardInterrupt:
                 return interrupted()
         reader = LinePrompt(escape_line=ESC.decode())
         with output_above_prompt():
-            session = client.ReverseClient(sock=sock, stdout=sys.stdout, stderr=sys.stderr)
+            printer = SessionPrinter()  # writes to the proxy that sys.stdout now is
+            session = ReverseClient(sock, on_answer=printer.answer, on_unsent=printer.unsent)
             try:
                 # Ctrl-C at the prompt: prompt_toolkit has ended the line already.
-                return session.run_terminal(reader)
+                return printer.ending(session, session.run_terminal(reader, PROMPT))
             except KeyboardInterrupt:  # Ctrl-C while no prompt was drawn (a SIGINT)
                 pass
         return interrupted()

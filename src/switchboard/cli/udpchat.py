@@ -218,8 +218,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _join(args: argparse.Namespace) -> int:
+    from switchboard.cli.udpchat_join import join_room
     from switchboard.services import runtime
-    from switchboard.services.udpchat.client import join_room
     from switchboard.services.udpchat.peer import ChatPeer, RetrySchedule
 
     if args.retry_attempts < 1:
@@ -236,7 +236,7 @@ def _join(args: argparse.Namespace) -> int:
     async def main() -> int:
         reader = None
         if terminal:
-            from switchboard.cli.lab_prompt import LinePrompt
+            from switchboard.cli.terminal import LinePrompt
 
             reader = LinePrompt()
         return await join_room(
@@ -253,7 +253,7 @@ def _join(args: argparse.Namespace) -> int:
 
     try:
         if terminal:
-            from switchboard.cli.lab_prompt import output_above_prompt
+            from switchboard.cli.terminal import output_above_prompt
 
             with output_above_prompt():
                 return runtime.run(main())

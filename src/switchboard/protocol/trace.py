@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import json
 from typing import Any, Final
 
 from .codec import Event, InvalidFrame, encode
@@ -32,6 +31,7 @@ from .messages import (
     RoomFlags,
     RoomInfo,
 )
+from .printable import json_quoted
 from .wire import HEADER_SIZE, MessageClass, MessageType
 
 #: Fields whose integer value has a symbolic name on the wire's side.
@@ -129,25 +129,10 @@ def _value(msg: Frame, name: str, value: Any) -> str:
     if name in EPOCH_MS_FIELDS:
         return f"{value}({_utc(value)})"
     if isinstance(value, str):
-        return _quoted(value)
+        return json_quoted(value)
     if isinstance(value, tuple):
         return _record_list(value)
     return str(value)
-
-
-def _quoted(text: str) -> str:
-    """``text`` as a JSON string, with every character that is not printable escaped too
-    (C1 controls, bidi controls, joiners, line separators): a trace shows exactly which code
-    points a peer sent, and a right-to-left override cannot reverse the trace line."""
-    quoted = json.dumps(text, ensure_ascii=False)
-    if quoted.isprintable():
-        return quoted
-    return "".join(c if c.isprintable() else _code_point(c) for c in quoted)
-
-
-def _code_point(char: str) -> str:
-    code = ord(char)
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _enum_value(symbolic: type[enum.IntEnum] | type[enum.IntFlag], value: int) -> str:
@@ -169,8 +154,8 @@ def _record_list(records: tuple[ClientInfo | RoomInfo, ...]) -> str:
 def _record(r: ClientInfo | RoomInfo) -> str:
     if isinstance(r, RoomInfo):
         member = " member" if r.flags & RoomFlags.MEMBER else ""
-        return f"{_quoted(r.name)} {r.members}{member}"
-    return f"#{r.client_id} {host_port(r.ip, r.port)} {_quoted(r.nick)}"
+        return f"{json_quoted(r.name)} {r.members}{member}"
+    return f"#{r.client_id} {host_port(r.ip, r.port)} {json_quoted(r.nick)}"
 
 
 def host_port(ip: str, port: int) -> str:

@@ -1,4 +1,5 @@
-"""The string-reversal service: ``core`` (pure), ``server`` (asyncio), ``client`` (blocking)."""
+"""The string-reversal service: ``core`` (pure), ``server`` (asyncio), ``client`` (blocking;
+it reports answers to callbacks and returns how the session ended: ``cli.reverse`` prints)."""
 
 from .core import (
     BYE,

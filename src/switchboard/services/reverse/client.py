@@ -1,52 +1,54 @@
-"""The lab's reversal client: read lines from the user, print the server's answers.
+"""The lab's reversal client session: lines out, answers in, over one connected socket.
+
+It reports and returns; it prints nothing.  Each answer goes to ``on_answer`` (the CLI
+prints ``Server: <reply>``), a line too long to send to ``on_unsent``; ``run_piped`` and
+``run_terminal`` return how the session ended (``Ending``), which ``cli.reverse`` turns
+into what people see and the exit code.
 
 On a terminal (``run_terminal``): a line editor (``LineReader``, prompt_toolkit in the CLI)
-prompts ``Myself: ``, each answer is printed as ``Server: <reply>`` above the prompt, and the
-next prompt comes once the answer is in.  ``bye``, or Escape pressed alone, ends the session;
-Ctrl-D too; Ctrl-C ends the program (exit 130).
+asks for each line, and the next one is asked once the answer is in (the answer is counted
+once ``on_answer`` returned, so the next prompt is drawn after it).  ``bye``, or Escape
+pressed alone, ends the session; Ctrl-D too; Ctrl-C ends the program.
 
-With stdin piped (``run_piped``): no prompt, lines are sent as fast as they are read; at end
-of input the client half-closes the connection, prints the remaining answers and exits 0.  A
-daemon thread reads stdin (a blocked read cannot be interrupted, and a daemon thread does not
-keep the process alive); the main thread reads the socket.  The thread reads the file
-descriptor with ``os.read``, not through ``sys.stdin.buffer``: a daemon thread blocked inside
-a buffered reader's lock makes the interpreter abort at exit.
-
-Exit codes (the project's table): 0 the session ended (bye, ESC, end of input); 2 no session
-(cannot connect, or the server turned us away: full, shutting down); 3 the server ended the
-session (idle timeout, shutdown, connection lost); 130 Ctrl-C.
+With stdin piped (``run_piped``): lines are sent as fast as they are read; at end of input
+the session half-closes the connection and waits for the remaining answers.  A daemon thread
+reads stdin (a blocked read cannot be interrupted, and a daemon thread does not keep the
+process alive); the calling thread reads the socket.  The thread reads the file descriptor
+with ``os.read``, not through ``sys.stdin.buffer``: a daemon thread blocked inside a
+buffered reader's lock makes the interpreter abort at exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol, TextIO
+from typing import Protocol
 
 from switchboard import defaults
 from switchboard.services.runtime import FdLineReader
 
 from .core import ERROR_PREFIX, REFUSALS, is_goodbye
 
-PROMPT: Final = "Myself: "
-SERVER_PREFIX: Final = "Server: "
-INTERRUPTED: Final = "Connection interrupted"
 
-EXIT_OK: Final = 0
-EXIT_NO_SESSION: Final = 2
-EXIT_ENDED_BY_SERVER: Final = 3
-EXIT_INTERRUPTED: Final = 130
+class Ending(enum.Enum):
+    """How a session ended."""
 
-
-class ReverseClientError(Exception):
-    """The client could not talk to the server (message is for the user)."""
+    #: we ended it: bye, Escape, Ctrl-D, end of piped input
+    BY_US = "by us"
+    #: the server turned us away at once (full, shutting down): ``refusal`` says why
+    TURNED_AWAY = "turned away"
+    #: the server ended the session (idle timeout, shutdown) or the connection was lost
+    BY_SERVER = "by the server"
+    #: Ctrl-C at the prompt
+    INTERRUPTED = "interrupted"
 
 
 class LineReader(Protocol):
-    """A terminal line editor (``cli.lab_prompt.LinePrompt``)."""
+    """A terminal line editor (``cli.terminal.LinePrompt``)."""
 
     def read(self, message: str) -> str:
         """The typed line; ``EOFError`` at Ctrl-D or after ``interrupt``, ``KeyboardInterrupt``
@@ -58,57 +60,61 @@ class LineReader(Protocol):
 
 @dataclass
 class ReverseClient:
-    """One session against a reversal server over a connected socket."""
+    """One session against a reversal server over a connected socket.
+
+    ``on_answer(text)`` gets each answer (decoded, invalid UTF-8 replaced), from the thread
+    that reads the socket; ``on_unsent(size, limit)`` a line longer than ``max_line`` bytes,
+    which is not sent.  ``refusal`` is the server's reason after ``Ending.TURNED_AWAY``.
+    """
 
     sock: socket.socket
-    stdout: TextIO
-    stderr: TextIO
+    on_answer: Callable[[str], None]
+    on_unsent: Callable[[int, int], None]
     max_line: int = defaults.REVERSE_MAX_LINE
+    refusal: str | None = None
     _ending: threading.Event = field(default_factory=threading.Event)
-    _out_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Counts of lines sent and answers received, and the end of the connection, guarded
     #: by one condition: the terminal front end waits on it for each answer.
     _progress: threading.Condition = field(default_factory=threading.Condition)
     _sent: int = 0
     _answers: int = 0
     _closed: bool = False
-    _refusal: str | None = None
 
     # --- the two front ends ----------------------------------------------------------------
 
-    def run_piped(self, stdin_fd: int) -> int:
-        """Lines from ``stdin_fd`` (a pipe or file), answers to stdout; the exit code."""
+    def run_piped(self, stdin_fd: int) -> Ending:
+        """Lines from ``stdin_fd`` (a pipe or file) until its end; how the session ended."""
         threading.Thread(
             target=self._send_piped, args=(stdin_fd,), name="stdin", daemon=True
         ).start()
         self._receive(on_close=None)
         return self._outcome()
 
-    def run_terminal(self, reader: LineReader) -> int:
-        """A prompt on the terminal; the exit code."""
+    def run_terminal(self, reader: LineReader, prompt: str) -> Ending:
+        """Lines typed at ``prompt`` on the terminal; how the session ended."""
         receiver = threading.Thread(
             target=self._receive, args=(reader.interrupt,), name="receiver", daemon=True
         )
         receiver.start()
         while True:
             try:
-                line = reader.read(PROMPT)
+                line = reader.read(prompt)
             except EOFError:
                 if self._is_closed():
                     break  # the server ended the session under the prompt
                 self._ending.set()  # Ctrl-D: as the end of piped input
                 self._shutdown_write()
                 receiver.join(defaults.REVERSE_CLOSE_GRACE_S)
-                return EXIT_OK
+                return Ending.BY_US
             except KeyboardInterrupt:
                 self._ending.set()
-                return EXIT_INTERRUPTED
+                return Ending.INTERRUPTED
             data = line.encode("utf-8", "surrogateescape")
             if not self._send_line(data):
                 continue
             if is_goodbye(data):
                 receiver.join(defaults.REVERSE_CLOSE_GRACE_S)
-                return EXIT_OK
+                return Ending.BY_US
             with self._progress:
                 self._progress.wait_for(lambda: self._answers >= self._sent or self._closed)
             if self._is_closed():
@@ -134,11 +140,11 @@ class ReverseClient:
                     # refusal can only be the first line (whatever we have sent meanwhile).
                     first = self._answers == 0
                 if first and text in REFUSALS:
-                    self._refusal = text.removeprefix(ERROR_PREFIX)
+                    self.refusal = text.removeprefix(ERROR_PREFIX)
                 else:
-                    self._print(f"{SERVER_PREFIX}{text}")
-                # Counted once printed: the terminal's next prompt waits for the count, and
-                # must come after the answer, not be drawn while the answer is printed.
+                    self.on_answer(text)
+                # Counted once reported (printed): the terminal's next prompt waits for the
+                # count, and must come after the answer, not be drawn while it is printed.
                 with self._progress:
                     self._answers += 1
                     self._progress.notify_all()
@@ -150,30 +156,15 @@ class ReverseClient:
             if on_close is not None:
                 on_close()
 
-    def _outcome(self) -> int:
-        """The exit code once the connection has ended, said on stderr when not ours."""
-        if self._ending.is_set() and self._refusal is None:
-            return EXIT_OK
-        with self._out_lock:
-            if self._refusal is not None:
-                self.stderr.write(
-                    f"switchboard reverse connect: the server turned us away: {self._refusal}\n"
-                )
-                code = EXIT_NO_SESSION
-            else:
-                self.stderr.write(f"{INTERRUPTED}\n")
-                code = EXIT_ENDED_BY_SERVER
-            self.stderr.flush()
-        return code
+    def _outcome(self) -> Ending:
+        """How the session ended, once the connection has."""
+        if self.refusal is not None:
+            return Ending.TURNED_AWAY
+        return Ending.BY_US if self._ending.is_set() else Ending.BY_SERVER
 
     def _is_closed(self) -> bool:
         with self._progress:
             return self._closed
-
-    def _print(self, line: str) -> None:
-        with self._out_lock:
-            self.stdout.write(line + "\n")
-            self.stdout.flush()
 
     def _shutdown_write(self) -> None:
         with contextlib.suppress(OSError):  # already gone: the receiver reports it
@@ -182,11 +173,7 @@ class ReverseClient:
     def _send_line(self, line: bytes) -> bool:
         """Send one line (without its newline); False when it was not sent."""
         if len(line) > self.max_line:
-            with self._out_lock:
-                self.stderr.write(
-                    f"line not sent: {len(line)} bytes, the limit is {self.max_line}\n"
-                )
-                self.stderr.flush()
+            self.on_unsent(len(line), self.max_line)
             return False
         if is_goodbye(line):
             self._ending.set()
@@ -212,22 +199,3 @@ class ReverseClient:
                     return
         except OSError:
             return
-
-
-def connect(host: str, port: int, timeout: float = defaults.CONNECT_TIMEOUT_S) -> socket.socket:
-    """A connected TCP socket, or ``ReverseClientError`` with a message for the user."""
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except TimeoutError as exc:
-        raise ReverseClientError(
-            f"cannot connect to {_endpoint(host, port)}: no answer within {timeout:g} s"
-        ) from exc
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ReverseClientError(f"cannot connect to {_endpoint(host, port)}: {reason}") from exc
-    sock.settimeout(None)
-    return sock
-
-
-def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,5 +1,7 @@
 """The UDP chat room: ``codec`` (datagrams), ``room`` (server state) and ``peer`` (client
-state) are pure; ``server``, ``client`` and ``relay`` (the lossy test relay) do the I/O."""
+state, reported as events) are pure; ``server``, ``member`` (a member's datagrams and typed
+lines on one queue) and ``relay`` (the lossy test relay) do the I/O.  What a member sees,
+its prompts and exit codes are ``cli.udpchat_join``'s."""
 
 from .codec import (
     ALL_DATAGRAMS,

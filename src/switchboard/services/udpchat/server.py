@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from switchboard import defaults
+from switchboard.display import safe
 
 from .room import Address, ChatRoom, Outgoing, RoomEvent
 
@@ -159,16 +160,17 @@ class UdpChatServer(asyncio.DatagramProtocol):
     def _log(self, event: RoomEvent) -> None:
         where = _describe(event.addr)
         members = len(self.room.by_token)
+        nick = safe(event.nick)  # a refused one may hold anything: the one escaping policy
         match event.kind:
             case "joined":
-                log.info("join %r from %s (members=%d)", event.nick, where, members)
+                log.info("join '%s' from %s (members=%d)", nick, where, members)
             case "left":
-                log.info("leave %r from %s (members=%d)", event.nick, where, members)
+                log.info("leave '%s' from %s (members=%d)", nick, where, members)
             case "expired":
-                log.info("expired %r at %s: silent %s (members=%d)", event.nick, where,
+                log.info("expired '%s' at %s: silent %s (members=%d)", nick, where,
                          event.detail, members)  # fmt: skip
             case "refused":
-                log.info("refused join %r from %s: %s", event.nick, where, event.detail)
+                log.info("refused join '%s' from %s: %s", nick, where, safe(event.detail))
             case "garbage":
                 self._garbage(where, event.detail)
 

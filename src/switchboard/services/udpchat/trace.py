@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from typing import Any, Final
 
+from switchboard.protocol.printable import json_quoted
 from switchboard.protocol.trace import hex_dump
 
 from .codec import (
@@ -61,7 +61,7 @@ def _value(datagram: object, name: str, value: Any) -> str:
     if isinstance(value, bytes):  # a session token
         return value[:2].hex() + "…"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return json_quoted(value)  # a peer's: the one escaping policy
     if name == "timestamp_ms":
         when = dt.datetime.fromtimestamp(value / 1000, dt.UTC)
         return f"{value} ({when:%H:%M:%S}.{when.microsecond // 1000:03d} UTC)"

@@ -1,8 +1,10 @@
-"""``switchboard udpchat join``: the chat room member's asyncio shell around ``peer.ChatPeer``.
+"""``switchboard udpchat join``: what a room member sees, an asyncio shell around the session
+logic of ``services.udpchat.peer.ChatPeer`` (sans I/O: it reports events, this prints them).
 
-Three sources feed one queue: datagrams from the server, lines typed (from stdin by a daemon
-thread, or on a terminal from a ``LineReader``: prompt_toolkit in the CLI, on this event loop)
-and the clock (the queue wait is bounded by the peer's next deadline).  Everything received
+Three sources feed one queue (``services.udpchat.member.MemberLink``, the datagram I/O):
+datagrams from the server, lines typed (from stdin by a daemon thread, or on a terminal from
+a ``LineReader``: prompt_toolkit in the CLI, on this event loop) and the clock (the queue
+wait is bounded by the peer's next deadline).  Everything received
 is printed as one flushed line, so a script can drive the client through pipes (on a
 terminal the CLI prints it above the prompt); notices about the room start with ``*``,
 warnings about the network with ``!``.  With ``trace``, every datagram sent and received is
@@ -23,13 +25,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Protocol, TextIO, cast
+from typing import Final, Protocol, TextIO
 
+from switchboard.cli.exitcodes import ExitCode
 from switchboard.display import safe
-
-from .codec import LeftReason, nick_problem
-from .peer import (
+from switchboard.protocol.trace import host_port
+from switchboard.services.udpchat.codec import LeftReason, nick_problem
+from switchboard.services.udpchat.member import Datagram, Icmp, Line, MemberLink
+from switchboard.services.udpchat.peer import (
     ChatPeer,
     Event,
     Ignored,
@@ -51,24 +54,18 @@ from .peer import (
     ServerSilent,
     Welcomed,
 )
-from .room import Address
-from .trace import format_datagram
+from switchboard.services.udpchat.trace import format_datagram
 
 #: Lines that leave the room.
 QUIT_COMMANDS: Final = frozenset({"exit", "/quit"})
 
-EXIT_OK: Final = 0
-EXIT_NO_SESSION: Final = 2
-EXIT_NICK_REFUSED: Final = EXIT_NO_SESSION
-EXIT_SERVER_SHUTDOWN: Final = 3
-EXIT_INTERRUPTED: Final = 130
 #: The prompt on a terminal, and the question after a refused nickname.
 PROMPT: Final = "> "
 NICK_QUESTION: Final = "Another nickname: "
 
 
 class LineReader(Protocol):
-    """A terminal line editor on the running event loop (``cli.lab_prompt.LinePrompt``)."""
+    """A terminal line editor on the running event loop (``cli.terminal.LinePrompt``)."""
 
     async def read_async(self, message: Callable[[], str]) -> str:
         """The typed line; ``EOFError`` at Ctrl-D or after ``interrupt``,
@@ -114,42 +111,8 @@ def describe(event: Event) -> str | None:
         case ServerShutdown():
             return "* The server is shutting down"
         case Rejoining(reason):
-            return f"! The server no longer knows us ({reason}); joining again"
+            return f"! The server no longer knows us ({safe(reason)}); joining again"
     return None
-
-
-@dataclass
-class _Datagram:
-    data: bytes
-
-
-@dataclass
-class _Line:
-    data: bytes  # b"" at end of input
-
-
-@dataclass
-class _Icmp:
-    error: Exception
-
-
-_Input = _Datagram | _Line | _Icmp
-
-
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, put: Callable[[_Input], None]) -> None:
-        self.put = put
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        self.put(_Datagram(data))
-
-    def error_received(self, exc: Exception) -> None:
-        # Port unreachable: nobody listens there (yet).  Retries go on; never fatal.
-        self.put(_Icmp(exc))
 
 
 class ChatSession:
@@ -179,8 +142,7 @@ class ChatSession:
         self.trace_hex = trace_hex
         self.interrupted = False
         self._join_deadline: float | None = None
-        self.queue: asyncio.Queue[_Input] = asyncio.Queue()
-        self.endpoint: _Endpoint | None = None
+        self.link = MemberLink()
         self.waiting_lines: list[bytes] = []
         self.asking_nick = False
         self.input_done = False
@@ -190,7 +152,7 @@ class ChatSession:
 
     def input_line(self, data: bytes) -> None:
         """Take ``data`` as a line typed by the user (``b""``: end of input).  Loop thread only."""
-        self.queue.put_nowait(_Line(data))
+        self.link.put_line(data)
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -204,11 +166,8 @@ class ChatSession:
         from switchboard.services.runtime import read_lines_in_thread
 
         loop = asyncio.get_running_loop()
-        put = self.queue.put_nowait
-        _, endpoint = await loop.create_datagram_endpoint(
-            lambda: _Endpoint(put), remote_addr=self.server
-        )
-        self.endpoint = endpoint
+        await self.link.open(self.server)
+        put_line = self.link.put_line
         typing: asyncio.Task[None] | None = None
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -219,35 +178,32 @@ class ChatSession:
             elif stdin_fd is not None:
 
                 def on_line(line: bytes) -> None:
-                    loop.call_soon_threadsafe(put, _Line(line))
+                    loop.call_soon_threadsafe(put_line, line)
 
                 read_lines_in_thread(stdin_fd, on_line)
             if not self._start_join(None):
-                return EXIT_NICK_REFUSED
+                return ExitCode.NO_SESSION
             while self.exit_code is None:
                 deadline = self.peer.next_deadline()
                 if self._join_deadline is not None:
                     deadline = min(deadline or self._join_deadline, self._join_deadline)
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    item = None
+                item = await self.link.next(timeout)
                 now = loop.time()
-                if isinstance(item, _Datagram):
+                if isinstance(item, Datagram):
                     self._trace("<<-", item.data)
                     self.peer.receive(item.data, now)
-                elif isinstance(item, _Line):
+                elif isinstance(item, Line):
                     self._line(item.data, now)
-                elif isinstance(item, _Icmp):
+                elif isinstance(item, Icmp):
                     self._icmp(item.error)
                 self.peer.tick(now)
                 self._flush()
                 self._handle_events(now)
                 self._flush()
                 self._check_join_deadline(now)
-            if self.interrupted and self.exit_code == EXIT_OK:
-                return EXIT_INTERRUPTED
+            if self.interrupted and self.exit_code == ExitCode.OK:
+                return ExitCode.INTERRUPTED
             return self.exit_code
         finally:
             if typing is not None and self.reader is not None and not typing.done():
@@ -257,36 +213,35 @@ class ChatSession:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
-            if self.endpoint.transport is not None:
-                self.endpoint.transport.close()
+            self.link.close()
 
     # --- input ---------------------------------------------------------------------------------
 
     async def _read_terminal(self, reader: LineReader) -> None:
         """Lines typed at the prompt into the queue, until Ctrl-D, Ctrl-C or the end."""
-        put = self.queue.put_nowait
+        put_line = self.link.put_line
         while self.exit_code is None:
             try:
                 text = await reader.read_async(self._prompt)
             except EOFError:
-                put(_Line(b""))
+                put_line(b"")
                 return
             except KeyboardInterrupt:
                 self._interrupted()
                 return
-            put(_Line(text.encode("utf-8", "surrogateescape") + b"\n"))
+            put_line(text.encode("utf-8", "surrogateescape") + b"\n")
 
     def _prompt(self) -> str:
         return NICK_QUESTION if self.asking_nick else PROMPT
 
     def _interrupted(self) -> None:
         if self.interrupted or self.peer.phase is Phase.LEAVING:
-            self.exit_code = EXIT_INTERRUPTED  # again: do not wait for the acknowledgement
-            self.queue.put_nowait(_Line(b""))
+            self.exit_code = ExitCode.INTERRUPTED  # again: do not wait for the acknowledgement
+            self.link.put_line(b"")
             return
         self.interrupted = True
         self.waiting_lines.clear()  # typed before we were in: not said after all
-        self.queue.put_nowait(_Line(b""))
+        self.link.put_line(b"")
 
     def _check_join_deadline(self, now: float) -> None:
         if self._join_deadline is None or self.exit_code is not None or self.asking_nick:
@@ -298,10 +253,10 @@ class ChatSession:
         if now >= self._join_deadline:
             host, port = self.server
             self.warn(
-                f"! no answer from the server at {_endpoint(host, port)} to JOIN within "
+                f"! no answer from the server at {host_port(host, port)} to JOIN within "
                 f"{self.join_timeout_s:g} s (--timeout)"
             )
-            self.exit_code = EXIT_NO_SESSION
+            self.exit_code = ExitCode.NO_SESSION
 
     def _start_join(self, nick: str | None) -> bool:
         """Send a JOIN; False when the nickname is invalid and nobody can be asked again."""
@@ -319,7 +274,7 @@ class ChatSession:
     def _nick_refused(self, message: str) -> bool:
         self.warn(f"switchboard udpchat join: {message}")
         if not self.interactive or self.input_done:
-            self.exit_code = EXIT_NICK_REFUSED
+            self.exit_code = ExitCode.NO_SESSION
             return False
         self.asking_nick = True
         if self.reader is not None:
@@ -333,7 +288,7 @@ class ChatSession:
         if not raw:
             self.input_done = True
             if self.asking_nick:
-                self.exit_code = EXIT_INTERRUPTED if self.interrupted else EXIT_NICK_REFUSED
+                self.exit_code = ExitCode.INTERRUPTED if self.interrupted else ExitCode.NO_SESSION
             elif self.peer.phase is not Phase.JOINING:
                 self._leave(now)
             # While joining, the lines read so far are sent once we are in, then we leave.
@@ -379,17 +334,15 @@ class ChatSession:
             self.icmp_reported = True
             host, port = self.server
             reason = getattr(error, "strerror", None) or str(error)
-            self.warn(f"! nothing is listening at {_endpoint(host, port)} ({reason}); still trying")
+            self.warn(f"! nothing is listening at {host_port(host, port)} ({reason}); still trying")
 
     # --- output --------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        assert self.endpoint is not None and self.endpoint.transport is not None
-        transport = self.endpoint.transport
         for data in self.peer.datagrams_to_send():
-            if not transport.is_closing():
+            if self.link.can_send():
                 self._trace("->>", data)
-                transport.sendto(data)
+                self.link.send(data)
 
     def _trace(self, direction: str, data: bytes) -> None:
         if self.trace:
@@ -411,30 +364,26 @@ class ChatSession:
                     if self.input_done:
                         self._leave(now)
                 case JoinRefused(_, reason):
-                    self._nick_refused(f"nickname refused: {reason}")
+                    self._nick_refused(f"nickname refused: {safe(reason)}")
                 case NoAnswer(request, attempts, waited):
                     host, port = self.server
                     self.warn(
-                        f"! no answer from the server at {_endpoint(host, port)} to {request} "
+                        f"! no answer from the server at {host_port(host, port)} to {request} "
                         f"after {attempts} attempts ({waited:g} s)"
                     )
                     if request == "JOIN":
-                        self.exit_code = EXIT_NO_SESSION
+                        self.exit_code = ExitCode.NO_SESSION
                 case Retrying(request, attempt, of):
                     self.warn(f"! no answer to {request} yet, retrying ({attempt}/{of})")
                 case SendRefused(reason):
-                    self.warn(f"! message refused by the server: {reason}")
+                    self.warn(f"! message refused by the server: {safe(reason)}")
                 case LeaveDone():
                     if self.exit_code is None:
-                        self.exit_code = EXIT_OK
+                        self.exit_code = ExitCode.OK
                 case ServerShutdown():
-                    self.exit_code = EXIT_SERVER_SHUTDOWN
+                    self.exit_code = ExitCode.SESSION_ENDED
                 case Ignored():
                     self.ignored += 1
-
-
-def _endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def join_room(
