@@ -26,7 +26,7 @@ from switchboard.client.tracing import Tracer
 from switchboard.protocol import ErrorCode
 from switchboard.protocol.codec import Event
 from switchboard.protocol.trace import host_port
-from switchboard.server.logs import local_timestamp
+from switchboard.server import local_timestamp
 
 from .exitcodes import ExitCode
 

@@ -10,10 +10,14 @@ from typing import Any
 from switchboard import defaults
 from switchboard.protocol import Event
 from switchboard.protocol.trace import format_trace, host_port
-from switchboard.server import ConfigError, ServerConfig, run
-from switchboard.server.app import Tracer
-from switchboard.server.connection import ClientConnection
-from switchboard.server.logs import local_timestamp
+from switchboard.server import (
+    ClientConnection,
+    ConfigError,
+    ServerConfig,
+    Tracer,
+    local_timestamp,
+    run,
+)
 
 from .common import add_trace_args, listen_port_number
 

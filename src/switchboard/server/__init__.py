@@ -1,8 +1,22 @@
 """The asyncio server: listener and lifecycle (app), one connection object per client
 (connection), the registry of clients and rooms (registry), one handler per request type
-(handlers), heartbeats (heartbeat) and structured logs (logs)."""
+(handlers), heartbeats (heartbeat) and structured logs (logs).
 
-from .app import SwitchboardServer, run
+What the rest of the package (cli/) may use is exported here; the modules are internals.
+"""
+
+from .app import SwitchboardServer, Tracer, run
 from .config import ConfigError, ServerConfig
+from .connection import ClientConnection
+from .logs import TextFormatter, local_timestamp
 
-__all__ = ["ConfigError", "ServerConfig", "SwitchboardServer", "run"]
+__all__ = [
+    "ClientConnection",
+    "ConfigError",
+    "ServerConfig",
+    "SwitchboardServer",
+    "TextFormatter",
+    "Tracer",
+    "local_timestamp",
+    "run",
+]

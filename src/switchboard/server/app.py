@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from switchboard import defaults
+from switchboard import defaults, eventloop
 from switchboard.protocol import (
     CLOSING_CODES,
     HEADER_SIZE,
@@ -36,7 +36,7 @@ from switchboard.protocol import (
     encode,
 )
 from switchboard.protocol.codec import decode_payload
-from switchboard.protocol.fastpath import encode_receipt, header_word
+from switchboard.protocol.fastpath import ServerClock, encode_receipt, header_word
 from switchboard.protocol.trace import host_port
 from switchboard.wording import plural
 
@@ -45,7 +45,7 @@ from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection
 from .errors import RequestFailed
-from .handlers import FAST_HANDLERS, HANDLERS, ServerClock
+from .handlers import FAST_HANDLERS, HANDLERS
 from .registry import ClientRegistry, Room, RoomRegistry
 from .tls import TlsHandshake
 
@@ -751,16 +751,6 @@ def raise_open_file_limit(wanted: int) -> None:
         log.debug("open-file limit: %d", soft)
 
 
-def install_event_loop_policy() -> str:
-    """Use uvloop when it is importable; returns the loop's name."""
-    try:
-        import uvloop
-    except ImportError:
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
-
-
 async def serve(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Run until SIGINT, SIGTERM or ``quit`` on a terminal's stdin; then shut down."""
     server = SwitchboardServer(config, trace=trace)
@@ -803,6 +793,5 @@ def run(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Configure logging and the event loop, serve, and return the exit code."""
     logs.configure(config.log_level, config.log_format)
     raise_open_file_limit(config.max_clients + 64)
-    loop_name = install_event_loop_policy()
-    log.debug("event loop: %s, pid %d", loop_name, os.getpid())
-    return asyncio.run(serve(config, trace=trace))
+    log.debug("event loop: %s, pid %d", eventloop.loop_name(), os.getpid())
+    return eventloop.run(serve(config, trace=trace))

@@ -49,6 +49,7 @@ from switchboard.protocol.fastpath import (
     RECEIPT_HEAD,
     SEND_OK_MIDDLE,
     SEND_OK_PREFIX,
+    TIME_OK_PREFIX,
     WORD_ACK,
     WORD_FIRST_NON_REQUEST,
     WORD_HELLO,
@@ -62,8 +63,6 @@ from switchboard.protocol.fastpath import (
     unpack_ack,
     unpack_send_head,
 )
-
-from .handlers import TIME_OK_PREFIX
 
 if TYPE_CHECKING:
     from .app import SwitchboardServer

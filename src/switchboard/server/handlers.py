@@ -10,7 +10,6 @@ from the receive buffer and queue pre-encoded frames.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,19 +20,17 @@ from switchboard.protocol import (
     VERSION,
     BroadcastOk,
     BroadcastRequest,
-    ClientInfo,
     ErrorCode,
     Frame,
     HelloOk,
     HelloRequest,
+    InvalidFrame,
     Joined,
     JoinOk,
     JoinRequest,
     LeaveOk,
     LeaveRequest,
     LeftReason,
-    ListOk,
-    ListRequest,
     Message,
     MessageFlags,
     NameOk,
@@ -63,7 +60,6 @@ from switchboard.protocol.fastpath import (
     encode_message_fields,
     encode_ping_ok,
     encode_send_ok,
-    encode_time_ok,
     parse_list,
     parse_send,
 )
@@ -96,22 +92,6 @@ def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) 
 
 def name(server: SwitchboardServer, conn: ClientConnection, req: NameRequest) -> Reply:
     return NameOk(server.config.name, request_id=req.request_id)
-
-
-def list_(server: SwitchboardServer, conn: ClientConnection, req: ListRequest) -> Reply:
-    if req.room:
-        room = server.rooms.find(req.room)
-        members = sorted(room.members.values(), key=_by_id) if room else []
-    else:
-        members = list(server.clients)  # insertion order is id order
-    if server.tokens:
-        members = [c for c in members if c.authenticated]
-    clients = tuple(ClientInfo(c.client_id, c.ip, c.port, c.nick, c.connected_ms) for c in members)
-    return ListOk(req.room, clients, request_id=req.request_id)
-
-
-def _by_id(conn: ClientConnection) -> int:
-    return conn.client_id
 
 
 def _check_text(server: SwitchboardServer, text: str) -> None:
@@ -368,7 +348,13 @@ def list_fast(
     1,000 ClientInfo objects field by field)."""
     room = parse_list(buf, start, end)
     if room is None:  # malformed: the general decoder names the problem
-        server.dispatch(conn, decode_payload(KEY_LIST, request_id, buf, start, end))
+        event = decode_payload(KEY_LIST, request_id, buf, start, end)
+        problem = (
+            event.error
+            if isinstance(event, InvalidFrame)
+            else ProtocolError(ErrorCode.BAD_PAYLOAD, "LIST carries one str16 of UTF-8")
+        )
+        server.reply_error(conn, request_id, problem.code, problem.message)
         return
     if room:
         found = server.rooms.find(room.decode("utf-8"))
@@ -379,6 +365,10 @@ def list_fast(
         members = [c for c in members if c.authenticated]
     records = [client_record(c.sender_fields(), c.connected_ms) for c in members]
     conn.send_raw(encode_list_ok(request_id, room, records))
+
+
+def _by_id(conn: ClientConnection) -> int:
+    return conn.client_id
 
 
 def ping(
@@ -410,7 +400,6 @@ def pong(
 HANDLERS: dict[type, Handler] = {
     HelloRequest: hello,
     NameRequest: name,
-    ListRequest: list_,
     NickRequest: nick,
     JoinRequest: join,
     LeaveRequest: leave,
@@ -428,48 +417,3 @@ FAST_HANDLERS: dict[int, FastHandler] = {
     KEY_PING_REQUEST: ping,
     KEY_PONG: pong,
 }
-
-
-class ServerClock:
-    """Answers TIME: the OK payload is the same for every request within one millisecond,
-    so it is encoded once per millisecond, and the zone looked up once per second."""
-
-    __slots__ = ("_ms", "_pack", "_second", "_tail", "_zone")
-
-    def __init__(self) -> None:
-        self._ms = -1
-        self._second = -1
-        self._zone: tuple[int, bytes] = (0, b"")
-        self._tail = b""
-        self._pack: Callable[[bytes, int, bytes], bytes] = _time_ok_struct(0).pack
-
-    def zone_at(self, epoch_ms: int) -> tuple[int, bytes]:
-        """(UTC offset in seconds, zone name) at ``epoch_ms``."""
-        second = epoch_ms // 1000
-        if second != self._second:
-            local = time.localtime(second)
-            self._zone = (local.tm_gmtoff, local.tm_zone.encode("utf-8"))
-            self._second = second
-        return self._zone
-
-    def now(self) -> tuple[Callable[[bytes, int, bytes], bytes], bytes]:
-        """``(pack, tail)`` for answers now: ``pack(TIME_OK_PREFIX, request_id, tail)`` is the
-        whole OK(TIME) frame, one struct call.  The server's hot path reads it once per batch
-        of requests (a batch takes far less than a millisecond), not once per request."""
-        epoch_ms = time.time_ns() // 1_000_000
-        if epoch_ms != self._ms:
-            offset, zone = self.zone_at(epoch_ms)
-            tail = encode_time_ok(0, epoch_ms, offset, zone)[10:]  # all after the request id
-            if len(tail) != len(self._tail):  # the zone name's length changed
-                self._pack = _time_ok_struct(len(tail)).pack
-            self._tail = tail
-            self._ms = epoch_ms
-        return self._pack, self._tail
-
-
-#: The first six bytes of every OK(TIME) frame: magic, version, class and type.
-TIME_OK_PREFIX = encode_time_ok(0, 0, 0, b"")[:6]
-
-
-def _time_ok_struct(tail_size: int) -> struct.Struct:
-    return struct.Struct(f"!{len(TIME_OK_PREFIX)}sI{tail_size}s")
