@@ -3,9 +3,11 @@
 It holds no global state (the server does); it moves bytes, keeps the per-connection
 facts, and flow-controls its transport.  Requests are the handlers' to decide, with one
 exception made for speed and measured (docs/BENCHMARKS.md): its split loop answers the
-three commonest frames itself, exactly as their handlers would (tests/integration/
-test_server_forwarding.py runs both ways) — TIME, a well-formed ASCII SEND to a client
-that can take it, and ACK — and hands everything else, errors included, to the handlers.
+three commonest frames itself — TIME, a well-formed ASCII SEND to a client that can take
+it, and ACK — and hands everything else, errors included, to the handlers.  The log level
+never picks which of them answers: at INFO the loop logs the forwards it makes
+(handlers.log_forward), at WARNING it skips that line (tests/integration/
+test_server_forwarding.py runs every case at both levels).
 
 Back-pressure: what is queued for a client (its ``out`` list, then its transport's buffer)
 is bounded by the write limits whatever a batch holds.  Frames queued through send/send_raw
@@ -63,6 +65,8 @@ from switchboard.protocol.fastpath import (
     unpack_ack,
     unpack_send_head,
 )
+
+from .handlers import log_forward
 
 if TYPE_CHECKING:
     from .app import SwitchboardServer
@@ -209,8 +213,9 @@ class ClientConnection(asyncio.Protocol):
         out = self.out
         by_id = server.client_by_id
         max_text = server.max_text
-        # SENDs are forwarded inline unless their forward is to be logged (handlers.send).
-        inline_send = -1 if server.events.info_on else WORD_SEND
+        # Read once per batch: a WARNING server pays nothing per SEND for the INFO line, and
+        # both levels run the same code (the level never picks the algorithm).
+        log_forwards = server.events.info_on
         sent_ms = -1  # the batch's MESSAGE time, read at its first SEND
         # This client's MESSAGE fields with that time, and their packer, also from then on.
         pack_message, message_prefix, message_base, block = _NO_MESSAGES
@@ -283,7 +288,7 @@ class ClientConnection(asyncio.Protocol):
                         time_pack, time_tail = server.clock.now()
                     out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
                     continue
-                if word == inline_send and length >= 8:
+                if word == WORD_SEND and length >= 8:
                     # The commonest forwarded frame (profile, send ring: the handler call and
                     # its helpers were ~45 % of the server's samples): well-formed ASCII text
                     # to a client that can take it is forwarded here, as handlers.send would;
@@ -330,6 +335,8 @@ class ClientConnection(asyncio.Protocol):
                                     target_id,
                                 )
                             )
+                            if log_forwards:
+                                log_forward(server, self, target_id, message_id, text_len)
                             continue
                 if word == WORD_ACK:
                     # One per delivered message, settled here (profile, send ring: a handler

@@ -318,21 +318,32 @@ def forward_direct(
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
     if server.events.info_on:
-        server.client_event(
-            conn,
-            "forward",
-            logging.INFO,
-            "forward",
-            "forward #%d -> #%d message %d (%d bytes)",
-            conn.client_id,
-            target_id,
-            message_id,
-            len(text),
-            sender=conn.client_id,
-            target=target_id,
-            message_id=message_id,
-        )
+        log_forward(server, conn, target_id, message_id, len(text))
     return message_id
+
+
+def log_forward(
+    server: SwitchboardServer,
+    conn: ClientConnection,
+    target_id: int,
+    message_id: int,
+    size: int,
+) -> None:
+    """The INFO line of one forwarded direct MESSAGE (summarised when it repeats)."""
+    server.client_event(
+        conn,
+        "forward",
+        logging.INFO,
+        "forward",
+        "forward #%d -> #%d message %d (%d bytes)",
+        conn.client_id,
+        target_id,
+        message_id,
+        size,
+        sender=conn.client_id,
+        target=target_id,
+        message_id=message_id,
+    )
 
 
 def list_fast(
