@@ -5,14 +5,16 @@
 What the rest of the package (cli/) may use is exported here; the modules are internals.
 """
 
-from .app import SwitchboardServer, Tracer, run
+from .app import SwitchboardServer, run
 from .config import ConfigError, ServerConfig
-from .connection import ClientConnection
+from .connection import ClientConnection, Tracer
 from .logs import TextFormatter, local_timestamp
+from .registry import Peer
 
 __all__ = [
     "ClientConnection",
     "ConfigError",
+    "Peer",
     "ServerConfig",
     "SwitchboardServer",
     "TextFormatter",

@@ -43,17 +43,13 @@ from switchboard.wording import plural
 from . import logs
 from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
-from .connection import ClientConnection
+from .connection import ClientConnection, Tracer
 from .errors import RequestFailed
 from .handlers import FAST_HANDLERS, HANDLERS
-from .registry import ClientRegistry, Room, RoomRegistry
+from .registry import ClientRegistry, Peer, Room, RoomRegistry
 from .tls import TlsHandshake
 
 log = logs.log
-
-#: ``trace(direction, connection, event, raw)``: called for every frame when tracing is on;
-#: ``raw`` is the frame's bytes as they crossed the wire (header included).
-Tracer = Callable[[str, ClientConnection, Frame | InvalidFrame, bytes], None]
 
 
 class SwitchboardServer:
@@ -85,7 +81,7 @@ class SwitchboardServer:
         self.burst = float(config.burst)
         self.clients = ClientRegistry()
         #: Hot-path aliases (the same objects), read once per SEND instead of a chain.
-        self.client_by_id = self.clients.by_id
+        self.client_by_id: dict[int, Peer] = self.clients.by_id
         self.max_text = config.max_text
         #: Bytes queued for a client before they are written to its transport mid-batch:
         #: a quarter of the high-water mark, so that the mark is seen within the batch that
@@ -108,18 +104,18 @@ class SwitchboardServer:
             max_runs=defaults.LOG_REPEAT_SOURCES,
         )
         #: Connections with log lines being summarised (their counts flushed by the heartbeat).
-        self._summarising: set[ClientConnection] = set()
+        self._summarising: set[Peer] = set()
         self.shutting_down = False
         #: The last message id given out (ids count up from 1 and are never reused).
         self.message_ids = 0
-        self._connections: set[ClientConnection] = set()  # admitted or not, until closed
+        self._connections: set[Peer] = set()  # admitted or not, until closed
         #: Connections with frames queued outside their own batch, written once per loop
         #: pass (or sooner: flush_pending).
-        self.dirty: list[ClientConnection] = []
+        self.dirty: list[Peer] = []
         #: TLS handshakes under way (not yet in _connections), cancelled at shutdown.
         self._handshakes: dict[TlsHandshake, asyncio.Task[None]] = {}
         #: Admitted connections that have not authenticated yet, oldest first (token servers).
-        self._unauthenticated: dict[ClientConnection, None] = {}
+        self._unauthenticated: dict[Peer, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._listeners: list[asyncio.Server] = []
         self._heartbeat_handle: asyncio.TimerHandle | None = None
@@ -296,7 +292,7 @@ class SwitchboardServer:
             return
         handshake.conn.connection_made(tls)
 
-    def admit(self, conn: ClientConnection) -> None:
+    def admit(self, conn: Peer) -> None:
         """Called by a new connection: welcome it, or refuse it (full, shutting down)."""
         self._connections.add(conn)
         assert self._all_closed is not None
@@ -352,7 +348,7 @@ class SwitchboardServer:
             port=conn.port,
         )
 
-    def _refusal(self, conn: ClientConnection) -> str | None:
+    def _refusal(self, conn: Peer) -> str | None:
         """Why ``conn`` may not be admitted now (a limit it would pass), or None."""
         cfg = self.config
         if len(self.clients) >= cfg.max_clients:
@@ -362,7 +358,7 @@ class SwitchboardServer:
             return refusal
         return None
 
-    def _make_room_for(self, conn: ClientConnection) -> None:
+    def _make_room_for(self, conn: Peer) -> None:
         """Admit an unauthenticated ``conn``: when --max-unauthenticated are waiting already,
         the oldest of them is closed with SERVER_FULL.  A client with a token says HELLO
         within a round trip of connecting, so it gets in however many strangers squat;
@@ -396,7 +392,7 @@ class SwitchboardServer:
             )
         waiting[conn] = None
 
-    def release(self, conn: ClientConnection) -> None:
+    def release(self, conn: Peer) -> None:
         """Called once a connection is gone: forget it and settle what it left behind."""
         self._connections.discard(conn)
         if conn.log_runs is not None:
@@ -433,7 +429,7 @@ class SwitchboardServer:
         if not self._connections and self._all_closed is not None:
             self._all_closed.set()
 
-    def leave_room(self, room: Room, conn: ClientConnection, reason: LeftReason) -> None:
+    def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None:
         self.rooms.leave(room, conn)
         notice = encode(Left(room.name, conn.client_id, conn.nick, reason))  # once per room
         for member in room.members.values():
@@ -454,7 +450,7 @@ class SwitchboardServer:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def handle_request(self, conn: ClientConnection, req: Any, *, held: bool = False) -> None:
+    def handle_request(self, conn: Peer, req: Any, *, held: bool = False) -> None:
         if (
             req.__class__ is HelloRequest
             and self.tokens
@@ -476,7 +472,7 @@ class SwitchboardServer:
         else:
             conn.send(reply)
 
-    def _hold_hello(self, conn: ClientConnection, req: HelloRequest) -> bool:
+    def _hold_hello(self, conn: Peer, req: HelloRequest) -> bool:
         """Count a HELLO as a guess and hold it if its source has failed too often; True if
         held.  The hold is chosen before the token is looked at, so a right and a wrong
         token are answered after the same delay."""
@@ -489,7 +485,7 @@ class SwitchboardServer:
         # HELLO stay in the decoder and are handled after it (``_end_hold``).
         conn.transport.pause_reading()
         conn.closing = True
-        self._loop.call_later(hold, _end_hold, conn, req)
+        self._loop.call_later(hold, self._end_hold, conn, req)
         self.source_log.event(
             "auth held",
             logging.INFO,
@@ -507,7 +503,18 @@ class SwitchboardServer:
         )
         return True
 
-    def refuse(self, conn: ClientConnection, code: ErrorCode, request_id: int) -> None:
+    def _end_hold(self, conn: Peer, req: HelloRequest) -> None:
+        """Answer a held HELLO (unless the peer has gone meanwhile), then go on reading."""
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return
+        conn.closing = False  # set only to stop the batch and hold the connection
+        self.handle_request(conn, req, held=True)
+        if not conn.closing:
+            transport.resume_reading()
+            conn.data_received(b"")  # the frames pipelined behind the HELLO, kept by the decoder
+
+    def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None:
         """Answer a request that may not be handled now (auth, rate, shutdown)."""
         if code == ErrorCode.AUTH_REQUIRED:
             conn.fail(code, "authenticate with HELLO first", request_id=request_id)
@@ -518,9 +525,7 @@ class SwitchboardServer:
         else:
             self.reply_error(conn, request_id, code, "the server is shutting down")
 
-    def reply_error(
-        self, conn: ClientConnection, request_id: int, code: ErrorCode, message: str
-    ) -> None:
+    def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None:
         """Answer one request with ERROR (the connection goes on) and log it."""
         conn.send(ErrorResponse.of(code, message, request_id=request_id))
         if self.events.info_on:
@@ -537,7 +542,7 @@ class SwitchboardServer:
                 code=code.name,
             )
 
-    def dispatch(self, conn: ClientConnection, event: Frame | InvalidFrame) -> None:
+    def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None:
         """Everything without a fast path: requests by class, ACK, PONG, invalid frames."""
         handler = self.handlers.get(event.__class__)
         if handler is not None:
@@ -557,7 +562,7 @@ class SwitchboardServer:
 
     def client_event(
         self,
-        conn: ClientConnection,
+        conn: Peer,
         kind: str,
         level: int,
         event: str,
@@ -588,7 +593,7 @@ class SwitchboardServer:
                 conn.log_runs.flush()
         self.source_log.flush()
 
-    def trace_bytes(self, direction: str, conn: ClientConnection, data: bytes) -> None:
+    def trace_bytes(self, direction: str, conn: Peer, data: bytes) -> None:
         """Trace pre-encoded frames by decoding them again (only when tracing is on)."""
         if self.trace is None:
             return
@@ -599,7 +604,7 @@ class SwitchboardServer:
             event = decode_payload(key, request_id, buf, start, end)
             self.trace(direction, conn, event, bytes(buf[start - HEADER_SIZE : end]))
 
-    def authenticate(self, conn: ClientConnection, token: str) -> None:
+    def authenticate(self, conn: Peer, token: str) -> None:
         """Check a HELLO token in constant time; never logs the token."""
         presented = token.encode("utf-8")
         valid = False
@@ -631,7 +636,7 @@ class SwitchboardServer:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def schedule_flush(self, conn: ClientConnection) -> None:
+    def schedule_flush(self, conn: Peer) -> None:
         self.dirty.append(conn)
         if self._flush_handle is None:
             assert self._loop is not None
@@ -692,18 +697,6 @@ class SwitchboardServer:
         self.source_log.flush(expired_only=True)
         if not self.shutting_down:
             self._schedule_heartbeat()
-
-
-def _end_hold(conn: ClientConnection, req: HelloRequest) -> None:
-    """Answer a held HELLO (unless the peer has gone meanwhile), then go on reading."""
-    transport = conn.transport
-    if transport is None or transport.is_closing():
-        return
-    conn.closing = False  # set only to stop the batch and hold the connection
-    conn.server.handle_request(conn, req, held=True)
-    if not conn.closing:
-        transport.resume_reading()
-        conn.data_received(b"")  # the frames pipelined behind the HELLO, kept by the decoder
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

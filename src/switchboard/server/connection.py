@@ -26,7 +26,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from switchboard import defaults
 from switchboard.protocol import (
@@ -36,6 +36,7 @@ from switchboard.protocol import (
     ErrorResponse,
     Frame,
     FrameDecoder,
+    InvalidFrame,
     LeftReason,
     ProtocolError,
     ReceiptStatus,
@@ -57,6 +58,7 @@ from switchboard.protocol.fastpath import (
     WORD_HELLO,
     WORD_SEND,
     WORD_TIME,
+    ServerClock,
     direct_fields,
     message_packer,
     pack_receipt,
@@ -66,11 +68,38 @@ from switchboard.protocol.fastpath import (
     unpack_send_head,
 )
 
-from .handlers import log_forward
+from .handlers import FastHandler, Server, log_forward
+from .logs import RepeatedEvents
+from .registry import Peer
 
-if TYPE_CHECKING:
-    from .app import SwitchboardServer
-    from .logs import RepeatedEvents
+#: ``trace(direction, connection, event, raw)``: called for every frame when tracing is on;
+#: ``raw`` is the frame's bytes as they crossed the wire (header included).
+Tracer = Callable[[str, Peer, Frame | InvalidFrame, bytes], None]
+
+
+class ConnectionServer(Server, Protocol):
+    """What a connection uses of the server (server.app.SwitchboardServer implements it),
+    besides what its handlers use: admission and release, the per-batch gates (rate,
+    shutdown, tracing), the fast handlers, the TIME clock and the shared write queue."""
+
+    fast_handlers: dict[int, FastHandler]
+    rate: float
+    burst: float
+    shutting_down: bool
+    trace: Tracer | None
+    clock: ServerClock
+    flush_at: int
+    #: Connections with frames queued outside their own batch (written by flush_pending).
+    dirty: list[Peer]
+
+    def admit(self, conn: ClientConnection) -> None: ...
+    def release(self, conn: ClientConnection) -> None: ...
+    def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None: ...
+    def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
+    def schedule_flush(self, conn: Peer) -> None: ...
+    def flush_pending(self) -> None: ...
+    def trace_bytes(self, direction: str, conn: Peer, data: bytes) -> None: ...
+
 
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
@@ -124,7 +153,7 @@ class ClientConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, server: SwitchboardServer) -> None:
+    def __init__(self, server: ConnectionServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(max_frame=server.config.max_frame)
@@ -145,7 +174,7 @@ class ClientConnection(asyncio.Protocol):
         self.sender: bytes | None = None
         #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
         #: dict entry per message; an empty dict is also smaller than an empty set).
-        self.awaiting_ack: dict[int, ClientConnection] = {}
+        self.awaiting_ack: dict[int, Peer] = {}
         self.closing = False
         self.close_reason = "closed by peer"
         self.left_reason = LeftReason.DISCONNECTED

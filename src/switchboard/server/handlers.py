@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from switchboard import defaults
 from switchboard.display import safe
@@ -64,23 +64,45 @@ from switchboard.protocol.fastpath import (
     parse_send,
 )
 
+from .config import ServerConfig
 from .errors import RequestFailed
+from .logs import EventLog
+from .registry import ClientRegistry, Peer, Room, RoomRegistry
 
-if TYPE_CHECKING:
-    from .app import SwitchboardServer
-    from .connection import ClientConnection
+
+class Server(Protocol):
+    """What the handlers use of the server (server.app.Server implements it):
+    the directory, the limits, the message ids, and the way answers and log lines go out."""
+
+    config: ServerConfig
+    tokens: frozenset[bytes]
+    max_text: int
+    clients: ClientRegistry
+    client_by_id: dict[int, Peer]
+    rooms: RoomRegistry
+    #: The last message id given out (ids count up from 1 and are never reused).
+    message_ids: int
+    events: EventLog
+
+    def authenticate(self, conn: Peer, token: str) -> None: ...
+    def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None: ...
+    def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None: ...
+    def client_event(
+        self, conn: Peer, kind: str, level: int, event: str, msg: str, *args: Any, **fields: Any
+    ) -> None: ...
+
 
 Reply = Frame | tuple[Frame, ...]
-Handler = Callable[["SwitchboardServer", "ClientConnection", Any], Reply]
+Handler = Callable[[Server, Peer, Any], Reply]
 Buffer = bytes | bytearray
-FastHandler = Callable[["SwitchboardServer", "ClientConnection", int, Buffer, int, int], None]
+FastHandler = Callable[[Server, Peer, int, Buffer, int, int], None]
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) -> Reply:
+def hello(server: Server, conn: Peer, req: HelloRequest) -> Reply:
     if req.version < 1:
         raise RequestFailed(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {req.version}")
     if server.tokens:
@@ -90,11 +112,11 @@ def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) 
     return HelloOk(min(VERSION, req.version), conn.client_id, conn.nick, request_id=req.request_id)
 
 
-def name(server: SwitchboardServer, conn: ClientConnection, req: NameRequest) -> Reply:
+def name(server: Server, conn: Peer, req: NameRequest) -> Reply:
     return NameOk(server.config.name, request_id=req.request_id)
 
 
-def _check_text(server: SwitchboardServer, text: str) -> None:
+def _check_text(server: Server, text: str) -> None:
     size = len(text.encode("utf-8"))
     if size > server.config.max_text:
         raise RequestFailed(
@@ -102,12 +124,12 @@ def _check_text(server: SwitchboardServer, text: str) -> None:
         )
 
 
-def nick(server: SwitchboardServer, conn: ClientConnection, req: NickRequest) -> Reply:
+def nick(server: Server, conn: Peer, req: NickRequest) -> Reply:
     _set_nick(server, conn, req.nick)
     return NickOk(conn.nick, request_id=req.request_id)
 
 
-def _set_nick(server: SwitchboardServer, conn: ClientConnection, new_nick: str) -> None:
+def _set_nick(server: Server, conn: Peer, new_nick: str) -> None:
     """Take the nickname and tell everyone who shares a room with ``conn``: NICK_CHANGED,
     once per member however many rooms they share (IRC's NICK), not to ``conn`` itself."""
     old = conn.nick
@@ -126,7 +148,7 @@ def _set_nick(server: SwitchboardServer, conn: ClientConnection, new_nick: str) 
                 member.send_raw(notice)
 
 
-def send_nick(server: SwitchboardServer, conn: ClientConnection, req: SendNickRequest) -> Reply:
+def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
     """SEND to whoever holds the nickname now: looked up and forwarded in one step, so the
     message cannot reach a client that took the nickname after the sender looked it up."""
     text = req.text.encode("utf-8")
@@ -148,7 +170,7 @@ def _shown(nick: str) -> str:
     return f"{nick[:limit]!r}... ({len(nick)} characters: no nickname is longer than {limit})"
 
 
-def rooms(server: SwitchboardServer, conn: ClientConnection, req: RoomsRequest) -> Reply:
+def rooms(server: Server, conn: Peer, req: RoomsRequest) -> Reply:
     """One page of the rooms, in name order (IRC's LIST), at most MAX_ROOMS_LISTED."""
     page, more = server.rooms.page(req.after, defaults.MAX_ROOMS_LISTED)
     mine = conn.rooms
@@ -163,7 +185,7 @@ def rooms(server: SwitchboardServer, conn: ClientConnection, req: RoomsRequest) 
     return RoomsOk(len(server.rooms.by_name), int(more), records, request_id=req.request_id)
 
 
-def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) -> Reply:
+def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
     room, added = server.rooms.join(req.room, conn)
     if added:
         notice = encode(Joined(room.name, conn.client_id, conn.nick))  # once for every member
@@ -185,13 +207,13 @@ def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) ->
     return (ok, *room.history)
 
 
-def leave(server: SwitchboardServer, conn: ClientConnection, req: LeaveRequest) -> Reply:
+def leave(server: Server, conn: Peer, req: LeaveRequest) -> Reply:
     room = server.rooms.member_room(req.room, conn)
     server.leave_room(room, conn, LeftReason.LEFT)
     return LeaveOk(room.name, request_id=req.request_id)
 
 
-def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastRequest) -> Reply:
+def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     room = server.rooms.member_room(req.room, conn)
     _check_text(server, req.text)
     server.message_ids = message_id = server.message_ids + 1
@@ -252,21 +274,21 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
 
 
 def time_(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
     end: int,
 ) -> None:
     """TIME with a payload.  A well-formed TIME never gets here: the split loop
-    (ClientConnection.data_received) answers it inline from ``server.clock``."""
+    (Peer.data_received) answers it inline from ``server.clock``."""
     server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
 
 
 def send(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
@@ -303,9 +325,7 @@ def _too_long(size: int, max_text: int) -> str:
     return f"text is {size} bytes (max {max_text})"
 
 
-def forward_direct(
-    server: SwitchboardServer, conn: ClientConnection, target: ClientConnection, text: Buffer
-) -> int:
+def forward_direct(server: Server, conn: Peer, target: Peer, text: Buffer) -> int:
     """Forward a direct MESSAGE from ``conn`` to ``target`` (SEND and SEND_NICK, once the
     target is known); its message id.  RECIPIENT_BUSY when the target is not reading."""
     target_id = target.client_id
@@ -323,8 +343,8 @@ def forward_direct(
 
 
 def log_forward(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     target_id: int,
     message_id: int,
     size: int,
@@ -347,8 +367,8 @@ def log_forward(
 
 
 def list_fast(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
@@ -378,13 +398,13 @@ def list_fast(
     conn.send_raw(encode_list_ok(request_id, room, records))
 
 
-def _by_id(conn: ClientConnection) -> int:
+def _by_id(conn: Peer) -> int:
     return conn.client_id
 
 
 def ping(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
@@ -397,8 +417,8 @@ def ping(
 
 
 def pong(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
