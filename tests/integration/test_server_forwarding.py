@@ -44,6 +44,7 @@ from switchboard.protocol import (
     TimeOk,
     TimeRequest,
 )
+from switchboard.server.states import ConnectionState
 
 WAIT_S = 5.0
 SERVER_LOGGER = "switchboard.server"
@@ -582,7 +583,9 @@ def test_a_recipient_that_is_closing_is_no_such_client(forwarding: Forwarding) -
 
         def closing_not_gone() -> bool:
             conn = st.server.clients.by_id.get(b.client_id)
-            return conn is not None and conn.closing and not conn.write_paused
+            return (
+                conn is not None and conn.state is ConnectionState.CLOSING and not conn.write_paused
+            )
 
         st.wait_for(lambda s: closing_not_gone())
         a.send(

@@ -52,6 +52,7 @@ from switchboard.protocol import (
     encode,
 )
 from switchboard.server import ClientConnection, ServerConfig, SwitchboardServer
+from switchboard.server.states import TRANSITIONS, ConnectionState
 
 TOKEN = "s3cret-token"
 
@@ -214,3 +215,49 @@ def test_a_wrong_token_is_refused_and_closes(harness: Harness) -> None:
     assert len(answers) == 1 and isinstance(answers[0], ErrorResponse), answers
     assert (answers[0].code, answers[0].request_id) == (ErrorCode.AUTH_FAILED, 5)
     assert transport.closed
+
+
+# --- the connection's states (server/states.py) ----------------------------------------------
+
+
+def test_the_state_table_in_protocol_md_is_the_servers() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = text.split("### States\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    documented = {}
+    for row in rows[1:]:  # the header row first
+        state, _, moves = (cell.strip() for cell in row.strip("|").split(" | "))
+        documented[state] = moves
+    expected = {
+        state.name: "; ".join(f"{to.name} ({on})" for to, on in TRANSITIONS[state].items()) or "-"
+        for state in ConnectionState
+    }
+    assert documented == expected
+
+
+def test_a_connection_moves_through_its_states_by_the_table(harness: Harness) -> None:
+    conn, transport, decoder = harness.connect()
+    assert conn.state is ConnectionState.HANDSHAKE
+    conn.hold()  # as a held HELLO does: nothing more is read
+    assert conn.state is ConnectionState.HELD and not transport.reading
+    conn.data_received(encode(TimeRequest(request_id=1)))
+    assert harness.read(transport, decoder) == []
+    assert conn.end_hold() and conn.state is ConnectionState.HANDSHAKE
+    conn.authenticate()
+    assert conn.state is ConnectionState.READY and conn.authenticated
+    conn.close("test")
+    assert conn.state is ConnectionState.CLOSING and transport.closed
+    conn.connection_lost(None)
+    assert conn.state is ConnectionState.CLOSED
+    with pytest.raises(RuntimeError, match="no transition from CLOSED to READY"):
+        conn.authenticate()
+
+
+def test_a_held_connection_that_closed_meanwhile_is_not_answered(harness: Harness) -> None:
+    conn, transport, decoder = harness.connect()
+    conn.hold()
+    conn.fail(ErrorCode.IDLE_TIMEOUT, "no HELLO in time")  # closes a held connection too
+    assert conn.state is ConnectionState.CLOSING
+    assert not conn.end_hold(), "the hold's end finds it closed: nothing more to answer"
+    answers = harness.read(transport, decoder)
+    assert [type(e).__name__ for e in answers] == ["ErrorResponse"], answers

@@ -245,10 +245,7 @@ class SwitchboardServer:
             self._heartbeat_handle.cancel()
         notice = Shutdown(reason)
         for conn in list(self._connections):
-            transport = conn.transport
-            if conn.closing and transport is not None and not transport.is_closing():
-                conn.closing = False  # a held HELLO (_hold_hello): it hears SHUTDOWN too
-            conn.send(notice)
+            conn.send(notice)  # a held HELLO's connection (HELD) hears it too
             conn.close("shutdown")
         if handshakes:
             await asyncio.wait(handshakes, timeout=1.0)
@@ -370,7 +367,6 @@ class SwitchboardServer:
             del waiting[oldest]
             if oldest.transport is None or oldest.transport.is_closing():
                 continue  # on its way out already: its slot is as good as free
-            oldest.closing = False  # a held HELLO (_hold_hello) is cut short too
             oldest.fail(
                 ErrorCode.SERVER_FULL,
                 f"too many connections waiting to authenticate (max {limit}); "
@@ -480,11 +476,10 @@ class SwitchboardServer:
         conn.auth_hold = hold
         if not hold or conn.authenticated or conn.transport is None or self._loop is None:
             return False
-        # Nothing else from this connection is read until the HELLO is answered, and
-        # ``closing`` stops the rest of this batch at once; the frames pipelined behind the
-        # HELLO stay in the decoder and are handled after it (``_end_hold``).
-        conn.transport.pause_reading()
-        conn.closing = True
+        # HELD: nothing else from this connection is read until the HELLO is answered (the
+        # rest of this batch stops at once); the frames pipelined behind the HELLO stay in
+        # the decoder and are handled after it (``_end_hold``).
+        conn.hold()
         self._loop.call_later(hold, self._end_hold, conn, req)
         self.source_log.event(
             "auth held",
@@ -505,14 +500,9 @@ class SwitchboardServer:
 
     def _end_hold(self, conn: Peer, req: HelloRequest) -> None:
         """Answer a held HELLO (unless the peer has gone meanwhile), then go on reading."""
-        transport = conn.transport
-        if transport is None or transport.is_closing():
-            return
-        conn.closing = False  # set only to stop the batch and hold the connection
-        self.handle_request(conn, req, held=True)
-        if not conn.closing:
-            transport.resume_reading()
-            conn.data_received(b"")  # the frames pipelined behind the HELLO, kept by the decoder
+        if conn.end_hold():
+            self.handle_request(conn, req, held=True)
+            conn.go_on_reading()  # the frames pipelined behind the HELLO, kept by the decoder
 
     def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None:
         """Answer a request that may not be handled now (auth, rate, shutdown)."""
@@ -611,7 +601,7 @@ class SwitchboardServer:
         for candidate in self.tokens:  # compare with every token: no early exit to time
             valid |= hmac.compare_digest(presented, candidate)
         if valid:
-            conn.authenticated = True
+            conn.authenticate()
             self._unauthenticated.pop(conn, None)
             self.auth.succeeded(conn.ip)
             return

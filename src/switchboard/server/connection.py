@@ -71,6 +71,7 @@ from switchboard.protocol.fastpath import (
 from .handlers import FastHandler, Server, log_forward
 from .logs import RepeatedEvents
 from .registry import Peer
+from .states import TRANSITIONS, ConnectionState, initial_state
 
 #: ``trace(direction, connection, event, raw)``: called for every frame when tracing is on;
 #: ``raw`` is the frame's bytes as they crossed the wire (header included).
@@ -107,6 +108,11 @@ _time_ns = time.time_ns
 #: What a batch holds for its MESSAGEs until its first SEND sets the real ones.
 _NO_MESSAGES = message_packer(b"", 0, 0)
 _DELIVERED = int(ReceiptStatus.DELIVERED)
+_READY = ConnectionState.READY
+_HANDSHAKE = ConnectionState.HANDSHAKE
+_HELD = ConnectionState.HELD
+_CLOSING = ConnectionState.CLOSING
+_CLOSED = ConnectionState.CLOSED
 #: Bytes of requests the split loop takes between two writes of what it has queued (for its
 #: own client and, through ``server.flush_pending``, for the clients it forwarded to) and a
 #: look at its own client's high-water mark.  What the loop queues inline without counting it
@@ -129,7 +135,6 @@ class ClientConnection(asyncio.Protocol):
         "awaiting_ack",
         "client_id",
         "close_reason",
-        "closing",
         "connected_ms",
         "decoder",
         "in_batch",
@@ -147,6 +152,7 @@ class ClientConnection(asyncio.Protocol):
         "rooms",
         "sender",
         "server",
+        "state",
         "tokens",
         "tokens_at",
         "transport",
@@ -175,13 +181,15 @@ class ClientConnection(asyncio.Protocol):
         #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
         #: dict entry per message; an empty dict is also smaller than an empty set).
         self.awaiting_ack: dict[int, Peer] = {}
-        self.closing = False
+        #: Where it is in its life (server/states.py: the transitions and their rules).
+        self.state = initial_state(bool(server.tokens))
         self.close_reason = "closed by peer"
         self.left_reason = LeftReason.DISCONNECTED
         self.write_paused = False
         #: True while data_received runs: replies queued then are written at its end.
         self.in_batch = False
-        #: False until HELLO presents a valid token, on servers that require one.
+        #: False until HELLO presents a valid token, on servers that require one (set by
+        #: ``authenticate``, the HANDSHAKE -> READY transition; LIST shows only these).
         self.authenticated = not server.tokens
         #: Seconds its last HELLO was held before its token was checked (server.auth).
         self.auth_hold = 0.0
@@ -219,7 +227,7 @@ class ClientConnection(asyncio.Protocol):
         # decides what a bad header is (reject) and keeps partial frames (keep).
         self.last_seen = now = _monotonic()
         self.pinged = False
-        if self.closing:
+        if self.state > _READY:  # held, or closing: nothing more is read
             return
         decoder = self.decoder
         if self.write_paused:
@@ -231,7 +239,7 @@ class ClientConnection(asyncio.Protocol):
         rate = server.rate
         trace = server.trace  # read once per batch, not once per frame (profiled hot path)
         # One flag per batch decides whether requests need the slower checks at all.
-        gated = rate or not self.authenticated or server.shutting_down
+        gated = rate or self.state is not _READY or server.shutting_down
         slow = gated or trace is not None
         tokens = 0.0
         if rate:
@@ -284,7 +292,7 @@ class ClientConnection(asyncio.Protocol):
                         server.flush_pending()
                     if out:
                         self.flush()
-                    if self.closing:  # dropped by that write: past its hard limit
+                    if self.state > _READY:  # dropped by that write: past its hard limit
                         return
                     if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
                         held = True
@@ -298,7 +306,7 @@ class ClientConnection(asyncio.Protocol):
                         event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
                         trace("<<-", self, event, bytes(buf[start - HEADER_SIZE : end]))
                     if gated and word < WORD_FIRST_NON_REQUEST:
-                        if not self.authenticated and word != WORD_HELLO:
+                        if self.state is _HANDSHAKE and word != WORD_HELLO:
                             server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
                             return
                         if rate:
@@ -329,8 +337,7 @@ class ClientConnection(asyncio.Protocol):
                         text_len == length - 8
                         and text_len <= max_text
                         and target is not None
-                        and target.authenticated
-                        and not target.closing
+                        and target.state is _READY
                         and not target.write_paused
                     ):
                         text = buf[start + 8 : end]
@@ -374,7 +381,9 @@ class ClientConnection(asyncio.Protocol):
                     if length == 8:
                         message_id = unpack_ack(buf, start)[0]
                         sender = self.awaiting_ack.pop(message_id, None)
-                        if sender is not None and not sender.closing:
+                        # A sender is READY until it closes (it could not SEND before),
+                        # and an identity test is cheaper than an IntEnum comparison.
+                        if sender is not None and sender.state is _READY:
                             # else unknown, settled, not this client's, or its sender gone
                             sender_out = sender.out
                             if not sender_out and not sender.in_batch:
@@ -389,7 +398,7 @@ class ClientConnection(asyncio.Protocol):
                 else:
                     key = word & 0xFFFFFF
                     server.dispatch(self, decode_payload(key, request_id, buf, start, end))
-                if self.closing:
+                if self.state > _READY:  # closed, or its HELLO is held (server._hold_hello)
                     return
                 if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
                     held = True  # its answers passed the mark, or its turn is over
@@ -425,9 +434,9 @@ class ClientConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and not self.closing:
+        if exc is not None and self.state < _CLOSING:
             self.close_reason = f"connection lost ({exc.__class__.__name__}: {exc})"
-        self.closing = True
+        self._enter(_CLOSED)
         self.out.clear()
         self.out_bytes = 0
         self.server.release(self)
@@ -443,7 +452,7 @@ class ClientConnection(asyncio.Protocol):
         # before the pause (kept in the decoder) is processed next, before anything new.
         self.write_paused = False
         transport = self.transport
-        if transport is None or self.closing:
+        if transport is None or self.state > _READY:
             return
         self.last_seen = _monotonic()
         self.pinged = False
@@ -461,7 +470,7 @@ class ClientConnection(asyncio.Protocol):
     def _process_held(self) -> None:
         """The requests held back (back-pressure, or the end of a time slice), unless this
         client has been paused again or closed meanwhile."""
-        if self.closing or self.write_paused or self.in_batch or self.transport is None:
+        if self.state > _READY or self.write_paused or self.in_batch or self.transport is None:
             return
         self.transport.resume_reading()
         self.data_received(b"")
@@ -470,7 +479,7 @@ class ClientConnection(asyncio.Protocol):
 
     def send(self, msg: Frame) -> None:
         """Queue ``msg``; the server flushes every connection's queue once per loop pass."""
-        if not self.closing:
+        if self.state < _CLOSING:
             self.send_raw(encode(msg))
 
     def sender_fields(self) -> bytes:
@@ -488,7 +497,7 @@ class ClientConnection(asyncio.Protocol):
     def send_raw(self, data: bytes) -> None:
         """Queue already-encoded frames (written at once when the queue reaches
         ``server.flush_at``, so that the transport's limits see them)."""
-        if self.closing:
+        if self.state >= _CLOSING:
             return
         out = self.out
         if not out and not self.in_batch:
@@ -504,7 +513,7 @@ class ClientConnection(asyncio.Protocol):
         out = self.out
         self.out_bytes = 0
         transport = self.transport
-        if not out or transport is None or self.closing:
+        if not out or transport is None or self.state >= _CLOSING:
             out.clear()
             return
         data = out[0] if len(out) == 1 else b"".join(out)
@@ -517,6 +526,39 @@ class ClientConnection(asyncio.Protocol):
             if pending > self.server.config.write_hard_limit:
                 self.abort(f"too slow: {pending} bytes unsent")
 
+    # --- transitions (server/states.py has their table) ---------------------------------------
+
+    def _enter(self, new: ConnectionState) -> None:
+        if new is not self.state:
+            if new not in TRANSITIONS[self.state]:
+                raise RuntimeError(f"{self!r}: no transition from {self.state.name} to {new.name}")
+            self.state = new
+
+    def authenticate(self) -> None:
+        """HELLO presented a valid token: HANDSHAKE -> READY."""
+        self.authenticated = True
+        self._enter(_READY)
+
+    def hold(self) -> None:
+        """Its HELLO is held (the failed-HELLO throttle): HANDSHAKE -> HELD.  Nothing more is
+        read until ``end_hold``; the requests pipelined behind the HELLO stay in the decoder."""
+        self._enter(_HELD)
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def end_hold(self) -> bool:
+        """HELD -> HANDSHAKE, to answer the held HELLO; False if it closed meanwhile."""
+        if self.state is not _HELD or self.transport is None or self.transport.is_closing():
+            return False
+        self._enter(_HANDSHAKE)
+        return True
+
+    def go_on_reading(self) -> None:
+        """After a held HELLO's answer: read again, starting with the requests kept."""
+        if self.state <= _READY and self.transport is not None:
+            self.transport.resume_reading()
+            self.data_received(b"")
+
     # --- closing -----------------------------------------------------------------------------
 
     def fail(self, code: ErrorCode, message: str, *, request_id: int = 0) -> None:
@@ -527,10 +569,10 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None:
         """Flush what is queued, then close gracefully."""
-        if self.closing:
+        if self.state >= _CLOSING:
             return
         self.flush()
-        self.closing = True
+        self._enter(_CLOSING)
         self.close_reason = reason
         self.left_reason = left_reason
         if self.transport is not None:
@@ -538,8 +580,8 @@ class ClientConnection(asyncio.Protocol):
 
     def abort(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None:
         """Close at once, dropping anything unsent (dead or hopelessly slow peers)."""
-        if not self.closing:
-            self.closing = True
+        if self.state < _CLOSING:
+            self._enter(_CLOSING)
             self.close_reason = reason
             self.left_reason = left_reason
         self.out.clear()

@@ -68,6 +68,7 @@ from .config import ServerConfig
 from .errors import RequestFailed
 from .logs import EventLog
 from .registry import ClientRegistry, Peer, Room, RoomRegistry
+from .states import ConnectionState
 
 
 class Server(Protocol):
@@ -155,7 +156,7 @@ def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
     if len(text) > server.max_text:
         raise RequestFailed(ErrorCode.TEXT_TOO_LONG, _too_long(len(text), server.max_text))
     target = server.clients.by_nick(req.nick)
-    if target is None or target.closing or not target.authenticated:
+    if target is None or target.state is not ConnectionState.READY:
         raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {_shown(req.nick)}")
     message_id = forward_direct(server, conn, target, text)
     return SendNickOk(message_id, target.client_id, request_id=req.request_id)
@@ -306,7 +307,7 @@ def send(
         )
         return
     target = server.client_by_id.get(target_id)
-    if target is None or target.closing or not target.authenticated:
+    if target is None or target.state is not ConnectionState.READY:
         server.reply_error(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
         )
