@@ -58,7 +58,8 @@ TOKEN = "s3cret-token"
 
 
 class FakeTransport:
-    """The transport calls a connection makes, recorded; what it writes is kept."""
+    """A carrier of bytes other than TCP (server/transport.py's Transport): what the
+    connection writes is kept, and its calls recorded."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -111,7 +112,7 @@ class Harness:
     def connect(self) -> tuple[ClientConnection, FakeTransport, FrameDecoder]:
         conn = ClientConnection(self.server)
         transport = FakeTransport(next(self.ports))
-        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.connection_made(transport)
         self.settle()
         decoder = FrameDecoder(max_frame=1 << 20)
         welcome = self.read(transport, decoder)

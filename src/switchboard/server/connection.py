@@ -72,6 +72,7 @@ from .handlers import FastHandler, Server, log_forward
 from .logs import RepeatedEvents
 from .registry import Peer
 from .states import TRANSITIONS, ConnectionState, initial_state
+from .transport import Transport
 
 #: ``trace(direction, connection, event, raw)``: called for every frame when tracing is on;
 #: ``raw`` is the frame's bytes as they crossed the wire (header included).
@@ -161,7 +162,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, server: ConnectionServer) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: Transport | None = None
         self.decoder = FrameDecoder(max_frame=server.config.max_frame)
         self.client_id = 0
         self.ip = ""
@@ -204,16 +205,17 @@ class ClientConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
+    def connection_made(self, transport: asyncio.BaseTransport | Transport) -> None:
+        # asyncio's and uvloop's transports (which implement asyncio.Transport without
+        # subclassing it) have every method of ours; any other carrier passes its own.
+        self.transport = carrier = cast(Transport, transport)
+        peer = carrier.get_extra_info("peername")
         if peer:
             self.ip, self.port = peer[0], peer[1]
-        sock = transport.get_extra_info("socket")
+        sock = carrier.get_extra_info("socket")
         if sock is not None:
             _enable_keepalive(sock, self.server.config.heartbeat)
-        transport.set_write_buffer_limits(high=self.server.config.write_high_water)
+        carrier.set_write_buffer_limits(high=self.server.config.write_high_water)
         self.connected_ms = time.time_ns() // 1_000_000
         self.last_seen = self.opened_at = self.tokens_at = _monotonic()
         self.server.admit(self)

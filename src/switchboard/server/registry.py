@@ -7,7 +7,6 @@ both the connection and the handlers (server/connection -> server/handlers -> he
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from switchboard.protocol import ErrorCode, Frame, LeftReason, Message
 from .errors import RequestFailed
 from .logs import RepeatedEvents
 from .states import ConnectionState
+from .transport import Transport
 
 
 class Peer(Protocol):
@@ -52,7 +52,7 @@ class Peer(Protocol):
     partial_since: float
     close_reason: str
     left_reason: LeftReason
-    transport: asyncio.Transport | None
+    transport: Transport | None
 
     def send(self, msg: Frame) -> None: ...
     def send_raw(self, data: bytes) -> None: ...
