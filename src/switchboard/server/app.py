@@ -1,4 +1,10 @@
-"""The listener and the server's lifecycle: admit, dispatch, heartbeat, shut down."""
+"""The listener and the server's lifecycle: admit, dispatch, heartbeat, shut down.
+
+The top of server/: the only module that knows ``SwitchboardServer``; the others know it
+through the Protocols they declare (handlers.Server, connection.ConnectionServer,
+tls.HandshakeServer), so that their imports point one way (connection -> handlers ->
+registry; tests/unit/test_server_layers.py).
+"""
 
 from __future__ import annotations
 
@@ -533,7 +539,8 @@ class SwitchboardServer:
             )
 
     def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None:
-        """Everything without a fast path: requests by class, ACK, PONG, invalid frames."""
+        """Everything the split loop and the fast handlers do not take: requests by class
+        (handlers.HANDLERS), invalid frames (ERROR for requests), unexpected indications."""
         handler = self.handlers.get(event.__class__)
         if handler is not None:
             self.handle_request(conn, event)

@@ -1,13 +1,14 @@
-"""One ClientConnection per TCP connection: it feeds bytes to the decoder and writes frames.
+"""One ClientConnection per client: it feeds bytes to the decoder and writes frames.
 
-It holds no global state (the server does); it moves bytes, keeps the per-connection
-facts, and flow-controls its transport.  Requests are the handlers' to decide, with one
-exception made for speed and measured (docs/BENCHMARKS.md): its split loop answers the
-three commonest frames itself — TIME, a well-formed ASCII SEND to a client that can take
-it, and ACK — and hands everything else, errors included, to the handlers.  The log level
-never picks which of them answers: at INFO the loop logs the forwards it makes
-(handlers.log_forward), at WARNING it skips that line (tests/integration/
-test_server_forwarding.py runs every case at both levels).
+It holds no global state (the server does); it moves bytes through a transport
+(server/transport.py: TCP or TLS today, any carrier of bytes next), keeps the
+per-connection facts and its state (server/states.py), and flow-controls its transport.
+Requests are the handlers' to decide, with one exception made for speed and measured
+(docs/BENCHMARKS.md): its split loop answers the three commonest frames itself — TIME, a
+well-formed ASCII SEND to a client that can take it, and ACK — and hands everything else,
+errors included, to the handlers.  The log level never picks which of them answers: at
+INFO the loop logs the forwards it makes (handlers.log_forward), at WARNING it skips that
+line (tests/integration/test_server_forwarding.py runs every case at both levels).
 
 Back-pressure: what is queued for a client (its ``out`` list, then its transport's buffer)
 is bounded by the write limits whatever a batch holds.  Frames queued through send/send_raw
@@ -224,9 +225,9 @@ class ClientConnection(asyncio.Protocol):
         # The hot path: split frames, gate requests (auth, rate), answer TIME, forward SEND
         # and settle ACK inline (see the module's docstring), and hand every other frame to
         # its fast handler (raw bytes in, raw bytes out) or to the server's general
-        # dispatch.  The split loop is inlined (profile, time 50 x W=32:
-        # the frames() generator was ~17 % of the server's samples); the decoder still
-        # decides what a bad header is (reject) and keeps partial frames (keep).
+        # dispatch.  The split loop is inlined because a generator per batch cost more than
+        # the work it split (docs/BENCHMARKS.md, "Where the server's time goes"); the
+        # decoder still decides what a bad header is (reject) and keeps partial frames.
         self.last_seen = now = _monotonic()
         self.pinged = False
         if self.state > _READY:  # held, or closing: nothing more is read
@@ -328,8 +329,8 @@ class ClientConnection(asyncio.Protocol):
                     out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
                     continue
                 if word == WORD_SEND and length >= 8:
-                    # The commonest forwarded frame (profile, send ring: the handler call and
-                    # its helpers were ~45 % of the server's samples): well-formed ASCII text
+                    # The commonest forwarded frame, where a handler call and its helpers were
+                    # the largest cost (docs/BENCHMARKS.md): well-formed ASCII text
                     # to a client that can take it is forwarded here, as handlers.send would;
                     # anything else (bad layout, too long, non-ASCII to validate, no such or
                     # busy target) goes on to handlers.send, which decides and answers.
@@ -377,9 +378,10 @@ class ClientConnection(asyncio.Protocol):
                                 log_forward(server, self, target_id, message_id, text_len)
                             continue
                 if word == WORD_ACK:
-                    # One per delivered message, settled here (profile, send ring: a handler
-                    # chain for it was ~13 % of the samples): the sender hears DELIVERED.  A
-                    # malformed ACK (not a u64) is ignored, never answered.
+                    # One per delivered message, settled here and nowhere else (a handler
+                    # chain for it cost more than the settling: docs/BENCHMARKS.md): the
+                    # sender hears DELIVERED.  A malformed ACK (not a u64) is ignored, never
+                    # answered.
                     if length == 8:
                         message_id = unpack_ack(buf, start)[0]
                         sender = self.awaiting_ack.pop(message_id, None)

@@ -1,10 +1,23 @@
-"""One handler per request type: it decides the answer; the connection moves the bytes.
+"""What the server answers to each request: one handler per request type.
 
-A handler takes the server, the asking connection and the request, and returns the
-response (or the response and the frames that follow it).  Failing requests raise
-RequestFailed, which the server turns into ERROR.  The busiest frames (TIME, SEND, PING,
-ACK, PONG) have fast handlers instead, at the end of this file: they read the payload
-from the receive buffer and queue pre-encoded frames.
+Where each request is answered (and nowhere else):
+
+- TIME: a well-formed one in the split loop, ``ClientConnection.data_received`` in
+  server/connection.py, from ``protocol.fastpath.ServerClock``; one with a payload in
+  ``time_`` here (BAD_PAYLOAD).
+- SEND: well-formed ASCII text to a READY client that is reading, forwarded in the split loop;
+  every other SEND, and every refusal (bad layout, TEXT_TOO_LONG, NO_SUCH_CLIENT,
+  RECIPIENT_BUSY), in ``send`` here.  The log level never changes which of the two answers.
+- ACK: only in the split loop (it is never answered; the sender gets a RECEIPT).
+- Before a server that needs a token has seen a valid HELLO, the split loop refuses every
+  other request with AUTH_REQUIRED; rate limits and shutdown are refused there too
+  (``SwitchboardServer.refuse``).
+- Everything else: the fast handlers below (PING, LIST, PONG: raw bytes in, pre-encoded
+  frames out) and the message handlers (``HANDLERS``: a decoded request in, the response
+  out, or RequestFailed, which the server turns into ERROR).
+
+A handler decides; the connection moves the bytes; the registry remembers.  This module
+knows the server and the connection only through ``Server`` and ``registry.Peer``.
 """
 
 from __future__ import annotations
