@@ -656,13 +656,13 @@ def test_the_log_level_does_not_pick_which_code_answers_a_send(forwarding: Forwa
     handed: list[int] = []
 
     def count_handler_sends() -> None:
-        original = st.server.fast_handlers[word]
+        original = st.server.tables[ConnectionState.READY][word]
 
         def counted(server: Any, conn: Any, request_id: int, *rest: Any) -> None:
             handed.append(request_id)
             original(server, conn, request_id, *rest)
 
-        st.server.fast_handlers[word] = counted
+        st.server.tables[ConnectionState.READY][word] = counted
 
     st.call(count_handler_sends)
     with RawPeer(st.port) as a, RawPeer(st.port) as b:

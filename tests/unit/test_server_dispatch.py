@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ from switchboard.protocol import (
     TimeRequest,
     encode,
 )
+from switchboard.protocol.fastpath import header_word
 from switchboard.server import ClientConnection, ServerConfig, SwitchboardServer
+from switchboard.server.handlers import auth_required, tables
 from switchboard.server.states import TRANSITIONS, ConnectionState
 
 TOKEN = "s3cret-token"
@@ -262,3 +265,43 @@ def test_a_held_connection_that_closed_meanwhile_is_not_answered(harness: Harnes
     assert not conn.end_hold(), "the hold's end finds it closed: nothing more to answer"
     answers = harness.read(transport, decoder)
     assert [type(e).__name__ for e in answers] == ["ErrorResponse"], answers
+
+
+# --- the handler tables (handlers.tables) -----------------------------------------------------
+
+
+def _word(request_class: type[Frame]) -> int:
+    return header_word((MessageClass.REQUEST << 16) | request_class.MESSAGE_TYPE)
+
+
+def test_each_state_has_one_table_holding_every_request_type() -> None:
+    by_state = tables()
+    requests = [cls for cls in ALL_MESSAGES if cls.MESSAGE_CLASS == MessageClass.REQUEST]
+    ready, handshake = by_state[ConnectionState.READY], by_state[ConnectionState.HANDSHAKE]
+    for cls in requests:
+        assert _word(cls) in ready, cls.__name__
+        assert ready[_word(cls)] is not auth_required, cls.__name__
+        expected = ready[_word(cls)] if cls is HelloRequest else auth_required
+        assert handshake[_word(cls)] is expected, cls.__name__
+
+
+def test_an_unknown_request_type_before_hello_is_auth_required(harness: Harness) -> None:
+    conn, transport, decoder = harness.connect()
+    conn.data_received(struct.pack("!HBBHII", 0x5342, 1, MessageClass.REQUEST, 0x3F, 7, 0))
+    harness.settle()
+    answers = harness.read(transport, decoder)
+    assert len(answers) == 1 and isinstance(answers[0], ErrorResponse), answers
+    assert (answers[0].code, answers[0].request_id) == (ErrorCode.AUTH_REQUIRED, 7)
+    assert transport.closed
+
+
+def test_the_table_swaps_when_hello_makes_the_connection_ready(harness: Harness) -> None:
+    conn, transport, decoder = harness.connect()
+    assert conn.table is harness.server.tables[ConnectionState.HANDSHAKE]
+    # HELLO and a TIME in one batch: the TIME is read with the READY table, after the swap.
+    hello, time_ = HelloRequest(token=TOKEN, request_id=1), TimeRequest(request_id=2)
+    conn.data_received(encode(hello) + encode(time_))
+    harness.settle()
+    answers = harness.read(transport, decoder)
+    assert [type(e) for e in answers] == [HelloOk, TimeOk], answers
+    assert conn.table is harness.server.tables[ConnectionState.READY]

@@ -42,7 +42,7 @@ from switchboard.protocol import (
     encode,
 )
 from switchboard.protocol.codec import decode_payload
-from switchboard.protocol.fastpath import ServerClock, encode_receipt, header_word
+from switchboard.protocol.fastpath import ServerClock, encode_receipt
 from switchboard.protocol.trace import host_port
 from switchboard.wording import plural
 
@@ -51,7 +51,7 @@ from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
 from .errors import RequestFailed
-from .handlers import FAST_HANDLERS, HANDLERS
+from .handlers import HANDLERS, tables
 from .registry import ClientRegistry, Peer, Room, RoomRegistry
 from .tls import TlsHandshake
 
@@ -78,9 +78,9 @@ class SwitchboardServer:
             limit_loopback=config.limit_loopback,
         )
         self.handlers = HANDLERS
-        #: FAST_HANDLERS keyed by header word (codec.HEADER_WORDS), as the split loop reads
-        #: them: no per-frame arithmetic to turn a header into a key.
-        self.fast_handlers = {header_word(key): fast for key, fast in FAST_HANDLERS.items()}
+        #: The handler table of each connection state, keyed by header word
+        #: (codec.HEADER_WORDS) as the split loop reads them (handlers.tables).
+        self.tables = tables()
         self.clock = ServerClock()
         #: The rate limit (requests/s per connection, 0 = off) and burst, read per batch.
         self.rate = config.rate
@@ -539,10 +539,9 @@ class SwitchboardServer:
             )
 
     def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None:
-        """Everything the split loop and the fast handlers do not take: requests by class
-        (handlers.HANDLERS), invalid frames (ERROR for requests), unexpected indications."""
-        handler = self.handlers.get(event.__class__)
-        if handler is not None:
+        """A decoded frame: requests by class (handlers.HANDLERS, reached through the tables),
+        invalid frames (ERROR for requests), indications no table holds (ignored)."""
+        if isinstance(event, Frame) and event.__class__ in self.handlers:
             self.handle_request(conn, event)
         elif isinstance(event, InvalidFrame):
             if event.message_class == MessageClass.REQUEST:

@@ -56,7 +56,6 @@ from switchboard.protocol.fastpath import (
     TIME_OK_PREFIX,
     WORD_ACK,
     WORD_FIRST_NON_REQUEST,
-    WORD_HELLO,
     WORD_SEND,
     WORD_TIME,
     ServerClock,
@@ -69,7 +68,7 @@ from switchboard.protocol.fastpath import (
     unpack_send_head,
 )
 
-from .handlers import FastHandler, Server, log_forward
+from .handlers import Server, Table, auth_required, log_forward
 from .logs import RepeatedEvents
 from .registry import Peer
 from .states import TRANSITIONS, ConnectionState, initial_state
@@ -85,7 +84,8 @@ class ConnectionServer(Server, Protocol):
     besides what its handlers use: admission and release, the per-batch gates (rate,
     shutdown, tracing), the fast handlers, the TIME clock and the shared write queue."""
 
-    fast_handlers: dict[int, FastHandler]
+    #: handlers.tables(): the table a connection answers by in each state.
+    tables: dict[ConnectionState, Table]
     rate: float
     burst: float
     shutting_down: bool
@@ -155,6 +155,7 @@ class ClientConnection(asyncio.Protocol):
         "sender",
         "server",
         "state",
+        "table",
         "tokens",
         "tokens_at",
         "transport",
@@ -185,6 +186,8 @@ class ClientConnection(asyncio.Protocol):
         self.awaiting_ack: dict[int, Peer] = {}
         #: Where it is in its life (server/states.py: the transitions and their rules).
         self.state = initial_state(bool(server.tokens))
+        #: header word -> the function that answers it, swapped with the state (handlers.tables).
+        self.table = server.tables[self.state]
         self.close_reason = "closed by peer"
         self.left_reason = LeftReason.DISCONNECTED
         self.write_paused = False
@@ -238,7 +241,7 @@ class ClientConnection(asyncio.Protocol):
             decoder.keep(decoder.split_input(data)[0], 0)
             return
         server = self.server
-        fast = server.fast_handlers
+        table = self.table
         rate = server.rate
         trace = server.trace  # read once per batch, not once per frame (profiled hot path)
         # One flag per batch decides whether requests need the slower checks at all.
@@ -309,8 +312,11 @@ class ClientConnection(asyncio.Protocol):
                         event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
                         trace("<<-", self, event, bytes(buf[start - HEADER_SIZE : end]))
                     if gated and word < WORD_FIRST_NON_REQUEST:
-                        if self.state is _HANDSHAKE and word != WORD_HELLO:
-                            server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
+                        # Before HELLO the handshake table (handlers.tables) refuses all but
+                        # HELLO, and any word it does not hold.
+                        refusal = auth_required
+                        if self.state is _HANDSHAKE and table.get(word, refusal) is refusal:
+                            refusal(server, self, request_id, buf, start, end)
                             return
                         if rate:
                             if tokens < 1.0:
@@ -396,9 +402,10 @@ class ClientConnection(asyncio.Protocol):
                                 pack_receipt(RECEIPT_HEAD, message_id, self.client_id, _DELIVERED)
                             )
                     continue
-                handler = fast.get(word)
-                if handler is not None:
-                    handler(server, self, request_id, buf, start, end)
+                answer = table.get(word)
+                if answer is not None:
+                    answer(server, self, request_id, buf, start, end)
+                    table = self.table  # HELLO may have moved it on (HANDSHAKE -> READY)
                 else:
                     key = word & 0xFFFFFF
                     server.dispatch(self, decode_payload(key, request_id, buf, start, end))
@@ -537,6 +544,9 @@ class ClientConnection(asyncio.Protocol):
             if new not in TRANSITIONS[self.state]:
                 raise RuntimeError(f"{self!r}: no transition from {self.state.name} to {new.name}")
             self.state = new
+            # The table swaps with the state (h11's _respond_to_state_changes); states that
+            # read nothing keep the last one, which they never consult.
+            self.table = self.server.tables.get(new, self.table)
 
     def authenticate(self) -> None:
         """HELLO presented a valid token: HANDSHAKE -> READY."""

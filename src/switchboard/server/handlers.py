@@ -9,12 +9,13 @@ Where each request is answered (and nowhere else):
   every other SEND, and every refusal (bad layout, TEXT_TOO_LONG, NO_SUCH_CLIENT,
   RECIPIENT_BUSY), in ``send`` here.  The log level never changes which of the two answers.
 - ACK: only in the split loop (it is never answered; the sender gets a RECEIPT).
-- Before a server that needs a token has seen a valid HELLO, the split loop refuses every
-  other request with AUTH_REQUIRED; rate limits and shutdown are refused there too
-  (``SwitchboardServer.refuse``).
-- Everything else: the fast handlers below (PING, LIST, PONG: raw bytes in, pre-encoded
-  frames out) and the message handlers (``HANDLERS``: a decoded request in, the response
-  out, or RequestFailed, which the server turns into ERROR).
+- Everything else by the connection's table (``tables``: header word -> function, one
+  table per state, swapped on the state's change): in READY the fast handlers below (PING,
+  LIST, PONG: raw bytes in, pre-encoded frames out) and the message handlers (``HANDLERS``:
+  a decoded request in, the response out, or RequestFailed, which the server turns into
+  ERROR); in HANDSHAKE (a token server before a valid HELLO) ``auth_required`` for every
+  request but HELLO.  Rate limits and shutdown are refused in the split loop, before any
+  table (``SwitchboardServer.refuse``).
 
 A handler decides; the connection moves the bytes; the registry remembers.  This module
 knows the server and the connection only through ``Server`` and ``registry.Peer``.
@@ -45,6 +46,7 @@ from switchboard.protocol import (
     LeaveRequest,
     LeftReason,
     Message,
+    MessageClass,
     MessageFlags,
     NameOk,
     NameRequest,
@@ -67,12 +69,15 @@ from switchboard.protocol.fastpath import (
     KEY_PONG,
     KEY_SEND,
     KEY_TIME,
+    WORD_FIRST_NON_REQUEST,
+    WORD_HELLO,
     client_record,
     encode_list_ok,
     encode_message,
     encode_message_fields,
     encode_ping_ok,
     encode_send_ok,
+    header_word,
     parse_list,
     parse_send,
 )
@@ -99,6 +104,8 @@ class Server(Protocol):
     events: EventLog
 
     def authenticate(self, conn: Peer, token: str) -> None: ...
+    def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
+    def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None: ...
     def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None: ...
     def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None: ...
     def client_event(
@@ -442,7 +449,7 @@ def pong(
 
 
 #: Request class -> handler, for requests decoded into message objects.
-HANDLERS: dict[type, Handler] = {
+HANDLERS: dict[type[Frame], Handler] = {
     HelloRequest: hello,
     NameRequest: name,
     NickRequest: nick,
@@ -462,3 +469,46 @@ FAST_HANDLERS: dict[int, FastHandler] = {
     KEY_PING_REQUEST: ping,
     KEY_PONG: pong,
 }
+
+
+# --- the tables: header word -> the function that answers it, one table per state ----------
+
+
+def _decoded(key: int) -> FastHandler:
+    """The table's entry for a request answered by a message handler (``HANDLERS``): its
+    payload decoded, then answered by ``SwitchboardServer.dispatch`` (ERROR if malformed)."""
+
+    def answer(
+        server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int
+    ) -> None:
+        server.dispatch(conn, decode_payload(key, request_id, buf, start, end))
+
+    return answer
+
+
+def auth_required(
+    server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int
+) -> None:
+    """Every request but HELLO before a token server has seen a valid one: refused, closed."""
+    server.refuse(conn, ErrorCode.AUTH_REQUIRED, request_id)
+
+
+#: What a connection's table may hold; the split loop takes TIME, SEND and ACK first (see
+#: this module's docstring) and the words no table holds go to ``SwitchboardServer.dispatch``.
+Table = dict[int, FastHandler]
+
+
+def tables() -> dict[ConnectionState, Table]:
+    """The tables a connection answers by, by state (a server builds its own, so that a test
+    may wrap an entry without touching another server's).  READY: every request type and
+    PONG.  HANDSHAKE: the same words, each request but HELLO refused with AUTH_REQUIRED (a
+    word no table holds is refused there too: ``handshake.get(word, auth_required)``)."""
+    ready: Table = {header_word(key): fast for key, fast in FAST_HANDLERS.items()}
+    for request_class in HANDLERS:
+        key = (MessageClass.REQUEST << 16) | request_class.MESSAGE_TYPE
+        ready.setdefault(header_word(key), _decoded(key))
+    handshake: Table = {
+        word: (answer if word == WORD_HELLO or word >= WORD_FIRST_NON_REQUEST else auth_required)
+        for word, answer in ready.items()
+    }
+    return {ConnectionState.HANDSHAKE: handshake, ConnectionState.READY: ready}
