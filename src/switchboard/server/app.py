@@ -434,8 +434,7 @@ class SwitchboardServer:
     def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None:
         self.rooms.leave(room, conn)
         notice = encode(Left(room.name, conn.client_id, conn.nick, reason))  # once per room
-        for member in room.members.values():
-            member.send_raw(notice)
+        self.rooms.deliver_room(room, notice)
         self.client_event(
             conn,
             "leave",

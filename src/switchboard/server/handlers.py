@@ -158,15 +158,7 @@ def _set_nick(server: Server, conn: Peer, new_nick: str) -> None:
     if conn.nick == old or not conn.rooms:
         return
     notice = encode(NickChanged(conn.client_id, old, conn.nick))  # once for every member
-    told = {conn.client_id}
-    for room_name in conn.rooms:
-        room = server.rooms.by_name.get(room_name)
-        if room is None:
-            continue
-        for member_id, member in room.members.items():
-            if member_id not in told:
-                told.add(member_id)
-                member.send_raw(notice)
+    server.rooms.deliver_to_rooms_of(conn, notice)
 
 
 def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
@@ -210,9 +202,7 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
     room, added = server.rooms.join(req.room, conn)
     if added:
         notice = encode(Joined(room.name, conn.client_id, conn.nick))  # once for every member
-        for member in room.members.values():
-            if member is not conn:
-                member.send_raw(notice)
+        server.rooms.deliver_room(room, notice, skip=conn)
         server.client_event(
             conn,
             "join",
@@ -240,15 +230,8 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     server.message_ids = message_id = server.message_ids + 1
     sent_ms = now_ms()
     text = req.text.encode("utf-8")
-    # Encoded once for the whole room.  Members that are not reading (over the high-water
-    # mark) are skipped, not buffered for: one slow member neither blocks the room nor
-    # grows the server's memory.
     frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
-    reached = 0
-    for member in room.members.values():
-        if member is not conn and not member.write_paused:
-            member.send_raw(frame)
-            reached += 1
+    reached = server.rooms.deliver_room(room, frame, skip=conn, skip_paused=True)
     # History replays are marked so that clients can show them apart from live lines.
     server.rooms.record(
         room,

@@ -255,6 +255,36 @@ class RoomRegistry:
             self.history_bytes -= room.history_bytes
             self._activity.pop(room, None)
 
+    # --- delivery: every frame a room's members get goes out through these ------------------
+
+    @staticmethod
+    def deliver_room(
+        room: Room, frame: bytes, *, skip: Peer | None = None, skip_paused: bool = False
+    ) -> int:
+        """Queue ``frame`` (encoded once) for every member of ``room`` but ``skip``; with
+        ``skip_paused``, not for members that are not reading either (over their high-water
+        mark: one slow member neither blocks the room nor grows the server's memory).  The
+        number of members it was queued for."""
+        reached = 0
+        for member in room.members.values():
+            if member is not skip and not (skip_paused and member.write_paused):
+                member.send_raw(frame)
+                reached += 1
+        return reached
+
+    def deliver_to_rooms_of(self, conn: Peer, frame: bytes) -> None:
+        """Queue ``frame`` once for everyone who shares a room with ``conn`` (however many
+        rooms they share), not for ``conn`` itself."""
+        told = {conn.client_id}
+        for room_name in conn.rooms:
+            room = self.by_name.get(room_name)
+            if room is None:
+                continue
+            for member_id, member in room.members.items():
+                if member_id not in told:
+                    told.add(member_id)
+                    member.send_raw(frame)
+
     def record(self, room: Room, message: Message) -> None:
         """Keep ``message`` in ``room``'s history, within both bounds."""
         if self._history == 0:
