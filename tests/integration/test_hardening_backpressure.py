@@ -35,6 +35,7 @@ from switchboard.protocol import (
     TimeRequest,
     encode,
 )
+from switchboard.server.states import ConnectionState
 
 HOST = "127.0.0.1"
 ROOM = "flood"
@@ -62,7 +63,7 @@ def conn_state(st: ServerThread, client_id: int) -> tuple[bool, bool, int] | Non
         conn = st.server.clients.by_id.get(client_id)
         if conn is None:
             return None
-        return conn.write_paused, conn.closing, conn.decoder.buffered
+        return conn.write_paused, conn.state >= ConnectionState.CLOSING, conn.decoder.buffered
 
     return st.call(read)
 

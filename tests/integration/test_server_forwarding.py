@@ -1,12 +1,12 @@
-"""SEND and ACK through real sockets, on both of the server's forwarding paths.
+"""SEND and ACK through real sockets, at both of the server's log levels.
 
 ``ClientConnection.data_received`` forwards a well-formed ASCII SEND to a client that can
-take it inline, in its frame-split loop, when forwards are not logged; every other SEND
-(and every SEND while the ``switchboard.server`` logger is at INFO) goes to
-``handlers.send``.  Each test runs on both paths ("inline": logger at WARNING; "handler":
-logger at INFO) and must see exactly the same frames.  Requests are pipelined (one
-``sendall``) so that they land in one ``data_received`` batch, where the inline path keeps
-per-batch state (the MESSAGE time and the sender's fields).
+take it in its frame-split loop; every other SEND goes to ``handlers.send``.  Which of the
+two answers never depends on the log level: each test runs with the ``switchboard.server``
+logger at WARNING and at INFO (where every forward is logged too) and must see exactly the
+same frames.  Requests are pipelined (one ``sendall``) so that they land in one
+``data_received`` batch, where the split loop keeps per-batch state (the MESSAGE time and
+the sender's fields).
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ from switchboard.protocol import (
     TimeOk,
     TimeRequest,
 )
+from switchboard.server.states import ConnectionState
 
 WAIT_S = 5.0
 SERVER_LOGGER = "switchboard.server"
-PATHS = ("inline", "handler")
+PATHS = ("warning", "info")
 
 
 class _Collect(logging.Handler):
@@ -62,7 +63,7 @@ class _Collect(logging.Handler):
 
 @dataclass
 class Forwarding:
-    """Starts servers whose SENDs take one forwarding path, and checks that they do."""
+    """Starts servers at one log level, and checks that they are at it."""
 
     path: str
     factory: Callable[..., ServerThread]
@@ -78,11 +79,11 @@ class Forwarding:
         return st
 
     def check(self, st: ServerThread) -> None:
-        """The server is on this test's path (the inline path runs only with INFO off)."""
-        assert st.call(lambda: st.server.events.info_on) is (self.path == "handler")
+        """The server logs at this test's level (it reads it once, EventLog.refresh)."""
+        assert st.call(lambda: st.server.events.info_on) is (self.path == "info")
 
     def forwards(self) -> int:
-        """How many forwards the server logged (only handlers.send logs them), in full or
+        """How many forwards the server logged (at INFO, every one), in full or
         in the counts of summarised lines (logs.RepeatedEvents)."""
         for st in self.servers:
             st.call(st.server.flush_log_counts)
@@ -95,7 +96,7 @@ class Forwarding:
     def assert_forwards(self, delivered: int) -> None:
         for st in self.servers:
             self.check(st)
-        assert self.forwards() == (delivered if self.path == "handler" else 0)
+        assert self.forwards() == (delivered if self.path == "info" else 0)
 
 
 @pytest.fixture(params=PATHS)
@@ -105,7 +106,7 @@ def forwarding(
     logger = logging.getLogger(SERVER_LOGGER)
     saved = logger.level
     collect = _Collect()
-    logger.setLevel(logging.INFO if request.param == "handler" else logging.WARNING)
+    logger.setLevel(logging.INFO if request.param == "info" else logging.WARNING)
     logger.addHandler(collect)
     try:
         yield Forwarding(request.param, server_factory, collect)
@@ -564,7 +565,9 @@ def test_a_recipient_that_is_closing_is_no_such_client(forwarding: Forwarding) -
 
         def closing_not_gone() -> bool:
             conn = st.server.clients.by_id.get(b.client_id)
-            return conn is not None and conn.closing and not conn.write_paused
+            return (
+                conn is not None and conn.state is ConnectionState.CLOSING and not conn.write_paused
+            )
 
         st.wait_for(lambda s: closing_not_gone())
         a.send(
@@ -621,3 +624,36 @@ def test_one_big_write_of_sends_gets_recipient_busy_per_message(forwarding: Forw
             assert (msg.message_id, msg.text) == (message_id, BIG)
         assert_nothing_pending(slow)
     forwarding.assert_forwards(delivered=len(forwarded))
+
+
+# --- 9. the log level never picks the code that answers ---------------------------------------
+
+
+def test_the_log_level_does_not_pick_which_code_answers_a_send(forwarding: Forwarding) -> None:
+    """A well-formed ASCII SEND is answered by the split loop at INFO as at WARNING (it once
+    went to handlers.send whenever INFO was on: production and benchmarks ran different
+    code); the SENDs the loop does not take reach handlers.send at both levels alike."""
+    st = forwarding.start()
+    word = (1 << 24) | (MessageClass.REQUEST << 16) | MessageType.SEND
+    handed: list[int] = []
+
+    def count_handler_sends() -> None:
+        original = st.server.tables[ConnectionState.READY][word]
+
+        def counted(server: Any, conn: Any, request_id: int, *rest: Any) -> None:
+            handed.append(request_id)
+            original(server, conn, request_id, *rest)
+
+        st.server.tables[ConnectionState.READY][word] = counted
+
+    st.call(count_handler_sends)
+    with RawPeer(st.port) as a, RawPeer(st.port) as b:
+        a.sock.sendall(
+            send_frame(b.client_id, b"plain", 1)
+            + send_frame(b.client_id, NON_ASCII.encode("utf-8"), 2)
+        )
+        answers = take(a, 2)
+        assert [type(e).__name__ for e in answers] == ["SendOk", "SendOk"], answers
+        assert [m.text for m in take(b, 2) if isinstance(m, Message)] == ["plain", NON_ASCII]
+        assert handed == [2], "only the non-ASCII SEND goes to handlers.send, at any level"
+    forwarding.assert_forwards(delivered=2)

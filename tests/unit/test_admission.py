@@ -6,18 +6,17 @@ from __future__ import annotations
 import hmac
 import logging
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from switchboard import defaults
 from switchboard.protocol import ErrorCode
-from switchboard.server import ServerConfig
+from switchboard.server import ClientConnection, ServerConfig
 from switchboard.server.admission import AuthThrottle, ConnectionCounts, source_of
 from switchboard.server.app import SwitchboardServer
 from switchboard.server.errors import RequestFailed
 from switchboard.server.logs import EventLog, RepeatedEvents
+from switchboard.server.states import ConnectionState
 
 
 @pytest.mark.parametrize(
@@ -106,10 +105,11 @@ def _server(tmp_path: Path, tokens: list[str]) -> SwitchboardServer:
     return SwitchboardServer(ServerConfig(port=0, name="unit", auth_token_file=str(path)))
 
 
-def _conn() -> Any:
-    return SimpleNamespace(
-        client_id=1, ip="203.0.113.1", port=5000, authenticated=False, auth_hold=0.0
-    )
+def _conn(server: SwitchboardServer) -> ClientConnection:
+    """A connection that has not said HELLO (no transport: authenticate needs none)."""
+    conn = ClientConnection(server)
+    conn.client_id, conn.ip, conn.port = 1, "203.0.113.1", 5000
+    return conn
 
 
 @pytest.mark.parametrize("presented", ["token-one", "token-three", "token-on", "", "x" * 300])
@@ -125,14 +125,16 @@ def test_tokens_are_compared_in_constant_time_with_every_token(
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", counting)
-    conn = _conn()
+    conn = _conn(server)
     try:
         server.authenticate(conn, presented)
     except RequestFailed as failure:
         assert failure.code == ErrorCode.AUTH_FAILED
     # Every token is compared, with hmac.compare_digest, whether or where one matches.
     assert sorted(b for _, b in compared) == sorted(server.tokens)
-    assert conn.authenticated is (presented in ("token-one", "token-three"))
+    accepted = presented in ("token-one", "token-three")
+    assert conn.authenticated is accepted
+    assert conn.state is (ConnectionState.READY if accepted else ConnectionState.HANDSHAKE)
 
 
 def test_repeated_events_log_a_burst_then_count(caplog: pytest.LogCaptureFixture) -> None:

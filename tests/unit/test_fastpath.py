@@ -37,7 +37,9 @@ from switchboard.protocol.fastpath import (
     KEY_ACK,
     KEY_SEND,
     KEY_TIME,
+    TIME_OK_PREFIX,
     WORD_ACK,
+    ServerClock,
     client_record,
     direct_fields,
     encode_list_ok,
@@ -53,7 +55,6 @@ from switchboard.protocol.fastpath import (
     unpack_ack,
     unpack_send_head,
 )
-from switchboard.server.handlers import TIME_OK_PREFIX, ServerClock
 
 
 @given(message_strategy(TimeOk))

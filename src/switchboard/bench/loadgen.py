@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from switchboard.eventloop import run
 from switchboard.protocol import (
     HEADER_SIZE,
     MAGIC,
@@ -61,7 +62,6 @@ from switchboard.protocol import (
     encode,
     error_name,
 )
-from switchboard.services.runtime import run
 
 from .histogram import Histogram
 from .procstat import ProcError, cpu_seconds

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from switchboard import defaults
+from switchboard.eventloop import run
 from switchboard.protocol import (
     MAGIC,
     VERSION,
@@ -49,7 +50,7 @@ from switchboard.protocol.fastpath import (
     unpack_ack,
     unpack_send_head,
 )
-from switchboard.services.runtime import run, stop_on_signals
+from switchboard.services.runtime import stop_on_signals
 
 from .loadgen import raise_file_limit
 

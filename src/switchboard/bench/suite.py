@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from switchboard.services.runtime import run
+from switchboard.eventloop import run
 
 from .loadgen import raise_file_limit
 from .procstat import ProcError, rss_kib, steal_ticks

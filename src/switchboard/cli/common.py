@@ -27,7 +27,7 @@ from switchboard.protocol import ErrorCode
 from switchboard.protocol.codec import Event
 from switchboard.protocol.printable import json_line
 from switchboard.protocol.trace import host_port
-from switchboard.server.logs import local_timestamp
+from switchboard.server import local_timestamp
 
 from .exitcodes import ExitCode
 

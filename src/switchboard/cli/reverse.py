@@ -47,7 +47,7 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 def configure_logging(verbose: bool = False) -> None:
     """Log lines on stderr stamped as the main server's (``server.logs``: with the zone)."""
-    from switchboard.server.logs import TextFormatter
+    from switchboard.server import TextFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(TextFormatter())

@@ -10,10 +10,15 @@ from typing import Any
 from switchboard import defaults
 from switchboard.protocol import Event
 from switchboard.protocol.trace import format_trace, host_port
-from switchboard.server import SETTINGS, ConfigError, ServerConfig, run
-from switchboard.server.app import Tracer
-from switchboard.server.connection import ClientConnection
-from switchboard.server.logs import local_timestamp
+from switchboard.server import (
+    SETTINGS,
+    ConfigError,
+    Peer,
+    ServerConfig,
+    Tracer,
+    local_timestamp,
+    run,
+)
 
 from .common import add_trace_args, listen_port_number
 
@@ -74,7 +79,7 @@ def make_server_tracer(args: argparse.Namespace) -> Tracer | None:
         return None
     with_hex = bool(args.trace_hex)
 
-    def tracer(direction: str, conn: ClientConnection, event: Event, raw: bytes) -> None:
+    def tracer(direction: str, conn: Peer, event: Event, raw: bytes) -> None:
         peer = f"#{conn.client_id} {host_port(conn.ip, conn.port)}"
         line = format_trace(direction, event, raw, with_hex=with_hex, peer=peer)
         print(f"{local_timestamp()} {line}", file=sys.stderr, flush=True)

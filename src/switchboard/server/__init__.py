@@ -1,8 +1,33 @@
-"""The asyncio server: listener and lifecycle (app), one connection object per client
-(connection), the registry of clients and rooms (registry), one handler per request type
-(handlers), heartbeats (heartbeat) and structured logs (logs)."""
+"""The asyncio server.  Its modules, from bytes to state (each imports only those after it):
+
+- app: the listener and lifecycle (admit, heartbeat, shut down); the only one that knows
+  the server object.
+- tls: a TLS handshake per connection before the connection gets its transport.
+- connection: one per client: bytes in (the split loop), bytes out, back-pressure, through
+  a transport (transport.Transport); owns its state (states.ConnectionState).
+- handlers: what each request is answered (its docstring says where TIME, SEND and ACK are).
+- registry: the directory: who is connected, under which nickname, in which rooms.
+- states, transport, admission, config, logs, errors: the pieces they share.
+
+What the rest of the package (cli/) may use is exported here; the modules are internals.
+"""
 
 from .app import SwitchboardServer, run
 from .config import SETTINGS, ConfigError, ServerConfig, Setting
+from .connection import ClientConnection, Tracer
+from .logs import TextFormatter, local_timestamp
+from .registry import Peer
 
-__all__ = ["SETTINGS", "ConfigError", "ServerConfig", "Setting", "SwitchboardServer", "run"]
+__all__ = [
+    "SETTINGS",
+    "ClientConnection",
+    "ConfigError",
+    "Peer",
+    "ServerConfig",
+    "Setting",
+    "SwitchboardServer",
+    "TextFormatter",
+    "Tracer",
+    "local_timestamp",
+    "run",
+]

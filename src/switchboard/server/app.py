@@ -1,4 +1,10 @@
-"""The listener and the server's lifecycle: admit, dispatch, heartbeat, shut down."""
+"""The listener and the server's lifecycle: admit, dispatch, heartbeat, shut down.
+
+The top of server/: the only module that knows ``SwitchboardServer``; the others know it
+through the Protocols they declare (handlers.Server, connection.ConnectionServer,
+tls.HandshakeServer), so that their imports point one way (connection -> handlers ->
+registry; tests/unit/test_server_layers.py).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from switchboard import defaults
+from switchboard import defaults, eventloop
 from switchboard.protocol import (
     CLOSING_CODES,
     HEADER_SIZE,
@@ -36,24 +42,20 @@ from switchboard.protocol import (
     encode,
 )
 from switchboard.protocol.codec import decode_payload
-from switchboard.protocol.fastpath import encode_receipt, header_word
+from switchboard.protocol.fastpath import ServerClock, encode_receipt
 from switchboard.protocol.trace import host_port
 from switchboard.wording import plural
 
 from . import logs
 from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
-from .connection import ClientConnection
+from .connection import ClientConnection, Tracer
 from .errors import RequestFailed
-from .handlers import FAST_HANDLERS, HANDLERS, ServerClock
-from .registry import ClientRegistry, Room, RoomRegistry
+from .handlers import HANDLERS, tables
+from .registry import ClientRegistry, Peer, Room, RoomRegistry
 from .tls import TlsHandshake
 
 log = logs.log
-
-#: ``trace(direction, connection, event, raw)``: called for every frame when tracing is on;
-#: ``raw`` is the frame's bytes as they crossed the wire (header included).
-Tracer = Callable[[str, ClientConnection, Frame | InvalidFrame, bytes], None]
 
 
 class SwitchboardServer:
@@ -76,16 +78,16 @@ class SwitchboardServer:
             limit_loopback=config.limit_loopback,
         )
         self.handlers = HANDLERS
-        #: FAST_HANDLERS keyed by header word (codec.HEADER_WORDS), as the split loop reads
-        #: them: no per-frame arithmetic to turn a header into a key.
-        self.fast_handlers = {header_word(key): fast for key, fast in FAST_HANDLERS.items()}
+        #: The handler table of each connection state, keyed by header word
+        #: (codec.HEADER_WORDS) as the split loop reads them (handlers.tables).
+        self.tables = tables()
         self.clock = ServerClock()
         #: The rate limit (requests/s per connection, 0 = off) and burst, read per batch.
         self.rate = config.rate
         self.burst = float(config.burst)
         self.clients = ClientRegistry()
         #: Hot-path aliases (the same objects), read once per SEND instead of a chain.
-        self.client_by_id = self.clients.by_id
+        self.client_by_id: dict[int, Peer] = self.clients.by_id
         self.max_text = config.max_text
         self.max_unacked = config.max_unacked
         #: Bytes queued for a client before they are written to its transport mid-batch:
@@ -109,18 +111,18 @@ class SwitchboardServer:
             max_runs=defaults.LOG_REPEAT_SOURCES,
         )
         #: Connections with log lines being summarised (their counts flushed by the heartbeat).
-        self._summarising: set[ClientConnection] = set()
+        self._summarising: set[Peer] = set()
         self.shutting_down = False
         #: The last message id given out (ids count up from 1 and are never reused).
         self.message_ids = 0
-        self._connections: set[ClientConnection] = set()  # admitted or not, until closed
+        self._connections: set[Peer] = set()  # admitted or not, until closed
         #: Connections with frames queued outside their own batch, written once per loop
         #: pass (or sooner: flush_pending).
-        self.dirty: list[ClientConnection] = []
+        self.dirty: list[Peer] = []
         #: TLS handshakes under way (not yet in _connections), cancelled at shutdown.
         self._handshakes: dict[TlsHandshake, asyncio.Task[None]] = {}
         #: Admitted connections that have not authenticated yet, oldest first (token servers).
-        self._unauthenticated: dict[ClientConnection, None] = {}
+        self._unauthenticated: dict[Peer, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._listeners: list[asyncio.Server] = []
         self._heartbeat_handle: asyncio.TimerHandle | None = None
@@ -250,10 +252,7 @@ class SwitchboardServer:
             self._heartbeat_handle.cancel()
         notice = Shutdown(reason)
         for conn in list(self._connections):
-            transport = conn.transport
-            if conn.closing and transport is not None and not transport.is_closing():
-                conn.closing = False  # a held HELLO (_hold_hello): it hears SHUTDOWN too
-            conn.send(notice)
+            conn.send(notice)  # a held HELLO's connection (HELD) hears it too
             conn.close("shutdown")
         if handshakes:
             await asyncio.wait(handshakes, timeout=1.0)
@@ -297,7 +296,7 @@ class SwitchboardServer:
             return
         handshake.conn.connection_made(tls)
 
-    def admit(self, conn: ClientConnection) -> None:
+    def admit(self, conn: Peer) -> None:
         """Called by a new connection: welcome it, or refuse it (full, shutting down)."""
         self._connections.add(conn)
         assert self._all_closed is not None
@@ -353,7 +352,7 @@ class SwitchboardServer:
             port=conn.port,
         )
 
-    def _refusal(self, conn: ClientConnection) -> str | None:
+    def _refusal(self, conn: Peer) -> str | None:
         """Why ``conn`` may not be admitted now (a limit it would pass), or None."""
         cfg = self.config
         if len(self.clients) >= cfg.max_clients:
@@ -363,7 +362,7 @@ class SwitchboardServer:
             return refusal
         return None
 
-    def _make_room_for(self, conn: ClientConnection) -> None:
+    def _make_room_for(self, conn: Peer) -> None:
         """Admit an unauthenticated ``conn``: when --max-unauthenticated are waiting already,
         the oldest of them is closed with SERVER_FULL.  A client with a token says HELLO
         within a round trip of connecting, so it gets in however many strangers squat;
@@ -375,7 +374,6 @@ class SwitchboardServer:
             del waiting[oldest]
             if oldest.transport is None or oldest.transport.is_closing():
                 continue  # on its way out already: its slot is as good as free
-            oldest.closing = False  # a held HELLO (_hold_hello) is cut short too
             oldest.fail(
                 ErrorCode.SERVER_FULL,
                 f"too many connections waiting to authenticate (max {limit}); "
@@ -397,7 +395,7 @@ class SwitchboardServer:
             )
         waiting[conn] = None
 
-    def release(self, conn: ClientConnection) -> None:
+    def release(self, conn: Peer) -> None:
         """Called once a connection is gone: forget it and settle what it left behind."""
         self._connections.discard(conn)
         if conn.log_runs is not None:
@@ -434,11 +432,10 @@ class SwitchboardServer:
         if not self._connections and self._all_closed is not None:
             self._all_closed.set()
 
-    def leave_room(self, room: Room, conn: ClientConnection, reason: LeftReason) -> None:
+    def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None:
         self.rooms.leave(room, conn)
         notice = encode(Left(room.name, conn.client_id, conn.nick, reason))  # once per room
-        for member in room.members.values():
-            member.send_raw(notice)
+        self.rooms.deliver_room(room, notice)
         self.client_event(
             conn,
             "leave",
@@ -455,7 +452,7 @@ class SwitchboardServer:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def handle_request(self, conn: ClientConnection, req: Any, *, held: bool = False) -> None:
+    def handle_request(self, conn: Peer, req: Any, *, held: bool = False) -> None:
         if (
             req.__class__ is HelloRequest
             and self.tokens
@@ -477,7 +474,7 @@ class SwitchboardServer:
         else:
             conn.send(reply)
 
-    def _hold_hello(self, conn: ClientConnection, req: HelloRequest) -> bool:
+    def _hold_hello(self, conn: Peer, req: HelloRequest) -> bool:
         """Count a HELLO as a guess and hold it if its source has failed too often; True if
         held.  The hold is chosen before the token is looked at, so a right and a wrong
         token are answered after the same delay."""
@@ -485,12 +482,11 @@ class SwitchboardServer:
         conn.auth_hold = hold
         if not hold or conn.authenticated or conn.transport is None or self._loop is None:
             return False
-        # Nothing else from this connection is read until the HELLO is answered, and
-        # ``closing`` stops the rest of this batch at once; the frames pipelined behind the
-        # HELLO stay in the decoder and are handled after it (``_end_hold``).
-        conn.transport.pause_reading()
-        conn.closing = True
-        self._loop.call_later(hold, _end_hold, conn, req)
+        # HELD: nothing else from this connection is read until the HELLO is answered (the
+        # rest of this batch stops at once); the frames pipelined behind the HELLO stay in
+        # the decoder and are handled after it (``_end_hold``).
+        conn.hold()
+        self._loop.call_later(hold, self._end_hold, conn, req)
         self.source_log.event(
             "auth held",
             logging.INFO,
@@ -508,7 +504,13 @@ class SwitchboardServer:
         )
         return True
 
-    def refuse(self, conn: ClientConnection, code: ErrorCode, request_id: int) -> None:
+    def _end_hold(self, conn: Peer, req: HelloRequest) -> None:
+        """Answer a held HELLO (unless the peer has gone meanwhile), then go on reading."""
+        if conn.end_hold():
+            self.handle_request(conn, req, held=True)
+            conn.go_on_reading()  # the frames pipelined behind the HELLO, kept by the decoder
+
+    def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None:
         """Answer a request that may not be handled now (auth, rate, shutdown)."""
         if code == ErrorCode.AUTH_REQUIRED:
             conn.fail(code, "authenticate with HELLO first", request_id=request_id)
@@ -519,9 +521,7 @@ class SwitchboardServer:
         else:
             self.reply_error(conn, request_id, code, "the server is shutting down")
 
-    def reply_error(
-        self, conn: ClientConnection, request_id: int, code: ErrorCode, message: str
-    ) -> None:
+    def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None:
         """Answer one request with ERROR (the connection goes on) and log it."""
         conn.send(ErrorResponse.of(code, message, request_id=request_id))
         if self.events.info_on:
@@ -538,10 +538,10 @@ class SwitchboardServer:
                 code=code.name,
             )
 
-    def dispatch(self, conn: ClientConnection, event: Frame | InvalidFrame) -> None:
-        """Everything without a fast path: requests by class, ACK, PONG, invalid frames."""
-        handler = self.handlers.get(event.__class__)
-        if handler is not None:
+    def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None:
+        """A decoded frame: requests by class (handlers.HANDLERS, reached through the tables),
+        invalid frames (ERROR for requests), indications no table holds (ignored)."""
+        if isinstance(event, Frame) and event.__class__ in self.handlers:
             self.handle_request(conn, event)
         elif isinstance(event, InvalidFrame):
             if event.message_class == MessageClass.REQUEST:
@@ -558,7 +558,7 @@ class SwitchboardServer:
 
     def client_event(
         self,
-        conn: ClientConnection,
+        conn: Peer,
         kind: str,
         level: int,
         event: str,
@@ -589,7 +589,7 @@ class SwitchboardServer:
                 conn.log_runs.flush()
         self.source_log.flush()
 
-    def trace_bytes(self, direction: str, conn: ClientConnection, data: bytes) -> None:
+    def trace_bytes(self, direction: str, conn: Peer, data: bytes) -> None:
         """Trace pre-encoded frames by decoding them again (only when tracing is on)."""
         if self.trace is None:
             return
@@ -600,14 +600,14 @@ class SwitchboardServer:
             event = decode_payload(key, request_id, buf, start, end)
             self.trace(direction, conn, event, bytes(buf[start - HEADER_SIZE : end]))
 
-    def authenticate(self, conn: ClientConnection, token: str) -> None:
+    def authenticate(self, conn: Peer, token: str) -> None:
         """Check a HELLO token in constant time; never logs the token."""
         presented = token.encode("utf-8")
         valid = False
         for candidate in self.tokens:  # compare with every token: no early exit to time
             valid |= hmac.compare_digest(presented, candidate)
         if valid:
-            conn.authenticated = True
+            conn.authenticate()
             self._unauthenticated.pop(conn, None)
             self.auth.succeeded(conn.ip)
             return
@@ -632,7 +632,7 @@ class SwitchboardServer:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def schedule_flush(self, conn: ClientConnection) -> None:
+    def schedule_flush(self, conn: Peer) -> None:
         self.dirty.append(conn)
         if self._flush_handle is None:
             assert self._loop is not None
@@ -695,18 +695,6 @@ class SwitchboardServer:
             self._schedule_heartbeat()
 
 
-def _end_hold(conn: ClientConnection, req: HelloRequest) -> None:
-    """Answer a held HELLO (unless the peer has gone meanwhile), then go on reading."""
-    transport = conn.transport
-    if transport is None or transport.is_closing():
-        return
-    conn.closing = False  # set only to stop the batch and hold the connection
-    conn.server.handle_request(conn, req, held=True)
-    if not conn.closing:
-        transport.resume_reading()
-        conn.data_received(b"")  # the frames pipelined behind the HELLO, kept by the decoder
-
-
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     """The server's TLS context, or None without --tls-cert/--tls-key."""
     if config.tls_cert is None or config.tls_key is None:
@@ -752,16 +740,6 @@ def raise_open_file_limit(wanted: int) -> None:
         log.debug("open-file limit: %d", soft)
 
 
-def install_event_loop_policy() -> str:
-    """Use uvloop when it is importable; returns the loop's name."""
-    try:
-        import uvloop
-    except ImportError:
-        return "asyncio"
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return "uvloop"
-
-
 async def serve(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Run until SIGINT, SIGTERM or ``quit`` on a terminal's stdin; then shut down."""
     server = SwitchboardServer(config, trace=trace)
@@ -804,6 +782,5 @@ def run(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Configure logging and the event loop, serve, and return the exit code."""
     logs.configure(config.log_level, config.log_format)
     raise_open_file_limit(config.max_clients + 64)
-    loop_name = install_event_loop_policy()
-    log.debug("event loop: %s, pid %d", loop_name, os.getpid())
-    return asyncio.run(serve(config, trace=trace))
+    log.debug("event loop: %s, pid %d", eventloop.loop_name(), os.getpid())
+    return eventloop.run(serve(config, trace=trace))

@@ -1,11 +1,14 @@
-"""One ClientConnection per TCP connection: it feeds bytes to the decoder and writes frames.
+"""One ClientConnection per client: it feeds bytes to the decoder and writes frames.
 
-It holds no global state (the server does); it moves bytes, keeps the per-connection
-facts, and flow-controls its transport.  Requests are the handlers' to decide, with one
-exception made for speed and measured (docs/BENCHMARKS.md): its split loop answers the
-three commonest frames itself, exactly as their handlers would (tests/integration/
-test_server_forwarding.py runs both ways) — TIME, a well-formed ASCII SEND to a client
-that can take it, and ACK — and hands everything else, errors included, to the handlers.
+It holds no global state (the server does); it moves bytes through a transport
+(server/transport.py: TCP or TLS today, any carrier of bytes next), keeps the
+per-connection facts and its state (server/states.py), and flow-controls its transport.
+Requests are the handlers' to decide, with one exception made for speed and measured
+(docs/BENCHMARKS.md): its split loop answers the three commonest frames itself — TIME, a
+well-formed ASCII SEND to a client that can take it, and ACK — and hands everything else,
+errors included, to the handlers.  The log level never picks which of them answers: at
+INFO the loop logs the forwards it makes (handlers.log_forward), at WARNING it skips that
+line (tests/integration/test_server_forwarding.py runs every case at both levels).
 
 Back-pressure: what is queued for a client (its ``out`` list, then its transport's buffer)
 is bounded by the write limits whatever a batch holds.  Frames queued through send/send_raw
@@ -24,7 +27,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from switchboard import defaults
 from switchboard.protocol import (
@@ -34,6 +37,7 @@ from switchboard.protocol import (
     ErrorResponse,
     Frame,
     FrameDecoder,
+    InvalidFrame,
     LeftReason,
     ProtocolError,
     ReceiptStatus,
@@ -49,11 +53,12 @@ from switchboard.protocol.fastpath import (
     RECEIPT_HEAD,
     SEND_OK_MIDDLE,
     SEND_OK_PREFIX,
+    TIME_OK_PREFIX,
     WORD_ACK,
     WORD_FIRST_NON_REQUEST,
-    WORD_HELLO,
     WORD_SEND,
     WORD_TIME,
+    ServerClock,
     direct_fields,
     message_packer,
     pack_receipt,
@@ -63,11 +68,41 @@ from switchboard.protocol.fastpath import (
     unpack_send_head,
 )
 
-from .handlers import TIME_OK_PREFIX
+from .handlers import Server, Table, auth_required, log_forward
+from .logs import RepeatedEvents
+from .registry import Peer
+from .states import TRANSITIONS, ConnectionState, initial_state
+from .transport import Transport
 
-if TYPE_CHECKING:
-    from .app import SwitchboardServer
-    from .logs import RepeatedEvents
+#: ``trace(direction, connection, event, raw)``: called for every frame when tracing is on;
+#: ``raw`` is the frame's bytes as they crossed the wire (header included).
+Tracer = Callable[[str, Peer, Frame | InvalidFrame, bytes], None]
+
+
+class ConnectionServer(Server, Protocol):
+    """What a connection uses of the server (server.app.SwitchboardServer implements it),
+    besides what its handlers use: admission and release, the per-batch gates (rate,
+    shutdown, tracing), the fast handlers, the TIME clock and the shared write queue."""
+
+    #: handlers.tables(): the table a connection answers by in each state.
+    tables: dict[ConnectionState, Table]
+    rate: float
+    burst: float
+    shutting_down: bool
+    trace: Tracer | None
+    clock: ServerClock
+    flush_at: int
+    #: Connections with frames queued outside their own batch (written by flush_pending).
+    dirty: list[Peer]
+
+    def admit(self, conn: ClientConnection) -> None: ...
+    def release(self, conn: ClientConnection) -> None: ...
+    def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None: ...
+    def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
+    def schedule_flush(self, conn: Peer) -> None: ...
+    def flush_pending(self) -> None: ...
+    def trace_bytes(self, direction: str, conn: Peer, data: bytes) -> None: ...
+
 
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
@@ -75,6 +110,11 @@ _time_ns = time.time_ns
 #: What a batch holds for its MESSAGEs until its first SEND sets the real ones.
 _NO_MESSAGES = message_packer(b"", 0, 0)
 _DELIVERED = int(ReceiptStatus.DELIVERED)
+_READY = ConnectionState.READY
+_HANDSHAKE = ConnectionState.HANDSHAKE
+_HELD = ConnectionState.HELD
+_CLOSING = ConnectionState.CLOSING
+_CLOSED = ConnectionState.CLOSED
 #: Bytes of requests the split loop takes between two writes of what it has queued (for its
 #: own client and, through ``server.flush_pending``, for the clients it forwarded to) and a
 #: look at its own client's high-water mark.  What the loop queues inline without counting it
@@ -97,7 +137,6 @@ class ClientConnection(asyncio.Protocol):
         "awaiting_ack",
         "client_id",
         "close_reason",
-        "closing",
         "connected_ms",
         "decoder",
         "in_batch",
@@ -115,15 +154,17 @@ class ClientConnection(asyncio.Protocol):
         "rooms",
         "sender",
         "server",
+        "state",
+        "table",
         "tokens",
         "tokens_at",
         "transport",
         "write_paused",
     )
 
-    def __init__(self, server: SwitchboardServer) -> None:
+    def __init__(self, server: ConnectionServer) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: Transport | None = None
         self.decoder = FrameDecoder(max_frame=server.config.max_frame)
         self.client_id = 0
         self.ip = ""
@@ -142,14 +183,18 @@ class ClientConnection(asyncio.Protocol):
         self.sender: bytes | None = None
         #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
         #: dict entry per message; an empty dict is also smaller than an empty set).
-        self.awaiting_ack: dict[int, ClientConnection] = {}
-        self.closing = False
+        self.awaiting_ack: dict[int, Peer] = {}
+        #: Where it is in its life (server/states.py: the transitions and their rules).
+        self.state = initial_state(bool(server.tokens))
+        #: header word -> the function that answers it, swapped with the state (handlers.tables).
+        self.table = server.tables[self.state]
         self.close_reason = "closed by peer"
         self.left_reason = LeftReason.DISCONNECTED
         self.write_paused = False
         #: True while data_received runs: replies queued then are written at its end.
         self.in_batch = False
-        #: False until HELLO presents a valid token, on servers that require one.
+        #: False until HELLO presents a valid token, on servers that require one (set by
+        #: ``authenticate``, the HANDSHAKE -> READY transition; LIST shows only these).
         self.authenticated = not server.tokens
         #: Seconds its last HELLO was held before its token was checked (server.auth).
         self.auth_hold = 0.0
@@ -164,16 +209,17 @@ class ClientConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
+    def connection_made(self, transport: asyncio.BaseTransport | Transport) -> None:
+        # asyncio's and uvloop's transports (which implement asyncio.Transport without
+        # subclassing it) have every method of ours; any other carrier passes its own.
+        self.transport = carrier = cast(Transport, transport)
+        peer = carrier.get_extra_info("peername")
         if peer:
             self.ip, self.port = peer[0], peer[1]
-        sock = transport.get_extra_info("socket")
+        sock = carrier.get_extra_info("socket")
         if sock is not None:
             _enable_keepalive(sock, self.server.config.heartbeat)
-        transport.set_write_buffer_limits(high=self.server.config.write_high_water)
+        carrier.set_write_buffer_limits(high=self.server.config.write_high_water)
         self.connected_ms = time.time_ns() // 1_000_000
         self.last_seen = self.opened_at = self.tokens_at = _monotonic()
         self.server.admit(self)
@@ -182,12 +228,12 @@ class ClientConnection(asyncio.Protocol):
         # The hot path: split frames, gate requests (auth, rate), answer TIME, forward SEND
         # and settle ACK inline (see the module's docstring), and hand every other frame to
         # its fast handler (raw bytes in, raw bytes out) or to the server's general
-        # dispatch.  The split loop is inlined (profile, time 50 x W=32:
-        # the frames() generator was ~17 % of the server's samples); the decoder still
-        # decides what a bad header is (reject) and keeps partial frames (keep).
+        # dispatch.  The split loop is inlined because a generator per batch cost more than
+        # the work it split (docs/BENCHMARKS.md, "Where the server's time goes"); the
+        # decoder still decides what a bad header is (reject) and keeps partial frames.
         self.last_seen = now = _monotonic()
         self.pinged = False
-        if self.closing:
+        if self.state > _READY:  # held, or closing: nothing more is read
             return
         decoder = self.decoder
         if self.write_paused:
@@ -195,11 +241,11 @@ class ClientConnection(asyncio.Protocol):
             decoder.keep(decoder.split_input(data)[0], 0)
             return
         server = self.server
-        fast = server.fast_handlers
+        table = self.table
         rate = server.rate
         trace = server.trace  # read once per batch, not once per frame (profiled hot path)
         # One flag per batch decides whether requests need the slower checks at all.
-        gated = rate or not self.authenticated or server.shutting_down
+        gated = rate or self.state is not _READY or server.shutting_down
         slow = gated or trace is not None
         tokens = 0.0
         if rate:
@@ -211,8 +257,9 @@ class ClientConnection(asyncio.Protocol):
         by_id = server.client_by_id
         max_text = server.max_text
         max_unacked = server.max_unacked
-        # SENDs are forwarded inline unless their forward is to be logged (handlers.send).
-        inline_send = -1 if server.events.info_on else WORD_SEND
+        # Read once per batch: a WARNING server pays nothing per SEND for the INFO line, and
+        # both levels run the same code (the level never picks the algorithm).
+        log_forwards = server.events.info_on
         sent_ms = -1  # the batch's MESSAGE time, read at its first SEND
         # This client's MESSAGE fields with that time, and their packer, also from then on.
         pack_message, message_prefix, message_base, block = _NO_MESSAGES
@@ -252,7 +299,7 @@ class ClientConnection(asyncio.Protocol):
                         server.flush_pending()
                     if out:
                         self.flush()
-                    if self.closing:  # dropped by that write: past its hard limit
+                    if self.state > _READY:  # dropped by that write: past its hard limit
                         return
                     if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
                         held = True
@@ -266,8 +313,11 @@ class ClientConnection(asyncio.Protocol):
                         event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
                         trace("<<-", self, event, bytes(buf[start - HEADER_SIZE : end]))
                     if gated and word < WORD_FIRST_NON_REQUEST:
-                        if not self.authenticated and word != WORD_HELLO:
-                            server.refuse(self, ErrorCode.AUTH_REQUIRED, request_id)
+                        # Before HELLO the handshake table (handlers.tables) refuses all but
+                        # HELLO, and any word it does not hold.
+                        refusal = auth_required
+                        if self.state is _HANDSHAKE and table.get(word, refusal) is refusal:
+                            refusal(server, self, request_id, buf, start, end)
                             return
                         if rate:
                             if tokens < 1.0:
@@ -285,9 +335,9 @@ class ClientConnection(asyncio.Protocol):
                         time_pack, time_tail = server.clock.now()
                     out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
                     continue
-                if word == inline_send and length >= 8:
-                    # The commonest forwarded frame (profile, send ring: the handler call and
-                    # its helpers were ~45 % of the server's samples): well-formed ASCII text
+                if word == WORD_SEND and length >= 8:
+                    # The commonest forwarded frame, where a handler call and its helpers were
+                    # the largest cost (docs/BENCHMARKS.md): well-formed ASCII text
                     # to a client that can take it is forwarded here, as handlers.send would;
                     # anything else (bad layout, too long, non-ASCII to validate, no such or
                     # busy target) goes on to handlers.send, which decides and answers.
@@ -297,8 +347,7 @@ class ClientConnection(asyncio.Protocol):
                         text_len == length - 8
                         and text_len <= max_text
                         and target is not None
-                        and target.authenticated
-                        and not target.closing
+                        and target.state is _READY
                         and not target.write_paused
                         and len(target.awaiting_ack) < max_unacked
                     ):
@@ -333,15 +382,20 @@ class ClientConnection(asyncio.Protocol):
                                     target_id,
                                 )
                             )
+                            if log_forwards:
+                                log_forward(server, self, target_id, message_id, text_len)
                             continue
                 if word == WORD_ACK:
-                    # One per delivered message, settled here (profile, send ring: a handler
-                    # chain for it was ~13 % of the samples): the sender hears DELIVERED.  A
-                    # malformed ACK (not a u64) is ignored, never answered.
+                    # One per delivered message, settled here and nowhere else (a handler
+                    # chain for it cost more than the settling: docs/BENCHMARKS.md): the
+                    # sender hears DELIVERED.  A malformed ACK (not a u64) is ignored, never
+                    # answered.
                     if length == 8:
                         message_id = unpack_ack(buf, start)[0]
                         sender = self.awaiting_ack.pop(message_id, None)
-                        if sender is not None and not sender.closing:
+                        # A sender is READY until it closes (it could not SEND before),
+                        # and an identity test is cheaper than an IntEnum comparison.
+                        if sender is not None and sender.state is _READY:
                             # else unknown, settled, not this client's, or its sender gone
                             sender_out = sender.out
                             if not sender_out and not sender.in_batch:
@@ -350,13 +404,14 @@ class ClientConnection(asyncio.Protocol):
                                 pack_receipt(RECEIPT_HEAD, message_id, self.client_id, _DELIVERED)
                             )
                     continue
-                handler = fast.get(word)
-                if handler is not None:
-                    handler(server, self, request_id, buf, start, end)
+                answer = table.get(word)
+                if answer is not None:
+                    answer(server, self, request_id, buf, start, end)
+                    table = self.table  # HELLO may have moved it on (HANDSHAKE -> READY)
                 else:
                     key = word & 0xFFFFFF
                     server.dispatch(self, decode_payload(key, request_id, buf, start, end))
-                if self.closing:
+                if self.state > _READY:  # closed, or its HELLO is held (server._hold_hello)
                     return
                 if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
                     held = True  # its answers passed the mark, or its turn is over
@@ -392,9 +447,9 @@ class ClientConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and not self.closing:
+        if exc is not None and self.state < _CLOSING:
             self.close_reason = f"connection lost ({exc.__class__.__name__}: {exc})"
-        self.closing = True
+        self._enter(_CLOSED)
         self.out.clear()
         self.out_bytes = 0
         self.server.release(self)
@@ -410,7 +465,7 @@ class ClientConnection(asyncio.Protocol):
         # before the pause (kept in the decoder) is processed next, before anything new.
         self.write_paused = False
         transport = self.transport
-        if transport is None or self.closing:
+        if transport is None or self.state > _READY:
             return
         self.last_seen = _monotonic()
         self.pinged = False
@@ -428,7 +483,7 @@ class ClientConnection(asyncio.Protocol):
     def _process_held(self) -> None:
         """The requests held back (back-pressure, or the end of a time slice), unless this
         client has been paused again or closed meanwhile."""
-        if self.closing or self.write_paused or self.in_batch or self.transport is None:
+        if self.state > _READY or self.write_paused or self.in_batch or self.transport is None:
             return
         self.transport.resume_reading()
         self.data_received(b"")
@@ -437,7 +492,7 @@ class ClientConnection(asyncio.Protocol):
 
     def send(self, msg: Frame) -> None:
         """Queue ``msg``; the server flushes every connection's queue once per loop pass."""
-        if not self.closing:
+        if self.state < _CLOSING:
             self.send_raw(encode(msg))
 
     def sender_fields(self) -> bytes:
@@ -455,7 +510,7 @@ class ClientConnection(asyncio.Protocol):
     def send_raw(self, data: bytes) -> None:
         """Queue already-encoded frames (written at once when the queue reaches
         ``server.flush_at``, so that the transport's limits see them)."""
-        if self.closing:
+        if self.state >= _CLOSING:
             return
         out = self.out
         if not out and not self.in_batch:
@@ -471,7 +526,7 @@ class ClientConnection(asyncio.Protocol):
         out = self.out
         self.out_bytes = 0
         transport = self.transport
-        if not out or transport is None or self.closing:
+        if not out or transport is None or self.state >= _CLOSING:
             out.clear()
             return
         data = out[0] if len(out) == 1 else b"".join(out)
@@ -484,6 +539,42 @@ class ClientConnection(asyncio.Protocol):
             if pending > self.server.config.write_hard_limit:
                 self.abort(f"too slow: {pending} bytes unsent")
 
+    # --- transitions (server/states.py has their table) ---------------------------------------
+
+    def _enter(self, new: ConnectionState) -> None:
+        if new is not self.state:
+            if new not in TRANSITIONS[self.state]:
+                raise RuntimeError(f"{self!r}: no transition from {self.state.name} to {new.name}")
+            self.state = new
+            # The table swaps with the state (h11's _respond_to_state_changes); states that
+            # read nothing keep the last one, which they never consult.
+            self.table = self.server.tables.get(new, self.table)
+
+    def authenticate(self) -> None:
+        """HELLO presented a valid token: HANDSHAKE -> READY."""
+        self.authenticated = True
+        self._enter(_READY)
+
+    def hold(self) -> None:
+        """Its HELLO is held (the failed-HELLO throttle): HANDSHAKE -> HELD.  Nothing more is
+        read until ``end_hold``; the requests pipelined behind the HELLO stay in the decoder."""
+        self._enter(_HELD)
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def end_hold(self) -> bool:
+        """HELD -> HANDSHAKE, to answer the held HELLO; False if it closed meanwhile."""
+        if self.state is not _HELD or self.transport is None or self.transport.is_closing():
+            return False
+        self._enter(_HANDSHAKE)
+        return True
+
+    def go_on_reading(self) -> None:
+        """After a held HELLO's answer: read again, starting with the requests kept."""
+        if self.state <= _READY and self.transport is not None:
+            self.transport.resume_reading()
+            self.data_received(b"")
+
     # --- closing -----------------------------------------------------------------------------
 
     def fail(self, code: ErrorCode, message: str, *, request_id: int = 0) -> None:
@@ -494,10 +585,10 @@ class ClientConnection(asyncio.Protocol):
 
     def close(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None:
         """Flush what is queued, then close gracefully."""
-        if self.closing:
+        if self.state >= _CLOSING:
             return
         self.flush()
-        self.closing = True
+        self._enter(_CLOSING)
         self.close_reason = reason
         self.left_reason = left_reason
         if self.transport is not None:
@@ -505,8 +596,8 @@ class ClientConnection(asyncio.Protocol):
 
     def abort(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None:
         """Close at once, dropping anything unsent (dead or hopelessly slow peers)."""
-        if not self.closing:
-            self.closing = True
+        if self.state < _CLOSING:
+            self._enter(_CLOSING)
             self.close_reason = reason
             self.left_reason = left_reason
         self.out.clear()

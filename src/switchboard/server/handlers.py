@@ -1,19 +1,32 @@
-"""One handler per request type: it decides the answer; the connection moves the bytes.
+"""What the server answers to each request: one handler per request type.
 
-A handler takes the server, the asking connection and the request, and returns the
-response (or the response and the frames that follow it).  Failing requests raise
-RequestFailed, which the server turns into ERROR.  The busiest frames (TIME, SEND, PING,
-ACK, PONG) have fast handlers instead, at the end of this file: they read the payload
-from the receive buffer and queue pre-encoded frames.
+Where each request is answered (and nowhere else):
+
+- TIME: a well-formed one in the split loop, ``ClientConnection.data_received`` in
+  server/connection.py, from ``protocol.fastpath.ServerClock``; one with a payload in
+  ``time_`` here (BAD_PAYLOAD).
+- SEND: well-formed ASCII text to a READY client that is reading, forwarded in the split loop;
+  every other SEND, and every refusal (bad layout, TEXT_TOO_LONG, NO_SUCH_CLIENT,
+  RECIPIENT_BUSY), in ``send`` here.  The log level never changes which of the two answers.
+- ACK: only in the split loop (it is never answered; the sender gets a RECEIPT).
+- Everything else by the connection's table (``tables``: header word -> function, one
+  table per state, swapped on the state's change): in READY the fast handlers below (PING,
+  LIST, PONG: raw bytes in, pre-encoded frames out) and the message handlers (``HANDLERS``:
+  a decoded request in, the response out, or RequestFailed, which the server turns into
+  ERROR); in HANDSHAKE (a token server before a valid HELLO) ``auth_required`` for every
+  request but HELLO.  Rate limits and shutdown are refused in the split loop, before any
+  table (``SwitchboardServer.refuse``).
+
+A handler decides; the connection moves the bytes; the registry remembers.  This module
+knows the server and the connection only through ``Server`` and ``registry.Peer``.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from switchboard import defaults
 from switchboard.display import safe
@@ -21,20 +34,19 @@ from switchboard.protocol import (
     VERSION,
     BroadcastOk,
     BroadcastRequest,
-    ClientInfo,
     ErrorCode,
     Frame,
     HelloOk,
     HelloRequest,
+    InvalidFrame,
     Joined,
     JoinOk,
     JoinRequest,
     LeaveOk,
     LeaveRequest,
     LeftReason,
-    ListOk,
-    ListRequest,
     Message,
+    MessageClass,
     MessageFlags,
     NameOk,
     NameRequest,
@@ -57,34 +69,62 @@ from switchboard.protocol.fastpath import (
     KEY_PONG,
     KEY_SEND,
     KEY_TIME,
+    WORD_FIRST_NON_REQUEST,
+    WORD_HELLO,
     client_record,
     encode_list_ok,
     encode_message,
     encode_message_fields,
     encode_ping_ok,
     encode_send_ok,
-    encode_time_ok,
+    header_word,
     parse_list,
     parse_send,
 )
 
+from .config import ServerConfig
 from .errors import RequestFailed
+from .logs import EventLog
+from .registry import ClientRegistry, Peer, Room, RoomRegistry
+from .states import ConnectionState
 
-if TYPE_CHECKING:
-    from .app import SwitchboardServer
-    from .connection import ClientConnection
+
+class Server(Protocol):
+    """What the handlers use of the server (server.app.Server implements it):
+    the directory, the limits, the message ids, and the way answers and log lines go out."""
+
+    config: ServerConfig
+    tokens: frozenset[bytes]
+    max_text: int
+    max_unacked: int
+    clients: ClientRegistry
+    client_by_id: dict[int, Peer]
+    rooms: RoomRegistry
+    #: The last message id given out (ids count up from 1 and are never reused).
+    message_ids: int
+    events: EventLog
+
+    def authenticate(self, conn: Peer, token: str) -> None: ...
+    def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
+    def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None: ...
+    def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None: ...
+    def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None: ...
+    def client_event(
+        self, conn: Peer, kind: str, level: int, event: str, msg: str, *args: Any, **fields: Any
+    ) -> None: ...
+
 
 Reply = Frame | tuple[Frame, ...]
-Handler = Callable[["SwitchboardServer", "ClientConnection", Any], Reply]
+Handler = Callable[[Server, Peer, Any], Reply]
 Buffer = bytes | bytearray
-FastHandler = Callable[["SwitchboardServer", "ClientConnection", int, Buffer, int, int], None]
+FastHandler = Callable[[Server, Peer, int, Buffer, int, int], None]
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) -> Reply:
+def hello(server: Server, conn: Peer, req: HelloRequest) -> Reply:
     if req.version < 1:
         raise RequestFailed(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {req.version}")
     if server.tokens:
@@ -94,27 +134,11 @@ def hello(server: SwitchboardServer, conn: ClientConnection, req: HelloRequest) 
     return HelloOk(min(VERSION, req.version), conn.client_id, conn.nick, request_id=req.request_id)
 
 
-def name(server: SwitchboardServer, conn: ClientConnection, req: NameRequest) -> Reply:
+def name(server: Server, conn: Peer, req: NameRequest) -> Reply:
     return NameOk(server.config.name, request_id=req.request_id)
 
 
-def list_(server: SwitchboardServer, conn: ClientConnection, req: ListRequest) -> Reply:
-    if req.room:
-        room = server.rooms.find(req.room)
-        members = sorted(room.members.values(), key=_by_id) if room else []
-    else:
-        members = list(server.clients)  # insertion order is id order
-    if server.tokens:
-        members = [c for c in members if c.authenticated]
-    clients = tuple(ClientInfo(c.client_id, c.ip, c.port, c.nick, c.connected_ms) for c in members)
-    return ListOk(req.room, clients, request_id=req.request_id)
-
-
-def _by_id(conn: ClientConnection) -> int:
-    return conn.client_id
-
-
-def _check_text(server: SwitchboardServer, text: str) -> None:
+def _check_text(server: Server, text: str) -> None:
     size = len(text.encode("utf-8"))
     if size > server.config.max_text:
         raise RequestFailed(
@@ -122,12 +146,12 @@ def _check_text(server: SwitchboardServer, text: str) -> None:
         )
 
 
-def nick(server: SwitchboardServer, conn: ClientConnection, req: NickRequest) -> Reply:
+def nick(server: Server, conn: Peer, req: NickRequest) -> Reply:
     _set_nick(server, conn, req.nick)
     return NickOk(conn.nick, request_id=req.request_id)
 
 
-def _set_nick(server: SwitchboardServer, conn: ClientConnection, new_nick: str) -> None:
+def _set_nick(server: Server, conn: Peer, new_nick: str) -> None:
     """Take the nickname and tell everyone who shares a room with ``conn``: NICK_CHANGED,
     once per member however many rooms they share (IRC's NICK), not to ``conn`` itself."""
     old = conn.nick
@@ -135,25 +159,17 @@ def _set_nick(server: SwitchboardServer, conn: ClientConnection, new_nick: str) 
     if conn.nick == old or not conn.rooms:
         return
     notice = encode(NickChanged(conn.client_id, old, conn.nick))  # once for every member
-    told = {conn.client_id}
-    for room_name in conn.rooms:
-        room = server.rooms.by_name.get(room_name)
-        if room is None:
-            continue
-        for member_id, member in room.members.items():
-            if member_id not in told:
-                told.add(member_id)
-                member.send_raw(notice)
+    server.rooms.deliver_to_rooms_of(conn, notice)
 
 
-def send_nick(server: SwitchboardServer, conn: ClientConnection, req: SendNickRequest) -> Reply:
+def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
     """SEND to whoever holds the nickname now: looked up and forwarded in one step, so the
     message cannot reach a client that took the nickname after the sender looked it up."""
     text = req.text.encode("utf-8")
     if len(text) > server.max_text:
         raise RequestFailed(ErrorCode.TEXT_TOO_LONG, _too_long(len(text), server.max_text))
     target = server.clients.by_nick(req.nick)
-    if target is None or target.closing or not target.authenticated:
+    if target is None or target.state is not ConnectionState.READY:
         raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {_shown(req.nick)}")
     message_id = forward_direct(server, conn, target, text)
     return SendNickOk(message_id, target.client_id, request_id=req.request_id)
@@ -168,7 +184,7 @@ def _shown(nick: str) -> str:
     return f"{nick[:limit]!r}... ({len(nick)} characters: no nickname is longer than {limit})"
 
 
-def rooms(server: SwitchboardServer, conn: ClientConnection, req: RoomsRequest) -> Reply:
+def rooms(server: Server, conn: Peer, req: RoomsRequest) -> Reply:
     """One page of the rooms, in name order (IRC's LIST), at most MAX_ROOMS_LISTED."""
     page, more = server.rooms.page(req.after, defaults.MAX_ROOMS_LISTED)
     mine = conn.rooms
@@ -191,13 +207,11 @@ def rooms(server: SwitchboardServer, conn: ClientConnection, req: RoomsRequest) 
 MESSAGE_SIZE_MAX = 512
 
 
-def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) -> Reply:
+def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
     room, added = server.rooms.join(req.room, conn)
     if added:
         notice = encode(Joined(room.name, conn.client_id, conn.nick))  # once for every member
-        for member in room.members.values():
-            if member is not conn:
-                member.send_raw(notice)
+        server.rooms.deliver_room(room, notice, skip=conn)
         server.client_event(
             conn,
             "join",
@@ -222,27 +236,20 @@ def join(server: SwitchboardServer, conn: ClientConnection, req: JoinRequest) ->
     return (ok, *history)
 
 
-def leave(server: SwitchboardServer, conn: ClientConnection, req: LeaveRequest) -> Reply:
+def leave(server: Server, conn: Peer, req: LeaveRequest) -> Reply:
     room = server.rooms.member_room(req.room, conn)
     server.leave_room(room, conn, LeftReason.LEFT)
     return LeaveOk(room.name, request_id=req.request_id)
 
 
-def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastRequest) -> Reply:
+def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     room = server.rooms.member_room(req.room, conn)
     _check_text(server, req.text)
     server.message_ids = message_id = server.message_ids + 1
     sent_ms = now_ms()
     text = req.text.encode("utf-8")
-    # Encoded once for the whole room.  Members that are not reading (over the high-water
-    # mark) are skipped, not buffered for: one slow member neither blocks the room nor
-    # grows the server's memory.
     frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
-    reached = 0
-    for member in room.members.values():
-        if member is not conn and not member.write_paused:
-            member.send_raw(frame)
-            reached += 1
+    reached = server.rooms.deliver_room(room, frame, skip=conn, skip_paused=True)
     # History replays are marked so that clients can show them apart from live lines.
     server.rooms.record(
         room,
@@ -289,21 +296,21 @@ def broadcast(server: SwitchboardServer, conn: ClientConnection, req: BroadcastR
 
 
 def time_(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
     end: int,
 ) -> None:
     """TIME with a payload.  A well-formed TIME never gets here: the split loop
-    (ClientConnection.data_received) answers it inline from ``server.clock``."""
+    (Peer.data_received) answers it inline from ``server.clock``."""
     server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
 
 
 def send(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
@@ -321,7 +328,7 @@ def send(
         )
         return
     target = server.client_by_id.get(target_id)
-    if target is None or target.closing or not target.authenticated:
+    if target is None or target.state is not ConnectionState.READY:
         server.reply_error(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
         )
@@ -340,9 +347,7 @@ def _too_long(size: int, max_text: int) -> str:
     return f"text is {size} bytes (max {max_text})"
 
 
-def forward_direct(
-    server: SwitchboardServer, conn: ClientConnection, target: ClientConnection, text: Buffer
-) -> int:
+def forward_direct(server: Server, conn: Peer, target: Peer, text: Buffer) -> int:
     """Forward a direct MESSAGE from ``conn`` to ``target`` (SEND and SEND_NICK, once the
     target is known); its message id.  RECIPIENT_BUSY when the target is not reading."""
     target_id = target.client_id
@@ -361,26 +366,37 @@ def forward_direct(
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
     if server.events.info_on:
-        server.client_event(
-            conn,
-            "forward",
-            logging.INFO,
-            "forward",
-            "forward #%d -> #%d message %d (%d bytes)",
-            conn.client_id,
-            target_id,
-            message_id,
-            len(text),
-            sender=conn.client_id,
-            target=target_id,
-            message_id=message_id,
-        )
+        log_forward(server, conn, target_id, message_id, len(text))
     return message_id
 
 
+def log_forward(
+    server: Server,
+    conn: Peer,
+    target_id: int,
+    message_id: int,
+    size: int,
+) -> None:
+    """The INFO line of one forwarded direct MESSAGE (summarised when it repeats)."""
+    server.client_event(
+        conn,
+        "forward",
+        logging.INFO,
+        "forward",
+        "forward #%d -> #%d message %d (%d bytes)",
+        conn.client_id,
+        target_id,
+        message_id,
+        size,
+        sender=conn.client_id,
+        target=target_id,
+        message_id=message_id,
+    )
+
+
 def list_fast(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
@@ -391,7 +407,13 @@ def list_fast(
     1,000 ClientInfo objects field by field)."""
     room = parse_list(buf, start, end)
     if room is None:  # malformed: the general decoder names the problem
-        server.dispatch(conn, decode_payload(KEY_LIST, request_id, buf, start, end))
+        event = decode_payload(KEY_LIST, request_id, buf, start, end)
+        problem = (
+            event.error
+            if isinstance(event, InvalidFrame)
+            else ProtocolError(ErrorCode.BAD_PAYLOAD, "LIST carries one str16 of UTF-8")
+        )
+        server.reply_error(conn, request_id, problem.code, problem.message)
         return
     if room:
         found = server.rooms.find(room.decode("utf-8"))
@@ -404,9 +426,13 @@ def list_fast(
     conn.send_raw(encode_list_ok(request_id, room, records))
 
 
+def _by_id(conn: Peer) -> int:
+    return conn.client_id
+
+
 def ping(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
@@ -419,8 +445,8 @@ def ping(
 
 
 def pong(
-    server: SwitchboardServer,
-    conn: ClientConnection,
+    server: Server,
+    conn: Peer,
     request_id: int,
     buf: Buffer,
     start: int,
@@ -430,10 +456,9 @@ def pong(
 
 
 #: Request class -> handler, for requests decoded into message objects.
-HANDLERS: dict[type, Handler] = {
+HANDLERS: dict[type[Frame], Handler] = {
     HelloRequest: hello,
     NameRequest: name,
-    ListRequest: list_,
     NickRequest: nick,
     JoinRequest: join,
     LeaveRequest: leave,
@@ -453,46 +478,44 @@ FAST_HANDLERS: dict[int, FastHandler] = {
 }
 
 
-class ServerClock:
-    """Answers TIME: the OK payload is the same for every request within one millisecond,
-    so it is encoded once per millisecond, and the zone looked up once per second."""
-
-    __slots__ = ("_ms", "_pack", "_second", "_tail", "_zone")
-
-    def __init__(self) -> None:
-        self._ms = -1
-        self._second = -1
-        self._zone: tuple[int, bytes] = (0, b"")
-        self._tail = b""
-        self._pack: Callable[[bytes, int, bytes], bytes] = _time_ok_struct(0).pack
-
-    def zone_at(self, epoch_ms: int) -> tuple[int, bytes]:
-        """(UTC offset in seconds, zone name) at ``epoch_ms``."""
-        second = epoch_ms // 1000
-        if second != self._second:
-            local = time.localtime(second)
-            self._zone = (local.tm_gmtoff, local.tm_zone.encode("utf-8"))
-            self._second = second
-        return self._zone
-
-    def now(self) -> tuple[Callable[[bytes, int, bytes], bytes], bytes]:
-        """``(pack, tail)`` for answers now: ``pack(TIME_OK_PREFIX, request_id, tail)`` is the
-        whole OK(TIME) frame, one struct call.  The server's hot path reads it once per batch
-        of requests (a batch takes far less than a millisecond), not once per request."""
-        epoch_ms = time.time_ns() // 1_000_000
-        if epoch_ms != self._ms:
-            offset, zone = self.zone_at(epoch_ms)
-            tail = encode_time_ok(0, epoch_ms, offset, zone)[10:]  # all after the request id
-            if len(tail) != len(self._tail):  # the zone name's length changed
-                self._pack = _time_ok_struct(len(tail)).pack
-            self._tail = tail
-            self._ms = epoch_ms
-        return self._pack, self._tail
+# --- the tables: header word -> the function that answers it, one table per state ----------
 
 
-#: The first six bytes of every OK(TIME) frame: magic, version, class and type.
-TIME_OK_PREFIX = encode_time_ok(0, 0, 0, b"")[:6]
+def _decoded(key: int) -> FastHandler:
+    """The table's entry for a request answered by a message handler (``HANDLERS``): its
+    payload decoded, then answered by ``SwitchboardServer.dispatch`` (ERROR if malformed)."""
+
+    def answer(
+        server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int
+    ) -> None:
+        server.dispatch(conn, decode_payload(key, request_id, buf, start, end))
+
+    return answer
 
 
-def _time_ok_struct(tail_size: int) -> struct.Struct:
-    return struct.Struct(f"!{len(TIME_OK_PREFIX)}sI{tail_size}s")
+def auth_required(
+    server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int
+) -> None:
+    """Every request but HELLO before a token server has seen a valid one: refused, closed."""
+    server.refuse(conn, ErrorCode.AUTH_REQUIRED, request_id)
+
+
+#: What a connection's table may hold; the split loop takes TIME, SEND and ACK first (see
+#: this module's docstring) and the words no table holds go to ``SwitchboardServer.dispatch``.
+Table = dict[int, FastHandler]
+
+
+def tables() -> dict[ConnectionState, Table]:
+    """The tables a connection answers by, by state (a server builds its own, so that a test
+    may wrap an entry without touching another server's).  READY: every request type and
+    PONG.  HANDSHAKE: the same words, each request but HELLO refused with AUTH_REQUIRED (a
+    word no table holds is refused there too: ``handshake.get(word, auth_required)``)."""
+    ready: Table = {header_word(key): fast for key, fast in FAST_HANDLERS.items()}
+    for request_class in HANDLERS:
+        key = (MessageClass.REQUEST << 16) | request_class.MESSAGE_TYPE
+        ready.setdefault(header_word(key), _decoded(key))
+    handshake: Table = {
+        word: (answer if word == WORD_HELLO or word >= WORD_FIRST_NON_REQUEST else auth_required)
+        for word, answer in ready.items()
+    }
+    return {ConnectionState.HANDSHAKE: handshake, ConnectionState.READY: ready}

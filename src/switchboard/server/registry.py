@@ -1,21 +1,72 @@
-"""Who is connected, under which nickname, and who is in which room."""
+"""Who is connected, under which nickname, and who is in which room.
+
+The directory of the server: it knows a client as a ``Peer`` (what every module but the
+connection itself may use of one), never as the connection class, so that it sits below
+both the connection and the handlers (server/connection -> server/handlers -> here).
+"""
 
 from __future__ import annotations
 
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sortedcontainers import SortedList
 
 from switchboard import defaults, names
-from switchboard.protocol import ErrorCode, Message
+from switchboard.protocol import ErrorCode, Frame, LeftReason, Message
 
 from .errors import RequestFailed
+from .logs import RepeatedEvents
+from .states import ConnectionState
+from .transport import Transport
 
-if TYPE_CHECKING:
-    from .connection import ClientConnection
+
+class Peer(Protocol):
+    """One client as the directory, the handlers and the server's lifecycle see it (the
+    connection class implements it; a client of another server process could too)."""
+
+    client_id: int
+    ip: str
+    port: int
+    nick: str
+    #: The names of the rooms it is in.
+    rooms: set[str]
+    #: Its MESSAGE sender fields, pre-encoded (None: to be rebuilt after a rename).
+    sender: bytes | None
+    connected_ms: int
+    #: Where it is in its life (server/states.py); MESSAGEs reach it only when READY.
+    state: ConnectionState
+    #: Whether HELLO presented a valid token (always, on servers without tokens).
+    authenticated: bool
+    write_paused: bool
+    in_batch: bool
+    out: list[bytes]
+    awaiting_ack: dict[int, Peer]
+    log_runs: RepeatedEvents | None
+    auth_hold: float
+    pinged: bool
+    opened_at: float
+    last_seen: float
+    partial_since: float
+    close_reason: str
+    left_reason: LeftReason
+    transport: Transport | None
+
+    def send(self, msg: Frame) -> None: ...
+    def send_raw(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def sender_fields(self) -> bytes: ...
+    def direct_fields(self) -> bytes: ...
+    def data_received(self, data: bytes) -> None: ...
+    def authenticate(self) -> None: ...
+    def hold(self) -> None: ...
+    def end_hold(self) -> bool: ...
+    def go_on_reading(self) -> None: ...
+    def fail(self, code: ErrorCode, message: str, *, request_id: int = 0) -> None: ...
+    def close(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None: ...
+    def abort(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None: ...
 
 
 def check_name(name: str, *, what: str, limit: int, code: ErrorCode) -> str:
@@ -35,34 +86,34 @@ class ClientRegistry:
     __slots__ = ("_by_nick", "_next_id", "by_id")
 
     def __init__(self) -> None:
-        self.by_id: dict[int, ClientConnection] = {}
-        self._by_nick: names.NameIndex[ClientConnection] = names.NameIndex(defaults.MAX_NICK_CHARS)
+        self.by_id: dict[int, Peer] = {}
+        self._by_nick: names.NameIndex[Peer] = names.NameIndex(defaults.MAX_NICK_CHARS)
         self._next_id = 1
 
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def __iter__(self) -> Iterator[ClientConnection]:
+    def __iter__(self) -> Iterator[Peer]:
         return iter(self.by_id.values())
 
-    def add(self, conn: ClientConnection) -> int:
+    def add(self, conn: Peer) -> int:
         """Register ``conn`` under a fresh id (never reused while the server runs)."""
         client_id = self._next_id
         self._next_id += 1
         self.by_id[client_id] = conn
         return client_id
 
-    def remove(self, conn: ClientConnection) -> None:
+    def remove(self, conn: Peer) -> None:
         if self.by_id.get(conn.client_id) is conn:
             del self.by_id[conn.client_id]
         if conn.nick:
             self._by_nick.remove(conn.nick, conn)
 
-    def by_nick(self, nick: str) -> ClientConnection | None:
+    def by_nick(self, nick: str) -> Peer | None:
         """The client holding ``nick`` now, compared as ``set_nick`` compares nicknames."""
         return self._by_nick.find(nick)
 
-    def set_nick(self, conn: ClientConnection, nick: str) -> None:
+    def set_nick(self, conn: Peer, nick: str) -> None:
         nick = check_name(
             nick, what="nickname", limit=defaults.MAX_NICK_CHARS, code=ErrorCode.INVALID_NICK
         )
@@ -99,7 +150,7 @@ class Room:
     def __init__(self, name: str) -> None:
         self.name = name
         self.name_utf8 = name.encode("utf-8")  # for MESSAGEs encoded on the fast path
-        self.members: dict[int, ClientConnection] = {}
+        self.members: dict[int, Peer] = {}
         self.history: deque[Message] = deque()
         self.history_bytes = 0
 
@@ -152,7 +203,7 @@ class RoomRegistry:
         """The room called ``room_name`` or a name that looks like it."""
         return self._index.find(room_name)
 
-    def join(self, room_name: str, conn: ClientConnection) -> tuple[Room, bool]:
+    def join(self, room_name: str, conn: Peer) -> tuple[Room, bool]:
         """Add ``conn`` to the room (created if needed); True when it was not a member yet."""
         room_name = check_name(
             room_name, what="room name", limit=defaults.MAX_ROOM_CHARS, code=ErrorCode.INVALID_ROOM
@@ -187,14 +238,14 @@ class RoomRegistry:
         found = list(self._names.islice(start, start + limit + 1))
         return [self.by_name[n] for n in found[:limit]], len(found) > limit
 
-    def member_room(self, room_name: str, conn: ClientConnection) -> Room:
+    def member_room(self, room_name: str, conn: Peer) -> Room:
         """The room, if ``conn`` is in it; NOT_IN_ROOM otherwise."""
         room = self._index.find(room_name)
         if room is None or conn.client_id not in room.members:
             raise RequestFailed(ErrorCode.NOT_IN_ROOM, f"you are not in room {room_name!r}")
         return room
 
-    def leave(self, room: Room, conn: ClientConnection) -> None:
+    def leave(self, room: Room, conn: Peer) -> None:
         room.members.pop(conn.client_id, None)
         conn.rooms.discard(room.name)
         if not room.members:
@@ -203,6 +254,36 @@ class RoomRegistry:
             self._names.remove(room.name)
             self.history_bytes -= room.history_bytes
             self._activity.pop(room, None)
+
+    # --- delivery: every frame a room's members get goes out through these ------------------
+
+    @staticmethod
+    def deliver_room(
+        room: Room, frame: bytes, *, skip: Peer | None = None, skip_paused: bool = False
+    ) -> int:
+        """Queue ``frame`` (encoded once) for every member of ``room`` but ``skip``; with
+        ``skip_paused``, not for members that are not reading either (over their high-water
+        mark: one slow member neither blocks the room nor grows the server's memory).  The
+        number of members it was queued for."""
+        reached = 0
+        for member in room.members.values():
+            if member is not skip and not (skip_paused and member.write_paused):
+                member.send_raw(frame)
+                reached += 1
+        return reached
+
+    def deliver_to_rooms_of(self, conn: Peer, frame: bytes) -> None:
+        """Queue ``frame`` once for everyone who shares a room with ``conn`` (however many
+        rooms they share), not for ``conn`` itself."""
+        told = {conn.client_id}
+        for room_name in conn.rooms:
+            room = self.by_name.get(room_name)
+            if room is None:
+                continue
+            for member_id, member in room.members.items():
+                if member_id not in told:
+                    told.add(member_id)
+                    member.send_raw(frame)
 
     def record(self, room: Room, message: Message) -> None:
         """Keep ``message`` in ``room``'s history, within both bounds."""

@@ -12,13 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from .admission import source_of
+from .logs import RepeatedEvents
 
-if TYPE_CHECKING:
-    from .app import SwitchboardServer
-    from .connection import ClientConnection
+
+class HandshakeServer(Protocol):
+    """What a handshake uses of the server (server.app.SwitchboardServer implements it)."""
+
+    source_log: RepeatedEvents
+
+    def start_tls(self, handshake: TlsHandshake) -> None: ...
+
 
 #: Bytes a peer may send before the handshake takes over: a ClientHello is a few hundred
 #: bytes (at most one 16 KiB TLS record in practice).
@@ -28,7 +34,7 @@ MAX_EARLY_BYTES = 64 * 1024
 class TlsHandshake(asyncio.Protocol):
     """A connection to a TLS server until its handshake is done."""
 
-    def __init__(self, server: SwitchboardServer, conn: ClientConnection) -> None:
+    def __init__(self, server: HandshakeServer, conn: asyncio.BaseProtocol) -> None:
         self.server = server
         self.conn = conn
         self.transport: asyncio.Transport | None = None

@@ -1,4 +1,5 @@
-"""How the lab services run: uvloop when importable, SIGINT/SIGTERM to stop, stdin lines."""
+"""How the lab services run: on the one event-loop runner (``switchboard.eventloop.run``,
+re-exported here), SIGINT/SIGTERM to stop, stdin lines."""
 
 from __future__ import annotations
 
@@ -7,21 +8,11 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
 
-T = TypeVar("T")
+from switchboard.eventloop import run
 
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` to completion on uvloop if it is installed, else on asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        result: T = runner.run(main)
-        return result
+__all__ = ["FdLineReader", "read_lines_in_thread", "run", "stop_on_signals"]
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
