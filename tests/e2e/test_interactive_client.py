@@ -111,7 +111,7 @@ def test_menu_in_both_states(spawn: Spawn, server: ServerThread) -> None:
     child.expect_exact(f"Disconnected from 127.0.0.1:{server.port}.")
     expect_menu(child, connected=False)
     child.expect_exact(PROMPT_OFFLINE)
-    server.wait_for(lambda s: my_id not in s.clients.by_id)
+    server.wait_for(lambda s: my_id not in s.directory.client_by_id)
     finish(child)
 
 
@@ -410,7 +410,7 @@ def test_piped_eof_disconnects(server: ServerThread) -> None:
     # the receipt of a message just sent is awaited before disconnecting at the end of input
     assert "message 1 to #1: delivered" in lines
     assert lines[-2:] == [f"Disconnected from 127.0.0.1:{server.port}.", "Bye."]
-    server.wait_for(lambda s: not s.clients.by_id)
+    server.wait_for(lambda s: not s.directory.client_by_id)
 
 
 def test_piped_connect_refused_and_bad_input() -> None:

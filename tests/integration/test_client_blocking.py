@@ -160,14 +160,14 @@ def test_close_stops_and_joins_the_receiver_thread(server: ServerThread) -> None
     with pytest.raises(ConnectionLost):
         client.next_indication(timeout=1)
     client.close()  # twice is fine
-    server.wait_for(lambda s: client_id not in s.clients.by_id)
+    server.wait_for(lambda s: client_id not in s.directory.client_by_id)
 
 
 def test_context_manager_closes(server: ServerThread) -> None:
     with Client(HOST, server.port, timeout=5) as client:
         client_id = client.client_id
     assert receiver_threads(server.port) == []
-    server.wait_for(lambda s: client_id not in s.clients.by_id)
+    server.wait_for(lambda s: client_id not in s.directory.client_by_id)
 
 
 def test_server_going_away_ends_iteration(server: ServerThread) -> None:

@@ -169,7 +169,7 @@ def test_one_address_and_one_prefix_hold_a_bounded_number_of_connections(
         peers[0].send(TimeRequest(request_id=7))
         assert peers[0].expect(TimeOk).request_id == 7
         peers.pop(0).close()
-        st.wait_for(lambda s: len(s.clients) == 4)
+        st.wait_for(lambda s: s.directory.client_count() == 4)
         peers.append(RawPeer(st.port))
         assert isinstance(peers[-1].welcome, Welcome)
     finally:
@@ -204,7 +204,7 @@ def test_strangers_without_a_token_cannot_keep_a_token_holder_out(
             # More strangers only push one another out: never more than the limit waiting.
             strangers += [RawPeer(st.port) for _ in range(limit)]
             st.wait_for(lambda s: len(s._unauthenticated) == limit)
-            st.wait_for(lambda s: len(s.clients) == limit + 1)
+            st.wait_for(lambda s: s.directory.client_count() == limit + 1)
             assert holder.time() is not None
     finally:
         for peer in strangers:
@@ -225,7 +225,7 @@ def test_a_flood_of_errors_from_one_client_is_summarised_and_counted(
         answers = [peer.next() for _ in range(flood)]
         limited = sum(isinstance(a, ErrorResponse) for a in answers)
         assert limited >= flood - 10
-    st.wait_for(lambda s: len(s.clients) == 0)
+    st.wait_for(lambda s: s.directory.client_count() == 0)
     logged = [r for r in _records(caplog, "error") if "RATE_LIMITED" in r.getMessage()]
     counts = [
         r.__dict__["count"]
@@ -246,7 +246,7 @@ def test_forwards_at_info_are_summarised_in_bursts(
     with RawPeer(server.port) as a, RawPeer(server.port) as b:
         a.send(*[SendRequest(b.client_id, f"m{i}", request_id=i + 1) for i in range(500)])
         assert [a.expect(SendOk).request_id for _ in range(500)] == list(range(1, 501))
-    server.wait_for(lambda s: len(s.clients) == 0)
+    server.wait_for(lambda s: s.directory.client_count() == 0)
     forwards = _records(caplog, "forward")
     counted = sum(
         r.__dict__["count"] for r in _records(caplog, "suppressed") if r.__dict__["of"] == "forward"

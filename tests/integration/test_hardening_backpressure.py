@@ -60,7 +60,7 @@ def conn_state(st: ServerThread, client_id: int) -> tuple[bool, bool, int] | Non
     the client is gone."""
 
     def read() -> tuple[bool, bool, int] | None:
-        conn = st.server.clients.by_id.get(client_id)
+        conn = st.server.directory.client_by_id.get(client_id)
         if conn is None:
             return None
         return conn.write_paused, conn.state >= ConnectionState.CLOSING, conn.decoder.buffered
@@ -149,7 +149,7 @@ def test_pipelined_requests_stop_at_the_high_water_mark_and_resume(
 
 
 def _paused_or_gone(server: Any, client_id: int) -> bool:
-    conn = server.clients.by_id.get(client_id)
+    conn = server.directory.client_by_id.get(client_id)
     return conn is None or bool(conn.write_paused)
 
 
@@ -245,15 +245,18 @@ def test_a_client_that_reads_as_fast_as_it_asks_is_served_in_turns(server_factor
         hostile.send(*[JoinRequest(ROOM, request_id=i) for i in range(1, joins + 1)])
 
         def joined(server: Any) -> bool:
-            room = server.rooms.by_name.get(ROOM)
+            room = server.directory.room_registry.by_name.get(ROOM)
             return room is not None and hostile.client_id in room.members
 
         st.wait_for(joined, timeout=WAIT_S)
         assert other.time().epoch_ms > 0
-        held = st.call(lambda: st.server.clients.by_id[hostile.client_id].decoder.buffered)
+        held = st.call(lambda: st.server.directory.client_by_id[hostile.client_id].decoder.buffered)
         assert held > 0, "the bystander was answered only after every JOIN"
         # Every JOIN is answered in the end (51 frames each).
-        st.wait_for(lambda s: s.clients.by_id[hostile.client_id].decoder.buffered == 0, timeout=60)
+        st.wait_for(
+            lambda s: s.directory.client_by_id[hostile.client_id].decoder.buffered == 0,
+            timeout=60,
+        )
         hostile.sock.shutdown(socket.SHUT_WR)
     reader.join(WAIT_S)
     assert received[0] > joins * HISTORY * 1000

@@ -166,7 +166,7 @@ def test_several_senders_and_one_reader_that_never_reads(server_factory: Any) ->
         keep_alive = threading.Thread(target=pong_until, args=(sampling, senders))
         keep_alive.start()
         # It is silent (the server stopped reading it): dropped after three heartbeats ...
-        st.wait_for(lambda s: slow.client_id not in s.clients.by_id, timeout=10)
+        st.wait_for(lambda s: slow.client_id not in s.directory.client_by_id, timeout=10)
         # ... and every message forwarded to it is settled NOT_DELIVERED, exactly once.
         for peer in senders:
             settled: dict[int, int] = {}

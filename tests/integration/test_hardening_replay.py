@@ -42,8 +42,8 @@ def test_a_replay_larger_than_the_hard_limit_is_cut_to_the_newest_messages_that_
             joiner.send(JoinRequest(ROOM, request_id=1))
             st.wait_for(
                 lambda s: (
-                    joiner.client_id not in s.clients.by_id
-                    or ROOM in s.clients.by_id[joiner.client_id].rooms
+                    joiner.client_id not in s.directory.client_by_id
+                    or ROOM in s.directory.client_by_id[joiner.client_id].rooms
                 ),
                 timeout=10,
             )

@@ -42,7 +42,7 @@ def test_rooms_per_connection_are_limited_by_default(server: ServerThread) -> No
         hog.leave("r1")
         assert hog.join("one-more").room == "one-more"  # a freed place is usable
         assert other.join("r2").members == 2  # the limit is per connection
-        assert server.call(lambda: "one-more" in server.server.rooms.by_name)
+        assert server.call(lambda: "one-more" in server.server.directory.room_registry.by_name)
 
 
 def test_rooms_on_the_server_are_limited(server_factory: Factory) -> None:
@@ -74,7 +74,7 @@ def test_history_is_bounded_server_wide_and_given_back(server_factory: Factory) 
         for room in rooms:  # room0 first: by the end it is the least recently active
             for n in range(10):
                 talker.broadcast(room, f"{room} {n} " + "x" * 1000)
-                kept = server.call(lambda: server.server.rooms.history_bytes)
+                kept = server.call(lambda: server.server.directory.room_registry.history_bytes)
                 assert kept <= budget
         assert kept > budget - 2 * (1100 + HISTORY_ENTRY_OVERHEAD)  # used, not emptied
         with Client(HOST, server.port) as reader:
@@ -83,7 +83,11 @@ def test_history_is_bounded_server_wide_and_given_back(server_factory: Factory) 
         assert replayed["room0"] == 0  # the quietest lost its history first
         counts = [replayed[room] for room in rooms]
         assert counts == sorted(counts), counts  # evicted in order of last activity
-    server.wait_for(lambda s: not s.rooms.by_name and s.rooms.history_bytes == 0)
+    server.wait_for(
+        lambda s: (
+            not s.directory.room_registry.by_name and s.directory.room_registry.history_bytes == 0
+        )
+    )
 
 
 def test_history_replayed_is_the_newest(server_factory: Factory) -> None:
@@ -127,7 +131,7 @@ def test_disconnect_from_the_most_rooms_settles_them_all(server: ServerThread) -
                 left.add(frame.room)
         assert left == set(shared)
         assert bystander.ping() < 5.0
-        server.wait_for(lambda s: sorted(s.rooms.by_name) == sorted(shared))
+        server.wait_for(lambda s: sorted(s.directory.room_registry.by_name) == sorted(shared))
 
 
 def test_a_refused_join_is_answered_in_a_pipeline(server_factory: Factory) -> None:

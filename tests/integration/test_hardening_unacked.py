@@ -81,7 +81,7 @@ def test_sends_past_the_unacked_limit_get_recipient_busy_on_every_path(
         assert (receipt.message_id, receipt.status) == (ids[0], ReceiptStatus.DELIVERED)
         sender.send(SendNickRequest(nick="silent", text="by name", request_id=104))
         assert answers(sender, 1) == ["OK"]
-        assert st.call(lambda: len(st.server.clients.by_id[silent.client_id].awaiting_ack)) == LIMIT
+        assert st.call(lambda: len(st.server.client_by_id[silent.client_id].awaiting_ack)) == LIMIT
 
 
 def test_the_default_limit_holds_for_a_reader_that_never_acknowledges(
@@ -95,4 +95,4 @@ def test_the_default_limit_holds_for_a_reader_that_never_acknowledges(
         seen = answers(sender, limit + 3)
         unacked_messages(silent, limit)
         assert seen == ["OK"] * limit + [ErrorCode.RECIPIENT_BUSY.name] * 3
-        assert st.call(lambda: len(st.server.clients.by_id[silent.client_id].awaiting_ack)) == limit
+        assert st.call(lambda: len(st.server.client_by_id[silent.client_id].awaiting_ack)) == limit

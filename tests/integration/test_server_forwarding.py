@@ -278,7 +278,7 @@ def test_a_batch_of_sends_is_answered_in_order_and_delivered(forwarding: Forward
         assert_nothing_pending(b)
         assert_nothing_pending(a)
         # Neither was disconnected by anything in the batch.
-        assert st.call(lambda: sorted(st.server.clients.by_id)) == [a.client_id, b.client_id]
+        assert st.call(lambda: sorted(st.server.client_by_id)) == [a.client_id, b.client_id]
     forwarding.assert_forwards(delivered=5)
 
 
@@ -330,7 +330,7 @@ def test_acks_produce_exactly_one_delivered_receipt_each(forwarding: Forwarding)
             (to_a, a.client_id, ReceiptStatus.DELIVERED),
         ]
         assert_nothing_pending(a, 903)
-        assert st.call(lambda: [len(c.awaiting_ack) for c in st.server.clients.by_id.values()]) == [
+        assert st.call(lambda: [len(c.awaiting_ack) for c in st.server.client_by_id.values()]) == [
             0,
             0,
         ]
@@ -413,14 +413,14 @@ def test_an_ack_after_the_sender_left_produces_nothing(forwarding: Forwarding) -
         assert len(ids) == 3
         assert [m.message_id for m in take(b, 3) if isinstance(m, Message)] == ids
         a.close()
-        st.wait_for(lambda s: a.client_id not in s.clients.by_id)
+        st.wait_for(lambda s: a.client_id not in s.directory.client_by_id)
         # A third client is connected before B acknowledges A's messages: the ACKs must
         # reach neither it nor anyone else (ids are never reused, receipts go to senders).
         with RawPeer(st.port) as c:
             b.send(*[Ack(mid) for mid in ids], Ack(ids[0]))
             assert_nothing_pending(b, 901)
             assert_nothing_pending(c, 902)
-            assert st.call(lambda: len(st.server.clients.by_id[b.client_id].awaiting_ack)) == 0
+            assert st.call(lambda: len(st.server.client_by_id[b.client_id].awaiting_ack)) == 0
             # The server goes on forwarding, both ways, with receipts.
             c.send(SendRequest(b.client_id, "from c", request_id=1))
             ok = take(c, 1)[0]
@@ -456,7 +456,7 @@ def test_sends_to_a_recipient_that_does_not_read_are_busy(forwarding: Forwarding
     with RawPeer(st.port) as a, RawPeer(st.port) as b, RawPeer(st.port, rcvbuf=4096) as slow:
 
         def paused() -> bool:
-            return st.call(lambda: st.server.clients.by_id[slow.client_id].write_paused)
+            return st.call(lambda: st.server.directory.client_by_id[slow.client_id].write_paused)
 
         shrink_send_buffer(st, slow.client_id)
         # Fill the slow reader's outbound buffer, batch by batch, until the server has
@@ -501,7 +501,7 @@ def test_sends_to_a_recipient_that_does_not_read_are_busy(forwarding: Forwarding
         for message_id in forwarded:
             msg = slow.expect(Message, timeout=10)
             assert (msg.message_id, msg.text) == (message_id, BIG)
-        st.wait_for(lambda s: not s.clients.by_id[slow.client_id].write_paused, timeout=10)
+        st.wait_for(lambda s: not s.directory.client_by_id[slow.client_id].write_paused, timeout=10)
         a.send(SendRequest(slow.client_id, "welcome back", request_id=2001))
         ok = take(a, 1)[0]
         assert isinstance(ok, SendOk) and ok.request_id == 2001
@@ -564,7 +564,7 @@ def test_a_recipient_that_is_closing_is_no_such_client(forwarding: Forwarding) -
         )
 
         def closing_not_gone() -> bool:
-            conn = st.server.clients.by_id.get(b.client_id)
+            conn = st.server.directory.client_by_id.get(b.client_id)
             return (
                 conn is not None and conn.state is ConnectionState.CLOSING and not conn.write_paused
             )
@@ -588,7 +588,7 @@ def test_a_recipient_that_is_closing_is_no_such_client(forwarding: Forwarding) -
             "SendOk",
         ] * count + ["ErrorResponse"]
         assert error_code(seen[-1]) == ErrorCode.BAD_FRAME
-        st.wait_for(lambda s: b.client_id not in s.clients.by_id)
+        st.wait_for(lambda s: b.client_id not in s.directory.client_by_id)
         assert_nothing_pending(a)
     forwarding.assert_forwards(delivered=count + 1)
 
@@ -615,7 +615,7 @@ def test_one_big_write_of_sends_gets_recipient_busy_per_message(forwarding: Forw
         assert {error_code(e) for e in busy} == {ErrorCode.RECIPIENT_BUSY}
         # Not dropped: it stayed within the limits, paused at the high-water mark.
         assert slow.client_id in st.client_ids(), "the recipient was dropped for the burst"
-        assert st.call(lambda: st.server.clients.by_id[slow.client_id].write_paused)
+        assert st.call(lambda: st.server.directory.client_by_id[slow.client_id].write_paused)
         queued = queued_bytes(st, slow.client_id)
         assert queued <= hard_limit, queued
         # It reads: every forwarded message, in order; then it is served as usual.

@@ -52,7 +52,7 @@ def test_a_silent_client_is_pinged_then_removed_after_three_intervals(
         assert silent.expect_closed(timeout=5) == []
         closed_after = time.monotonic() - connected
         assert 3 * BEAT * 0.9 <= closed_after < 3 * BEAT + 1.5
-        st.wait_for(lambda s: silent.client_id not in s.clients.by_id)
+        st.wait_for(lambda s: silent.client_id not in s.directory.client_by_id)
         assert [c.client_id for c in watcher.list_clients()] == [watcher.client_id]
     lines = [r.getMessage() for r in caplog.records if getattr(r, "event", "") == "disconnect"]
     assert any(f"#{silent.client_id} " in m and "heartbeat timeout" in m for m in lines), lines
@@ -123,7 +123,7 @@ def test_accepted_sockets_have_tcp_keepalive(server: ServerThread) -> None:
     with Client(HOST, server.port, timeout=5) as client:
 
         def keepalive() -> int:
-            conn = server.server.clients.by_id[client.client_id]
+            conn = server.server.directory.client_by_id[client.client_id]
             assert conn.transport is not None
             sock = conn.transport.get_extra_info("socket")
             return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))

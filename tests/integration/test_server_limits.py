@@ -54,7 +54,7 @@ def test_the_client_limit_refuses_then_readmits(
             assert client.next_indication(timeout=0) is None
         # A slot frees: the next client is admitted, with a fresh id.
         admitted.pop(0).close()
-        st.wait_for(lambda s: len(s.clients) == 2)
+        st.wait_for(lambda s: s.directory.client_count() == 2)
         newcomer = Client(HOST, st.port, timeout=5)
         admitted.append(newcomer)
         assert newcomer.client_id > max(c.client_id for c in admitted[:-1])
@@ -162,7 +162,7 @@ def test_a_slow_reader_over_the_hard_limit_is_disconnected(
         assert slow.client_id in st.client_ids()
         # ... and the 2,000 receipts (about 54 KB) take it over the hard limit.
         helper.send(*[Ack(mid) for mid in held])
-        st.wait_for(lambda s: slow.client_id not in s.clients.by_id, timeout=10)
+        st.wait_for(lambda s: slow.client_id not in s.directory.client_by_id, timeout=10)
         # Everything sent to it that it never acknowledged is settled as not delivered.
         receipts = collect_receipts(sender, forwarded)
         assert set(receipts.values()) == {ReceiptStatus.NOT_DELIVERED}
@@ -181,7 +181,7 @@ def test_a_reader_that_never_reads_is_eventually_dropped(server_factory: Any) ->
     )
     with Client(HOST, st.port, timeout=10) as sender, RawPeer(st.port, rcvbuf=4096) as slow:
         forwarded = flood_until_busy(sender, slow.client_id)
-        st.wait_for(lambda s: slow.client_id not in s.clients.by_id, timeout=10)
+        st.wait_for(lambda s: slow.client_id not in s.directory.client_by_id, timeout=10)
         receipts = collect_receipts(sender, forwarded)
         assert set(receipts.values()) == {ReceiptStatus.NOT_DELIVERED}
         with pytest.raises(Exception) as info:

@@ -114,7 +114,7 @@ def test_closing_errors_answer_then_close(
         assert peer.expect(TimeOk).request_id == 1
         peer.expect_error(code, request_id)
         assert peer.expect_closed() == []
-    server.wait_for(lambda s: len(s.clients) == 1)
+    server.wait_for(lambda s: s.directory.client_count() == 1)
 
 
 def test_frame_too_large_follows_the_configured_limit(server_factory: Any) -> None:
@@ -207,7 +207,7 @@ def test_frames_that_are_not_requests_are_ignored(server: ServerThread, bystande
             header(MessageClass.INDICATION, MessageType.PING, 0, 0),  # the server's to send
         )
         assert_still_serving(peer)
-    server.wait_for(lambda s: len(s.clients) == 1)
+    server.wait_for(lambda s: s.directory.client_count() == 1)
 
 
 def test_hello_with_version_zero_is_refused_and_closed(server: ServerThread) -> None:
@@ -242,7 +242,7 @@ def test_random_garbage_never_disturbs_the_server(server: ServerThread, bystande
             # from a peer that has finished sending.
             for event in peer.expect_closed():
                 assert isinstance(event, Frame), event
-    server.wait_for(lambda s: len(s.clients) == 1)
+    server.wait_for(lambda s: s.directory.client_count() == 1)
     assert_still_works(server)
 
 

@@ -71,7 +71,7 @@ def test_ids_increase_and_are_never_reused(server: ServerThread) -> None:
     for _ in range(3):
         with Client(HOST, server.port, timeout=5) as client:
             ids.append(client.client_id)
-        server.wait_for(lambda s: len(s.clients) == 0)
+        server.wait_for(lambda s: s.directory.client_count() == 0)
     with Client(HOST, server.port) as a, Client(HOST, server.port) as b:
         ids += [a.client_id, b.client_id]
     assert ids == sorted(ids) and len(set(ids)) == 5 and ids[0] >= 1
@@ -121,7 +121,7 @@ def test_list_forgets_departed_clients(server: ServerThread) -> None:
         with Client(HOST, server.port, timeout=5) as leaves:
             gone = leaves.client_id
             assert len(stays.list_clients()) == 2
-        server.wait_for(lambda s: gone not in s.clients.by_id)
+        server.wait_for(lambda s: gone not in s.directory.client_by_id)
         assert [c.client_id for c in stays.list_clients()] == [stays.client_id]
 
 
@@ -184,7 +184,7 @@ def test_send_to_a_client_that_has_left(server: ServerThread) -> None:
     with Client(HOST, server.port, timeout=5) as client:
         with Client(HOST, server.port, timeout=5) as gone:
             gone_id = gone.client_id
-        server.wait_for(lambda s: gone_id not in s.clients.by_id)
+        server.wait_for(lambda s: gone_id not in s.directory.client_by_id)
         with pytest.raises(NoSuchClient):
             client.send(gone_id, "too late")
 
@@ -277,7 +277,7 @@ def test_no_receipt_when_the_sender_is_gone(server: ServerThread) -> None:
             sender.send(SendRequest(target.client_id, "bye", request_id=1))
             assert sender.expect(SendOk).request_id == 1
         msg = target.expect(Message)
-        server.wait_for(lambda s: len(s.clients) == 1)
+        server.wait_for(lambda s: s.directory.client_count() == 1)
         target.send(Ack(msg.message_id), ListRequest(request_id=2))  # must not crash anything
         ok = target.expect(ListOk)
         assert [c.client_id for c in ok.clients] == [target.client_id]

@@ -125,7 +125,7 @@ def test_a_plain_client_against_a_tls_server_fails_clearly(
 def test_a_tls_client_against_a_plain_server_fails_clearly(server: ServerThread) -> None:
     with pytest.raises(ConnectionFailed, match="TLS handshake failed"):
         Client(HOST, server.port, timeout=5, ssl_context=client_ssl_context(insecure=True))
-    server.wait_for(lambda s: len(s.clients) == 0)
+    server.wait_for(lambda s: s.directory.client_count() == 0)
     with Client(HOST, server.port, timeout=5) as c:
         assert c.name() == "test-server"
 
@@ -158,7 +158,7 @@ def test_a_request_before_hello_gets_auth_required_and_close(auth_server: Server
         peer.send(TimeRequest(request_id=5), NameRequest(request_id=6))
         peer.expect_error(ErrorCode.AUTH_REQUIRED, 5)
         assert peer.expect_closed() == []
-    auth_server.wait_for(lambda s: len(s.clients) == 0)
+    auth_server.wait_for(lambda s: s.directory.client_count() == 0)
 
 
 def test_a_wrong_token_gets_auth_failed_and_close(auth_server: ServerThread) -> None:

@@ -79,7 +79,7 @@ class ServerThread:
         return future.result(STARTUP_TIMEOUT)
 
     def client_ids(self) -> list[int]:
-        return self.call(lambda: list(self.server.clients.by_id))
+        return self.call(lambda: list(self.server.directory.client_by_id))
 
     def wait_for(
         self, predicate: Callable[[SwitchboardServer], bool], timeout: float = 5.0
@@ -104,7 +104,7 @@ class ServerThread:
 
 
 def connected_count(st: ServerThread) -> int:
-    return st.call(lambda: len(st.server.clients))
+    return st.call(lambda: st.server.directory.client_count())
 
 
 def queued_bytes(st: ServerThread, client_id: int) -> int:
@@ -112,7 +112,7 @@ def queued_bytes(st: ServerThread, client_id: int) -> int:
     still queued on the connection (``conn.out``); 0 once the client is gone."""
 
     def size() -> int:
-        conn = st.server.clients.by_id.get(client_id)
+        conn = st.server.directory.client_by_id.get(client_id)
         if conn is None or conn.transport is None:
             return 0
         return int(conn.transport.get_write_buffer_size()) + sum(map(len, conn.out))
@@ -129,7 +129,7 @@ def shrink_send_buffer(st: ServerThread, client_id: int) -> None:
     """
 
     def shrink() -> None:
-        transport = st.server.clients.by_id[client_id].transport
+        transport = st.server.directory.client_by_id[client_id].transport
         assert transport is not None
         sock = transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

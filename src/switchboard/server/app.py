@@ -50,9 +50,10 @@ from . import logs
 from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
+from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
 from .handlers import HANDLERS, tables
-from .registry import ClientRegistry, Peer, Room, RoomRegistry
+from .registry import Peer, Room
 from .tls import TlsHandshake
 
 log = logs.log
@@ -85,21 +86,24 @@ class SwitchboardServer:
         #: The rate limit (requests/s per connection, 0 = off) and burst, read per batch.
         self.rate = config.rate
         self.burst = float(config.burst)
-        self.clients = ClientRegistry()
-        #: Hot-path aliases (the same objects), read once per SEND instead of a chain.
-        self.client_by_id: dict[int, Peer] = self.clients.by_id
+        #: Who is connected, in which rooms, and how frames reach them (server/directory.py):
+        #: this process's dicts.  Handlers and this class reach clients and rooms only
+        #: through it.
+        self.directory: Directory = LocalDirectory(
+            config.history,
+            max_rooms=config.max_rooms,
+            max_rooms_per_client=config.max_rooms_per_client,
+            history_bytes=config.history_bytes,
+        )
+        #: The directory's local fast map (the same dict), read once per batch by the split
+        #: loop for its inline SENDs instead of a chain.
+        self.client_by_id: dict[int, Peer] = self.directory.client_by_id
         self.max_text = config.max_text
         self.max_unacked = config.max_unacked
         #: Bytes queued for a client before they are written to its transport mid-batch:
         #: a quarter of the high-water mark, so that the mark is seen within the batch that
         #: passes it (a batch may bring megabytes) and a queue stays within it plus this.
         self.flush_at = max(1, config.write_high_water // 4)
-        self.rooms = RoomRegistry(
-            config.history,
-            max_rooms=config.max_rooms,
-            max_rooms_per_client=config.max_rooms_per_client,
-            history_bytes=config.history_bytes,
-        )
         self.events = logs.EventLog()
         #: Repeated events per source prefix (refusals, failed HELLOs, TLS handshakes); the
         #: per-client ones live on each connection (``client_event``).
@@ -308,7 +312,7 @@ class SwitchboardServer:
         if refusal is not None:
             conn.fail(ErrorCode.SERVER_FULL, f"{refusal}; try again later")
             if refusal.startswith("the server is full"):
-                refusal = f"server full ({plural(len(self.clients), 'client')})"
+                refusal = f"server full ({plural(self.directory.client_count(), 'client')})"
             self.source_log.event(
                 "refused",
                 logging.WARNING,
@@ -322,7 +326,7 @@ class SwitchboardServer:
                 code="SERVER_FULL",
             )
             return
-        conn.client_id = self.clients.add(conn)
+        conn.client_id = self.directory.register(conn)
         self.connection_counts.add(conn.ip)
         if not conn.authenticated:
             self._make_room_for(conn)
@@ -346,7 +350,7 @@ class SwitchboardServer:
             "connect #%d %s (%d connected)",
             conn.client_id,
             host_port(conn.ip, conn.port),
-            len(self.clients),
+            self.directory.client_count(),
             client_id=conn.client_id,
             ip=conn.ip,
             port=conn.port,
@@ -355,7 +359,7 @@ class SwitchboardServer:
     def _refusal(self, conn: Peer) -> str | None:
         """Why ``conn`` may not be admitted now (a limit it would pass), or None."""
         cfg = self.config
-        if len(self.clients) >= cfg.max_clients:
+        if self.directory.client_count() >= cfg.max_clients:
             return f"the server is full ({plural(cfg.max_clients, 'client')})"
         refusal = self.connection_counts.refusal(conn.ip)
         if refusal is not None:
@@ -402,18 +406,18 @@ class SwitchboardServer:
             conn.log_runs.flush()  # the final counts of what was summarised
             conn.log_runs = None
             self._summarising.discard(conn)
-        if conn.client_id and self.clients.by_id.get(conn.client_id) is conn:
-            self.clients.remove(conn)
+        if self.directory.release(conn):
             self.connection_counts.remove(conn.ip)
             self._unauthenticated.pop(conn, None)
             for room_name in list(conn.rooms):
-                room = self.rooms.by_name.get(room_name)
+                room = self.directory.room(room_name)
                 if room is not None:
                     self.leave_room(room, conn, conn.left_reason)
             # What it never acknowledged is settled: each sender hears NOT_DELIVERED.
             for message_id, sender in conn.awaiting_ack.items():
-                sender.send_raw(
-                    encode_receipt(message_id, conn.client_id, ReceiptStatus.NOT_DELIVERED)
+                self.directory.deliver(
+                    sender.client_id,
+                    encode_receipt(message_id, conn.client_id, ReceiptStatus.NOT_DELIVERED),
                 )
             conn.awaiting_ack.clear()
             self.events.event(
@@ -423,7 +427,7 @@ class SwitchboardServer:
                 conn.client_id,
                 host_port(conn.ip, conn.port),
                 conn.close_reason,
-                len(self.clients),
+                self.directory.client_count(),
                 client_id=conn.client_id,
                 ip=conn.ip,
                 port=conn.port,
@@ -433,9 +437,9 @@ class SwitchboardServer:
             self._all_closed.set()
 
     def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None:
-        self.rooms.leave(room, conn)
+        self.directory.leave(room, conn)
         notice = encode(Left(room.name, conn.client_id, conn.nick, reason))  # once per room
-        self.rooms.deliver_room(room, notice)
+        self.directory.deliver_room(room, notice)
         self.client_event(
             conn,
             "leave",
@@ -663,7 +667,7 @@ class SwitchboardServer:
         dead_after = interval * 3
         ping = encode(Ping())
         cfg = self.config
-        for conn in list(self.clients):
+        for conn in list(self.directory.clients()):
             silent = now - conn.last_seen
             if conn.partial_since and now - conn.partial_since >= cfg.frame_timeout:
                 conn.fail(

@@ -94,6 +94,10 @@ class ConnectionServer(Server, Protocol):
     flush_at: int
     #: Connections with frames queued outside their own batch (written by flush_pending).
     dirty: list[Peer]
+    #: ``server.directory.client_by_id``: the local directory's fast map, in which the split
+    #: loop looks up an inline SEND's target (one dict lookup; every other way to a client
+    #: goes through the directory).
+    client_by_id: dict[int, Peer]
 
     def admit(self, conn: ClientConnection) -> None: ...
     def release(self, conn: ClientConnection) -> None: ...

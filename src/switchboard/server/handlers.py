@@ -17,8 +17,9 @@ Where each request is answered (and nowhere else):
   request but HELLO.  Rate limits and shutdown are refused in the split loop, before any
   table (``SwitchboardServer.refuse``).
 
-A handler decides; the connection moves the bytes; the registry remembers.  This module
-knows the server and the connection only through ``Server`` and ``registry.Peer``.
+A handler decides; the connection moves the bytes; the directory remembers.  This module
+knows the server and the connection only through ``Server`` and ``registry.Peer``, and
+clients and rooms only through ``directory.Directory`` (``Server.directory``).
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ from switchboard.protocol.fastpath import (
 )
 
 from .config import ServerConfig
+from .directory import Directory
 from .errors import RequestFailed
 from .logs import EventLog
-from .registry import ClientRegistry, Peer, Room, RoomRegistry
+from .registry import Peer, Room
 from .states import ConnectionState
 
 
@@ -97,9 +99,9 @@ class Server(Protocol):
     tokens: frozenset[bytes]
     max_text: int
     max_unacked: int
-    clients: ClientRegistry
-    client_by_id: dict[int, Peer]
-    rooms: RoomRegistry
+    #: Who is connected and in which rooms, and how frames reach them: handlers reach
+    #: clients and rooms only through it.
+    directory: Directory
     #: The last message id given out (ids count up from 1 and are never reused).
     message_ids: int
     events: EventLog
@@ -155,11 +157,11 @@ def _set_nick(server: Server, conn: Peer, new_nick: str) -> None:
     """Take the nickname and tell everyone who shares a room with ``conn``: NICK_CHANGED,
     once per member however many rooms they share (IRC's NICK), not to ``conn`` itself."""
     old = conn.nick
-    server.clients.set_nick(conn, new_nick)
+    server.directory.rename(conn, new_nick)
     if conn.nick == old or not conn.rooms:
         return
     notice = encode(NickChanged(conn.client_id, old, conn.nick))  # once for every member
-    server.rooms.deliver_to_rooms_of(conn, notice)
+    server.directory.deliver_to_rooms_of(conn, notice)
 
 
 def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
@@ -168,7 +170,7 @@ def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
     text = req.text.encode("utf-8")
     if len(text) > server.max_text:
         raise RequestFailed(ErrorCode.TEXT_TOO_LONG, _too_long(len(text), server.max_text))
-    target = server.clients.by_nick(req.nick)
+    target = server.directory.by_nick(req.nick)
     if target is None or target.state is not ConnectionState.READY:
         raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {_shown(req.nick)}")
     message_id = forward_direct(server, conn, target, text)
@@ -186,7 +188,7 @@ def _shown(nick: str) -> str:
 
 def rooms(server: Server, conn: Peer, req: RoomsRequest) -> Reply:
     """One page of the rooms, in name order (IRC's LIST), at most MAX_ROOMS_LISTED."""
-    page, more = server.rooms.page(req.after, defaults.MAX_ROOMS_LISTED)
+    page, more = server.directory.rooms_page(req.after, defaults.MAX_ROOMS_LISTED)
     mine = conn.rooms
     records = tuple(
         RoomInfo(
@@ -196,7 +198,7 @@ def rooms(server: Server, conn: Peer, req: RoomsRequest) -> Reply:
         )
         for room in page
     )
-    return RoomsOk(len(server.rooms.by_name), int(more), records, request_id=req.request_id)
+    return RoomsOk(server.directory.room_count(), int(more), records, request_id=req.request_id)
 
 
 #: The most a history MESSAGE can take on the wire besides its text: the header and the fixed
@@ -208,10 +210,10 @@ MESSAGE_SIZE_MAX = 512
 
 
 def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
-    room, added = server.rooms.join(req.room, conn)
+    room, added = server.directory.join(req.room, conn)
     if added:
         notice = encode(Joined(room.name, conn.client_id, conn.nick))  # once for every member
-        server.rooms.deliver_room(room, notice, skip=conn)
+        server.directory.deliver_room(room, notice, skip=conn)
         server.client_event(
             conn,
             "join",
@@ -237,21 +239,21 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
 
 
 def leave(server: Server, conn: Peer, req: LeaveRequest) -> Reply:
-    room = server.rooms.member_room(req.room, conn)
+    room = server.directory.member_room(req.room, conn)
     server.leave_room(room, conn, LeftReason.LEFT)
     return LeaveOk(room.name, request_id=req.request_id)
 
 
 def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
-    room = server.rooms.member_room(req.room, conn)
+    room = server.directory.member_room(req.room, conn)
     _check_text(server, req.text)
     server.message_ids = message_id = server.message_ids + 1
     sent_ms = now_ms()
     text = req.text.encode("utf-8")
     frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
-    reached = server.rooms.deliver_room(room, frame, skip=conn, skip_paused=True)
+    reached = server.directory.deliver_room(room, frame, skip=conn, skip_paused=True)
     # History replays are marked so that clients can show them apart from live lines.
-    server.rooms.record(
+    server.directory.record(
         room,
         Message(
             message_id,
@@ -327,7 +329,7 @@ def send(
             conn, request_id, ErrorCode.TEXT_TOO_LONG, _too_long(len(text), max_text)
         )
         return
-    target = server.client_by_id.get(target_id)
+    target = server.directory.client(target_id)
     if target is None or target.state is not ConnectionState.READY:
         server.reply_error(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
@@ -362,7 +364,9 @@ def forward_direct(server: Server, conn: Peer, target: Peer, text: Buffer) -> in
             "try again later",
         )
     server.message_ids = message_id = server.message_ids + 1
-    target.send_raw(encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text))
+    server.directory.deliver(
+        target_id, encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text)
+    )
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
     if server.events.info_on:
@@ -416,10 +420,10 @@ def list_fast(
         server.reply_error(conn, request_id, problem.code, problem.message)
         return
     if room:
-        found = server.rooms.find(room.decode("utf-8"))
+        found = server.directory.room(room.decode("utf-8"))
         members = sorted(found.members.values(), key=_by_id) if found else []
     else:
-        members = list(server.clients)  # insertion order is id order
+        members = list(server.directory.clients())  # in id order
     if server.tokens:
         members = [c for c in members if c.authenticated]
     records = [client_record(c.sender_fields(), c.connected_ms) for c in members]
