@@ -6,7 +6,11 @@
 - connection: one per client: bytes in (the split loop), bytes out, back-pressure, through
   a transport (transport.Transport); owns its state (states.ConnectionState).
 - handlers: what each request is answered (its docstring says where TIME, SEND and ACK are).
-- registry: the directory: who is connected, under which nickname, in which rooms.
+- directory: who is connected, under which nickname, in which rooms, and how a frame reaches
+  a client id or a room: the one interface (directory.Directory) handlers and app use for
+  all of it; directory.LocalDirectory, this process's dicts, is its first implementation.
+- registry: the local directory's tables (ClientRegistry, RoomRegistry) and Peer, what the
+  directory knows of a connection.
 - states, transport, admission, config, logs, errors: the pieces they share.
 
 What the rest of the package (cli/) may use is exported here; the modules are internals.
