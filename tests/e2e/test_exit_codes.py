@@ -228,7 +228,7 @@ def test_ctrl_c_ends_a_session_with_130(server: ServerThread, command: list[str]
     try:
         server.wait_for(lambda s: s.directory.client_count() == 1)
         if command[0] == "chat":
-            server.wait_for(lambda s: len(s.directory.room_registry.by_name) == 1)
+            server.wait_for(lambda s: s.directory.room_count() == 1)
         proc.send_signal(signal.SIGINT)
         code, err = finish(proc)
     finally:

@@ -117,7 +117,7 @@ def test_listen_prints_nick_changes(
     assert json.loads(json_listener.line())["event"] == "welcome"
 
     def both_listening(srv: SwitchboardServer) -> bool:
-        room = srv.directory.room_registry.by_name.get("lobby")
+        room = srv.directory.room("lobby")
         return room is not None and len(room.members) == 2
 
     server.wait_for(both_listening, timeout=10)
