@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 from test_server_dispatch import REQUESTS, TOKEN, Harness
 
-from switchboard.protocol import HelloOk, HelloRequest, SendRequest
+from switchboard.protocol import (
+    HelloOk,
+    HelloRequest,
+    JoinRequest,
+    ListOk,
+    ListRequest,
+    SendRequest,
+)
 from switchboard.server import app, directory, handlers
 from switchboard.server.directory import Directory, LocalDirectory
 
@@ -91,6 +98,12 @@ def test_every_request_is_answered_through_another_directory(
         assert answers and isinstance(answers[0], answer), (req, answers)
     texts = [getattr(e, "text", None) for e in harness.read(bob_transport, bob_decoder)]
     assert texts.count("hello bob") == 1 and texts.count("hi bob") == 1, texts
+    # LIST of a room: its members, in id order, from the directory.
+    harness.ask(bob, bob_transport, bob_decoder, JoinRequest("den", request_id=20))
+    harness.ask(amy, amy_transport, amy_decoder, JoinRequest("den", request_id=21))
+    listed = harness.ask(amy, amy_transport, amy_decoder, ListRequest("den", request_id=22))
+    assert isinstance(listed[0], ListOk), listed
+    assert [c.client_id for c in listed[0].clients] == [amy.client_id, bob.client_id]
     amy.abort("test over")
     amy.connection_lost(None)  # what a transport reports after its abort
     harness.settle()
@@ -102,6 +115,7 @@ def test_every_request_is_answered_through_another_directory(
         "by_nick",
         "deliver",
         "clients",
+        "members",
         "join",
         "member_room",
         "deliver_room",

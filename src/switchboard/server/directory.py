@@ -54,6 +54,10 @@ class Directory(Protocol):
         """The room called ``room_name`` or a name that looks like it."""
         ...
 
+    def members(self, room: Room) -> list[Peer]:
+        """The members of ``room`` in id order (LIST of a room)."""
+        ...
+
     def join(self, room_name: str, conn: Peer) -> tuple[Room, bool]:
         """Add ``conn`` (created if needed); True when it was not a member yet."""
         ...
@@ -136,6 +140,9 @@ class LocalDirectory:
     def client_count(self) -> int:
         return len(self.client_by_id)
 
+    def members(self, room: Room) -> list[Peer]:
+        return sorted(room.members.values(), key=_client_id)
+
     def room(self, room_name: str) -> Room | None:
         return self.room_registry.find(room_name)
 
@@ -171,3 +178,7 @@ class LocalDirectory:
 
     def deliver_to_rooms_of(self, conn: Peer, frame: bytes) -> None:
         self.room_registry.deliver_to_rooms_of(conn, frame)
+
+
+def _client_id(conn: Peer) -> int:
+    return conn.client_id

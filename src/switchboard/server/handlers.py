@@ -421,17 +421,13 @@ def list_fast(
         return
     if room:
         found = server.directory.room(room.decode("utf-8"))
-        members = sorted(found.members.values(), key=_by_id) if found else []
+        members = server.directory.members(found) if found else []
     else:
         members = list(server.directory.clients())  # in id order
     if server.tokens:
         members = [c for c in members if c.authenticated]
     records = [client_record(c.sender_fields(), c.connected_ms) for c in members]
     conn.send_raw(encode_list_ok(request_id, room, records))
-
-
-def _by_id(conn: Peer) -> int:
-    return conn.client_id
 
 
 def ping(
