@@ -14,10 +14,10 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from support.transports import FakeTransport
 from switchboard.protocol import (
     ALL_MESSAGES,
     BroadcastOk,
@@ -58,45 +58,6 @@ from switchboard.server.handlers import auth_required, tables
 from switchboard.server.states import TRANSITIONS, ConnectionState
 
 TOKEN = "s3cret-token"
-
-
-class FakeTransport:
-    """A carrier of bytes other than TCP (server/transport.py's Transport): what the
-    connection writes is kept, and its calls recorded."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.written = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", self.port) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "written to after close"
-        self.written += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
 
 
 class Harness:

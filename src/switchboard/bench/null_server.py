@@ -5,11 +5,13 @@
 A minimal uvloop server speaking just enough of the Switchboard framing for ``switchboard
 bench`` to drive it with the same load generator: it splits frames with one
 ``struct.unpack_from`` each and answers every request with the smallest valid response, an
-OK whose payload is only the answered type (16 bytes).  It validates nothing, logs nothing,
-keeps no heartbeat and no rate limit.  So that ``send`` can run against it, it does the least
-routing the protocol needs: a SEND is answered and forwarded as a MESSAGE carrying the same
-text (sender, address and nickname left empty), and the recipient's ACK becomes the sender's
-RECEIPT; that is two dictionary lookups per message.
+OK whose payload is only the answered type (16 bytes).  It checks each header as every split
+loop does (codec.HEADER_WORDS: the same struct, words and check; on a bad one it closes the
+connection, where Switchboard would send ERROR first) and validates nothing else; it logs
+nothing, keeps no heartbeat and no rate limit.  So that ``send`` can run against it, it does
+the least routing the protocol needs: a SEND is answered and forwarded as a MESSAGE carrying
+the same text (sender, address and nickname left empty), and the recipient's ACK becomes the
+sender's RECEIPT; that is two dictionary lookups per message.
 
 Comparable with Switchboard: ``time`` (one frame in, one out) and ``send`` (five frames
 per message).  ``list`` and ``broadcast`` run but are not comparable: LIST gets an empty
@@ -30,6 +32,7 @@ from typing import Final
 from switchboard import defaults
 from switchboard.eventloop import run
 from switchboard.protocol import (
+    HEADER_SIZE,
     MAGIC,
     VERSION,
     MessageClass,
@@ -38,10 +41,14 @@ from switchboard.protocol import (
     Welcome,
     encode,
 )
+from switchboard.protocol.codec import FIRST_HEADER_WORD, HEADER_WORDS, LAST_HEADER_WORD
 from switchboard.protocol.fastpath import (
     RECEIPT_HEAD,
     SEND_OK_MIDDLE,
     SEND_OK_PREFIX,
+    WORD_ACK,
+    WORD_FIRST_NON_REQUEST,
+    WORD_SEND,
     direct_fields,
     message_packer,
     pack_receipt,
@@ -54,16 +61,14 @@ from switchboard.services.runtime import stop_on_signals
 
 from .loadgen import raise_file_limit
 
-_unpack_header = struct.Struct("!HHHII").unpack_from
+_unpack_header = HEADER_WORDS.unpack_from
 _pack_ok = struct.Struct("!HBBHIIH").pack
 _RESP: Final = int(MessageClass.RESPONSE)
 _OK: Final = int(MessageType.OK)
-#: Header bytes 2-3 (version and class) of a request, and of an indication.
-_REQUEST_KEY: Final = (VERSION << 8) | int(MessageClass.REQUEST)
-_SEND: Final = int(MessageType.SEND)
-_ACK: Final = int(MessageType.ACK)
-_ACK_KEY: Final = (VERSION << 8) | int(MessageClass.INDICATION)
 _DELIVERED: Final = ReceiptStatus.DELIVERED
+#: The frame size it announces in WELCOME, and so the largest payload a header may announce.
+MAX_FRAME: Final = 1 << 20
+MAX_PAYLOAD: Final = MAX_FRAME - HEADER_SIZE
 
 
 class NullServer:
@@ -119,7 +124,7 @@ class NullConnection(asyncio.Protocol):
             server_name="null",
             version=VERSION,
             heartbeat_ms=0,
-            max_frame=1 << 20,
+            max_frame=MAX_FRAME,
             max_text=1 << 20,
             max_clients=0,
             ip="",
@@ -144,12 +149,23 @@ class NullConnection(asyncio.Protocol):
         unacked = server.unacked
         fields = self.fields
         pack_message, prefix, base, block = message_packer(fields, 0, 0)
-        while n - pos >= 14:
-            _, version_class, mtype, request_id, length = _unpack_header(buf, pos)
-            end = pos + 14 + length
+        while n - pos >= HEADER_SIZE:
+            magic, word, request_id, length = _unpack_header(buf, pos)
+            if (
+                magic != MAGIC
+                or not FIRST_HEADER_WORD <= word <= LAST_HEADER_WORD
+                or length > MAX_PAYLOAD
+            ):
+                # The stream cannot be split any further: nothing after this is read.
+                buf.clear()
+                out.clear()
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            end = pos + HEADER_SIZE + length
             if end > n:
                 break
-            if mtype == _SEND and version_class == _REQUEST_KEY:
+            if word == WORD_SEND:
                 target_id, text_len = unpack_send_head(buf, pos + 14)
                 target = by_id.get(target_id)
                 server.next_message = mid = server.next_message + 1
@@ -163,9 +179,9 @@ class NullConnection(asyncio.Protocol):
                     )
                     unacked[mid] = (self, target_id)
                 out.append(pack_send_ok(SEND_OK_PREFIX, request_id, SEND_OK_MIDDLE, mid, target_id))
-            elif version_class == _REQUEST_KEY:
-                out.append(_pack_ok(MAGIC, VERSION, _RESP, _OK, request_id, 2, mtype))
-            elif version_class == _ACK_KEY and mtype == _ACK and length == 8:
+            elif word < WORD_FIRST_NON_REQUEST:
+                out.append(_pack_ok(MAGIC, VERSION, _RESP, _OK, request_id, 2, word & 0xFFFF))
+            elif word == WORD_ACK and length == 8:
                 acked = unpack_ack(buf, pos + 14)[0]
                 entry = unacked.pop(acked, None)
                 if entry is not None:

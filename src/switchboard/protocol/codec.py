@@ -23,20 +23,20 @@ from .wire import DEFAULT_MAX_FRAME, HEADER, HEADER_SIZE, MAGIC, VERSION, Messag
 
 _pack_header = HEADER.pack
 _pack_header_into = HEADER.pack_into
-# The same 14 bytes with version and class read as one u16, so that one range check
-# validates both on the hot path.
-_unpack_fast_header = struct.Struct("!HHHII").unpack_from
-_FIRST_VERSION_CLASS: Final = (VERSION << 8) | min(MessageClass)
-_LAST_VERSION_CLASS: Final = (VERSION << 8) | max(MessageClass)
 
-#: For split loops a hot path runs itself (see ``FrameDecoder.split_input``): the header as
-#: ``(magic, word, request id, payload length)``, where ``word`` is ``version << 24 |
-#: class << 16 | type``.  A header is valid when ``magic == MAGIC``, ``FIRST_HEADER_WORD <=
-#: word <= LAST_HEADER_WORD`` and ``length <= decoder.max_payload``: the checks ``frames()``
-#: makes; ``word & 0xFFFFFF`` is then the ``frames()`` key.
+#: The one way every split loop reads a header (``frames()`` here, the server's split loop
+#: in server/connection.py, the null server in bench/null_server.py): ``(magic, word,
+#: request id, payload length)``, where ``word`` is ``version << 24 | class << 16 | type``,
+#: so that one range check validates version and class together.  A header is valid when
+#: ``magic == MAGIC``, ``FIRST_HEADER_WORD <= word <= LAST_HEADER_WORD`` and ``length <=
+#: max_payload``; ``word & 0xFFFFFF`` is then the ``frames()`` key (``fastpath.header_word``
+#: goes back).  Each loop writes that one comparison inline, as a function call per frame
+#: is measurable there; tests/unit/test_header_check.py holds the three to the same answers
+#: for any header bytes.
 HEADER_WORDS: Final = struct.Struct("!HIII")
 FIRST_HEADER_WORD: Final = (VERSION << 24) | (min(MessageClass) << 16)
 LAST_HEADER_WORD: Final = (VERSION << 24) | (max(MessageClass) << 16) | 0xFFFF
+_unpack_header = HEADER_WORDS.unpack_from
 
 
 def encode(msg: Frame) -> bytes:
@@ -135,8 +135,8 @@ class FrameDecoder:
         """Raise the ProtocolError ``frames()`` raises for the header at ``pos`` of ``buf``,
         which failed the checks; the decoder then refuses further calls, as after
         ``frames()``."""
-        magic, version, mclass, _, request_id, length = HEADER.unpack_from(buf, pos)
-        self._fail(magic, version, mclass, request_id, length)
+        magic, word, request_id, length = _unpack_header(buf, pos)
+        self._fail(magic, word >> 24, (word >> 16) & 0xFF, request_id, length)
 
     @property
     def buffer(self) -> bytearray:
@@ -167,20 +167,19 @@ class FrameDecoder:
         buf = self._buf
         pos = self._pos
         max_payload = self.max_payload
-        unpack = _unpack_fast_header
+        unpack = _unpack_header
         try:
             while limit != 0 and len(buf) - pos >= HEADER_SIZE:
-                # magic, version << 8 | class, type, request id, payload length
-                magic, version_class, mtype, request_id, length = unpack(buf, pos)
+                magic, word, request_id, length = unpack(buf, pos)
                 # The header is checked before waiting for the payload, so an oversized
-                # announcement is refused without buffering a byte of it.
+                # announcement is refused without buffering a byte of it (HEADER_WORDS).
                 if (
                     magic != MAGIC
-                    or not _FIRST_VERSION_CLASS <= version_class <= _LAST_VERSION_CLASS
+                    or not FIRST_HEADER_WORD <= word <= LAST_HEADER_WORD
                     or length > max_payload
                 ):
                     self._pos = pos
-                    self._fail(magic, version_class >> 8, version_class & 0xFF, request_id, length)
+                    self._fail(magic, word >> 24, (word >> 16) & 0xFF, request_id, length)
                 start = pos + HEADER_SIZE
                 end = start + length
                 if end > len(buf):
@@ -188,7 +187,7 @@ class FrameDecoder:
                 pos = end
                 limit -= 1
                 self._pos = pos
-                yield ((version_class & 0xFF) << 16) | mtype, request_id, start, end
+                yield word & 0xFFFFFF, request_id, start, end
         finally:
             # Drop consumed bytes once per batch, not once per frame: CPython makes deleting
             # a bytearray's prefix cheap, and only the partial frame is left to keep.

@@ -248,7 +248,11 @@ class ClientConnection(asyncio.Protocol):
         table = self.table
         rate = server.rate
         trace = server.trace  # read once per batch, not once per frame (profiled hot path)
-        # One flag per batch decides whether requests need the slower checks at all.
+        # One flag per batch decides whether requests need the slower checks at all.  They
+        # are checks here, not tables wrapping ``table``: TIME, SEND and ACK are answered
+        # before any table is read, and the rate limit is on by default, so a wrapping
+        # table's call per request would cost every production batch (measured:
+        # docs/BENCHMARKS.md, "Where the server's time goes").
         gated = rate or self.state is not _READY or server.shutting_down
         slow = gated or trace is not None
         tokens = 0.0
