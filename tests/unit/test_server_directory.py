@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_dispatch import REQUESTS, TOKEN, Harness
 
+from support.dispatch import REQUESTS, TOKEN, Harness
 from switchboard.protocol import (
     HelloOk,
     HelloRequest,
