@@ -458,58 +458,51 @@ end
 
 local read_fields -- forward: records are read with the same function
 
-local function read_client_list(ctx, tree, field, label)
+-- A u32 count, then that many records of `layout` (at least `min_size` bytes each), each a
+-- subtree of `record_field` whose text `describe(index, values)` gives.
+local function read_record_list(ctx, tree, field, label, kind)
     local count, count_item = read_int(ctx, tree, field, "u32", label .. " count")
     if count == nil then
         return nil
     end
-    if count * CLIENT_INFO_MIN_SIZE > ctx.stop - ctx.off then
+    if count * kind.min_size > ctx.stop - ctx.off then
         count_item:add_proto_expert_info(ef.bad_count, string.format(
             "%d records cannot fit in the %d bytes left", count, ctx.stop - ctx.off))
         ctx.broken = true
         return nil
     end
-    -- Bounded: the check above limits count to the bytes left / CLIENT_INFO_MIN_SIZE.
+    -- Bounded: the check above limits count to the bytes left / kind.min_size.
     for index = 1, count do
         local start = ctx.off
-        local record = tree:add(f.client, ctx.tvb(start, CLIENT_INFO_MIN_SIZE))
-        local values = read_fields(ctx, record, CLIENT_INFO, RECORD_FIELD_OF, {})
+        local record = tree:add(kind.record_field, ctx.tvb(start, kind.min_size))
+        local values = read_fields(ctx, record, kind.layout, kind.field_of, {})
         record:set_len(ctx.off - start)
         if ctx.broken then
             return nil
         end
-        record:append_text(string.format(" %d: #%d %s:%d %s", index, values.client_id,
-            values.ip ~= "" and values.ip or "-", values.port,
-            values.nick ~= "" and quote(values.nick) or "-"))
+        record:append_text(kind.describe(index, values))
     end
     return count
 end
 
-local function read_room_list(ctx, tree, field, label)
-    local count, count_item = read_int(ctx, tree, field, "u32", label .. " count")
-    if count == nil then
-        return nil
-    end
-    if count * ROOM_INFO_MIN_SIZE > ctx.stop - ctx.off then
-        count_item:add_proto_expert_info(ef.bad_count, string.format(
-            "%d records cannot fit in the %d bytes left", count, ctx.stop - ctx.off))
-        ctx.broken = true
-        return nil
-    end
-    -- Bounded: the check above limits count to the bytes left / ROOM_INFO_MIN_SIZE.
-    for index = 1, count do
-        local start = ctx.off
-        local record = tree:add(f.room_record, ctx.tvb(start, ROOM_INFO_MIN_SIZE))
-        local values = read_fields(ctx, record, ROOM_INFO, ROOM_RECORD_FIELD_OF, {})
-        record:set_len(ctx.off - start)
-        if ctx.broken then
-            return nil
-        end
-        record:append_text(string.format(" %d: %s %d member(s)%s", index, quote(values.name),
-            values.members, values.flags % (2 * FLAG_MEMBER) >= FLAG_MEMBER and ", you are in it" or ""))
-    end
-    return count
-end
+local CLIENT_RECORDS = {
+    min_size = CLIENT_INFO_MIN_SIZE, record_field = f.client, layout = CLIENT_INFO,
+    field_of = RECORD_FIELD_OF,
+    describe = function(index, values)
+        return string.format(" %d: #%d %s:%d %s", index, values.client_id,
+            values.ip ~= "" and values.ip or "-", values.port,
+            values.nick ~= "" and quote(values.nick) or "-")
+    end,
+}
+
+local ROOM_RECORDS = {
+    min_size = ROOM_INFO_MIN_SIZE, record_field = f.room_record, layout = ROOM_INFO,
+    field_of = ROOM_RECORD_FIELD_OF,
+    describe = function(index, values)
+        return string.format(" %d: %s %d member(s)%s", index, quote(values.name), values.members,
+            values.flags % (2 * FLAG_MEMBER) >= FLAG_MEMBER and ", you are in it" or "")
+    end,
+}
 
 -- Read `fields` (a list of {python name, kind}) into `tree`; returns the values by name.
 read_fields = function(ctx, tree, fields, field_of, overrides)
@@ -532,9 +525,9 @@ read_fields = function(ctx, tree, fields, field_of, overrides)
         elseif kind == "addr" then
             value = read_addr(ctx, tree, field, name)
         elseif kind == "client_list" then
-            value = read_client_list(ctx, tree, field, name)
+            value = read_record_list(ctx, tree, field, name, CLIENT_RECORDS)
         elseif kind == "room_list" then
-            value = read_room_list(ctx, tree, field, name)
+            value = read_record_list(ctx, tree, field, name, ROOM_RECORDS)
         end
         if ctx.broken then
             return values
