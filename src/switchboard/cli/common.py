@@ -103,6 +103,26 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_service_endpoint_args(
+    p: argparse.ArgumentParser, *, port: int, listening: bool, port_help: str
+) -> None:
+    """``-H/--host`` and ``-p/--port`` of the lab services' commands: their own default port,
+    no environment (the variables name the main server); a port to listen on may be 0."""
+    p.add_argument(
+        "-H",
+        "--host",
+        default=defaults.HOST,
+        help="address to listen on" if listening else "server address",
+    )
+    p.add_argument(
+        "-p",
+        "--port",
+        type=listen_port_number if listening else port_number,
+        default=port,
+        help=port_help,
+    )
+
+
 def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     add_endpoint_args(p)
     p.add_argument(

@@ -9,30 +9,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import socket
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from switchboard import defaults
-from switchboard.cli.common import listen_port_number, port_number
+from switchboard.cli.common import add_service_endpoint_args, positive_seconds
 from switchboard.cli.exitcodes import ExitCode
 from switchboard.display import safe
 from switchboard.protocol.trace import host_port
 
 if TYPE_CHECKING:  # imported when a session starts: every command's start-up stays light
     from switchboard.services.reverse.client import Ending, ReverseClient
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
 
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,13 +60,12 @@ def register(subparsers: Any) -> None:
         formatter_class=DefaultsHelp,
         description="Answer each line reversed by grapheme cluster; 'bye' or ESC ends a session.",
     )
-    serve.add_argument("-H", "--host", default=defaults.HOST, help="address to listen on")
-    serve.add_argument(
-        "-p", "--port", type=listen_port_number, default=defaults.REVERSE_PORT, help="TCP port"
+    add_service_endpoint_args(
+        serve, port=defaults.REVERSE_PORT, listening=True, port_help="TCP port"
     )
     serve.add_argument(
         "--idle-timeout",
-        type=positive_float,
+        type=positive_seconds,
         default=defaults.REVERSE_IDLE_TIMEOUT_S,
         metavar="SECONDS",
         help="close a client silent this long",
@@ -111,13 +99,13 @@ def register(subparsers: Any) -> None:
         "(idle, shutdown, connection lost); 130 Ctrl-C.  No --tls or --token: the lab "
         "service speaks plain lines; no --trace: the lines shown are all there is on the wire.",
     )
-    connect.add_argument("-H", "--host", default=defaults.HOST, help="server address")
-    connect.add_argument(
-        "-p", "--port", type=port_number, default=defaults.REVERSE_PORT, help="TCP port"
+    add_service_endpoint_args(
+        connect, port=defaults.REVERSE_PORT, listening=False, port_help="TCP port"
     )
     connect.add_argument(
+        "-t",
         "--timeout",
-        type=positive_float,
+        type=positive_seconds,
         default=defaults.CONNECT_TIMEOUT_S,
         metavar="SECONDS",
         help="give up connecting after this long",

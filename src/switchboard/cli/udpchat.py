@@ -7,8 +7,8 @@ import sys
 from typing import Any
 
 from switchboard import defaults
-from switchboard.cli.common import listen_port_number, port_number
-from switchboard.cli.reverse import DefaultsHelp, configure_logging, positive_float
+from switchboard.cli.common import add_service_endpoint_args, port_number, positive_seconds
+from switchboard.cli.reverse import DefaultsHelp, configure_logging
 
 
 def _fraction(text: str) -> float:
@@ -47,13 +47,12 @@ def register(subparsers: Any) -> None:
         "silent members expire.  The room lives in memory; SIGINT or SIGTERM stops it, "
         "telling every member.",
     )
-    serve.add_argument("-H", "--host", default=defaults.HOST, help="address to listen on")
-    serve.add_argument(
-        "-p", "--port", type=listen_port_number, default=defaults.UDPCHAT_PORT, help="UDP port"
+    add_service_endpoint_args(
+        serve, port=defaults.UDPCHAT_PORT, listening=True, port_help="UDP port"
     )
     serve.add_argument(
         "--member-expiry",
-        type=positive_float,
+        type=positive_seconds,
         default=defaults.UDPCHAT_MEMBER_EXPIRY_S,
         metavar="SECONDS",
         help="expire members silent this long",
@@ -87,13 +86,13 @@ def register(subparsers: Any) -> None:
         "(after leaving the room).  No --tls or --token: the lab's room speaks plain UDP "
         "without authentication (its session tokens identify members, see PROTOCOL.md).",
     )
-    join.add_argument("-H", "--host", default=defaults.HOST, help="server address")
-    join.add_argument(
-        "-p", "--port", type=port_number, default=defaults.UDPCHAT_PORT, help="UDP port"
+    add_service_endpoint_args(
+        join, port=defaults.UDPCHAT_PORT, listening=False, port_help="UDP port"
     )
     join.add_argument(
+        "-t",
         "--timeout",
-        type=positive_float,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="give up joining after this long (default: when the JOIN retries run out, "
@@ -114,7 +113,7 @@ def register(subparsers: Any) -> None:
     )
     join.add_argument(
         "--keepalive",
-        type=positive_float,
+        type=positive_seconds,
         default=defaults.UDPCHAT_KEEPALIVE_S,
         metavar="SECONDS",
         help="interval between keepalives; shortened to a quarter of the member expiry "
@@ -122,21 +121,21 @@ def register(subparsers: Any) -> None:
     )
     join.add_argument(
         "--server-silence",
-        type=positive_float,
+        type=positive_seconds,
         default=defaults.UDPCHAT_SERVER_SILENCE_S,
         metavar="SECONDS",
         help="say the server is not answering after this long without a word from it",
     )
     join.add_argument(
         "--retry-initial",
-        type=positive_float,
+        type=positive_seconds,
         default=defaults.UDPCHAT_RETRY_INITIAL_S,
         metavar="SECONDS",
         help="first JOIN/LEAVE retry after this long, doubling each time",
     )
     join.add_argument(
         "--retry-max",
-        type=positive_float,
+        type=positive_seconds,
         default=defaults.UDPCHAT_RETRY_MAX_S,
         metavar="SECONDS",
         help="longest wait between retries",
@@ -157,9 +156,8 @@ def register(subparsers: Any) -> None:
         description="Listen on --port and relay to the room at --to-host:--to-port, losing "
         "a chosen fraction of datagrams both ways; point clients at the relay.",
     )
-    relay.add_argument("-H", "--host", default=defaults.HOST, help="address to listen on")
-    relay.add_argument(
-        "-p", "--port", type=listen_port_number, default=0, help="UDP port to listen on (0: any)"
+    add_service_endpoint_args(
+        relay, port=0, listening=True, port_help="UDP port to listen on (0: any)"
     )
     relay.add_argument("--to-host", default=defaults.HOST, help="the room's address")
     relay.add_argument(
