@@ -18,6 +18,7 @@ import pytest
 from support.commands import Chat, Follower
 from support.servers import ServerProcess, spawn_logged, switchboard_command
 from support.terminals import spawn_chat
+from support.waiting import wait_until
 from switchboard.client import Client
 from switchboard.protocol import Message
 
@@ -42,14 +43,15 @@ def servers() -> Iterator[list[ServerProcess]]:
 
 def wait_in_room(port: int, nick: str, room: str) -> int:
     """``nick``'s client id once it is in ``room`` (asked every 50 ms, for WAIT_S at most)."""
-    deadline = time.monotonic() + WAIT_S
+    ids: list[int] = []
     with Client("127.0.0.1", port, timeout=5) as probe:
-        while True:
-            ids = [c.client_id for c in probe.list_clients(room) if c.nick == nick]
-            if ids:
-                return ids[0]
-            assert time.monotonic() < deadline, f"{nick} never joined {room}"
-            time.sleep(0.05)  # a polling interval, bounded by the deadline
+
+        def joined() -> bool:
+            ids[:] = [c.client_id for c in probe.list_clients(room) if c.nick == nick]
+            return bool(ids)
+
+        assert wait_until(joined, WAIT_S, step=0.05), f"{nick} never joined {room}"
+    return ids[0]
 
 
 def room_message(port: int, room: str, text: str) -> None:

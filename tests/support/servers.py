@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from support.waiting import wait_until
 from switchboard.server import ServerConfig, SwitchboardServer
 
 T = TypeVar("T")
@@ -85,12 +86,8 @@ class ServerThread:
         self, predicate: Callable[[SwitchboardServer], bool], timeout: float = 5.0
     ) -> None:
         """Poll ``predicate(server)`` on the server's loop until true, or fail after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.call(lambda: predicate(self.server)):
-                return
-            time.sleep(0.01)
-        raise AssertionError(f"server condition not met within {timeout}s")
+        if not wait_until(lambda: self.call(lambda: predicate(self.server)), timeout):
+            raise AssertionError(f"server condition not met within {timeout}s")
 
     def stop(self) -> None:
         if not self._thread.is_alive():
