@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from itertools import islice
 from typing import Any, Protocol
 
 from switchboard import defaults
@@ -225,17 +226,15 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
             client_id=conn.client_id,
             room=room.name,
         )
+    # The replay is one answer, queued whole: a longer one would take the joiner past its hard
+    # limit before it could read a byte, and drop it for the server's own answer.
     history = room.history
     cfg = server.config
     fits = (cfg.write_hard_limit - cfg.write_high_water) // (cfg.max_text + MESSAGE_SIZE_MAX)
-    if len(history) > fits:
-        # The replay is one answer, queued whole: a longer one would take the joiner past its
-        # hard limit before it could read a byte, and drop it for the server's own answer.
-        replay = tuple(history)[len(history) - fits :] if fits else ()
-        ok = JoinOk(room.name, len(room.members), len(replay), request_id=req.request_id)
-        return (ok, *replay)
-    ok = JoinOk(room.name, len(room.members), len(history), request_id=req.request_id)
-    return (ok, *history)
+    skipped = max(0, len(history) - fits)
+    replay = islice(history, skipped, None)
+    ok = JoinOk(room.name, len(room.members), len(history) - skipped, request_id=req.request_id)
+    return (ok, *replay)
 
 
 def leave(server: Server, conn: Peer, req: LeaveRequest) -> Reply:
