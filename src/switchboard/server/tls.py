@@ -14,6 +14,8 @@ import logging
 import ssl
 from typing import Protocol, cast
 
+from switchboard.protocol.trace import host_port
+
 from .admission import source_of
 from .logs import RepeatedEvents
 
@@ -97,9 +99,8 @@ class TlsHandshake(asyncio.Protocol):
             "tls failed",
             logging.WARNING,
             "tls_failed",
-            "TLS handshake failed from %s:%d: %s",
-            self.ip,
-            self.port,
+            "TLS handshake failed from %s: %s",
+            host_port(self.ip, self.port),
             reason,
             source=source_of(self.ip)[0],
             ip=self.ip,
