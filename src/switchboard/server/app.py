@@ -79,13 +79,15 @@ class SwitchboardServer:
             limit_loopback=config.limit_loopback,
         )
         self.handlers = HANDLERS
-        #: The handler table of each connection state, keyed by header word
-        #: (codec.HEADER_WORDS) as the split loop reads them (handlers.tables).
-        self.tables = tables()
-        self.clock = ServerClock()
-        #: The rate limit (requests/s per connection, 0 = off) and burst, read per batch.
+        #: The rate limit (requests/s per connection, 0 = off) and burst, read by the rate
+        #: limit's table (handlers._rate_limited).
         self.rate = config.rate
         self.burst = float(config.burst)
+        #: The handler table of each connection state, keyed by header word
+        #: (codec.HEADER_WORDS) as the split loop reads them (handlers.tables), wrapped by
+        #: the rate limit and tracing when they are on, swapped for the shutdown's at shutdown.
+        self.tables = tables(rate_limited=self.rate > 0, traced=trace is not None)
+        self.clock = ServerClock()
         #: Who is connected, in which rooms, and how frames reach them (server/directory.py):
         #: this process's dicts.  Handlers and this class reach clients and rooms only
         #: through it.
@@ -247,6 +249,10 @@ class SwitchboardServer:
             return
         self.shutting_down = True
         self.events.event(logging.INFO, "shutdown", "shutting down: %s", reason, reason=reason)
+        # From now on every request is refused (SHUTTING_DOWN): new tables, in every state.
+        self.tables = tables(closing=True, traced=self.trace is not None)
+        for conn in self._connections:
+            conn.take_table()
         for listener in self._listeners:
             listener.close()
         handshakes = list(self._handshakes.values())

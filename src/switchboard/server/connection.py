@@ -3,12 +3,9 @@
 It holds no global state (the server does); it moves bytes through a transport
 (server/transport.py: TCP or TLS today, any carrier of bytes next), keeps the
 per-connection facts and its state (server/states.py), and flow-controls its transport.
-Requests are the handlers' to decide, with one exception made for speed and measured
-(docs/BENCHMARKS.md): its split loop answers the three commonest frames itself — TIME, a
-well-formed ASCII SEND to a client that can take it, and ACK — and hands everything else,
-errors included, to the handlers.  The log level never picks which of them answers: at
-INFO the loop logs the forwards it makes (handlers.log_forward), at WARNING it skips that
-line (tests/integration/test_server_forwarding.py runs every case at both levels).
+It decides nothing about requests: its split loop checks each frame's header and hands the
+frame to the answer its header word has in the connection's table (server/handlers.py says
+where each request is answered), which may take the run of frames of its kind that follow.
 
 Back-pressure: what is queued for a client (its ``out`` list, then its transport's buffer)
 is bounded by the write limits whatever a batch holds.  Frames queued through send/send_raw
@@ -40,35 +37,12 @@ from switchboard.protocol import (
     InvalidFrame,
     LeftReason,
     ProtocolError,
-    ReceiptStatus,
     encode,
 )
-from switchboard.protocol.codec import (
-    FIRST_HEADER_WORD,
-    HEADER_WORDS,
-    LAST_HEADER_WORD,
-    decode_payload,
-)
-from switchboard.protocol.fastpath import (
-    RECEIPT_HEAD,
-    SEND_OK_MIDDLE,
-    SEND_OK_PREFIX,
-    TIME_OK_PREFIX,
-    WORD_ACK,
-    WORD_FIRST_NON_REQUEST,
-    WORD_SEND,
-    WORD_TIME,
-    ServerClock,
-    direct_fields,
-    message_packer,
-    pack_receipt,
-    pack_send_ok,
-    sender_block,
-    unpack_ack,
-    unpack_send_head,
-)
+from switchboard.protocol.codec import FIRST_HEADER_WORD, HEADER_WORDS, LAST_HEADER_WORD
+from switchboard.protocol.fastpath import direct_fields, sender_block
 
-from .handlers import Server, Table, auth_required, log_forward
+from .handlers import OTHER, Server, Table
 from .logs import RepeatedEvents
 from .registry import Peer
 from .states import TRANSITIONS, ConnectionState, initial_state
@@ -81,39 +55,23 @@ Tracer = Callable[[str, Peer, Frame | InvalidFrame, bytes], None]
 
 class ConnectionServer(Server, Protocol):
     """What a connection uses of the server (server.app.SwitchboardServer implements it),
-    besides what its handlers use: admission and release, the per-batch gates (rate,
-    shutdown, tracing), the fast handlers, the TIME clock and the shared write queue."""
+    besides what its handlers use: admission and release, the tables, tracing of what it
+    writes, and the shared write queue."""
 
     #: handlers.tables(): the table a connection answers by in each state.
     tables: dict[ConnectionState, Table]
-    rate: float
-    burst: float
-    shutting_down: bool
-    trace: Tracer | None
-    clock: ServerClock
     flush_at: int
     #: Connections with frames queued outside their own batch (written by flush_pending).
     dirty: list[Peer]
-    #: ``server.directory.client_by_id``: the local directory's fast map, in which the split
-    #: loop looks up an inline SEND's target (one dict lookup; every other way to a client
-    #: goes through the directory).
-    client_by_id: dict[int, Peer]
 
     def admit(self, conn: ClientConnection) -> None: ...
     def release(self, conn: ClientConnection) -> None: ...
-    def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None: ...
-    def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
-    def schedule_flush(self, conn: Peer) -> None: ...
     def flush_pending(self) -> None: ...
     def trace_bytes(self, direction: str, conn: Peer, data: bytes) -> None: ...
 
 
 _monotonic = time.monotonic
 _unpack_header = HEADER_WORDS.unpack_from
-_time_ns = time.time_ns
-#: What a batch holds for its MESSAGEs until its first SEND sets the real ones.
-_NO_MESSAGES = message_packer(b"", 0, 0)
-_DELIVERED = int(ReceiptStatus.DELIVERED)
 _READY = ConnectionState.READY
 _HANDSHAKE = ConnectionState.HANDSHAKE
 _HELD = ConnectionState.HELD
@@ -229,12 +187,12 @@ class ClientConnection(asyncio.Protocol):
         self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
-        # The hot path: split frames, gate requests (auth, rate), answer TIME, forward SEND
-        # and settle ACK inline (see the module's docstring), and hand every other frame to
-        # its fast handler (raw bytes in, raw bytes out) or to the server's general
-        # dispatch.  The split loop is inlined because a generator per batch cost more than
-        # the work it split (docs/BENCHMARKS.md, "Where the server's time goes"); the
-        # decoder still decides what a bad header is (reject) and keeps partial frames.
+        # The hot path: split frames, check each header once, and hand each frame to the
+        # answer its word has in this connection's table (server/handlers.py); an answer
+        # may take a run of frames of its kind and returns where the next frame starts.  The
+        # split loop is inlined because a generator per batch cost more than the work it
+        # split (docs/BENCHMARKS.md, "Where the server's time goes"); the decoder still
+        # decides what a bad header is (reject) and keeps partial frames.
         self.last_seen = now = _monotonic()
         self.pinged = False
         if self.state > _READY:  # held, or closing: nothing more is read
@@ -246,33 +204,7 @@ class ClientConnection(asyncio.Protocol):
             return
         server = self.server
         table = self.table
-        rate = server.rate
-        trace = server.trace  # read once per batch, not once per frame (profiled hot path)
-        # One flag per batch decides whether requests need the slower checks at all.  They
-        # are checks here, not tables wrapping ``table``: TIME, SEND and ACK are answered
-        # before any table is read, and the rate limit is on by default, so a wrapping
-        # table's call per request would cost every production batch (measured:
-        # docs/BENCHMARKS.md, "Where the server's time goes").
-        gated = rate or self.state is not _READY or server.shutting_down
-        slow = gated or trace is not None
-        tokens = 0.0
-        if rate:
-            tokens = self.tokens + (now - self.tokens_at) * rate
-            if tokens > server.burst:
-                tokens = server.burst
-            self.tokens_at = now
         out = self.out
-        by_id = server.client_by_id
-        max_text = server.max_text
-        max_unacked = server.max_unacked
-        # Read once per batch: a WARNING server pays nothing per SEND for the INFO line, and
-        # both levels run the same code (the level never picks the algorithm).
-        log_forwards = server.events.info_on
-        sent_ms = -1  # the batch's MESSAGE time, read at its first SEND
-        # This client's MESSAGE fields with that time, and their packer, also from then on.
-        pack_message, message_prefix, message_base, block = _NO_MESSAGES
-        time_pack: Callable[[bytes, int, bytes], bytes] | None = None
-        time_tail = b""
         buf: bytes | bytearray = data
         pos = 0
         held = False  # stopped with requests left: back-pressure, or the time slice is up
@@ -281,7 +213,7 @@ class ClientConnection(asyncio.Protocol):
             buf, pos = decoder.split_input(data)
             size = len(buf)
             # Frames ending past ``bound`` need more data, or are due for a pressure check:
-            # one comparison per frame for both.
+            # one comparison per frame for both (answers that take runs stop there too).
             bound = pos + PRESSURE_CHECK_BYTES
             if bound > size:
                 bound = size
@@ -315,118 +247,17 @@ class ClientConnection(asyncio.Protocol):
                     bound = end + PRESSURE_CHECK_BYTES
                     if bound > size:
                         bound = size
-                pos = end
-                if slow:
-                    if trace is not None:  # every frame received, refused ones too
-                        event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
-                        trace("<<-", self, event, bytes(buf[start - HEADER_SIZE : end]))
-                    if gated and word < WORD_FIRST_NON_REQUEST:
-                        # Before HELLO the handshake table (handlers.tables) refuses all but
-                        # HELLO, and any word it does not hold.
-                        refusal = auth_required
-                        if self.state is _HANDSHAKE and table.get(word, refusal) is refusal:
-                            refusal(server, self, request_id, buf, start, end)
-                            return
-                        if rate:
-                            if tokens < 1.0:
-                                server.refuse(self, ErrorCode.RATE_LIMITED, request_id)
-                                continue
-                            tokens -= 1.0
-                        if server.shutting_down:
-                            server.refuse(self, ErrorCode.SHUTTING_DOWN, request_id)
-                            continue
-                if word == WORD_TIME and not length:
-                    # The commonest request, answered here: one struct call on the clock's
-                    # pre-encoded answer, read once per batch (a batch takes well under a
-                    # millisecond, the answer's resolution).
-                    if time_pack is None:
-                        time_pack, time_tail = server.clock.now()
-                    out.append(time_pack(TIME_OK_PREFIX, request_id, time_tail))
-                    continue
-                if word == WORD_SEND and length >= 8:
-                    # The commonest forwarded frame, where a handler call and its helpers were
-                    # the largest cost (docs/BENCHMARKS.md): well-formed ASCII text
-                    # to a client that can take it is forwarded here, as handlers.send would;
-                    # anything else (bad layout, too long, non-ASCII to validate, no such or
-                    # busy target) goes on to handlers.send, which decides and answers.
-                    target_id, text_len = unpack_send_head(buf, start)
-                    target = by_id.get(target_id)
-                    if (
-                        text_len == length - 8
-                        and text_len <= max_text
-                        and target is not None
-                        and target.state is _READY
-                        and not target.write_paused
-                        and len(target.awaiting_ack) < max_unacked
-                    ):
-                        text = buf[start + 8 : end]
-                        if text.isascii():  # ASCII is valid UTF-8: nothing to decode
-                            server.message_ids = message_id = server.message_ids + 1
-                            if sent_ms < 0:  # the first SEND of the batch
-                                sent_ms = _time_ns() // 1_000_000
-                                pack_message, message_prefix, message_base, block = message_packer(
-                                    self.direct_fields(), sent_ms, 0
-                                )
-                            target_out = target.out
-                            if not target_out and not target.in_batch:
-                                server.schedule_flush(target)
-                            target_out.append(
-                                pack_message(
-                                    message_prefix,
-                                    message_base + text_len,
-                                    message_id,
-                                    block,
-                                    text_len,
-                                )
-                                + text
-                            )
-                            target.awaiting_ack[message_id] = self
-                            out.append(
-                                pack_send_ok(
-                                    SEND_OK_PREFIX,
-                                    request_id,
-                                    SEND_OK_MIDDLE,
-                                    message_id,
-                                    target_id,
-                                )
-                            )
-                            if log_forwards:
-                                log_forward(server, self, target_id, message_id, text_len)
-                            continue
-                if word == WORD_ACK:
-                    # One per delivered message, settled here and nowhere else (a handler
-                    # chain for it cost more than the settling: docs/BENCHMARKS.md): the
-                    # sender hears DELIVERED.  A malformed ACK (not a u64) is ignored, never
-                    # answered.
-                    if length == 8:
-                        message_id = unpack_ack(buf, start)[0]
-                        sender = self.awaiting_ack.pop(message_id, None)
-                        # A sender is READY until it closes (it could not SEND before),
-                        # and an identity test is cheaper than an IntEnum comparison.
-                        if sender is not None and sender.state is _READY:
-                            # else unknown, settled, not this client's, or its sender gone
-                            sender_out = sender.out
-                            if not sender_out and not sender.in_batch:
-                                server.schedule_flush(sender)
-                            sender_out.append(
-                                pack_receipt(RECEIPT_HEAD, message_id, self.client_id, _DELIVERED)
-                            )
-                    continue
-                answer = table.get(word)
-                if answer is not None:
-                    answer(server, self, request_id, buf, start, end)
-                    table = self.table  # HELLO may have moved it on (HANDSHAKE -> READY)
-                else:
-                    key = word & 0xFFFFFF
-                    server.dispatch(self, decode_payload(key, request_id, buf, start, end))
+                try:
+                    answer = table[word]
+                except KeyError:
+                    answer = table[OTHER]
+                pos = answer(server, self, request_id, buf, start, end, bound)
                 if self.state > _READY:  # closed, or its HELLO is held (server._hold_hello)
                     return
                 if self.write_paused or _monotonic() - now > BATCH_TIME_SLICE_S:
                     held = True  # its answers passed the mark, or its turn is over
                     break
-                # A request may have changed this client's MESSAGE fields (its nickname):
-                # the next inline SEND reads them again.
-                sent_ms = -1
+                table = self.table  # HELLO may have moved it on (HANDSHAKE -> READY)
             if pos < size:
                 if held:  # complete requests wait on us, not on the peer
                     self.partial_since = 0.0
@@ -445,8 +276,6 @@ class ClientConnection(asyncio.Protocol):
             self.fail(ErrorCode.INTERNAL_ERROR, "internal server error")
         finally:
             decoder.keep(buf, pos)  # the partial frame left, if any (nothing once failed)
-            if rate:
-                self.tokens = tokens
             self.in_batch = False
             if out:
                 self.flush()  # this batch's replies, in one write
@@ -554,9 +383,13 @@ class ClientConnection(asyncio.Protocol):
             if new not in TRANSITIONS[self.state]:
                 raise RuntimeError(f"{self!r}: no transition from {self.state.name} to {new.name}")
             self.state = new
-            # The table swaps with the state (h11's _respond_to_state_changes); states that
-            # read nothing keep the last one, which they never consult.
-            self.table = self.server.tables.get(new, self.table)
+            self.take_table()
+
+    def take_table(self) -> None:
+        """Answer by the server's table for this state (h11's _respond_to_state_changes swaps
+        its readers the same way); states that read nothing keep the last one, which they
+        never consult.  Also called when the server swaps its tables (shutdown)."""
+        self.table = self.server.tables.get(self.state, self.table)
 
     def authenticate(self) -> None:
         """HELLO presented a valid token: HANDSHAKE -> READY."""

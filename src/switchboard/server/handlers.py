@@ -1,25 +1,27 @@
-"""What the server answers to each request: one handler per request type.
+"""What the server answers to each request: one answer per request type, in one table.
 
-Where each request is answered (and nowhere else):
+Every frame a connection reads is answered here and nowhere else: the connection's split loop
+(``ClientConnection.data_received``, server/connection.py) checks the frame's header and
+calls ``conn.table[word]``, the answer for that header word in the connection's state.
 
-- TIME: a well-formed one in the split loop, ``ClientConnection.data_received`` in
-  server/connection.py, from ``protocol.fastpath.ServerClock``; one with a payload in
-  ``time_`` here (BAD_PAYLOAD).
-- SEND: well-formed ASCII text to a READY client that is reading, forwarded in the split loop;
-  every other SEND, and every refusal (bad layout, TEXT_TOO_LONG, NO_SUCH_CLIENT,
-  RECIPIENT_BUSY), in ``send`` here.  The log level never changes which of the two answers.
-- ACK: only in the split loop (it is never answered; the sender gets a RECEIPT).
-- Everything else by the connection's table (``tables``: header word -> function, one
-  table per state, swapped on the state's change): in READY the fast handlers below (PING,
-  LIST, PONG: raw bytes in, pre-encoded frames out) and the message handlers (``HANDLERS``:
-  a decoded request in, the response out, or RequestFailed, which the server turns into
-  ERROR); in HANDSHAKE (a token server before a valid HELLO) ``auth_required`` for every
-  request but HELLO.  Rate limits and shutdown are refused in the split loop, before any
-  table (``SwitchboardServer.refuse``).
+- TIME: ``time_`` (from ``protocol.fastpath.ServerClock``'s pre-encoded answer).
+- SEND: ``send`` (forwarded as a MESSAGE, or refused: bad layout, TEXT_TOO_LONG,
+  NO_SUCH_CLIENT, RECIPIENT_BUSY).  The log level never changes which code answers.
+- ACK: ``ack`` (never answered; the sender gets a RECEIPT).
+- LIST, PING, PONG: ``list_fast``, ``ping``, ``pong`` (raw bytes in, pre-encoded frames out).
+- The other requests: the message handlers (``HANDLERS``: a decoded request in, the response
+  out, or RequestFailed, which the server turns into ERROR), through ``_decoded``.
+
+``tables`` builds one table per state, and the connection swaps its table when its state
+changes (h11's ``_respond_to_state_changes``): in HANDSHAKE (a token server before a valid
+HELLO) every request but HELLO is ``auth_required``.  The rate limit, tracing and shutdown
+are tables that wrap these (``_rate_limited``, ``_traced``, ``shutting_down``), chosen when
+the server starts or begins to shut down; nothing else gates a request.
 
 A handler decides; the connection moves the bytes; the directory remembers.  This module
 knows the server and the connection only through ``Server`` and ``registry.Peer``, and
-clients and rooms only through ``directory.Directory`` (``Server.directory``).
+clients and rooms only through ``directory.Directory`` (``Server.directory``; SEND reads its
+fast map ``client_by_id`` first).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import logging
 import time
 from collections.abc import Callable
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from switchboard import defaults
 from switchboard.display import safe
 from switchboard.protocol import (
+    HEADER_SIZE,
+    MAGIC,
     VERSION,
     BroadcastOk,
     BroadcastRequest,
@@ -56,6 +60,7 @@ from switchboard.protocol import (
     NickOk,
     NickRequest,
     ProtocolError,
+    ReceiptStatus,
     RoomFlags,
     RoomInfo,
     RoomsOk,
@@ -64,15 +69,24 @@ from switchboard.protocol import (
     SendNickRequest,
     encode,
 )
-from switchboard.protocol.codec import decode_payload
+from switchboard.protocol.codec import HEADER_WORDS, decode_payload
 from switchboard.protocol.fastpath import (
+    KEY_ACK,
     KEY_LIST,
     KEY_PING_REQUEST,
     KEY_PONG,
     KEY_SEND,
     KEY_TIME,
+    RECEIPT_HEAD,
+    SEND_OK_MIDDLE,
+    SEND_OK_PREFIX,
+    TIME_OK_PREFIX,
+    WORD_ACK,
     WORD_FIRST_NON_REQUEST,
     WORD_HELLO,
+    WORD_SEND,
+    WORD_TIME,
+    ServerClock,
     client_record,
     encode_list_ok,
     encode_message,
@@ -80,8 +94,13 @@ from switchboard.protocol.fastpath import (
     encode_ping_ok,
     encode_send_ok,
     header_word,
+    message_packer,
+    pack_receipt,
+    pack_send_ok,
     parse_list,
     parse_send,
+    unpack_ack,
+    unpack_send_head,
 )
 
 from .config import ServerConfig
@@ -103,15 +122,26 @@ class Server(Protocol):
     #: Who is connected and in which rooms, and how frames reach them: handlers reach
     #: clients and rooms only through it.
     directory: Directory
+    #: The directory's map of this process's clients by id (``LocalDirectory.client_by_id``),
+    #: where SEND looks up its target in one dict lookup before asking the directory.
+    client_by_id: dict[int, Peer]
     #: The last message id given out (ids count up from 1 and are never reused).
     message_ids: int
     events: EventLog
+    #: TIME's answer, encoded once per millisecond.
+    clock: ServerClock
+    #: The request rate limit (requests/s per connection) and burst (``_rate_limited``).
+    rate: float
+    burst: float
+    #: ``trace(direction, connection, event, raw)`` when tracing is on (``_traced``).
+    trace: Callable[[str, Peer, Frame | InvalidFrame, bytes], None] | None
 
     def authenticate(self, conn: Peer, token: str) -> None: ...
     def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
     def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None: ...
     def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None: ...
     def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None: ...
+    def schedule_flush(self, conn: Peer) -> None: ...
     def client_event(
         self, conn: Peer, kind: str, level: int, event: str, msg: str, *args: Any, **fields: Any
     ) -> None: ...
@@ -120,7 +150,15 @@ class Server(Protocol):
 Reply = Frame | tuple[Frame, ...]
 Handler = Callable[[Server, Peer, Any], Reply]
 Buffer = bytes | bytearray
-FastHandler = Callable[[Server, Peer, int, Buffer, int, int], None]
+#: A table entry: ``answer(server, conn, request_id, buf, start, end, bound)`` answers the
+#: frame whose payload is ``buf[start:end]`` (and, for a run answer, the frames of its kind
+#: that follow, complete before ``bound``) and returns where the next frame starts.
+Answer = Callable[[Server, Peer, int, Buffer, int, int, int], int]
+
+_unpack_header = HEADER_WORDS.unpack_from
+_monotonic = time.monotonic
+_READY = ConnectionState.READY
+_DELIVERED = int(ReceiptStatus.DELIVERED)
 
 
 def now_ms() -> int:
@@ -291,9 +329,15 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     return BroadcastOk(message_id, reached, request_id=req.request_id)
 
 
-# --- the fast path: raw bytes in, raw bytes out -----------------------------------------------
-# The requests and indications that dominate a busy server skip message objects: a fast
-# handler gets the frame's request id and payload offsets and writes pre-encoded frames.
+# --- the answers a table holds: raw bytes in, raw bytes out -----------------------------------
+# Every table entry is an ``Answer``: it gets one complete frame (its header checked by the
+# split loop: ``codec.HEADER_WORDS``) and returns where the next frame starts.  The three
+# commonest frames (TIME, SEND, ACK) come in runs (a pipelining client writes many in one go),
+# so their answers also take the frames of the same kind that follow, complete before
+# ``bound`` (the split loop's next pressure check), and return after the last one they took:
+# one call per run instead of one per frame (docs/BENCHMARKS.md, "Where the server's time
+# goes").  A frame continues a run only if its header is exactly that of its kind (magic,
+# word, a length its kind may have), which implies the split loop's check.
 
 
 def time_(
@@ -303,10 +347,26 @@ def time_(
     buf: Buffer,
     start: int,
     end: int,
-) -> None:
-    """TIME with a payload.  A well-formed TIME never gets here: the split loop
-    (Peer.data_received) answers it inline from ``server.clock``."""
-    server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
+    bound: int,
+) -> int:
+    """TIME, and the TIMEs that follow it: one struct call each on the clock's pre-encoded
+    answer, read once per run (a run takes well under a millisecond, the answer's
+    resolution).  A TIME with a payload is BAD_PAYLOAD."""
+    if start != end:
+        server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
+        return end
+    pack, tail = server.clock.now()
+    append = conn.out.append
+    append(pack(TIME_OK_PREFIX, request_id, tail))
+    pos = end
+    bound -= HEADER_SIZE  # a TIME ends HEADER_SIZE bytes after it starts
+    while pos <= bound:
+        magic, word, request_id, length = _unpack_header(buf, pos)
+        if word != WORD_TIME or length or magic != MAGIC:
+            break
+        append(pack(TIME_OK_PREFIX, request_id, tail))
+        pos += HEADER_SIZE
+    return pos
 
 
 def send(
@@ -316,7 +376,67 @@ def send(
     buf: Buffer,
     start: int,
     end: int,
+    bound: int,
+) -> int:
+    """SEND, and the SENDs that follow it: each forwarded as a MESSAGE and answered OK, or
+    refused.  Well-formed ASCII text to a READY client that is reading and has room in its
+    unacknowledged-message budget is forwarded here with one struct call per frame; any other
+    SEND (bad layout, TEXT_TOO_LONG, non-ASCII to validate, NO_SUCH_CLIENT, RECIPIENT_BUSY)
+    takes ``_send_checked``, which decides in the spec's order.  At INFO each forward is also
+    logged (``log_forward``): the level never picks the code that answers."""
+    by_id = server.client_by_id
+    max_text = server.max_text
+    max_unacked = server.max_unacked
+    log_forwards = server.events.info_on
+    append = conn.out.append
+    schedule_flush = server.schedule_flush
+    # This client's MESSAGE fields at this run's time, and their packer (one per run).
+    pack_message, message_prefix, message_base, block = message_packer(
+        conn.direct_fields(), now_ms(), 0
+    )
+    while True:
+        target = None
+        if end - start >= 8:
+            target_id, text_len = unpack_send_head(buf, start)
+            target = by_id.get(target_id)
+        if (
+            target is not None
+            and text_len == end - start - 8
+            and text_len <= max_text
+            and target.state is _READY
+            and not target.write_paused
+            and len(target.awaiting_ack) < max_unacked
+            and (text := buf[start + 8 : end]).isascii()  # ASCII is valid UTF-8
+        ):
+            server.message_ids = message_id = server.message_ids + 1
+            target_out = target.out
+            if not target_out and not target.in_batch:
+                schedule_flush(target)
+            target_out.append(
+                pack_message(message_prefix, message_base + text_len, message_id, block, text_len)
+                + text
+            )
+            target.awaiting_ack[message_id] = conn
+            append(pack_send_ok(SEND_OK_PREFIX, request_id, SEND_OK_MIDDLE, message_id, target_id))
+            if log_forwards:
+                log_forward(server, conn, target_id, message_id, text_len)
+        else:
+            _send_checked(server, conn, request_id, buf, start, end)
+        pos = end
+        if pos + HEADER_SIZE > bound:
+            return pos
+        magic, word, request_id, length = _unpack_header(buf, pos)
+        start = pos + HEADER_SIZE
+        end = start + length
+        if word != WORD_SEND or end > bound or magic != MAGIC:
+            return pos
+
+
+def _send_checked(
+    server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int
 ) -> None:
+    """A SEND that ``send`` could not forward on sight: refused with the first rule it
+    breaks, in the spec's order, or forwarded after its UTF-8 is validated."""
     try:
         target_id, text = parse_send(buf, start, end)
     except ProtocolError as exc:
@@ -329,7 +449,7 @@ def send(
         )
         return
     target = server.directory.client(target_id)
-    if target is None or target.state is not ConnectionState.READY:
+    if target is None or target.state is not _READY:
         server.reply_error(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
         )
@@ -339,9 +459,47 @@ def send(
     except RequestFailed as failure:
         server.reply_error(conn, request_id, failure.code, failure.message)
         return
-    # conn is in its data_received batch (fast handlers run nowhere else) and not closing
-    # (the batch stops at once when it is): its answer joins the batch's single write.
+    # conn is in its data_received batch (answers run nowhere else) and not closing (the
+    # batch stops at once when it is): its answer joins the batch's single write.
     conn.out.append(encode_send_ok(request_id, message_id, target_id))
+
+
+def ack(
+    server: Server,
+    conn: Peer,
+    request_id: int,
+    buf: Buffer,
+    start: int,
+    end: int,
+    bound: int,
+) -> int:
+    """ACK, and the ACKs that follow it: one per delivered message, never answered; the
+    message's sender hears RECEIPT DELIVERED.  An ACK for a message that is unknown, settled,
+    not this client's, or whose sender has gone changes nothing; a malformed one (not a u64)
+    is ignored."""
+    if end - start != 8:
+        return end
+    awaiting = conn.awaiting_ack
+    client_id = conn.client_id
+    schedule_flush = server.schedule_flush
+    bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
+    pos = start - HEADER_SIZE
+    while True:
+        message_id = unpack_ack(buf, pos + HEADER_SIZE)[0]
+        sender = awaiting.pop(message_id, None)
+        # A sender is READY until it closes (it could not SEND before), and an identity
+        # test is cheaper than an IntEnum comparison.
+        if sender is not None and sender.state is _READY:
+            sender_out = sender.out
+            if not sender_out and not sender.in_batch:
+                schedule_flush(sender)
+            sender_out.append(pack_receipt(RECEIPT_HEAD, message_id, client_id, _DELIVERED))
+        pos += HEADER_SIZE + 8
+        if pos > bound:
+            return pos
+        magic, word, _, length = _unpack_header(buf, pos)
+        if word != WORD_ACK or length != 8 or magic != MAGIC:
+            return pos
 
 
 def _too_long(size: int, max_text: int) -> str:
@@ -404,7 +562,8 @@ def list_fast(
     buf: Buffer,
     start: int,
     end: int,
-) -> None:
+    bound: int,
+) -> int:
     """LIST without ClientInfo objects: each record is the member's cached sender block and
     its connect time (profile: a 1,000-client LIST spent ~4 ms building and encoding
     1,000 ClientInfo objects field by field)."""
@@ -417,7 +576,7 @@ def list_fast(
             else ProtocolError(ErrorCode.BAD_PAYLOAD, "LIST carries one str16 of UTF-8")
         )
         server.reply_error(conn, request_id, problem.code, problem.message)
-        return
+        return end
     if room:
         found = server.directory.room(room.decode("utf-8"))
         members = server.directory.members(found) if found else []
@@ -427,6 +586,7 @@ def list_fast(
         members = [c for c in members if c.authenticated]
     records = [client_record(c.sender_fields(), c.connected_ms) for c in members]
     conn.send_raw(encode_list_ok(request_id, room, records))
+    return end
 
 
 def ping(
@@ -436,11 +596,13 @@ def ping(
     buf: Buffer,
     start: int,
     end: int,
-) -> None:
+    bound: int,
+) -> int:
     if start != end:
         server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "PING carries no payload")
-        return
-    conn.send_raw(encode_ping_ok(request_id))
+    else:
+        conn.send_raw(encode_ping_ok(request_id))
+    return end
 
 
 def pong(
@@ -450,8 +612,10 @@ def pong(
     buf: Buffer,
     start: int,
     end: int,
-) -> None:
+    bound: int,
+) -> int:
     """Receiving it was the point: the connection's last_seen is already updated."""
+    return end
 
 
 #: Request class -> handler, for requests decoded into message objects.
@@ -466,55 +630,164 @@ HANDLERS: dict[type[Frame], Handler] = {
     RoomsRequest: rooms,
 }
 
-#: Frame key -> fast handler.  TIME, SEND and PING requests are answered here, and the
-#: client's ACK and PONG indications land here.
-FAST_HANDLERS: dict[int, FastHandler] = {
+#: Frame key -> the answer that reads its raw bytes (the rest are decoded: ``HANDLERS``).
+RAW_ANSWERS: dict[int, Answer] = {
     KEY_TIME: time_,
     KEY_SEND: send,
+    KEY_ACK: ack,
     KEY_LIST: list_fast,
     KEY_PING_REQUEST: ping,
     KEY_PONG: pong,
 }
+#: The answers that take runs of frames (the rest answer one frame and return its end).
+RUNS: frozenset[Answer] = frozenset({time_, send, ack})
 
 
-# --- the tables: header word -> the function that answers it, one table per state ----------
+# --- the tables: header word -> the answer, one table per state, wrapped by the gates -------
 
 
-def _decoded(key: int) -> FastHandler:
+def _decoded(key: int) -> Answer:
     """The table's entry for a request answered by a message handler (``HANDLERS``): its
-    payload decoded, then answered by ``SwitchboardServer.dispatch`` (ERROR if malformed)."""
+    payload decoded, then answered by ``SwitchboardServer.dispatch`` (ERROR if malformed).
+    Also the entry for words no request type has (``OTHER``): the decoder names them."""
 
     def answer(
-        server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int
-    ) -> None:
-        server.dispatch(conn, decode_payload(key, request_id, buf, start, end))
+        server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
+    ) -> int:
+        word = _unpack_header(buf, start - HEADER_SIZE)[1]
+        server.dispatch(conn, decode_payload(word & 0xFFFFFF, request_id, buf, start, end))
+        return end
 
+    answer.__qualname__ = answer.__name__ = f"decoded_{key:06x}" if key else "other"
     return answer
 
 
 def auth_required(
-    server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int
-) -> None:
+    server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
+) -> int:
     """Every request but HELLO before a token server has seen a valid one: refused, closed."""
     server.refuse(conn, ErrorCode.AUTH_REQUIRED, request_id)
+    return end
 
 
-#: What a connection's table may hold; the split loop takes TIME, SEND and ACK first (see
-#: this module's docstring) and the words no table holds go to ``SwitchboardServer.dispatch``.
-Table = dict[int, FastHandler]
+def shutting_down(
+    server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
+) -> int:
+    """Every request once the server is shutting down."""
+    server.refuse(conn, ErrorCode.SHUTTING_DOWN, request_id)
+    return end
 
 
-def tables() -> dict[ConnectionState, Table]:
+def _rate_limited(answer: Answer) -> Answer:
+    """``answer`` behind the connection's token bucket (``Server.rate`` requests/s, bursts of
+    ``Server.burst``): a request with no token left is RATE_LIMITED.  A run answer is handed
+    as many frames of its kind as there are tokens, found by reading their headers, so the
+    limit costs one header read per request, not a second call."""
+    runs = answer in RUNS
+
+    def gate(
+        server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
+    ) -> int:
+        now = _monotonic()
+        tokens = conn.tokens + (now - conn.tokens_at) * server.rate
+        if tokens > server.burst:
+            tokens = server.burst
+        conn.tokens_at = now
+        if tokens < 1.0:
+            conn.tokens = tokens
+            server.refuse(conn, ErrorCode.RATE_LIMITED, request_id)
+            return end
+        last, taken = end, 1
+        if runs:
+            word = _unpack_header(buf, start - HEADER_SIZE)[1]
+            while taken + 1 <= tokens and last + HEADER_SIZE <= bound:
+                magic, next_word, _, length = _unpack_header(buf, last)
+                following = last + HEADER_SIZE + length
+                if next_word != word or following > bound or magic != MAGIC:
+                    break
+                last = following
+                taken += 1
+        stop = answer(server, conn, request_id, buf, start, end, last)
+        if stop != last:  # it stopped early (a frame its run does not take): count again
+            taken = count_frames(buf, start - HEADER_SIZE, stop)
+        conn.tokens = tokens - taken
+        return stop
+
+    gate.__qualname__ = gate.__name__ = f"rate_limited_{answer.__name__}"
+    return gate
+
+
+def count_frames(buf: Buffer, pos: int, stop: int) -> int:
+    """How many frames start in ``buf[pos:stop]`` (complete ones, their headers checked)."""
+    frames = 0
+    while pos < stop:
+        pos += HEADER_SIZE + _unpack_header(buf, pos)[3]
+        frames += 1
+    return frames
+
+
+def _traced(answer: Answer) -> Answer:
+    """``answer`` with every frame it gets traced first (``Server.trace``), refused ones
+    too: one frame per call, so that the trace shows each before its answer."""
+
+    def trace(
+        server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
+    ) -> int:
+        tracer = server.trace
+        if tracer is not None:
+            word = _unpack_header(buf, start - HEADER_SIZE)[1]
+            event = decode_payload(word & 0xFFFFFF, request_id, buf, start, end)
+            tracer("<<-", conn, event, bytes(buf[start - HEADER_SIZE : end]))
+        return answer(server, conn, request_id, buf, start, end, end)
+
+    trace.__qualname__ = trace.__name__ = f"traced_{answer.__name__}"
+    return trace
+
+
+#: The key under which a table holds the answer for words it has no entry for (no header
+#: word is 0: its version byte is at least 1).
+OTHER: Final = 0
+
+#: What a connection answers by: header word -> answer, and ``OTHER``.
+Table = dict[int, Answer]
+
+
+def _wrap(table: Table, gate: Callable[[Answer], Answer], requests_only: bool) -> Table:
+    return {
+        word: gate(answer) if word < WORD_FIRST_NON_REQUEST or not requests_only else answer
+        for word, answer in table.items()
+    }
+
+
+def tables(
+    *, rate_limited: bool = False, traced: bool = False, closing: bool = False
+) -> dict[ConnectionState, Table]:
     """The tables a connection answers by, by state (a server builds its own, so that a test
-    may wrap an entry without touching another server's).  READY: every request type and
-    PONG.  HANDSHAKE: the same words, each request but HELLO refused with AUTH_REQUIRED (a
-    word no table holds is refused there too: ``handshake.get(word, auth_required)``)."""
-    ready: Table = {header_word(key): fast for key, fast in FAST_HANDLERS.items()}
+    may wrap an entry without touching another server's).  READY: every request type, ACK
+    and PONG, and ``OTHER`` for the rest (decoded, so that the decoder names the problem).
+    HANDSHAKE (a token server before a valid HELLO): HELLO and the indications as in READY,
+    every other request, and ``OTHER``, AUTH_REQUIRED.
+
+    The gates are tables that wrap these, never second implementations: ``rate_limited``
+    puts every request behind the connection's token bucket, ``closing`` (the server is
+    shutting down) refuses every request, and ``traced`` shows every frame to the server's
+    tracer before it is answered (outermost: refused frames are traced too)."""
+    ready: Table = {header_word(key): answer for key, answer in RAW_ANSWERS.items()}
     for request_class in HANDLERS:
         key = (MessageClass.REQUEST << 16) | request_class.MESSAGE_TYPE
         ready.setdefault(header_word(key), _decoded(key))
+    ready[OTHER] = _decoded(OTHER)
+    if closing:
+        ready = _wrap(ready, lambda answer: shutting_down, requests_only=True)
+    elif rate_limited:
+        ready = _wrap(ready, _rate_limited, requests_only=True)
     handshake: Table = {
         word: (answer if word == WORD_HELLO or word >= WORD_FIRST_NON_REQUEST else auth_required)
         for word, answer in ready.items()
     }
-    return {ConnectionState.HANDSHAKE: handshake, ConnectionState.READY: ready}
+    handshake[OTHER] = auth_required
+    by_state = {ConnectionState.HANDSHAKE: handshake, ConnectionState.READY: ready}
+    if traced:
+        for state, table in by_state.items():
+            by_state[state] = _wrap(table, _traced, requests_only=False)
+    return by_state
