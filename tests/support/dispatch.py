@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from support.transports import FakeTransport
 from switchboard.protocol import (
@@ -37,7 +38,8 @@ from switchboard.protocol import (
     TimeRequest,
     encode,
 )
-from switchboard.server import ClientConnection, ServerConfig, SwitchboardServer
+from switchboard.server import ClientConnection, ServerConfig, SwitchboardServer, Tracer
+from switchboard.server.states import ConnectionState
 
 TOKEN = "s3cret-token"
 
@@ -45,10 +47,12 @@ TOKEN = "s3cret-token"
 class Harness:
     """A token server with no listener, on an event loop of its own (for its call_soon)."""
 
-    def __init__(self, token_file: Path) -> None:
+    def __init__(self, token_file: Path, *, trace: Tracer | None = None, **settings: Any) -> None:
         self.loop = asyncio.new_event_loop()
+        settings = {"rate": 0, **settings}
         self.server = SwitchboardServer(
-            ServerConfig(port=0, rate=0, name="dispatch", auth_token_file=str(token_file))
+            ServerConfig(port=0, name="dispatch", auth_token_file=str(token_file), **settings),
+            trace=trace,
         )
         self.server._loop = self.loop
         self.server._all_closed = asyncio.Event()
@@ -77,9 +81,23 @@ class Harness:
     def ask(
         self, conn: ClientConnection, transport: FakeTransport, decoder: FrameDecoder, req: Frame
     ) -> list[Event]:
-        conn.data_received(encode(req))
-        self.settle()
+        self.feed(conn, encode(req))
         return self.read(transport, decoder)
+
+    def feed(self, conn: ClientConnection, data: bytes) -> None:
+        """``data`` read by ``conn``, inside the loop as a transport would deliver it, and
+        the loop run until the connection has taken all of it (a batch that outlasts its time
+        slice yields and goes on in a later loop pass), then settled."""
+
+        async def read() -> None:
+            conn.data_received(data)
+            for _ in range(10_000):
+                if not conn.decoder.buffered or conn.state > ConnectionState.READY:
+                    break
+                await asyncio.sleep(0)
+
+        self.loop.run_until_complete(read())
+        self.settle()
 
     def close(self) -> None:
         self.loop.close()

@@ -4,13 +4,15 @@
         .venv/bin/python tools/callgrind/ring.py send|time ROUNDS
 
 Each round, every connection gets one batch of 32 SENDs to the next one (which then ACKs them
-in one batch) or 32 TIME requests.  Run it with two round counts (measure.sh: 5 and 25) and
+in one batch) or 32 TIME requests.  RING_RATE=1e9 in the environment measures the rate limit's
+path (on by default) with a limit that never refuses.  Run it with two round counts (measure.sh: 5 and 25) and
 divide the difference of the instructions collected by the operations: what one delivered
 message (SEND, MESSAGE, OK, ACK, RECEIPT) or one TIME costs the server, start-up excluded.
 """
 
 import asyncio
 import logging
+import os
 import struct
 import sys
 
@@ -73,7 +75,8 @@ class Transport:
 
 
 mode, rounds = sys.argv[1], int(sys.argv[2])
-server = SwitchboardServer(ServerConfig(port=0, rate=0, name="cg"))
+# RING_RATE=1e9: the rate limit on (the default's path) but never refusing.
+server = SwitchboardServer(ServerConfig(port=0, rate=float(os.environ.get("RING_RATE", "0")), name="cg"))
 loop = Loop()
 server._loop = loop
 
