@@ -211,7 +211,8 @@ def test_a_run_past_the_tokens_is_answered_then_refused_request_by_request(
     ok = {"time": "TimeOk", "ping": "PingOk", "send": "SendOk"}[kind]
     _batch(a, harness, [make[kind](i) for i in range(10, 20)])
     answers = _answers(harness, ta, da)
-    assert answers == [(ok, i) for i in range(10, 15)] + [("RATE_LIMITED", i) for i in range(15, 20)]
+    refused = [("RATE_LIMITED", i) for i in range(15, 20)]
+    assert answers == [(ok, i) for i in range(10, 15)] + refused
     assert a.tokens < 1.0
 
 
@@ -270,7 +271,7 @@ def test_shutdown_swaps_the_tables_of_connected_clients(
     make_harness: Callable[..., Harness],
 ) -> None:
     harness = make_harness()
-    conn, transport, decoder = _ready(harness)
+    conn, _, _ = _ready(harness)
     before = conn.table
     task = harness.loop.create_task(harness.server.shutdown("test"))
     harness.settle()
