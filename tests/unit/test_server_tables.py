@@ -92,8 +92,9 @@ def test_time_send_and_ack_are_answered_only_by_their_table_entries(
     table = harness.server.tables[READY]
     for word, name in ((WORD_TIME, "time"), (WORD_SEND, "send"), (WORD_ACK, "ack")):
 
-        def silent(_s: Any, _c: Any, rid: int, buf: Any, st: int, end: int, bd: int, *,
-                   name: str = name) -> int:
+        def silent(
+            _s: Any, _c: Any, rid: int, buf: Any, st: int, end: int, bd: int, *, name: str = name
+        ) -> int:
             seen.append((name, rid))
             return end
 
@@ -140,15 +141,21 @@ def test_a_run_stops_at_a_malformed_frame_of_its_kind(
     bad_time[13] = 1  # payload length 1
     harness.feed(
         a,
-        encode(TimeRequest(request_id=2)) + bytes(bad_time) + encode(TimeRequest(request_id=4))
+        encode(TimeRequest(request_id=2))
+        + bytes(bad_time)
+        + encode(TimeRequest(request_id=4))
         + encode(SendRequest(b.client_id, "one", request_id=5))
         + encode(SendRequest(b.client_id + 1000, "nobody", request_id=6))
-        + encode(SendRequest(b.client_id, "two", request_id=7))
+        + encode(SendRequest(b.client_id, "two", request_id=7)),
     )
     harness.settle()
     assert _answers(harness, ta, da) == [
-        ("TimeOk", 2), ("BAD_PAYLOAD", 3), ("TimeOk", 4),
-        ("SendOk", 5), ("NO_SUCH_CLIENT", 6), ("SendOk", 7),
+        ("TimeOk", 2),
+        ("BAD_PAYLOAD", 3),
+        ("TimeOk", 4),
+        ("SendOk", 5),
+        ("NO_SUCH_CLIENT", 6),
+        ("SendOk", 7),
     ]
     messages = [e for e in harness.read(tb, db) if isinstance(e, Message)]
     assert [m.text for m in messages] == ["one", "two"]
@@ -219,11 +226,18 @@ def test_a_run_past_the_tokens_is_answered_then_refused_request_by_request(
 def test_tokens_are_charged_per_request_across_kinds(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness(rate=0.001, burst=4)
     conn, transport, decoder = _ready(harness)
-    frames: list[Frame] = [TimeRequest(request_id=2), PingRequest(request_id=3),
-                           TimeRequest(request_id=4), TimeRequest(request_id=5)]
+    frames: list[Frame] = [
+        TimeRequest(request_id=2),
+        PingRequest(request_id=3),
+        TimeRequest(request_id=4),
+        TimeRequest(request_id=5),
+    ]
     _batch(conn, harness, frames)
     assert _answers(harness, transport, decoder) == [
-        ("TimeOk", 2), ("PingOk", 3), ("TimeOk", 4), ("RATE_LIMITED", 5)
+        ("TimeOk", 2),
+        ("PingOk", 3),
+        ("TimeOk", 4),
+        ("RATE_LIMITED", 5),
     ]
 
 
@@ -240,10 +254,20 @@ def test_tracing_is_a_table_that_shows_every_frame_before_its_answer(
         assert tables(traced=True)[READY][WORD_TIME].__name__ == "traced_time_"
         conn, transport, decoder = _ready(harness)
         traced.clear()
-        _batch(conn, harness, [TimeRequest(request_id=2), TimeRequest(request_id=3),
-                               TimeRequest(request_id=4), Ack(5)])
+        _batch(
+            conn,
+            harness,
+            [
+                TimeRequest(request_id=2),
+                TimeRequest(request_id=3),
+                TimeRequest(request_id=4),
+                Ack(5),
+            ],
+        )
         assert _answers(harness, transport, decoder) == [
-            ("TimeOk", 2), ("TimeOk", 3), ("RATE_LIMITED", 4)
+            ("TimeOk", 2),
+            ("TimeOk", 3),
+            ("RATE_LIMITED", 4),
         ]
         received = [name for direction, name in traced if direction == "<<-"]
         assert received == ["TimeRequest", "TimeRequest", "TimeRequest", "Ack"], traced
@@ -262,9 +286,7 @@ def test_shutting_down_swaps_every_connection_to_a_refusing_table(
     conn.take_table()
     assert conn.table is closing[READY]
     _batch(conn, harness, [TimeRequest(request_id=2), PingRequest(request_id=3)])
-    assert _answers(harness, transport, decoder) == [
-        ("SHUTTING_DOWN", 2), ("SHUTTING_DOWN", 3)
-    ]
+    assert _answers(harness, transport, decoder) == [("SHUTTING_DOWN", 2), ("SHUTTING_DOWN", 3)]
 
 
 def test_shutdown_swaps_the_tables_of_connected_clients(
