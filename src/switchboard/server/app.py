@@ -97,8 +97,8 @@ class SwitchboardServer:
             max_rooms_per_client=config.max_rooms_per_client,
             history_bytes=config.history_bytes,
         )
-        #: The directory's local fast map (the same dict), read once per batch by the split
-        #: loop for its inline SENDs instead of a chain.
+        #: The directory's local fast map (the same dict), read once per run of SENDs by
+        #: handlers.send to look each target up in one dict lookup.
         self.client_by_id: dict[int, Peer] = self.directory.client_by_id
         self.max_text = config.max_text
         self.max_unacked = config.max_unacked

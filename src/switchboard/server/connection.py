@@ -10,7 +10,7 @@ where each request is answered), which may take the run of frames of its kind th
 Back-pressure: what is queued for a client (its ``out`` list, then its transport's buffer)
 is bounded by the write limits whatever a batch holds.  Frames queued through send/send_raw
 are counted (``out_bytes``) and written to the transport once they reach ``server.flush_at``,
-and the split loop writes what it queued inline every PRESSURE_CHECK_BYTES of requests, so
+and the split loop writes what its answers queued every PRESSURE_CHECK_BYTES of requests, so
 that a transport's high-water mark (``pause_writing``) is seen within the batch that passes
 it: a SEND after that gets RECIPIENT_BUSY, message by message.  A client whose own answers
 pass the mark stops being read, and the rest of the batch it sent is kept unprocessed in the
@@ -79,14 +79,15 @@ _CLOSING = ConnectionState.CLOSING
 _CLOSED = ConnectionState.CLOSED
 #: Bytes of requests the split loop takes between two writes of what it has queued (for its
 #: own client and, through ``server.flush_pending``, for the clients it forwarded to) and a
-#: look at its own client's high-water mark.  What the loop queues inline without counting it
+#: look at its own client's high-water mark.  What the run answers queue without counting it
 #: (OK(TIME), OK(SEND), forwarded MESSAGEs, RECEIPTs) is at most a few times the requests it
 #: came from, so only some kilobytes of it queue unlooked-at: a SEND's busy check is never
 #: more than 4 KB of requests behind.  The cost is one comparison per frame, and the writes
 #: only in batches over 4 KB.
 PRESSURE_CHECK_BYTES = 4096
 #: Seconds one batch may run before it yields to the other connections (defaults.py says why);
-#: looked at after each request that goes to a handler and at each pressure check.
+#: looked at after each table call (one frame, or one run of TIMEs, SENDs or ACKs) and at
+#: each pressure check.
 BATCH_TIME_SLICE_S = defaults.BATCH_TIME_SLICE_S
 
 
@@ -137,7 +138,7 @@ class ClientConnection(asyncio.Protocol):
         self.pinged = False
         self.out: list[bytes] = []
         #: Bytes queued in ``out`` through send/send_raw since the last flush, written out
-        #: once they reach ``server.flush_at`` (what the split loop queues inline is not
+        #: once they reach ``server.flush_at`` (what the run answers queue directly is not
         #: counted: it writes it every PRESSURE_CHECK_BYTES of requests).
         self.out_bytes = 0
         self.rooms: set[str] = set()

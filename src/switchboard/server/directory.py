@@ -22,8 +22,8 @@ from .registry import ClientRegistry, Peer, Room, RoomRegistry
 class Directory(Protocol):
     """Where clients and rooms are remembered and how frames reach them."""
 
-    #: Connected clients by id.  The local implementation's fast path: the split loop reads
-    #: it once per batch and looks each inline SEND's target up in it (one dict lookup, no
+    #: Connected clients by id.  The local implementation's fast path: ``handlers.send``
+    #: reads it once per run of SENDs and looks each target up in it (one dict lookup, no
     #: call).  A shared directory keeps here the clients of this process.
     client_by_id: dict[int, Peer]
 

@@ -641,6 +641,10 @@ RAW_ANSWERS: dict[int, Answer] = {
 }
 #: The answers that take runs of frames (the rest answer one frame and return its end).
 RUNS: frozenset[Answer] = frozenset({time_, send, ack})
+#: The size of every frame after the first in a run, for the answers whose runs go on only
+#: over frames of one size (a TIME has no payload, an ACK one u64): how many frames a run
+#: took is then a division, not a walk over their headers (``count_frames``).
+RUN_FRAME_SIZES: dict[Answer, int] = {time_: HEADER_SIZE, ack: HEADER_SIZE + 8}
 
 
 # --- the tables: header word -> the answer, one table per state, wrapped by the gates -------
@@ -680,10 +684,11 @@ def shutting_down(
 
 def _rate_limited(answer: Answer) -> Answer:
     """``answer`` behind the connection's token bucket (``Server.rate`` requests/s, bursts of
-    ``Server.burst``): a request with no token left is RATE_LIMITED.  A run answer is handed
-    as many frames of its kind as there are tokens, found by reading their headers, so the
-    limit costs one header read per request, not a second call."""
+    ``Server.burst``): a request with no token left is RATE_LIMITED.  The bucket is refilled
+    once per call; a run answer is given a bound within which no more frames than tokens can
+    end (a frame is at least a header), and charged for the frames it took."""
     runs = answer in RUNS
+    frame_size = RUN_FRAME_SIZES.get(answer, 0)
 
     def gate(
         server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
@@ -697,20 +702,18 @@ def _rate_limited(answer: Answer) -> Answer:
             conn.tokens = tokens
             server.refuse(conn, ErrorCode.RATE_LIMITED, request_id)
             return end
-        last, taken = end, 1
-        if runs:
-            word = _unpack_header(buf, start - HEADER_SIZE)[1]
-            while taken + 1 <= tokens and last + HEADER_SIZE <= bound:
-                magic, next_word, _, length = _unpack_header(buf, last)
-                following = last + HEADER_SIZE + length
-                if next_word != word or following > bound or magic != MAGIC:
-                    break
-                last = following
-                taken += 1
-        stop = answer(server, conn, request_id, buf, start, end, last)
-        if stop != last:  # it stopped early (a frame its run does not take): count again
-            taken = count_frames(buf, start - HEADER_SIZE, stop)
-        conn.tokens = tokens - taken
+        if not runs:
+            conn.tokens = tokens - 1.0
+            return answer(server, conn, request_id, buf, start, end, end)
+        pos = start - HEADER_SIZE
+        limit = pos + int(tokens) * HEADER_SIZE
+        if limit < bound:
+            bound = limit if limit > end else end
+        stop = answer(server, conn, request_id, buf, start, end, bound)
+        if frame_size:
+            conn.tokens = tokens - 1 - (stop - end) // frame_size
+        else:
+            conn.tokens = tokens - count_frames(buf, pos, stop)
         return stop
 
     gate.__qualname__ = gate.__name__ = f"rate_limited_{answer.__name__}"
