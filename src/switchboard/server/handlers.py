@@ -422,6 +422,8 @@ def send(
                 log_forward(server, conn, target_id, message_id, text_len)
         else:
             _send_checked(server, conn, request_id, buf, start, end)
+            if conn.state is not _READY or conn.write_paused:
+                return end  # its ERROR passed its mark (or its hard limit): the loop decides
         pos = end
         if pos + HEADER_SIZE > bound:
             return pos
