@@ -32,7 +32,8 @@ def test_the_notebook_keeps_entries_in_order_and_tells_its_listener() -> None:
     nb.explain("because")
     nb.observe("accept_queue", {"1": 2})
     assert heard == nb.entries
-    assert nb.entries == [Step("did a thing"), Table("t", ("a", "b"), ((1, 2),)), Explanation("because")]
+    table = Table("t", ("a", "b"), ((1, 2),))
+    assert nb.entries == [Step("did a thing"), table, Explanation("because")]
     assert nb.observations == {"accept_queue": {"1": 2}} and nb.pcap == "x.pcap"
 
 
