@@ -62,3 +62,11 @@ def test_the_zsh_script() -> None:
 def test_an_unknown_shell_is_a_usage_error() -> None:
     result = run_cli("completion", "fish")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_bash_completes_the_lab_and_its_experiments(bash_script: str) -> None:
+    from switchboard.lab import NAMES
+
+    assert "lab" in bash_complete(bash_script, "switchboard", "")
+    assert set(bash_complete(bash_script, "switchboard", "lab", "")) >= set(NAMES)
+    assert bash_complete(bash_script, "switchboard", "lab", "ports", "--bind-p") == ["--bind-port"]

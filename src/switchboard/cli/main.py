@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "interactive",
     "chat",
     "bench",
+    "lab",
     "completion",
 )
 
