@@ -20,6 +20,10 @@ NAMES: Final[tuple[str, ...]] = (
     # the endpoints and the states of TCP on loopback
     "ports",
     # the network and the wire
+    "cable",
+    "burst",
+    "byteorder",
+    "capture",
 )
 
 

@@ -314,3 +314,14 @@ def show_wire(nb: Notebook, segments: list[Segment], reached: dict[str, dict[str
                              f"{frame.title}, request id {frame.request_id}"])  # fmt: skip
     nb.table("on the wire (the capture, decoded with the dissector)",
              ["packet", "ports", "flags", "Switchboard"], rows)  # fmt: skip
+
+
+EXPERIMENT: Final = Experiment(
+    name="byteorder",
+    question=(
+        "A port written without htons(): where does the connection go, and what does the same "
+        "mistake do to a protocol field?"
+    ),
+    add_arguments=add_arguments,
+    run=run,
+)

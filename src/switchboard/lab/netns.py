@@ -18,39 +18,53 @@ namespace made here.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType, TracebackType
+
+from .notebook import LabUnavailable, MissingTool
 
 #: The private block every link's /30 comes from; only ever assigned inside a sandbox.
 LINK_BLOCK = ipaddress.IPv4Network("10.231.0.0/16")
 #: Seconds any one ``ip`` command may take.
 IP_TIMEOUT_S = 10.0
+#: setns(2)'s flag for a network namespace (linux/sched.h).
+CLONE_NEWNET = 0x40000000
+#: The calling thread's TCP tables, wherever it is (/proc/net is the main thread's view).
+THREAD_TCP_TABLES = (
+    (Path("/proc/thread-self/net/tcp"), socket.AF_INET),
+    (Path("/proc/thread-self/net/tcp6"), socket.AF_INET6),
+)
 
 _NAMESPACE = re.compile(r"^sblab-(\d+)-\d+$")
 _LINK = re.compile(r"^sb(\d+)-\d+[hn]$")
 
 
-class NetnsError(RuntimeError):
+class NetnsError(LabUnavailable):
     """An ``ip`` command failed; the message is its command line and its error output."""
 
 
-def why_unavailable() -> str | None:
-    """One line saying why namespaces cannot be made here, or None when they can."""
+def why_unavailable() -> LabUnavailable | None:
+    """Why namespaces cannot be made here (one line: not Linux, not root, no ``ip``, naming
+    its Debian package), or None when they can."""
     if not sys.platform.startswith("linux"):
-        return "network namespaces are Linux-only"
+        return LabUnavailable("network namespaces are Linux-only")
     if os.geteuid() != 0:
-        return "making network namespaces needs root (run it with sudo)"
+        return LabUnavailable("making network namespaces needs root (run it with sudo)")
     if shutil.which("ip") is None:
-        return "the ip command is missing (Debian package: iproute2)"
+        return MissingTool("ip", "iproute2")
     return None
 
 
@@ -71,6 +85,40 @@ def ip(*args: str, namespace: str | None = None) -> str:
 def in_namespace(namespace: str, argv: list[str]) -> list[str]:
     """``argv`` as a command that runs inside ``namespace``."""
     return ["ip", "netns", "exec", namespace, *argv]
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise NetnsError(f"setns: {os.strerror(code)}")
+
+
+@contextlib.contextmanager
+def inside(namespace: str) -> Iterator[None]:
+    """Run the calling thread in ``namespace`` for the block, then back where it was.
+
+    Sockets opened in the block belong to ``namespace`` for good (a socket's namespace is
+    fixed when it is made), so one process can hold both ends of a pulled cable; threads
+    started in the block start there too.  /proc/thread-self/net shows the namespace's
+    tables (``THREAD_TCP_TABLES``).  setns(2) on a network namespace concerns only the
+    calling thread.
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+    except OSError as exc:
+        os.close(home)
+        raise NetnsError(f"no namespace {namespace}: {exc.strerror}") from exc
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
 
 
 def _alive(pid: int) -> bool:
@@ -116,6 +164,22 @@ def sweep_orphans() -> list[str]:
     return removed
 
 
+def _destroy_sockets(namespace: str) -> None:
+    """Abort every TCP socket left in ``namespace`` (``ss -K``), orphans included: a socket
+    still retransmitting a FIN over a pulled cable would otherwise keep the deleted namespace
+    (and its veth end) alive, unseen, for minutes.  Best effort: without ss, or without the
+    kernel's socket-destroy support, the namespace goes when its last socket does."""
+    if shutil.which("ss") is None:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        subprocess.run(
+            in_namespace(namespace, ["ss", "-K", "-tan", "state", "all"]),
+            capture_output=True,
+            timeout=IP_TIMEOUT_S,
+            check=False,
+        )
+
+
 def _addresses_in_use() -> list[ipaddress.IPv4Network]:
     used = []
     for line in ip("-o", "-4", "addr", "show").splitlines():
@@ -151,7 +215,7 @@ class NetworkSandbox:
     def __enter__(self) -> NetworkSandbox:
         reason = why_unavailable()
         if reason is not None:
-            raise NetnsError(reason)
+            raise reason
         sweep_orphans()
         if threading.current_thread() is threading.main_thread():
             # SIGTERM's default ends the process without running ``finally``: while the
@@ -176,6 +240,7 @@ class NetworkSandbox:
                 with contextlib.suppress(NetnsError):  # already gone with its peer
                     ip("link", "del", name)
             for name in reversed(self.namespaces):
+                _destroy_sockets(name)
                 with contextlib.suppress(NetnsError):
                     ip("netns", "del", name)
             self._host_links.clear()
