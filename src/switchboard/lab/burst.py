@@ -185,6 +185,7 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
         ],
     )  # fmt: skip
     by_mode = {r.mode.name: r for r in runs}
+    nb.observe("server", {"port": server.port, "pid": server.pid})
     nb.observe("requests", count)
     nb.observe("send_calls", {name: r.send_calls for name, r in by_mode.items()})
     nb.observe("segments", {name: r.segments for name, r in by_mode.items()})

@@ -155,14 +155,17 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
         )
         right = struct.pack("!H", meant)  # htons(port)
         wrong = struct.pack("=H", meant)  # the port as the CPU stores it
-        reached = {}
+        reached: dict[str, dict[str, object]] = {}
         for label, field in (("htons", right), ("forgot_htons", wrong)):
             client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             stack.callback(close_with_reset, client)
             try:
                 raw_connect(client, sockaddr_in(field))
             except OSError as exc:
-                reached[label] = {"port_bytes": hex_bytes(field), "error": errno.errorcode.get(exc.errno or 0)}
+                reached[label] = {
+                    "port_bytes": hex_bytes(field),
+                    "error": errno.errorcode.get(exc.errno or 0),
+                }
                 nb.step(f"connect() with port bytes {hex_bytes(field)}: {exc.strerror}")
                 continue
             port = client.getpeername()[1]
@@ -182,6 +185,7 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
         protocol = request_id_in_host_order(server, stack)
         whole = header_in_host_order(server, stack)
         segments = capture.finish() if capture is not None else None
+    nb.observe("server", {"port": server.port, "pid": server.pid})
     nb.observe("byteorder", sys.byteorder)
     nb.observe("port_meant", meant)
     nb.observe("port_swapped", twin)
@@ -231,7 +235,9 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
     )
 
 
-def request_id_in_host_order(server: ServerProcess, stack: contextlib.ExitStack) -> dict[str, object]:
+def request_id_in_host_order(
+    server: ServerProcess, stack: contextlib.ExitStack
+) -> dict[str, object]:
     """A TIME request whose request id alone is written in host order; what came back."""
     header = HEADER.pack(MAGIC, VERSION, 1, 0x02, 0, 0)
     id_bytes = struct.pack("=I", REQUEST_ID)

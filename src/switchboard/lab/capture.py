@@ -66,7 +66,9 @@ def capture_unavailable() -> LabUnavailable | None:
         if shutil.which(program) is None:
             return MissingTool(program, "tshark")
     if not DISSECTOR.is_file():
-        return CaptureError(f"the Wireshark dissector is not at {DISSECTOR} (a source checkout has it)")
+        return CaptureError(
+            f"the Wireshark dissector is not at {DISSECTOR} (a source checkout has it)"
+        )
     return None
 
 
@@ -182,15 +184,11 @@ class PacketCapture:
         argv = [self.dumpcap, "-q", "-i", self.interface, "-f", self.filter, "-w", str(self.path)]
         if self.namespace is not None:
             argv = ["ip", "netns", "exec", self.namespace, *argv]
-        self._stderr = tempfile.TemporaryFile()
+        # stderr is read only once dumpcap has exited (with -q it says nothing meanwhile).
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         self.sync()
-
-    def _error_output(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace").strip()
 
     def sync(self) -> None:
         """Return once everything sent through the interface so far is in the file."""
@@ -199,7 +197,8 @@ class PacketCapture:
         deadline = time.monotonic() + SYNC_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                error = self._error_output().splitlines()
+                assert self.proc.stderr is not None
+                error = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
                 raise CaptureError(
                     f"dumpcap on {self.interface} stopped (exit {self.proc.returncode}): "
                     + (error[-1] if error else "no message")
@@ -223,8 +222,8 @@ class PacketCapture:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(STOP_TIMEOUT_S)
-        if proc is not None:
-            self._stderr.close()
+        if proc is not None and proc.stderr is not None:
+            proc.stderr.close()
         self._probe_tx.close()
         if self._probe_rx is not None:
             self._probe_rx.close()
@@ -272,7 +271,7 @@ def parse_pdml(document: bytes) -> list[Segment]:
         if tcp is None or ip is None:
             continue
         values = {
-            node.get("name"): node
+            node.get("name", ""): node
             for proto in (protos["frame"], ip, tcp)
             for node in proto.iter("field")
         }
@@ -283,7 +282,11 @@ def parse_pdml(document: bytes) -> list[Segment]:
 
         prefix = "ipv6" if ip.get("name") == "ipv6" else "ip"
         flags_text = (values.get("tcp.flags") or ET.Element("x")).get("showname", "")
-        flags = flags_text[flags_text.find("(") + 1 : flags_text.rfind(")")] if "(" in flags_text else ""
+        flags = (
+            flags_text[flags_text.find("(") + 1 : flags_text.rfind(")")]
+            if "(" in flags_text
+            else ""
+        )
         frames = tuple(
             _decoded_frame(proto)
             for proto in packet.findall("proto")
@@ -318,14 +321,20 @@ def _decoded_frame(proto: ET.Element) -> DecodedFrame:
             name = child.get("name", "")
             if name == "switchboard.request_id":
                 request_id = int(child.get("show", "0"))
-            if name in _HEADER_FIELDS or name in ("switchboard.string_length", "switchboard.request_id"):
+            if name in _HEADER_FIELDS or name in (
+                "switchboard.string_length",
+                "switchboard.request_id",
+            ):
                 continue
             text = child.get("showname") or child.get("show") or ""
             if text:
                 lines.append("  " * depth + text)
             # Record trees (a LIST's clients) show their fields; a value's own sub-fields
             # (an address's family, a time's second rendering) add nothing to its line.
-            if child.get("show") in (None, "") or name in ("switchboard.client", "switchboard.room_info"):
+            if child.get("show") in (None, "") or name in (
+                "switchboard.client",
+                "switchboard.room_info",
+            ):
                 walk(child, depth + 1)
 
     walk(proto, 0)
@@ -397,6 +406,7 @@ def _run_capture(args: argparse.Namespace, nb: Notebook) -> None:
         for entry in read_sockets([server.port]):
             if entry.state is TcpState.TIME_WAIT:
                 retire_time_wait(entry)
+    nb.observe("server", {"port": server.port, "pid": server.pid})
     annotate(nb, segments, marks, parties, server.port)
 
 

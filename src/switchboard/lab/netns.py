@@ -217,12 +217,14 @@ class NetworkSandbox:
         if reason is not None:
             raise reason
         sweep_orphans()
-        if threading.current_thread() is threading.main_thread():
-            # SIGTERM's default ends the process without running ``finally``: while the
-            # sandbox exists it raises SystemExit instead, so the namespaces still go.
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-                signal.signal(signal.SIGTERM, _exit_on_sigterm)
-                self._sigterm_installed = True
+        # SIGTERM's default ends the process without running ``finally``: while the sandbox
+        # exists it raises SystemExit instead, so the namespaces still go.
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            self._sigterm_installed = True
         return self
 
     def __exit__(

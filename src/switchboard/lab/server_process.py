@@ -90,14 +90,14 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                line = self._lines.get(timeout=remaining)
+                got = self._lines.get(timeout=remaining)
             except queue.Empty:
                 break
-            if line is None:  # the server exited
+            if got is None:  # the server exited
                 break
-            self.log.append(line)
-            if regex.search(line):
-                return line
+            self.log.append(got)
+            if regex.search(got):
+                return got
         last = self.log[-1].strip() if self.log else "no output"
         raise LabUnavailable(f"the server did not log {pattern!r} within {timeout:g}s: {last}")
 
