@@ -25,6 +25,13 @@ ENV_TOKEN: Final = "SWITCHBOARD_TOKEN"
 #: Connected clients admitted at once; one more gets SERVER_FULL.  A 1024 default keeps
 #: a fresh server inside the usual soft open-file limit (1024) with room for the listener.
 MAX_CLIENTS: Final = 1024
+#: The listen() backlog when ``--backlog`` is not given: ``--max-clients``, kept within
+#: 128 (the classic SOMAXCONN, which a burst of reconnecting clients can fill) and 4096 (Linux's
+#: net.core.somaxconn since 5.4, which caps whatever is asked).
+MIN_AUTO_BACKLOG: Final = 128
+MAX_AUTO_BACKLOG: Final = 4096
+#: The largest ``--backlog``: listen() takes an int, the kernel caps it at net.core.somaxconn.
+MAX_BACKLOG: Final = 65535
 #: Seconds of silence before the server PINGs a connection; three of them close it.
 HEARTBEAT_S: Final = 10.0
 #: Silent heartbeat intervals after which a connection is declared dead.

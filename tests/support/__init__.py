@@ -15,6 +15,8 @@
 - ``terminals``: interactive clients in a pseudo-terminal (pexpect).
 - ``services``: the lab services in-process (reversal server, UDP chat) and their fixtures.
 - ``tls_certs``, ``protocol_strategies``: certificates, hypothesis strategies.
+- ``lab``: the lab's experiments in-process (``run_experiment``) and what they must not
+  leave behind (``left_on``, ``children``).
 - ``ci``: in CI, a skipped test fails.
 
 Test modules import from here, never from one another.

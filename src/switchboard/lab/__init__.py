@@ -19,6 +19,7 @@ from .notebook import Experiment
 NAMES: Final[tuple[str, ...]] = (
     # the endpoints and the states of TCP on loopback
     "ports",
+    "backlog",
     # the network and the wire
     "cable",
     "burst",

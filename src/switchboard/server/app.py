@@ -168,7 +168,7 @@ class SwitchboardServer:
             host,
             self.config.port,
             reuse_address=True,
-            backlog=min(4096, max(128, self.config.max_clients)),
+            backlog=self.config.listen_backlog,
             # TLS is started per connection (start_tls) so that failed handshakes can be
             # logged: with ssl= here, asyncio and uvloop drop them without a word.
         )

@@ -170,6 +170,14 @@ class ServerConfig:
         defaults.MAX_CLIENTS, minimum=1, metavar="N", limit=True,
         help="clients admitted at once",
     )  # fmt: skip
+    #: None: max_clients within defaults.MIN_AUTO_BACKLOG-MAX_AUTO_BACKLOG (``listen_backlog``).
+    backlog: int | None = setting(
+        None, minimum=0, maximum=defaults.MAX_BACKLOG, metavar="N",
+        default_text=f"--max-clients, within {defaults.MIN_AUTO_BACKLOG}-"
+        f"{defaults.MAX_AUTO_BACKLOG}",
+        help="listen() backlog: connections the kernel completes and queues before the "
+        "server accepts them (Linux queues backlog + 1, capped by net.core.somaxconn)",
+    )  # fmt: skip
     max_per_address: int = setting(
         defaults.MAX_PER_ADDRESS, minimum=1, metavar="N", limit=True,
         help="connections one address may hold; loopback exempt unless --limit-loopback",
@@ -299,6 +307,14 @@ class ServerConfig:
             raise ConfigError("write_high_water must be positive and below write_hard_limit")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key go together")
+
+    @property
+    def listen_backlog(self) -> int:
+        """The backlog passed to listen(): ``backlog``, or max_clients within the defaults'
+        bounds."""
+        if self.backlog is not None:
+            return self.backlog
+        return min(defaults.MAX_AUTO_BACKLOG, max(defaults.MIN_AUTO_BACKLOG, self.max_clients))
 
     @property
     def unauthenticated_limit(self) -> int:
