@@ -76,9 +76,6 @@ def test_burst_counts_segments_reads_and_answers() -> None:
     # One buffer of 1,400 bytes is fewer segments than requests (on loopback: exactly one).
     assert 1 <= segments["one_buffer"] < 100
     assert all(1 <= n <= 100 for n in segments.values())
-    # Nagle holds small writes back while data is unacknowledged: never more segments
-    # than writes, and fewer than TCP_NODELAY needs unless NODELAY's were merged too.
-    assert segments["nagle_on"] <= segments["nagle_off"]
     # The server reads at least once per run and never more often than data arrived.
     for mode, reads in seen["server_reads"].items():
         assert 1 <= reads <= segments[mode], (mode, reads, segments)

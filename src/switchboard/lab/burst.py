@@ -203,10 +203,11 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
         "that queue up behind each other: autocorking).  One buffer written with one send() "
         "needs as few segments as its size allows: on loopback (MSS about 64 KiB) one."
     )
+    reads = ", ".join(f"{r.server_reads} ({r.mode.label})" for r in runs)
     nb.explain(
-        "On the other side recv() (read()) returns whatever has arrived, whatever the segments "
-        "were: the server made far fewer reads than there were requests, so it cannot treat a "
-        "read as a message.  That is why the protocol frames each message with its length, and "
+        "On the other side recv() (read()) returns whatever has arrived, however the segments "
+        f"cut it: for {count} requests per run the server made {reads} read() calls.  A read "
+        "is not a message, which is why the protocol frames each message with its length, and "
         "why each answer carries its request's id: the client matches answers to requests by "
         "id, not by the order of reads."
     )

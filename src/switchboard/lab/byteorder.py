@@ -315,9 +315,15 @@ def show_wire(nb: Notebook, segments: list[Segment], reached: dict[str, dict[str
             if s.dst_port != server_port]  # fmt: skip
     for s in segments:
         for frame in s.frames:
-            if frame.title.startswith("Request") or frame.title.startswith("Response"):
-                rows.append([s.number, f"{s.src_port} -> {s.dst_port}", s.flags,
-                             f"{frame.title}, request id {frame.request_id}"])  # fmt: skip
+            if frame.title == "Indication WELCOME":
+                continue  # every connection's first frame; not the point here
+            notes = [
+                line.split(": ", 1)[1]
+                for line in frame.fields
+                if line.startswith(("Expert Info", "Error message"))
+            ]
+            rows.append([s.number, f"{s.src_port} -> {s.dst_port}", s.flags,
+                         "; ".join([f"{frame.title}, request id {frame.request_id}", *notes])])  # fmt: skip
     nb.table("on the wire (the capture, decoded with the dissector)",
              ["packet", "ports", "flags", "Switchboard"], rows)  # fmt: skip
 

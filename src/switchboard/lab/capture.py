@@ -444,7 +444,9 @@ def annotate(
             if not s.frames:
                 rows.append([s.number, route, s.flags, f"{s.payload} bytes", ""])
             for frame in s.frames:
-                rows.append([s.number, route, s.flags, frame.title, "; ".join(frame.fields)])
+                # A record's own fields (indented) stay in --json; its one-line title says it.
+                top = [line for line in frame.fields if not line.startswith(" ")]
+                rows.append([s.number, route, s.flags, frame.title, "; ".join(top)])
                 frames.append(
                     {"packet": s.number, "from": who(s.src_port), "to": who(s.dst_port),
                      "message": frame.title, "request_id": frame.request_id,
