@@ -322,8 +322,8 @@ def show_wire(nb: Notebook, segments: list[Segment], reached: dict[str, dict[str
                 for line in frame.fields
                 if line.startswith(("Expert Info", "Error message"))
             ]
-            rows.append([s.number, f"{s.src_port} -> {s.dst_port}", s.flags,
-                         "; ".join([f"{frame.title}, request id {frame.request_id}", *notes])])  # fmt: skip
+            what = "; ".join([f"{frame.title}, request id {frame.request_id}", *notes])
+            rows.append([s.number, f"{s.src_port} -> {s.dst_port}", s.flags, what])
     nb.table("on the wire (the capture, decoded with the dissector)",
              ["packet", "ports", "flags", "Switchboard"], rows)  # fmt: skip
 
