@@ -190,6 +190,7 @@ class Observed:
     listed: list[tuple[float, bool]]
     recv: dict[str, str]
     timeline: list[tuple[float, str, str, str]]
+    watched_s: float
 
 
 def watch_pulled_cable(
@@ -289,7 +290,8 @@ def watch_pulled_cable(
             sample(time.monotonic() - pulled)
             break
         time.sleep(SAMPLE_S)  # the sampling cadence; the deadline bounds the loop
-    nb.step(f"watched both namespaces' TCP tables for {time.monotonic() - pulled:.1f} s")
+    watched = time.monotonic() - pulled
+    nb.step(f"watched both namespaces' TCP tables for {watched:.1f} s")
     recv = {
         NO_HEARTBEAT: what_recv_says(accepted[0]),
         KEEPALIVE: what_recv_says(accepted[1]),
@@ -300,7 +302,7 @@ def watch_pulled_cable(
         recv[HEARTBEAT] = "nothing in its log"
     else:
         recv[HEARTBEAT] = "its log: " + line.split("disconnect", 1)[1].strip()
-    return Observed(connections, me, listed_over_time, recv, timeline)
+    return Observed(connections, me, listed_over_time, recv, timeline, round(watched, 2))
 
 
 def report(
@@ -328,7 +330,7 @@ def report(
         [
             [LABELS[key], " -> ".join(s for _, s in conn.server_states) or "-",
              f"{conn.left_established():.2f} s" if conn.left_established() is not None
-             else f"no (still ESTABLISHED after {args.watch:g} s)",
+             else f"no (still ESTABLISHED after {seen.watched_s:.1f} s)",
              seen.recv[key]]
             for key, conn in conns.items()
         ],
@@ -352,6 +354,7 @@ def report(
     nb.observe("kernel_keepalive_defaults", kernel)
     nb.observe("recv_on_server", seen.recv)
     nb.observe("timeline", [list(entry) for entry in seen.timeline])
+    nb.observe("watched_s", seen.watched_s)
     limit = defaults.HEARTBEAT_MISSES * args.heartbeat
     nb.explain(
         "A pulled cable sends nothing: no FIN, no RST.  The client's close() queued a FIN that "
