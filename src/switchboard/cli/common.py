@@ -123,8 +123,30 @@ def add_service_endpoint_args(
     )
 
 
+def local_address(text: str) -> tuple[str, int]:
+    """An argparse ``type`` for ``--bind``: ``HOST:PORT``, ``[IPV6]:PORT`` or ``:PORT`` (any
+    address); port 0 lets the kernel choose one."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"write an IPv6 address in brackets: [{host}]:{port}")
+    return host, _port(port, 0)
+
+
 def add_connection_args(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     add_endpoint_args(p)
+    p.add_argument(
+        "--bind",
+        type=local_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="connect from this local address and port (bind() before connect(); port 0: "
+        "any free one; default: the kernel picks an ephemeral port). A fixed port is held "
+        "by TIME_WAIT for 60 s after a connection the client closed: `switchboard lab ports`",
+    )
     p.add_argument(
         "-t",
         "--timeout",
@@ -231,6 +253,7 @@ def connect(args: argparse.Namespace, *, retry_full_s: float = 0.0, **kwargs: An
     kwargs.setdefault("token", token(args))
     kwargs.setdefault("trace", make_tracer(args))
     kwargs.setdefault("ssl_context", ssl_context(args))  # the CA file read once, not per retry
+    kwargs.setdefault("local_address", getattr(args, "bind", None))
     deadline = time.monotonic() + retry_full_s
     announced = False
     try:

@@ -111,6 +111,7 @@ def cmd_client(args: argparse.Namespace) -> int:
         token=token(args),
         tracer=make_tracer(args),
         ssl_context=ssl_context(args),
+        local_address=args.bind,
         connect_now=args.connect or args.host is not None or args.port is not None,
     )
     if sys.stdin.isatty() and sys.stdout.isatty():
@@ -159,6 +160,8 @@ class Settings:
     token: str | None
     tracer: Tracer | None
     ssl_context: Any
+    #: ``--bind``: the local address every connection is made from.
+    local_address: tuple[str, int] | None
     connect_now: bool
 
 
@@ -371,6 +374,7 @@ class InteractiveClient:
                 on_close=lambda reason: self._on_close(marker, reason),
                 trace=self.settings.tracer,
                 ssl_context=self.settings.ssl_context,
+                local_address=self.settings.local_address,
             )
             self._check_admitted(client)
         except ConnectionFailed as exc:

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from switchboard.display import safe
+
 from .common import CliExit, emit
 from .exitcodes import ExitCode
 
@@ -160,6 +162,7 @@ class NotebookPrinter:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from switchboard.client import SwitchboardError
     from switchboard.lab import experiment
     from switchboard.lab.notebook import LabUnavailable, Notebook
 
@@ -177,6 +180,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliExit(ExitCode.USAGE, f"lab {exp.name}: {exc}") from None
     except OSError as exc:
         raise CliExit(ExitCode.NO_SESSION, f"lab {exp.name}: {exc.strerror or exc}") from None
+    except SwitchboardError as exc:  # the experiment's own server or client failed
+        raise CliExit(ExitCode.NO_SESSION, f"lab {exp.name}: {safe(str(exc))}") from None
     printer.finish()
     if args.json:
         emit({"experiment": exp.name, "observations": notebook.observations})

@@ -44,7 +44,7 @@ from switchboard.protocol import (
 from switchboard.protocol.trace import host_port
 
 from .core import ClientCore, as_send_ok, next_rooms_page, send_request
-from .errors import ConnectionFailed, ConnectionLost, RequestTimeout
+from .errors import ConnectionFailed, ConnectionLost, RequestTimeout, connect_failure
 from .session import ServerTime, silence_reason
 from .tracing import Tracer, trace_received, trace_sent
 
@@ -87,11 +87,13 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         on_indication: Callable[[Frame], None] | None = None,
         trace: Tracer | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        local_address: tuple[str, int] | None = None,
     ) -> AsyncClient:
         """Connect, wait for WELCOME, and say HELLO when a nickname or token is given.
 
         ``connect_timeout`` bounds the TCP connect, the TLS handshake and the WELCOME
-        together; ``timeout`` bounds each response, the HELLO's too."""
+        together; ``timeout`` bounds each response, the HELLO's too.  ``local_address``
+        (host, port) binds the socket before it connects (port 0: any free one)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + connect_timeout
         where = host_port(host, port)
@@ -104,6 +106,7 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
                     port,
                     ssl=ssl_context,
                     server_hostname=host if ssl_context is not None else None,
+                    local_addr=local_address,
                 ),
                 connect_timeout,
             )
@@ -118,7 +121,7 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         except socket.gaierror as exc:
             raise ConnectionFailed(f"cannot resolve {host!r}: {exc.strerror}") from exc
         except OSError as exc:
-            raise ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
+            raise connect_failure(exc, where, local_address) from exc
         try:
             client.welcome = await asyncio.wait_for(
                 client._welcome_future, max(0.0, deadline - loop.time())

@@ -57,6 +57,7 @@ from .errors import (
     ConnectionFailed,
     ConnectionLost,
     RequestTimeout,
+    connect_failure,
 )
 from .session import ServerTime
 from .tracing import Tracer, trace_received, trace_sent
@@ -65,11 +66,14 @@ R = TypeVar("R", bound=Frame)
 _CLOSED = object()
 
 
-def open_socket(host: str, port: int, timeout: float) -> socket.socket:
-    """Connect, translating every failure into ConnectionFailed."""
+def open_socket(
+    host: str, port: int, timeout: float, local_address: tuple[str, int] | None = None
+) -> socket.socket:
+    """Connect (from ``local_address`` when given: bound before connecting), translating
+    every failure into ConnectionFailed."""
     where = host_port(host, port)
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout, source_address=local_address)
     except TimeoutError as exc:
         raise ConnectionFailed(f"timed out connecting to {where}") from exc
     except ConnectionRefusedError as exc:
@@ -77,7 +81,7 @@ def open_socket(host: str, port: int, timeout: float) -> socket.socket:
     except socket.gaierror as exc:
         raise ConnectionFailed(f"cannot resolve {host!r}: {exc.strerror}") from exc
     except OSError as exc:
-        raise ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
+        raise connect_failure(exc, where, local_address) from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.settimeout(None)
     return sock
@@ -88,6 +92,9 @@ class Client(ClientCore["Future[Any]"]):
 
     ``connect_timeout`` bounds the TCP connect, the TLS handshake and the wait for WELCOME
     together (ConnectionFailed past it); ``timeout`` bounds each response, the HELLO's too.
+
+    ``local_address`` (host, port) binds the socket before it connects (port 0: any free
+    one); without it the kernel picks the address and an ephemeral port at connect().
 
     ``on_indication(frame)`` receives every indication on the receiver thread (instead of
     ``next_indication``); ``on_close(reason)`` is called once when the connection ends, lost
@@ -107,6 +114,7 @@ class Client(ClientCore["Future[Any]"]):
         on_close: Callable[[str], None] | None = None,
         trace: Tracer | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        local_address: tuple[str, int] | None = None,
     ) -> None:
         super().__init__(Future, threading.Lock(), on_indication, on_close)
         self.host = host
@@ -118,7 +126,7 @@ class Client(ClientCore["Future[Any]"]):
         # One deadline for the TCP connect, the TLS handshake and the WELCOME, so that
         # ``connect_timeout`` is what a caller waits at most before the session starts.
         deadline = time.monotonic() + connect_timeout
-        sock = open_socket(host, port, connect_timeout)
+        sock = open_socket(host, port, connect_timeout, local_address)
         if ssl_context is None:
             self._channel: SocketChannel = SocketChannel(sock)
         else:

@@ -3,7 +3,8 @@
 Exception tree::
 
     SwitchboardError
-     ├── ConnectionFailed        could not connect: refused, unreachable, timed out, bad address
+     ├── ConnectionFailed        could not connect: refused, unreachable, timed out, bad address,
+     │                           the local address (``local_address``) could not be bound
      ├── ConnectionLost          the connection broke or was closed; pending requests fail with it
      ├── RequestTimeout          no response within the timeout (the connection stays usable)
      └── ServerError             the server answered ERROR (``code``, ``name``, ``message``)
@@ -23,7 +24,11 @@ Exception tree::
 
 from __future__ import annotations
 
+import errno
+from typing import Final
+
 from switchboard.protocol import ErrorCode, ErrorResponse, error_name
+from switchboard.protocol.trace import host_port
 
 
 class SwitchboardError(Exception):
@@ -32,6 +37,23 @@ class SwitchboardError(Exception):
 
 class ConnectionFailed(SwitchboardError):
     """The connection could not be established."""
+
+
+#: What bind() answers for a local address it cannot give (EADDRINUSE: taken, or held by a
+#: TIME_WAIT of an earlier connection; EADDRNOTAVAIL: not an address of this machine;
+#: EACCES: a port below 1024 without the privilege): said as "cannot bind", not "connect".
+BIND_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def connect_failure(
+    exc: OSError, where: str, local_address: tuple[str, int] | None
+) -> ConnectionFailed:
+    """The ConnectionFailed for an OSError of connecting (or of binding ``local_address``
+    first) to ``where``."""
+    if local_address is not None and exc.errno in BIND_ERRNOS:
+        local = host_port(*local_address)
+        return ConnectionFailed(f"cannot bind {local}: {exc.strerror or exc}")
+    return ConnectionFailed(f"cannot connect to {where}: {exc.strerror or exc}")
 
 
 class ConnectionLost(SwitchboardError):

@@ -20,6 +20,7 @@ NAMES: Final[tuple[str, ...]] = (
     # the endpoints and the states of TCP on loopback
     "ports",
     "backlog",
+    "demux",
     # the network and the wire
     "cable",
     "burst",

@@ -225,6 +225,7 @@ __all__ = [
     "parse_table",
     "read_sockets",
     "retire_time_wait",
+    "retire_time_waits",
     "socket_row",
     "wait_for_sockets",
 ]
@@ -256,3 +257,13 @@ def retire_time_wait(entry: TcpSocket, timeout: float = 2.0) -> bool:
         return not any(s.local == entry.local and s.remote == entry.remote for s in seen)
 
     return gone(wait_for_sockets([entry.local_port], gone, timeout))
+
+
+def retire_time_waits(ports: Iterable[int]) -> list[TcpSocket]:
+    """``retire_time_wait`` for every TIME_WAIT entry on ``ports``; those still there (where
+    net.ipv4.tcp_rfc1337 is 1, or a port is in use again)."""
+    wanted = list(ports)
+    for entry in read_sockets(wanted):
+        if entry.state is TcpState.TIME_WAIT:
+            retire_time_wait(entry)
+    return [s for s in read_sockets(wanted) if s.state is TcpState.TIME_WAIT]

@@ -1,0 +1,70 @@
+"""``local_address``: the blocking and the asyncio client connect from a chosen address and
+port (bind() before connect()), as the server sees it in WELCOME and LIST; a local address
+that cannot be bound is a ConnectionFailed that says "cannot bind"."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from support.lab import left_on
+from support.servers import ServerThread
+from switchboard.client import AsyncClient, Client, ConnectionFailed
+from switchboard.lab.sockets import TcpState, retire_time_wait, wait_for_sockets
+
+HOST = "127.0.0.1"
+
+
+def test_the_blocking_client_connects_from_the_bound_port(server: ServerThread) -> None:
+    with Client(HOST, server.port, timeout=5, local_address=(HOST, 0)) as client:
+        bound = client.welcome.port
+        assert client.welcome.ip == HOST
+        with Client(HOST, server.port, timeout=5) as other:
+            listed = {c.client_id: c.port for c in other.list_clients()}
+        assert listed[client.client_id] == bound
+
+
+def free_port_number() -> int:
+    probe = socket.socket()
+    probe.bind((HOST, 0))
+    port: int = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_a_fixed_port_is_held_by_time_wait_after_the_client_closes(server: ServerThread) -> None:
+    port = free_port_number()
+    with Client(HOST, server.port, timeout=5, local_address=(HOST, port)) as client:
+        assert client.welcome.port == port
+    # The client closed first: its end waits in TIME_WAIT, and the port cannot be bound.
+    entries = wait_for_sockets([port], lambda seen: bool(seen), 5)
+    assert [(e.state, e.local_port) for e in entries] == [(TcpState.TIME_WAIT, port)]
+    with pytest.raises(ConnectionFailed, match=rf"cannot bind 127\.0\.0\.1:{port}: .*in use"):
+        Client(HOST, server.port, timeout=5, local_address=(HOST, port))
+    server.stop()  # its port free again: the TIME_WAIT can be retired, leaving nothing
+    assert retire_time_wait(entries[0])
+    assert left_on([port]) == []
+
+
+async def test_the_async_client_connects_from_the_bound_port(server: ServerThread) -> None:
+    port = free_port_number()
+    client = await AsyncClient.connect(HOST, server.port, timeout=5, local_address=(HOST, port))
+    try:
+        assert client.welcome.port == port
+    finally:
+        await client.close()
+
+
+def test_a_port_in_use_says_cannot_bind(server: ServerThread) -> None:
+    with socket.socket() as holder:
+        holder.bind((HOST, 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(ConnectionFailed, match=rf"cannot bind 127\.0\.0\.1:{taken}: .*in use"):
+            Client(HOST, server.port, timeout=5, local_address=(HOST, taken))
+
+
+def test_an_address_not_of_this_machine_says_cannot_bind(server: ServerThread) -> None:
+    with pytest.raises(ConnectionFailed, match=r"cannot bind 192\.0\.2\.1:0: "):
+        Client(HOST, server.port, timeout=5, local_address=("192.0.2.1", 0))
