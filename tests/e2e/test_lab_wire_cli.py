@@ -76,9 +76,10 @@ def test_burst_counts_segments_reads_and_answers() -> None:
     # One buffer of 1,400 bytes is fewer segments than requests (on loopback: exactly one).
     assert 1 <= segments["one_buffer"] < 100
     assert all(1 <= n <= 100 for n in segments.values())
-    # The server reads at least once per run and never more often than data arrived.
+    # The server reads at least once per run, and at most once per segment that arrived
+    # (plus one: a read() the event loop may make on a wake-up that finds nothing).
     for mode, reads in seen["server_reads"].items():
-        assert 1 <= reads <= segments[mode], (mode, reads, segments)
+        assert 1 <= reads <= segments[mode] + 1, (mode, reads, segments)
     # The capture, decoded with the dissector, agrees with the kernel's count, and shows
     # the one buffer as one segment holding all 100 frames.
     assert seen["captured_segments"] == segments

@@ -194,14 +194,20 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
     nb.observe("answers_matched", {name: r.matched for name, r in by_mode.items()})
     if segments is not None:
         show_capture(nb, segments, runs, server.port)
+    size = len(encode(TimeRequest(request_id=1))) * count
     nb.explain(
-        "A TCP socket is a byte stream: send() puts bytes in the socket's send buffer and the "
-        "kernel decides how many segments carry them.  With Nagle's algorithm (the default) a "
-        "small write waits while earlier data is still unacknowledged, so quick small send() "
-        "calls are merged into fewer segments.  TCP_NODELAY turns that off: each send() may "
-        "leave at once, so more segments carry the same bytes (Linux may still merge writes "
-        "that queue up behind each other: autocorking).  One buffer written with one send() "
-        "needs as few segments as its size allows: on loopback (MSS about 64 KiB) one."
+        "A TCP socket is a byte stream: send() copies bytes into the socket's send buffer and "
+        f"the kernel decides how many segments carry them.  Here {count} send() calls became "
+        f"{by_mode['nagle_on'].segments} segments with Nagle on and "
+        f"{by_mode['nagle_off'].segments} with TCP_NODELAY, and one buffer became "
+        f"{by_mode['one_buffer'].segments}.  Nagle's algorithm (the default) holds a small "
+        "write back while earlier data is unacknowledged, and sends what gathered meanwhile as "
+        "one segment when the ACK arrives.  TCP_NODELAY lets each write leave at once, except "
+        "that Linux still appends a small write to a segment that has not left the host yet "
+        "(autocorking, net.ipv4.tcp_autocorking), so on a busy machine both counts vary from "
+        "run to run, between a handful and one per send().  One buffer written with one send() "
+        f"needs as few segments as its size allows: {size} bytes fit in one loopback segment "
+        "(its MSS is about 64 KiB)."
     )
     reads = ", ".join(f"{r.server_reads} ({r.mode.label})" for r in runs)
     nb.explain(
