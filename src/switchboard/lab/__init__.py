@@ -21,6 +21,7 @@ NAMES: Final[tuple[str, ...]] = (
     "ports",
     "backlog",
     "demux",
+    "close",
     # the network and the wire
     "cable",
     "burst",

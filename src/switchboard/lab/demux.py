@@ -19,7 +19,7 @@ from switchboard.protocol import ClientInfo
 from switchboard.protocol.trace import host_port
 
 from .notebook import Experiment, LabUnavailable, Notebook
-from .server import ServerInThread
+from .server import switchboard_server
 from .sockets import TcpSocket, TcpState, retire_time_waits, wait_for_sockets
 
 HOST: Final = "127.0.0.1"
@@ -54,17 +54,18 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
         raise LabUnavailable(f"--clients must be 1-{MAX_CLIENTS}, not {args.clients}")
     clients: list[Client] = []
     ports: list[int] = []
-    with ServerInThread(name="lab-demux", max_clients=args.clients + 8) as server:
+    with switchboard_server(name="lab-demux", max_clients=args.clients + 8) as server:
         ports.append(server.port)
-        where = host_port(server.host, server.port)
+        host = server.config.host
+        where = host_port(host, server.port)
         try:
             nb.step(f"a Switchboard server listening on {where}")
             for _ in range(args.clients):
-                clients.append(Client(server.host, server.port))
+                clients.append(Client(host, server.port))
             nb.step(f"{args.clients} clients connect; the kernel picks each one's source port")
             shared = shared_source_port()
             for local in (HOST, OTHER_HOST):
-                clients.append(Client(server.host, server.port, local_address=(local, shared)))
+                clients.append(Client(host, server.port, local_address=(local, shared)))
             nb.step(
                 f"two more bind the same source port {shared}, one on {HOST}, one on "
                 f"{OTHER_HOST}, then connect"

@@ -1,73 +1,91 @@
-"""A real Switchboard server for the experiments that observe one: started on its own event
-loop in a thread of this process, on a free loopback port, stopped (and its thread joined)
-when the experiment is done, whatever happened in between."""
+"""Real servers for the experiments that observe one: a Switchboard server, Switchboard's
+reversal service, each on its own event loop in a thread of this process, on a free
+loopback port, stopped (and the thread joined) when the experiment is done, whatever
+happened in between."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import Future
-from types import TracebackType
-from typing import Any, Final
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar
 
 from switchboard.server import ServerConfig, SwitchboardServer
+from switchboard.services.reverse.server import ReverseConfig, ReverseServer
 
-#: Seconds the server may take to start listening, or to stop.
+#: Seconds a server may take to start listening, or to stop.
 START_STOP_S: Final = 10.0
+HOST: Final = "127.0.0.1"
+T = TypeVar("T")
 
 
-class ServerInThread:
-    """``with ServerInThread(name="lab") as server:`` a Switchboard server listening on
-    ``server.host``:``server.port``; ``settings`` are ``ServerConfig``'s."""
+class LoopThread:
+    """An asyncio event loop running in a thread; ``run`` waits for a coroutine on it."""
 
-    def __init__(self, **settings: Any) -> None:
-        settings.setdefault("host", "127.0.0.1")
-        settings.setdefault("port", 0)
-        settings.setdefault("shutdown_grace", 0)  # the experiment has closed its clients
-        self.config = ServerConfig(**settings)
-        self.server = SwitchboardServer(self.config)
-        self.host = self.config.host
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._started: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, name="lab-server", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            try:
-                self._loop.run_until_complete(self.server.start())
-            except BaseException as exc:  # a bind error: reported to __enter__
-                self._started.set_exception(exc)
-                return
-            self._started.set_result(None)
-            self._loop.run_until_complete(self.server.wait_stopped())
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> ServerInThread:
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
-        self._started.result(START_STOP_S)
-        self.port = self.server.port
-        return self
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = START_STOP_S) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
-        """Shut the server down (its clients are told SHUTDOWN) and wait for its thread."""
-        if self._thread.is_alive() and not self._loop.is_closed():
-            stopping = asyncio.run_coroutine_threadsafe(
-                self.server.shutdown("the lab experiment is over"), self._loop
-            )
-            stopping.result(START_STOP_S)
-        self._thread.join(START_STOP_S)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(START_STOP_S)
 
 
-__all__ = ["ServerInThread"]
+@contextmanager
+def switchboard_server(**settings: Any) -> Iterator[SwitchboardServer]:
+    """A Switchboard server (``ServerConfig``'s ``settings``; a free loopback port unless
+    given), shut down on the way out (its clients told SHUTDOWN at once)."""
+    settings.setdefault("host", HOST)
+    settings.setdefault("port", 0)
+    settings.setdefault("shutdown_grace", 0)
+    server = SwitchboardServer(ServerConfig(**settings))
+    thread = LoopThread("lab-switchboard-server")
+    try:
+        thread.run(server.start())
+    except BaseException:
+        thread.stop()
+        raise
+    try:
+        yield server
+    finally:
+        try:
+            thread.run(server.shutdown("the lab experiment is over"))
+        finally:
+            thread.stop()
+
+
+@contextmanager
+def reversal_service(**settings: Any) -> Iterator[ReverseServer]:
+    """Switchboard's string-reversal service (``ReverseConfig``'s ``settings``; a free
+    loopback port unless given), closed on the way out."""
+    settings.setdefault("host", HOST)
+    settings.setdefault("port", 0)
+    service = ReverseServer(ReverseConfig(**settings))
+    thread = LoopThread("lab-reversal-service")
+    try:
+        thread.run(service.start())
+    except BaseException:
+        thread.stop()
+        raise
+    try:
+        yield service
+    finally:
+        try:
+            thread.run(service.close())
+        finally:
+            thread.stop()
+
+
+__all__ = ["LoopThread", "reversal_service", "switchboard_server"]
