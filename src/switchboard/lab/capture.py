@@ -39,7 +39,7 @@ from switchboard.protocol import Message
 
 from .notebook import Experiment, LabUnavailable, MissingTool, Notebook, require_tool
 from .server_process import ServerProcess
-from .sockets import TcpState, read_sockets, retire_time_wait
+from .sockets import retire_time_waits
 
 #: The dissector, in the source tree beside the package (``pip install -e .``).
 DISSECTOR = Path(__file__).resolve().parents[3] / "tools" / "wireshark" / "switchboard.lua"
@@ -403,9 +403,7 @@ def _run_capture(args: argparse.Namespace, nb: Notebook) -> None:
         b.close()
         server.stop()
         # A closed first, so A's end waits in TIME_WAIT for a minute: ended now instead.
-        for entry in read_sockets([server.port]):
-            if entry.state is TcpState.TIME_WAIT:
-                retire_time_wait(entry)
+        retire_time_waits([server.port])
     nb.observe("server", {"port": server.port, "pid": server.pid})
     annotate(nb, segments, marks, parties, server.port)
 
