@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from typing import Any
 import pytest
 
 from support.commands import assert_one_clear_error_line
-from support.servers import cli_env, run_cli
+from support.servers import cli_env, run_cli, switchboard_command
+from support.waiting import wait_until
 from switchboard.lab.byteorder import swap16
 from switchboard.lab.sockets import read_sockets
 
@@ -44,14 +47,7 @@ def assert_nothing_left(server: dict[str, int], *ports: int) -> None:
     left = read_sockets([server["port"], *ports])
     assert left == [], left
     assert not Path(f"/proc/{server['pid']}").exists() or _is_not_a_server(server["pid"])
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue  # it ended meanwhile
-        assert not ("dumpcap" in cmdline and f"tcp port {server['port']}" in cmdline), cmdline
+    assert not dumpcap_on(server["port"])
 
 
 def _is_not_a_server(pid: int) -> bool:
@@ -229,3 +225,45 @@ def test_capture_without_dumpcap_is_one_line_naming_the_package(tmp_path: Path) 
     env = cli_env(PATH=str(tmp_path))
     line = assert_one_clear_error_line(run_cli("lab", "capture", env=env), 2)
     assert "dumpcap" in line and "Debian package tshark" in line
+
+
+# --- Ctrl-C --------------------------------------------------------------------------------------
+
+
+def dumpcap_on(port: int) -> bool:
+    """Whether a dumpcap process is capturing ``port``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # not a process, or it ended meanwhile
+        if "dumpcap" in cmdline and f"tcp port {port}" in cmdline:
+            return True
+    return False
+
+
+@needs_capture
+def test_ctrl_c_while_the_capture_starts_leaves_no_dumpcap_and_no_server() -> None:
+    proc = subprocess.Popen(
+        switchboard_command("lab", "burst", "--json"),  # --json: the steps on stderr
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stderr is not None
+        step = proc.stderr.readline()
+        assert "started switchboard serve" in step, step
+        port = int(step.split(":")[1].split()[0])
+        pid = int(step.split("(pid ")[1].split(")")[0])
+        # dumpcap is up and the experiment waits for its probe: Ctrl-C lands there (if the
+        # wait is over first, it lands in the runs, which must clean up just the same).
+        assert wait_until(lambda: dumpcap_on(port), 10)
+        proc.send_signal(signal.SIGINT)  # to the experiment alone, as kill -INT does
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert_nothing_left({"port": port, "pid": pid})

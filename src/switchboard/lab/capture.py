@@ -87,6 +87,9 @@ def open_capture(
         except CaptureError as exc:
             capture.close()
             capture, reason = None, exc
+        except BaseException:  # Ctrl-C while waiting for the probe: dumpcap must not stay
+            capture.close()
+            raise
     if reason is not None:
         if required or nb.pcap is not None:
             raise reason
