@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from support.commands import assert_one_clear_error_line
-from support.servers import cli_env, run_cli
+from support.servers import cli_env, run_cli, switchboard_command
 from switchboard import defaults
 from switchboard.lab.cable import HEARTBEAT_S, KEEPALIVE_PROBES, KEEPALIVE_S
 from switchboard.lab.netns import why_unavailable
@@ -83,3 +84,33 @@ def test_cable_without_ip_is_one_line_naming_iproute2(tmp_path: Path) -> None:
         pytest.skip("without root the root check answers first")
     line = assert_one_clear_error_line(run_cli("lab", "cable", env=cli_env(PATH=str(tmp_path))), 2)
     assert "iproute2" in line
+
+
+def test_ctrl_c_with_the_cable_pulled_removes_the_namespaces() -> None:
+    reason = why_unavailable()
+    if reason is not None:
+        pytest.skip(str(reason))
+    before = lab_namespaces_and_links()
+    proc = subprocess.Popen(
+        switchboard_command("lab", "cable", "--json"),  # --json: the steps on stderr
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stderr is not None
+        made = set()
+        for line in proc.stderr:
+            made |= set(re.findall(r"sblab-\d+-\d+", line))
+            if "pulled the cable" in line:
+                break
+        assert made, "the experiment named no namespace"
+        assert made <= lab_namespaces_and_links()  # they exist while it watches
+        proc.send_signal(signal.SIGINT)  # to the experiment alone, as kill -INT does
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert lab_namespaces_and_links() <= before
