@@ -163,6 +163,8 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
         nb.observe("source_ports", ports)
         nb.observe("distinct_source_ports", len(set(ports)))
         nb.observe("all_in_ephemeral_range", all(low <= p <= high for p in ports))
+        even = sum(1 for p in ports if p % 2 == 0)
+        nb.observe("even_source_ports", even)
 
         fixed_port(args, nb, lab)
         reuse_both(nb, lab)
@@ -171,8 +173,10 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
     nb.explain(
         "A client does not need bind(): connect() binds the socket to a free port of the "
         f"ephemeral range ({low}-{high}, net.ipv4.ip_local_port_range) and to the address of "
-        "the interface that leads to the server.  Linux picks the port from a hash of the "
-        "destination plus a counter, so successive connects get different ports."
+        "the interface that leads to the server.  Linux starts its search at a hash of the "
+        "destination plus a counter, so successive connects get different ports; it tries "
+        "even ports first for connect() and odd ones for bind() to port 0 (since Linux 4.6), "
+        f"so the two rarely compete: here {even} of {len(ports)} were even."
     )
     nb.explain(
         "Binding a fixed source port makes the client an identifiable 4-tuple, and that is "
