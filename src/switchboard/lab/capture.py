@@ -197,6 +197,7 @@ class PacketCapture:
         """Return once everything sent through the interface so far is in the file."""
         assert self.proc is not None, "start() first"
         marker = b"switchboard-lab-probe-" + os.urandom(8).hex().encode()
+        scanned = self.path.stat().st_size if self.path.exists() else 0
         deadline = time.monotonic() + SYNC_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -210,10 +211,20 @@ class PacketCapture:
                 self._probe_tx.sendto(marker, self._probe_addr)
             except OSError as exc:
                 raise CaptureError(f"the capture probe could not be sent: {exc}") from exc
-            if self.path.exists() and marker in self.path.read_bytes():
+            if self._written_since(scanned, marker):
                 return
             time.sleep(0.05)  # dumpcap's own flush cadence is ~0.5 s; the deadline bounds it
         raise CaptureError(f"dumpcap showed no probe packet within {SYNC_TIMEOUT_S:g}s")
+
+    def _written_since(self, offset: int, marker: bytes) -> bool:
+        """Whether ``marker`` is in the file past ``offset`` (what the sync started from:
+        only the new part of a growing capture is read)."""
+        try:
+            with self.path.open("rb") as capture:
+                capture.seek(offset)
+                return marker in capture.read()
+        except FileNotFoundError:
+            return False  # dumpcap has not created it yet
 
     def stop(self) -> None:
         """Stop dumpcap by its pid (the file is complete as of the last ``sync``)."""
