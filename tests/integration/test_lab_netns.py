@@ -7,6 +7,7 @@ Needs root and iproute2 (CI has both); elsewhere skipped with the reason.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -125,3 +126,25 @@ def test_what_a_killed_run_left_is_swept_by_the_next() -> None:
     with NetworkSandbox():
         assert wait_until(lambda: namespace not in existing_namespaces(), 5)
         assert link not in host_links()
+
+
+def test_a_second_ctrl_c_during_the_cleanup_waits_for_it() -> None:
+    deleted: list[bool] = []
+    namespace = ""
+    net = NetworkSandbox()
+    try:
+        with pytest.raises(KeyboardInterrupt), net:
+            namespace = net.namespace()
+            delete_all = net._delete_all
+
+            def interrupted_cleanup() -> None:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again, as the cleanup starts
+                delete_all()
+                deleted.append(namespace not in existing_namespaces())
+
+            net._delete_all = interrupted_cleanup  # type: ignore[method-assign]
+        # The KeyboardInterrupt came after the cleanup, which ran to its end.
+        assert deleted == [True]
+    finally:
+        if namespace and namespace in existing_namespaces():
+            ip("netns", "del", namespace)

@@ -236,7 +236,12 @@ class NetworkSandbox:
         self.close()
 
     def close(self) -> None:
-        """Delete everything made here (host links first, then the namespaces)."""
+        """Delete everything made here (host links first, then the namespaces).  A second
+        Ctrl-C (or a SIGTERM) meanwhile waits until the deletion is done."""
+        with _signals_held():
+            self._delete_all()
+
+    def _delete_all(self) -> None:
         try:
             for name in reversed(self._host_links):
                 with contextlib.suppress(NetnsError):  # already gone with its peer
@@ -303,6 +308,21 @@ class NetworkSandbox:
     def set_link(self, namespace: str | None, name: str, state: str) -> None:
         """``ip link set NAME up|down`` in ``namespace`` (None: the host)."""
         ip("link", "set", name, state, namespace=namespace)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block (they are delivered when it ends); only
+    the main thread receives them, so elsewhere there is nothing to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
