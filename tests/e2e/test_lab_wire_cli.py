@@ -267,3 +267,26 @@ def test_ctrl_c_while_the_capture_starts_leaves_no_dumpcap_and_no_server() -> No
             proc.kill()
             proc.wait(5)
     assert_nothing_left({"port": port, "pid": pid})
+
+
+@needs_capture
+def test_a_killed_experiment_takes_its_server_and_dumpcap_with_it() -> None:
+    proc = subprocess.Popen(
+        switchboard_command("lab", "burst", "--json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stderr is not None
+        step = proc.stderr.readline()
+        port = int(step.split(":")[1].split()[0])
+        pid = int(step.split("(pid ")[1].split(")")[0])
+        assert wait_until(lambda: dumpcap_on(port), 10)
+    finally:
+        proc.kill()  # SIGKILL: none of the experiment's own cleanup runs
+        proc.wait(5)
+    # The children were told when their parent died (PR_SET_PDEATHSIG).
+    assert wait_until(lambda: not dumpcap_on(port) and _is_not_a_server(pid), 10)
+    assert wait_until(lambda: not read_sockets([port]), 10), read_sockets([port])

@@ -38,7 +38,7 @@ from switchboard.client import Client
 from switchboard.protocol import Message
 
 from .notebook import Experiment, LabUnavailable, MissingTool, Notebook, require_tool
-from .server_process import ServerProcess
+from .server_process import ServerProcess, die_with_parent
 from .sockets import retire_time_waits
 
 #: The dissector, in the source tree beside the package (``pip install -e .``).
@@ -189,7 +189,11 @@ class PacketCapture:
             argv = ["ip", "netns", "exec", self.namespace, *argv]
         # stderr is read only once dumpcap has exited (with -q it says nothing meanwhile).
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent,
         )
         self.sync()
 

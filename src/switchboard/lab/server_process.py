@@ -8,6 +8,7 @@ has made (/proc/PID/io ``syscr``), which is how ``burst`` counts the server's re
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import re
 import signal
@@ -26,6 +27,21 @@ START_TIMEOUT_S: Final = 10.0
 STOP_TIMEOUT_S: Final = 5.0
 #: ``listening on 127.0.0.1:7000`` or ``listening on [::1]:7000`` (the server's log line).
 _LISTENING: Final = re.compile(r"listening on (?:\[([^\]\s]+)\]|([^\s:\[]+)):(\d+)")
+
+
+#: prctl(2)'s option that sends the child a signal when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of an experiment's child processes: SIGTERM when the experiment dies,
+    even by SIGKILL, so that no server or dumpcap outlives it.  Kept across exec (``ip
+    netns exec`` included); a no-op where prctl is missing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 class ServerProcess:
@@ -55,6 +71,7 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=die_with_parent,
         )
         threading.Thread(target=self._pump, name="lab-server-log", daemon=True).start()
         try:
