@@ -81,6 +81,9 @@ def test_burst_counts_segments_reads_and_answers() -> None:
     assert seen["captured_segments"] == segments
     assert seen["max_frames_per_segment"]["one_buffer"] == 100
     assert seen["max_frames_per_segment"]["nagle_on"] > 1  # several frames in one segment
+    # ... as Wireshark's packet list shows it (the column may be cut at 2,048 characters).
+    info = seen["fullest_segment_info"].split(" | ")
+    assert len(info) > 1 and all(part.startswith("Request TIME id=") for part in info[:-1])
     assert_nothing_left(seen["server"])
 
 

@@ -240,14 +240,15 @@ def show_capture(nb: Notebook, segments: Sequence[Segment], runs: Sequence[Run],
         default=None,
     )
     if fullest is not None and len(fullest.frames) > 1:
-        shown = [f"{f.title} (id {f.request_id})" for f in fullest.frames]
-        if len(shown) > 6:
-            shown = [*shown[:3], f"... {len(shown) - 6} more ...", *shown[-3:]]
+        parts = fullest.info.split(" | ")
+        if len(parts) > 6:
+            parts = [*parts[:3], f"... {len(parts) - 6} more ...", *parts[-3:]]
         nb.step(
             f"packet {fullest.number} ({nagle.mode.label}): {fullest.payload} bytes of TCP "
-            f"payload, {len(fullest.frames)} Switchboard frames, as Wireshark lists them: "
-            + "; ".join(shown)
+            f"payload, {len(fullest.frames)} Switchboard frames; Wireshark's Info column: "
+            + " | ".join(parts)
         )
+        nb.observe("fullest_segment_info", fullest.info)
 
 
 EXPERIMENT: Final = Experiment(

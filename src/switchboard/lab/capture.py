@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -120,6 +121,7 @@ class Segment:
     flags: str  # "SYN, ACK", "PSH, ACK", ...
     payload: int  # TCP payload bytes
     frames: tuple[DecodedFrame, ...] = field(default=())
+    info: str = ""  # the Info column: "Request TIME id=4 | Request TIME id=5 | ..."
 
     def has(self, flag: str) -> bool:
         return flag in self.flags.replace(" ", "").split(",")
@@ -261,22 +263,34 @@ class PacketCapture:
 
 
 def read_segments(path: Path | str) -> list[Segment]:
-    """Every TCP packet of the capture file ``path``, with the Switchboard frames in it."""
+    """Every TCP packet of the capture file ``path``, with the Switchboard frames in it and
+    the Info column of Wireshark's packet list."""
+    details = _tshark(path, "-T", "pdml")
+    columns = _tshark(path, "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info")
+    info = {}
+    for line in columns.decode(errors="replace").splitlines():
+        number, _, text = line.partition("\t")
+        if number.isdigit():
+            info[int(number)] = text
+    return [
+        dataclasses.replace(segment, info=info.get(segment.number, ""))
+        for segment in parse_pdml(details)
+    ]
+
+
+def _tshark(path: Path | str, *output: str) -> bytes:
+    """tshark's reading of the TCP packets of ``path`` with the dissector, in ``output``."""
     tshark = require_tool("tshark", "tshark")
+    argv = [tshark, "-r", str(path), "-X", f"lua_script:{DISSECTOR}", "-Y", "tcp", *output]
     try:
-        done = subprocess.run(
-            [tshark, "-r", str(path), "-X", f"lua_script:{DISSECTOR}", "-Y", "tcp", "-T", "pdml"],
-            capture_output=True,
-            timeout=DECODE_TIMEOUT_S,
-            check=False,
-        )
+        done = subprocess.run(argv, capture_output=True, timeout=DECODE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired as exc:
         raise CaptureError(f"tshark took over {DECODE_TIMEOUT_S:g}s to read {path}") from exc
     errors = done.stderr.decode(errors="replace")
-    if done.returncode != 0 or "Lua Error" in errors:
+    if done.returncode != 0 or "Lua Error" in errors + done.stdout.decode(errors="replace"):
         lines = errors.strip().splitlines()
         raise CaptureError(f"tshark could not read {path}: {lines[-1] if lines else '?'}")
-    return parse_pdml(done.stdout)
+    return done.stdout
 
 
 def parse_pdml(document: bytes) -> list[Segment]:
