@@ -215,23 +215,33 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
     )  # fmt: skip
     if segments is not None:
         show_wire(nb, segments, reached, server.port)
+    if sys.byteorder == "little":
+        landed = (
+            f"so the same bytes mean 0x{twin:04x} = {twin} on the wire: the forgetful client "
+            f"knocked on port {twin}"
+        )
+        magic = "the magic 'SB' written in host order arrives as 'BS'"
+    else:
+        landed = (
+            "which is this CPU's order too, so here the forgetful client reached the right "
+            f"port; run on a little-endian machine (x86, most ARM) it would knock on {twin}"
+        )
+        magic = "on a little-endian machine the magic 'SB' would arrive as 'BS'"
     nb.explain(
         f"A u16 is two bytes; which comes first is the CPU's choice.  This one is "
-        f"{sys.byteorder}-endian, so it keeps {meant} (0x{meant:04x}) as "
-        f"{hex_bytes(wrong)}.  The network's order is big-endian (most significant byte "
-        f"first), and the kernel reads sin_port that way, so the same bytes mean "
-        f"0x{twin:04x} = {twin} on the wire: the forgetful client knocked on port {twin}.  "
-        "htons() (host to network, short) swaps the bytes on a little-endian CPU and does "
-        "nothing on a big-endian one, which is why forgetting it goes unnoticed on some "
-        "machines and breaks on others."
+        f"{sys.byteorder}-endian, so it keeps {meant} (0x{meant:04x}) as {hex_bytes(wrong)}.  "
+        "The network's order is big-endian (most significant byte first), and the kernel "
+        f"reads sin_port that way, {landed}.  htons() (host to network, short) swaps the "
+        "bytes on a little-endian CPU and does nothing on a big-endian one, which is why "
+        "forgetting it goes unnoticed on some machines and breaks on others."
     )
     nb.explain(
         "Switchboard's protocol writes every integer big-endian too (struct's '!' format), "
         "for the same reason: the two ends may be different CPUs, and a byte stream carries "
         "no hint of the order it was written in.  A request id written in host order is read "
-        f"as {protocol['answered_id']}; the magic 'SB' written in host order arrives as 'BS', "
-        "which is why the magic is checked first: a peer that gets the order wrong is "
-        "refused at once instead of being misread field by field."
+        f"as {protocol['answered_id']}; {magic}, which is why the magic is checked first: a "
+        "peer that gets the order wrong is refused at once instead of being misread field by "
+        "field."
     )
 
 
