@@ -69,8 +69,13 @@ def test_a_pulled_cable_as_each_server_sees_it() -> None:
     assert "heartbeat timeout" in seen["recv_on_server"]["switchboard_heartbeat"]
     assert heartbeat < dropped  # the application's timer beats the kernel's
 
-    # Nothing left: the namespaces and their veth pair are gone.
+    # Nothing left: the namespaces and their veth pair are gone, and the server with them.
     assert lab_namespaces_and_links() <= before
+    pid = seen["server"]["pid"]
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or b"serve" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="checks the refusal seen without root")

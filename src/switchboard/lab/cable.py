@@ -191,6 +191,7 @@ class Observed:
     recv: dict[str, str]
     timeline: list[tuple[float, str, str, str]]
     watched_s: float
+    server: dict[str, int]
 
 
 def watch_pulled_cable(
@@ -302,7 +303,10 @@ def watch_pulled_cable(
         recv[HEARTBEAT] = "nothing in its log"
     else:
         recv[HEARTBEAT] = "its log: " + line.split("disconnect", 1)[1].strip()
-    return Observed(connections, me, listed_over_time, recv, timeline, round(watched, 2))
+    return Observed(
+        connections, me, listed_over_time, recv, timeline, round(watched, 2),
+        {"port": server.port, "pid": server.pid},
+    )  # fmt: skip
 
 
 def report(
@@ -355,6 +359,7 @@ def report(
     nb.observe("recv_on_server", seen.recv)
     nb.observe("timeline", [list(entry) for entry in seen.timeline])
     nb.observe("watched_s", seen.watched_s)
+    nb.observe("server", seen.server)
     limit = defaults.HEARTBEAT_MISSES * args.heartbeat
     nb.explain(
         "A pulled cable sends nothing: no FIN, no RST.  The client's close() queued a FIN that "
