@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from support.commands import assert_one_clear_error_line
+from support.lab import left_on, tcp_table
 from support.servers import run_cli
 from switchboard.lab import NAMES, experiments
-from switchboard.lab.sockets import read_sockets
 
 
 def test_the_listing_names_every_experiment_in_order_with_its_question() -> None:
@@ -36,6 +36,7 @@ def test_an_unknown_experiment_is_one_line_and_exit_2() -> None:
 
 
 def test_ports_as_json_shows_what_the_kernel_did_and_leaves_nothing() -> None:
+    before = tcp_table()
     result = run_cli("lab", "ports", "--json", "--connects", "4")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -54,7 +55,7 @@ def test_ports_as_json_shows_what_the_kernel_did_and_leaves_nothing() -> None:
     assert seen["connect_over_time_wait"] == "connected"
     assert seen["time_wait_after_reconnect"] == 0
     assert "•" in result.stderr  # the steps, on stderr with --json
-    left = read_sockets([seen["server_port"], seen["bind_port"]])
+    left = left_on([seen["server_port"], seen["bind_port"]], before)
     assert left == [], left
 
 

@@ -5,15 +5,21 @@ that cannot be bound is a ConnectionFailed that says "cannot bind"."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import pytest
 
-from support.lab import left_on
+from support.lab import left_on, tcp_table
 from support.servers import ServerThread
 from switchboard.client import AsyncClient, Client, ConnectionFailed
-from switchboard.lab.sockets import TcpState, retire_time_wait, wait_for_sockets
+from switchboard.lab.sockets import TcpSocket, TcpState, retire_time_wait, wait_for_sockets
 
 HOST = "127.0.0.1"
+
+
+def ends_on(port: int) -> Callable[[list[TcpSocket]], bool]:
+    """Whether the kernel shows a socket whose local end is ``port`` (only ours can be)."""
+    return lambda seen: any(e.local_port == port for e in seen)
 
 
 def test_the_blocking_client_connects_from_the_bound_port(server: ServerThread) -> None:
@@ -34,17 +40,18 @@ def free_port_number() -> int:
 
 
 def test_a_fixed_port_is_held_by_time_wait_after_the_client_closes(server: ServerThread) -> None:
+    before = tcp_table()
     port = free_port_number()
     with Client(HOST, server.port, timeout=5, local_address=(HOST, port)) as client:
         assert client.welcome.port == port
     # The client closed first: its end waits in TIME_WAIT, and the port cannot be bound.
-    entries = wait_for_sockets([port], lambda seen: bool(seen), 5)
-    assert [(e.state, e.local_port) for e in entries] == [(TcpState.TIME_WAIT, port)]
+    entries = [e for e in wait_for_sockets([port], ends_on(port), 5) if e.local_port == port]
+    assert [e.state for e in entries] == [TcpState.TIME_WAIT]
     with pytest.raises(ConnectionFailed, match=rf"cannot bind 127\.0\.0\.1:{port}: .*in use"):
         Client(HOST, server.port, timeout=5, local_address=(HOST, port))
     server.stop()  # its port free again: the TIME_WAIT can be retired, leaving nothing
     assert retire_time_wait(entries[0])
-    assert left_on([port]) == []
+    assert left_on([port], before) == []
 
 
 async def test_the_async_client_connects_from_the_bound_port(server: ServerThread) -> None:

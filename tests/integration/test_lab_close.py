@@ -4,12 +4,13 @@ CLOSE_WAIT, the half-close's answer after our FIN; nothing left behind."""
 
 from __future__ import annotations
 
-from support.lab import children, left_on, run_experiment
+from support.lab import children, run_experiment
 from switchboard.lab.sockets import kernel_setting
 
 
 def test_who_closes_first_waits_and_nothing_is_left() -> None:
-    seen = run_experiment("close", "--leak-seconds", "0.3").observations
+    run = run_experiment("close", "--leak-seconds", "0.3")
+    seen = run.observations
     first = seen["client_closes_first"]
     assert (first["client"], first["server"]) == ("TIME_WAIT", None)
     assert 55 <= first["time_wait_timer_s"] <= 60  # Linux's 60 s, just started
@@ -31,5 +32,5 @@ def test_who_closes_first_waits_and_nothing_is_left() -> None:
     assert 0 < leaky["client_fin_wait2_timer_s"] <= max(fin_timeout, 60)
 
     assert seen["time_wait_left_behind"] == 0
-    assert left_on(seen["server_ports"]) == []
+    assert run.left_on(seen["server_ports"]) == []
     assert children() == []

@@ -3,11 +3,12 @@ port, told apart by its 4-tuple; two clients share a source port on two addresse
 
 from __future__ import annotations
 
-from support.lab import children, left_on, run_experiment
+from support.lab import children, run_experiment
 
 
 def test_each_listed_client_is_one_four_tuple_on_the_one_server_port() -> None:
-    seen = run_experiment("demux", "--clients", "3").observations
+    run = run_experiment("demux", "--clients", "3")
+    seen = run.observations
     port = seen["server_port"]
     clients = seen["clients"]
     assert len(clients) == 5 == seen["accepted_sockets"] == seen["distinct_four_tuples"]
@@ -20,5 +21,5 @@ def test_each_listed_client_is_one_four_tuple_on_the_one_server_port() -> None:
     assert len({c["id"] for c in clients}) == 5
     shared = seen["shared_source_port"]
     assert seen["connections_from_shared_port"] == [f"127.0.0.1:{shared}", f"127.0.0.2:{shared}"]
-    assert left_on([port, shared]) == []
+    assert run.left_on([port, shared]) == []
     assert children() == []

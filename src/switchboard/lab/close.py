@@ -26,6 +26,7 @@ from switchboard.protocol.trace import host_port
 from .notebook import Experiment, LabUnavailable, Notebook
 from .server import reversal_service
 from .sockets import (
+    Connection,
     TcpSocket,
     TcpState,
     close_with_reset,
@@ -115,6 +116,16 @@ class Journal:
     def __init__(self, nb: Notebook) -> None:
         self.nb = nb
         self.rows: list[tuple[object, ...]] = []
+        #: Every connection made, so that its TIME_WAIT (and only its) is retired at the end.
+        self.connections: list[Connection] = []
+
+    def connect(self, port: int) -> tuple[socket.socket, Address, Address]:
+        """A client connected to ``port``; its address and the server's."""
+        sock = socket.create_connection((HOST, port), timeout=SETTLE_S)
+        local = sock.getsockname()
+        me, server = (local[0], local[1]), (HOST, port)
+        self.connections.append((me, server))
+        return sock, me, server
 
     def row(self, scenario: str, moment: str, ends_: tuple[TcpSocket | None, ...]) -> None:
         mine, theirs = ends_
@@ -128,14 +139,8 @@ class Journal:
         )
 
 
-def connect(port: int) -> tuple[socket.socket, Address, Address]:
-    sock = socket.create_connection((HOST, port), timeout=SETTLE_S)
-    local = sock.getsockname()
-    return sock, (local[0], local[1]), (HOST, port)
-
-
 def client_closes_first(nb: Notebook, j: Journal, port: int) -> None:
-    sock, me, server = connect(port)
+    sock, me, server = j.connect(port)
     with sock:
         sock.sendall(b"stressed\n")
         answer = read_line(sock)
@@ -156,7 +161,7 @@ def client_closes_first(nb: Notebook, j: Journal, port: int) -> None:
 
 
 def server_closes_first(nb: Notebook, j: Journal, port: int) -> None:
-    sock, me, server = connect(port)
+    sock, me, server = j.connect(port)
     try:
         sock.sendall(b"bye\n")
         said = read_until_eof(sock)  # Goodbye!, then the server's FIN
@@ -181,7 +186,7 @@ def server_closes_first(nb: Notebook, j: Journal, port: int) -> None:
 
 
 def half_close(nb: Notebook, j: Journal, port: int) -> None:
-    sock, me, server = connect(port)
+    sock, me, server = j.connect(port)
     with sock:
         sock.sendall(b"stressed")  # no newline: the line ends with our FIN
         sock.shutdown(socket.SHUT_WR)
@@ -207,7 +212,7 @@ def leaky_server(nb: Notebook, j: Journal, leak_s: float) -> int:
         listener.bind((HOST, 0))
         listener.listen(1)
         port: int = listener.getsockname()[1]
-        sock, me, server = connect(port)
+        sock, me, server = j.connect(port)
         opened.append(sock)
         listener.settimeout(SETTLE_S)
         leaked, _ = listener.accept()
@@ -274,7 +279,7 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
                 j.rows,
             )
         # The servers are gone: their ports can be bound to retire the TIME_WAITs we made.
-        left = retire_time_waits(ports)
+        left = retire_time_waits(j.connections)
     nb.observe("server_ports", ports)
     nb.observe("time_wait_left_behind", len(left))
     nb.explain(

@@ -20,7 +20,7 @@ from switchboard.protocol.trace import host_port
 
 from .notebook import Experiment, LabUnavailable, Notebook
 from .server import switchboard_server
-from .sockets import TcpSocket, TcpState, retire_time_waits, wait_for_sockets
+from .sockets import Connection, TcpSocket, TcpState, retire_time_waits, wait_for_sockets
 
 HOST: Final = "127.0.0.1"
 #: A second loopback address (all of 127.0.0.0/8 is loopback on Linux).
@@ -52,10 +52,34 @@ def shared_source_port() -> int:
 def run(args: argparse.Namespace, nb: Notebook) -> None:
     if not 1 <= args.clients <= MAX_CLIENTS:
         raise LabUnavailable(f"--clients must be 1-{MAX_CLIENTS}, not {args.clients}")
+    connections: list[Connection] = []
+    try:
+        observe(args, nb, connections)
+    finally:
+        # The clients closed first: their ends wait in TIME_WAIT; the server's port is free
+        # now, so those entries can be retired and the experiment leaves nothing behind.
+        retire_time_waits(connections)
+    nb.explain(
+        "A listening socket only takes new connections: for each one, accept() returns a new "
+        "socket, and every one of them has the server's address and port as its local end. "
+        "What tells them apart is the whole 4-tuple (client address, client port, server "
+        "address, server port): the kernel looks an arriving segment up by all four in its "
+        "table of established sockets first, and only a SYN that matches none goes to the "
+        "listener.  So one port serves any number of clients, and two clients may even share "
+        "a source port when their addresses differ."
+    )
+    nb.explain(
+        "The server's LIST shows each client's address and port as the server's accepted "
+        "socket sees them (getpeername): the remote half of that socket's 4-tuple, the same "
+        "pair the client's own getsockname() returns."
+    )
+
+
+def observe(args: argparse.Namespace, nb: Notebook, connections: list[Connection]) -> None:
+    """The server, the clients, LIST and the kernel's table; ``connections`` gets every
+    connection made."""
     clients: list[Client] = []
-    ports: list[int] = []
     with switchboard_server(name="lab-demux", max_clients=args.clients + 8) as server:
-        ports.append(server.port)
         host = server.config.host
         where = host_port(host, server.port)
         try:
@@ -82,23 +106,9 @@ def run(args: argparse.Namespace, nb: Notebook) -> None:
         finally:
             for client in clients:
                 client.close()
-    # The clients closed first: their ends wait in TIME_WAIT; the server's port is free now,
-    # so those entries can be retired and the experiment leaves nothing behind.
-    retire_time_waits(ports)
-    nb.explain(
-        "A listening socket only takes new connections: for each one, accept() returns a new "
-        "socket, and every one of them has the server's address and port as its local end. "
-        "What tells them apart is the whole 4-tuple (client address, client port, server "
-        "address, server port): the kernel looks an arriving segment up by all four in its "
-        "table of established sockets first, and only a SYN that matches none goes to the "
-        "listener.  So one port serves any number of clients, and two clients may even share "
-        "a source port when their addresses differ."
-    )
-    nb.explain(
-        "The server's LIST shows each client's address and port as the server's accepted "
-        "socket sees them (getpeername): the remote half of that socket's 4-tuple, the same "
-        "pair the client's own getsockname() returns."
-    )
+                # WELCOME says the address and port the server sees: this end's.
+                me = (client.welcome.ip, client.welcome.port)
+                connections.append((me, (host, server.port)))
 
 
 def accepted(seen: list[TcpSocket], port: int) -> list[TcpSocket]:

@@ -24,8 +24,9 @@ from .sockets import (
     TcpState,
     close_with_reset,
     kernel_setting,
+    of_connections,
     read_sockets,
-    retire_time_wait,
+    retire_time_waits,
     socket_row,
     wait_for_sockets,
 )
@@ -113,24 +114,20 @@ class Lab:
                 close_with_reset(sock)
         self.listener.close()
         # The TIME_WAIT entries this experiment made end now, not in a minute.
-        for entry in read_sockets([self.port]):
-            if entry.state is TcpState.TIME_WAIT and entry.local_port in self.bound_ports:
-                retire_time_wait(entry)
+        retire_time_waits(((HOST, port), (HOST, self.port)) for port in self.bound_ports)
 
 
 def time_wait_on(port: int, server_port: int) -> list[TcpSocket]:
     """Wait until the connection between ``port`` and ``server_port`` is in TIME_WAIT on the
     client's side and gone on the server's; what the kernel shows then."""
 
+    connection = [((HOST, port), (HOST, server_port))]
+
     def settled(seen: list[TcpSocket]) -> bool:
-        mine = [s for s in seen if s.state is not TcpState.LISTEN]
+        mine = of_connections(seen, connection)
         return len(mine) == 1 and mine[0].state is TcpState.TIME_WAIT
 
-    return [
-        s
-        for s in wait_for_sockets([port], settled, SETTLE_S)
-        if s.remote_port == server_port or s.local_port == server_port
-    ]
+    return of_connections(wait_for_sockets([port], settled, SETTLE_S), connection)
 
 
 def run(args: argparse.Namespace, nb: Notebook) -> None:
@@ -242,7 +239,8 @@ def reuse_both(nb: Notebook, lab: Lab) -> None:
     nb.step(f"bind() with SO_REUSEADDR: {answer}; connect() to the same server: {connected}")
     nb.observe("rebind_reuseaddr_both", answer)
     nb.observe("connect_over_time_wait", connected)
-    left = [s for s in read_sockets([port]) if s.state is TcpState.TIME_WAIT]
+    ours = of_connections(read_sockets([port]), [((HOST, port), (HOST, lab.port))])
+    left = [s for s in ours if s.state is TcpState.TIME_WAIT]
     nb.observe("time_wait_after_reconnect", len(left))
 
 

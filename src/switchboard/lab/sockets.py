@@ -215,12 +215,14 @@ def kernel_setting(name: str) -> str:
 __all__ = [
     "PROC_TABLES",
     "SOCKET_COLUMNS",
+    "Connection",
     "TcpSocket",
     "TcpState",
     "TcpTimer",
     "close_with_reset",
     "inode_of",
     "kernel_setting",
+    "of_connections",
     "parse_line",
     "parse_table",
     "read_sockets",
@@ -259,11 +261,30 @@ def retire_time_wait(entry: TcpSocket, timeout: float = 2.0) -> bool:
     return gone(wait_for_sockets([entry.local_port], gone, timeout))
 
 
-def retire_time_waits(ports: Iterable[int]) -> list[TcpSocket]:
-    """``retire_time_wait`` for every TIME_WAIT entry on ``ports``; those still there (where
-    net.ipv4.tcp_rfc1337 is 1, or a port is in use again)."""
-    wanted = list(ports)
-    for entry in read_sockets(wanted):
-        if entry.state is TcpState.TIME_WAIT:
-            retire_time_wait(entry)
-    return [s for s in read_sockets(wanted) if s.state is TcpState.TIME_WAIT]
+#: A connection as its two ends, (address, port) each, in either order.
+Connection = tuple[tuple[str, int], tuple[str, int]]
+
+
+def of_connections(
+    entries: Iterable[TcpSocket], connections: Iterable[Connection]
+) -> list[TcpSocket]:
+    """The entries that are an end of one of ``connections`` (the same port numbers may
+    appear in other programs' old TIME_WAIT entries: those are not ours)."""
+    ends = {pair for a, b in connections for pair in ((a, b), (b, a))}
+    return [e for e in entries if (e.local, e.remote) in ends]
+
+
+def retire_time_waits(connections: Iterable[Connection]) -> list[TcpSocket]:
+    """``retire_time_wait`` for every TIME_WAIT entry of ``connections`` (the experiment's
+    own, and no one else's); those still there (where net.ipv4.tcp_rfc1337 is 1, or an end's
+    port is in use again)."""
+    mine = list(connections)
+    ports = {end[1] for connection in mine for end in connection}
+
+    def waiting() -> list[TcpSocket]:
+        entries = of_connections(read_sockets(ports), mine)
+        return [e for e in entries if e.state is TcpState.TIME_WAIT]
+
+    for entry in waiting():
+        retire_time_wait(entry)
+    return waiting()
