@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from support.commands import assert_one_clear_error_line
+from support.lab import Ends, left_on, tcp_table
 from support.servers import cli_env, run_cli, switchboard_command
 from support.waiting import wait_until
 from switchboard.lab.byteorder import swap16
-from switchboard.lab.sockets import read_sockets
 
 CAPTURE_TOOLS = shutil.which("tshark") is not None and shutil.which("dumpcap") is not None
 needs_capture = pytest.mark.skipif(
@@ -42,9 +42,16 @@ def lab_json(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return doc["observations"]
 
 
-def assert_nothing_left(server: dict[str, int], *ports: int) -> None:
-    """No socket on the experiment's ports, its server gone, no dumpcap capturing them."""
-    left = read_sockets([server["port"], *ports])
+def lab_json_leaving(*args: str) -> tuple[dict[str, Any], Ends]:
+    """``lab_json(ARGS)``, and the TCP table from before it ran (for ``assert_nothing_left``)."""
+    before = tcp_table()
+    return lab_json(*args), before
+
+
+def assert_nothing_left(server: dict[str, int], *ports: int, before: Ends) -> None:
+    """No socket of the run on the experiment's ports (what was there ``before`` aside: other
+    programs' old TIME_WAITs may carry the same numbers), its server gone, no dumpcap."""
+    left = left_on([server["port"], *ports], before)
     assert left == [], left
     assert not Path(f"/proc/{server['pid']}").exists() or _is_not_a_server(server["pid"])
     assert not dumpcap_on(server["port"])
@@ -62,7 +69,7 @@ def _is_not_a_server(pid: int) -> bool:
 
 @needs_capture
 def test_burst_counts_segments_reads_and_answers() -> None:
-    seen = lab_json("burst")
+    seen, before = lab_json_leaving("burst")
     assert seen["requests"] == 100
     assert seen["send_calls"] == {"nagle_on": 100, "nagle_off": 100, "one_buffer": 1}
     # Every run gets all 100 answers, each matched to its request by id.
@@ -84,11 +91,12 @@ def test_burst_counts_segments_reads_and_answers() -> None:
     # ... as Wireshark's packet list shows it (the column may be cut at 2,048 characters).
     info = seen["fullest_segment_info"].split(" | ")
     assert len(info) > 1 and all(part.startswith("Request TIME id=") for part in info[:-1])
-    assert_nothing_left(seen["server"])
+    assert_nothing_left(seen["server"], before=before)
 
 
 def test_burst_without_tshark_counts_from_the_kernel_alone(tmp_path: Path) -> None:
     env = cli_env(PATH=str(tmp_path))  # no dumpcap, no tshark on this PATH
+    before = tcp_table()
     result = run_cli("lab", "burst", "--json", "--requests", "20", timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)["observations"]
@@ -96,7 +104,7 @@ def test_burst_without_tshark_counts_from_the_kernel_alone(tmp_path: Path) -> No
     assert "captured_segments" not in seen
     assert seen["answers"] == {"nagle_on": 20, "nagle_off": 20, "one_buffer": 20}
     assert seen["segments"]["one_buffer"] < 20
-    assert_nothing_left(seen["server"])
+    assert_nothing_left(seen["server"], before=before)
 
 
 def test_burst_with_pcap_but_no_tshark_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -139,7 +147,7 @@ def test_swap16_is_what_a_little_endian_u16_reads_as_on_the_wire() -> None:
 
 def test_byteorder_a_port_without_htons_connects_to_its_swapped_twin() -> None:
     port = free_swapped_pair()
-    seen = lab_json("byteorder", "--port", str(port))
+    seen, before = lab_json_leaving("byteorder", "--port", str(port))
     twin = swap16(port)
     assert seen["byteorder"] == sys.byteorder
     assert (seen["port_meant"], seen["port_swapped"]) == (port, twin)
@@ -157,7 +165,7 @@ def test_byteorder_a_port_without_htons_connects_to_its_swapped_twin() -> None:
         assert whole["error"] == "BAD_FRAME" and whole["closed"] is True
     if CAPTURE_TOOLS:  # the SYNs on the wire went to the meant port, then to its twin
         assert seen["syn_destination_ports"] == [port, expected]
-    assert_nothing_left(seen["server"], port, twin)
+    assert_nothing_left(seen["server"], port, twin, before=before)
 
 
 def test_byteorder_refuses_a_port_in_use() -> None:
@@ -181,7 +189,7 @@ def frames_of(operation: dict[str, Any]) -> list[tuple[str, str, str, int]]:
 @needs_capture
 def test_capture_decodes_the_seven_operations(tmp_path: Path) -> None:
     pcap = tmp_path / "menu.pcapng"
-    seen = lab_json("capture", "--pcap", str(pcap))
+    seen, before = lab_json_leaving("capture", "--pcap", str(pcap))
     operations = seen["operations"]
     names = [op["operation"] for op in operations]
     assert names == ["connect", "time", "name", "list", "send", "receive", "disconnect"]
@@ -221,7 +229,7 @@ def test_capture_decodes_the_seven_operations(tmp_path: Path) -> None:
 
     decoded = [f.title for s in read_segments(pcap) for f in s.frames]
     assert decoded.count("Indication WELCOME") == 2 and "Indication RECEIPT" in decoded
-    assert_nothing_left(seen["server"])
+    assert_nothing_left(seen["server"], before=before)
 
 
 def test_capture_without_dumpcap_is_one_line_naming_the_package(tmp_path: Path) -> None:
@@ -247,6 +255,7 @@ def dumpcap_on(port: int) -> bool:
 
 @needs_capture
 def test_ctrl_c_while_the_capture_starts_leaves_no_dumpcap_and_no_server() -> None:
+    before = tcp_table()
     proc = subprocess.Popen(
         switchboard_command("lab", "burst", "--json"),  # --json: the steps on stderr
         stdout=subprocess.DEVNULL,
@@ -269,11 +278,12 @@ def test_ctrl_c_while_the_capture_starts_leaves_no_dumpcap_and_no_server() -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    assert_nothing_left({"port": port, "pid": pid})
+    assert_nothing_left({"port": port, "pid": pid}, before=before)
 
 
 @needs_capture
 def test_a_killed_experiment_takes_its_server_and_dumpcap_with_it() -> None:
+    before = tcp_table()
     proc = subprocess.Popen(
         switchboard_command("lab", "burst", "--json"),
         stdout=subprocess.DEVNULL,
@@ -292,4 +302,4 @@ def test_a_killed_experiment_takes_its_server_and_dumpcap_with_it() -> None:
         proc.wait(5)
     # The children were told when their parent died (PR_SET_PDEATHSIG).
     assert wait_until(lambda: not dumpcap_on(port) and _is_not_a_server(pid), 10)
-    assert wait_until(lambda: not read_sockets([port]), 10), read_sockets([port])
+    assert wait_until(lambda: not left_on([port], before), 10), left_on([port], before)

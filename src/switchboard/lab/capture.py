@@ -435,7 +435,7 @@ def _run_capture(args: argparse.Namespace, nb: Notebook) -> None:
         b.close()
         server.stop()
         # A closed first, so A's end waits in TIME_WAIT for a minute: ended now instead.
-        retire_time_waits([server.port])
+        retire_time_waits([((c.ip, c.port), (server.host, server.port)) for c in listed])
     nb.observe("server", {"port": server.port, "pid": server.pid})
     annotate(nb, segments, marks, parties, server.port)
 
