@@ -2,19 +2,16 @@
 
 The client runs in a network namespace of its own, joined to the host by a veth pair with
 addresses from 10.231.0.0/16 (private, and only ever assigned inside this test's own pair:
-the traffic never leaves the machine).  The server binds the host end.  When that end goes
-down, the server must drop the client within three heartbeat intervals while it keeps
-serving a bystander (which reaches the same address over loopback), and the client must
-report that it lost the server.
+the traffic never leaves the machine), made and removed by switchboard.lab.netns.  The
+server binds the host end.  When that end goes down, the server must drop the client
+within three heartbeat intervals while it keeps serving a bystander (which reaches the same
+address over loopback), and the client must report that it lost the server.
 
 Needs root and iproute2 (CI has both); elsewhere the test is skipped with the reason.
 """
 
 from __future__ import annotations
 
-import os
-import random
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,18 +23,9 @@ import pytest
 
 from support.servers import ServerProcess, cli_env
 from switchboard.client import Client
+from switchboard.lab.netns import NetworkSandbox, why_unavailable
 
 HEARTBEAT = 0.5
-
-
-def _why_no_netns() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return "network namespaces are Linux-only"
-    if os.geteuid() != 0:
-        return "the pulled-cable test needs root (ip netns, ip link); CI runs it as root"
-    if shutil.which("ip") is None:
-        return "the pulled-cable test needs the ip command (Debian: iproute2)"
-    return None
 
 
 def ip(*args: str) -> None:
@@ -55,30 +43,16 @@ class VethPair:
 
 @pytest.fixture
 def veth() -> Iterator[VethPair]:
-    reason = _why_no_netns()
+    """A namespace joined to the host by a veth pair (switchboard.lab.netns, which removes
+    both, whatever happens)."""
+    reason = why_unavailable()
     if reason is not None:
         print(f"SKIPPED: {reason}")  # the issue asks for the reason printed, not only reported
-        pytest.skip(reason)
-    tag = f"{os.getpid() % 100000:05d}{random.randrange(100):02d}"
-    subnet = random.randrange(1, 255)
-    pair = VethPair(
-        f"sbns{tag}", f"sbh{tag}", f"sbn{tag}", f"10.231.{subnet}.1", f"10.231.{subnet}.2"
-    )
-    try:
-        ip("netns", "add", pair.namespace)
-        ip("link", "add", pair.host_if, "type", "veth", "peer", "name", pair.ns_if)
-        ip("link", "set", pair.ns_if, "netns", pair.namespace)
-        ip("addr", "add", f"{pair.host_ip}/30", "dev", pair.host_if)
-        ip("link", "set", pair.host_if, "up")
-        inside = ("netns", "exec", pair.namespace, "ip")
-        ip(*inside, "addr", "add", f"{pair.ns_ip}/30", "dev", pair.ns_if)
-        ip(*inside, "link", "set", pair.ns_if, "up")
-        ip(*inside, "link", "set", "lo", "up")
-        yield pair
-    finally:
-        # Deleting one end of a veth pair deletes both; the namespace goes last.
-        subprocess.run(["ip", "link", "del", pair.host_if], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", pair.namespace], capture_output=True, timeout=10)
+        pytest.skip(str(reason))
+    with NetworkSandbox() as net:
+        namespace = net.namespace()
+        link = net.veth(None, namespace)
+        yield VethPair(namespace, link.a_if, link.b_if, link.a_ip, link.b_ip)
 
 
 CLIENT_SCRIPT = textwrap.dedent(

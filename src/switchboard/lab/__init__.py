@@ -23,6 +23,10 @@ NAMES: Final[tuple[str, ...]] = (
     "demux",
     "close",
     # the network and the wire
+    "cable",
+    "burst",
+    "byteorder",
+    "capture",
 )
 
 
