@@ -114,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
         "partial_since",
         "pinged",
         "port",
+        "receipts_batched",
         "rooms",
         "sender",
         "server",
@@ -147,6 +148,8 @@ class ClientConnection(asyncio.Protocol):
         #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
         #: dict entry per message; an empty dict is also smaller than an empty set).
         self.awaiting_ack: dict[int, Peer] = {}
+        #: Its receipts in RECEIPTS frames: set by a HELLO that negotiates version 2.
+        self.receipts_batched = False
         #: Where it is in its life (server/states.py: the transitions and their rules).
         self.state = initial_state(bool(server.tokens))
         #: header word -> the function that answers it, swapped with the state (handlers.tables).

@@ -44,6 +44,8 @@ class Peer(Protocol):
     in_batch: bool
     out: list[bytes]
     awaiting_ack: dict[int, Peer]
+    #: Whether its HELLO negotiated protocol version 2: its receipts come in RECEIPTS frames.
+    receipts_batched: bool
     log_runs: RepeatedEvents | None
     auth_hold: float
     pinged: bool
