@@ -70,6 +70,10 @@ HISTORY_BYTES: Final = 64 * 1024 * 1024
 #: below the 64 KiB frame a client must accept, whatever the number of rooms.  (IRC servers
 #: send /LIST whole, one line per channel, and throttle it instead.)
 MAX_ROOMS_LISTED: Final = 256
+#: Message ids in one ACKS or RECEIPTS frame (protocol version 2): 32 KiB of ids, half the
+#: default frame limit, and as many as a client may leave unacknowledged by default
+#: (MAX_UNACKED), so one frame settles all of them.  Longer batches are split.
+MAX_IDS_PER_FRAME: Final = 4096
 
 #: Outbound bytes queued for one client above which a SEND to it gets RECIPIENT_BUSY
 #: (the transport's high-water mark: we stop reading from that client too).

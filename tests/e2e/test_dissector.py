@@ -33,6 +33,7 @@ from switchboard.client import Client
 from switchboard.protocol import (
     HEADER_SIZE,
     Ack,
+    Acks,
     BroadcastRequest,
     ClientInfo,
     ErrorCode,
@@ -54,6 +55,7 @@ from switchboard.protocol import (
     PingRequest,
     Pong,
     Receipt,
+    Receipts,
     RoomInfo,
     RoomsOk,
     RoomsRequest,
@@ -252,6 +254,15 @@ RENAMED_BY_CLASS = {
 }
 #: Record list fields: the tree each record is shown in, and its fields as tshark shows them.
 RECORD_TREES = {"clients": "switchboard.client", "rooms": "switchboard.room_info"}
+#: The expected-fields key of an id list's ids (shown under its count: ``ids_of``).
+ID_LIST = "message ids"
+
+
+def ids_of(tree: dict[str, Any]) -> list[str]:
+    """The message ids listed under an ACKS' or RECEIPTS' count, in order."""
+    under = tree.get("switchboard.message_ids.count_tree", {})
+    found = under.get("switchboard.message_id", [])
+    return list(found) if isinstance(found, list) else [found]
 
 
 def expected_fields(frame: Frame) -> dict[str, Any]:
@@ -276,6 +287,9 @@ def expected_fields(frame: Frame) -> dict[str, Any]:
         if f.name in RECORD_TREES:
             out[key] = str(len(value))
             out[RECORD_TREES[f.name]] = [record_fields(info) for info in value]
+        elif f.name == "message_ids":  # ACKS, RECEIPTS: a count, the ids under it
+            out["switchboard.message_ids.count"] = str(len(value))
+            out[ID_LIST] = [str(message_id) for message_id in value]
         elif f.name == "flags":
             out[key] = f"0x{value:02x}"
         else:
@@ -303,7 +317,7 @@ def matches(tree: dict[str, Any], expected: dict[str, Any]) -> dict[str, tuple[A
     """The expected fields ``tree`` gets wrong: name -> (expected, decoded)."""
     wrong = {}
     for key, want in expected.items():
-        got = tree.get(key)
+        got = ids_of(tree) if key == ID_LIST else tree.get(key)
         if key in RECORD_TREES.values():
             got = trees(tree, key)
             got = (
@@ -413,8 +427,8 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
             b_id = bob.expect(Welcome).client_id
 
             # Four requests in one send: one segment, four frames.
-            alice.send(
-                HelloRequest(nick="alice", request_id=1),
+            alice.send(  # version 1: her receipts come one RECEIPT per message
+                HelloRequest(version=1, nick="alice", request_id=1),
                 TimeRequest(request_id=2),
                 NameRequest(request_id=3),
                 PingRequest(request_id=4),
@@ -468,6 +482,14 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
             by_name = bob.expect(Message)
             bob.send(Ack(by_name.message_id))
             alice.expect(Receipt)
+            # Version 2 (bob's HELLO): alice acknowledges two MESSAGEs with one ACKS and bob
+            # hears of both in one RECEIPTS.
+            bob.send(SendRequest(a_id, "one", request_id=5), SendRequest(a_id, "two", request_id=6))
+            bob.expect(SendOk)
+            bob.expect(SendOk)
+            first, second = alice.expect(Message), alice.expect(Message)
+            alice.send(Acks((first.message_id, second.message_id)))
+            assert bob.expect(Receipts).message_ids == (first.message_id, second.message_id)
 
             # The client library, on a connection of its own.
             with Client("127.0.0.1", port, nick="carol", timeout=WAIT_S) as carol:

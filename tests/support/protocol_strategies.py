@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from switchboard.protocol import ALL_MESSAGES, ClientInfo, Frame, encode, wire
-from switchboard.protocol.messages import RecordListKind
+from switchboard.protocol.messages import IdListKind, RecordListKind
 
 U8_MAX = 0xFF
 U16_MAX = 0xFFFF
@@ -118,6 +118,8 @@ def field_strategy(kind: wire.FieldKind) -> st.SearchStrategy[Any]:
         return addresses()
     if isinstance(kind, RecordListKind):
         return st.lists(record_strategy(kind.record), max_size=8).map(tuple)
+    if isinstance(kind, IdListKind):
+        return st.lists(st.integers(0, U64_MAX), max_size=8).map(tuple)
     raise TypeError(f"no strategy for field kind {kind.name!r}")
 
 

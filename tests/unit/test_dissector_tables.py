@@ -35,9 +35,13 @@ def kinds_of(cls: type) -> list[tuple[str, str]]:
     """``cls``'s payload fields in wire order (as the codec compiles them), with the kind
     names the Lua tables use."""
     return [
-        (name, _list_kind(kind) if isinstance(kind, RecordListKind) else kind.name)
+        (name, _list_kind(kind) if isinstance(kind, RecordListKind) else _lua_kind(kind.name))
         for name, kind in messages._field_kinds(cls)
     ]
+
+
+def _lua_kind(name: str) -> str:
+    return "id_list" if name == "ids" else name
 
 
 def _list_kind(kind: RecordListKind) -> str:

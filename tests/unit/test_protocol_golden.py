@@ -15,6 +15,7 @@ import pytest
 from switchboard.protocol import (
     ALL_MESSAGES,
     Ack,
+    Acks,
     BroadcastOk,
     BroadcastRequest,
     ClientInfo,
@@ -44,6 +45,7 @@ from switchboard.protocol import (
     PingRequest,
     Pong,
     Receipt,
+    Receipts,
     ReceiptStatus,
     RoomFlags,
     RoomInfo,
@@ -249,6 +251,19 @@ GOLDEN: dict[str, tuple[Frame, str]] = {
         "53 42 01 03 00 89 00 00 00 00 00 00 00 11"
         " 00 00 00 02 00 03 62 6f 62 00 06 72 6f 62 65 72"
         " 74",
+    ),
+    "Acks": (
+        Acks(request_id=0, message_ids=(42, 43, 44)),
+        "53 42 01 03 00 8a 00 00 00 00 00 00 00 1c"
+        " 00 00 00 03 00 00 00 00 00 00 00 2a 00 00 00 00"
+        " 00 00 00 2b 00 00 00 00 00 00 00 2c",
+    ),
+    "Receipts": (
+        Receipts(request_id=0, target=2, status=ReceiptStatus.DELIVERED, message_ids=(42, 43, 44)),
+        "53 42 01 03 00 8b 00 00 00 00 00 00 00 21"
+        " 00 00 00 02 01 00 00 00 03 00 00 00 00 00 00 00"
+        " 2a 00 00 00 00 00 00 00 2b 00 00 00 00 00 00 00"
+        " 2c",
     ),
     "Ping": (Ping(request_id=0), "53 42 01 03 00 86 00 00 00 00 00 00 00 00"),
     "Pong": (Pong(request_id=0), "53 42 01 03 00 87 00 00 00 00 00 00 00 00"),

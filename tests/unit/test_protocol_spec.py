@@ -62,6 +62,8 @@ TABLE_ANCHORS: dict[str, str] = {
     "Left": "#### LEFT (`0x85`",
     "Shutdown": "#### SHUTDOWN (`0x88`",
     "NickChanged": "#### NICK_CHANGED (`0x89`",
+    "Acks": "#### ACKS (`0x8A`",
+    "Receipts": "#### RECEIPTS (`0x8B`",
     "ClientInfo": "### The ClientInfo record",
     "RoomInfo": "### The RoomInfo record",
 }

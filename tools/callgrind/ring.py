@@ -5,7 +5,9 @@
 
 Each round, every connection gets one batch of 32 SENDs to the next one (which then ACKs them
 in one batch) or 32 TIME requests.  RING_RATE=1e9 in the environment measures the rate limit's
-path (on by default) with a limit that never refuses.  Run it with two round counts (measure.sh: 5 and 25) and
+path (on by default) with a limit that never refuses; RING_PROTOCOL=1 has the clients stay on
+protocol version 1 (an ACK and a RECEIPT per message) instead of saying HELLO version 2 and
+acknowledging each batch with one ACKS (one RECEIPTS back).  Run it with two round counts (measure.sh: 5 and 25) and
 divide the difference of the instructions collected by the operations: what one delivered
 message (SEND, MESSAGE, OK, ACK, RECEIPT) or one TIME costs the server, start-up excluded.
 """
@@ -16,7 +18,7 @@ import os
 import struct
 import sys
 
-from switchboard.protocol import Ack, SendRequest, TimeRequest, encode
+from switchboard.protocol import Ack, Acks, HelloRequest, SendRequest, TimeRequest, encode
 from switchboard.server import ServerConfig, SwitchboardServer
 from switchboard.server.connection import ClientConnection
 
@@ -90,6 +92,11 @@ for i in range(N):
     conns.append(c)
 loop.run()
 ids = [c.client_id for c in conns]
+batched = os.environ.get("RING_PROTOCOL", "2") != "1"
+if batched:
+    for c in conns:
+        c.data_received(encode(HelloRequest(version=2, request_id=1)))
+        loop.run()
 text = "x" * 64
 
 pack_q = struct.Struct("!Q").pack
@@ -105,7 +112,11 @@ if mode == "send":
             c.data_received(sends[i])
             loop.run()
             target = conns[(i + 1) % N]
-            target.data_received(b"".join([ack_head + pack_q(m) for m in range(first, first + W)]))
+            if batched:
+                target.data_received(encode(Acks(tuple(range(first, first + W)))))
+            else:
+                acks = b"".join([ack_head + pack_q(m) for m in range(first, first + W)])
+                target.data_received(acks)
             loop.run()
 else:
     batch = b"".join(encode(TimeRequest(request_id=r + 1)) for r in range(W))

@@ -41,7 +41,7 @@ local TYPES = {
     [0x40] = "OK", [0x41] = "ERROR",
     [0x80] = "WELCOME", [0x81] = "MESSAGE", [0x82] = "ACK", [0x83] = "RECEIPT",
     [0x84] = "JOINED", [0x85] = "LEFT", [0x86] = "PING", [0x87] = "PONG", [0x88] = "SHUTDOWN",
-    [0x89] = "NICK_CHANGED",
+    [0x89] = "NICK_CHANGED", [0x8A] = "ACKS", [0x8B] = "RECEIPTS",
 }
 
 local ERROR_CODES = {
@@ -97,6 +97,8 @@ msg(0x86, "PING", INDICATION, "Ping", {})
 msg(0x87, "PONG", INDICATION, "Pong", {})
 msg(0x88, "SHUTDOWN", INDICATION, "Shutdown", { {"reason", "str16"} })
 msg(0x89, "NICK_CHANGED", INDICATION, "NickChanged", { {"client_id", "u32"}, {"old_nick", "str16"}, {"new_nick", "str16"} })
+msg(0x8A, "ACKS", INDICATION, "Acks", { {"message_ids", "id_list"} })
+msg(0x8B, "RECEIPTS", INDICATION, "Receipts", { {"target", "u32"}, {"status", "u8"}, {"message_ids", "id_list"} })
 
 ok(0x01, "HelloOk", { {"version", "u16"}, {"client_id", "u32"}, {"nick", "str16"} })
 ok(0x02, "TimeOk", { {"epoch_ms", "i64"}, {"utc_offset_s", "i32"}, {"zone", "str16"} })
@@ -151,6 +153,7 @@ local f = {
     server_name = ProtoField.string("switchboard.server_name", "Server name", base.UNICODE),
     client_count = ProtoField.uint32("switchboard.clients.count", "Client count", base.DEC),
     message_id = ProtoField.uint64("switchboard.message_id", "Message id", base.DEC),
+    message_ids = ProtoField.uint32("switchboard.message_ids.count", "Message ids", base.DEC),
     members = ProtoField.uint32("switchboard.members", "Members", base.DEC),
     history = ProtoField.uint32("switchboard.history", "History messages", base.DEC),
     reached = ProtoField.uint32("switchboard.reached", "Members reached", base.DEC),
@@ -215,6 +218,7 @@ local FIELD_OF = {
     sender_port = f.sender_port, sender_nick = f.sender_nick, sent_ms = f.sent_ms,
     flags = f.flags, status = f.status, clients = f.client_count,
     old_nick = f.old_nick, new_nick = f.new_nick, after = f.after, rooms = f.room_count,
+    message_ids = f.message_ids,
 }
 local FIELD_OF_CLASS = {
     ErrorResponse = { code = f.error_code, name = f.error_name, message = f.error_message },
@@ -485,6 +489,27 @@ local function read_record_list(ctx, tree, field, label, kind)
     return count
 end
 
+-- A u32 count, then that many u64 message ids (ACKS, RECEIPTS): a subtree of ids.
+local function read_id_list(ctx, tree, field, label)
+    local count, count_item = read_int(ctx, tree, field, "u32", label .. " count")
+    if count == nil then
+        return nil
+    end
+    if count * 8 > ctx.stop - ctx.off then
+        count_item:add_proto_expert_info(ef.bad_count, string.format(
+            "%d message ids cannot fit in the %d bytes left", count, ctx.stop - ctx.off))
+        ctx.broken = true
+        return nil
+    end
+    local first, last = nil, nil
+    for _ = 1, count do  -- bounded by the check above
+        local id = read_int(ctx, count_item, f.message_id, "u64", "message_id")
+        first = first or id
+        last = id
+    end
+    return { count = count, first = first, last = last }
+end
+
 local CLIENT_RECORDS = {
     min_size = CLIENT_INFO_MIN_SIZE, record_field = f.client, layout = CLIENT_INFO,
     field_of = RECORD_FIELD_OF,
@@ -528,6 +553,8 @@ read_fields = function(ctx, tree, fields, field_of, overrides)
             value = read_record_list(ctx, tree, field, name, CLIENT_RECORDS)
         elseif kind == "room_list" then
             value = read_record_list(ctx, tree, field, name, ROOM_RECORDS)
+        elseif kind == "id_list" then
+            value = read_id_list(ctx, tree, field, name)
         end
         if ctx.broken then
             return values
@@ -574,6 +601,16 @@ local function request_details(name, v)
     return ""
 end
 
+-- " 3 messages 17..19" (first..last as listed) for ACKS' and RECEIPTS' Info column.
+local function ids_text(ids)
+    if ids.count == 0 then
+        return " 0 messages"
+    elseif ids.count == 1 then
+        return string.format(" message=%s", tostring(ids.first))
+    end
+    return string.format(" %d messages %s..%s", ids.count, tostring(ids.first), tostring(ids.last))
+end
+
 local function indication_details(name, v, pinfo, frame_tree, frame_tvb)
     if name == "WELCOME" and v.client_id ~= nil then
         return string.format(" #%d", v.client_id) .. (v.server_name and (" from " .. quote(v.server_name)) or "")
@@ -587,6 +624,11 @@ local function indication_details(name, v, pinfo, frame_tree, frame_tvb)
     elseif name == "RECEIPT" and v.status ~= nil then
         return string.format(" message=%d →#%d %s", v.message_id, v.target,
             name_of(RECEIPT_STATUS, v.status, "STATUS"))
+    elseif name == "ACKS" and v.message_ids ~= nil then
+        return ids_text(v.message_ids)
+    elseif name == "RECEIPTS" and v.message_ids ~= nil then
+        return string.format(" →#%d %s", v.target, name_of(RECEIPT_STATUS, v.status, "STATUS"))
+            .. ids_text(v.message_ids)
     elseif name == "JOINED" and v.nick ~= nil then
         return string.format(" %s #%d %s", quote(v.room), v.client_id, quote(v.nick))
     elseif name == "LEFT" and v.reason ~= nil then

@@ -11,10 +11,14 @@ Modes (an operation, and its latency):
 
 * ``time``: every client pipelines TIME requests; an answer, its round trip.
 * ``list``: N clients connected, the first one pipelines LIST; an answer, its round trip.
-* ``send``: client i sends to client (i+1) mod N, the recipient ACKs, the sender's RECEIPT
-  frees its window slot; a MESSAGE arriving at its recipient, from send to arrival.  The send
-  time travels in the message text (16 hex digits of the monotonic clock, which Linux shares
-  between processes), so no per-message state is kept anywhere.  Messages *sent* in the
+* ``send``: client i sends to client (i+1) mod N, the recipient acknowledges, the sender's
+  receipt frees its window slot (with protocol version 2, the default, each connection says
+  HELLO version 2 during set-up, acknowledges every MESSAGE of one read with one ACKS and gets
+  its receipts in RECEIPTS frames, as the project's client library does; ``--protocol 1``
+  acknowledges each MESSAGE with an ACK and gets a RECEIPT each); an operation is a MESSAGE
+  arriving at its recipient, its latency from send to arrival.  The send time travels in
+  the message text (16 hex digits of the monotonic clock, which Linux shares between
+  processes), so no per-message state is kept anywhere.  Messages *sent* in the
   measured window are counted (wherever they arrive), and so are the receipts of messages
   sent in it (the sender knows each batch's send time, and one sender's receipts come back
   in its sending order): with nothing lost, ``receipts`` equals ``ops``.
@@ -47,12 +51,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from switchboard.defaults import MAX_IDS_PER_FRAME
 from switchboard.eventloop import run
 from switchboard.protocol import (
     HEADER_SIZE,
     MAGIC,
+    PROTOCOL_VERSION,
     Ack,
+    Acks,
     BroadcastRequest,
+    HelloRequest,
     JoinRequest,
     ListRequest,
     MessageType,
@@ -95,6 +103,7 @@ _ERROR: Final = int(MessageType.ERROR)
 _WELCOME: Final = int(MessageType.WELCOME)
 _MESSAGE: Final = int(MessageType.MESSAGE)
 _RECEIPT: Final = int(MessageType.RECEIPT)
+_RECEIPTS: Final = int(MessageType.RECEIPTS)
 _PING: Final = int(MessageType.PING)
 _ADDR_BYTES: Final = {0: 0, 4: 4, 6: 16}
 
@@ -102,9 +111,13 @@ _ADDR_BYTES: Final = {0: 0, 4: 4, 6: 16}
 _TIME_REQUEST: Final = encode(TimeRequest(request_id=1))
 _LIST_REQUEST: Final = encode(ListRequest("", request_id=1))
 _JOIN_REQUEST: Final = encode(JoinRequest(BENCH_ROOM, request_id=1))
+_HELLO_V2: Final = encode(HelloRequest(version=2, request_id=1))
 _PONG: Final = encode(Pong())
 #: An ACK's header: the acknowledged message id (u64) follows.
 _ACK_HEAD: Final = encode(Ack(0))[:HEADER_SIZE]
+#: An ACKS header without its length (u32), then the id count (u32) and the ids (u64 each).
+_ACKS_HEAD: Final = encode(Acks(()))[: HEADER_SIZE - 4]
+_pack_acks_sizes = struct.Struct("!II").pack
 
 
 def _head(frame: bytes, text_len: int) -> bytes:
@@ -128,6 +141,8 @@ class BenchConfig:
     duration: float = DEFAULT_DURATION
     warmup: float = DEFAULT_WARMUP
     requests: int | None = None
+    #: The protocol version the send mode's connections negotiate (2: ACKS and RECEIPTS).
+    protocol: int = PROTOCOL_VERSION
     size: int = DEFAULT_SIZE
     procs: int | None = None
     server_pid: int | None = None
@@ -179,9 +194,11 @@ class BenchConfig:
 class _Worker:
     """One worker process's shared state: clock window, counters, histogram."""
 
-    def __init__(self, mode: str, window: int, size: int) -> None:
+    def __init__(self, mode: str, window: int, size: int, protocol: int = PROTOCOL_VERSION) -> None:
         self.mode = mode
         self.window = window
+        #: Acknowledge with ACKS, one per read (protocol version 2), instead of an ACK each.
+        self.batched_acks = mode == "send" and protocol >= 2
         self.pad = b"x" * (size - STAMP_BYTES) if size >= STAMP_BYTES else b""
         self.t1 = 1 << 62  # measured window [t1, t2), monotonic ns; set by "go"
         self.t2 = 1 << 62
@@ -227,8 +244,8 @@ class _LoadConnection(asyncio.Protocol):
         "client_id",
         "head",
         "in_flight",
-        "joined",
         "pending",
+        "set_up",
         "transport",
         "w",
         "welcomed",
@@ -247,7 +264,8 @@ class _LoadConnection(asyncio.Protocol):
         #: The request frame up to its send-time stamp (send, broadcast).
         self.head = b""
         self.welcomed: asyncio.Future[int] = loop.create_future()
-        self.joined: asyncio.Future[None] | None = None
+        #: The set-up request's answer (JOIN for broadcast, HELLO for send with version 2).
+        self.set_up: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -300,6 +318,8 @@ class _LoadConnection(asyncio.Protocol):
         group_ts = 0
         group_n = 0
         hist = w.hist
+        batched = w.batched_acks
+        acked: list[bytes | bytearray] = []  # the ids of this read's MESSAGEs (batched)
         while n - pos >= 14:
             magic, _, mtype, _, length = _unpack_header(buf, pos)
             end = pos + 14 + length
@@ -319,7 +339,10 @@ class _LoadConnection(asyncio.Protocol):
                 ts = int(buf[q : q + STAMP_BYTES], 16)
                 w.delivered += 1
                 if not room_len:  # direct messages are acknowledged, room messages never
-                    out.append(_ACK_HEAD + _pack_u64(_unpack_u64(buf, p)[0]))
+                    if batched:
+                        acked.append(buf[p : p + 8])
+                    else:
+                        out.append(_ACK_HEAD + _pack_u64(_unpack_u64(buf, p)[0]))
                 if t1 <= ts < t2:  # sent in the measured window
                     w.ops += 1
                     if ts == group_ts:
@@ -329,8 +352,8 @@ class _LoadConnection(asyncio.Protocol):
                             hist.record(now - group_ts, group_n)
                         group_ts, group_n = ts, 1
             elif mtype == _OK:
-                if self.joined is not None and not self.joined.done():
-                    self.joined.set_result(None)  # the JOIN of the set-up, not a measured answer
+                if self.set_up is not None and not self.set_up.done():
+                    self.set_up.set_result(None)  # the set-up's JOIN or HELLO, not measured
                 else:
                     answers += 1
                     oks += 1
@@ -345,10 +368,19 @@ class _LoadConnection(asyncio.Protocol):
                     w.receipts += 1
                     if length >= 13 and buf[p + 12] != 1:
                         w.not_delivered += 1
+            elif mtype == _RECEIPTS and length >= 9:
+                count = _unpack_u32(buf, p + 5)[0]
+                failed = buf[p + 4] != 1
+                self.in_flight -= count
+                for _ in range(count):
+                    if t1 <= self._settle_one() < t2:
+                        w.receipts += 1
+                        if failed:
+                            w.not_delivered += 1
             elif mtype == _ERROR:
                 w.error(_unpack_u16(buf, p)[0] if length >= 2 else 0)
-                if self.joined is not None and not self.joined.done():
-                    self.joined.set_exception(BenchError("the server refused the JOIN"))
+                if self.set_up is not None and not self.set_up.done():
+                    self.set_up.set_exception(BenchError("the server refused the set-up"))
                 else:
                     answers += 1
                     if w.mode in ("send", "broadcast"):
@@ -361,6 +393,11 @@ class _LoadConnection(asyncio.Protocol):
                 self.client_id = _unpack_u32(buf, p)[0]
                 self.welcomed.set_result(self.client_id)
             pos = end
+        # One ACKS for every MESSAGE of this read (MAX_IDS_PER_FRAME ids a frame at most).
+        for first in range(0, len(acked), MAX_IDS_PER_FRAME):
+            ids = acked[first : first + MAX_IDS_PER_FRAME]
+            count = len(ids)
+            out.append(_ACKS_HEAD + _pack_acks_sizes(4 + 8 * count, count) + b"".join(ids))
         if pos:
             del buf[:pos]
         if group_n:
@@ -456,12 +493,14 @@ async def _open(
             *(loop.create_connection(lambda c=c: c, host, port) for c in batch)  # type: ignore[misc]
         )
         await asyncio.gather(*(c.welcomed for c in batch))
-        if mode == "broadcast":
+        setup = {"broadcast": _JOIN_REQUEST, "send": _HELLO_V2 if worker.batched_acks else b""}
+        request = setup.get(mode)
+        if request:
             for c in batch:
-                c.joined = loop.create_future()
+                c.set_up = loop.create_future()
                 assert c.transport is not None
-                c.transport.write(_JOIN_REQUEST)
-            await asyncio.gather(*(c.joined for c in batch if c.joined is not None))
+                c.transport.write(request)
+            await asyncio.gather(*(c.set_up for c in batch if c.set_up is not None))
         conns.extend(batch)
     return conns
 
@@ -470,7 +509,7 @@ async def _worker_run(
     pipe: multiprocessing.connection.Connection, cfg: BenchConfig, count: int, first_index: int
 ) -> None:
     loop = asyncio.get_running_loop()
-    worker = _Worker(cfg.mode, cfg.window, cfg.size)
+    worker = _Worker(cfg.mode, cfg.window, cfg.size, cfg.protocol)
     inbox: asyncio.Queue[Any] = asyncio.Queue()
 
     def on_pipe() -> None:
@@ -774,4 +813,5 @@ def _report(
         "receipts": totals["receipts"] if cfg.mode == "send" else None,
         "procs": len(results),
         "busy_poll": cfg.busy_poll,
+        "protocol": cfg.protocol,
     }

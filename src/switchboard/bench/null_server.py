@@ -11,7 +11,9 @@ connection, where Switchboard would send ERROR first) and validates nothing else
 nothing, keeps no heartbeat and no rate limit.  So that ``send`` can run against it, it does
 the least routing the protocol needs: a SEND is answered and forwarded as a MESSAGE carrying
 the same text (sender, address and nickname left empty), and the recipient's ACK becomes the
-sender's RECEIPT; that is two dictionary lookups per message.
+sender's RECEIPT; that is two dictionary lookups per message.  It speaks protocol version 2
+as Switchboard does: a HELLO stating version 2 gets its sender RECEIPTS frames, one per ACKS
+(or ACK) that settles its messages, and ACKS is taken from anyone.
 
 Comparable with Switchboard: ``time`` (one frame in, one out) and ``send`` (five frames
 per message).  ``list`` and ``broadcast`` run but are not comparable: LIST gets an empty
@@ -34,6 +36,7 @@ from switchboard.eventloop import run
 from switchboard.protocol import (
     HEADER_SIZE,
     MAGIC,
+    PROTOCOL_VERSION,
     VERSION,
     MessageClass,
     MessageType,
@@ -48,11 +51,14 @@ from switchboard.protocol.fastpath import (
     SEND_OK_PREFIX,
     WORD_ACK,
     WORD_FIRST_NON_REQUEST,
+    WORD_HELLO,
     WORD_SEND,
     direct_fields,
+    encode_receipts,
     message_packer,
     pack_receipt,
     pack_send_ok,
+    parse_acks,
     sender_block,
     unpack_ack,
     unpack_send_head,
@@ -63,6 +69,8 @@ from .loadgen import raise_file_limit
 
 _unpack_header = HEADER_WORDS.unpack_from
 _pack_ok = struct.Struct("!HBBHIIH").pack
+_unpack_u16 = struct.Struct("!H").unpack_from
+WORD_ACKS: Final = WORD_ACK - MessageType.ACK + MessageType.ACKS
 _RESP: Final = int(MessageClass.RESPONSE)
 _OK: Final = int(MessageType.OK)
 _DELIVERED: Final = ReceiptStatus.DELIVERED
@@ -99,13 +107,15 @@ class NullServer:
 
 
 class NullConnection(asyncio.Protocol):
-    __slots__ = ("buf", "client_id", "fields", "out", "server", "transport")
+    __slots__ = ("batched", "buf", "client_id", "fields", "out", "server", "transport")
 
     def __init__(self, server: NullServer) -> None:
         self.server = server
         self.buf = bytearray()
         self.out: list[bytes] = []
         self.client_id = 0
+        #: Its HELLO stated protocol version 2: its receipts come in RECEIPTS frames.
+        self.batched = False
         #: The MESSAGE fields this connection's messages carry (sender, address, nick, room).
         self.fields = b""
         self.transport: asyncio.Transport | None = None
@@ -122,7 +132,7 @@ class NullConnection(asyncio.Protocol):
         welcome = Welcome(
             client_id=self.client_id,
             server_name="null",
-            version=VERSION,
+            version=PROTOCOL_VERSION,
             heartbeat_ms=0,
             max_frame=MAX_FRAME,
             max_text=1 << 20,
@@ -180,20 +190,41 @@ class NullConnection(asyncio.Protocol):
                     unacked[mid] = (self, target_id)
                 out.append(pack_send_ok(SEND_OK_PREFIX, request_id, SEND_OK_MIDDLE, mid, target_id))
             elif word < WORD_FIRST_NON_REQUEST:
+                if word == WORD_HELLO and length >= 2:
+                    self.batched = _unpack_u16(buf, pos + 14)[0] >= 2
                 out.append(_pack_ok(MAGIC, VERSION, _RESP, _OK, request_id, 2, word & 0xFFFF))
             elif word == WORD_ACK and length == 8:
-                acked = unpack_ack(buf, pos + 14)[0]
-                entry = unacked.pop(acked, None)
-                if entry is not None:
-                    sender, target_id = entry
-                    sender_out = sender.out
-                    if not sender_out and sender is not self:
-                        server.mark_dirty(sender)
-                    sender_out.append(pack_receipt(RECEIPT_HEAD, acked, target_id, _DELIVERED))
+                self.settle((unpack_ack(buf, pos + 14)[0],))
+            elif word == WORD_ACKS:
+                acked = parse_acks(buf, pos + 14, end)
+                if acked:
+                    self.settle(acked)
             pos = end
         if pos:
             del buf[:pos]
         self.flush()
+
+    def settle(self, acked: Sequence[int]) -> None:
+        """Each sender hears of its messages in ``acked``: one RECEIPT each, or one RECEIPTS
+        for all of them to a sender whose HELLO stated version 2."""
+        server = self.server
+        unacked = server.unacked
+        batches: dict[NullConnection, list[int]] = {}
+        for message_id in acked:
+            entry = unacked.pop(message_id, None)
+            if entry is None:
+                continue
+            sender = entry[0]
+            if sender.batched:
+                batches.setdefault(sender, []).append(message_id)
+                continue
+            if not sender.out and sender is not self:
+                server.mark_dirty(sender)
+            sender.out.append(pack_receipt(RECEIPT_HEAD, message_id, self.client_id, _DELIVERED))
+        for sender, ids in batches.items():
+            if not sender.out and sender is not self:
+                server.mark_dirty(sender)
+            sender.out.append(encode_receipts(self.client_id, _DELIVERED, ids))
 
     def flush(self) -> None:
         out = self.out

@@ -20,6 +20,7 @@ from switchboard.bench.loadgen import (
     BenchError,
     run_bench,
 )
+from switchboard.protocol import PROTOCOL_VERSION
 
 from .common import CliExit, add_endpoint_args, endpoint
 
@@ -111,6 +112,16 @@ def register(sub: Any) -> None:
             "CPU per load process (for latency at low load, e.g. one client with W=1)"
         ),
     )
+    p.add_argument(
+        "--protocol",
+        type=int,
+        choices=(1, PROTOCOL_VERSION),
+        default=PROTOCOL_VERSION,
+        help=(
+            f"send mode: the protocol version to negotiate (default {PROTOCOL_VERSION}: one "
+            "ACKS per read and receipts in RECEIPTS frames; 1: an ACK and a RECEIPT per message)"
+        ),
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=main)
 
@@ -131,6 +142,7 @@ def main(args: argparse.Namespace) -> int:
         server_pid=args.server_pid,
         drain_timeout=args.drain_timeout,
         busy_poll=args.busy_poll,
+        protocol=args.protocol,
     )
     line = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     try:

@@ -164,7 +164,7 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
         self._last_heard = loop.time()
         try:
             for event, meaning in self._session.receive(data):
-                if self._trace is not None:
+                if self._trace is not None and event is not None:
                     trace_received(self._trace, event)
                 if meaning is not None:
                     self._dispatch(meaning)

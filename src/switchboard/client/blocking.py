@@ -332,7 +332,7 @@ class Client(ClientCore["Future[Any]"]):
                 if not data:
                     break
                 for event, meaning in self._session.receive(data):
-                    if self._trace is not None:
+                    if self._trace is not None and event is not None:
                         trace_received(self._trace, event)
                     if meaning is not None:
                         self._dispatch(meaning)

@@ -7,7 +7,9 @@
     session.take_outgoing()                   # automatic ACKs and PONGs to write
 
 It matches responses to requests by id (checking that an OK answers the type asked),
-answers PING with PONG and acknowledges every direct MESSAGE.
+answers PING with PONG and acknowledges every direct MESSAGE: with one ACKS for all the
+MESSAGEs of one read when the server speaks protocol version 2 (its WELCOME says so), else
+with an ACK each.  A RECEIPTS (version 2) is handed on as one RECEIPT per message.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
-from switchboard.defaults import HEARTBEAT_MISSES
+from switchboard.defaults import HEARTBEAT_MISSES, MAX_IDS_PER_FRAME
 from switchboard.protocol import (
     Ack,
+    Acks,
     ErrorCode,
     ErrorResponse,
     Frame,
@@ -31,6 +34,8 @@ from switchboard.protocol import (
     MessageType,
     Ping,
     Pong,
+    Receipt,
+    Receipts,
     Shutdown,
     TimeOk,
     Welcome,
@@ -90,7 +95,7 @@ class ServerTime:
 class ClientSession:
     """Request ids, pending requests, automatic replies; bytes in and out, no I/O."""
 
-    __slots__ = ("_next_id", "_outgoing", "auto_ack", "decoder", "pending", "welcome")
+    __slots__ = ("_acked", "_next_id", "_outgoing", "auto_ack", "decoder", "pending", "welcome")
 
     def __init__(self, *, max_frame: int = CLIENT_MAX_FRAME, auto_ack: bool = True) -> None:
         self.decoder = FrameDecoder(max_frame=max_frame)
@@ -100,6 +105,8 @@ class ClientSession:
         self.welcome: Welcome | None = None
         self._next_id = 1
         self._outgoing: list[tuple[Frame, bytes]] = []
+        #: Ids of the MESSAGEs of the read being taken, acknowledged by one ACKS at its end.
+        self._acked: list[int] = []
 
     def prepare(self, request: Frame) -> tuple[int, Frame, bytes]:
         """Give ``request`` a fresh id; returns (id, the request with it, its bytes)."""
@@ -126,17 +133,35 @@ class ClientSession:
         """Stop waiting for ``request_id`` (its caller gave up)."""
         self.pending.pop(request_id, None)
 
-    def receive(self, data: bytes) -> list[tuple[Event, SessionEvent | None]]:
-        """Decode ``data``; for each frame, the decoded event and what it means to the caller.
+    def receive(self, data: bytes) -> list[tuple[Event | None, SessionEvent | None]]:
+        """Decode ``data``; for each frame, the decoded event and what it means to the caller
+        (a RECEIPTS is one entry for the frame, with no meaning, then one per message with no
+        frame of its own: ``(None, Receipt)``).
 
         Raises ProtocolError when the server's bytes cannot be framed (the connection is
         then unusable).
         """
         self.decoder.feed(data)
-        out: list[tuple[Event, SessionEvent | None]] = []
+        out: list[tuple[Event | None, SessionEvent | None]] = []
         for event in self.decoder:
+            if isinstance(event, Receipts):
+                out.append((event, None))
+                for message_id in event.message_ids:
+                    receipt = Receipt(message_id, event.target, event.status)
+                    out.append((None, self._interpret(receipt)))
+                continue
             out.append((event, self._interpret(event)))
+        if self._acked:
+            acked, self._acked = self._acked, []
+            for first in range(0, len(acked), MAX_IDS_PER_FRAME):
+                acks = Acks(tuple(acked[first : first + MAX_IDS_PER_FRAME]))
+                self._outgoing.append((acks, encode(acks)))
         return out
+
+    @property
+    def batches_acks(self) -> bool:
+        """Whether MESSAGEs are acknowledged with ACKS: the server speaks version 2."""
+        return self.welcome is not None and self.welcome.version >= 2
 
     def take_outgoing(self) -> list[tuple[Frame, bytes]]:
         """Automatic ACKs and PONGs produced by ``receive``, with their bytes, to write now."""
@@ -158,8 +183,11 @@ class ClientSession:
             return self._response(event)
         if isinstance(event, Message):
             if self.auto_ack and not event.room and not event.flags & MessageFlags.HISTORY:
-                ack = Ack(event.message_id)
-                self._outgoing.append((ack, encode(ack)))
+                if self.batches_acks:
+                    self._acked.append(event.message_id)
+                else:
+                    ack = Ack(event.message_id)
+                    self._outgoing.append((ack, encode(ack)))
         elif isinstance(event, Ping):
             pong = Pong()
             self._outgoing.append((pong, encode(pong)))

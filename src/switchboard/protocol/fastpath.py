@@ -29,6 +29,7 @@ KEY_LIST: Final = (_REQ << 16) | MessageType.LIST
 KEY_PING_REQUEST: Final = (_REQ << 16) | MessageType.PING_REQUEST
 KEY_HELLO: Final = (_REQ << 16) | MessageType.HELLO
 KEY_ACK: Final = (_IND << 16) | MessageType.ACK
+KEY_ACKS: Final = (_IND << 16) | MessageType.ACKS
 KEY_PONG: Final = (_IND << 16) | MessageType.PONG
 #: Keys at or above this are not requests.
 FIRST_NON_REQUEST_KEY: Final = _RESP << 16
@@ -66,6 +67,8 @@ pack_send_ok: Final = struct.Struct("!6sI6sQI").pack
 #: RECEIPT = ``pack_receipt(RECEIPT_HEAD, message_id, target, status)``.
 RECEIPT_HEAD: Final = _MESSAGE_HEAD.pack(MAGIC, VERSION, _IND, MessageType.RECEIPT, 0, 13, 0)[:14]
 pack_receipt: Final = struct.Struct("!14sQIB").pack
+#: RECEIPTS' header and fixed fields (target, status, id count); the ids follow.
+_RECEIPTS_HEAD: Final = struct.Struct("!HBBHIIIBI")
 #: ``unpack_send_head(buf, start)``: a SEND payload's target and text length (the text's 8
 #: bytes of header fields), unchecked; ``parse_send`` checks them.
 unpack_send_head: Final = _U32_U32.unpack_from
@@ -108,6 +111,25 @@ def encode_ping_ok(request_id: int) -> bytes:
 
 def encode_receipt(message_id: int, target: int, status: int) -> bytes:
     return pack_receipt(RECEIPT_HEAD, message_id, target, status)
+
+
+def encode_receipts(target: int, status: int, message_ids: list[int]) -> bytes:
+    """RECEIPTS (protocol version 2): the outcome of many messages to ``target``, one frame."""
+    count = len(message_ids)
+    return _RECEIPTS_HEAD.pack(
+        MAGIC, VERSION, _IND, MessageType.RECEIPTS, 0, 9 + 8 * count, target, status, count
+    ) + struct.pack(f"!{count}Q", *message_ids)
+
+
+def parse_acks(buf: bytes | bytearray, start: int, end: int) -> tuple[int, ...] | None:
+    """ACKS's message ids, read in place; None when the payload is not a u32 count and that
+    many u64s (a malformed indication is ignored, never answered)."""
+    if end - start < 4:
+        return None
+    count = _U32.unpack_from(buf, start)[0]
+    if end - start - 4 != 8 * count:
+        return None
+    return struct.unpack_from(f"!{count}Q", buf, start + 4)
 
 
 def sender_block(sender_id: int, ip: str, port: int, nick: str) -> bytes:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 from . import wire
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
-from .wire import VERSION, FieldKind, MessageClass, MessageType
+from .wire import FieldKind, MessageClass, MessageType
 
 u8 = Annotated[int, wire.U8]
 u16 = Annotated[int, wire.U16]
@@ -203,6 +203,31 @@ class RecordListKind(FieldKind):
         return tuple(items), off
 
 
+class IdListKind(FieldKind):
+    """A u32 count followed by that many u64 message ids."""
+
+    name = "ids"
+
+    def encode(self, out: bytearray, value: Any) -> None:
+        if not isinstance(value, tuple | list):
+            raise LocalProtocolError(f"{self.name} field needs a tuple, got {type(value).__name__}")
+        try:
+            out += struct.pack(f"!I{len(value)}Q", len(value), *value)
+        except struct.error as exc:
+            raise LocalProtocolError(f"{self.name}: an id is not a u64") from exc
+
+    def decode(self, buf: Buffer, off: int, end: int) -> tuple[Any, int]:
+        count, off = wire.U32.decode(buf, off, end)
+        # Refuse a count the remaining bytes cannot hold before unpacking it.
+        if count * 8 > end - off:
+            raise wire.truncated(self.name)
+        return struct.unpack_from(f"!{count}Q", buf, off), off + count * 8
+
+
+ID_LIST = IdListKind()
+id_list = Annotated[tuple[int, ...], ID_LIST]
+
+
 # --- the registry ----------------------------------------------------------------------------
 
 #: (message class, message type) -> payload decoder, for everything but OK.
@@ -257,7 +282,7 @@ T = MessageType
 class HelloRequest(Frame):
     """Introduce the client: highest protocol version it speaks, nickname and token ("" = none)."""
 
-    version: u16 = VERSION
+    version: u16 = wire.PROTOCOL_VERSION
     nick: str16 = ""
     token: str16 = ""
 
@@ -553,6 +578,26 @@ class Receipt(Frame):
     message_id: u64
     target: u32
     status: u8
+
+
+@message(INDICATION, T.ACKS)
+@dataclass(frozen=True, slots=True)
+class Acks(Frame):
+    """Client to server (protocol version 2): the MESSAGEs ``message_ids`` reached this client
+    (every MESSAGE of one read in one frame)."""
+
+    message_ids: id_list
+
+
+@message(INDICATION, T.RECEIPTS)
+@dataclass(frozen=True, slots=True)
+class Receipts(Frame):
+    """Server to a sender that negotiated version 2: what became of its messages
+    ``message_ids`` to ``target`` (many RECEIPTs in one frame)."""
+
+    target: u32
+    status: u8
+    message_ids: id_list
 
 
 @message(INDICATION, T.JOINED)

@@ -27,6 +27,7 @@ from .messages import (
     Message,
     MessageFlags,
     Receipt,
+    Receipts,
     ReceiptStatus,
     RoomFlags,
     RoomInfo,
@@ -37,6 +38,7 @@ from .wire import HEADER_SIZE, MessageClass, MessageType
 #: Fields whose integer value has a symbolic name on the wire's side.
 ENUM_FIELDS: Final[dict[tuple[type[Frame], str], type[enum.IntEnum] | type[enum.IntFlag]]] = {
     (Receipt, "status"): ReceiptStatus,
+    (Receipts, "status"): ReceiptStatus,
     (Left, "reason"): LeftReason,
     (Message, "flags"): MessageFlags,
 }
@@ -143,7 +145,7 @@ def _enum_value(symbolic: type[enum.IntEnum] | type[enum.IntFlag], value: int) -
     return f"{value}({member.name})" if member.name else f"{value}"
 
 
-def _record_list(records: tuple[ClientInfo | RoomInfo, ...]) -> str:
+def _record_list(records: tuple[ClientInfo | RoomInfo | int, ...]) -> str:
     shown = [_record(r) for r in records[:MAX_LISTED_CLIENTS]]
     more = len(records) - len(shown)
     if more > 0:
@@ -151,7 +153,9 @@ def _record_list(records: tuple[ClientInfo | RoomInfo, ...]) -> str:
     return f"{len(records)}[{', '.join(shown)}]"
 
 
-def _record(r: ClientInfo | RoomInfo) -> str:
+def _record(r: ClientInfo | RoomInfo | int) -> str:
+    if isinstance(r, int):  # a message id (ACKS, RECEIPTS)
+        return str(r)
     if isinstance(r, RoomInfo):
         member = " member" if r.flags & RoomFlags.MEMBER else ""
         return f"{json_quoted(r.name)} {r.members}{member}"

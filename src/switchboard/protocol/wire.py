@@ -23,7 +23,11 @@ from .errors import ErrorCode, LocalProtocolError, ProtocolError
 HEADER: Final = struct.Struct("!HBBHII")
 HEADER_SIZE: Final = HEADER.size  # 14
 MAGIC: Final = 0x5342  # b"SB"
+#: The header's version: the framing's, and this document's (PROTOCOL.md, "Versioning").
 VERSION: Final = 1
+#: The highest protocol version HELLO may negotiate (WELCOME states it): 2 adds ACKS and
+#: RECEIPTS, acknowledgements and receipts in batches (PROTOCOL.md), within framing 1.
+PROTOCOL_VERSION: Final = 2
 
 #: The largest frame (header included) a peer accepts unless configured otherwise.
 #: 64 KiB holds the longest text (4 KiB by default, see limits) many times over and
@@ -70,6 +74,8 @@ class MessageType(enum.IntEnum):
     PONG = 0x87
     SHUTDOWN = 0x88
     NICK_CHANGED = 0x89
+    ACKS = 0x8A
+    RECEIPTS = 0x8B
 
 
 # --- field kinds -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from switchboard import defaults, eventloop
 from switchboard.protocol import (
     CLOSING_CODES,
     HEADER_SIZE,
-    VERSION,
+    PROTOCOL_VERSION,
     ErrorCode,
     ErrorResponse,
     Frame,
@@ -52,7 +52,7 @@ from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
-from .handlers import HANDLERS, tables
+from .handlers import HANDLERS, send_receipts, tables
 from .registry import Peer, Room
 from .tls import TlsHandshake
 
@@ -341,7 +341,7 @@ class SwitchboardServer:
             Welcome(
                 conn.client_id,
                 cfg.name,
-                VERSION,
+                PROTOCOL_VERSION,
                 int(cfg.heartbeat * 1000),
                 cfg.max_frame,
                 cfg.max_text,
@@ -418,11 +418,20 @@ class SwitchboardServer:
                 room = self.directory.room(room_name)
                 if room is not None:
                     self.leave_room(room, conn, conn.left_reason)
-            # What it never acknowledged is settled: each sender hears NOT_DELIVERED.
+            # What it never acknowledged is settled: each sender hears NOT_DELIVERED (in
+            # one RECEIPTS per sender, for those that negotiated version 2).
+            batches: dict[Peer, list[int]] = {}
             for message_id, sender in conn.awaiting_ack.items():
+                if sender.receipts_batched:
+                    batches.setdefault(sender, []).append(message_id)
+                    continue
                 self.directory.deliver(
                     sender.client_id,
                     encode_receipt(message_id, conn.client_id, ReceiptStatus.NOT_DELIVERED),
+                )
+            for sender, ids in batches.items():
+                send_receipts(
+                    self, sender.client_id, conn.client_id, ReceiptStatus.NOT_DELIVERED, ids
                 )
             conn.awaiting_ack.clear()
             self.events.event(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -44,7 +45,7 @@ from switchboard.protocol.fastpath import direct_fields, sender_block
 
 from .handlers import OTHER, Server, Table
 from .logs import RepeatedEvents
-from .registry import Peer
+from .registry import NO_ROOMS, Peer
 from .states import TRANSITIONS, ConnectionState, initial_state
 from .transport import Transport
 
@@ -114,6 +115,7 @@ class ClientConnection(asyncio.Protocol):
         "partial_since",
         "pinged",
         "port",
+        "receipts_batched",
         "rooms",
         "sender",
         "server",
@@ -141,12 +143,14 @@ class ClientConnection(asyncio.Protocol):
         #: once they reach ``server.flush_at`` (what the run answers queue directly is not
         #: counted: it writes it every PRESSURE_CHECK_BYTES of requests).
         self.out_bytes = 0
-        self.rooms: set[str] = set()
+        self.rooms: set[str] | frozenset[str] = NO_ROOMS
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
         #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
         #: dict entry per message; an empty dict is also smaller than an empty set).
         self.awaiting_ack: dict[int, Peer] = {}
+        #: Its receipts in RECEIPTS frames: set by a HELLO that negotiates version 2.
+        self.receipts_batched = False
         #: Where it is in its life (server/states.py: the transitions and their rules).
         self.state = initial_state(bool(server.tokens))
         #: header word -> the function that answers it, swapped with the state (handlers.tables).
@@ -167,7 +171,7 @@ class ClientConnection(asyncio.Protocol):
         self.opened_at = 0.0
         self.partial_since = 0.0
         #: Token bucket for the request rate limit.
-        self.tokens = float(server.config.burst)
+        self.tokens = server.burst  # one float for every connection until it is charged
         self.tokens_at = 0.0
 
     # --- asyncio.Protocol --------------------------------------------------------------------
@@ -178,7 +182,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = carrier = cast(Transport, transport)
         peer = carrier.get_extra_info("peername")
         if peer:
-            self.ip, self.port = peer[0], peer[1]
+            # Interned: the connections from one address share one string (idle memory).
+            self.ip, self.port = sys.intern(peer[0]), peer[1]
         sock = carrier.get_extra_info("socket")
         if sock is not None:
             _enable_keepalive(sock, self.server.config.heartbeat)

@@ -7,7 +7,8 @@ calls ``conn.table[word]``, the answer for that header word in the connection's 
 - TIME: ``time_`` (from ``protocol.fastpath.ServerClock``'s pre-encoded answer).
 - SEND: ``send`` (forwarded as a MESSAGE, or refused: bad layout, TEXT_TOO_LONG,
   NO_SUCH_CLIENT, RECIPIENT_BUSY).  The log level never changes which code answers.
-- ACK: ``ack`` (never answered; the sender gets a RECEIPT).
+- ACK and ACKS: ``ack`` and ``acks`` (never answered; the sender gets a RECEIPT, or, if it
+  negotiated protocol version 2, one RECEIPTS for many: ``settle``).
 - LIST, PING, PONG: ``list_fast``, ``ping``, ``pong`` (raw bytes in, pre-encoded frames out).
 - The other requests: the message handlers (``HANDLERS``: a decoded request in, the response
   out, or RequestFailed, which the server turns into ERROR), through ``_decoded``.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any, Final, Protocol
 
@@ -37,7 +38,7 @@ from switchboard.display import safe
 from switchboard.protocol import (
     HEADER_SIZE,
     MAGIC,
-    VERSION,
+    PROTOCOL_VERSION,
     BroadcastOk,
     BroadcastRequest,
     ErrorCode,
@@ -72,6 +73,7 @@ from switchboard.protocol import (
 from switchboard.protocol.codec import HEADER_WORDS, decode_payload
 from switchboard.protocol.fastpath import (
     KEY_ACK,
+    KEY_ACKS,
     KEY_LIST,
     KEY_PING_REQUEST,
     KEY_PONG,
@@ -92,11 +94,13 @@ from switchboard.protocol.fastpath import (
     encode_message,
     encode_message_fields,
     encode_ping_ok,
+    encode_receipts,
     encode_send_ok,
     header_word,
     message_packer,
     pack_receipt,
     pack_send_ok,
+    parse_acks,
     parse_list,
     parse_send,
     unpack_ack,
@@ -172,7 +176,10 @@ def hello(server: Server, conn: Peer, req: HelloRequest) -> Reply:
         server.authenticate(conn, req.token)
     if req.nick:
         _set_nick(server, conn, req.nick)
-    return HelloOk(min(VERSION, req.version), conn.client_id, conn.nick, request_id=req.request_id)
+    version = min(PROTOCOL_VERSION, req.version)
+    # Version 2: this client's receipts come in RECEIPTS frames (``settle``).
+    conn.receipts_batched = version >= 2
+    return HelloOk(version, conn.client_id, conn.nick, request_id=req.request_id)
 
 
 def name(server: Server, conn: Peer, req: NameRequest) -> Reply:
@@ -475,33 +482,80 @@ def ack(
     end: int,
     bound: int,
 ) -> int:
-    """ACK, and the ACKs that follow it: one per delivered message, never answered; the
-    message's sender hears RECEIPT DELIVERED.  An ACK for a message that is unknown, settled,
-    not this client's, or whose sender has gone changes nothing; a malformed one (not a u64)
-    is ignored."""
+    """ACK, and the ACKs that follow it: one per delivered message, never answered; each
+    message's sender hears DELIVERED (``settle``).  A malformed ACK (not a u64) is ignored."""
     if end - start != 8:
         return end
+    acked = [unpack_ack(buf, start)[0]]
+    bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
+    pos = end
+    while pos <= bound:
+        magic, word, _, length = _unpack_header(buf, pos)
+        if word != WORD_ACK or length != 8 or magic != MAGIC:
+            break
+        acked.append(unpack_ack(buf, pos + HEADER_SIZE)[0])
+        pos += HEADER_SIZE + 8
+    settle(server, conn, acked)
+    return pos
+
+
+def acks(
+    server: Server,
+    conn: Peer,
+    request_id: int,
+    buf: Buffer,
+    start: int,
+    end: int,
+    bound: int,
+) -> int:
+    """ACKS (protocol version 2): many delivered messages in one frame, settled as ACK's
+    are.  A malformed one is ignored, as an indication is never answered."""
+    acked = parse_acks(buf, start, end)
+    if acked:
+        settle(server, conn, acked)
+    return end
+
+
+def settle(server: Server, conn: Peer, acked: Iterable[int]) -> None:
+    """The messages ``acked`` reached ``conn``: their senders hear DELIVERED, once each.  A
+    sender that negotiated version 2 gets one RECEIPTS frame for all of its messages here,
+    any other a RECEIPT per message.  An id that is unknown, settled, not ``conn``'s, or
+    whose sender has gone changes nothing."""
     awaiting = conn.awaiting_ack
     client_id = conn.client_id
-    schedule_flush = server.schedule_flush
-    bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
-    pos = start - HEADER_SIZE
-    while True:
-        message_id = unpack_ack(buf, pos + HEADER_SIZE)[0]
+    batches: dict[Peer, list[int]] | None = None
+    for message_id in acked:
         sender = awaiting.pop(message_id, None)
         # A sender is READY until it closes (it could not SEND before), and an identity
         # test is cheaper than an IntEnum comparison.
-        if sender is not None and sender.state is _READY:
-            sender_out = sender.out
-            if not sender_out and not sender.in_batch:
-                schedule_flush(sender)
-            sender_out.append(pack_receipt(RECEIPT_HEAD, message_id, client_id, _DELIVERED))
-        pos += HEADER_SIZE + 8
-        if pos > bound:
-            return pos
-        magic, word, _, length = _unpack_header(buf, pos)
-        if word != WORD_ACK or length != 8 or magic != MAGIC:
-            return pos
+        if sender is None or sender.state is not _READY:
+            continue
+        if sender.receipts_batched:
+            if batches is None:
+                batches = {}
+            ids = batches.get(sender)
+            if ids is None:
+                batches[sender] = [message_id]
+            else:
+                ids.append(message_id)
+            continue
+        sender_out = sender.out
+        if not sender_out and not sender.in_batch:
+            server.schedule_flush(sender)
+        sender_out.append(pack_receipt(RECEIPT_HEAD, message_id, client_id, _DELIVERED))
+    if batches:
+        for sender, ids in batches.items():
+            send_receipts(server, sender.client_id, client_id, _DELIVERED, ids)
+
+
+def send_receipts(
+    server: Server, sender_id: int, target: int, status: int, message_ids: list[int]
+) -> None:
+    """RECEIPTS to ``sender_id`` for ``message_ids`` to ``target``, MAX_IDS_PER_FRAME a frame."""
+    step = defaults.MAX_IDS_PER_FRAME
+    for first in range(0, len(message_ids), step):
+        frame = encode_receipts(target, status, message_ids[first : first + step])
+        server.directory.deliver(sender_id, frame)
 
 
 def _too_long(size: int, max_text: int) -> str:
@@ -637,6 +691,7 @@ RAW_ANSWERS: dict[int, Answer] = {
     KEY_TIME: time_,
     KEY_SEND: send,
     KEY_ACK: ack,
+    KEY_ACKS: acks,
     KEY_LIST: list_fast,
     KEY_PING_REQUEST: ping,
     KEY_PONG: pong,

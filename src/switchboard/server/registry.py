@@ -22,6 +22,9 @@ from .logs import RepeatedEvents
 from .states import ConnectionState
 from .transport import Transport
 
+#: The rooms of a connection that is in none (``Peer.rooms`` until its first JOIN).
+NO_ROOMS: frozenset[str] = frozenset()
+
 
 class Peer(Protocol):
     """One client as the directory, the handlers and the server's lifecycle see it (the
@@ -31,8 +34,9 @@ class Peer(Protocol):
     ip: str
     port: int
     nick: str
-    #: The names of the rooms it is in.
-    rooms: set[str]
+    #: The names of the rooms it is in: NO_ROOMS (shared, immutable) until it joins one, so
+    #: that an idle connection carries no empty set (216 bytes).
+    rooms: set[str] | frozenset[str]
     #: Its MESSAGE sender fields, pre-encoded (None: to be rebuilt after a rename).
     sender: bytes | None
     connected_ms: int
@@ -44,6 +48,8 @@ class Peer(Protocol):
     in_batch: bool
     out: list[bytes]
     awaiting_ack: dict[int, Peer]
+    #: Whether its HELLO negotiated protocol version 2: its receipts come in RECEIPTS frames.
+    receipts_batched: bool
     log_runs: RepeatedEvents | None
     auth_hold: float
     pinged: bool
@@ -232,7 +238,10 @@ class RoomRegistry:
             self._index.add(room_name, room)
             self._names.add(room_name)
         room.members[conn.client_id] = conn
-        conn.rooms.add(room.name)
+        rooms = conn.rooms
+        if not isinstance(rooms, set):  # NO_ROOMS: its first room makes it a set of its own
+            rooms = conn.rooms = set()
+        rooms.add(room.name)
         return room, True
 
     def page(self, after: str, limit: int) -> tuple[list[Room], bool]:
@@ -251,7 +260,8 @@ class RoomRegistry:
 
     def leave(self, room: Room, conn: Peer) -> None:
         room.members.pop(conn.client_id, None)
-        conn.rooms.discard(room.name)
+        if isinstance(conn.rooms, set):
+            conn.rooms.discard(room.name)
         if not room.members:
             del self.by_name[room.name]
             self._index.remove(room.name, room)
