@@ -1,7 +1,7 @@
 // The JavaScript codec (src/switchboard/web/static/protocol.js) against the Python one:
 // the golden vectors of docs/PROTOCOL.md, decoded by the Python codec and exported with the
 // Python message tables by tests/support/golden.py into the file GOLDEN_JSON names.
-// Run by tests/unit/test_protocol_js.py (`node --test`), so `make test` runs it.
+// Run by tests/unit/test_web_javascript.py (`node --test`), so `make test` runs it.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";

@@ -147,7 +147,7 @@ function notice(conv, text, ms = Date.now(), cls = "") {
 
 /** A notice naming a client: the name as its own isolated node, never spliced into a string. */
 function noticeAbout(conv, id, nick, after, ms = Date.now()) {
-  addLine(conv, el("li", { cls: "notice" }, timeOf(ms), " ", nickNode(nick, id), ` ${after}`));
+  addLine(conv, el("li", { cls: "notice" }, timeOf(ms), " ", nickNode(nick, id), " ", el("span", { cls: "text", text: after })));
 }
 
 function messageLine({ ms, id, nick, text, mine = false, history = false, messageId }) {
@@ -332,6 +332,7 @@ async function join(room, { rejoin = false } = {}) {
     notice(conv, rejoin ? `rejoined #${ok.room}` : `you joined #${ok.room} (${ok.members} here)`);
     await refreshMembers(conv);
     if (!rejoin) activate(conv);
+    if ([...conv.members.keys()].some((id) => !page.clients.some((c) => c.client_id === id))) refreshClientsSoon();
   } catch (err) {
     if (!(err instanceof ConnectionLost)) showError(inWords(err));
   }
@@ -413,6 +414,7 @@ function onMessage(m) {
     conv = page.conversations.get(`room:${m.room}`);
     if (conv === undefined) return; // a room we left since
   }
+  if (!page.clients.some((c) => c.client_id === m.sender_id)) refreshClientsSoon();
   const seenKey = `${m.message_id}:${m.sent_ms}`;
   if (conv.seen.has(seenKey)) return; // history replayed again on a rejoin
   conv.seen.add(seenKey);

@@ -1,7 +1,7 @@
 // The Switchboard protocol in JavaScript: bytes in, messages out; messages in, bytes out.
 // No I/O and no DOM here (the page's session.js moves the bytes), so Node runs it as is.
 // Written from docs/PROTOCOL.md and checked against the same golden vectors as the Python
-// codec (tests/js/protocol.test.mjs, run by tests/unit/test_protocol_js.py).
+// codec (tests/js/protocol.test.mjs, run by tests/unit/test_web_javascript.py).
 //
 //   encode({kind: "TimeRequest", request_id: 2})        -> Uint8Array (the whole frame)
 //   decodeFrame(bytes)        -> one message, for transports that carry one frame per message
