@@ -53,6 +53,7 @@ from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
 from .handlers import HANDLERS, tables
+from .http import HttpListener
 from .registry import Peer, Room
 from .tls import TlsHandshake
 
@@ -131,6 +132,8 @@ class SwitchboardServer:
         self._unauthenticated: dict[Peer, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._listeners: list[asyncio.Server] = []
+        #: The web page, /ws, /metrics and the health checks (--http), when on.
+        self.http: HttpListener | None = None
         self._heartbeat_handle: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
@@ -175,6 +178,13 @@ class SwitchboardServer:
             # logged: with ssl= here, asyncio and uvloop drop them without a word.
         )
         self._listeners.append(listener)
+        if self.config.http != defaults.HTTP_OFF:
+            self.http = HttpListener(self, self.ssl_context)
+            try:
+                await self.http.start()
+            except BaseException:
+                listener.close()
+                raise
         self._schedule_heartbeat()
         self._warn_if_exposed()
         self._warn_if_token_file_open()
@@ -196,6 +206,21 @@ class SwitchboardServer:
                 tls=self.ssl_context is not None,
                 auth=bool(self.tokens),
             )
+        if self.http is not None:
+            for host_, port in self.http.addresses:
+                url = f"{self.http.scheme}://{host_port(host_, port)}"
+                # Not "listening on": that line names the protocol's own port.
+                self.events.event(
+                    logging.INFO,
+                    "http",
+                    "web page on %s/ (WebSocket %s/ws, metrics %s/metrics)",
+                    url,
+                    url.replace("http", "ws", 1),
+                    url,
+                    host=host_,
+                    port=port,
+                    url=url + "/",
+                )
 
     def _warn_if_exposed(self) -> None:
         host = self.config.host
@@ -255,6 +280,8 @@ class SwitchboardServer:
             conn.take_table()
         for listener in self._listeners:
             listener.close()
+        if self.http is not None:
+            self.http.stop_accepting()
         handshakes = list(self._handshakes.values())
         for handshake in handshakes:
             handshake.cancel()
@@ -277,10 +304,21 @@ class SwitchboardServer:
         for listener in self._listeners:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
+        if self.http is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.http.close(), 2.0)
         self.flush_log_counts()
         self._stopped.set()
 
     # --- connections -------------------------------------------------------------------------
+
+    def new_connection(self) -> ClientConnection:
+        """A connection for a carrier other than the TCP listener's (a WebSocket)."""
+        return ClientConnection(self)
+
+    def ready(self) -> bool:
+        """Listening and not shutting down (/readyz)."""
+        return bool(self._listeners) and not self.shutting_down
 
     def start_tls(self, handshake: TlsHandshake) -> None:
         """Called by a new connection to a TLS server: handshake (logging a failure), then
