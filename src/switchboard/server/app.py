@@ -54,8 +54,10 @@ from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
 from .handlers import HANDLERS, tables
 from .http import HttpListener
+from .metrics import ServerMetrics, disconnect_reason, make_registry, render
 from .registry import Peer, Room
 from .tls import TlsHandshake
+from .websocket import WebSocketTransport
 
 log = logs.log
 
@@ -108,6 +110,9 @@ class SwitchboardServer:
         #: passes it (a batch may bring megabytes) and a queue stays within it plus this.
         self.flush_at = max(1, config.write_high_water // 4)
         self.events = logs.EventLog()
+        #: The counters /metrics exports (server/metrics.py), and their registry.
+        self.metrics = ServerMetrics()
+        self.metrics_registry = make_registry(self)
         #: Repeated events per source prefix (refusals, failed HELLOs, TLS handshakes); the
         #: per-client ones live on each connection (``client_event``).
         self.source_log = logs.RepeatedEvents(
@@ -320,6 +325,20 @@ class SwitchboardServer:
         """Listening and not shutting down (/readyz)."""
         return bool(self._listeners) and not self.shutting_down
 
+    def connections(self) -> list[Peer]:
+        """Every open connection, admitted or not."""
+        return list(self._connections)
+
+    def transport_kind(self, conn: Peer) -> str:
+        """ "websocket", "tls" or "tcp": what carries ``conn`` (a /metrics label)."""
+        if isinstance(conn.transport, WebSocketTransport):
+            return "websocket"
+        return "tcp" if self.ssl_context is None else "tls"
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        """/metrics: the Prometheus text format and its content type."""
+        return render(self.metrics_registry)
+
     def start_tls(self, handshake: TlsHandshake) -> None:
         """Called by a new connection to a TLS server: handshake (logging a failure), then
         the ClientConnection gets the TLS transport."""
@@ -349,6 +368,9 @@ class SwitchboardServer:
         self._connections.add(conn)
         assert self._all_closed is not None
         self._all_closed.clear()
+        kind = self.transport_kind(conn)
+        accepted = self.metrics.connections
+        accepted[kind] = accepted.get(kind, 0) + 1
         if self.shutting_down:
             conn.fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
             return
@@ -445,6 +467,9 @@ class SwitchboardServer:
     def release(self, conn: Peer) -> None:
         """Called once a connection is gone: forget it and settle what it left behind."""
         self._connections.discard(conn)
+        reason = disconnect_reason(conn.close_reason)
+        disconnects = self.metrics.disconnects
+        disconnects[reason] = disconnects.get(reason, 0) + 1
         if conn.log_runs is not None:
             conn.log_runs.flush()  # the final counts of what was summarised
             conn.log_runs = None
@@ -570,6 +595,7 @@ class SwitchboardServer:
     def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None:
         """Answer one request with ERROR (the connection goes on) and log it."""
         conn.send(ErrorResponse.of(code, message, request_id=request_id))
+        self.metrics.count_error(code)
         if self.events.info_on:
             self.client_event(
                 conn,
@@ -727,6 +753,7 @@ class SwitchboardServer:
                     self.trace("->>", conn, Ping(), ping)
                 conn.send_raw(ping)
         self.auth.sweep()
+        self.metrics.forget_samples()
         for conn in list(self._summarising):  # counts whose interval has passed
             runs = conn.log_runs
             if runs is not None:

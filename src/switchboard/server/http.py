@@ -61,6 +61,7 @@ class WebServer(Protocol):
 
     def new_connection(self) -> ClientConnection: ...
     def ready(self) -> bool: ...
+    def metrics_text(self) -> tuple[bytes, str]: ...
 
 
 class HttpListener:
@@ -96,6 +97,7 @@ class HttpListener:
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/", STATIC_DIR, follow_symlinks=False, append_version=False)
         app.on_response_prepare.append(_add_security_headers)
         return app
@@ -143,7 +145,7 @@ class HttpListener:
 
     def opened(self, guarded: _GuardedConnection) -> bool:
         """A new HTTP connection: False (refused) if --max-clients are pending already."""
-        if len(self.pending) >= self.server.config.max_clients or self.server.shutting_down:
+        if len(self.pending) >= self.server.config.max_clients:
             return False
         loop = asyncio.get_running_loop()
         self.pending[guarded] = loop.call_later(
@@ -173,6 +175,12 @@ class HttpListener:
         if self.server.ready():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready: shutting down\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.server.metrics_text()
+        response = web.Response(body=body)
+        response.headers[hdrs.CONTENT_TYPE] = content_type
+        return response
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         refusal = self._refusal(request)

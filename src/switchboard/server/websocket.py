@@ -254,3 +254,6 @@ class WebSocketTransport:
         finally:
             with contextlib.suppress(Exception):
                 self._tcp.close()
+            # A reader paused by back-pressure would never see the socket go: it ends now.
+            self._closing = True
+            self._wake()
