@@ -45,10 +45,10 @@ IDLE_CONNECTIONS = 10_000
 #: The server's flags for every case: no rate limit (the default 10,000 requests/s per
 #: connection would refuse a benchmark), room for the idle case, and no per-forward INFO log
 #: line (a busy production server runs at warning too).
-SERVER_FLAGS = ("--rate", "0", "--max-clients", "12000", "--log-level", "warning")
+SERVER_FLAGS = ("--rate", "0", "--max-clients", "12000", "--log-level", "warning", "--http", "off")
 #: The hostile-client case (switchboard.bench.hostile) runs against a fresh server with its
 #: defaults, as an exposed server would run (only quieter): its rate limit included.
-AMPLIFICATION_FLAGS = ("--log-level", "warning")
+AMPLIFICATION_FLAGS = ("--log-level", "warning", "--http", "off")
 AMPLIFICATION_JOINS = 20_000
 
 

@@ -107,6 +107,7 @@ from .config import ServerConfig
 from .directory import Directory
 from .errors import RequestFailed
 from .logs import EventLog
+from .metrics import ServerMetrics
 from .registry import Peer, Room
 from .states import ConnectionState
 
@@ -135,6 +136,9 @@ class Server(Protocol):
     burst: float
     #: ``trace(direction, connection, event, raw)`` when tracing is on (``_traced``).
     trace: Callable[[str, Peer, Frame | InvalidFrame, bytes], None] | None
+    #: The counters /metrics exports: added to once per answer call or run, never per frame
+    #: where a run's frames can be counted at once.
+    metrics: ServerMetrics
 
     def authenticate(self, conn: Peer, token: str) -> None: ...
     def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
@@ -157,6 +161,9 @@ Answer = Callable[[Server, Peer, int, Buffer, int, int, int], int]
 
 _unpack_header = HEADER_WORDS.unpack_from
 _monotonic = time.monotonic
+_WORD_LIST = header_word(KEY_LIST)
+_WORD_PING_REQUEST = header_word(KEY_PING_REQUEST)
+_WORD_PONG = header_word(KEY_PONG)
 _READY = ConnectionState.READY
 _DELIVERED = int(ReceiptStatus.DELIVERED)
 
@@ -289,6 +296,9 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     text = req.text.encode("utf-8")
     frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
     reached = server.directory.deliver_room(room, frame, skip=conn, skip_paused=True)
+    metrics = server.metrics
+    metrics.broadcasts += 1
+    metrics.broadcast_deliveries += reached
     # History replays are marked so that clients can show them apart from live lines.
     server.directory.record(
         room,
@@ -353,6 +363,7 @@ def time_(
     answer, read once per run (a run takes well under a millisecond, the answer's
     resolution).  A TIME with a payload is BAD_PAYLOAD."""
     if start != end:
+        server.metrics.frames[WORD_TIME] += 1
         server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
         return end
     pack, tail = server.clock.now()
@@ -366,6 +377,7 @@ def time_(
             break
         append(pack(TIME_OK_PREFIX, request_id, tail))
         pos += HEADER_SIZE
+    server.metrics.frames[WORD_TIME] += 1 + (pos - end) // HEADER_SIZE
     return pos
 
 
@@ -394,7 +406,10 @@ def send(
     pack_message, message_prefix, message_base, block = message_packer(
         conn.direct_fields(), now_ms(), 0
     )
+    first_id = server.message_ids + 1
+    taken = 0
     while True:
+        taken += 1
         target = None
         if end - start >= 8:
             target_id, text_len = unpack_send_head(buf, start)
@@ -423,15 +438,22 @@ def send(
         else:
             _send_checked(server, conn, request_id, buf, start, end)
             if conn.state is not _READY or conn.write_paused:
-                return end  # its ERROR passed its mark (or its hard limit): the loop decides
+                pos = end  # its ERROR passed its mark (or its hard limit): the loop decides
+                break
         pos = end
         if pos + HEADER_SIZE > bound:
-            return pos
+            break
         magic, word, request_id, length = _unpack_header(buf, pos)
         start = pos + HEADER_SIZE
         end = start + length
         if word != WORD_SEND or end > bound or magic != MAGIC:
-            return pos
+            break
+    # Counted once per run; its first forwarded message is timed to its RECEIPT.
+    metrics = server.metrics
+    metrics.frames[WORD_SEND] += taken
+    if server.message_ids >= first_id:
+        metrics.sample_send(first_id)
+    return pos
 
 
 def _send_checked(
@@ -480,14 +502,21 @@ def ack(
     not this client's, or whose sender has gone changes nothing; a malformed one (not a u64)
     is ignored."""
     if end - start != 8:
+        server.metrics.frames[WORD_ACK] += 1
         return end
     awaiting = conn.awaiting_ack
     client_id = conn.client_id
     schedule_flush = server.schedule_flush
+    metrics = server.metrics
+    samples = metrics.receipt_samples  # the sampled SENDs (metrics.py), timed to their ACK
     bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
-    pos = start - HEADER_SIZE
+    first = pos = start - HEADER_SIZE
     while True:
         message_id = unpack_ack(buf, pos + HEADER_SIZE)[0]
+        if samples:
+            sent = samples.pop(message_id, None)
+            if sent is not None:
+                metrics.receipt(sent)
         sender = awaiting.pop(message_id, None)
         # A sender is READY until it closes (it could not SEND before), and an identity
         # test is cheaper than an IntEnum comparison.
@@ -498,10 +527,12 @@ def ack(
             sender_out.append(pack_receipt(RECEIPT_HEAD, message_id, client_id, _DELIVERED))
         pos += HEADER_SIZE + 8
         if pos > bound:
-            return pos
+            break
         magic, word, _, length = _unpack_header(buf, pos)
         if word != WORD_ACK or length != 8 or magic != MAGIC:
-            return pos
+            break
+    metrics.frames[WORD_ACK] += (pos - first) // (HEADER_SIZE + 8)
+    return pos
 
 
 def _too_long(size: int, max_text: int) -> str:
@@ -528,6 +559,7 @@ def forward_direct(server: Server, conn: Peer, target: Peer, text: Buffer) -> in
     )
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
+    server.metrics.sample_send(message_id)
     if server.events.info_on:
         log_forward(server, conn, target_id, message_id, len(text))
     return message_id
@@ -569,6 +601,7 @@ def list_fast(
     """LIST without ClientInfo objects: each record is the member's cached sender block and
     its connect time (profile: a 1,000-client LIST spent ~4 ms building and encoding
     1,000 ClientInfo objects field by field)."""
+    server.metrics.frames[_WORD_LIST] += 1
     room = parse_list(buf, start, end)
     if room is None:  # malformed: the general decoder names the problem
         event = decode_payload(KEY_LIST, request_id, buf, start, end)
@@ -600,6 +633,7 @@ def ping(
     end: int,
     bound: int,
 ) -> int:
+    server.metrics.frames[_WORD_PING_REQUEST] += 1
     if start != end:
         server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "PING carries no payload")
     else:
@@ -617,6 +651,7 @@ def pong(
     bound: int,
 ) -> int:
     """Receiving it was the point: the connection's last_seen is already updated."""
+    server.metrics.frames[_WORD_PONG] += 1
     return end
 
 
@@ -657,9 +692,12 @@ def _decoded(key: int) -> Answer:
     payload decoded, then answered by ``SwitchboardServer.dispatch`` (ERROR if malformed).
     Also the entry for words no request type has (``OTHER``): the decoder names them."""
 
+    counted = header_word(key) if key else OTHER  # any other word is one "unknown"
+
     def answer(
         server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
     ) -> int:
+        server.metrics.frames[counted] += 1
         word = _unpack_header(buf, start - HEADER_SIZE)[1]
         server.dispatch(conn, decode_payload(word & 0xFFFFFF, request_id, buf, start, end))
         return end
