@@ -117,6 +117,24 @@ def test_a_nickname_that_is_taken_is_refused_in_words(
         assert page.text_of("me") == "dave2"
 
 
+def test_a_server_that_needs_a_token_asks_for_it(
+    web_server_factory: Callable[..., WebServer], browser_factory: Browser, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("s3cret-token\n", encoding="utf-8")
+    server = web_server_factory("--auth-token-file", str(tokens))
+    page = ChatPage(browser_factory(), server.url)
+    assert page.js("return document.getElementById('token-row').hidden")  # not asked yet
+    page.submit_login("gina")
+    assert "token" in page.login_error().lower()
+    assert not page.js("return document.getElementById('token-row').hidden")
+    page.submit_login("gina", "wrong")
+    page.wait(lambda: "refused that token" in page.text_of("login-error"), "the refusal")
+    page.login("gina", "s3cret-token")
+    with Client("127.0.0.1", server.port, token="s3cret-token") as other:
+        assert [c.nick for c in other.list_clients()] == ["gina", ""]
+
+
 def test_the_page_reconnects_after_a_server_restart(
     web_server: WebServer, browser_factory: Browser
 ) -> None:

@@ -224,33 +224,36 @@ class ChatPage:
         return self.text_of("conversation-title")
 
     def open(self, key: str) -> None:
-        """Switch to the conversation ``room:NAME`` or ``direct:ID`` in the side bar."""
-        button = self.wait(
+        """Switch to the conversation ``room:NAME`` or ``direct:ID`` in the side bar (found and
+        clicked in one step: the side bar is redrawn as messages arrive)."""
+        self.wait(
             lambda: self.js(
-                "return [...document.querySelectorAll('button.conversation')]"
-                ".find(b => b.dataset.key === arguments[0])",
+                "const b = [...document.querySelectorAll('button.conversation')]"
+                ".find(b => b.dataset.key === arguments[0]);"
+                "if (b) b.click(); return !!b",
                 key,
             ),
             f"the conversation {key} in the side bar",
         )
-        button.click()
+        self.wait(lambda: self.showing() == key, f"the conversation {key} on screen")
 
     def message_client(self, client_id: int) -> None:
         """Click the envelope of ``client_id``'s row in the client list (refreshing the list
-        with its button until the row is there, as a person would)."""
+        with its button until the row is there, as a person would; found and clicked in one
+        step, as the list is redrawn when it changes)."""
 
-        def listed() -> bool:
+        def clicked() -> bool:
             if self.js(
-                "return !!document.querySelector("
-                "`button.message-client[data-client-id='${arguments[0]}']`)",
+                "const b = document.querySelector("
+                "`button.message-client[data-client-id='${arguments[0]}']`);"
+                "if (b) b.click(); return !!b",
                 client_id,
             ):
                 return True
             self.js("document.getElementById('refresh-clients').click()")
             return False
 
-        self.wait(listed, f"client #{client_id} in the client list")
-        self.find(f"button.message-client[data-client-id='{client_id}']").click()
+        self.wait(clicked, f"client #{client_id} in the client list")
         self.wait(
             lambda: self.title().endswith(f"(#{client_id})"), f"the conversation with #{client_id}"
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from switchboard import defaults
+from switchboard.protocol import wire
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "switchboard" / "web" / "static"
 FILES = sorted(p for p in STATIC.iterdir() if p.suffix in {".html", ".js", ".css"})
@@ -62,3 +63,9 @@ def test_reconnection_delays_are_the_terminal_clients() -> None:
     assert initial is not None and cap is not None
     assert int(initial.group(1)) == round(defaults.RECONNECT_INITIAL_S * 1000)
     assert int(cap.group(1)) == round(defaults.RECONNECT_MAX_S * 1000)
+
+
+def test_the_websocket_subprotocol_is_the_servers() -> None:
+    session = (STATIC / "session.js").read_text(encoding="utf-8")
+    name = re.search(r'SUBPROTOCOL = "([^"]+)";', session)
+    assert name is not None and name.group(1) == wire.WEBSOCKET_SUBPROTOCOL

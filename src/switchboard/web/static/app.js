@@ -273,6 +273,10 @@ async function login() {
       // The server closes after these: wait for the person rather than retry a wrong token.
       session.stop(err.code === ErrorCode.AUTH_FAILED ? "the token was refused" : "a token is needed");
       $("token-row").hidden = false;
+      if (!page.token) {
+        showLogin("This server needs a token: enter it below.");
+        return;
+      }
     }
     showLogin(inWords(err));
     return;
