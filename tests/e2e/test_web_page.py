@@ -15,7 +15,15 @@ from support.browsers import ChatPage, WebServer
 from support.peers import RawPeer, next_of
 from support.waiting import wait_until
 from switchboard.client import Client
-from switchboard.protocol import Joined, Message, NickOk, NickRequest, ReceiptStatus
+from switchboard.protocol import (
+    Joined,
+    Left,
+    Message,
+    NickChanged,
+    NickOk,
+    NickRequest,
+    ReceiptStatus,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "web.png"
@@ -82,9 +90,36 @@ def test_two_pages_and_a_tcp_client_chat_in_a_room_and_directly(
         alice.wait_line(f"direct:{ids['carol'].client_id}", "carol to alice directly", nick="carol")
         assert carol.wait_receipt(sent.message_id, timeout=10) == ReceiptStatus.DELIVERED
 
+        # Nickname changes, both ways: the TCP client's shown in the room, the page's heard.
+        carol.set_nick("caroline")
+        for page in (alice, bob):
+            page.wait_line("room:lobby", "is now known as caroline")
+        alice.wait(lambda: "caroline" in alice.members(), "the member list to follow")
+        bob.find("#change-nick").click()
+        bob.type_into("nick", "robert")
+        renamed = next_of(carol, NickChanged)
+        assert (renamed.old_nick, renamed.new_nick) == ("bob", "robert")
+        bob.wait(lambda: bob.text_of("me") == "robert", "the page to show its new name")
+        alice.wait_line("room:lobby", "is now known as robert")
+
+        # Leaving: the room goes from the side bar, the others see it.
+        bob.open("room:lobby")
+        bob.find("#leave-room").click()
+        assert next_of(carol, Left).nick == "robert"
+        alice.wait_line("room:lobby", "left (#lobby)", nick="robert")
+        bob.wait(
+            lambda: (
+                not bob.js(
+                    "return [...document.querySelectorAll('button.conversation')]"
+                    ".some(b => b.dataset.key === 'room:lobby')"
+                )
+            ),
+            "the room to leave the side bar",
+        )
+
         # A direct message to a client that is gone is refused, in words.
         carol_id = ids["carol"].client_id
-    bob.wait_line("room:lobby", "disconnected (#lobby)", nick="carol")
+    alice.wait_line("room:lobby", "disconnected (#lobby)", nick="caroline")
     bob.open(f"direct:{carol_id}")
     bob.say("are you there?")
     bob.wait_receipt(f"direct:{carol_id}", "are you there?", "failed")

@@ -281,8 +281,7 @@ async function login() {
     showLogin(inWords(err));
     return;
   }
-  $("me").textContent = page.myNick;
-  $("me").title = `you are client #${page.me}`;
+  drawMe();
   if ($("login").open) $("login").close();
   try {
     const [name, time] = await Promise.all([
@@ -298,6 +297,25 @@ async function login() {
     }
   } catch (err) {
     if (!(err instanceof ConnectionLost)) showError(inWords(err));
+  }
+}
+
+function drawMe() {
+  $("me").textContent = page.myNick;
+  $("me").title = `you are client #${page.me}`;
+  $("change-nick").hidden = !page.loggedIn;
+}
+
+async function changeNick(nick) {
+  try {
+    const ok = await session.request({ kind: "NickRequest", nick });
+    page.nick = page.myNick = ok.nick;
+    localStorage.setItem("switchboard.nick", ok.nick);
+    drawMe();
+    if ($("login").open) $("login").close();
+    refreshClientsSoon();
+  } catch (err) {
+    showLogin(inWords(err));
   }
 }
 
@@ -380,6 +398,7 @@ async function sendText(conv, text) {
     try {
       const ok = await session.request({ kind: "BroadcastRequest", room: conv.room, text });
       line.dataset.messageId = String(ok.message_id);
+      conv.seen.add(`mine:${ok.message_id}:${text}`); // a rejoin's history replays it
       mark.dataset.status = "reached";
       mark.textContent = `✓ ${ok.reached}`;
       mark.title = `sent to ${ok.reached} other member${ok.reached === 1 ? "" : "s"}`;
@@ -420,7 +439,9 @@ function onMessage(m) {
   }
   if (!page.clients.some((c) => c.client_id === m.sender_id)) refreshClientsSoon();
   const seenKey = `${m.message_id}:${m.sent_ms}`;
-  if (conv.seen.has(seenKey)) return; // history replayed again on a rejoin
+  if (conv.seen.has(seenKey) || (history && conv.seen.has(`mine:${m.message_id}:${m.text}`))) {
+    return; // history replayed again on a rejoin, or our own line
+  }
   conv.seen.add(seenKey);
   addLine(conv, messageLine({
     ms: Number(m.sent_ms), id: m.sender_id, nick: m.sender_nick, text: m.text,
@@ -466,8 +487,8 @@ function onIndication(m) {
         if (!shared) continue;
         if (conv.kind === "room") conv.members.set(m.client_id, m.new_nick);
         else conv.peerNick = m.new_nick;
-        addLine(conv, el("li", { cls: "notice" }, timeOf(Date.now()), " ", nickNode(m.old_nick, m.client_id),
-          " is now known as ", nickNode(m.new_nick, m.client_id)));
+        addLine(conv, el("li", { cls: "notice" }, timeOf(Date.now()), " ", nickNode(m.old_nick, m.client_id), " ",
+          el("span", { cls: "text" }, "is now known as ", nickNode(m.new_nick, m.client_id))));
       }
       drawConversationLists();
       drawMembers();
@@ -499,6 +520,7 @@ session.addEventListener("state", ({ detail }) => {
   } else if (detail.state === "waiting") {
     const wasIn = page.loggedIn;
     page.loggedIn = false;
+    $("change-nick").hidden = true;
     page.sent.clear(); // their RECEIPTs will not come on a new connection
     for (const mark of document.querySelectorAll('.receipt[data-status="forwarded"], .receipt[data-status="sending"]')) {
       setMark(mark, "not-delivered", "the connection was lost before a receipt came");
@@ -514,6 +536,7 @@ session.addEventListener("state", ({ detail }) => {
     page.retryTick = setInterval(tick, 500);
   } else {
     page.loggedIn = false;
+    $("change-nick").hidden = true;
     setStatus(detail.reason ? `not connected: ${detail.reason}` : "not connected", "stopped");
   }
 });
@@ -530,6 +553,10 @@ session.addEventListener("fatal", ({ detail }) => {
 // --- the person --------------------------------------------------------------------------------
 
 function showLogin(error = "") {
+  // Logged in, the same form changes the nickname (NICK) and may be cancelled.
+  $("login-title").textContent = page.loggedIn ? "Change your nickname" : "Connect to Switchboard";
+  $("login-submit").textContent = page.loggedIn ? "Change" : "Connect";
+  $("login-cancel").hidden = !page.loggedIn;
   $("nick").value = page.nick;
   $("login-error").textContent = error;
   $("login-error").hidden = !error;
@@ -539,16 +566,25 @@ function showLogin(error = "") {
 
 $("login-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  page.nick = $("nick").value.trim();
+  const nick = $("nick").value.trim();
+  if (!nick) return;
+  if (page.loggedIn) {
+    changeNick(nick);
+    return;
+  }
+  page.nick = nick;
   page.token = $("token").value;
-  if (!page.nick) return;
   localStorage.setItem("switchboard.nick", page.nick);
   page.loginWanted = true;
   $("login-error").hidden = true;
   if (session.welcome !== null) login();
   else session.start();
 });
-$("login").addEventListener("cancel", (ev) => ev.preventDefault()); // no page without a nickname
+$("login").addEventListener("cancel", (ev) => {
+  if (!page.loggedIn) ev.preventDefault(); // no page without a nickname
+});
+$("login-cancel").addEventListener("click", () => $("login").close());
+$("change-nick").addEventListener("click", () => showLogin());
 
 $("join-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
