@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from support.browsers import ChatPage, WebServer
+from support.browsers import ChatPage, WebServerProcess
 from support.peers import RawPeer, next_of
 from support.waiting import wait_until
 from switchboard.client import Client
@@ -31,12 +31,12 @@ SCREENSHOT = REPO / "docs" / "web.png"
 Browser = Callable[..., Any]
 
 
-def tcp_client(server: WebServer, nick: str) -> Client:
+def tcp_client(server: WebServerProcess, nick: str) -> Client:
     return Client("127.0.0.1", server.port, nick=nick, timeout=10)
 
 
 def test_two_pages_and_a_tcp_client_chat_in_a_room_and_directly(
-    web_server: WebServer, browser_factory: Browser
+    web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
     alice = ChatPage(browser_factory(), web_server.url)
     alice.login("alice")
@@ -127,7 +127,7 @@ def test_two_pages_and_a_tcp_client_chat_in_a_room_and_directly(
 
 
 def test_a_receipt_says_not_delivered_when_the_recipient_leaves_without_acknowledging(
-    web_server: WebServer, browser_factory: Browser
+    web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
     page = ChatPage(browser_factory(), web_server.url)
     page.login("sender")
@@ -142,7 +142,7 @@ def test_a_receipt_says_not_delivered_when_the_recipient_leaves_without_acknowle
 
 
 def test_a_nickname_that_is_taken_is_refused_in_words(
-    web_server: WebServer, browser_factory: Browser
+    web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
     with tcp_client(web_server, "dave"):
         page = ChatPage(browser_factory(), web_server.url)
@@ -153,7 +153,7 @@ def test_a_nickname_that_is_taken_is_refused_in_words(
 
 
 def test_a_server_that_needs_a_token_asks_for_it(
-    web_server_factory: Callable[..., WebServer], browser_factory: Browser, tmp_path: Path
+    web_server_factory: Callable[..., WebServerProcess], browser_factory: Browser, tmp_path: Path
 ) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("s3cret-token\n", encoding="utf-8")
@@ -171,7 +171,7 @@ def test_a_server_that_needs_a_token_asks_for_it(
 
 
 def test_the_page_reconnects_after_a_server_restart(
-    web_server: WebServer, browser_factory: Browser
+    web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
     page = ChatPage(browser_factory(), web_server.url)
     page.login("erin")
@@ -204,7 +204,7 @@ def test_the_page_reconnects_after_a_server_restart(
 
 
 def test_html_in_a_nickname_and_a_text_is_shown_as_text(
-    web_server: WebServer, browser_factory: Browser
+    web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
     nick = "<img/src=x/onerror=pwned=1>"
     text = '<b>bold</b><script>window.pwned=2</script><img src=x onerror="window.pwned=3">'
@@ -234,7 +234,7 @@ def page_client_id(page: ChatPage) -> int:
 
 
 def test_chinese_emoji_and_right_to_left_text_render_in_their_direction(
-    web_server: WebServer, browser_factory: Browser
+    web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
     page = ChatPage(browser_factory(), web_server.url)
     page.login("グレース")
@@ -277,7 +277,7 @@ def test_chinese_emoji_and_right_to_left_text_render_in_their_direction(
 
 
 def test_the_page_fits_a_phone_sized_screen(
-    web_server: WebServer, browser_factory: Browser
+    web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
     page = ChatPage(browser_factory(width=390, height=844), web_server.url)
     page.login("phone")
@@ -315,7 +315,7 @@ def test_the_page_fits_a_phone_sized_screen(
 
 
 def test_screenshot_of_a_conversation_is_not_blank(
-    web_server: WebServer, browser_factory: Browser, tmp_path: Path
+    web_server: WebServerProcess, browser_factory: Browser, tmp_path: Path
 ) -> None:
     """The README's picture: a room with a TCP client, Chinese, emoji, right-to-left text and
     a direct message with its receipt.  Written to docs/web.png when SWITCHBOARD_SCREENSHOT=1

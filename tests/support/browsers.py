@@ -69,7 +69,7 @@ def browser_factory() -> Iterator[Callable[..., Any]]:
 
 
 @dataclass
-class WebServer:
+class WebServerProcess:
     """``switchboard serve`` with ``--http`` on a free port that stays the same across
     ``restart()``, so that a page can reconnect to it."""
 
@@ -87,7 +87,7 @@ class WebServer:
         assert self.process is not None
         return self.process.port
 
-    def start(self) -> WebServer:
+    def start(self) -> WebServerProcess:
         self.process = start_server_process("--http", f"{HOST}:{self.http_port}", *self.args)
         if not wait_until(self._answers, WAIT_S, step=0.05):
             raise AssertionError(f"nothing answers HTTP on {self.url}")
@@ -111,12 +111,12 @@ class WebServer:
 
 
 @pytest.fixture
-def web_server_factory() -> Iterator[Callable[..., WebServer]]:
-    """``web_server_factory(*serve_args)``: a started WebServer, stopped after the test."""
-    started: list[WebServer] = []
+def web_server_factory() -> Iterator[Callable[..., WebServerProcess]]:
+    """``web_server_factory(*serve_args)``: a started WebServerProcess, stopped after the test."""
+    started: list[WebServerProcess] = []
 
-    def factory(*args: str) -> WebServer:
-        server = WebServer(args).start()
+    def factory(*args: str) -> WebServerProcess:
+        server = WebServerProcess(args).start()
         started.append(server)
         return server
 
@@ -126,7 +126,7 @@ def web_server_factory() -> Iterator[Callable[..., WebServer]]:
 
 
 @pytest.fixture
-def web_server(web_server_factory: Callable[..., WebServer]) -> WebServer:
+def web_server(web_server_factory: Callable[..., WebServerProcess]) -> WebServerProcess:
     return web_server_factory()
 
 

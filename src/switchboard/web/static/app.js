@@ -124,10 +124,15 @@ function title(conv) {
 
 // --- drawing -----------------------------------------------------------------------------------
 
+/** Lines kept per conversation: a page left open for days stays a page, not a leak. */
+const MAX_LINES = 5000;
+
 function addLine(conv, node) {
   const list = conv.list;
   const stick = list.parentNode !== null && isAtBottom();
   list.append(node);
+  while (list.childElementCount > MAX_LINES) list.firstElementChild.remove();
+  while (conv.seen.size > MAX_LINES) conv.seen.delete(conv.seen.values().next().value);
   if (conv !== page.active) {
     conv.unread += 1;
     drawConversationLists();
