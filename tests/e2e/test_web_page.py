@@ -159,10 +159,10 @@ def test_a_server_that_needs_a_token_asks_for_it(
     tokens.write_text("s3cret-token\n", encoding="utf-8")
     server = web_server_factory("--auth-token-file", str(tokens))
     page = ChatPage(browser_factory(), server.url)
-    assert page.js("return document.getElementById('token-row').hidden")  # not asked yet
+    assert not page.shown("token-row")  # not asked for yet
     page.submit_login("gina")
-    assert "token" in page.login_error().lower()
-    assert not page.js("return document.getElementById('token-row').hidden")
+    assert "needs a token" in page.login_error()
+    assert page.shown("token-row")
     page.submit_login("gina", "wrong")
     page.wait(lambda: "refused that token" in page.text_of("login-error"), "the refusal")
     page.login("gina", "s3cret-token")
@@ -279,8 +279,10 @@ def test_chinese_emoji_and_right_to_left_text_render_in_their_direction(
 def test_the_page_fits_a_phone_sized_screen(
     web_server: WebServerProcess, browser_factory: Browser
 ) -> None:
-    page = ChatPage(browser_factory(width=390, height=844), web_server.url)
+    page = ChatPage(browser_factory(width=390, height=844, phone=True), web_server.url)
+    assert not page.shown("composer")  # no conversation yet: nothing to write into
     page.login("phone")
+    assert page.js("return window.innerWidth") == 390
     # The side bar is a drawer behind the menu button; opening it shows the join form.
     assert (
         page.js("return getComputedStyle(document.getElementById('menu-button')).display") != "none"
@@ -296,6 +298,18 @@ def test_the_page_fits_a_phone_sized_screen(
             page.js("return document.getElementById('side').getBoundingClientRect().right") <= 0
         ),
         "the drawer to close",
+    )
+    page.find("#menu-button").click()  # open again, then a tap beside it closes it
+    page.wait(
+        lambda: page.js("return document.getElementById('side').getBoundingClientRect().left") >= 0,
+        "the drawer to open again",
+    )
+    page.js("document.getElementById('lines').click()")
+    page.wait(
+        lambda: (
+            page.js("return document.getElementById('side').getBoundingClientRect().right") <= 0
+        ),
+        "a tap beside the drawer to close it",
     )
     page.say("a line long enough to need wrapping on a narrow screen, " * 3)
     page.wait_receipt(

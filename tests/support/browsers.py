@@ -44,8 +44,13 @@ def browser_factory() -> Iterator[Callable[..., Any]]:
     browser, driver_path = found
     drivers: list[Any] = []
 
-    def factory(*, width: int = 1100, height: int = 720) -> Any:
+    def factory(*, width: int = 1100, height: int = 720, phone: bool = False) -> Any:
+        """``phone``: a ``width`` x ``height`` CSS-pixel touch screen at 3 device pixels per
+        CSS pixel (a desktop window cannot be narrower than 500 pixels)."""
         options = webdriver.ChromeOptions()
+        if phone:
+            metrics = {"width": width, "height": height, "pixelRatio": 3.0, "touch": True}
+            options.add_experimental_option("mobileEmulation", {"deviceMetrics": metrics})
         options.binary_location = browser
         for arg in (
             "--headless=new",
@@ -172,6 +177,17 @@ class ChatPage:
         self.js("arguments[0].value = arguments[1]", box, text)
         if submit:
             self.js("arguments[0].form.requestSubmit()", box)
+
+    def shown(self, element_id: str) -> bool:
+        """Whether the element takes up room on the screen (not hidden by any rule)."""
+        return bool(
+            self.js(
+                "const e = document.getElementById(arguments[0]);"
+                "return e.getClientRects().length > 0"
+                " && getComputedStyle(e).visibility !== 'hidden'",
+                element_id,
+            )
+        )
 
     def text_of(self, element_id: str) -> str:
         return str(self.js("return document.getElementById(arguments[0]).textContent", element_id))

@@ -622,10 +622,16 @@ function closeMenu() {
   document.body.classList.remove("menu-open");
   $("menu-button").setAttribute("aria-expanded", "false");
 }
-$("menu-button").addEventListener("click", () => {
+$("menu-button").addEventListener("click", (ev) => {
+  ev.stopPropagation();
   const open = document.body.classList.toggle("menu-open");
   $("menu-button").setAttribute("aria-expanded", String(open));
 });
+// The drawer closes on a tap beside it or Escape, as drawers do.
+document.addEventListener("click", (ev) => {
+  if (document.body.classList.contains("menu-open") && !$("side").contains(ev.target)) closeMenu();
+});
+document.addEventListener("keydown", (ev) => ev.key === "Escape" && closeMenu());
 
 setInterval(drawClock, 1000);
 // The client list has no indication of its own: asked again now and then while visible.
