@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,17 @@ def test_two_pages_and_a_tcp_client_chat_in_a_room_and_directly(
     alice.login("alice")
     bob = ChatPage(browser_factory(), web_server.url)
     bob.login("bob")
+    # The server's name and clock (hh:mm:ss and its zone) in the header.
+    assert alice.text_of("server-name") == "test-server"
+    assert re.fullmatch(r"\d\d:\d\d:\d\d \S+", alice.text_of("server-time"))
     with tcp_client(web_server, "carol") as carol:
         carol.join("lobby")
+        carol.broadcast("lobby", "said before anyone came")
         alice.join("lobby")
+        # The room's history comes with the join, marked as such.
+        history = alice.wait_line("room:lobby", "said before anyone came", nick="carol")
+        assert "history" in history["cls"].split()
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", history["time"])
         assert next_of(carol, Joined).nick == "alice"
         bob.join("lobby")
         alice.wait_line("room:lobby", "joined #lobby", nick="bob")
