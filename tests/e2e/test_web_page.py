@@ -248,40 +248,43 @@ def test_chinese_emoji_and_right_to_left_text_render_in_their_direction(
     page = ChatPage(browser_factory(), web_server.url)
     page.login("グレース")
     page.join("世界")
+    # sent -> (as shown, direction)
     texts = {
-        "你好，世界": "ltr",
-        "🎉👩‍💻 party": "ltr",
-        "שלום עולם": "rtl",
-        "مرحبا بالعالم": "rtl",
-        "\u202eevil override": "ltr",  # the override is kept as text, and cannot leak out
+        "你好，世界": ("你好，世界", "ltr"),
+        "🎉👩‍💻 party": ("🎉👩‍💻 party", "ltr"),
+        "שלום עולם": ("שלום עולם", "rtl"),
+        "مرحبا بالعالم": ("مرحبا بالعالم", "rtl"),
+        "two\nlines\tand a tab": ("two\nlines\tand a tab", "ltr"),
+        # Controls that would reorder or recolour the text are shown as escapes, as the
+        # terminal clients show them: "gpj.exe" cannot pass for "exe.jpg".
+        "file \u202egpj.exe": ("file \\u202egpj.exe", "ltr"),
+        "\x1b[31mred": ("\\x1b[31mred", "ltr"),
     }
     with tcp_client(web_server, "زينب") as zainab:
         zainab.join("世界")
         for text in texts:
             zainab.broadcast("世界", text)
-        for text, direction in texts.items():
-            page.wait_line("room:世界", text, nick="زينب")
+        for shown_text, direction in texts.values():
+            page.wait_line("room:世界", shown_text, nick="زينب")
             shown = page.js(
                 """
                 const span = [...document.querySelectorAll('#lines .text')]
                   .find(s => s.textContent === arguments[0]);
                 const box = span.getBoundingClientRect();
                 const nick = span.parentNode.querySelector('.nick');
-                return {dir: getComputedStyle(span).direction, width: box.width,
+                return {rtl: span.matches(':dir(rtl)'), width: box.width,
                         bidi: getComputedStyle(span).unicodeBidi,
-                        nickBidi: getComputedStyle(nick).unicodeBidi};
+                        nickBidi: getComputedStyle(nick).unicodeBidi,
+                        escapes: span.querySelectorAll('.escape').length};
                 """,
-                text,
+                shown_text,
             )
-            assert shown["width"] > 0, text
-            assert shown["bidi"] == "plaintext", text  # each line finds its own direction
-            assert shown["nickBidi"] == "isolate", text  # a name cannot reorder the line
-            if direction == "rtl":  # dir=auto: the first strong character decides
-                assert page.js(
-                    "return [...document.querySelectorAll('#lines .text')]"
-                    ".find(s => s.textContent === arguments[0]).matches(':dir(rtl)')",
-                    text,
-                ), text
+            assert shown["width"] > 0, shown_text
+            assert shown["bidi"] == "plaintext", shown_text  # each line finds its direction
+            assert shown["nickBidi"] == "isolate", shown_text  # a name cannot reorder the line
+            # dir=auto: the first strong character decides.
+            assert shown["rtl"] == (direction == "rtl"), shown_text
+            assert shown["escapes"] == shown_text.count("\\"), shown_text
     assert page.text_of("me") == "グレース"
 
 

@@ -155,6 +155,34 @@ function noticeAbout(conv, id, nick, after, ms = Date.now()) {
   addLine(conv, el("li", { cls: "notice" }, timeOf(ms), " ", nickNode(nick, id), " ", el("span", { cls: "text", text: after })));
 }
 
+// Inside a message, shown as visible escapes as the terminal clients show them
+// (switchboard.protocol.printable): control characters other than tab and newline, and the
+// bidi embeddings, overrides and isolates that would reorder what follows them ("gpj.exe"
+// passing for "exe.jpg").  Each text is isolated besides (unicode-bidi: plaintext), so
+// nothing in it can reach the line around it; the invisible direction marks stay.
+const HIDDEN_CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+const SHORT_ESCAPES = { 0x0d: "\\r" };
+
+function escapedControl(code) {
+  const hex = code.toString(16);
+  return SHORT_ESCAPES[code] ?? (code <= 0xff ? `\\x${hex.padStart(2, "0")}` : `\\u${hex.padStart(4, "0")}`);
+}
+
+/** A message text as a span of text nodes, its hidden controls as visible escapes. */
+function textNode(text) {
+  const span = el("span", { cls: "text", attrs: { dir: "auto" } });
+  let last = 0;
+  for (const match of text.matchAll(HIDDEN_CONTROLS)) {
+    if (match.index > last) span.append(text.slice(last, match.index));
+    const code = match[0].codePointAt(0);
+    const title = `U+${code.toString(16).toUpperCase().padStart(4, "0")}, shown as an escape`;
+    span.append(el("span", { cls: "escape", text: escapedControl(code), attrs: { title } }));
+    last = match.index + 1;
+  }
+  if (last < text.length) span.append(text.slice(last));
+  return span;
+}
+
 function messageLine({ ms, id, nick, text, mine = false, history = false, messageId }) {
   const li = el(
     "li",
@@ -163,7 +191,7 @@ function messageLine({ ms, id, nick, text, mine = false, history = false, messag
     " ",
     nickNode(nick, id),
     " ",
-    el("span", { cls: "text", text, attrs: { dir: "auto" } }),
+    textNode(text),
   );
   if (messageId !== undefined) li.dataset.messageId = String(messageId);
   return li;
