@@ -205,10 +205,11 @@ class HttpListener:
             writer_limit=0,  # each send waits while the socket is above its mark
         )
         await ws.prepare(request)
+        transport = WebSocketTransport(ws, tcp, peer)
         guarded = tcp.get_protocol()
         if isinstance(guarded, _GuardedConnection):
             self.settled(guarded)
-        transport = WebSocketTransport(ws, tcp, peer)
+            guarded.websocket = transport  # the socket's buffer marks reach the connection
         await transport.run(self.server.new_connection())
         return ws
 
@@ -274,18 +275,23 @@ def _peer(request: web.Request) -> tuple[str, int]:
 
 
 async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(SECURITY_HEADERS)
+    if not isinstance(response, web.WebSocketResponse):  # a 101 has no page: and they would
+        response.headers.update(SECURITY_HEADERS)  # be kept for the WebSocket's whole life
 
 
 class _GuardedConnection(asyncio.Protocol):
     """aiohttp's protocol for one HTTP connection, with the listener's deadline and count
     around it (aiohttp itself has no deadline for reading a request's headers)."""
 
+    __slots__ = ("handler", "listener", "served", "transport", "websocket")
+
     def __init__(self, listener: HttpListener, handler: asyncio.Protocol) -> None:
         self.listener = listener
         self.handler = handler
         self.transport: asyncio.Transport | None = None
         self.served = False
+        #: Once upgraded: the WebSocket, told of the socket's marks and of its end.
+        self.websocket: WebSocketTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -303,14 +309,20 @@ class _GuardedConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()
+        if self.websocket is not None:
+            self.websocket.pause_writing()
 
     def resume_writing(self) -> None:
         self.handler.resume_writing()
+        if self.websocket is not None:
+            self.websocket.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.settled(self)
         if self.served:
             self.handler.connection_lost(exc)
+        if self.websocket is not None:
+            self.websocket.connection_lost()
 
     def abort(self) -> None:
         if self.transport is not None:
