@@ -52,6 +52,14 @@ SECURITY_HEADERS = {
 }
 
 
+class HttpListenError(OSError):
+    """The --http address could not be listened on (``endpoint`` says which)."""
+
+    def __init__(self, endpoint: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.endpoint = endpoint
+
+
 class WebServer(Protocol):
     """What the HTTP listener uses of the server (server.app.SwitchboardServer)."""
 
@@ -113,7 +121,16 @@ class HttpListener:
         loop = asyncio.get_running_loop()
         make_handler = runner.server
         assert make_handler is not None
-        self._listener = await loop.create_server(
+        try:
+            self._listener = await self._listen(loop, make_handler)
+        except OSError as exc:
+            await runner.cleanup()
+            raise HttpListenError(self.server.config.http, exc) from exc
+
+    async def _listen(
+        self, loop: asyncio.AbstractEventLoop, make_handler: web.Server
+    ) -> asyncio.Server:
+        return await loop.create_server(
             lambda: _GuardedConnection(self, make_handler()),
             self.host or None,
             self.port,
