@@ -40,10 +40,12 @@ from switchboard.protocol import (
     ListOk,
     ListRequest,
     Message,
+    Ping,
     Receipt,
     ReceiptStatus,
     SendOk,
     SendRequest,
+    Shutdown,
     TimeOk,
     TimeRequest,
     Welcome,
@@ -88,7 +90,7 @@ class WsPeer:
         assert msg.type is aiohttp.WSMsgType.BINARY, msg
         return decode_one(msg.data)
 
-    async def expect(self, cls: type[Any], timeout: float = TIMEOUT) -> Any:
+    async def expect(self, cls: Any, timeout: float = TIMEOUT) -> Any:
         """The next frame of type ``cls`` (PINGs and others before it skipped)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -515,3 +517,35 @@ async def test_with_a_certificate_the_page_and_the_websocket_are_served_over_tls
             async with session.get(f"http://{HOST}:{port}/healthz") as response:
                 await response.read()
     st.wait_for(lambda server: server.directory.client_count() == 0)
+
+
+async def test_the_rate_limit_and_the_heartbeat_hold_for_websocket_clients(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    st = web_server(server_factory, rate=1, burst=3, heartbeat=0.3)
+    async with ws_client(st) as web:
+        await web.expect(Welcome)
+        for i in range(6):
+            await web.send(TimeRequest(request_id=i + 1))
+        answers = [await web.expect((TimeOk, ErrorResponse)) for _ in range(6)]
+        refused = [a for a in answers if isinstance(a, ErrorResponse)]
+        assert len(answers) - len(refused) == 3
+        assert {a.code for a in refused} == {ErrorCode.RATE_LIMITED}
+        # Silent, it is PINGed; never answering, it is dropped after three intervals.
+        await web.expect(Ping, timeout=5)
+        await web.closed(timeout=5)
+    st.wait_for(lambda server: server.directory.client_count() == 0)
+    assert st.call(lambda: st.server.metrics.disconnects.get("heartbeat_timeout")) == 1
+
+
+async def test_shutdown_tells_websocket_clients_and_closes_them(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    st = web_server(server_factory)
+    async with ws_client(st) as web:
+        await web.expect(Welcome)
+        stopping = asyncio.create_task(asyncio.to_thread(st.stop))
+        notice = await web.expect(Shutdown)
+        assert notice.reason
+        await web.closed()
+        await asyncio.wait_for(stopping, TIMEOUT)
