@@ -13,10 +13,12 @@ import asyncio
 import base64
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.peers import next_of
 from support.servers import ServerThread, connected_count
+from support.tls_certs import make_self_signed
 from support.waiting import wait_until
 from switchboard.client import Client
 from switchboard.protocol import (
@@ -37,10 +40,12 @@ from switchboard.protocol import (
     ListOk,
     ListRequest,
     Message,
+    Ping,
     Receipt,
     ReceiptStatus,
     SendOk,
     SendRequest,
+    Shutdown,
     TimeOk,
     TimeRequest,
     Welcome,
@@ -85,7 +90,7 @@ class WsPeer:
         assert msg.type is aiohttp.WSMsgType.BINARY, msg
         return decode_one(msg.data)
 
-    async def expect(self, cls: type[Any], timeout: float = TIMEOUT) -> Any:
+    async def expect(self, cls: Any, timeout: float = TIMEOUT) -> Any:
         """The next frame of type ``cls`` (PINGs and others before it skipped)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -485,3 +490,62 @@ def test_connection_state_of_a_websocket_client_is_ready(
 
     asyncio.run(session())
     st.wait_for(lambda server: server.directory.client_count() == 0)
+
+
+async def test_with_a_certificate_the_page_and_the_websocket_are_served_over_tls(
+    server_factory: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    cert = make_self_signed(tmp_path)
+    st = web_server(server_factory, tls_cert=cert.cert, tls_key=cert.key)
+    port = http_port(st)
+    context = ssl.create_default_context(cafile=cert.cert)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"https://{HOST}:{port}/healthz", ssl=context) as response:
+            assert await response.text() == "ok\n"
+        async with session.ws_connect(
+            f"https://{HOST}:{port}/ws",
+            protocols=(WEBSOCKET_SUBPROTOCOL,),
+            ssl=context,
+            headers={"Origin": f"https://{HOST}:{port}"},
+        ) as ws:
+            peer = WsPeer(ws)
+            await peer.expect(Welcome)
+            await peer.send(TimeRequest(request_id=4))
+            assert (await peer.expect(TimeOk)).request_id == 4
+        # Plain HTTP at the TLS port gets no page.
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(f"http://{HOST}:{port}/healthz") as response:
+                await response.read()
+    st.wait_for(lambda server: server.directory.client_count() == 0)
+
+
+async def test_the_rate_limit_and_the_heartbeat_hold_for_websocket_clients(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    st = web_server(server_factory, rate=1, burst=3, heartbeat=0.3)
+    async with ws_client(st) as web:
+        await web.expect(Welcome)
+        for i in range(6):
+            await web.send(TimeRequest(request_id=i + 1))
+        answers = [await web.expect((TimeOk, ErrorResponse)) for _ in range(6)]
+        refused = [a for a in answers if isinstance(a, ErrorResponse)]
+        assert len(answers) - len(refused) == 3
+        assert {a.code for a in refused} == {ErrorCode.RATE_LIMITED}
+        # Silent, it is PINGed; never answering, it is dropped after three intervals.
+        await web.expect(Ping, timeout=5)
+        await web.closed(timeout=5)
+    st.wait_for(lambda server: server.directory.client_count() == 0)
+    assert st.call(lambda: st.server.metrics.disconnects.get("heartbeat_timeout")) == 1
+
+
+async def test_shutdown_tells_websocket_clients_and_closes_them(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    st = web_server(server_factory)
+    async with ws_client(st) as web:
+        await web.expect(Welcome)
+        stopping = asyncio.create_task(asyncio.to_thread(st.stop))
+        notice = await web.expect(Shutdown)
+        assert notice.reason
+        await web.closed()
+        await asyncio.wait_for(stopping, TIMEOUT)

@@ -406,10 +406,10 @@ def send(
     pack_message, message_prefix, message_base, block = message_packer(
         conn.direct_fields(), now_ms(), 0
     )
+    # Counted once per run: its forwards are the message ids it took, plus its refusals.
     first_id = server.message_ids + 1
-    taken = 0
+    refused = 0
     while True:
-        taken += 1
         target = None
         if end - start >= 8:
             target_id, text_len = unpack_send_head(buf, start)
@@ -436,7 +436,9 @@ def send(
             if log_forwards:
                 log_forward(server, conn, target_id, message_id, text_len)
         else:
+            forwarded = server.message_ids
             _send_checked(server, conn, request_id, buf, start, end)
+            refused += 1 - (server.message_ids - forwarded)
             if conn.state is not _READY or conn.write_paused:
                 pos = end  # its ERROR passed its mark (or its hard limit): the loop decides
                 break
@@ -448,9 +450,9 @@ def send(
         end = start + length
         if word != WORD_SEND or end > bound or magic != MAGIC:
             break
-    # Counted once per run; its first forwarded message is timed to its RECEIPT.
+    # Its first forwarded message is timed to its RECEIPT.
     metrics = server.metrics
-    metrics.frames[WORD_SEND] += taken
+    metrics.frames[WORD_SEND] += server.message_ids - first_id + 1 + refused
     if server.message_ids >= first_id:
         metrics.sample_send(first_id)
     return pos
@@ -508,15 +510,17 @@ def ack(
     client_id = conn.client_id
     schedule_flush = server.schedule_flush
     metrics = server.metrics
-    samples = metrics.receipt_samples  # the sampled SENDs (metrics.py), timed to their ACK
+    samples = metrics.receipt_samples
+    if samples:
+        # A sampled SEND is the first of its run (metrics.py), and its recipient ACKs in
+        # order: looked for at the start of each run of ACKs only, not at every ACK.
+        sent = samples.pop(unpack_ack(buf, start)[0], None)
+        if sent is not None:
+            metrics.receipt(sent)
     bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
     first = pos = start - HEADER_SIZE
     while True:
         message_id = unpack_ack(buf, pos + HEADER_SIZE)[0]
-        if samples:
-            sent = samples.pop(message_id, None)
-            if sent is not None:
-                metrics.receipt(sent)
         sender = awaiting.pop(message_id, None)
         # A sender is READY until it closes (it could not SEND before), and an identity
         # test is cheaper than an IntEnum comparison.

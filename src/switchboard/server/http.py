@@ -52,6 +52,14 @@ SECURITY_HEADERS = {
 }
 
 
+class HttpListenError(OSError):
+    """The --http address could not be listened on (``endpoint`` says which)."""
+
+    def __init__(self, endpoint: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.endpoint = endpoint
+
+
 class WebServer(Protocol):
     """What the HTTP listener uses of the server (server.app.SwitchboardServer)."""
 
@@ -113,7 +121,16 @@ class HttpListener:
         loop = asyncio.get_running_loop()
         make_handler = runner.server
         assert make_handler is not None
-        self._listener = await loop.create_server(
+        try:
+            self._listener = await self._listen(loop, make_handler)
+        except OSError as exc:
+            await runner.cleanup()
+            raise HttpListenError(self.server.config.http, exc) from exc
+
+    async def _listen(
+        self, loop: asyncio.AbstractEventLoop, make_handler: web.Server
+    ) -> asyncio.Server:
+        return await loop.create_server(
             lambda: _GuardedConnection(self, make_handler()),
             self.host or None,
             self.port,
@@ -205,10 +222,11 @@ class HttpListener:
             writer_limit=0,  # each send waits while the socket is above its mark
         )
         await ws.prepare(request)
+        transport = WebSocketTransport(ws, tcp, peer)
         guarded = tcp.get_protocol()
         if isinstance(guarded, _GuardedConnection):
             self.settled(guarded)
-        transport = WebSocketTransport(ws, tcp, peer)
+            guarded.websocket = transport  # the socket's buffer marks reach the connection
         await transport.run(self.server.new_connection())
         return ws
 
@@ -274,18 +292,23 @@ def _peer(request: web.Request) -> tuple[str, int]:
 
 
 async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(SECURITY_HEADERS)
+    if not isinstance(response, web.WebSocketResponse):  # a 101 has no page: and they would
+        response.headers.update(SECURITY_HEADERS)  # be kept for the WebSocket's whole life
 
 
 class _GuardedConnection(asyncio.Protocol):
     """aiohttp's protocol for one HTTP connection, with the listener's deadline and count
     around it (aiohttp itself has no deadline for reading a request's headers)."""
 
+    __slots__ = ("handler", "listener", "served", "transport", "websocket")
+
     def __init__(self, listener: HttpListener, handler: asyncio.Protocol) -> None:
         self.listener = listener
         self.handler = handler
         self.transport: asyncio.Transport | None = None
         self.served = False
+        #: Once upgraded: the WebSocket, told of the socket's marks and of its end.
+        self.websocket: WebSocketTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -303,14 +326,20 @@ class _GuardedConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.handler.pause_writing()
+        if self.websocket is not None:
+            self.websocket.pause_writing()
 
     def resume_writing(self) -> None:
         self.handler.resume_writing()
+        if self.websocket is not None:
+            self.websocket.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.settled(self)
         if self.served:
             self.handler.connection_lost(exc)
+        if self.websocket is not None:
+            self.websocket.connection_lost()
 
     def abort(self) -> None:
         if self.transport is not None:

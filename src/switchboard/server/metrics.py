@@ -8,8 +8,10 @@ names a client or a room: the label values are frame types, error codes, transpo
 close reasons, all from fixed sets.
 
 SEND-to-RECEIPT time is sampled: the first SEND of each run (and every SEND_NICK, and every
-SEND the checked path forwards) is timed from its forward to its recipient's ACK; its
-recipient's ACK run looks its message id up in ``receipt_samples``, one dict lookup per ACK.
+SEND the checked path forwards) is timed from its forward to its recipient's ACK; the first
+ACK of each run of ACKs is looked up in ``receipt_samples`` (one dict lookup per run, not per
+ACK: a recipient acknowledges in order, so a run of ACKs starts where a run of SENDs did,
+and a sample its ACK run does not start with is forgotten after RECEIPT_SAMPLE_TTL_S).
 """
 
 from __future__ import annotations
