@@ -13,7 +13,8 @@
 
 import { decodeFrame, encode, ErrorCode, errorName, ProtocolError } from "./protocol.js";
 
-/** The WebSocket subprotocol: the server's protocol.WEBSOCKET_SUBPROTOCOL (held equal by
+/** The WebSocket subprotocol (PROTOCOL.md, "WebSocket transport"): the server's
+ * protocol.WEBSOCKET_SUBPROTOCOL (held equal by
  * tests/unit/test_web_page_files.py). */
 export const SUBPROTOCOL = "switchboard.v1";
 
