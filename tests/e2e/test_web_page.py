@@ -133,6 +133,7 @@ def test_two_pages_and_a_tcp_client_chat_in_a_room_and_directly(
     bob.say("are you there?")
     bob.wait_receipt(f"direct:{carol_id}", "are you there?", "failed")
     assert "Nobody with that id is connected" in bob.error()
+    bob.wait(lambda: len(bob.clients()) == 2, "the refusal to refresh the client list")
 
 
 def test_a_receipt_says_not_delivered_when_the_recipient_leaves_without_acknowledging(

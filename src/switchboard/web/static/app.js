@@ -252,6 +252,8 @@ function activate(conv) {
   $("text").focus();
 }
 
+$("error").addEventListener("click", () => showError("")); // read: dismissed
+
 function showError(text) {
   const box = $("error");
   box.textContent = text;
@@ -457,6 +459,7 @@ async function sendText(conv, text) {
   } catch (err) {
     setMark(mark, "failed", inWords(err));
     showError(inWords(err));
+    if (err.code === ErrorCode.NO_SUCH_CLIENT) refreshClientsSoon(); // the list is out of date
   }
   return true;
 }
