@@ -4,7 +4,7 @@
 // reconnecting with capped exponential back-off when the connection drops.
 // No DOM here: the page (app.js) listens to the events and draws.
 //
-// Events (CustomEvent, details in brackets):
+// Events (an Event with a ``detail``, as CustomEvent has; details in brackets):
 //   "state"       {state: "connecting" | "open" | "waiting" | "stopped", delay_ms, attempt, reason}
 //   "welcome"     {welcome}        a connection was admitted: the page introduces itself now
 //   "indication"  {message}        every indication from the server (MESSAGE, RECEIPT, JOINED...)
@@ -85,7 +85,10 @@ export class Session extends EventTarget {
   }
 
   _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
+    // An Event carrying ``detail`` (CustomEvent's shape): Node 18 has Event but no CustomEvent.
+    const event = new Event(type);
+    event.detail = detail;
+    this.dispatchEvent(event);
   }
 
   _setState(state, extra = {}) {
