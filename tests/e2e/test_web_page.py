@@ -96,6 +96,8 @@ def test_two_pages_and_a_tcp_client_chat_in_a_room_and_directly(
         bob.wait_receipt(f"direct:{ids['carol'].client_id}", "hi carol, bob here", "delivered")
 
         sent = carol.send(ids["alice"].client_id, "carol to alice directly")
+        # Not the conversation on screen: counted as unread, in the side bar and the title.
+        alice.wait(lambda: alice.driver.title == "(1) Switchboard", "the unread count")
         alice.wait_line(f"direct:{ids['carol'].client_id}", "carol to alice directly", nick="carol")
         assert carol.wait_receipt(sent.message_id, timeout=10) == ReceiptStatus.DELIVERED
 

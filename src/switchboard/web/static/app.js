@@ -206,6 +206,9 @@ function setMark(mark, status, detail = "") {
 }
 
 function drawConversationLists() {
+  let unread = 0;
+  for (const conv of page.conversations.values()) unread += conv.unread;
+  document.title = unread > 0 ? `(${unread}) Switchboard` : "Switchboard"; // seen from other tabs
   const rooms = $("room-list");
   const directs = $("direct-list");
   rooms.replaceChildren();
