@@ -60,3 +60,19 @@ def test_a_taken_http_port_is_named_and_exit_1() -> None:
     err = done.stderr.strip().splitlines()
     assert "Traceback" not in done.stderr
     assert err[-1].startswith(f"switchboard serve: cannot listen on {HOST}:{port} (--http)"), err
+
+
+def test_a_web_listener_on_every_address_without_tls_warns_and_loopback_does_not() -> None:
+    exposed = start_server_process("--http", "0.0.0.0:0")
+    try:
+        line = exposed.wait_for_log(r"web page and /ws on '0.0.0.0' without TLS")
+        assert "clear text" in line and "--tls-cert" in line
+    finally:
+        exposed.stop()
+    local = start_server_process("--http", f"{HOST}:0")
+    try:
+        local.wait_for_log("web page on")
+        assert local.stop() == 0
+        assert not [line for line in local.log if "without" in line], local.log
+    finally:
+        local.stop()

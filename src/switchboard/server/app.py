@@ -228,12 +228,17 @@ class SwitchboardServer:
                 )
 
     def _warn_if_exposed(self) -> None:
+        http = self.http
+        if http is not None and self.ssl_context is None and not _is_loopback(http.host):
+            log.warning(
+                "serving the web page and /ws on %r without TLS: browsers' messages (and "
+                "tokens) cross the network in clear text; use --tls-cert/--tls-key or a TLS "
+                'proxy (docs/SECURITY.md, "The web listener")',
+                http.host or "*",
+                extra={"event": "exposed", "risk": "http-no-tls"},
+            )
         host = self.config.host
-        try:
-            loopback = bool(host) and ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if loopback:
+        if _is_loopback(host):
             return
         if self.ssl_context is None:
             log.warning(
@@ -765,6 +770,15 @@ class SwitchboardServer:
         self.source_log.flush(expired_only=True)
         if not self.shutting_down:
             self._schedule_heartbeat()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a listener on ``host`` is reachable from this machine only ("" is every
+    address)."""
+    try:
+        return bool(host) and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
