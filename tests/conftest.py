@@ -7,6 +7,7 @@ import pytest
 pytest.register_assert_rewrite("support")
 
 pytest_plugins = [
+    "support.browsers",
     "support.ci",
     "support.commands",
     "support.fake_servers",

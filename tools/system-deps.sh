@@ -12,6 +12,10 @@
 #       ps       procps            process checks in the CLI tests
 #       openssl  openssl           the TLS tests' certificates
 #       gcc      gcc, libc6-dev    the C round-trip floor (tools/latency/pingpong.c) and its test
+#       node     nodejs            the web page's JavaScript codec tests (node --test)
+#       chromium chromium, chromium-driver, fonts-noto-cjk, fonts-noto-color-emoji
+#                                  the web page's browser tests (headless, Selenium) and the
+#                                  screenshot's Chinese and emoji
 set -euo pipefail
 
 missing=()
@@ -32,6 +36,11 @@ test)
     need_command openssl openssl
     need_command gcc gcc
     need_file /usr/include/stdio.h libc6-dev
+    need_command node nodejs
+    need_command chromium chromium
+    need_command chromedriver chromium-driver
+    need_file /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc fonts-noto-cjk
+    need_file /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf fonts-noto-color-emoji
     ;;
 *)
     echo "usage: $0 build|test" >&2

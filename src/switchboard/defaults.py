@@ -16,6 +16,13 @@ PORT: Final = 7000
 #: The string-reversal service and the UDP chat room stand beside it.
 REVERSE_PORT: Final = 7001
 UDPCHAT_PORT: Final = 7002
+#: Where ``switchboard serve`` serves the web page, its WebSocket (/ws), /metrics and the
+#: health checks (``--http``; "off" turns it off): loopback like HOST, and 8080, the usual
+#: port of a development web server.  A reverse proxy in front of it gives it TLS and a
+#: public name, or ``--tls-cert`` does.
+HTTP: Final = "127.0.0.1:8080"
+#: The word that turns the HTTP listener off.
+HTTP_OFF: Final = "off"
 
 #: Environment variables the client commands read for their defaults.
 ENV_HOST: Final = "SWITCHBOARD_HOST"
@@ -128,6 +135,10 @@ BURST: Final = 20_000
 HANDSHAKE_TIMEOUT_S: Final = 10.0
 #: Seconds a connection may keep a frame half-sent (the slowloris case) before it is closed.
 FRAME_TIMEOUT_S: Final = 30.0
+#: Seconds a WebSocket client has, once the server has sent its close frame, to answer with
+#: its own before the TCP connection is dropped (RFC 6455 7.1.1 leaves it to the server;
+#: aiohttp's default is 10 s): a gone browser must not hold its slot.
+WEBSOCKET_CLOSE_TIMEOUT_S: Final = 5.0
 #: Failed HELLOs from one address before its next attempts are delayed (doubling, capped),
 #: and how long an address's failures are remembered.
 AUTH_FAILURES_BEFORE_DELAY: Final = 3

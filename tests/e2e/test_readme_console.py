@@ -104,7 +104,7 @@ def lab() -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """``switchboard serve --name lab-server`` as the README starts it, on the port that
     $SWITCHBOARD_PORT names, and the reversal service beside it."""
     server = spawn_logged(
-        switchboard_command("serve", "--name", "lab-server"),
+        switchboard_command("serve", "--name", "lab-server", "--http", "off"),
         env=cli_env(SWITCHBOARD_PORT="0"),
     )
     try:

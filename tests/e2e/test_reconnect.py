@@ -29,7 +29,9 @@ WAIT_S = 15.0
 
 def serve(port: int = 0, *args: str) -> ServerProcess:
     return spawn_logged(
-        switchboard_command("serve", "--port", str(port), "--name", "test-server", *args)
+        switchboard_command(
+            "serve", "--port", str(port), "--name", "test-server", "--http", "off", *args
+        )
     )
 
 

@@ -260,7 +260,7 @@ def test_uses_uvloop_when_available(server_process_factory: Factory) -> None:
 def test_the_console_stops_the_server(how: str) -> None:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "switchboard", "serve", "--port", "0"],  # default host and name
+        ["-m", "switchboard", "serve", "--port", "0", "--http", "off"],  # default host, name
         env=cli_env(),
         encoding="utf-8",
         timeout=10,

@@ -24,7 +24,9 @@ def serve() -> Iterator[list[ServerProcess]]:
 def test_serve_and_clients_meet_on_the_environment_port(serve: list[ServerProcess]) -> None:
     port = free_port()
     env = cli_env(SWITCHBOARD_HOST="127.0.0.1", SWITCHBOARD_PORT=str(port))
-    sp = spawn_logged(switchboard_command("serve", "--name", "env-server"), env=env)
+    sp = spawn_logged(
+        switchboard_command("serve", "--name", "env-server", "--http", "off"), env=env
+    )
     serve.append(sp)
     assert sp.port == port
     # The same shell's client finds it with no flag at all.
@@ -41,13 +43,18 @@ def test_command_line_beats_environment_beats_config(
     env_port = free_port()
     env = cli_env(SWITCHBOARD_PORT=str(env_port))
     # The environment wins over the file...
-    sp = spawn_logged(switchboard_command("serve", "--config", str(config)), env=env)
+    sp = spawn_logged(
+        switchboard_command("serve", "--config", str(config), "--http", "off"), env=env
+    )
     serve.append(sp)
     assert sp.port == env_port
     sp.wait_for_log("as 'from-file'")  # ...which still gives everything else
     assert sp.stop(signal.SIGTERM) == 0
     # ...and the command line wins over both.
-    sp = spawn_logged(switchboard_command("serve", "--config", str(config), "--port", "0"), env=env)
+    sp = spawn_logged(
+        switchboard_command("serve", "--config", str(config), "--port", "0", "--http", "off"),
+        env=env,
+    )
     serve.append(sp)
     assert sp.port not in (0, env_port)
 
@@ -66,7 +73,8 @@ def test_the_example_config_file_starts_a_server(serve: list[ServerProcess]) -> 
     example = Path(__file__).resolve().parents[2] / "docs" / "switchboard.example.toml"
     # Its port is the standard one: the command line moves it to a free one.
     sp = spawn_logged(
-        switchboard_command("serve", "--config", str(example), "--port", "0"), env=cli_env()
+        switchboard_command("serve", "--config", str(example), "--port", "0", "--http", "off"),
+        env=cli_env(),
     )
     serve.append(sp)
     line = sp.wait_for_log("listening on")

@@ -142,6 +142,7 @@ def server_factory() -> Iterator[Callable[..., ServerThread]]:
     def factory(**settings: Any) -> ServerThread:
         settings.setdefault("port", 0)
         settings.setdefault("name", "test-server")
+        settings.setdefault("http", "off")  # never the standard 8080; a test asks for 127.0.0.1:0
         st = ServerThread(ServerConfig(**settings)).start()
         started.append(st)
         return st
@@ -225,10 +226,12 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def start_server_process(*args: str, file_limit: tuple[int, int] | None = None) -> ServerProcess:
-    """``switchboard serve`` on a free port; ``file_limit``: its RLIMIT_NOFILE (soft, hard)
-    at start, as a shell's ``ulimit -n`` would set it."""
+    """``switchboard serve`` on a free port (its HTTP listener off unless ``args`` give
+    ``--http``); ``file_limit``: its RLIMIT_NOFILE (soft, hard) at start, as a shell's
+    ``ulimit -n`` would set it."""
+    http = () if "--http" in args else ("--http", "off")
     return spawn_logged(
-        switchboard_command("serve", "--port", "0", "--name", "test-server", *args),
+        switchboard_command("serve", "--port", "0", "--name", "test-server", *http, *args),
         file_limit=file_limit,
     )
 

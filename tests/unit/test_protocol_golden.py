@@ -7,11 +7,9 @@ apart silently.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
+from support.golden import parse_hex, spec_vectors
 from switchboard.protocol import (
     ALL_MESSAGES,
     Ack,
@@ -61,8 +59,6 @@ from switchboard.protocol import (
     Welcome,
     encode,
 )
-
-PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
 
 #: class name -> (message, its complete frame as hex: the header, then the payload).
 GOLDEN: dict[str, tuple[Frame, str]] = {
@@ -274,25 +270,6 @@ GOLDEN: dict[str, tuple[Frame, str]] = {
         " 67",
     ),
 }
-
-#: A marker, any lines of prose that are neither a fence nor another marker, then the block.
-_MARKER = re.compile(
-    r"^<!-- golden: (\w+) -->\n(?:(?!```|<!--).*\n)*?```hex\n([0-9a-fA-F \n]*)```$", re.MULTILINE
-)
-
-
-def parse_hex(text: str) -> bytes:
-    return bytes.fromhex("".join(text.split()))
-
-
-def spec_vectors() -> dict[str, bytes]:
-    """Every golden block in docs/PROTOCOL.md: class name -> frame bytes."""
-    found: dict[str, bytes] = {}
-    for match in _MARKER.finditer(PROTOCOL_MD.read_text(encoding="utf-8")):
-        name, block = match.group(1), match.group(2)
-        assert name not in found, f"two golden vectors for {name} in PROTOCOL.md"
-        found[name] = parse_hex(block)
-    return found
 
 
 def decode_one(data: bytes) -> object:

@@ -24,7 +24,12 @@ def other_value(setting: Setting) -> Any:
     if setting.choices:
         return next(c for c in setting.choices if c != setting.default)
     if setting.kind is str:
-        return {"host": "::1"}.get(setting.name, f"{setting.name}.value")
+        return {
+            "host": "::1",
+            "http": "[::1]:8081",
+            "http_allow_origin": "https://chat.example.org",
+            "http_trusted_proxy": "10.0.0.0/8",
+        }.get(setting.name, f"{setting.name}.value")
     if setting.default is None:
         return 3
     value = setting.default * 2 if setting.default else 1

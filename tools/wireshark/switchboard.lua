@@ -1123,4 +1123,12 @@ function su.prefs_changed()
 end
 
 sb:register_heuristic("tcp", heuristic_tcp)
+
+-- Over a WebSocket (docs/PROTOCOL.md, "WebSocket transport"): one frame per binary message,
+-- found by the subprotocol the upgrade chose, whatever the HTTP port (tell Wireshark which
+-- port is HTTP: Decode As, or tshark -d tcp.port==8080,http).
+local ok, ws_protocol_table = pcall(DissectorTable.get, "ws.protocol")
+if ok and ws_protocol_table ~= nil then
+    ws_protocol_table:add("switchboard.v1", sb)
+end
 su:register_heuristic("udp", heuristic_udp)

@@ -48,10 +48,10 @@ IDLE_CONNECTIONS = 10_000
 #: The server's flags for every case: no rate limit (the default 10,000 requests/s per
 #: connection would refuse a benchmark), room for the idle case, and no per-forward INFO log
 #: line (a busy production server runs at warning too).
-SERVER_FLAGS = ("--rate", "0", "--max-clients", "12000", "--log-level", "warning")
+SERVER_FLAGS = ("--rate", "0", "--max-clients", "12000", "--log-level", "warning", "--http", "off")
 #: The hostile-client case (switchboard.bench.hostile) runs against a fresh server with its
 #: defaults, as an exposed server would run (only quieter): its rate limit included.
-AMPLIFICATION_FLAGS = ("--log-level", "warning")
+AMPLIFICATION_FLAGS = ("--log-level", "warning", "--http", "off")
 AMPLIFICATION_JOINS = 20_000
 
 
@@ -693,7 +693,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", default="docs", help="where BENCHMARKS.md and bench.png live")
     parser.add_argument("--no-write", action="store_true", help="print results, change no file")
     parser.add_argument(
-        "--only", nargs="*", help="case keys to run, idle and amplification too (default all)"
+        "--only",
+        nargs="*",
+        help="case keys to run, idle, amplification and websocket too (default all)",
     )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0:
@@ -776,6 +778,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["idle"] = {k: statistics.median(v) if v else float("nan") for k, v in idle_raw.items()}
     if amplification_raw:
         res["amplification"] = amplification_report(amplification_raw)
+    if not args.only or "websocket" in args.only:
+        # WebSocket against TCP, written into its own section (switchboard.bench.websocket).
+        from .websocket import main as websocket_main
+
+        common = ["--runs", str(args.runs), "--duration", str(args.duration)]
+        common += ["--warmup", str(args.warmup), "--docs", args.docs]
+        websocket_main([*common, *(["--no-write"] if args.no_write else [])])
     complete = (
         all(c.key in res["switchboard"] for c in CASES)
         and bool(idle_raw["switchboard"])

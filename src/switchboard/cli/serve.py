@@ -13,6 +13,7 @@ from switchboard.protocol.trace import format_trace, host_port
 from switchboard.server import (
     SETTINGS,
     ConfigError,
+    HttpListenError,
     Peer,
     ServerConfig,
     Tracer,
@@ -116,6 +117,10 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"switchboard serve: {exc}", file=sys.stderr)
         return 2
+    except HttpListenError as exc:
+        print(f"switchboard serve: cannot listen on {exc.endpoint} (--http): {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except OSError as exc:
         print(f"switchboard serve: cannot listen on {config.host}:{config.port}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip

@@ -35,6 +35,10 @@ PROTOCOL_VERSION: Final = 2
 #: buffer.  (IRC caps a line at 512 bytes; Redis a bulk string at 512 MiB; NATS
 #: defaults max_payload to 1 MiB.)
 DEFAULT_MAX_FRAME: Final = 64 * 1024
+#: The WebSocket subprotocol (Sec-WebSocket-Protocol) that carries these frames, one frame
+#: per binary message (docs/PROTOCOL.md, "WebSocket transport"); versioned as IRCv3's
+#: ``binary.ircv3.net`` is not, so that a version 2 can be offered beside it.
+WEBSOCKET_SUBPROTOCOL: Final = "switchboard.v1"
 
 
 class MessageClass(enum.IntEnum):

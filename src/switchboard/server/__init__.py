@@ -19,6 +19,7 @@ What the rest of the package (cli/) may use is exported here; the modules are in
 from .app import SwitchboardServer, run
 from .config import SETTINGS, ConfigError, ServerConfig, Setting
 from .connection import ClientConnection, Tracer
+from .http import HttpListenError
 from .logs import TextFormatter, local_timestamp
 from .registry import Peer
 
@@ -26,6 +27,7 @@ __all__ = [
     "SETTINGS",
     "ClientConnection",
     "ConfigError",
+    "HttpListenError",
     "Peer",
     "ServerConfig",
     "Setting",

@@ -53,8 +53,11 @@ from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
 from .handlers import HANDLERS, send_receipts, tables
+from .http import HttpListener
+from .metrics import ServerMetrics, disconnect_reason, make_registry, render
 from .registry import Peer, Room
 from .tls import TlsHandshake
+from .websocket import WebSocketTransport
 
 log = logs.log
 
@@ -107,6 +110,9 @@ class SwitchboardServer:
         #: passes it (a batch may bring megabytes) and a queue stays within it plus this.
         self.flush_at = max(1, config.write_high_water // 4)
         self.events = logs.EventLog()
+        #: The counters /metrics exports (server/metrics.py), and their registry.
+        self.metrics = ServerMetrics()
+        self.metrics_registry = make_registry(self)
         #: Repeated events per source prefix (refusals, failed HELLOs, TLS handshakes); the
         #: per-client ones live on each connection (``client_event``).
         self.source_log = logs.RepeatedEvents(
@@ -131,6 +137,8 @@ class SwitchboardServer:
         self._unauthenticated: dict[Peer, None] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._listeners: list[asyncio.Server] = []
+        #: The web page, /ws, /metrics and the health checks (--http), when on.
+        self.http: HttpListener | None = None
         self._heartbeat_handle: asyncio.TimerHandle | None = None
         self._all_closed: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
@@ -175,6 +183,13 @@ class SwitchboardServer:
             # logged: with ssl= here, asyncio and uvloop drop them without a word.
         )
         self._listeners.append(listener)
+        if self.config.http != defaults.HTTP_OFF:
+            self.http = HttpListener(self, self.ssl_context)
+            try:
+                await self.http.start()
+            except BaseException:
+                listener.close()
+                raise
         self._schedule_heartbeat()
         self._warn_if_exposed()
         self._warn_if_token_file_open()
@@ -196,14 +211,34 @@ class SwitchboardServer:
                 tls=self.ssl_context is not None,
                 auth=bool(self.tokens),
             )
+        if self.http is not None:
+            for host_, port in self.http.addresses:
+                url = f"{self.http.scheme}://{host_port(host_, port)}"
+                # Not "listening on": that line names the protocol's own port.
+                self.events.event(
+                    logging.INFO,
+                    "http",
+                    "web page on %s/ (WebSocket %s/ws, metrics %s/metrics)",
+                    url,
+                    url.replace("http", "ws", 1),
+                    url,
+                    host=host_,
+                    port=port,
+                    url=url + "/",
+                )
 
     def _warn_if_exposed(self) -> None:
+        http = self.http
+        if http is not None and self.ssl_context is None and not _is_loopback(http.host):
+            log.warning(
+                "serving the web page and /ws on %r without TLS: browsers' messages (and "
+                "tokens) cross the network in clear text; use --tls-cert/--tls-key or a TLS "
+                'proxy (docs/SECURITY.md, "The web listener")',
+                http.host or "*",
+                extra={"event": "exposed", "risk": "http-no-tls"},
+            )
         host = self.config.host
-        try:
-            loopback = bool(host) and ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host == "localhost"
-        if loopback:
+        if _is_loopback(host):
             return
         if self.ssl_context is None:
             log.warning(
@@ -255,6 +290,8 @@ class SwitchboardServer:
             conn.take_table()
         for listener in self._listeners:
             listener.close()
+        if self.http is not None:
+            self.http.stop_accepting()
         handshakes = list(self._handshakes.values())
         for handshake in handshakes:
             handshake.cancel()
@@ -277,10 +314,35 @@ class SwitchboardServer:
         for listener in self._listeners:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
+        if self.http is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.http.close(), 2.0)
         self.flush_log_counts()
         self._stopped.set()
 
     # --- connections -------------------------------------------------------------------------
+
+    def new_connection(self) -> ClientConnection:
+        """A connection for a carrier other than the TCP listener's (a WebSocket)."""
+        return ClientConnection(self)
+
+    def ready(self) -> bool:
+        """Listening and not shutting down (/readyz)."""
+        return bool(self._listeners) and not self.shutting_down
+
+    def connections(self) -> list[Peer]:
+        """Every open connection, admitted or not."""
+        return list(self._connections)
+
+    def transport_kind(self, conn: Peer) -> str:
+        """ "websocket", "tls" or "tcp": what carries ``conn`` (a /metrics label)."""
+        if isinstance(conn.transport, WebSocketTransport):
+            return "websocket"
+        return "tcp" if self.ssl_context is None else "tls"
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        """/metrics: the Prometheus text format and its content type."""
+        return render(self.metrics_registry)
 
     def start_tls(self, handshake: TlsHandshake) -> None:
         """Called by a new connection to a TLS server: handshake (logging a failure), then
@@ -311,6 +373,9 @@ class SwitchboardServer:
         self._connections.add(conn)
         assert self._all_closed is not None
         self._all_closed.clear()
+        kind = self.transport_kind(conn)
+        accepted = self.metrics.connections
+        accepted[kind] = accepted.get(kind, 0) + 1
         if self.shutting_down:
             conn.fail(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
             return
@@ -407,6 +472,9 @@ class SwitchboardServer:
     def release(self, conn: Peer) -> None:
         """Called once a connection is gone: forget it and settle what it left behind."""
         self._connections.discard(conn)
+        reason = disconnect_reason(conn.close_reason)
+        disconnects = self.metrics.disconnects
+        disconnects[reason] = disconnects.get(reason, 0) + 1
         if conn.log_runs is not None:
             conn.log_runs.flush()  # the final counts of what was summarised
             conn.log_runs = None
@@ -541,6 +609,7 @@ class SwitchboardServer:
     def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None:
         """Answer one request with ERROR (the connection goes on) and log it."""
         conn.send(ErrorResponse.of(code, message, request_id=request_id))
+        self.metrics.count_error(code)
         if self.events.info_on:
             self.client_event(
                 conn,
@@ -698,6 +767,7 @@ class SwitchboardServer:
                     self.trace("->>", conn, Ping(), ping)
                 conn.send_raw(ping)
         self.auth.sweep()
+        self.metrics.forget_samples()
         for conn in list(self._summarising):  # counts whose interval has passed
             runs = conn.log_runs
             if runs is not None:
@@ -709,6 +779,15 @@ class SwitchboardServer:
         self.source_log.flush(expired_only=True)
         if not self.shutting_down:
             self._schedule_heartbeat()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a listener on ``host`` is reachable from this machine only ("" is every
+    address)."""
+    try:
+        return bool(host) and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

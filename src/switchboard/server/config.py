@@ -16,6 +16,7 @@ Precedence: the command line, then $SWITCHBOARD_HOST/$SWITCHBOARD_PORT (the sett
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import socket
 import tomllib
@@ -261,7 +262,8 @@ class ServerConfig:
         defaults.HANDSHAKE_TIMEOUT_S, positive=True, unit="seconds", metavar="SECONDS",
         limit=True,
         help="with tokens: close clients that have not authenticated after this long; "
-        "with TLS: the time a TLS handshake may take",
+        "with TLS: the time a TLS handshake may take; with --http: the time an HTTP "
+        "connection may stay open unless it becomes a WebSocket",
     )  # fmt: skip
     frame_timeout: float = setting(
         defaults.FRAME_TIMEOUT_S, positive=True, unit="seconds", metavar="SECONDS", limit=True,
@@ -275,6 +277,24 @@ class ServerConfig:
         None, metavar="FILE", help="serve TLS with this certificate (PEM; with --tls-key)"
     )
     tls_key: str | None = setting(None, metavar="FILE", help="the certificate's private key (PEM)")
+    http: str = setting(
+        defaults.HTTP, metavar="HOST:PORT",
+        help="serve the web chat page, its WebSocket (/ws), /metrics, /healthz and /readyz "
+        "here ([::1]:8080 for IPv6, port 0 picks a free one; TLS with --tls-cert); "
+        f"'{defaults.HTTP_OFF}' turns it off",
+    )  # fmt: skip
+    http_allow_origin: str | None = setting(
+        None, metavar="ORIGINS",
+        default_text="the page's own origin only",
+        help="comma-separated origins (https://chat.example.org) whose pages may open /ws "
+        "besides the server's own; '*' for any",
+    )  # fmt: skip
+    http_trusted_proxy: str | None = setting(
+        None, metavar="ADDRESSES",
+        default_text="none",
+        help="comma-separated addresses or networks (10.0.0.0/8) of reverse proxies whose "
+        "X-Forwarded-For names the WebSocket client's address",
+    )  # fmt: skip
     log_level: str = setting(
         "info", choices=("debug", "info", "warning", "error", "critical"), help="log verbosity"
     )
@@ -307,6 +327,11 @@ class ServerConfig:
             raise ConfigError("write_high_water must be positive and below write_hard_limit")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key go together")
+        # The HTTP settings are read here once, so that a mistake is a usage error at start.
+        object.__setattr__(self, "http", self.http.strip().lower() or defaults.HTTP_OFF)
+        http_endpoint(self.http)
+        allowed_origins(self.http_allow_origin)
+        trusted_proxies(self.http_trusted_proxy)
 
     @property
     def listen_backlog(self) -> int:
@@ -363,6 +388,58 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     if isinstance(value, kind) and not isinstance(value, bool):
         return value
     raise ConfigError(f"{name} must be {kind.__name__}, not {type(value).__name__} {value!r}")
+
+
+def http_endpoint(value: str) -> tuple[str, int] | None:
+    """``--http``'s (host, port), or None for "off": ``127.0.0.1:8080``, ``[::1]:8080``,
+    ``:8080`` (every address), ``localhost:0``."""
+    if value.strip().lower() == defaults.HTTP_OFF:
+        return None
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(
+            f"http must be HOST:PORT ([::1]:8080 for IPv6) or {defaults.HTTP_OFF!r}, not {value!r}"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"http: put an IPv6 address in brackets ([{host}]:{port_text})")
+    return host, int(port_text)
+
+
+def _items(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def allowed_origins(value: str | None) -> frozenset[str]:
+    """``--http-allow-origin``'s origins (scheme://host[:port], lower case, no slash), or
+    ``{"*"}`` for any."""
+    origins = set()
+    for item in _items(value):
+        origin = item.rstrip("/").lower()
+        if origin != "*" and not (
+            origin.startswith(("http://", "https://")) and "/" not in origin.split("://", 1)[1]
+        ):
+            raise ConfigError(
+                f"http_allow_origin: {item!r} is not an origin like https://chat.example.org"
+            )
+        origins.add(origin)
+    return frozenset(origins)
+
+
+def trusted_proxies(
+    value: str | None,
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``--http-trusted-proxy``'s networks (an address is a network of one)."""
+    networks = []
+    for item in _items(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"http_trusted_proxy: {item!r} is not an address or network"
+            ) from None
+    return tuple(networks)
 
 
 def load_tokens(path: str) -> frozenset[bytes]:

@@ -201,6 +201,8 @@ class ClientConnection(asyncio.Protocol):
         # decides what a bad header is (reject) and keeps partial frames.
         self.last_seen = now = _monotonic()
         self.pinged = False
+        server = self.server
+        server.metrics.bytes_in += len(data)
         if self.state > _READY:  # held, or closing: nothing more is read
             return
         decoder = self.decoder
@@ -208,7 +210,6 @@ class ClientConnection(asyncio.Protocol):
             # Read before the pause took effect: kept with the rest, for resume_writing.
             decoder.keep(decoder.split_input(data)[0], 0)
             return
-        server = self.server
         table = self.table
         out = self.out
         buf: bytes | bytearray = data
@@ -374,12 +375,15 @@ class ClientConnection(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        if self.server.trace is not None:
-            self.server.trace_bytes("->>", self, data)  # traced as it leaves, decoded again
+        server = self.server
+        if server.trace is not None:
+            server.trace_bytes("->>", self, data)  # traced as it leaves, decoded again
+        server.metrics.bytes_out += len(data)
         transport.write(data)
         if self.write_paused:
             pending = transport.get_write_buffer_size()
-            if pending > self.server.config.write_hard_limit:
+            if pending > server.config.write_hard_limit:
+                server.metrics.slow_reader_drops += 1
                 self.abort(f"too slow: {pending} bytes unsent")
 
     # --- transitions (server/states.py has their table) ---------------------------------------
@@ -427,6 +431,7 @@ class ClientConnection(asyncio.Protocol):
     def fail(self, code: ErrorCode, message: str, *, request_id: int = 0) -> None:
         """Answer with ERROR ``code`` and close (for the codes that close the connection)."""
         self.send(ErrorResponse.of(code, message, request_id=request_id))
+        self.server.metrics.count_error(code)
         kind = "protocol error" if code <= ErrorCode.BAD_PAYLOAD else "closed"
         self.close(f"{kind}: {code.name} ({message})")
 

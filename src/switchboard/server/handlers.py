@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Any, Final, Protocol
 
@@ -111,6 +111,7 @@ from .config import ServerConfig
 from .directory import Directory
 from .errors import RequestFailed
 from .logs import EventLog
+from .metrics import ServerMetrics
 from .registry import Peer, Room
 from .states import ConnectionState
 
@@ -139,6 +140,9 @@ class Server(Protocol):
     burst: float
     #: ``trace(direction, connection, event, raw)`` when tracing is on (``_traced``).
     trace: Callable[[str, Peer, Frame | InvalidFrame, bytes], None] | None
+    #: The counters /metrics exports: added to once per answer call or run, never per frame
+    #: where a run's frames can be counted at once.
+    metrics: ServerMetrics
 
     def authenticate(self, conn: Peer, token: str) -> None: ...
     def dispatch(self, conn: Peer, event: Frame | InvalidFrame) -> None: ...
@@ -161,6 +165,10 @@ Answer = Callable[[Server, Peer, int, Buffer, int, int, int], int]
 
 _unpack_header = HEADER_WORDS.unpack_from
 _monotonic = time.monotonic
+_WORD_LIST = header_word(KEY_LIST)
+_WORD_PING_REQUEST = header_word(KEY_PING_REQUEST)
+_WORD_PONG = header_word(KEY_PONG)
+_WORD_ACKS = header_word(KEY_ACKS)
 _READY = ConnectionState.READY
 _DELIVERED = int(ReceiptStatus.DELIVERED)
 
@@ -296,6 +304,9 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     text = req.text.encode("utf-8")
     frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
     reached = server.directory.deliver_room(room, frame, skip=conn, skip_paused=True)
+    metrics = server.metrics
+    metrics.broadcasts += 1
+    metrics.broadcast_deliveries += reached
     # History replays are marked so that clients can show them apart from live lines.
     server.directory.record(
         room,
@@ -360,6 +371,7 @@ def time_(
     answer, read once per run (a run takes well under a millisecond, the answer's
     resolution).  A TIME with a payload is BAD_PAYLOAD."""
     if start != end:
+        server.metrics.frames[WORD_TIME] += 1
         server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "TIME carries no payload")
         return end
     pack, tail = server.clock.now()
@@ -373,6 +385,7 @@ def time_(
             break
         append(pack(TIME_OK_PREFIX, request_id, tail))
         pos += HEADER_SIZE
+    server.metrics.frames[WORD_TIME] += 1 + (pos - end) // HEADER_SIZE
     return pos
 
 
@@ -401,6 +414,9 @@ def send(
     pack_message, message_prefix, message_base, block = message_packer(
         conn.direct_fields(), now_ms(), 0
     )
+    # Counted once per run: its forwards are the message ids it took, plus its refusals.
+    first_id = server.message_ids + 1
+    refused = 0
     while True:
         target = None
         if end - start >= 8:
@@ -428,17 +444,26 @@ def send(
             if log_forwards:
                 log_forward(server, conn, target_id, message_id, text_len)
         else:
+            forwarded = server.message_ids
             _send_checked(server, conn, request_id, buf, start, end)
+            refused += 1 - (server.message_ids - forwarded)
             if conn.state is not _READY or conn.write_paused:
-                return end  # its ERROR passed its mark (or its hard limit): the loop decides
+                pos = end  # its ERROR passed its mark (or its hard limit): the loop decides
+                break
         pos = end
         if pos + HEADER_SIZE > bound:
-            return pos
+            break
         magic, word, request_id, length = _unpack_header(buf, pos)
         start = pos + HEADER_SIZE
         end = start + length
         if word != WORD_SEND or end > bound or magic != MAGIC:
-            return pos
+            break
+    # Its first forwarded message is timed to its RECEIPT.
+    metrics = server.metrics
+    metrics.frames[WORD_SEND] += server.message_ids - first_id + 1 + refused
+    if server.message_ids >= first_id:
+        metrics.sample_send(first_id)
+    return pos
 
 
 def _send_checked(
@@ -485,6 +510,7 @@ def ack(
     """ACK, and the ACKs that follow it: one per delivered message, never answered; each
     message's sender hears DELIVERED (``settle``).  A malformed ACK (not a u64) is ignored."""
     if end - start != 8:
+        server.metrics.frames[WORD_ACK] += 1
         return end
     acked = [unpack_ack(buf, start)[0]]
     bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
@@ -495,6 +521,7 @@ def ack(
             break
         acked.append(unpack_ack(buf, pos + HEADER_SIZE)[0])
         pos += HEADER_SIZE + 8
+    server.metrics.frames[WORD_ACK] += len(acked)
     settle(server, conn, acked)
     return pos
 
@@ -510,17 +537,26 @@ def acks(
 ) -> int:
     """ACKS (protocol version 2): many delivered messages in one frame, settled as ACK's
     are.  A malformed one is ignored, as an indication is never answered."""
+    server.metrics.frames[_WORD_ACKS] += 1
     acked = parse_acks(buf, start, end)
     if acked:
         settle(server, conn, acked)
     return end
 
 
-def settle(server: Server, conn: Peer, acked: Iterable[int]) -> None:
+def settle(server: Server, conn: Peer, acked: Sequence[int]) -> None:
     """The messages ``acked`` reached ``conn``: their senders hear DELIVERED, once each.  A
     sender that negotiated version 2 gets one RECEIPTS frame for all of its messages here,
     any other a RECEIPT per message.  An id that is unknown, settled, not ``conn``'s, or
     whose sender has gone changes nothing."""
+    metrics = server.metrics
+    samples = metrics.receipt_samples
+    if samples:
+        # A sampled SEND is the first of its run (metrics.py), and its recipient acknowledges
+        # in order: looked for at the start of each batch only, not at every id.
+        sent = samples.pop(acked[0], None)
+        if sent is not None:
+            metrics.receipt(sent)
     awaiting = conn.awaiting_ack
     client_id = conn.client_id
     batches: dict[Peer, list[int]] | None = None
@@ -582,6 +618,7 @@ def forward_direct(server: Server, conn: Peer, target: Peer, text: Buffer) -> in
     )
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
     target.awaiting_ack[message_id] = conn
+    server.metrics.sample_send(message_id)
     if server.events.info_on:
         log_forward(server, conn, target_id, message_id, len(text))
     return message_id
@@ -623,6 +660,7 @@ def list_fast(
     """LIST without ClientInfo objects: each record is the member's cached sender block and
     its connect time (profile: a 1,000-client LIST spent ~4 ms building and encoding
     1,000 ClientInfo objects field by field)."""
+    server.metrics.frames[_WORD_LIST] += 1
     room = parse_list(buf, start, end)
     if room is None:  # malformed: the general decoder names the problem
         event = decode_payload(KEY_LIST, request_id, buf, start, end)
@@ -654,6 +692,7 @@ def ping(
     end: int,
     bound: int,
 ) -> int:
+    server.metrics.frames[_WORD_PING_REQUEST] += 1
     if start != end:
         server.reply_error(conn, request_id, ErrorCode.BAD_PAYLOAD, "PING carries no payload")
     else:
@@ -671,6 +710,7 @@ def pong(
     bound: int,
 ) -> int:
     """Receiving it was the point: the connection's last_seen is already updated."""
+    server.metrics.frames[_WORD_PONG] += 1
     return end
 
 
@@ -712,9 +752,12 @@ def _decoded(key: int) -> Answer:
     payload decoded, then answered by ``SwitchboardServer.dispatch`` (ERROR if malformed).
     Also the entry for words no request type has (``OTHER``): the decoder names them."""
 
+    counted = header_word(key) if key else OTHER  # any other word is one "unknown"
+
     def answer(
         server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
     ) -> int:
+        server.metrics.frames[counted] += 1
         word = _unpack_header(buf, start - HEADER_SIZE)[1]
         server.dispatch(conn, decode_payload(word & 0xFFFFFF, request_id, buf, start, end))
         return end
