@@ -210,7 +210,7 @@ def test_capture_decodes_the_seven_operations(tmp_path: Path) -> None:
         ("client A", "server", "Request SEND"),
         ("server", "client A", "Response OK (SEND)"),
         ("server", "client B", "Indication MESSAGE"),
-        ("client B", "server", "Indication ACK"),
+        ("client B", "server", "Indication ACKS"),  # the library: protocol version 2
         ("server", "client A", "Indication RECEIPT"),
     ]
     message = ops["send"]["frames"][2]["fields"]

@@ -69,7 +69,7 @@ def test_server_traces_frames_with_the_client_they_belong_to(
     client = re.search(r"#(\d+) 127\.0\.0\.1:(\d+)", welcome)
     assert client is not None
     peer = re.escape(client.group(0))
-    sp.wait_for_log(rf"<<- {peer} REQUEST +HELLO +id=\d+ +len=\d+ +version=1 nick=\"\" "
+    sp.wait_for_log(rf"<<- {peer} REQUEST +HELLO +id=\d+ +len=\d+ +version=2 nick=\"\" "
                     r"token=<10 bytes, not shown>")  # fmt: skip
     for n in (1, 2, 3):  # each of the three requests and its answer
         sp.wait_for_log(rf"<<- {peer} REQUEST +TIME ", count=n)

@@ -11,6 +11,7 @@ from support.peers import RawPeer
 from support.servers import ServerThread
 from switchboard.client import Client, NoSuchClient, TextTooLong
 from switchboard.protocol import (
+    PROTOCOL_VERSION,
     Ack,
     ErrorCode,
     ErrorResponse,
@@ -43,7 +44,7 @@ def test_welcome_describes_the_connection(server: ServerThread) -> None:
         assert w is not None and w.request_id == 0
         assert w.client_id >= 1
         assert w.server_name == "test-server"
-        assert w.version == 1
+        assert w.version == PROTOCOL_VERSION  # the highest HELLO may negotiate
         assert w.heartbeat_ms == 10_000
         assert (w.max_frame, w.max_text, w.max_clients) == (65536, 4096, 1024)
         # The client's own address as the server sees it: that of our socket.

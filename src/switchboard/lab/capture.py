@@ -381,8 +381,8 @@ OPERATIONS: Final = (
     ("time", "TIME request, OK (TIME) response"),
     ("name", "NAME request, OK (NAME) response"),
     ("list", "LIST request, OK (LIST) response with one record per client"),
-    ("send", "SEND to client B: OK (SEND), B gets MESSAGE and ACKs it, A gets RECEIPT"),
-    ("receive", "client B sends to A: A gets MESSAGE and ACKs it"),
+    ("send", "SEND to client B: OK (SEND), B gets MESSAGE and acknowledges it, A gets RECEIPT"),
+    ("receive", "client B sends to A: A gets MESSAGE and acknowledges it"),
     ("disconnect", "A closes: FIN and ACK both ways"),
 )
 #: Seconds any one operation may take.
@@ -495,8 +495,11 @@ def annotate(
     nb.explain(
         "Each menu operation is one request and its response, matched by the request id the "
         "client chose; the server also speaks unasked (indications: WELCOME on connect, "
-        "MESSAGE to the recipient, RECEIPT to the sender once the recipient ACKed), with "
-        "request id 0 or the message's own id.  Every frame starts with the same 14-byte "
+        "MESSAGE to the recipient, RECEIPT to the sender once the recipient acknowledged it), "
+        "with request id 0 or the message's own id.  The recipient, a client of the library, "
+        "acknowledges with ACKS (every MESSAGE of one read in one frame), as protocol version "
+        "2 allows once WELCOME says the server speaks it; a client on version 1 sends one ACK "
+        "per MESSAGE.  Every frame starts with the same 14-byte "
         "header (magic 'SB', version, class, type, request id, payload length), which is how "
         "the dissector finds frames in the TCP byte stream however the segments cut it.  "
         "Connect and disconnect are TCP's own: SYN, SYN-ACK, ACK before WELCOME, and a FIN "
