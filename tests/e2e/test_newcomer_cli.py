@@ -104,7 +104,7 @@ def test_every_port_outside_1_to_65535_is_refused(port: str) -> None:
 
 
 def test_serve_accepts_port_0_and_refuses_a_port_out_of_range() -> None:
-    result = run_cli("serve", "--port", "70000")
+    result = run_cli("serve", "--port", "70000", "--http", "off")
     assert result.returncode == 2
     assert "argument -p/--port: port 70000 is out of range (0-65535)" in result.stderr
 

@@ -130,7 +130,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, content: str | None, expec
     config = tmp_path / "bad.toml"
     if content is not None:
         config.write_text(content, encoding="utf-8")
-    result = run_cli("serve", "--port", "0", "--config", str(config), timeout=20)
+    result = run_cli("serve", "--port", "0", "--http", "off", "--config", str(config), timeout=20)
     assert result.returncode == 2, result.stderr
     err = result.stderr.strip()
     assert "\n" not in err and "Traceback" not in err and expected in err, err
@@ -149,7 +149,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, content: str | None, expec
     ],
 )
 def test_bad_options_are_refused(args: list[str]) -> None:
-    result = run_cli("serve", *args, timeout=20)
+    result = run_cli("serve", "--http", "off", *args, timeout=20)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.strip()
     if args[0] == "--heartbeat":  # refused before listening, not when a client connects
@@ -167,7 +167,7 @@ def test_longest_heartbeat_is_served(server_process_factory: Factory) -> None:
 
 
 def test_port_in_use(server_process: ServerProcess) -> None:
-    result = run_cli("serve", "--port", str(server_process.port), timeout=20)
+    result = run_cli("serve", "--port", str(server_process.port), "--http", "off", timeout=20)
     assert result.returncode == 1
     err = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr

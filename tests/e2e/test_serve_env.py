@@ -61,7 +61,7 @@ def test_command_line_beats_environment_beats_config(
 
 @pytest.mark.parametrize("value", ["seven", "70000", "-1"])
 def test_a_bad_environment_port_is_one_line_and_exit_2(value: str) -> None:
-    done = run_cli("serve", env=cli_env(SWITCHBOARD_PORT=value), timeout=10)
+    done = run_cli("serve", "--http", "off", env=cli_env(SWITCHBOARD_PORT=value), timeout=10)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"switchboard serve: SWITCHBOARD_PORT={value!r} is not a port number"

@@ -171,7 +171,7 @@ def test_a_secure_server_on_every_address_does_not_warn(
 
 
 def test_buffer_limits_are_options(server_process_factory: Callable[..., ServerProcess]) -> None:
-    bad = run_cli("serve", "--port", "0", "--write-high-water", "65536",
+    bad = run_cli("serve", "--port", "0", "--http", "off", "--write-high-water", "65536",
                   "--write-hard-limit", "1024", timeout=20)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "write_high_water must be positive and below write_hard_limit" in bad.stderr

@@ -17,7 +17,6 @@ and a sample its ACK run does not start with is forgotten after RECEIPT_SAMPLE_T
 from __future__ import annotations
 
 import asyncio
-import bisect
 import platform
 import time
 from collections.abc import Iterable, Iterator
@@ -67,7 +66,6 @@ class ServerMetrics:
         "errors",
         "frames",
         "receipt_buckets",
-        "receipt_count",
         "receipt_samples",
         "receipt_sum",
         "slow_reader_drops",
@@ -90,22 +88,16 @@ class ServerMetrics:
         self.slow_reader_drops = 0
         #: Sampled message id -> monotonic time of its forward.
         self.receipt_samples: dict[int, float] = {}
+        #: The SEND-to-RECEIPT histogram: counts per bucket (the last: over the last bound)
+        #: and the sum of the times, added to by handlers.ack.
         self.receipt_buckets = [0] * (len(RECEIPT_BUCKETS) + 1)
         self.receipt_sum = 0.0
-        self.receipt_count = 0
 
     def sample_send(self, message_id: int) -> None:
         """Time ``message_id`` until its ACK (one per run of SENDs)."""
         samples = self.receipt_samples
         if len(samples) < MAX_RECEIPT_SAMPLES:
             samples[message_id] = time.monotonic()
-
-    def receipt(self, sent: float) -> None:
-        """A sampled message's ACK arrived."""
-        elapsed = time.monotonic() - sent
-        self.receipt_buckets[bisect.bisect_left(RECEIPT_BUCKETS, elapsed)] += 1
-        self.receipt_sum += elapsed
-        self.receipt_count += 1
 
     def forget_samples(self) -> None:
         """Drop the samples older than RECEIPT_SAMPLE_TTL_S (oldest first: insertion order)."""
