@@ -52,7 +52,8 @@ from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
-from .handlers import HANDLERS, tables
+from .handlers import HANDLERS, lines_committed, tables
+from .history import GroupCommit, HistoryStore, HistoryUnavailable, now_ms, open_store
 from .registry import Peer, Room
 from .tls import TlsHandshake
 
@@ -117,8 +118,20 @@ class SwitchboardServer:
         #: Connections with log lines being summarised (their counts flushed by the heartbeat).
         self._summarising: set[Peer] = set()
         self.shutting_down = False
-        #: The last message id given out (ids count up from 1 and are never reused).
-        self.message_ids = 0
+        #: Where room lines are remembered (ConfigError, before anything listens, when the
+        #: store cannot be used: a damaged or unwritable database).
+        self.history: HistoryStore = open_store(
+            config.data_dir, keep=config.history_keep, max_age_s=config.history_max_age
+        )
+        #: The group commits of a store written off the loop (made by ``start``).
+        self.commits: GroupCommit | None = None
+        #: The last message id given out (ids count up and are never reused: with a durable
+        #: store, from the highest id it holds).
+        self.message_ids = self.history.last_id
+        #: The highest room-line id committed and delivered (handlers.lines_committed).
+        self.delivered_id = self.history.last_id
+        #: monotonic time of the last pruning of lines past --history-max-age.
+        self._pruned_at = 0.0
         self._connections: set[Peer] = set()  # admitted or not, until closed
         #: Connections with frames queued outside their own batch, written once per loop
         #: pass (or sooner: flush_pending).
@@ -153,6 +166,10 @@ class SwitchboardServer:
     async def start(self) -> None:
         """Bind and start accepting."""
         self._loop = asyncio.get_running_loop()
+        if self.history.deferred and self.commits is None:
+            self.commits = GroupCommit(
+                self.history, self._loop, lambda batch, error: lines_committed(self, batch, error)
+            )
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._stopped = asyncio.Event()
@@ -254,6 +271,9 @@ class SwitchboardServer:
             handshake.cancel()
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
+        if self.commits is not None:
+            # Every BROADCAST taken is committed and answered before the clients are told.
+            await self.commits.drain()
         notice = Shutdown(reason)
         for conn in list(self._connections):
             conn.send(notice)  # a held HELLO's connection (HELD) hears it too
@@ -272,7 +292,45 @@ class SwitchboardServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
         self.flush_log_counts()
+        self.close_history()
         self._stopped.set()
+
+    def close_history(self) -> None:
+        """Wait for the writer thread and close the store (at the end of shutdown)."""
+        if self.commits is not None:
+            self.commits.close()
+        self.history.close()
+
+    def history_failed(self, reason: str) -> None:
+        """The store failed (disk full, I/O error): one WARNING per interval, the rest
+        counted, however many requests it fails."""
+        self.source_log.event(
+            "history",
+            logging.WARNING,
+            "history_unavailable",
+            "history store: %s",
+            reason,
+            reason=reason,
+        )
+
+    def _prune_history(self) -> None:
+        """Delete the lines past --history-max-age, on the writer thread after the commits
+        queued before (at most once per HISTORY_PRUNE_INTERVAL_S, from the heartbeat)."""
+        now = time.monotonic()
+        if self.commits is None or now - self._pruned_at < defaults.HISTORY_PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = now
+        history = self.history
+        future = self.commits.run(lambda: history.prune(now_ms()))
+
+        def pruned(f: asyncio.Future[Any]) -> None:
+            error = None if f.cancelled() else f.exception()
+            if isinstance(error, HistoryUnavailable):
+                self.history_failed(f"cannot delete old lines: {error}")
+            elif error is not None:
+                log.error("pruning the history failed: %r", error)
+
+        future.add_done_callback(pruned)
 
     # --- connections -------------------------------------------------------------------------
 
@@ -692,6 +750,7 @@ class SwitchboardServer:
             conn.log_runs = None
             self._summarising.discard(conn)
         self.source_log.flush(expired_only=True)
+        self._prune_history()
         if not self.shutting_down:
             self._schedule_heartbeat()
 

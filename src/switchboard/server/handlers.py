@@ -37,9 +37,13 @@ from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
     ErrorCode,
+    ErrorResponse,
     Frame,
     HelloOk,
     HelloRequest,
+    HistoryMode,
+    HistoryOk,
+    HistoryRequest,
     InvalidFrame,
     Joined,
     JoinOk,
@@ -87,6 +91,7 @@ from switchboard.protocol.fastpath import (
 from .config import ServerConfig
 from .directory import Directory
 from .errors import RequestFailed
+from .history import MAX_ID, GroupCommit, HistoryQuery, HistoryStore, HistoryUnavailable
 from .logs import EventLog
 from .registry import Peer, Room
 from .states import ConnectionState
@@ -103,8 +108,16 @@ class Server(Protocol):
     #: Who is connected and in which rooms, and how frames reach them: handlers reach
     #: clients and rooms only through it.
     directory: Directory
-    #: The last message id given out (ids count up from 1 and are never reused).
+    #: The last message id given out (ids count up from 1 and are never reused; with a
+    #: durable store, from the highest id it holds).
     message_ids: int
+    #: Where room lines are remembered (server/history.py), and, for a store written off
+    #: the loop, its group commits (None: lines are stored at once).
+    history: HistoryStore
+    commits: GroupCommit | None
+    #: The highest id of a room line committed and delivered: reads of the store stop
+    #: there, so that no line is both read from it and delivered live.
+    delivered_id: int
     events: EventLog
 
     def authenticate(self, conn: Peer, token: str) -> None: ...
@@ -112,6 +125,7 @@ class Server(Protocol):
     def refuse(self, conn: Peer, code: ErrorCode, request_id: int) -> None: ...
     def leave_room(self, room: Room, conn: Peer, reason: LeftReason) -> None: ...
     def reply_error(self, conn: Peer, request_id: int, code: ErrorCode, message: str) -> None: ...
+    def history_failed(self, reason: str) -> None: ...
     def client_event(
         self, conn: Peer, kind: str, level: int, event: str, msg: str, *args: Any, **fields: Any
     ) -> None: ...
@@ -226,6 +240,8 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
             client_id=conn.client_id,
             room=room.name,
         )
+    if not room.warm:
+        _warm(server, room)
     # The replay is one answer, queued whole: a longer one would take the joiner past its hard
     # limit before it could read a byte, and drop it for the server's own answer.
     history = room.history
@@ -235,6 +251,57 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
     replay = islice(history, skipped, None)
     ok = JoinOk(room.name, len(room.members), len(history) - skipped, request_id=req.request_id)
     return (ok, *replay)
+
+
+def _warm(server: Server, room: Room) -> None:
+    """Fill a room's replay cache from the store when the room comes to life (its newest
+    ``--history`` lines, one indexed query; a memory store has none)."""
+    room.warm = True
+    try:
+        newest = server.history.latest(room.key, server.config.history, server.delivered_id)
+    except HistoryUnavailable as exc:
+        server.history_failed(f"cannot read the history of {room.name!r}: {exc}")
+        return
+    for line in newest:
+        server.directory.record(room, line)
+
+
+def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
+    """One page of a room's stored history, to its members only (a non-member, and a room
+    that does not exist, get NOT_IN_ROOM alike: nothing says which rooms have history)."""
+    room = server.directory.member_room(req.room, conn)
+    try:
+        mode = HistoryMode(req.mode)
+    except ValueError:
+        raise RequestFailed(ErrorCode.BAD_PAYLOAD, f"unknown HISTORY mode {req.mode}") from None
+    if (mode is not HistoryMode.BETWEEN and req.until) or (
+        mode is HistoryMode.LATEST and req.anchor
+    ):
+        raise RequestFailed(
+            ErrorCode.BAD_PAYLOAD,
+            f"HISTORY {mode.name} takes no {'until' if req.until else 'anchor'}",
+        )
+    cfg = server.config
+    # The answer is queued whole, as JOIN's replay: within the write limits whatever the page.
+    budget = cfg.write_hard_limit - cfg.write_high_water
+    limit = min(req.limit or defaults.MAX_HISTORY_PAGE, defaults.MAX_HISTORY_PAGE)
+    limit = max(1, min(limit, budget // (cfg.max_text + MESSAGE_SIZE_MAX)))
+    max_bytes = max(
+        cfg.max_text, min(defaults.HISTORY_PAGE_BYTES, budget - limit * MESSAGE_SIZE_MAX)
+    )
+    query = HistoryQuery(mode, req.anchor, req.until, limit, max_bytes)
+    through = server.delivered_id if server.commits is not None else MAX_ID
+    try:
+        page = server.history.page(room.key, room.history, query, through)
+    except HistoryUnavailable as exc:
+        server.history_failed(f"cannot read the history of {room.name!r}: {exc}")
+        raise RequestFailed(
+            ErrorCode.HISTORY_UNAVAILABLE, f"the history store cannot be read: {exc}"
+        ) from None
+    ok = HistoryOk(
+        room.name, server.history.epoch, int(page.more), len(page.lines), request_id=req.request_id
+    )
+    return (ok, *page.lines)
 
 
 def leave(server: Server, conn: Peer, req: LeaveRequest) -> Reply:
@@ -250,27 +317,93 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     sent_ms = now_ms()
     text = req.text.encode("utf-8")
     frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
-    reached = server.directory.deliver_room(room, frame, skip=conn, skip_paused=True)
     # History replays are marked so that clients can show them apart from live lines.
-    server.directory.record(
-        room,
-        Message(
-            message_id,
-            conn.client_id,
-            conn.ip,
-            conn.port,
-            conn.nick,
-            room.name,
-            sent_ms,
-            MessageFlags.HISTORY,
-            req.text,
-        ),
+    line = Message(
+        message_id,
+        conn.client_id,
+        conn.ip,
+        conn.port,
+        conn.nick,
+        room.name,
+        sent_ms,
+        MessageFlags.HISTORY,
+        req.text,
     )
+    commits = server.commits
+    if commits is not None:
+        # Delivered and answered once committed (``lines_committed``); the answer's place
+        # is kept, so that the answers to the requests behind it wait for it.
+        commits.add(PendingLine(conn, conn.reserve_answer(), room, frame, line, req.request_id))
+        return ()
+    reached = server.directory.deliver_room(room, frame, skip=conn, skip_paused=True)
+    server.directory.record(room, line)
+    return _broadcast_done(server, conn, room, line, reached, req.request_id)
+
+
+class PendingLine:
+    """A BROADCAST waiting for its line's transaction: who asked, where the answer goes, and
+    what to deliver to whom once it is committed."""
+
+    __slots__ = ("conn", "frame", "message", "request_id", "room", "slot")
+
+    def __init__(
+        self,
+        conn: Peer,
+        slot: bytearray,
+        room: Room,
+        frame: bytes,
+        message: Message,
+        request_id: int,
+    ) -> None:
+        self.conn = conn
+        self.slot = slot
+        self.room = room
+        self.frame = frame
+        self.message = message
+        self.request_id = request_id
+
+
+def lines_committed(server: Server, batch: list[PendingLine], error: BaseException | None) -> None:
+    """A group commit's outcome (``GroupCommit``'s ``on_done``): committed, each line goes to
+    its room's members and its sender gets OK; failed, nobody sees the lines and each sender
+    gets HISTORY_UNAVAILABLE."""
+    if error is not None:
+        reason = str(error) if isinstance(error, HistoryUnavailable) else repr(error)
+        server.history_failed(f"cannot store {len(batch)} line(s): {reason}")
+        for pending in batch:
+            message = f"the line was neither stored nor delivered: {reason}"
+            pending.conn.fill_answer(
+                pending.slot,
+                encode(
+                    ErrorResponse.of(
+                        ErrorCode.HISTORY_UNAVAILABLE, message, request_id=pending.request_id
+                    )
+                ),
+            )
+        return
+    directory = server.directory
+    for pending in batch:
+        room = pending.room
+        conn = pending.conn
+        reached = directory.deliver_room(room, pending.frame, skip=conn, skip_paused=True)
+        if room.members:  # a room that has emptied meanwhile keeps no cache
+            directory.record(room, pending.message)
+        ok = _broadcast_done(server, conn, room, pending.message, reached, pending.request_id)
+        conn.fill_answer(pending.slot, encode(ok))
+    server.delivered_id = batch[-1].message.message_id
+
+
+def _broadcast_done(
+    server: Server, conn: Peer, room: Room, line: Message, reached: int, request_id: int
+) -> BroadcastOk:
+    """The log line and the answer of a BROADCAST whose line went out."""
+    message_id = line.message_id
+    sent_ms = line.sent_ms
     if server.events.info_on:
         # The log line's own timestamp is within a millisecond of sent_ms (logged too, in
         # the JSON format).  Line breaks, control and bidi characters are escaped (as every
         # command prints peers' strings), so that a message cannot forge or reverse log lines.
-        shown = safe(req.text)
+        shown = safe(line.text)
         server.client_event(
             conn,
             "room_message",
@@ -288,7 +421,7 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
             sent_ms=sent_ms,
             reached=reached,
         )
-    return BroadcastOk(message_id, reached, request_id=req.request_id)
+    return BroadcastOk(message_id, reached, request_id=request_id)
 
 
 # --- the fast path: raw bytes in, raw bytes out -----------------------------------------------
@@ -464,6 +597,7 @@ HANDLERS: dict[type[Frame], Handler] = {
     BroadcastRequest: broadcast,
     SendNickRequest: send_nick,
     RoomsRequest: rooms,
+    HistoryRequest: history,
 }
 
 #: Frame key -> fast handler.  TIME, SEND and PING requests are answered here, and the

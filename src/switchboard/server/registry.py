@@ -18,6 +18,7 @@ from switchboard import defaults, names
 from switchboard.protocol import ErrorCode, Frame, LeftReason, Message
 
 from .errors import RequestFailed
+from .history import room_key
 from .logs import RepeatedEvents
 from .states import ConnectionState
 from .transport import Transport
@@ -56,6 +57,8 @@ class Peer(Protocol):
 
     def send(self, msg: Frame) -> None: ...
     def send_raw(self, data: bytes) -> None: ...
+    def reserve_answer(self) -> bytearray: ...
+    def fill_answer(self, slot: bytearray, frame: bytes) -> None: ...
     def flush(self) -> None: ...
     def sender_fields(self) -> bytes: ...
     def direct_fields(self) -> bytes: ...
@@ -145,10 +148,14 @@ def history_cost(message: Message) -> int:
 class Room:
     """A chat room: its members by id and the last messages for replay."""
 
-    __slots__ = ("history", "history_bytes", "members", "name", "name_utf8")
+    __slots__ = ("history", "history_bytes", "key", "members", "name", "name_utf8", "warm")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: The key its lines are stored under (look-alike names share it: server/history.py).
+        self.key = room_key(name)
+        #: Whether ``history`` holds the store's newest lines (loaded on the first JOIN).
+        self.warm = False
         self.name_utf8 = name.encode("utf-8")  # for MESSAGEs encoded on the fast path
         self.members: dict[int, Peer] = {}
         self.history: deque[Message] = deque()

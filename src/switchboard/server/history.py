@@ -1,0 +1,455 @@
+"""The room-history store: where a room's lines are remembered beyond the replay cache.
+
+One small interface, ``HistoryStore``, that the handlers use for all of it, and two
+implementations:
+
+- ``MemoryHistory`` (``--data-dir none``): nothing beyond the replay cache each live room
+  keeps in memory (``Room.history``, bounded by ``--history`` and ``--history-bytes``); a room
+  that empties, or a restart, loses it.  Writes complete at once, on the event loop.
+- ``SqliteHistory`` (the default): every line in an SQLite database (WAL mode) in the data
+  directory, kept per room by count and by age.  Writes are group commits: the lines the
+  handlers accept during one pass of the event loop are written in one transaction, on a
+  thread of their own, while the loop goes on (``GroupCommit``); a line is delivered, and its
+  sender answered, only once its transaction is committed.  Reads (a cold room's replay,
+  HISTORY pages) are bounded indexed queries answered on the loop through a second
+  connection (WAL lets it read while the writer writes).
+
+A store shared by the nodes of a cluster (Redis Streams with a length cap) is a third
+implementation of the same interface; the handlers do not change.
+
+Ids: a room line's id is its MESSAGE ``message_id`` (server-wide, increasing; rooms share the
+counter with direct messages, so a room's ids increase but are not consecutive).  The server
+starts its counter at the highest id the store holds, so ids are never reused across
+restarts; the store's ``epoch`` (random, made with the database) changes only when the store
+is reset, and tells a client that the ids it remembers mean nothing any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from switchboard import defaults, names
+from switchboard.protocol import HistoryMode, Message, MessageFlags
+from switchboard.statedir import state_dir
+
+from .config import ConfigError
+
+#: The schema's version, in SQLite's ``user_version``: a database made by a later version
+#: is refused at start rather than misread.
+SCHEMA_VERSION: Final = 1
+
+#: The largest id SQLite's INTEGER PRIMARY KEY (and MESSAGE's u64, read as signed) holds.
+MAX_ID: Final = (1 << 63) - 1
+
+
+class HistoryUnavailable(Exception):
+    """The store could not do what was asked (disk full, I/O error, a damaged database):
+    the request fails with HISTORY_UNAVAILABLE, the server goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """One HISTORY page asked for: ``mode`` with its ids, at most ``limit`` lines and about
+    ``max_bytes`` of text (the first line always fits)."""
+
+    mode: HistoryMode
+    anchor: int
+    until: int
+    limit: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """The lines of one page, oldest first, and whether more lie beyond it in the direction
+    asked (older for LATEST/BEFORE, newer for AFTER/BETWEEN)."""
+
+    lines: list[Message]
+    more: bool
+
+
+@functools.lru_cache(maxsize=4096)
+def room_key(room_name: str) -> str:
+    """The key a room's lines are stored under: the first of its look-alike keys
+    (``names.name_keys``), so that "Lobby" after a restart is the "lobby" of before."""
+    return names.name_keys(room_name)[0]
+
+
+class HistoryStore(Protocol):
+    """Where room lines are remembered (the replay cache aside: ``Room.history``)."""
+
+    #: Whether lines are written off the event loop (the handlers then hold a BROADCAST's
+    #: delivery and answer until ``GroupCommit`` reports its transaction committed).
+    deferred: bool
+    #: Names this store's ids; another epoch means the store was reset.
+    epoch: int
+    #: The highest id the store holds (the server's id counter starts above it).
+    last_id: int
+
+    def write(self, lines: Sequence[Message]) -> None:
+        """Store ``lines`` in one transaction (on the store's writer thread when deferred);
+        HistoryUnavailable if it could not be committed (then none of them is stored)."""
+        ...
+
+    def latest(self, key: str, count: int, through: int) -> list[Message]:
+        """The newest ``count`` lines of the room stored under ``key`` with ids up to
+        ``through``, oldest first (a cold room's replay cache)."""
+        ...
+
+    def page(
+        self, key: str, cached: Iterable[Message], query: HistoryQuery, through: int
+    ) -> HistoryPage:
+        """One HISTORY page of the room (``cached``: its replay cache, all the memory store
+        has); lines with ids above ``through`` (committed but not delivered yet) left out."""
+        ...
+
+    def prune(self, now_ms: int) -> int:
+        """Delete the lines past their age; how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def select_page(lines: Sequence[Message], query: HistoryQuery, through: int) -> HistoryPage:
+    """A page of ``lines`` (oldest first) as ``query`` asks: the memory store's answer, and
+    the rule the SQLite store's queries follow."""
+    mode = query.mode
+    low, high = 0, through + 1  # ids strictly between
+    if mode is HistoryMode.BEFORE:
+        high = min(high, query.anchor)
+    elif mode is HistoryMode.AFTER:
+        low = query.anchor
+    elif mode is HistoryMode.BETWEEN:
+        low, high = query.anchor, min(high, query.until)
+    chosen = [m for m in lines if low < m.message_id < high]
+    newest_first = mode in (HistoryMode.LATEST, HistoryMode.BEFORE)
+    ordered = reversed(chosen) if newest_first else iter(chosen)
+    page = _fill(ordered, query)
+    more = len(page) < len(chosen)
+    if newest_first:
+        page.reverse()
+    return HistoryPage(page, more)
+
+
+def _fill(lines: Iterable[Message], query: HistoryQuery) -> list[Message]:
+    """Lines taken in order until ``query.limit`` or ``query.max_bytes`` (at least one)."""
+    page: list[Message] = []
+    size = 0
+    for line in lines:
+        if len(page) >= query.limit:
+            break
+        size += len(line.text.encode("utf-8"))
+        if page and size > query.max_bytes:
+            break
+        page.append(line)
+    return page
+
+
+class MemoryHistory:
+    """No store beyond each live room's replay cache (``--data-dir none``)."""
+
+    deferred = False
+
+    def __init__(self) -> None:
+        # A fresh epoch per process: a restart is a reset of this store.
+        self.epoch = _new_epoch()
+        self.last_id = 0
+
+    def write(self, lines: Sequence[Message]) -> None:
+        """Nothing to write: the replay cache is the history."""
+
+    def latest(self, key: str, count: int, through: int) -> list[Message]:
+        return []
+
+    def page(
+        self, key: str, cached: Iterable[Message], query: HistoryQuery, through: int
+    ) -> HistoryPage:
+        return select_page(list(cached), query, through)
+
+    def prune(self, now_ms: int) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lines (
+    id INTEGER PRIMARY KEY,
+    room_key TEXT NOT NULL,
+    room TEXT NOT NULL,
+    sender_id INTEGER NOT NULL,
+    sender_ip TEXT NOT NULL,
+    sender_port INTEGER NOT NULL,
+    sender_nick TEXT NOT NULL,
+    sent_ms INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lines_by_room ON lines (room_key, id);
+"""
+_COLUMNS: Final = "id, room, sender_id, sender_ip, sender_port, sender_nick, sent_ms, text"
+_INSERT: Final = (
+    "INSERT INTO lines (id, room_key, room, sender_id, sender_ip, sender_port, sender_nick,"
+    " sent_ms, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The room's lines past the newest ``keep``: one indexed range delete per room and commit.
+_TRIM: Final = (
+    "DELETE FROM lines WHERE room_key = ?1 AND id <= ("
+    "SELECT id FROM lines WHERE room_key = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+)
+
+
+def _line(row: tuple[Any, ...]) -> Message:
+    message_id, room, sender_id, ip, port, nick, sent_ms, text = row
+    return Message(message_id, sender_id, ip, port, nick, room, sent_ms, MessageFlags.HISTORY, text)
+
+
+class SqliteHistory:
+    """Room lines in an SQLite database (``sqlite3``, WAL): written by ``write`` on one thread,
+    read by the others through a second connection."""
+
+    deferred = True
+
+    def __init__(self, path: Path, *, keep: int, max_age_s: float) -> None:
+        self.path = path
+        self.keep = keep
+        self.max_age_ms = int(max_age_s * 1000)
+        self._writer = _connect(path)
+        try:
+            self.epoch, self.last_id = _prepare(self._writer, path)
+            self._reader = _connect(path)
+        except BaseException:
+            self._writer.close()
+            raise
+
+    def write(self, lines: Sequence[Message]) -> None:
+        rows = []
+        rooms: dict[str, None] = {}
+        for m in lines:
+            key = room_key(m.room)
+            rooms[key] = None
+            rows.append(
+                (m.message_id, key, m.room, m.sender_id, m.sender_ip, m.sender_port,
+                 m.sender_nick, m.sent_ms, m.text)
+            )  # fmt: skip
+        db = self._writer
+        try:
+            with db:  # one transaction: all of them, or (rolled back) none
+                db.executemany(_INSERT, rows)
+                for key in rooms:
+                    db.execute(_TRIM, (key, self.keep))
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(_reason(exc)) from exc
+        if lines:
+            self.last_id = max(self.last_id, lines[-1].message_id)
+
+    def latest(self, key: str, count: int, through: int) -> list[Message]:
+        if count <= 0:
+            return []
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM lines WHERE room_key = ? AND id <= ? ORDER BY id DESC LIMIT ?",
+            (key, through, count),
+        )
+        return [_line(r) for r in reversed(rows)]
+
+    def page(
+        self, key: str, cached: Iterable[Message], query: HistoryQuery, through: int
+    ) -> HistoryPage:
+        mode = query.mode
+        low, high = 0, min(through + 1, MAX_ID)
+        if mode is HistoryMode.BEFORE:
+            high = min(high, query.anchor)
+        elif mode is HistoryMode.AFTER:
+            low = query.anchor
+        elif mode is HistoryMode.BETWEEN:
+            low, high = query.anchor, min(high, query.until)
+        if low >= MAX_ID or high <= low + 1:
+            return HistoryPage([], False)
+        order = "DESC" if mode in (HistoryMode.LATEST, HistoryMode.BEFORE) else "ASC"
+        # One line more than the page: whether more follow, without a count of the rest.
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM lines WHERE room_key = ? AND id > ? AND id < ? "
+            f"ORDER BY id {order} LIMIT ?",
+            (key, low, high, query.limit + 1),
+        )
+        page = _fill(map(_line, rows), query)
+        more = len(rows) > len(page)
+        if order == "DESC":
+            page.reverse()
+        return HistoryPage(page, more)
+
+    def prune(self, now_ms: int) -> int:
+        """Lines older than the age bound, found by id order (ids grow with time), deleted on
+        the writer's connection (call it where ``write`` runs)."""
+        if not self.max_age_ms:
+            return 0
+        db = self._writer
+        cutoff = now_ms - self.max_age_ms
+        try:
+            with db:
+                row = db.execute(
+                    "SELECT id FROM lines WHERE sent_ms >= ? ORDER BY id LIMIT 1", (cutoff,)
+                ).fetchone()
+                if row is None:
+                    cursor = db.execute("DELETE FROM lines")
+                else:
+                    cursor = db.execute("DELETE FROM lines WHERE id < ?", (row[0],))
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(_reason(exc)) from exc
+        return cursor.rowcount
+
+    def close(self) -> None:
+        for db in (self._reader, self._writer):
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._reader.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(_reason(exc)) from exc
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # check_same_thread off: the writer connection is made here and used on the writer
+    # thread only (one at a time, never concurrently); the reader stays on the loop's thread.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    db.isolation_level = "DEFERRED"  # "with db:" opens a transaction and commits it
+    return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """Check and set up the database: WAL, the schema, the epoch; (epoch, highest id)."""
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"the history database {path} was made by a later version of switchboard "
+                f"(schema {version}, this one knows {SCHEMA_VERSION}); use --data-dir elsewhere"
+            )
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise ConfigError(f"the history database {path} is damaged ({check}); move it away")
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ConfigError(f"the history database {path} cannot use WAL mode ({mode})")
+        # FULL: a commit is on disk (fsync of the WAL) before the BROADCAST's OK goes out,
+        # so the promise holds across a power loss too, not only a crashed process.
+        db.execute("PRAGMA synchronous=FULL")
+        with db:
+            db.executescript("BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        with db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            if row is None:
+                epoch = _new_epoch()
+                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            else:
+                epoch = int(row[0])
+        last = db.execute("SELECT max(id) FROM lines").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot use the history database {path}: {_reason(exc)}") from exc
+    return epoch, int(last or 0)
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """sqlite3's message, which names the cause ("database or disk is full")."""
+    return str(exc) or exc.__class__.__name__
+
+
+def _new_epoch() -> int:
+    return secrets.randbelow(0xFFFF_FFFF) + 1  # 1..2^32-1: 0 means "no epoch" to a client
+
+
+def open_store(data_dir: str | None, *, keep: int, max_age_s: float) -> HistoryStore:
+    """The store ``--data-dir`` names: ``none`` is memory only; a directory (made 0700 if
+    missing) holds the SQLite database.  ConfigError, with one line that says why, when it
+    cannot be used (the server then exits 2 before listening)."""
+    if data_dir is not None and data_dir.lower() == defaults.DATA_DIR_NONE:
+        return MemoryHistory()
+    directory = Path(data_dir) if data_dir else state_dir()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the data directory {directory}: {exc.strerror}") from exc
+    path = directory / defaults.HISTORY_DB_FILE
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"cannot use the history database {path}: permission denied")
+    return SqliteHistory(path, keep=keep, max_age_s=max_age_s)
+
+
+class GroupCommit:
+    """Group commits of a deferred store: the lines added during one pass of the event loop
+    are written in one transaction on the store's writer thread; while it runs, the next
+    batch gathers.  ``on_done(batch, error)`` runs on the loop for each batch, in order."""
+
+    __slots__ = ("_executor", "_idle", "_loop", "_on_done", "_pending", "_running", "store")
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        loop: asyncio.AbstractEventLoop,
+        on_done: Callable[[list[Any], BaseException | None], None],
+    ) -> None:
+        self.store = store
+        self._loop = loop
+        self._on_done = on_done
+        self._pending: list[Any] = []
+        self._running = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
+
+    def add(self, item: Any) -> None:
+        """Queue ``item`` (its ``message`` is the line) for the next transaction."""
+        pending = self._pending
+        pending.append(item)
+        if len(pending) == 1 and not self._running:
+            self._idle.clear()
+            self._loop.call_soon(self._start)
+
+    def _start(self) -> None:
+        if self._running or not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self._running = True
+        lines = [item.message for item in batch]
+        future = self._loop.run_in_executor(self._executor, self.store.write, lines)
+        future.add_done_callback(lambda f: self._finished(batch, f))
+
+    def _finished(self, batch: list[Any], future: asyncio.Future[None]) -> None:
+        self._running = False
+        error = None if future.cancelled() else future.exception()
+        try:
+            self._on_done(batch, error)
+        finally:
+            if self._pending:
+                self._start()
+            else:
+                self._idle.set()
+
+    def run(self, job: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``job`` on the writer thread, after the transactions before it (pruning)."""
+        return self._loop.run_in_executor(self._executor, job)
+
+    async def drain(self) -> None:
+        """Wait until every line added so far is committed (or has failed) and reported."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
