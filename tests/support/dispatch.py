@@ -15,6 +15,8 @@ from switchboard.protocol import (
     FrameDecoder,
     HelloOk,
     HelloRequest,
+    HistoryOk,
+    HistoryRequest,
     JoinOk,
     JoinRequest,
     LeaveOk,
@@ -48,7 +50,9 @@ class Harness:
     def __init__(self, token_file: Path) -> None:
         self.loop = asyncio.new_event_loop()
         self.server = SwitchboardServer(
-            ServerConfig(port=0, rate=0, name="dispatch", auth_token_file=str(token_file))
+            ServerConfig(
+                port=0, rate=0, name="dispatch", auth_token_file=str(token_file), data_dir="none"
+            )
         )
         self.server._loop = self.loop
         self.server._all_closed = asyncio.Event()
@@ -96,6 +100,7 @@ REQUESTS: list[tuple[Frame, type[Frame]]] = [
     (NickRequest("amelia", request_id=6), NickOk),
     (JoinRequest("lobby", request_id=7), JoinOk),
     (BroadcastRequest("lobby", "hi all", request_id=8), BroadcastOk),
+    (HistoryRequest("lobby", request_id=13), HistoryOk),
     (LeaveRequest("lobby", request_id=9), LeaveOk),
     (PingRequest(request_id=10), PingOk),
     (SendNickRequest("bob", "hi bob", request_id=11), SendNickOk),

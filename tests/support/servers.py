@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,27 @@ T = TypeVar("T")
 
 #: How long any fixture waits for a server to come up or go down.
 STARTUP_TIMEOUT = 10.0
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """$XDG_STATE_HOME of the whole session (and of every subprocess: ``cli_env`` copies the
+    environment) in a temporary directory: no test writes into the user's state directory,
+    whatever server or client it starts."""
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = saved
+
+
+def fresh_data_dir() -> str:
+    """A new empty data directory for one server (its history database), under the
+    session's temporary state directory."""
+    base = os.environ.get("XDG_STATE_HOME") or tempfile.gettempdir()
+    return tempfile.mkdtemp(prefix="data-", dir=base)
 
 
 class ServerThread:
@@ -142,6 +164,8 @@ def server_factory() -> Iterator[Callable[..., ServerThread]]:
     def factory(**settings: Any) -> ServerThread:
         settings.setdefault("port", 0)
         settings.setdefault("name", "test-server")
+        # The default store (SQLite), each server in a directory of its own.
+        settings.setdefault("data_dir", fresh_data_dir())
         st = ServerThread(ServerConfig(**settings)).start()
         started.append(st)
         return st
@@ -227,6 +251,8 @@ def cli_env(**extra: str) -> dict[str, str]:
 def start_server_process(*args: str, file_limit: tuple[int, int] | None = None) -> ServerProcess:
     """``switchboard serve`` on a free port; ``file_limit``: its RLIMIT_NOFILE (soft, hard)
     at start, as a shell's ``ulimit -n`` would set it."""
+    if not any(a == "--data-dir" or a.startswith("--data-dir=") for a in args):
+        args = ("--data-dir", fresh_data_dir(), *args)
     return spawn_logged(
         switchboard_command("serve", "--port", "0", "--name", "test-server", *args),
         file_limit=file_limit,

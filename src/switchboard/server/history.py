@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import os
 import secrets
@@ -48,6 +49,10 @@ from .config import ConfigError
 #: The schema's version, in SQLite's ``user_version``: a database made by a later version
 #: is refused at start rather than misread.
 SCHEMA_VERSION: Final = 1
+
+#: The file whose lock says a server uses the data directory (flock: released when the
+#: process ends, however it ends).
+LOCK_FILE: Final = "lock"
 
 #: The largest id SQLite's INTEGER PRIMARY KEY (and MESSAGE's u64, read as signed) holds.
 MAX_ID: Final = (1 << 63) - 1
@@ -226,12 +231,18 @@ class SqliteHistory:
         self.path = path
         self.keep = keep
         self.max_age_ms = int(max_age_s * 1000)
-        self._writer = _connect(path)
+        # One server per data directory: a second one would hand out the same ids.
+        self._lock = _lock_directory(path.parent)
         try:
-            self.epoch, self.last_id = _prepare(self._writer, path)
-            self._reader = _connect(path)
+            self._writer = _connect(path)
+            try:
+                self.epoch, self.last_id = _prepare(self._writer, path)
+                self._reader = _connect(path)
+            except BaseException:
+                self._writer.close()
+                raise
         except BaseException:
-            self._writer.close()
+            os.close(self._lock)
             raise
 
     def write(self, lines: Sequence[Message]) -> None:
@@ -314,12 +325,33 @@ class SqliteHistory:
         for db in (self._reader, self._writer):
             with contextlib.suppress(sqlite3.Error):
                 db.close()
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the directory
+            self._lock = -1
 
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
             return self._reader.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise HistoryUnavailable(_reason(exc)) from exc
+
+
+def _lock_directory(directory: Path) -> int:
+    """An exclusive lock on ``directory``'s lock file, held until the descriptor is closed;
+    ConfigError when another process holds it."""
+    path = directory / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot use the data directory {directory}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(
+            f"the data directory {directory} is in use by another switchboard server"
+        ) from None
+    return fd
 
 
 def _connect(path: Path) -> sqlite3.Connection:
