@@ -101,6 +101,17 @@ class ServerThread:
         self.loop.call_soon_threadsafe(run)
         return future.result(STARTUP_TIMEOUT)
 
+    def on_history_writer(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on the server's history writer thread, between its transactions (the
+        only safe place to touch the store's writing connection), and wait for it."""
+        commits = self.server.commits
+        assert commits is not None, "a memory-only server has no writer"
+
+        async def run() -> None:
+            await commits.run(job)
+
+        asyncio.run_coroutine_threadsafe(run(), self.loop).result(STARTUP_TIMEOUT)
+
     def client_ids(self) -> list[int]:
         return self.call(lambda: list(self.server.directory.client_by_id))
 

@@ -63,7 +63,13 @@ log = logs.log
 class SwitchboardServer:
     """A running Switchboard server (one asyncio event loop)."""
 
-    def __init__(self, config: ServerConfig, *, trace: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        trace: Tracer | None = None,
+        history: HistoryStore | None = None,
+    ) -> None:
         self.config = config
         self.trace = trace
         #: Valid HELLO tokens; empty when the server needs none.
@@ -120,9 +126,7 @@ class SwitchboardServer:
         self.shutting_down = False
         #: Where room lines are remembered (ConfigError, before anything listens, when the
         #: store cannot be used: a damaged or unwritable database).
-        self.history: HistoryStore = open_store(
-            config.data_dir, keep=config.history_keep, max_age_s=config.history_max_age
-        )
+        self.history: HistoryStore = history if history is not None else open_config_store(config)
         #: The group commits of a store written off the loop (made by ``start``).
         self.commits: GroupCommit | None = None
         #: The last message id given out (ids count up and are never reused: with a durable
@@ -800,9 +804,16 @@ def raise_open_file_limit(wanted: int) -> None:
         log.debug("open-file limit: %d", soft)
 
 
-async def serve(config: ServerConfig, *, trace: Tracer | None = None) -> int:
+def open_config_store(config: ServerConfig) -> HistoryStore:
+    """The history store ``config`` names (ConfigError when it cannot be used)."""
+    return open_store(config.data_dir, keep=config.history_keep, max_age_s=config.history_max_age)
+
+
+async def serve(
+    config: ServerConfig, *, trace: Tracer | None = None, history: HistoryStore | None = None
+) -> int:
     """Run until SIGINT, SIGTERM or ``quit`` on a terminal's stdin; then shut down."""
-    server = SwitchboardServer(config, trace=trace)
+    server = SwitchboardServer(config, trace=trace, history=history)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"text": "server shutting down"}
@@ -840,7 +851,13 @@ def _console_line(request_stop: Callable[[str], None]) -> None:
 
 def run(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Configure logging and the event loop, serve, and return the exit code."""
-    logs.configure(config.log_level, config.log_format)
-    raise_open_file_limit(config.max_clients + 64)
-    log.debug("event loop: %s, pid %d", eventloop.loop_name(), os.getpid())
-    return eventloop.run(serve(config, trace=trace))
+    # First: a store that cannot be used (damaged, unwritable, in use) is one line and exit 2
+    # (ConfigError), before any log line.
+    history = open_config_store(config)
+    try:
+        logs.configure(config.log_level, config.log_format)
+        raise_open_file_limit(config.max_clients + 64)
+        log.debug("event loop: %s, pid %d", eventloop.loop_name(), os.getpid())
+        return eventloop.run(serve(config, trace=trace, history=history))
+    finally:
+        history.close()

@@ -285,7 +285,7 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
     # The answer is queued whole, as JOIN's replay: within the write limits whatever the page.
     budget = cfg.write_hard_limit - cfg.write_high_water
     limit = min(req.limit or defaults.MAX_HISTORY_PAGE, defaults.MAX_HISTORY_PAGE)
-    limit = max(1, min(limit, budget // (cfg.max_text + MESSAGE_SIZE_MAX)))
+    limit = max(1, min(limit, budget // MESSAGE_SIZE_MAX // 2))
     max_bytes = max(
         cfg.max_text, min(defaults.HISTORY_PAGE_BYTES, budget - limit * MESSAGE_SIZE_MAX)
     )

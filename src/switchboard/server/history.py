@@ -234,7 +234,7 @@ class SqliteHistory:
         # One server per data directory: a second one would hand out the same ids.
         self._lock = _lock_directory(path.parent)
         try:
-            self._writer = _connect(path)
+            self._writer = _connect(path)  # ConfigError if it cannot be opened
             try:
                 self.epoch, self.last_id = _prepare(self._writer, path)
                 self._reader = _connect(path)
@@ -355,9 +355,16 @@ def _lock_directory(directory: Path) -> int:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    # check_same_thread off: the writer connection is made here and used on the writer
-    # thread only (one at a time, never concurrently); the reader stays on the loop's thread.
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    # The lines are people's messages: the file is the server user's alone (SQLite gives its
+    # -wal and -shm files the database's permissions).
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        # check_same_thread off: the writer connection is made here and used on the writer
+        # thread only (never two at once); the reader stays on the loop's thread.
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else _reason(exc)
+        raise ConfigError(f"cannot open the history database {path}: {reason}") from exc
     db.isolation_level = "DEFERRED"  # "with db:" opens a transaction and commits it
     return db
 
