@@ -17,6 +17,7 @@ from support.commands import assert_one_clear_error_line
 from support.peers import RawPeer
 from support.servers import ServerProcess, ServerThread, fresh_data_dir, run_cli
 from switchboard import defaults
+from switchboard.client import Client
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -460,3 +461,34 @@ def test_store_layer_reports_a_full_database(tmp_path: Path) -> None:
         assert count.fetchone()[0] == 1
     finally:
         store.close()
+
+
+# --- the client library -----------------------------------------------------------------------
+
+
+def test_client_catches_up_with_missed_and_keeps_live_lines_apart(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    """``Client.history`` returns a page with its lines (never mixed with live MESSAGEs, which
+    stay indications); ``Client.missed`` pages AFTER an id to the end, and says nothing is
+    missed from a store of another epoch (it was reset)."""
+    st = server_factory(rate=0)
+    with Client("127.0.0.1", st.port, nick="reader") as reader, RawPeer(st.port) as talker:
+        join(talker, "lobby")
+        ids = say(talker, "lobby", [f"old {i}" for i in range(2500)])
+        reader.join("lobby")
+        epoch, lines = reader.missed("lobby", ids[99])
+        assert ids_of(lines) == ids[100:]
+        assert [m.text for m in lines[:2]] == ["old 100", "old 101"]
+        talker.expect(Joined)
+        live = say(talker, "lobby", ["live"])
+        page_ = reader.history("lobby", HistoryMode.BEFORE, live[0], limit=3)
+        assert (ids_of(list(page_.lines)), page_.more, page_.epoch) == (ids[-3:], True, epoch)
+        # The live line is an indication, after the JOIN's replay (also indications).
+        indications = []
+        while (frame := reader.next_indication(5)) is not None:
+            indications.append(frame)
+            if isinstance(frame, Message) and not frame.flags & MessageFlags.HISTORY:
+                break
+        assert indications[-1].message_id == live[0]
+        assert reader.missed("lobby", ids[-1], epoch=epoch ^ 1) == (epoch, [])
