@@ -251,10 +251,14 @@ def switchboard_command(*args: str) -> list[str]:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``switchboard`` subprocess: each gets a state directory of its
+    own (a server's history database, a chat's last-seen ids) unless ``extra`` names one, so
+    that two servers never share a database and no test sees another's history."""
     env = dict(os.environ)
     env.pop("SWITCHBOARD_HOST", None)
     env.pop("SWITCHBOARD_PORT", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_STATE_HOME"] = fresh_data_dir()
     env.update(extra)
     return env
 
