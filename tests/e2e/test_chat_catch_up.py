@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support.commands import Chat
+from support.commands import Chat, Follower
 from support.network import CuttableProxy, free_port
 from support.servers import ServerProcess, fresh_data_dir
 from support.terminals import spawn_chat
@@ -145,3 +145,40 @@ def test_piped_chat_catches_up_across_a_server_restart_on_the_same_data_dir(
         if chat.proc.poll() is None:
             chat.proc.kill()
             chat.proc.wait(WAIT_S)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_listen_prints_what_it_missed_once_after_a_cut(
+    server_process: ServerProcess, follow: Callable[..., Follower], as_json: bool
+) -> None:
+    proxy = CuttableProxy(server_process.port)
+    try:
+        args = ["listen", "--nick", "ear", "--room", "den", "--port", str(proxy.port)]
+        listener = follow(*args, *(["--json"] if as_json else []))
+        listener.expect("connected" if not as_json else '"welcome"')
+        with Client("127.0.0.1", server_process.port, nick="alice", timeout=5) as alice:
+            alice.join("den")
+            alice.broadcast("den", "before the cut")
+            listener.expect("before the cut")
+            proxy.cut()
+            listener.expect("disconnected")
+            _wait_for_left(alice)
+            for i in range(MISSED):
+                alice.broadcast("den", f"missed {i:02d}")
+            proxy.mend()
+            listener.expect("reconnected")
+            for i in range(MISSED):
+                line = listener.expect(f"missed {i:02d}").string
+                if as_json:
+                    record = json.loads(line)
+                    assert (record["missed"], record["text"]) == (True, f"missed {i:02d}")
+                else:
+                    assert "[missed]:" in line
+            alice.broadcast("den", "live again")
+            listener.expect("live again")
+        listener.stop()
+        printed = listener.seen
+        assert sum("before the cut" in line for line in printed) == 1, printed
+        assert all(sum(f"missed {i:02d}" in line for line in printed) == 1 for i in range(MISSED))
+    finally:
+        proxy.close()
