@@ -64,6 +64,13 @@ HISTORY_BYTES: Final = 64 * 1024 * 1024
 HISTORY_DB_FILE: Final = "history.sqlite3"
 #: The ``--data-dir`` value that turns the store off.
 DATA_DIR_NONE: Final = "none"
+#: When a stored line counts as committed (SQLite's synchronous mode, WAL journal): "normal",
+#: in the WAL file (a killed or crashed server keeps it: the kernel has it), or "full", also
+#: flushed to the disk (a power cut keeps it too).  Normal is SQLite's advice for WAL and
+#: what Redis's default (appendfsync everysec) risks at most; full costs a disk flush per
+#: group commit, which on a shared VM's disk held broadcasts to 63 % of the memory-only
+#: server's throughput (docs/BENCHMARKS.md).
+HISTORY_SYNC: Final = "normal"
 #: Lines each room keeps in the store (the oldest are deleted in the transaction that passes
 #: the bound), and their age in seconds (0: kept whatever their age).  10,000 lines is days of
 #: a busy channel; 30 days is what Ergo's default history expiry keeps.  About 150 bytes of

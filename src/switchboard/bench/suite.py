@@ -568,8 +568,9 @@ def history_lines(hist: dict[str, Any] | None) -> list[str]:
     if hist is None:
         return []
     return [
-        f"Durable history (SQLite, WAL, synchronous=FULL): {hist['lines']:,} lines of about 60 "
-        f"characters in {hist['rooms']} rooms take **{hist['mib_per_million_lines']:.0f} MiB "
+        "Durable history (SQLite, WAL, `--history-sync normal`): "
+        f"{hist['lines']:,} lines of about 60 characters in {hist['rooms']} rooms take "
+        f"**{hist['mib_per_million_lines']:.0f} MiB "
         f"per million lines** ({hist['bytes_per_line']:.0f} bytes each, written at "
         f"{hist['fill_lines_per_sec']:,.0f} lines/s in transactions of 1,000); HISTORY of "
         f"{hist['page']:,} lines (BEFORE a random id, {hist['requests']} requests, the client "

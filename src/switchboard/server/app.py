@@ -806,7 +806,12 @@ def raise_open_file_limit(wanted: int) -> None:
 
 def open_config_store(config: ServerConfig) -> HistoryStore:
     """The history store ``config`` names (ConfigError when it cannot be used)."""
-    return open_store(config.data_dir, keep=config.history_keep, max_age_s=config.history_max_age)
+    return open_store(
+        config.data_dir,
+        keep=config.history_keep,
+        max_age_s=config.history_max_age,
+        sync=config.history_sync,
+    )
 
 
 async def serve(

@@ -223,6 +223,12 @@ class ServerConfig:
         defaults.HISTORY_KEEP, minimum=1, metavar="N", limit=True,
         help="lines each room keeps in the history database",
     )  # fmt: skip
+    history_sync: str = setting(
+        defaults.HISTORY_SYNC, choices=("normal", "full"),
+        help="when a stored line counts as committed: 'normal', written to the database's "
+        "log (survives a crash of the server), or 'full', also flushed to the disk (survives "
+        "a power cut)",
+    )  # fmt: skip
     history_max_age: float = setting(
         defaults.HISTORY_MAX_AGE_S, minimum=0, zero_means="kept whatever their age",
         unit="seconds", metavar="SECONDS", limit=True,
