@@ -71,8 +71,9 @@ DATA_DIR_NONE: Final = "none"
 #: group commit, which on a shared VM's disk held broadcasts to 63 % of the memory-only
 #: server's throughput (docs/BENCHMARKS.md).
 HISTORY_SYNC: Final = "normal"
-#: Lines each room keeps in the store (the oldest are deleted in the transaction that passes
-#: the bound), and their age in seconds (0: kept whatever their age).  10,000 lines is days of
+#: Lines each room keeps in the store (once a room holds 1/16 more, the transaction that
+#: passes that deletes its oldest down to the bound: one range delete, not one per line),
+#: and their age in seconds (0: kept whatever their age).  10,000 lines is days of
 #: a busy channel; 30 days is what Ergo's default history expiry keeps.  About 150 bytes of
 #: database per line of 60 characters (docs/BENCHMARKS.md): 10,000 rooms at the bound take
 #: about 15 GB, so a server with that many busy rooms should lower one of the two.

@@ -319,9 +319,12 @@ class SwitchboardServer:
 
     def _prune_history(self) -> None:
         """Delete the lines past --history-max-age, on the writer thread after the commits
-        queued before (at most once per HISTORY_PRUNE_INTERVAL_S, from the heartbeat)."""
+        queued before (from the heartbeat, at most once per HISTORY_PRUNE_INTERVAL_S or half
+        the age)."""
         now = time.monotonic()
-        if self.commits is None or now - self._pruned_at < defaults.HISTORY_PRUNE_INTERVAL_S:
+        # A line outlives its age by at most the interval, or half its age when shorter.
+        interval = min(defaults.HISTORY_PRUNE_INTERVAL_S, self.config.history_max_age / 2)
+        if self.commits is None or not interval or now - self._pruned_at < interval:
             return
         self._pruned_at = now
         history = self.history

@@ -249,6 +249,16 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
     cfg = server.config
     fits = (cfg.write_hard_limit - cfg.write_high_water) // (cfg.max_text + MESSAGE_SIZE_MAX)
     skipped = max(0, len(history) - fits)
+    if cfg.history_max_age and history:
+        # Lines past their age are deleted from the store; a live room's cache may still
+        # hold them: not replayed either.
+        cutoff = now_ms() - int(cfg.history_max_age * 1000)
+        old = 0
+        for line in history:
+            if line.sent_ms >= cutoff:
+                break
+            old += 1
+        skipped = max(skipped, old)
     replay = islice(history, skipped, None)
     ok = JoinOk(room.name, len(room.members), len(history) - skipped, request_id=req.request_id)
     return (ok, *replay)
