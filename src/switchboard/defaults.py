@@ -87,6 +87,10 @@ MAX_HISTORY_PAGE: Final = 1000
 #: Seconds between two deletions of the lines past their age (one indexed range delete on
 #: the writer thread): a line outlives its age by at most this.
 HISTORY_PRUNE_INTERVAL_S: Final = 60.0
+#: Lines one pruning transaction deletes at most; a backlog (a server started after weeks
+#: off) goes a chunk at a time, the group commits between them: 10,000 lines are tens of
+#: milliseconds of the writer thread, not seconds of broadcasts waiting.
+HISTORY_PRUNE_CHUNK: Final = 10_000
 HISTORY_PAGE_BYTES: Final = 1024 * 1024
 #: Rooms one ROOMS answer lists at most (the client pages on by name).  256 records of the
 #: longest room name (32 characters, at most 128 bytes) make about 35 KB: one answer stays

@@ -284,6 +284,10 @@ def test_sigterm_restart_keeps_every_line_and_its_id(
         ok = peer.expect(JoinOk)
         replay = [peer.expect(Message) for _ in range(ok.history)]
         assert ids_of(replay) == ids[-defaults.ROOM_HISTORY :]
+        # Stored as "lobby", shown under the room's name now, in the replay and in HISTORY.
+        assert ok.room == "Lobby" and {m.room for m in replay} == {"Lobby"}
+        _, lines = page(peer, "lobby", HistoryMode.LATEST, limit=3)
+        assert {m.room for m in lines} == {"Lobby"}
         assert say(peer, "lobby", ["after"])[0] > ids[-1]
 
 

@@ -327,8 +327,16 @@ class SwitchboardServer:
         if self.commits is None or not interval or now - self._pruned_at < interval:
             return
         self._pruned_at = now
+        self._prune_chunk(now_ms())
+
+    def _prune_chunk(self, at_ms: int) -> None:
+        """One chunk of the pruning at ``at_ms``; the next, if it was full, once it is done
+        (the commits queued meanwhile go first)."""
+        if self.commits is None or self.shutting_down:
+            return
         history = self.history
-        future = self.commits.run(lambda: history.prune(now_ms()))
+        chunk = defaults.HISTORY_PRUNE_CHUNK
+        future = self.commits.run(lambda: history.prune(at_ms, chunk))
 
         def pruned(f: asyncio.Future[Any]) -> None:
             error = None if f.cancelled() else f.exception()
@@ -336,6 +344,8 @@ class SwitchboardServer:
                 self.history_failed(f"cannot delete old lines: {error}")
             elif error is not None:
                 log.error("pruning the history failed: %r", error)
+            elif f.result() >= chunk:
+                self._prune_chunk(at_ms)
 
         future.add_done_callback(pruned)
 

@@ -122,8 +122,9 @@ class HistoryStore(Protocol):
         has); lines with ids above ``through`` (committed but not delivered yet) left out."""
         ...
 
-    def prune(self, now_ms: int) -> int:
-        """Delete the lines past their age; how many."""
+    def prune(self, now_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` of the lines past their age (on the writer thread, between
+        transactions); how many (``limit``: call again, more are due)."""
         ...
 
     def close(self) -> None: ...
@@ -185,7 +186,7 @@ class MemoryHistory:
     ) -> HistoryPage:
         return select_page(list(cached), query, through)
 
-    def prune(self, now_ms: int) -> int:
+    def prune(self, now_ms: int, limit: int) -> int:
         return 0
 
     def close(self) -> None:
@@ -338,9 +339,10 @@ class SqliteHistory:
             page.reverse()
         return HistoryPage(page, more)
 
-    def prune(self, now_ms: int) -> int:
-        """Lines older than the age bound, found by id order (ids grow with time), deleted on
-        the writer's connection (call it where ``write`` runs)."""
+    def prune(self, now_ms: int, limit: int) -> int:
+        """Up to ``limit`` lines older than the age bound, oldest first, found by id order
+        (ids grow with time), deleted in one transaction on the writer's connection: a
+        backlog is deleted a chunk at a time, with the group commits between the chunks."""
         if not self.max_age_ms:
             return 0
         db = self._writer
@@ -350,10 +352,12 @@ class SqliteHistory:
                 row = db.execute(
                     "SELECT id FROM lines WHERE sent_ms >= ? ORDER BY id LIMIT 1", (cutoff,)
                 ).fetchone()
-                if row is None:
-                    cursor = db.execute("DELETE FROM lines")
-                else:
-                    cursor = db.execute("DELETE FROM lines WHERE id < ?", (row[0],))
+                below = MAX_ID if row is None else row[0]
+                cursor = db.execute(
+                    "DELETE FROM lines WHERE id IN "
+                    "(SELECT id FROM lines WHERE id < ? ORDER BY id LIMIT ?)",
+                    (below, limit),
+                )
         except sqlite3.Error as exc:
             raise HistoryUnavailable(_reason(exc)) from exc
         finally:
