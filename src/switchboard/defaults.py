@@ -68,7 +68,7 @@ DATA_DIR_NONE: Final = "none"
 #: in the WAL file (a killed or crashed server keeps it: the kernel has it), or "full", also
 #: flushed to the disk (a power cut keeps it too).  Normal is SQLite's advice for WAL and
 #: what Redis's default (appendfsync everysec) risks at most; full costs a disk flush per
-#: group commit, which on a shared VM's disk held broadcasts to 63 % of the memory-only
+#: group commit, which on a shared VM's disk held broadcasts to 69 % of the memory-only
 #: server's throughput (docs/BENCHMARKS.md).
 HISTORY_SYNC: Final = "normal"
 #: Lines each room keeps in the store (once a room holds 1/16 more, the transaction that
