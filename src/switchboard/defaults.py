@@ -84,6 +84,10 @@ HISTORY_MAX_AGE_S: Final = 30 * 86_400.0
 #: 100-1,000: Ergo's default is 1,000), and 1 MiB keeps one answer of 4 KiB texts within the
 #: write limits (4 MiB) whatever the page size asked for.
 MAX_HISTORY_PAGE: Final = 1000
+#: HISTORY requests one connection may have under way at once (read off the loop); one more
+#: is answered RATE_LIMITED.  Each answer may hold about 1.5 MB until it is written, so this
+#: bounds what one connection's pipelined HISTORYs cost (a client pages one at a time).
+MAX_HISTORY_READS: Final = 8
 #: Seconds between two deletions of the lines past their age (one indexed range delete on
 #: the writer thread): a line outlives its age by at most this.
 HISTORY_PRUNE_INTERVAL_S: Final = 60.0

@@ -553,3 +553,72 @@ def test_lines_past_their_age_are_deleted_while_the_server_runs(
         with RawPeer(st.port) as late:
             late.send(JoinRequest("aging", request_id=1))
             assert late.expect(JoinOk).history == 0
+
+
+# --- reads off the loop -----------------------------------------------------------------------
+
+
+def test_pipelined_history_requests_are_bounded_and_answered_in_order(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    """HISTORY is read off the loop: one connection may have MAX_HISTORY_READS under way;
+    the rest of a pipelined burst is answered RATE_LIMITED, every answer in request order."""
+    st = server_factory(rate=0)
+    burst = 40
+    with RawPeer(st.port) as peer:
+        join(peer, "many")
+        ids = say(peer, "many", ["one", "two"])
+        peer.send(
+            *(HistoryRequest("many", HistoryMode.LATEST, request_id=i + 1) for i in range(burst))
+        )
+        answered: list[int] = []
+        limited: list[int] = []
+        while len(answered) + len(limited) < burst:
+            event = peer.next()
+            if isinstance(event, HistoryOk):
+                answered.append(event.request_id)
+                assert ids_of([peer.expect(Message) for _ in range(event.count)]) == ids
+            else:
+                assert isinstance(event, ErrorResponse), event
+                assert event.code == ErrorCode.RATE_LIMITED
+                limited.append(event.request_id)
+        assert answered + limited == list(range(1, burst + 1))  # in order
+        assert len(answered) >= defaults.MAX_HISTORY_READS
+        peer.send(HistoryRequest("many", HistoryMode.LATEST, request_id=99))
+        assert peer.expect(HistoryOk).request_id == 99  # the bound is per request under way
+
+
+def test_a_cold_room_joined_after_a_restart_replays_only_older_lines(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    """The replay of a room coming back to life is read off the loop: pipelined behind the
+    JOIN, a BROADCAST and a HISTORY are answered after it, in order; the replay has the
+    stored lines only, the new line is in the HISTORY answer and in no replay twice."""
+    data_dir = fresh_data_dir()
+    sp = _serve(data_dir, server_process_factory)
+    with RawPeer(sp.port) as peer:
+        join(peer, "cold")
+        stored = say(peer, "cold", [f"stored {i}" for i in range(5)])
+    sp.stop(signal.SIGTERM)
+    sp = _serve(data_dir, server_process_factory)
+    with RawPeer(sp.port) as alice, RawPeer(sp.port) as bob:
+        alice.send(
+            JoinRequest("cold", request_id=1),
+            BroadcastRequest("cold", "fresh", request_id=2),
+            HistoryRequest("cold", HistoryMode.LATEST, request_id=3),
+        )
+        ok = alice.expect(JoinOk)
+        replay = [alice.expect(Message) for _ in range(ok.history)]
+        assert ids_of(replay) == stored
+        fresh = alice.expect(BroadcastOk)
+        assert fresh.message_id > stored[-1]
+        answer = alice.expect(HistoryOk)
+        lines = [alice.expect(Message) for _ in range(answer.count)]
+        assert answer.request_id == 3 and ids_of(lines) == [*stored, fresh.message_id]
+        # A second member, later: the cache, warm now, has both.
+        bob.send(JoinRequest("cold", request_id=1))
+        ok = bob.expect(JoinOk)
+        assert ids_of([bob.expect(Message) for _ in range(ok.history)]) == [
+            *stored,
+            fresh.message_id,
+        ]

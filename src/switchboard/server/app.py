@@ -53,7 +53,14 @@ from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
 from .handlers import HANDLERS, lines_committed, tables
-from .history import GroupCommit, HistoryStore, HistoryUnavailable, now_ms, open_store
+from .history import (
+    GroupCommit,
+    HistoryReads,
+    HistoryStore,
+    HistoryUnavailable,
+    now_ms,
+    open_store,
+)
 from .registry import Peer, Room
 from .tls import TlsHandshake
 
@@ -127,8 +134,11 @@ class SwitchboardServer:
         #: Where room lines are remembered (ConfigError, before anything listens, when the
         #: store cannot be used: a damaged or unwritable database).
         self.history: HistoryStore = history if history is not None else open_config_store(config)
-        #: The group commits of a store written off the loop (made by ``start``).
+        #: The group commits of a store written off the loop, and its reads (made by
+        #: ``start``); HISTORY reads under way per connection id.
         self.commits: GroupCommit | None = None
+        self.history_reads: HistoryReads | None = None
+        self.reads_in_flight: dict[int, int] = {}
         #: The last message id given out (ids count up and are never reused: with a durable
         #: store, from the highest id it holds).
         self.message_ids = self.history.last_id
@@ -174,6 +184,7 @@ class SwitchboardServer:
             self.commits = GroupCommit(
                 self.history, self._loop, lambda batch, error: lines_committed(self, batch, error)
             )
+            self.history_reads = HistoryReads(self._loop)
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._stopped = asyncio.Event()
@@ -303,6 +314,8 @@ class SwitchboardServer:
         """Wait for the writer thread and close the store (at the end of shutdown)."""
         if self.commits is not None:
             self.commits.close()
+        if self.history_reads is not None:
+            self.history_reads.close()
         self.history.close()
 
     def history_failed(self, reason: str) -> None:

@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from itertools import islice
 from typing import Any, Protocol
 
 from switchboard import defaults
@@ -93,7 +92,15 @@ from switchboard.protocol.fastpath import (
 from .config import ServerConfig
 from .directory import Directory
 from .errors import RequestFailed
-from .history import MAX_ID, GroupCommit, HistoryQuery, HistoryStore, HistoryUnavailable
+from .history import (
+    MAX_ID,
+    GroupCommit,
+    HistoryPage,
+    HistoryQuery,
+    HistoryReads,
+    HistoryStore,
+    HistoryUnavailable,
+)
 from .logs import EventLog
 from .registry import Peer, Room
 from .states import ConnectionState
@@ -117,6 +124,11 @@ class Server(Protocol):
     #: the loop, its group commits (None: lines are stored at once).
     history: HistoryStore
     commits: GroupCommit | None
+    #: Its reads off the loop (HISTORY pages, a cold room's replay), when it is written off
+    #: the loop too (None: the memory store, answered at once); and how many HISTORY reads
+    #: each connection (by id) has under way.
+    history_reads: HistoryReads | None
+    reads_in_flight: dict[int, int]
     #: The highest id of a room line committed and delivered: reads of the store stop
     #: there, so that no line is both read from it and delivered live.
     delivered_id: int
@@ -242,11 +254,37 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
             client_id=conn.client_id,
             room=room.name,
         )
+    reads = server.history_reads
+    if not room.warm and reads is not None:
+        # A room coming to life: its replay is read from the store off the loop, and this
+        # answer keeps its place meanwhile (what the room says from now on is queued after
+        # it, live: the replay stops at the lines delivered before this JOIN).
+        waiter = (conn, conn.reserve_answer(), req.request_id, len(room.members))
+        waiters = room.waiting
+        if waiters is None:
+            room.waiting = [(*waiter, server.delivered_id)]
+            key, count, through = room.key, server.config.history, server.delivered_id
+            history_store = server.history
+            reads.submit(
+                lambda: history_store.latest(key, count, through),
+                lambda lines, error: room_warmed(server, room, lines, error),
+            )
+        else:
+            waiters.append((*waiter, server.delivered_id))
+        return ()
     if not room.warm:
         _warm(server, room)
+    replay = _replay(server, room, MAX_ID)
+    ok = JoinOk(room.name, len(room.members), len(replay), request_id=req.request_id)
+    return (ok, *replay)
+
+
+def _replay(server: Server, room: Room, through: int) -> list[Message]:
+    """What a JOIN replays: the newest lines of the room's cache up to id ``through`` that
+    fit one answer and are not past their age."""
+    history = [m for m in room.history if m.message_id <= through]
     # The replay is one answer, queued whole: a longer one would take the joiner past its hard
     # limit before it could read a byte, and drop it for the server's own answer.
-    history = room.history
     cfg = server.config
     fits = (cfg.write_hard_limit - cfg.write_high_water) // (cfg.max_text + MESSAGE_SIZE_MAX)
     skipped = max(0, len(history) - fits)
@@ -260,14 +298,35 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
                 break
             old += 1
         skipped = max(skipped, old)
-    replay = islice(history, skipped, None)
-    ok = JoinOk(room.name, len(room.members), len(history) - skipped, request_id=req.request_id)
-    return (ok, *replay)
+    return history[skipped:]
+
+
+def room_warmed(
+    server: Server, room: Room, lines: list[Message] | None, error: BaseException | None
+) -> None:
+    """A cold room's newest stored lines have been read (``reads.submit``'s callback): they
+    go before what its cache got meanwhile, and each JOIN waiting for them is answered."""
+    room.warm = True
+    waiting, room.waiting = room.waiting or [], None
+    if error is not None:
+        server.history_failed(f"cannot read the history of {room.name!r}: {error}")
+    elif lines and room.members:  # a room emptied meanwhile keeps no cache
+        server.directory.record_older(room, [_named(line, room) for line in lines])
+    for conn, slot, request_id, members, through in waiting:
+        replay = _replay(server, room, through)
+        ok = JoinOk(room.name, members, len(replay), request_id=request_id)
+        conn.fill_answer(slot, encode(ok) + encode_lines(replay, room.name_utf8))
+
+
+def _named(line: Message, room: Room) -> Message:
+    """``line`` naming the room as it is named now (it may have been stored under a
+    look-alike name before a restart)."""
+    return line if line.room == room.name else dataclasses.replace(line, room=room.name)
 
 
 def _warm(server: Server, room: Room) -> None:
-    """Fill a room's replay cache from the store when the room comes to life (its newest
-    ``--history`` lines, one indexed query; a memory store has none)."""
+    """Fill a room's replay cache from a store read on the loop (the memory store: it has
+    nothing beyond the cache, so this only marks the room warm)."""
     room.warm = True
     try:
         newest = server.history.latest(room.key, server.config.history, server.delivered_id)
@@ -275,9 +334,7 @@ def _warm(server: Server, room: Room) -> None:
         server.history_failed(f"cannot read the history of {room.name!r}: {exc}")
         return
     for line in newest:
-        if line.room != room.name:  # stored under a look-alike name before a restart
-            line = dataclasses.replace(line, room=room.name)
-        server.directory.record(room, line)
+        server.directory.record(room, _named(line, room))
 
 
 def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
@@ -304,21 +361,60 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
         cfg.max_text, min(defaults.HISTORY_PAGE_BYTES, budget - limit * MESSAGE_SIZE_MAX)
     )
     query = HistoryQuery(mode, req.anchor, req.until, limit, max_bytes)
-    through = server.delivered_id if server.commits is not None else MAX_ID
-    try:
-        page = server.history.page(room.key, room.history, query, through)
-    except HistoryUnavailable as exc:
-        server.history_failed(f"cannot read the history of {room.name!r}: {exc}")
+    store = server.history
+    reads = server.history_reads
+    if reads is None:  # the memory store: the room's cache, at once
+        page = store.page(room.key, room.history, query, MAX_ID)
+        conn.send_raw(history_answer(server, room, page, req.request_id))
+        return ()
+    # Off the loop; the answer keeps its place.  Read once the BROADCASTs taken before it
+    # are committed (a page asked after one's OK has the line), up to what is delivered
+    # then: what is committed later reaches this member live.
+    in_flight = server.reads_in_flight
+    waiting = in_flight.get(conn.client_id, 0)
+    if waiting >= defaults.MAX_HISTORY_READS:
         raise RequestFailed(
-            ErrorCode.HISTORY_UNAVAILABLE, f"the history store cannot be read: {exc}"
-        ) from None
-    ok = HistoryOk(
-        room.name, server.history.epoch, int(page.more), len(page.lines), request_id=req.request_id
-    )
-    conn.send(ok)
-    if page.lines:
-        conn.send_raw(encode_lines(page.lines, room.name_utf8))
+            ErrorCode.RATE_LIMITED,
+            f"{waiting} HISTORY requests are being answered; wait for their answers",
+        )
+    in_flight[conn.client_id] = waiting + 1
+    slot = conn.reserve_answer()
+    key, request_id = room.key, req.request_id
+
+    def answered(page: HistoryPage | None, error: BaseException | None) -> None:
+        left = in_flight.pop(conn.client_id, 1) - 1
+        if left:
+            in_flight[conn.client_id] = left
+        if page is None:
+            reason = str(error) if isinstance(error, HistoryUnavailable) else repr(error)
+            server.history_failed(f"cannot read the history of {room.name!r}: {reason}")
+            refusal = ErrorResponse.of(
+                ErrorCode.HISTORY_UNAVAILABLE,
+                f"the history store cannot be read: {reason}",
+                request_id=request_id,
+            )
+            conn.fill_answer(slot, encode(refusal))
+        else:
+            conn.fill_answer(slot, history_answer(server, room, page, request_id))
+
+    def read() -> None:
+        through = server.delivered_id
+        reads.submit(lambda: store.page(key, (), query, through), answered)
+
+    commits = server.commits
+    if commits is None:
+        read()
+    else:
+        commits.after_pending(read)
     return ()
+
+
+def history_answer(server: Server, room: Room, page: HistoryPage, request_id: int) -> bytes:
+    """HistoryOk and the page's MESSAGEs, encoded."""
+    ok = HistoryOk(
+        room.name, server.history.epoch, int(page.more), len(page.lines), request_id=request_id
+    )
+    return encode(ok) + encode_lines(page.lines, room.name_utf8)
 
 
 def encode_lines(lines: list[Message], room: bytes) -> bytes:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from switchboard import defaults, names
 from switchboard.protocol import HistoryMode, Message, MessageFlags
@@ -49,6 +49,8 @@ from .config import ConfigError
 #: The schema's version, in SQLite's ``user_version``: a database made by a later version
 #: is refused at start rather than misread.
 SCHEMA_VERSION: Final = 1
+
+T = TypeVar("T")
 
 #: ``--history-sync`` values: SQLite's synchronous modes that keep a committed line.
 SYNC_MODES: Final = ("normal", "full")
@@ -235,8 +237,9 @@ def _line(row: tuple[Any, ...]) -> Message:
 
 
 class SqliteHistory:
-    """Room lines in an SQLite database (``sqlite3``, WAL): written by ``write`` on one thread,
-    read by the others through a second connection."""
+    """Room lines in an SQLite database (``sqlite3``, WAL): written by ``write`` (and
+    ``prune``) on the writer thread, read by ``latest`` and ``page`` through a second
+    connection on the reader thread (``HistoryReads``); WAL lets the two work at once."""
 
     deferred = True
 
@@ -482,7 +485,18 @@ class GroupCommit:
     are written in one transaction on the store's writer thread; while it runs, the next
     batch gathers.  ``on_done(batch, error)`` runs on the loop for each batch, in order."""
 
-    __slots__ = ("_executor", "_idle", "_loop", "_on_done", "_pending", "_running", "store")
+    __slots__ = (
+        "_added",
+        "_done",
+        "_executor",
+        "_idle",
+        "_loop",
+        "_on_done",
+        "_pending",
+        "_running",
+        "_waiters",
+        "store",
+    )
 
     def __init__(
         self,
@@ -495,6 +509,11 @@ class GroupCommit:
         self._on_done = on_done
         self._pending: list[Any] = []
         self._running = False
+        #: Lines added, and lines whose transaction is over (committed or failed), so far;
+        #: and what waits for the lines added before it (``after_pending``).
+        self._added = 0
+        self._done = 0
+        self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._idle = asyncio.Event()
         self._idle.set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
@@ -503,6 +522,7 @@ class GroupCommit:
         """Queue ``item`` (its ``message`` is the line) for the next transaction."""
         pending = self._pending
         pending.append(item)
+        self._added += 1
         if len(pending) == 1 and not self._running:
             self._idle.clear()
             self._loop.call_soon(self._start)
@@ -518,6 +538,7 @@ class GroupCommit:
 
     def _finished(self, batch: list[Any], future: asyncio.Future[None]) -> None:
         self._running = False
+        self._done += len(batch)
         error = None if future.cancelled() else future.exception()
         try:
             self._on_done(batch, error)
@@ -526,6 +547,19 @@ class GroupCommit:
                 self._start()
             else:
                 self._idle.set()
+            if self._waiters:
+                due = [w for w in self._waiters if w[0] <= self._done]
+                self._waiters = [w for w in self._waiters if w[0] > self._done]
+                for _, callback in due:
+                    callback()
+
+    def after_pending(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop once every line added so far has been committed (or
+        has failed) and reported; at once when none is under way."""
+        if self._done >= self._added:
+            callback()
+        else:
+            self._waiters.append((self._added, callback))
 
     def run(self, job: Callable[[], Any]) -> asyncio.Future[Any]:
         """Run ``job`` on the writer thread, after the transactions before it (pruning)."""
@@ -534,6 +568,37 @@ class GroupCommit:
     async def drain(self) -> None:
         """Wait until every line added so far is committed (or has failed) and reported."""
         await self._idle.wait()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class HistoryReads:
+    """Reads of a store written off the loop (HISTORY pages, a cold room's replay): on a
+    thread of their own, the store's reading connection used there only, each outcome
+    reported on the loop (``done(result, None)`` or ``done(None, error)``), in the order
+    asked.  A store reached over the network (Redis) is read the same way."""
+
+    __slots__ = ("_executor", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-reader")
+
+    def submit(
+        self, job: Callable[[], T], done: Callable[[T | None, BaseException | None], None]
+    ) -> None:
+        future = self._loop.run_in_executor(self._executor, job)
+
+        def report(f: asyncio.Future[T]) -> None:
+            if f.cancelled():
+                done(None, asyncio.CancelledError())
+            elif f.exception() is not None:
+                done(None, f.exception())
+            else:
+                done(f.result(), None)
+
+        future.add_done_callback(report)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
