@@ -16,6 +16,11 @@ Where each request is answered (and nowhere else):
   ERROR); in HANDSHAKE (a token server before a valid HELLO) ``auth_required`` for every
   request but HELLO.  Rate limits and shutdown are refused in the split loop, before any
   table (``SwitchboardServer.refuse``).
+- With a store written off the loop (SQLite; server/history.py), some answers come later, in
+  the place their request had (``Peer.reserve_answer``): BROADCAST once its line's group
+  commit is done (``lines_committed``), HISTORY and a cold room's JOIN once their read on the
+  store's reader thread is (``history``'s ``answered``, ``room_warmed``).  With the memory
+  store everything is answered at once.
 
 A handler decides; the connection moves the bytes; the directory remembers.  This module
 knows the server and the connection only through ``Server`` and ``registry.Peer``, and
