@@ -622,3 +622,23 @@ def test_a_cold_room_joined_after_a_restart_replays_only_older_lines(
             *stored,
             fresh.message_id,
         ]
+
+
+def test_a_database_with_a_damaged_page_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    store = SqliteHistory(tmp_path / defaults.HISTORY_DB_FILE, keep=10_000, max_age_s=0)
+    lines = [
+        Message(i, 1, "127.0.0.1", 1, "a", "r", 0, MessageFlags.HISTORY, f"line {i} " * 20)
+        for i in range(1, 400)
+    ]
+    store.write(lines)
+    store._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    path = tmp_path / defaults.HISTORY_DB_FILE
+    data = bytearray(path.read_bytes())
+    page_size = 4096
+    assert len(data) > 6 * page_size
+    data[4 * page_size : 5 * page_size] = b"\xa5" * page_size  # a b-tree page, not the header
+    path.write_bytes(bytes(data))
+    result = run_cli("serve", "--port", "0", "--data-dir", str(tmp_path), timeout=30)
+    line = assert_one_clear_error_line(result, 2)
+    assert "history database" in line and ("damaged" in line or "malformed" in line)
