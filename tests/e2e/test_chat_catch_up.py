@@ -182,3 +182,38 @@ def test_listen_prints_what_it_missed_once_after_a_cut(
         assert all(sum(f"missed {i:02d}" in line for line in printed) == 1 for i in range(MISSED))
     finally:
         proxy.close()
+
+
+def test_piped_chat_back_on_a_reset_store_shows_its_replay_not_a_catch_up(
+    server_process_factory: Callable[..., ServerProcess],
+) -> None:
+    """A server restarted on another (or a wiped) data directory has another epoch: the ids
+    the chat remembers mean nothing there, so it shows the rejoin's replay as history and
+    claims nothing was missed."""
+    port = free_port()
+    sp = server_process_factory("--data-dir", fresh_data_dir(), "--port", str(port))
+    chat = Chat(port, "gina", "--room", "den")
+    try:
+        chat.joined()
+        with Client("127.0.0.1", port, nick="hal", timeout=5) as hal:
+            hal.join("den")
+            hal.broadcast("den", "on the old store")
+            chat.expect(r"hal\(#\d+\): on the old store$")
+        sp.stop(signal.SIGTERM)
+        chat.expect(r"^\* Connection lost: .*; reconnecting in \d")
+        other = fresh_data_dir()
+        elsewhere = server_process_factory("--data-dir", other)
+        with Client("127.0.0.1", elsewhere.port, nick="hal", timeout=5) as hal:
+            hal.join("den")
+            hal.broadcast("den", "on the new store")
+        elsewhere.stop(signal.SIGTERM)
+        server_process_factory("--data-dir", other, "--port", str(port))
+        chat.expect(r"^\* Reconnected as gina\(#\d+\), rejoined den$", timeout=WAIT_S)
+        chat.expect(r"\(history\) hal\(#\d+\): on the new store$")
+        assert chat.finish() == 0
+        assert "while you were away" not in chat.text()
+        assert "(missed)" not in chat.text()
+    finally:
+        if chat.proc.poll() is None:
+            chat.proc.kill()
+            chat.proc.wait(WAIT_S)
