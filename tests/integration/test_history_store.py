@@ -5,8 +5,11 @@ start; a full disk while running."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -642,3 +645,29 @@ def test_a_database_with_a_damaged_page_is_one_line_and_exit_2(tmp_path: Path) -
     result = run_cli("serve", "--port", "0", "--data-dir", str(tmp_path), timeout=30)
     line = assert_one_clear_error_line(result, 2)
     assert "history database" in line and ("damaged" in line or "malformed" in line)
+
+
+def test_an_unwritable_database_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A database the server may not write: mode 0400 for a user, and (the tests run as root
+    in CI, whom modes do not stop) the immutable attribute, which stops root too."""
+    store = SqliteHistory(tmp_path / defaults.HISTORY_DB_FILE, keep=10, max_age_s=0)
+    store.close()
+    path = tmp_path / defaults.HISTORY_DB_FILE
+    for leftover in tmp_path.glob(defaults.HISTORY_DB_FILE + "-*"):
+        leftover.unlink()
+    path.chmod(0o400)
+    immutable = False
+    if os.geteuid() == 0:
+        chattr = shutil.which("chattr")
+        if chattr is None or subprocess.run([chattr, "+i", str(path)]).returncode != 0:
+            pytest.skip("running as root, and no chattr +i here to make a file unwritable")
+        immutable = True
+    try:
+        result = run_cli("serve", "--port", "0", "--data-dir", str(tmp_path), timeout=30)
+        line = assert_one_clear_error_line(result, 2)
+        assert str(path) in line
+        assert "permission denied" in line.lower() or "not permitted" in line.lower()
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o600)
