@@ -537,8 +537,9 @@ class ClientConnection(asyncio.Protocol):
 
     def reserve_answer(self) -> bytearray:
         """A place in ``out`` for an answer that comes later (a BROADCAST waiting for its
-        line's commit): what is queued after it waits for it, so that answers keep the
-        order of the requests.  Filled by ``fill_answer``."""
+        line's commit, a HISTORY or a cold room's JOIN for its read): what is queued after it
+        waits for it, so that answers keep the order of the requests.  Filled by
+        ``fill_answer``."""
         slot = bytearray()  # empty until filled: no frame is empty
         if self.state < _CLOSING:
             self.out.append(slot)  # type: ignore[arg-type]  # bytes-like, joined with the rest
