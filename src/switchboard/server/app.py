@@ -226,6 +226,17 @@ class SwitchboardServer:
                 tls=self.ssl_context is not None,
                 auth=bool(self.tokens),
             )
+        where = self.history.where
+        self.events.event(
+            logging.INFO,
+            "history",
+            "room history: %s (ids from %d)",
+            where,
+            self.history.last_id + 1,
+            store=where,
+            last_id=self.history.last_id,
+            epoch=self.history.epoch,
+        )
 
     def _warn_if_exposed(self) -> None:
         host = self.config.host

@@ -110,6 +110,8 @@ class HistoryStore(Protocol):
     epoch: int
     #: The highest id the store holds (the server's id counter starts above it).
     last_id: int
+    #: Where the lines are, for the log ("memory only", the database's path).
+    where: str
 
     def write(self, lines: Sequence[Message]) -> None:
         """Store ``lines`` in one transaction (on the store's writer thread when deferred);
@@ -175,6 +177,7 @@ class MemoryHistory:
     """No store beyond each live room's replay cache (``--data-dir none``)."""
 
     deferred = False
+    where = "memory only (--data-dir none)"
 
     def __init__(self) -> None:
         # A fresh epoch per process: a restart is a reset of this store.
@@ -251,6 +254,7 @@ class SqliteHistory:
         self, path: Path, *, keep: int, max_age_s: float, sync: str = defaults.HISTORY_SYNC
     ) -> None:
         self.path = path
+        self.where = f"{path} (--history-sync {sync})"
         self.keep = keep
         self.max_age_ms = int(max_age_s * 1000)
         #: Lines stored per room key (the writer's; a room is counted when first written).
