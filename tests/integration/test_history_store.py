@@ -21,7 +21,7 @@ from support.peers import RawPeer
 from support.servers import ServerProcess, ServerThread, fresh_data_dir, run_cli
 from support.waiting import wait_until
 from switchboard import defaults
-from switchboard.client import Client
+from switchboard.client import AsyncClient, Client
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -671,3 +671,22 @@ def test_an_unwritable_database_is_one_line_and_exit_2(tmp_path: Path) -> None:
         if immutable:
             subprocess.run(["chattr", "-i", str(path)], check=True)
         path.chmod(0o600)
+
+
+async def test_the_async_client_pages_and_catches_up(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    st = server_factory(rate=0)
+    with RawPeer(st.port) as talker:
+        join(talker, "async")
+        ids = say(talker, "async", [f"a{i}" for i in range(1500)])
+    client = await AsyncClient.connect("127.0.0.1", st.port, nick="aio")
+    try:
+        await client.join("async")
+        epoch, lines = await client.missed("async", ids[9])
+        assert ids_of(lines) == ids[10:]  # two pages
+        first = await client.history("async", HistoryMode.LATEST, limit=2)
+        assert (ids_of(list(first.lines)), first.more, first.epoch) == (ids[-2:], True, epoch)
+        assert await client.missed("async", ids[-1], epoch=epoch + 1) == (epoch, [])
+    finally:
+        await client.close()
