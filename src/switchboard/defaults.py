@@ -72,6 +72,44 @@ MAX_ROOMS: Final = 10_000
 #: 64 MiB holds the full 50-message history of ~900 rooms of 1 KB messages; a room that
 #: empties is deleted with its history, so the budget is given back when its members leave.
 HISTORY_BYTES: Final = 64 * 1024 * 1024
+#: Durable room history (server/history.py): the SQLite database file, in the data directory
+#: (``--data-dir``; by default $XDG_STATE_HOME/switchboard, as the clients keep their state).
+#: ``--data-dir none`` keeps history in memory only, as before the store existed.
+HISTORY_DB_FILE: Final = "history.sqlite3"
+#: The ``--data-dir`` value that turns the store off.
+DATA_DIR_NONE: Final = "none"
+#: When a stored line counts as committed (SQLite's synchronous mode, WAL journal): "normal",
+#: in the WAL file (a killed or crashed server keeps it: the kernel has it), or "full", also
+#: flushed to the disk (a power cut keeps it too).  Normal is SQLite's advice for WAL and
+#: what Redis's default (appendfsync everysec) risks at most; full costs a disk flush per
+#: group commit, which on a shared VM's disk held broadcasts to 69 % of the memory-only
+#: server's throughput (docs/BENCHMARKS.md).
+HISTORY_SYNC: Final = "normal"
+#: Lines each room keeps in the store (once a room holds 1/16 more, the transaction that
+#: passes that deletes its oldest down to the bound: one range delete, not one per line),
+#: and their age in seconds (0: kept whatever their age).  10,000 lines is days of
+#: a busy channel; 30 days is what Ergo's default history expiry keeps.  About 150 bytes of
+#: database per line of 60 characters (docs/BENCHMARKS.md): 10,000 rooms at the bound take
+#: about 15 GB, so a server with that many busy rooms should lower one of the two.
+HISTORY_KEEP: Final = 10_000
+HISTORY_MAX_AGE_S: Final = 30 * 86_400.0
+#: Lines one HISTORY answer carries at most, and the bytes of text it stops at (it then says
+#: more follow): 1,000 lines of chat in one answer (IRCv3 CHATHISTORY servers advertise
+#: 100-1,000: Ergo's default is 1,000), and 1 MiB keeps one answer of 4 KiB texts within the
+#: write limits (4 MiB) whatever the page size asked for.
+MAX_HISTORY_PAGE: Final = 1000
+#: HISTORY requests one connection may have under way at once (read off the loop); one more
+#: is answered RATE_LIMITED.  Each answer may hold about 1.5 MB until it is written, so this
+#: bounds what one connection's pipelined HISTORYs cost (a client pages one at a time).
+MAX_HISTORY_READS: Final = 8
+#: Seconds between two deletions of the lines past their age (one indexed range delete on
+#: the writer thread): a line outlives its age by at most this.
+HISTORY_PRUNE_INTERVAL_S: Final = 60.0
+#: Lines one pruning transaction deletes at most; a backlog (a server started after weeks
+#: off) goes a chunk at a time, the group commits between them: 10,000 lines are tens of
+#: milliseconds of the writer thread, not seconds of broadcasts waiting.
+HISTORY_PRUNE_CHUNK: Final = 10_000
+HISTORY_PAGE_BYTES: Final = 1024 * 1024
 #: Rooms one ROOMS answer lists at most (the client pages on by name).  256 records of the
 #: longest room name (32 characters, at most 128 bytes) make about 35 KB: one answer stays
 #: below the 64 KiB frame a client must accept, whatever the number of rooms.  (IRC servers

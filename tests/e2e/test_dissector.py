@@ -41,6 +41,9 @@ from switchboard.protocol import (
     Event,
     Frame,
     HelloRequest,
+    HistoryMode,
+    HistoryOk,
+    HistoryRequest,
     Joined,
     JoinRequest,
     LeaveRequest,
@@ -251,6 +254,13 @@ RENAMED_BY_CLASS = {
     "Left": {"reason": "left_reason"},
     "Shutdown": {"reason": "shutdown_reason"},
     "RoomsOk": {"total": "rooms.total", "more": "rooms.more", "rooms": "rooms.count"},
+    "HistoryRequest": {
+        "mode": "history.mode",
+        "anchor": "history.anchor",
+        "until": "history.until",
+        "limit": "history.limit",
+    },
+    "HistoryOk": {"epoch": "history.epoch", "more": "history.more", "count": "history.count"},
 }
 #: Record list fields: the tree each record is shown in, and its fields as tshark shows them.
 RECORD_TREES = {"clients": "switchboard.client", "rooms": "switchboard.room_info"}
@@ -477,6 +487,9 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
             assert bob.expect(Left).nick == "alice2"
             bob.send(RoomsRequest(request_id=4))
             assert bob.expect(RoomsOk).rooms == (RoomInfo("lobby", 1, 1),)
+            bob.send(HistoryRequest("lobby", HistoryMode.AFTER, 0, 0, 10, request_id=5))
+            assert bob.expect(HistoryOk).count == 1
+            assert bob.expect(Message).text == "hi room 🎉"
             alice.send(SendNickRequest("鲍勃", "by name", request_id=12))
             assert alice.expect(SendNickOk).target == b_id
             by_name = bob.expect(Message)
@@ -565,6 +578,7 @@ def test_tcp_session_decodes_every_message_type(server_factory: Any, tmp_path: P
     find(packets, 'Request SEND_NICK id=12 →"鲍勃" "by name"')
     find(packets, f'Indication NICK_CHANGED #{a_id} "alice"→"alice2"')
     find(packets, "Request ROOMS id=4")
+    find(packets, 'Request HISTORY id=5 "lobby" AFTER')
 
     # The split frame: reassembled in the packet of its second segment, next to the TIME.
     second = find(packets, f'Request SEND id=6 →#{b_id} "{SPLIT_TEXT}"')

@@ -4,11 +4,8 @@ says it reconnected, is back under its nickname in its rooms, and receives again
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.commands import Chat, Follower
+from support.network import CuttableProxy
 from support.servers import ServerProcess, spawn_logged, switchboard_command
 from support.terminals import spawn_chat
 from support.waiting import wait_until
@@ -200,61 +198,6 @@ def test_piped_chat_gives_up_with_exit_code_3(servers: list[ServerProcess]) -> N
             chat.proc.wait(WAIT_S)
 
 
-class CuttableProxy:
-    """A TCP forwarder on a free port to the server's: ``cut()`` breaks every connection
-    through it (both ends see a reset or EOF, as when a network path fails) and refuses new
-    ones until ``mend()``."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        self._refusing = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                near, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            with self._lock:
-                if self._refusing:
-                    near.close()
-                    continue
-                far = socket.create_connection(("127.0.0.1", self.target_port))
-                self._open += [near, far]
-            for a, b in ((near, far), (far, near)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        with self._lock:
-            self._refusing = True
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            self._open.clear()
-
-    def mend(self) -> None:
-        with self._lock:
-            self._refusing = False
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-
 def test_chat_after_a_network_cut_is_back_and_shows_what_it_missed_once(
     servers: list[ServerProcess],
 ) -> None:
@@ -280,7 +223,8 @@ def test_chat_after_a_network_cut_is_back_and_shows_what_it_missed_once(
             alice.broadcast("lobby", "while you were away")
             proxy.mend()
             bob.expect(r"^\* Reconnected as bob\(#\d+\), rejoined lobby$")
-            bob.expect(r"\(history\) alice\(#\d+\): while you were away$")
+            bob.expect(r"^\* 1 line\(s\) said in lobby while you were away:$")
+            bob.expect(r"\(missed\) alice\(#\d+\): while you were away$")
             bob.say("back")
             bob.expect(r"bob\(#\d+\): back$")  # our own line, once the server has it
         assert bob.finish() == 0

@@ -16,6 +16,8 @@ from switchboard.protocol import (
     FrameDecoder,
     HelloOk,
     HelloRequest,
+    HistoryOk,
+    HistoryRequest,
     JoinOk,
     JoinRequest,
     LeaveOk,
@@ -49,7 +51,7 @@ class Harness:
 
     def __init__(self, token_file: Path, *, trace: Tracer | None = None, **settings: Any) -> None:
         self.loop = asyncio.new_event_loop()
-        settings = {"rate": 0, **settings}
+        settings = {"rate": 0, "data_dir": "none", **settings}
         self.server = SwitchboardServer(
             ServerConfig(port=0, name="dispatch", auth_token_file=str(token_file), **settings),
             trace=trace,
@@ -114,6 +116,7 @@ REQUESTS: list[tuple[Frame, type[Frame]]] = [
     (NickRequest("amelia", request_id=6), NickOk),
     (JoinRequest("lobby", request_id=7), JoinOk),
     (BroadcastRequest("lobby", "hi all", request_id=8), BroadcastOk),
+    (HistoryRequest("lobby", request_id=13), HistoryOk),
     (LeaveRequest("lobby", request_id=9), LeaveOk),
     (PingRequest(request_id=10), PingOk),
     (SendNickRequest("bob", "hi bob", request_id=11), SendNickOk),

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,27 @@ T = TypeVar("T")
 
 #: How long any fixture waits for a server to come up or go down.
 STARTUP_TIMEOUT = 10.0
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """$XDG_STATE_HOME of the whole session (and of every subprocess: ``cli_env`` copies the
+    environment) in a temporary directory: no test writes into the user's state directory,
+    whatever server or client it starts."""
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = saved
+
+
+def fresh_data_dir() -> str:
+    """A new empty data directory for one server (its history database), under the
+    session's temporary state directory."""
+    base = os.environ.get("XDG_STATE_HOME") or tempfile.gettempdir()
+    return tempfile.mkdtemp(prefix="data-", dir=base)
 
 
 class ServerThread:
@@ -78,6 +100,17 @@ class ServerThread:
 
         self.loop.call_soon_threadsafe(run)
         return future.result(STARTUP_TIMEOUT)
+
+    def on_history_writer(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on the server's history writer thread, between its transactions (the
+        only safe place to touch the store's writing connection), and wait for it."""
+        commits = self.server.commits
+        assert commits is not None, "a memory-only server has no writer"
+
+        async def run() -> None:
+            await commits.run(job)
+
+        asyncio.run_coroutine_threadsafe(run(), self.loop).result(STARTUP_TIMEOUT)
 
     def client_ids(self) -> list[int]:
         return self.call(lambda: list(self.server.directory.client_by_id))
@@ -143,6 +176,9 @@ def server_factory() -> Iterator[Callable[..., ServerThread]]:
         settings.setdefault("port", 0)
         settings.setdefault("name", "test-server")
         settings.setdefault("http", "off")  # never the standard 8080; a test asks for 127.0.0.1:0
+
+        # The default store (SQLite), each server in a directory of its own.
+        settings.setdefault("data_dir", fresh_data_dir())
         st = ServerThread(ServerConfig(**settings)).start()
         started.append(st)
         return st
@@ -217,19 +253,26 @@ def switchboard_command(*args: str) -> list[str]:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``switchboard`` subprocess: each gets a state directory of its
+    own (a server's history database, a chat's last-seen ids) unless ``extra`` names one, so
+    that two servers never share a database and no test sees another's history."""
     env = dict(os.environ)
     env.pop("SWITCHBOARD_HOST", None)
     env.pop("SWITCHBOARD_PORT", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_STATE_HOME"] = fresh_data_dir()
     env.update(extra)
     return env
 
 
 def start_server_process(*args: str, file_limit: tuple[int, int] | None = None) -> ServerProcess:
     """``switchboard serve`` on a free port (its HTTP listener off unless ``args`` give
-    ``--http``); ``file_limit``: its RLIMIT_NOFILE (soft, hard) at start, as a shell's
-    ``ulimit -n`` would set it."""
+    ``--http``, its history in a fresh data dir unless they give ``--data-dir``);
+    ``file_limit``: its RLIMIT_NOFILE (soft, hard) at start, as a shell's ``ulimit -n`` would
+    set it."""
     http = () if "--http" in args else ("--http", "off")
+    if not any(a == "--data-dir" or a.startswith("--data-dir=") for a in args):
+        args = ("--data-dir", fresh_data_dir(), *args)
     return spawn_logged(
         switchboard_command("serve", "--port", "0", "--name", "test-server", *http, *args),
         file_limit=file_limit,

@@ -3,6 +3,7 @@ without sockets: bounded tables, capped holds, prefixes, constant-time token che
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 from pathlib import Path
@@ -102,7 +103,9 @@ def test_connection_counts_per_address_and_network() -> None:
 def _server(tmp_path: Path, tokens: list[str]) -> SwitchboardServer:
     path = tmp_path / "tokens"
     path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return SwitchboardServer(ServerConfig(port=0, name="unit", auth_token_file=str(path)))
+    return SwitchboardServer(
+        ServerConfig(port=0, name="unit", auth_token_file=str(path), data_dir="none")
+    )
 
 
 def _conn(server: SwitchboardServer) -> ClientConnection:
@@ -193,7 +196,7 @@ def test_the_log_summary_is_configurable_and_checked(tmp_path: Path) -> None:
     path.write_text("log-repeat-burst = 50\nlog-repeat-interval = 60\n", encoding="utf-8")
     config = ServerConfig.load(path)
     assert (config.log_repeat_burst, config.log_repeat_interval) == (50, 60.0)
-    server = SwitchboardServer(config)
+    server = SwitchboardServer(dataclasses.replace(config, data_dir="none"))
     assert (server.source_log.burst, server.source_log.interval) == (50, 60.0)
     for bad in ({"log_repeat_burst": 0}, {"log_repeat_interval": 0.0}):
         with pytest.raises(ValueError, match="log_repeat_"):

@@ -495,3 +495,50 @@ def test_amplification_command_is_the_module_invocation() -> None:
         sys.executable, "-m", "switchboard.bench.hostile", "--port", "4321",
         "--server-pid", "99", "--joins", "500", "--json",
     ]  # fmt: skip
+
+
+# --- durable history (issue 17) -------------------------------------------------------------
+
+DURABLE = "broadcast 50xW1, durable history: >= 80% of the memory-only server's throughput"
+
+
+def with_memory(res: dict[str, Any], memory_ops: float) -> dict[str, Any]:
+    res["memory"] = {"broadcast-50": median_report([fake_run(memory_ops)] * 3)}
+    res["memory_command"] = ["switchboard", "serve", "--port", "P", *suite.MEMORY_FLAGS]
+    return res
+
+
+@pytest.mark.parametrize(
+    ("memory_ops", "met", "measured"),
+    [
+        (90_000.0 / 0.8, True, "90,000/s = 80% of 112,500/s"),
+        (90_000.0 / 0.79, False, "90,000/s = 79% of 113,924/s"),
+        (60_000.0, True, "90,000/s = 150% of 60,000/s"),
+    ],
+)
+def test_durable_broadcast_is_judged_against_the_memory_only_server(
+    memory_ops: float, met: bool, measured: str
+) -> None:
+    table = rows(with_memory(make_res(), memory_ops))
+    assert table[DURABLE] == (measured, met)
+    assert DURABLE not in rows(make_res())  # no memory-only run: no such target
+
+
+def test_render_shows_the_memory_only_server_and_the_history_figures() -> None:
+    res = with_memory(make_res(), 100_000.0)
+    res["history"] = {
+        "lines": 1_000_000, "rooms": 10, "db_bytes": 145_000_000, "bytes_per_line": 145.0,
+        "mib_per_million_lines": 138.3, "fill_lines_per_sec": 23_000.0, "requests": 200,
+        "page": 1000, "p50_ms": 9.5, "p99_ms": 30.25, "max_ms": 41.0,
+    }  # fmt: skip
+    text = render(res, chart=False)
+    assert "| broadcast, 50 members, W=1 | switchboard, memory-only | 100,000 |" in text
+    assert " ".join(res["memory_command"]) in text
+    assert "**138 MiB per million lines**" in text
+    assert "**p50 9.50 ms**, p99 30.25 ms" in text
+    assert "python -m switchboard.bench.history --lines 1000000 --requests 200" in text
+
+
+def test_only_the_broadcast_case_runs_memory_only_too() -> None:
+    assert [c.key for c in CASES if c.memory_too] == ["broadcast-50"]
+    assert suite.MEMORY_FLAGS[-2:] == ("--data-dir", "none")

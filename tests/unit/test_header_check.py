@@ -57,7 +57,7 @@ def decoder_accepts(header: bytes) -> tuple[bool, int | None]:
 
 
 def server_accepts(loop: asyncio.AbstractEventLoop, header: bytes) -> tuple[bool, int | None]:
-    server = SwitchboardServer(ServerConfig(port=0, rate=0, max_frame=MAX_FRAME))
+    server = SwitchboardServer(ServerConfig(port=0, rate=0, max_frame=MAX_FRAME, data_dir="none"))
     server._loop = loop
     server._all_closed = asyncio.Event()
     conn = ClientConnection(server)

@@ -23,6 +23,8 @@ from switchboard.protocol import (
     FrameDecoder,
     HelloOk,
     HelloRequest,
+    HistoryOk,
+    HistoryRequest,
     Joined,
     JoinOk,
     JoinRequest,
@@ -222,6 +224,18 @@ GOLDEN: dict[str, tuple[Frame, str]] = {
     "RoomsRequest": (
         RoomsRequest(request_id=12, after=""),
         "53 42 01 01 00 0c 00 00 00 0c 00 00 00 02 00 00",
+    ),
+    "HistoryRequest": (
+        HistoryRequest(request_id=13, room="lobby", mode=3, anchor=41, until=0, limit=100),
+        "53 42 01 01 00 0d 00 00 00 0d 00 00 00 1a"
+        " 00 05 6c 6f 62 62 79 03 00 00 00 00 00 00 00 29"
+        " 00 00 00 00 00 00 00 00 00 64",
+    ),
+    "HistoryOk": (
+        HistoryOk(request_id=13, room="lobby", epoch=3054198966, more=0, count=2),
+        "53 42 01 02 00 40 00 00 00 0d 00 00 00 16"
+        " 00 0d 00 05 6c 6f 62 62 79 00 00 00 00 b6 0b 60"
+        " b6 00 00 00 00 02",
     ),
     "SendNickOk": (
         SendNickOk(request_id=11, message_id=44, target=2),

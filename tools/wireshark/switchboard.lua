@@ -38,6 +38,7 @@ local TYPES = {
     [0x01] = "HELLO", [0x02] = "TIME", [0x03] = "NAME", [0x04] = "LIST", [0x05] = "SEND",
     [0x06] = "NICK", [0x07] = "JOIN", [0x08] = "LEAVE", [0x09] = "BROADCAST",
     [0x0A] = "PING_REQUEST", [0x0B] = "SEND_NICK", [0x0C] = "ROOMS",
+    [0x0D] = "HISTORY",
     [0x40] = "OK", [0x41] = "ERROR",
     [0x80] = "WELCOME", [0x81] = "MESSAGE", [0x82] = "ACK", [0x83] = "RECEIPT",
     [0x84] = "JOINED", [0x85] = "LEFT", [0x86] = "PING", [0x87] = "PONG", [0x88] = "SHUTDOWN",
@@ -50,10 +51,11 @@ local ERROR_CODES = {
     [8] = "RATE_LIMITED", [9] = "RECIPIENT_BUSY", [10] = "AUTH_REQUIRED", [11] = "AUTH_FAILED",
     [12] = "NICK_IN_USE", [13] = "INVALID_NICK", [14] = "NOT_IN_ROOM", [15] = "TEXT_TOO_LONG",
     [16] = "SHUTTING_DOWN", [17] = "INVALID_ROOM", [18] = "IDLE_TIMEOUT",
-    [19] = "INTERNAL_ERROR",
+    [19] = "INTERNAL_ERROR", [20] = "HISTORY_UNAVAILABLE",
 }
 
 local RECEIPT_STATUS = { [1] = "DELIVERED", [2] = "NOT_DELIVERED" }
+local HISTORY_MODES = { [1] = "LATEST", [2] = "BEFORE", [3] = "AFTER", [4] = "BETWEEN" }
 local LEFT_REASONS = { [1] = "LEFT", [2] = "DISCONNECTED", [3] = "TIMED_OUT" }
 local ADDRESS_FAMILIES = { [0] = "none", [4] = "IPv4", [6] = "IPv6" }
 local ADDRESS_SIZES = { [0] = 0, [4] = 4, [6] = 16 }
@@ -86,6 +88,7 @@ msg(0x09, "BROADCAST", REQUEST, "BroadcastRequest", { {"room", "str16"}, {"text"
 msg(0x0A, "PING_REQUEST", REQUEST, "PingRequest", {})
 msg(0x0B, "SEND_NICK", REQUEST, "SendNickRequest", { {"nick", "str16"}, {"text", "str32"} })
 msg(0x0C, "ROOMS", REQUEST, "RoomsRequest", { {"after", "str16"} })
+msg(0x0D, "HISTORY", REQUEST, "HistoryRequest", { {"room", "str16"}, {"mode", "u8"}, {"anchor", "u64"}, {"until", "u64"}, {"limit", "u16"} })
 msg(0x41, "ERROR", RESPONSE, "ErrorResponse", { {"code", "u16"}, {"name", "str16"}, {"message", "str16"} })
 msg(0x80, "WELCOME", INDICATION, "Welcome", { {"client_id", "u32"}, {"server_name", "str16"}, {"version", "u16"}, {"heartbeat_ms", "u32"}, {"max_frame", "u32"}, {"max_text", "u32"}, {"max_clients", "u32"}, {"ip", "addr"}, {"port", "u16"} })
 msg(0x81, "MESSAGE", INDICATION, "Message", { {"message_id", "u64"}, {"sender_id", "u32"}, {"sender_ip", "addr"}, {"sender_port", "u16"}, {"sender_nick", "str16"}, {"room", "str16"}, {"sent_ms", "i64"}, {"flags", "u8"}, {"text", "str32"} })
@@ -112,6 +115,7 @@ ok(0x09, "BroadcastOk", { {"message_id", "u64"}, {"reached", "u32"} })
 ok(0x0A, "PingOk", {})
 ok(0x0B, "SendNickOk", { {"message_id", "u64"}, {"target", "u32"} })
 ok(0x0C, "RoomsOk", { {"total", "u32"}, {"more", "u8"}, {"rooms", "room_list"} })
+ok(0x0D, "HistoryOk", { {"room", "str16"}, {"epoch", "u64"}, {"more", "u8"}, {"count", "u32"} })
 
 local CLIENT_INFO = { {"client_id", "u32"}, {"ip", "addr"}, {"port", "u16"}, {"nick", "str16"}, {"connected_ms", "i64"} }
 local ROOM_INFO = { {"name", "str16"}, {"members", "u32"}, {"flags", "u8"} }
@@ -173,7 +177,7 @@ local f = {
     sent_ms = ProtoField.int64("switchboard.sent_ms", "Sent (ms since epoch)", base.DEC),
     sent_time = ProtoField.absolute_time("switchboard.sent_time", "Sent", base.UTC),
     flags = ProtoField.uint8("switchboard.flags", "Flags", base.HEX),
-    flag_history = ProtoField.bool("switchboard.flags.history", "History (replayed on JOIN)", 8, nil, FLAG_HISTORY),
+    flag_history = ProtoField.bool("switchboard.flags.history", "History (replayed on JOIN or sent by HISTORY)", 8, nil, FLAG_HISTORY),
     status = ProtoField.uint8("switchboard.status", "Receipt status", base.DEC, RECEIPT_STATUS),
     left_reason = ProtoField.uint8("switchboard.left_reason", "Left reason", base.DEC, LEFT_REASONS),
     shutdown_reason = ProtoField.string("switchboard.shutdown_reason", "Shutdown reason", base.UNICODE),
@@ -197,6 +201,14 @@ local f = {
     room_members = ProtoField.uint32("switchboard.room_info.members", "Members", base.DEC),
     room_flags = ProtoField.uint8("switchboard.room_info.flags", "Flags", base.HEX),
     flag_member = ProtoField.bool("switchboard.room_info.flags.member", "Member (you are in it)", 8, nil, FLAG_MEMBER),
+    -- HISTORY and its answer
+    history_mode = ProtoField.uint8("switchboard.history.mode", "History mode", base.DEC, HISTORY_MODES),
+    history_anchor = ProtoField.uint64("switchboard.history.anchor", "From message id (excluded)", base.DEC),
+    history_until = ProtoField.uint64("switchboard.history.until", "Until message id (excluded)", base.DEC),
+    history_limit = ProtoField.uint16("switchboard.history.limit", "Lines wanted at most", base.DEC),
+    history_epoch = ProtoField.uint64("switchboard.history.epoch", "History store epoch", base.DEC),
+    history_more = ProtoField.uint8("switchboard.history.more", "More lines beyond the page", base.DEC),
+    history_count = ProtoField.uint32("switchboard.history.count", "MESSAGEs that follow", base.DEC),
 }
 
 local field_list = {}
@@ -225,6 +237,11 @@ local FIELD_OF_CLASS = {
     Left = { reason = f.left_reason },
     Shutdown = { reason = f.shutdown_reason },
     RoomsOk = { total = f.rooms_total, more = f.rooms_more },
+    HistoryRequest = {
+        mode = f.history_mode, anchor = f.history_anchor, ["until"] = f.history_until,
+        limit = f.history_limit,
+    },
+    HistoryOk = { epoch = f.history_epoch, more = f.history_more, count = f.history_count },
 }
 local RECORD_FIELD_OF = {
     client_id = f.client_client_id, ip = f.client_ip, port = f.client_port,
@@ -597,6 +614,15 @@ local function request_details(name, v)
         return " →" .. quote(v.nick) .. (v.text and (" " .. quote(v.text)) or "")
     elseif name == "ROOMS" and v.after ~= nil and v.after ~= "" then
         return " after=" .. quote(v.after)
+    elseif name == "HISTORY" and v.mode ~= nil then
+        local text = " " .. quote(v.room) .. " " .. name_of(HISTORY_MODES, v.mode, "MODE")
+        if v.anchor ~= nil and v.anchor ~= 0 then
+            text = text .. string.format(" %d", v.anchor)
+        end
+        if v["until"] ~= nil and v["until"] ~= 0 then
+            text = text .. string.format("..%d", v["until"])
+        end
+        return text
     end
     return ""
 end

@@ -2,7 +2,9 @@
 
     python -m switchboard.bench.suite [--runs 3] [--duration 5] [--warmup 1] [--no-write]
 
-Starts ``switchboard serve`` and the null server as subprocesses pinned to CPU 0 (with
+Starts ``switchboard serve`` (its history in a temporary data directory, durable as by
+default; for the broadcast case also ``--data-dir none``, memory-only, to compare) and the
+null server as subprocesses pinned to CPU 0 (with
 ``taskset``, when the machine has it and two CPUs or more), drives them with ``switchboard
 bench`` pinned to the other CPUs, runs every case ``--runs`` times (servers alternating) and
 reports the medians; then rewrites the generated part of docs/BENCHMARKS.md (between its
@@ -36,6 +38,7 @@ from typing import Any
 from switchboard.eventloop import run
 from switchboard.protocol import PROTOCOL_VERSION
 
+from . import history as history_bench
 from .loadgen import raise_file_limit
 from .procstat import ProcError, rss_kib, steal_ticks
 from .protocol_codec import machine_info
@@ -49,6 +52,14 @@ IDLE_CONNECTIONS = 10_000
 #: connection would refuse a benchmark), room for the idle case, and no per-forward INFO log
 #: line (a busy production server runs at warning too).
 SERVER_FLAGS = ("--rate", "0", "--max-clients", "12000", "--log-level", "warning", "--http", "off")
+#: The memory-only server of the cases that compare with it: the same, history not stored.
+MEMORY_FLAGS = (*SERVER_FLAGS, "--data-dir", "none")
+#: The durable history's own figures (bench.history): lines written for the database size,
+#: HISTORY requests of 1,000 lines timed.
+HISTORY_LINES = 1_000_000
+HISTORY_REQUESTS = 200
+#: Broadcast throughput with durable history against memory-only in the same run (issue 17).
+DURABLE_BROADCAST_SHARE = 0.80
 #: The hostile-client case (switchboard.bench.hostile) runs against a fresh server with its
 #: defaults, as an exposed server would run (only quieter): its rate limit included.
 AMPLIFICATION_FLAGS = ("--log-level", "warning", "--http", "off")
@@ -68,6 +79,8 @@ class Case:
     #: send: the protocol version the load negotiates (2: ACKS and RECEIPTS, as the project's
     #: clients do; 1: an ACK and a RECEIPT per message).
     protocol: int = PROTOCOL_VERSION
+    #: Also run against a memory-only server (``--data-dir none``): what storing costs.
+    memory_too: bool = False
 
 
 CASES = (
@@ -85,7 +98,7 @@ CASES = (
         True,
         protocol=1,
     ),
-    Case("broadcast-50", "broadcast, 50 members, W=1", "broadcast", 50, 1, False),
+    Case("broadcast-50", "broadcast, 50 members, W=1", "broadcast", 50, 1, False, memory_too=True),
     Case("list-1000", "list, 1,000 connected, W=1", "list", 1000, 1, False),
 )
 
@@ -124,14 +137,22 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 1
 
 
 class Server:
-    """A server subprocess on a free port (``kind`` "switchboard" or "null")."""
+    """A server subprocess on a free port (``kind`` "switchboard", "memory" or "null"); a
+    Switchboard server's history goes to a temporary data directory, removed at ``stop``
+    (never the user's own)."""
 
     def __init__(self, kind: str, prefix: list[str], flags: Sequence[str] = SERVER_FLAGS) -> None:
         self.kind = kind
         self.port = _free_port()
+        self.data_dir: str | None = None
         py = sys.executable
+        if kind == "memory":
+            kind, flags = "switchboard", MEMORY_FLAGS
         if kind == "switchboard":
             cmd = [py, "-m", "switchboard", "serve", "--port", str(self.port), *flags]
+            if "--data-dir" not in flags:
+                self.data_dir = tempfile.mkdtemp(prefix="switchboard-bench-")
+                cmd += ["--data-dir", self.data_dir]
             cmd += ["--name", "bench"]
         else:
             cmd = [py, "-m", "switchboard.bench.null_server", "--port", str(self.port)]
@@ -152,6 +173,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def bench_command(
@@ -494,6 +517,16 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, bool]]:
         )
     lst = sb["list-1000"]
     rows.append(("list, 1,000 connected: p50 < 5 ms", f"{lst['p50']:.3f} ms", lst["p50"] < 5.0))
+    memory = res.get("memory", {}).get("broadcast-50")
+    if memory is not None:
+        durable = sb["broadcast-50"]["ops_per_sec"]
+        share = durable / memory["ops_per_sec"] if memory["ops_per_sec"] else 0.0
+        rows.append(
+            (f"broadcast 50xW1, durable history: >= {DURABLE_BROADCAST_SHARE:.0%} of the "
+             "memory-only server's throughput",
+             f"{durable:,.0f}/s = {share:.0%} of {memory['ops_per_sec']:,.0f}/s",
+             share >= DURABLE_BROADCAST_SHARE)
+        )  # fmt: skip
     idle = res["idle"]["switchboard"]
     rows.append(
         (f"{IDLE_CONNECTIONS:,} idle connections: <= {IDLE_KIB:g} KiB RSS each",
@@ -540,6 +573,7 @@ def render(res: dict[str, Any], chart: bool) -> str:
         "",
         "```",
         f"{' '.join(res['server_command'])}",
+        *([" ".join(res["memory_command"])] if "memory_command" in res else []),
         f"{' '.join(res['null_command'])}",
     ]
     for case in CASES:
@@ -550,6 +584,11 @@ def render(res: dict[str, Any], chart: bool) -> str:
         f"# idle memory: {IDLE_CONNECTIONS:,} connections opened (each waits for its WELCOME), "
         "server VmRSS from /proc before and after",
     ]
+    if "history" in res:
+        lines.append(
+            "python -m switchboard.bench.history "
+            f"--lines {res['history']['lines']} --requests {res['history']['requests']}"
+        )
     if "amplification" in res:
         lines += [
             "# amplification, against a fresh server: switchboard serve --port P "
@@ -566,13 +605,14 @@ def render(res: dict[str, Any], chart: bool) -> str:
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for case in CASES:
-        for kind in ("switchboard", "null"):
-            r = res[kind].get(case.key)
+        for kind in ("switchboard", "memory", "null"):
+            r = res.get(kind, {}).get(case.key)
             if r is None:
                 continue
             errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "none"
+            shown = "switchboard, memory-only" if kind == "memory" else kind
             lines.append(
-                f"| {case.label} | {kind} | {r['ops_per_sec']:,.0f} | {_fmt(r['cpu_us'], '.2f')} "
+                f"| {case.label} | {shown} | {r['ops_per_sec']:,.0f} | {_fmt(r['cpu_us'], '.2f')} "
                 f"| {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} | {r['p999']:.3f} "
                 f"| {r['max']:.3f} | {r['lost']} | {errs} |"
             )
@@ -593,6 +633,7 @@ def render(res: dict[str, Any], chart: bool) -> str:
         f"**Switchboard {idle['switchboard']:.2f} KiB**, null server {idle['null']:.2f} KiB.",
         "",
         *amplification_lines(res.get("amplification")),
+        *history_lines(res.get("history")),
         "How close Switchboard comes to the null server (server CPU per operation, the figure "
         "that does not depend on the load generator):",
         "",
@@ -617,6 +658,23 @@ def render(res: dict[str, Any], chart: bool) -> str:
         lines += ["", "![throughput and p99 against clients](bench.png)"]
     lines += ["", END]
     return "\n".join(lines)
+
+
+def history_lines(hist: dict[str, Any] | None) -> list[str]:
+    """The durable history's paragraph of the generated section (none if not run)."""
+    if hist is None:
+        return []
+    return [
+        "Durable history (SQLite, WAL, `--history-sync normal`): "
+        f"{hist['lines']:,} lines of about 60 characters in {hist['rooms']} rooms take "
+        f"**{hist['mib_per_million_lines']:.0f} MiB "
+        f"per million lines** ({hist['bytes_per_line']:.0f} bytes each, written at "
+        f"{hist['fill_lines_per_sec']:,.0f} lines/s in transactions of 1,000); HISTORY of "
+        f"{hist['page']:,} lines (BEFORE a random id, {hist['requests']} requests, the client "
+        f"decoding them): **p50 {hist['p50_ms']:.2f} ms**, p99 {hist['p99_ms']:.2f} ms, "
+        f"max {hist['max_ms']:.2f} ms.",
+        "",
+    ]
 
 
 def amplification_lines(amp: dict[str, Any] | None) -> list[str]:
@@ -695,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="*",
-        help="case keys to run, idle, amplification and websocket too (default all)",
+        help="case keys to run, and idle, amplification, history and websocket too (default all)",
     )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0:
@@ -709,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration": args.duration,
         "warmup": args.warmup,
     }
-    raw: dict[str, dict[str, list[dict[str, Any]]]] = {"switchboard": {}, "null": {}}
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {"switchboard": {}, "memory": {}, "null": {}}
     idle_raw: dict[str, list[float]] = {"switchboard": [], "null": []}
     amplification_raw: list[dict[str, Any]] = []
     try:
@@ -720,8 +778,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_process = 1000
     per_process = min(per_process, IDLE_CONNECTIONS)
     steal_before = _steal()
-    servers = {k: Server(k, server_prefix) for k in ("switchboard", "null")}
-    res["server_command"] = [*server_prefix, "switchboard", "serve", "--port", "P", *SERVER_FLAGS]
+    kinds = ["switchboard", "null"] + (["memory"] if any(c.memory_too for c in cases) else [])
+    servers = {k: Server(k, server_prefix) for k in kinds}
+    res["server_command"] = [*server_prefix, "switchboard", "serve", "--port", "P", *SERVER_FLAGS,
+                             "--data-dir", "TMP"]  # fmt: skip
+    if "memory" in servers:
+        res["memory_command"] = [*server_prefix, "switchboard", "serve", "--port", "P",
+                                 *MEMORY_FLAGS]  # fmt: skip
     res["null_command"] = [*server_prefix, "python", "-m", "switchboard.bench.null_server",
                            "--port", "P"]  # fmt: skip
     floor_raw: dict[str, list[float]] = {"sleeping": [], "spinning": []}
@@ -734,8 +797,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     floor_raw[key].append(value)
                 print(f"run {run + 1}/{args.runs} C ping-pong floor p50 (µs): {floors}", flush=True)
             for case in cases:
-                for kind in ("switchboard", "null"):
-                    if kind == "null" and not case.null_too:
+                for kind in ("switchboard", "memory", "null"):
+                    if (kind == "null" and not case.null_too) or (
+                        kind == "memory" and not case.memory_too
+                    ):
                         continue
                     r = run_case(case, servers[kind], load_prefix, args.duration, args.warmup)
                     raw[kind].setdefault(case.key, []).append(r)
@@ -766,6 +831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{amp['bystander']}",
                     flush=True,
                 )
+        if not args.only or "history" in args.only:
+            res["history"] = history_bench.run(HISTORY_LINES, 10, HISTORY_REQUESTS)
+            print(f"history: {res['history']}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -773,7 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["c_floor"] = {k: statistics.median(v) for k, v in floor_raw.items() if v}
     res["steal"] = steal_share(steal_before, _steal())
     print(f"CPU time stolen by the host during the run: {res['steal']}", flush=True)
-    for kind in ("switchboard", "null"):
+    for kind in ("switchboard", "memory", "null"):
         res[kind] = {key: median_report(runs) for key, runs in raw[kind].items()}
     res["idle"] = {k: statistics.median(v) if v else float("nan") for k, v in idle_raw.items()}
     if amplification_raw:
@@ -789,6 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         all(c.key in res["switchboard"] for c in CASES)
         and bool(idle_raw["switchboard"])
         and bool(amplification_raw)
+        and "history" in res
     )
     if args.no_write or not complete:
         print(json.dumps(res, indent=1, default=str))

@@ -21,7 +21,13 @@ with one TIME request at start: the server's clock, give or take half a round tr
 A lost connection or a server shutdown is followed by reconnecting (unless --no-reconnect):
 with back-off (``client.reconnect``), under the same nickname, into the same rooms, saying
 so; lines typed meanwhile are refused on a terminal and wait for the outcome when piped.
-Room history replayed on rejoining is shown only where it is newer than what was seen.
+
+Catching up: the id of the last line shown of each room is remembered (``seen``: in memory,
+and in the state directory for the next start).  On rejoining, the room's frames are held
+while the server's history is asked for what came after it (HISTORY AFTER, page after page);
+then the lines said meanwhile are shown once each, in id order, marked ``(missed)``, merged
+with what arrived live meanwhile (``chat_model.caught_up``), and live lines go on.  A server
+whose history store was reset (another epoch), or that has no HISTORY, gets a plain rejoin.
 
 Exit codes (``exitcodes.ExitCode``): 0 after /quit, Ctrl-D or the end of piped input; 3 when
 the connection is lost or the server shuts down and we do not (or no longer) reconnect; 2 when
@@ -55,8 +61,10 @@ from switchboard.client import (
 from switchboard.client.core import as_send_ok, send_request
 from switchboard.client.reconnect import retry
 from switchboard.protocol import (
+    BroadcastOk,
     BroadcastRequest,
     Frame,
+    HistoryMode,
     Joined,
     JoinOk,
     JoinRequest,
@@ -84,6 +92,7 @@ from .reconnect import (
     connect_again,
     seconds,
 )
+from .seen import Position, SeenLines, default_path
 from .terminal import Output, Ui, plain_console, plain_stdio, run_terminal
 
 HISTORY_FILE: Final = "chat_history"
@@ -225,11 +234,16 @@ class ChatClient:
         #: piped reader waiting for its outcome.
         self._stop_reconnecting = threading.Event()
         self._reconnected = threading.Condition(self._lock)
-        #: The server time of the newest room line seen, per room; and, for the rooms
-        #: rejoined after a reconnection, what it was then: the history the rejoin replays is
-        #: shown only past it (a /join of our own replays it all, marked).
-        self._seen_ms: dict[str, int] = {}
-        self._rejoined_at_ms: dict[str, int] = {}
+        #: The id of the newest room line shown, per room, in the history store of
+        #: ``_epoch`` (the current connection's; 0: not known); and where they are kept for
+        #: the next start (set once connected: they are per server).
+        self._shown: dict[str, int] = {}
+        self._epoch = 0
+        self._positions: SeenLines | None = None
+        #: Rooms being caught up: their MESSAGEs (replay and live) held until it is done.
+        self._catching: dict[str, list[Message]] = {}
+        #: What a reconnection's catch-up shows, printed after "Reconnected" (_reconnect).
+        self._caught_lines: list[Line] = []
 
     # --- what the terminal front end asks -------------------------------------------------
 
@@ -299,6 +313,7 @@ class ChatClient:
         with self._lock:
             self._client = client
             self.state.client_id = client.client_id
+            self._positions = SeenLines(default_path(), f"{client.host}:{client.port}")
         try:
             try:
                 # The first request: a server that demands a token refuses it (and closes).
@@ -311,7 +326,7 @@ class ChatClient:
                 me = model.who(self.state.nick, client.client_id)
             self.out.line(f"* connected to '{render.safe(client.server_name)}' as {me}", "notice")
             try:
-                self._join(client, self.args.room)
+                room, position = self._join(client, self.args.room, catch_up=True)
             except ServerError as exc:
                 raise CliExit(
                     2, f"cannot join {self.args.room!r}: {exc.message} ({exc.name})"
@@ -323,6 +338,10 @@ class ChatClient:
             lost = self._lost
         if lost is not None:  # lost just before _starting was cleared: said by nobody yet
             self.out.line(f"* Connection lost: {render.safe(lost)}.", "error")
+        else:
+            # In: a connection lost from here on is reconnected as any other.
+            for text, style in self._catch_up(client, room, position, fresh=True):
+                self.out.line(text, style)
         return client
 
     def _measure_clock(self, client: Client) -> None:
@@ -437,7 +456,8 @@ class ChatClient:
         def show(ok: Frame) -> list[Line]:
             state = self.state
             now_ms = self.server_now_ms()
-            self._seen_ms[room] = max(self._seen_ms.get(room, 0), now_ms)
+            if isinstance(ok, BroadcastOk):
+                self._note_shown(room, ok.message_id)
             line = model.own_line(
                 state.nick,
                 state.client_id,
@@ -459,22 +479,97 @@ class ChatClient:
 
         self._ordered(client, send_request(action.target, action.text), show)
 
-    def _join(self, client: Client, room: str) -> None:
+    def _join(
+        self, client: Client, room: str, *, catch_up: bool = False
+    ) -> tuple[str, Position | None]:
+        """JOIN (or switch to a room we are in): the room as the server names it and, with
+        ``catch_up``, where we were in it (at start: remembered from the last run), its
+        lines held until ``_catch_up`` shows what was said since."""
         with self._lock:
             switched = self.state.switch(room)
-            self._rejoined_at_ms.pop(room, None)
+            position = self._position(room) if catch_up else None
+            if position is not None:
+                self._catching[room] = []
         if switched:
             self.out.line(f"* talking in {room} now", "notice")
             self._ui.refresh()
-            return
+            return room, None
 
         def show(ok: Frame) -> list[Line]:
             assert isinstance(ok, JoinOk)
             self.state.joined(ok.room)
-            return [(model.you_joined_line(ok.room, ok.members, ok.history), "notice")]
+            if ok.room != room and room in self._catching:  # the server's name for it
+                self._catching[ok.room] = self._catching.pop(room)
+            replayed = 0 if position is not None else ok.history
+            return [(model.you_joined_line(ok.room, ok.members, replayed), "notice")]
 
-        self._ordered(client, JoinRequest(room), show)
+        try:
+            ok = self._ordered(client, JoinRequest(room), show)
+        except BaseException:
+            with self._lock:
+                self._catching.pop(room, None)
+            raise
+        assert isinstance(ok, JoinOk)
         self._ui.refresh()
+        return ok.room, position
+
+    def _position(self, room: str) -> Position | None:
+        """Where we are in ``room`` (under the lock): the last line shown on this run, or
+        remembered from the last one."""
+        if self._epoch and room in self._shown:
+            return Position(self._epoch, self._shown[room])
+        return self._positions.position(room) if self._positions is not None else None
+
+    def _catch_up(
+        self, client: Client, room: str, position: Position | None, *, fresh: bool
+    ) -> list[Line]:
+        """Ask for what ``room`` said after ``position`` (and learn the store's epoch, on a
+        ``fresh`` connection); the lines to show: the missed ones merged with the room's
+        frames held meanwhile."""
+        epoch = 0 if fresh else self._epoch
+        missed: list[Message] | None = None
+        try:
+            if position is not None:
+                epoch, got = client.missed(room, position.message_id, position.epoch)
+                if epoch == position.epoch:
+                    missed = got
+            elif not epoch:  # the store's epoch, to remember positions in
+                epoch = client.history(room, HistoryMode.LATEST, limit=1).epoch
+        except (ServerError, ConnectionLost, RequestTimeout):
+            # A server without HISTORY, its store failing, or the connection gone (then it
+            # is reconnected as any other): what arrived is shown as a plain rejoin.
+            epoch, missed = self._epoch, None
+        with self._lock:
+            arrived = self._catching.pop(room, [])
+            if epoch != self._epoch:
+                if self._epoch:
+                    self._shown.clear()  # ids of another store
+                self._epoch = epoch
+                if epoch and self._positions is not None:
+                    for shown_room, message_id in self._shown.items():
+                        self._positions.advance(shown_room, epoch, message_id)
+            if missed is None or position is None:
+                lines = [self._describe(m) for m in arrived]
+                return [line for line in lines if line is not None]
+            shown = model.caught_up(position.message_id, missed, arrived)
+            count = sum(1 for _, was_missed in shown if was_missed)
+            out: list[Line] = [(model.missed_notice(room, count), "notice")]
+            for msg, was_missed in shown:
+                self._note_shown(room, msg.message_id)
+                text = model.room_line(msg, show_room=self.state.show_rooms, missed=was_missed)
+                out.append((text, "message"))
+            self._note_shown(room, position.message_id)
+            return out
+
+    def _note_shown(self, room: str, message_id: int) -> None:
+        """A line of ``room`` was shown (under the lock): remember it, and now and then
+        write it down for the next start."""
+        if message_id <= self._shown.get(room, 0):
+            return
+        self._shown[room] = message_id
+        if self._epoch and self._positions is not None:
+            self._positions.advance(room, self._epoch, message_id)
+            self._positions.save(soon=True)
 
     def _leave(self, client: Client, room: str | None) -> None:
         with self._lock:
@@ -519,10 +614,15 @@ class ChatClient:
         if isinstance(frame, Message):
             if not frame.room:
                 return model.private_line(frame), "message"
+            catching = self._catching.get(frame.room)
+            if catching is not None:  # shown once the catch-up knows what was missed
+                if len(catching) < MAX_HELD_LINES:
+                    catching.append(frame)
+                return None
             history = bool(frame.flags & MessageFlags.HISTORY)
-            if history and frame.sent_ms <= self._rejoined_at_ms.get(frame.room, -1):
-                return None  # replayed on rejoining: shown before the connection was lost
-            self._seen_ms[frame.room] = max(self._seen_ms.get(frame.room, 0), frame.sent_ms)
+            if not history and frame.message_id <= self._shown.get(frame.room, 0):
+                return None  # shown already, by a catch-up
+            self._note_shown(frame.room, frame.message_id)
             line = model.room_line(frame, show_room=self.state.show_rooms)
             return line, "dim" if history else "message"
         if isinstance(frame, Joined):
@@ -609,9 +709,9 @@ class ChatClient:
         with self._lock:
             reconnected = f"* Reconnected as {me}" + (f", rejoined {rooms}" if rooms else "")
             self.out.line(reconnected, "notice")
-            for text, style in self._held:
+            for text, style in self._caught_lines + self._held:
                 self.out.line(text, style)
-            self._holding, self._held = False, []
+            self._holding, self._held, self._caught_lines = False, [], []
         self._ui.refresh()
         if client.closed:  # lost again before it was ours: its on_close was not heard
             self._on_close("the connection was lost while rejoining")
@@ -626,19 +726,26 @@ class ChatClient:
             with self._lock:
                 nick = self.state.nick
                 rooms = list(self.state.rooms)
-                self._rejoined_at_ms = dict(self._seen_ms)
-                # What the rooms replay waits for the "Reconnected" line (_reconnect).
+                positions = {room: self._position(room) for room in rooms}
+                # Each room's lines wait for its catch-up, and what else arrives for the
+                # "Reconnected" line (_reconnect).
+                self._catching = {room: [] for room, p in positions.items() if p is not None}
                 self._holding, self._gate, self._held = True, None, []
+                self._caught_lines = []
             try:
                 client.set_nick(nick)
             except NicknameError as exc:
                 # Our old connection may still hold it until the server notices it is gone.
                 raise ConnectionFailed(f"the nickname {nick} is held: {exc.message}") from None
+            caught: list[Line] = []
             for room in rooms:
                 client.join(room)
+                caught += self._catch_up(client, room, positions[room], fresh=True)
+            with self._lock:
+                self._caught_lines = caught
         except BaseException:
             with self._lock:
-                self._holding, self._held = False, []
+                self._holding, self._held, self._catching = False, [], {}
             client.close()
             raise
         return client
@@ -654,6 +761,9 @@ class ChatClient:
 
     def _close(self) -> None:
         self._stop_reconnecting.set()
+        with self._lock:
+            if self._positions is not None:
+                self._positions.save()
         with self._lock:
             thread = self._reconnecting
         if thread is not None:

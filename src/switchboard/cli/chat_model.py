@@ -212,10 +212,15 @@ def _stamp(epoch_ms: int, clock: Clock) -> str:
     return f"[{clock(epoch_ms)}]"
 
 
-def room_line(msg: Message, *, show_room: bool, clock: Clock = render.clock) -> str:
-    """``[12:01:33] alice(#3): text``; history marked ``(history)``; ``[room]`` when asked."""
+def room_line(
+    msg: Message, *, show_room: bool, missed: bool = False, clock: Clock = render.clock
+) -> str:
+    """``[12:01:33] alice(#3): text``; history marked ``(history)``, or ``(missed)`` for a
+    line said while we were away (``missed``); ``[room]`` when asked."""
     parts = [_stamp(msg.sent_ms, clock)]
-    if msg.flags & MessageFlags.HISTORY:
+    if missed:
+        parts.append("(missed)")
+    elif msg.flags & MessageFlags.HISTORY:
         parts.append("(history)")
     if show_room:
         parts.append(f"[{safe(msg.room)}]")
@@ -271,6 +276,30 @@ def left_line(frame: Left) -> str:
 def nick_changed_line(frame: NickChanged) -> str:
     """``* alice(#3) is now known as carolyn``"""
     return f"* {who(frame.old_nick, frame.client_id)} is now known as {safe(frame.new_nick)}"
+
+
+def caught_up(
+    after: int, missed: Iterable[Message], arrived: Iterable[Message]
+) -> list[tuple[Message, bool]]:
+    """The lines to show of a room we come back to, in id order, each once: those after id
+    ``after`` among the ``missed`` lines the server's history gave and the room ``arrived``
+    frames received meanwhile (its JOIN's replay, live lines), each with whether it was
+    missed (said while we were away: from the history) rather than live."""
+    lines: dict[int, tuple[Message, bool]] = {}
+    for msg in missed:
+        if msg.message_id > after:
+            lines[msg.message_id] = (msg, True)
+    for msg in arrived:
+        if msg.message_id > after and msg.message_id not in lines:
+            lines[msg.message_id] = (msg, bool(msg.flags & MessageFlags.HISTORY))
+    return [lines[i] for i in sorted(lines)]
+
+
+def missed_notice(room: str, count: int) -> str:
+    """``* 3 line(s) said in lobby while you were away:`` (or that there were none)."""
+    if not count:
+        return f"* nothing was said in {safe(room)} while you were away"
+    return f"* {count} line(s) said in {safe(room)} while you were away:"
 
 
 def you_joined_line(room: str, members: int, history: int) -> str:

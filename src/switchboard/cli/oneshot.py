@@ -11,7 +11,7 @@ from rich.console import Console
 
 from switchboard.client import AuthError, Client, ConnectionLost, RequestTimeout, ServerError
 from switchboard.client.reconnect import retry
-from switchboard.protocol import ReceiptStatus
+from switchboard.protocol import HistoryMode, Message, ReceiptStatus
 
 from . import render
 from .common import CliExit, add_connection_args, connect, emit, error_json, say, token
@@ -97,7 +97,9 @@ def register(sub: Any) -> None:
         help="stay connected and print everything that arrives",
         description="Stay connected and print every indication as it arrives (Ctrl-C to stop). "
         "A lost connection or a server shutdown is followed by reconnecting, under the same "
-        "--nick and into the same --rooms (see --no-reconnect, --reconnect-for).",
+        "--nick and into the same --rooms (see --no-reconnect, --reconnect-for), where the "
+        "lines said meanwhile are printed first, marked missed (from the server's history), "
+        "each line once.",
     )
     add_connection_args(p)
     p.add_argument("--nick", help="a nickname to listen under")
@@ -213,9 +215,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
         emit(render.welcome_json(client.welcome))
     else:
         say(render.describe(client.welcome))
+    seen = RoomLines()
+    rooms: list[str] = []
     for room in args.room:
         try:
-            client.join(room)
+            rooms.append(client.join(room).room)
         except AuthError:
             client.close()
             raise  # main says what to do about the token
@@ -224,25 +228,72 @@ def cmd_listen(args: argparse.Namespace) -> int:
             raise CliExit(
                 ExitCode.REFUSED, f"cannot join {room!r}: {exc.message} ({exc.name})"
             ) from None
+    seen.learn_epoch(client, rooms)
     while True:
         with client:
-            follow(client, args.json)
+            follow(client, args.json, seen)
         # Shut down or lost, the session ended from the other side.
         if args.no_reconnect:
             return ExitCode.SESSION_ENDED
-        again = rejoin(args)
+        again = rejoin(args, seen)
         if again is None:
             return ExitCode.SESSION_ENDED
         client = again
 
 
-def follow(client: Client, as_json: bool) -> str:
+class RoomLines:
+    """The id of the last line printed of each room, in the history store of ``epoch``: a
+    reconnection prints what came after (HISTORY AFTER), and no line twice."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.shown: dict[str, int] = {}
+
+    def learn_epoch(self, client: Client, rooms: list[str]) -> None:
+        """The store's epoch (one line of history asked for), when in a room."""
+        if rooms:
+            try:
+                self.epoch = client.history(rooms[0], HistoryMode.LATEST, limit=1).epoch
+            except ServerError:
+                self.epoch = 0  # a server without HISTORY: nothing is caught up
+
+    def fresh(self, frame: Message) -> bool:
+        """Whether a room line is not printed yet (and then it counts as printed)."""
+        if frame.message_id <= self.shown.get(frame.room, 0):
+            return False
+        self.shown[frame.room] = frame.message_id
+        return True
+
+    def missed(self, client: Client, rooms: list[str]) -> list[Message]:
+        """After rejoining ``rooms``: the lines said since the last one printed of each (none
+        from a store of another epoch: its ids mean nothing there)."""
+        out: list[Message] = []
+        epoch = self.epoch
+        for room in rooms:
+            after = self.shown.get(room)
+            if after is None or not self.epoch:
+                continue
+            epoch, lines = client.missed(room, after, self.epoch)
+            if epoch != self.epoch:
+                break
+            out += lines
+        if epoch != self.epoch:
+            self.shown.clear()
+            self.epoch = epoch
+        if not self.epoch:
+            self.learn_epoch(client, rooms)
+        return out
+
+
+def follow(client: Client, as_json: bool, seen: RoomLines) -> str:
     """Print every indication until the connection ends; why it ended."""
     try:
         while True:
             frame = client.next_indication()
             if frame is None:
                 continue
+            if isinstance(frame, Message) and frame.room and not seen.fresh(frame):
+                continue  # printed already (a rejoin's replay, or a line caught up)
             if as_json:
                 emit(render.to_json(frame))
             else:
@@ -255,15 +306,19 @@ def follow(client: Client, as_json: bool) -> str:
         return lost.reason
 
 
-def rejoin(args: argparse.Namespace) -> Client | None:
-    """Reconnect under the same nickname and rejoin the rooms, saying so; None (after saying
-    so) once the back-off gives up."""
+def rejoin(args: argparse.Namespace, seen: RoomLines) -> Client | None:
+    """Reconnect under the same nickname and rejoin the rooms, saying so, then print the lines
+    said meanwhile; None (after saying so) once the back-off gives up."""
+    missed: list[Message] = []
 
     def attempt() -> Client:
         client = connect_again(args, nick=args.nick)
         try:
-            for room in args.room:
-                client.join(room)
+            rooms = [client.join(room).room for room in args.room]
+            try:
+                missed[:] = seen.missed(client, rooms)
+            except ServerError:
+                missed.clear()  # its history cannot be read now: the rejoin's replay it is
         except BaseException:
             client.close()
             raise
@@ -293,4 +348,10 @@ def rejoin(args: argparse.Namespace) -> Client | None:
         emit({**render.welcome_json(client.welcome), "event": "reconnected", "rooms": args.room})
     else:
         say(f"reconnected as #{client.client_id}" + (f", rejoined {rooms}" if rooms else ""))
+    for line in missed:
+        if seen.fresh(line):
+            if args.json:
+                emit(render.to_json(line, missed=True))
+            else:
+                say(render.describe(line, missed=True))
     return client

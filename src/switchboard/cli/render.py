@@ -70,11 +70,13 @@ def left_reason(reason: int) -> str:
         return "gone"
 
 
-def describe(frame: Frame) -> str:
-    """One human line for an indication; what peers chose is escaped (``safe``)."""
+def describe(frame: Frame, *, missed: bool = False) -> str:
+    """One human line for an indication; what peers chose is escaped (``safe``).  ``missed``:
+    a room line said while we were away (from the server's history, after a reconnection)."""
     if isinstance(frame, Message):
         where = f" in {safe(frame.room)}" if frame.room else ""
         history = " [history]" if frame.flags & MessageFlags.HISTORY else ""
+        history = " [missed]" if missed else history
         return f"message from {sender(frame)}{where} at {clock(frame.sent_ms)}{history}: " + safe(
             frame.text
         )
@@ -95,8 +97,8 @@ def describe(frame: Frame) -> str:
     return type(frame).__name__
 
 
-def to_json(frame: Frame) -> dict[str, Any]:
-    """The ``listen --json`` object for an indication."""
+def to_json(frame: Frame, *, missed: bool = False) -> dict[str, Any]:
+    """The ``listen --json`` object for an indication (``missed``: as for ``describe``)."""
     if isinstance(frame, Message):
         return {
             "event": "message",
@@ -107,6 +109,7 @@ def to_json(frame: Frame) -> dict[str, Any]:
             "nick": frame.sender_nick or None,
             "room": frame.room or None,
             "history": bool(frame.flags & MessageFlags.HISTORY),
+            "missed": missed,
             "text": frame.text,
             "sent_at": iso(frame.sent_ms),
         }

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from switchboard.statedir import state_dir
+
 from .exitcodes import ExitCode
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal is there
@@ -288,8 +290,7 @@ def private_history_file(path: Path) -> str | None:
 def history_path(name: str) -> Path:
     """Where the history file ``name`` lives: $XDG_STATE_HOME/switchboard/ (or
     ~/.local/state/switchboard/)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "switchboard" / name
+    return state_dir() / name
 
 
 @contextlib.contextmanager

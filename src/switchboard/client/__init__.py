@@ -7,6 +7,7 @@ from .errors import (
     AuthError,
     ConnectionFailed,
     ConnectionLost,
+    HistoryUnavailable,
     NicknameError,
     NoSuchClient,
     ProtocolRejected,
@@ -20,7 +21,7 @@ from .errors import (
     SwitchboardError,
     TextTooLong,
 )
-from .session import ClientSession, ServerTime
+from .session import ClientSession, HistoryPage, ServerTime
 
 __all__ = [
     "AsyncClient",
@@ -29,6 +30,8 @@ __all__ = [
     "ClientSession",
     "ConnectionFailed",
     "ConnectionLost",
+    "HistoryPage",
+    "HistoryUnavailable",
     "NicknameError",
     "NoSuchClient",
     "ProtocolRejected",

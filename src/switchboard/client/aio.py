@@ -19,12 +19,14 @@ from switchboard.protocol import (
     Frame,
     HelloOk,
     HelloRequest,
+    HistoryMode,
     JoinOk,
     JoinRequest,
     LeaveOk,
     LeaveRequest,
     ListOk,
     ListRequest,
+    Message,
     NameOk,
     NameRequest,
     NickOk,
@@ -43,9 +45,17 @@ from switchboard.protocol import (
 )
 from switchboard.protocol.trace import host_port
 
-from .core import ClientCore, as_send_ok, next_rooms_page, send_request
+from .core import (
+    ClientCore,
+    as_send_ok,
+    history_request,
+    missed_lines,
+    next_after,
+    next_rooms_page,
+    send_request,
+)
 from .errors import ConnectionFailed, ConnectionLost, RequestTimeout, connect_failure
-from .session import ServerTime, silence_reason
+from .session import HistoryPage, ServerTime, silence_reason
 from .tracing import Tracer, trace_received, trace_sent
 
 R = TypeVar("R", bound=Frame)
@@ -285,6 +295,33 @@ class AsyncClient(ClientCore["asyncio.Future[Any]"], asyncio.Protocol):
 
     async def leave(self, room: str) -> LeaveOk:
         return await self.request(LeaveRequest(room), LeaveOk)
+
+    async def history(
+        self,
+        room: str,
+        mode: HistoryMode = HistoryMode.LATEST,
+        anchor: int = 0,
+        until: int = 0,
+        limit: int = 0,
+    ) -> HistoryPage:
+        """One page of ``room``'s stored history (HISTORY; members only): the HistoryOk and
+        its lines, oldest first."""
+        future = self.submit(history_request(room, mode, anchor, until, limit))
+        return cast(HistoryPage, await self._wait(future, None))  # the session's gathering
+
+    async def missed(self, room: str, after: int, epoch: int = 0) -> tuple[int, list[Message]]:
+        """As ``Client.missed``: the lines of ``room`` after id ``after``, with the epoch."""
+        page = await self.history(room, HistoryMode.AFTER, after)
+        reset = missed_lines(page, epoch)
+        if reset is not None:
+            return reset
+        lines = list(page.lines)
+        pages = 1
+        while (anchor := next_after(page, pages)) is not None:
+            page = await self.history(room, HistoryMode.AFTER, anchor)
+            lines += page.lines
+            pages += 1
+        return page.epoch, lines
 
     async def broadcast(self, room: str, text: str) -> BroadcastOk:
         return await self.request(BroadcastRequest(room, text), BroadcastOk)

@@ -27,12 +27,14 @@ from switchboard.protocol import (
     Frame,
     HelloOk,
     HelloRequest,
+    HistoryMode,
     JoinOk,
     JoinRequest,
     LeaveOk,
     LeaveRequest,
     ListOk,
     ListRequest,
+    Message,
     NameOk,
     NameRequest,
     NickOk,
@@ -52,14 +54,22 @@ from switchboard.protocol import (
 from switchboard.protocol.trace import host_port
 
 from .channel import SocketChannel, TlsChannel
-from .core import ClientCore, as_send_ok, next_rooms_page, send_request
+from .core import (
+    ClientCore,
+    as_send_ok,
+    history_request,
+    missed_lines,
+    next_after,
+    next_rooms_page,
+    send_request,
+)
 from .errors import (
     ConnectionFailed,
     ConnectionLost,
     RequestTimeout,
     connect_failure,
 )
-from .session import ServerTime
+from .session import HistoryPage, ServerTime
 from .tracing import Tracer, trace_received, trace_sent
 
 R = TypeVar("R", bound=Frame)
@@ -253,6 +263,36 @@ class Client(ClientCore["Future[Any]"]):
 
     def leave(self, room: str) -> LeaveOk:
         return self.request(LeaveRequest(room), LeaveOk)
+
+    def history(
+        self,
+        room: str,
+        mode: HistoryMode = HistoryMode.LATEST,
+        anchor: int = 0,
+        until: int = 0,
+        limit: int = 0,
+    ) -> HistoryPage:
+        """One page of ``room``'s stored history (HISTORY; members only): the HistoryOk and
+        its lines, oldest first."""
+        future = self.submit(history_request(room, mode, anchor, until, limit))
+        return cast(HistoryPage, self.result(future))  # the session gathers the lines
+
+    def missed(self, room: str, after: int, epoch: int = 0) -> tuple[int, list[Message]]:
+        """The lines of ``room`` after id ``after`` (HISTORY AFTER, page after page), with the
+        store's epoch.  ``epoch``: the one ``after`` came from; when the store's is another
+        (it was reset), no line is returned: ``after`` means nothing there.  Join first;
+        live MESSAGEs that arrive meanwhile may repeat the newest of these (same ids)."""
+        page = self.history(room, HistoryMode.AFTER, after)
+        reset = missed_lines(page, epoch)
+        if reset is not None:
+            return reset
+        lines = list(page.lines)
+        pages = 1
+        while (anchor := next_after(page, pages)) is not None:
+            page = self.history(room, HistoryMode.AFTER, anchor)
+            lines += page.lines
+            pages += 1
+        return page.epoch, lines
 
     def broadcast(self, room: str, text: str) -> BroadcastOk:
         return self.request(BroadcastRequest(room, text), BroadcastOk)

@@ -15,6 +15,9 @@ from switchboard.protocol import (
     BroadcastRequest,
     ErrorCode,
     Frame,
+    HistoryMode,
+    HistoryRequest,
+    Message,
     Receipt,
     ReceiptStatus,
     RoomsOk,
@@ -27,7 +30,7 @@ from switchboard.protocol import (
 )
 
 from .errors import ConnectionFailed, ConnectionLost, ServerError, SwitchboardError, error_for
-from .session import ClientSession, ConnectionFault, Reply, shutdown_reason
+from .session import ClientSession, ConnectionFault, HistoryPage, Reply, shutdown_reason
 
 #: Receipts kept for messages nobody waits on before the oldest settled ones are forgotten.
 MAX_KEPT_RECEIPTS = 10_000
@@ -50,6 +53,34 @@ def as_send_ok(ok: Frame) -> SendOk:
     if isinstance(ok, SendNickOk):
         return SendOk(ok.message_id, ok.target, request_id=ok.request_id)
     return cast(SendOk, ok)
+
+
+#: HISTORY AFTER pages ``missed`` asks for at most (1,000 lines each): catching up on more
+#: than 100,000 lines is not catching up; the client shows the newest of them.
+MAX_HISTORY_PAGES = 100
+
+
+def history_request(
+    room: str, mode: HistoryMode, anchor: int = 0, until: int = 0, limit: int = 0
+) -> HistoryRequest:
+    return HistoryRequest(room, mode, anchor, until, limit)
+
+
+def next_after(page: HistoryPage, pages: int) -> int | None:
+    """The ``anchor`` of the AFTER page that follows ``page`` (the ``pages``-th), None when
+    caught up."""
+    if not page.more or not page.lines or pages >= MAX_HISTORY_PAGES:
+        return None
+    return page.lines[-1].message_id
+
+
+def missed_lines(first: HistoryPage, epoch: int) -> tuple[int, list[Message]] | None:
+    """What the first AFTER page says of a catch-up from a position in store ``epoch``:
+    (the store's epoch, []) when the store was reset (another epoch: the id means nothing
+    there), else None (go on paging)."""
+    if epoch and first.epoch != epoch:
+        return first.epoch, []
+    return None
 
 
 def next_rooms_page(ok: RoomsOk, pages: int) -> str | None:

@@ -19,6 +19,7 @@ Exception tree::
           ├── NicknameError      NICK_IN_USE, INVALID_NICK
           ├── RoomError          NOT_IN_ROOM, INVALID_ROOM
           ├── TextTooLong        TEXT_TOO_LONG (also raised locally, before sending)
+          ├── HistoryUnavailable HISTORY_UNAVAILABLE
           └── ShuttingDown       SHUTTING_DOWN, IDLE_TIMEOUT
 """
 
@@ -114,6 +115,11 @@ class TextTooLong(ServerError):
     """The text exceeds the server's limit."""
 
 
+class HistoryUnavailable(ServerError):
+    """The server's history store could not write or read (disk full): a BROADCAST that got
+    it was neither stored nor delivered, so sending it again cannot duplicate it."""
+
+
 class ShuttingDown(ServerError):
     """The server is shutting down (or closed an idle connection)."""
 
@@ -130,6 +136,7 @@ _BY_CODE: dict[int, type[ServerError]] = {
     ErrorCode.NOT_IN_ROOM: RoomError,
     ErrorCode.INVALID_ROOM: RoomError,
     ErrorCode.TEXT_TOO_LONG: TextTooLong,
+    ErrorCode.HISTORY_UNAVAILABLE: HistoryUnavailable,
     ErrorCode.SHUTTING_DOWN: ShuttingDown,
     ErrorCode.IDLE_TIMEOUT: ShuttingDown,
 }

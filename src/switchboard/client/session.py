@@ -27,6 +27,7 @@ from switchboard.protocol import (
     ErrorResponse,
     Frame,
     FrameDecoder,
+    HistoryOk,
     InvalidFrame,
     Message,
     MessageClass,
@@ -51,11 +52,28 @@ CLIENT_MAX_FRAME: Final = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A HISTORY answer with its lines: the HistoryOk and the MESSAGEs that followed it
+    (oldest first), gathered by the session so that they never mix with live indications."""
+
+    ok: HistoryOk
+    lines: tuple[Message, ...]
+
+    @property
+    def epoch(self) -> int:
+        return self.ok.epoch
+
+    @property
+    def more(self) -> bool:
+        return bool(self.ok.more)
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """The outcome of request ``request_id``: the OK result, or the error to raise."""
 
     request_id: int
-    result: Frame | ServerError
+    result: Frame | HistoryPage | ServerError
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +113,16 @@ class ServerTime:
 class ClientSession:
     """Request ids, pending requests, automatic replies; bytes in and out, no I/O."""
 
-    __slots__ = ("_acked", "_next_id", "_outgoing", "auto_ack", "decoder", "pending", "welcome")
+    __slots__ = (
+        "_acked",
+        "_gathering",
+        "_next_id",
+        "_outgoing",
+        "auto_ack",
+        "decoder",
+        "pending",
+        "welcome",
+    )
 
     def __init__(self, *, max_frame: int = CLIENT_MAX_FRAME, auto_ack: bool = True) -> None:
         self.decoder = FrameDecoder(max_frame=max_frame)
@@ -107,6 +134,8 @@ class ClientSession:
         self._outgoing: list[tuple[Frame, bytes]] = []
         #: Ids of the MESSAGEs of the read being taken, acknowledged by one ACKS at its end.
         self._acked: list[int] = []
+        #: A HistoryOk whose MESSAGEs are arriving: (its request id, the OK, those so far).
+        self._gathering: tuple[int, HistoryOk, list[Message]] | None = None
 
     def prepare(self, request: Frame) -> tuple[int, Frame, bytes]:
         """Give ``request`` a fresh id; returns (id, the request with it, its bytes)."""
@@ -180,7 +209,26 @@ class ClientSession:
                 return Reply(event.request_id, err)
             return None  # an indication this version does not know: ignore it
         if event.MESSAGE_CLASS == MessageClass.RESPONSE:
-            return self._response(event)
+            reply = self._response(event)
+            if (
+                isinstance(reply, Reply)
+                and isinstance(reply.result, HistoryOk)
+                and reply.result.count
+            ):
+                # Its lines follow it at once (the server queues them together).
+                self._gathering = (reply.request_id, reply.result, [])
+                return None
+            if isinstance(reply, Reply) and isinstance(reply.result, HistoryOk):
+                return Reply(reply.request_id, HistoryPage(reply.result, ()))
+            return reply
+        gathering = self._gathering
+        if gathering is not None and isinstance(event, Message):
+            request_id, ok, lines = gathering
+            lines.append(event)
+            if len(lines) < ok.count:
+                return None
+            self._gathering = None
+            return Reply(request_id, HistoryPage(ok, tuple(lines)))
         if isinstance(event, Message):
             if self.auto_ack and not event.room and not event.flags & MessageFlags.HISTORY:
                 if self.batches_acks:

@@ -37,6 +37,9 @@ class ErrorCode(enum.IntEnum):
     INVALID_ROOM = 17
     IDLE_TIMEOUT = 18
     INTERNAL_ERROR = 19
+    #: The room-history store could not write (disk full, I/O error) or read: the request
+    #: did nothing (a BROADCAST was neither stored nor delivered); the connection goes on.
+    HISTORY_UNAVAILABLE = 20
 
 
 #: Codes after which the sender of the ERROR closes the connection.  The others

@@ -57,6 +57,15 @@ class RoomFlags(enum.IntFlag):
     MEMBER = 0x01  # the asking client is a member of the room
 
 
+class HistoryMode(enum.IntEnum):
+    """HISTORY ``mode``: which lines of the room's history a page holds."""
+
+    LATEST = 1  # the newest lines
+    BEFORE = 2  # the newest lines whose id is below ``anchor``
+    AFTER = 3  # the oldest lines whose id is above ``anchor``
+    BETWEEN = 4  # the oldest lines whose id is above ``anchor`` and below ``until``
+
+
 class MessageFlags(enum.IntFlag):
     """MESSAGE ``flags`` bits."""
 
@@ -374,6 +383,20 @@ class RoomsRequest(Frame):
     after: str16 = ""
 
 
+@message(REQUEST, T.HISTORY)
+@dataclass(frozen=True, slots=True)
+class HistoryRequest(Frame):
+    """Ask for one page of ``room``'s stored history (members only): see HistoryMode for
+    ``anchor`` and ``until`` (0 where the mode takes none); ``limit`` lines at most (0: the
+    server's page size)."""
+
+    room: str16
+    mode: u8 = 1
+    anchor: u64 = 0
+    until: u64 = 0
+    limit: u16 = 0
+
+
 # --- responses -------------------------------------------------------------------------------
 
 
@@ -470,6 +493,20 @@ class RoomsOk(Frame):
     total: u32
     more: u8
     rooms: room_list
+
+
+@message(RESPONSE, T.OK, answers=T.HISTORY)
+@dataclass(frozen=True, slots=True)
+class HistoryOk(Frame):
+    """``count`` MESSAGEs of ``room``'s history follow (flag HISTORY, in increasing id order);
+    ``more`` is 1 when further lines lie beyond the page in the direction asked (older for
+    LATEST and BEFORE, newer for AFTER and BETWEEN); ``epoch`` names the store the ids belong
+    to (a different epoch: the store was reset, ids from before mean nothing)."""
+
+    room: str16
+    epoch: u64
+    more: u8
+    count: u32
 
 
 @message(RESPONSE, T.OK, answers=T.NICK)

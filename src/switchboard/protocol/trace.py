@@ -22,6 +22,8 @@ from .messages import (
     ErrorResponse,
     Frame,
     HelloRequest,
+    HistoryMode,
+    HistoryRequest,
     Left,
     LeftReason,
     Message,
@@ -41,6 +43,7 @@ ENUM_FIELDS: Final[dict[tuple[type[Frame], str], type[enum.IntEnum] | type[enum.
     (Receipts, "status"): ReceiptStatus,
     (Left, "reason"): LeftReason,
     (Message, "flags"): MessageFlags,
+    (HistoryRequest, "mode"): HistoryMode,
 }
 #: Fields holding milliseconds since the epoch: shown with their UTC time as well.
 EPOCH_MS_FIELDS: Final = frozenset({"epoch_ms", "sent_ms", "connected_ms"})

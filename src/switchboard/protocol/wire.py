@@ -64,6 +64,7 @@ class MessageType(enum.IntEnum):
     PING_REQUEST = 0x0A
     SEND_NICK = 0x0B
     ROOMS = 0x0C
+    HISTORY = 0x0D
 
     OK = 0x40
     ERROR = 0x41

@@ -52,7 +52,15 @@ from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
 from .errors import RequestFailed
-from .handlers import HANDLERS, send_receipts, tables
+from .handlers import HANDLERS, lines_committed, send_receipts, tables
+from .history import (
+    GroupCommit,
+    HistoryReads,
+    HistoryStore,
+    HistoryUnavailable,
+    now_ms,
+    open_store,
+)
 from .http import HttpListener
 from .metrics import ServerMetrics, disconnect_reason, make_registry, render
 from .registry import Peer, Room
@@ -65,7 +73,13 @@ log = logs.log
 class SwitchboardServer:
     """A running Switchboard server (one asyncio event loop)."""
 
-    def __init__(self, config: ServerConfig, *, trace: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        trace: Tracer | None = None,
+        history: HistoryStore | None = None,
+    ) -> None:
         self.config = config
         self.trace = trace
         #: Valid HELLO tokens; empty when the server needs none.
@@ -125,8 +139,21 @@ class SwitchboardServer:
         #: Connections with log lines being summarised (their counts flushed by the heartbeat).
         self._summarising: set[Peer] = set()
         self.shutting_down = False
-        #: The last message id given out (ids count up from 1 and are never reused).
-        self.message_ids = 0
+        #: Where room lines are remembered (ConfigError, before anything listens, when the
+        #: store cannot be used: a damaged or unwritable database).
+        self.history: HistoryStore = history if history is not None else open_config_store(config)
+        #: The group commits of a store written off the loop, and its reads (made by
+        #: ``start``); HISTORY reads under way per connection id.
+        self.commits: GroupCommit | None = None
+        self.history_reads: HistoryReads | None = None
+        self.reads_in_flight: dict[int, int] = {}
+        #: The last message id given out (ids count up and are never reused: with a durable
+        #: store, from the highest id it holds).
+        self.message_ids = self.history.last_id
+        #: The highest room-line id committed and delivered (handlers.lines_committed).
+        self.delivered_id = self.history.last_id
+        #: monotonic time of the last pruning of lines past --history-max-age.
+        self._pruned_at = 0.0
         self._connections: set[Peer] = set()  # admitted or not, until closed
         #: Connections with frames queued outside their own batch, written once per loop
         #: pass (or sooner: flush_pending).
@@ -163,6 +190,11 @@ class SwitchboardServer:
     async def start(self) -> None:
         """Bind and start accepting."""
         self._loop = asyncio.get_running_loop()
+        if self.history.deferred and self.commits is None:
+            self.commits = GroupCommit(
+                self.history, self._loop, lambda batch, error: lines_committed(self, batch, error)
+            )
+            self.history_reads = HistoryReads(self._loop)
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._stopped = asyncio.Event()
@@ -226,6 +258,17 @@ class SwitchboardServer:
                     port=port,
                     url=url + "/",
                 )
+        where = self.history.where
+        self.events.event(
+            logging.INFO,
+            "history",
+            "room history: %s (ids from %d)",
+            where,
+            self.history.last_id + 1,
+            store=where,
+            last_id=self.history.last_id,
+            epoch=self.history.epoch,
+        )
 
     def _warn_if_exposed(self) -> None:
         http = self.http
@@ -297,6 +340,9 @@ class SwitchboardServer:
             handshake.cancel()
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
+        if self.commits is not None:
+            # Every BROADCAST taken is committed and answered before the clients are told.
+            await self.commits.drain()
         notice = Shutdown(reason)
         for conn in list(self._connections):
             conn.send(notice)  # a held HELLO's connection (HELD) hears it too
@@ -318,7 +364,60 @@ class SwitchboardServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.http.close(), 2.0)
         self.flush_log_counts()
+        self.close_history()
         self._stopped.set()
+
+    def close_history(self) -> None:
+        """Wait for the writer thread and close the store (at the end of shutdown)."""
+        if self.commits is not None:
+            self.commits.close()
+        if self.history_reads is not None:
+            self.history_reads.close()
+        self.history.close()
+
+    def history_failed(self, reason: str) -> None:
+        """The store failed (disk full, I/O error): one WARNING per interval, the rest
+        counted, however many requests it fails."""
+        self.source_log.event(
+            "history",
+            logging.WARNING,
+            "history_unavailable",
+            "history store: %s",
+            reason,
+            reason=reason,
+        )
+
+    def _prune_history(self) -> None:
+        """Delete the lines past --history-max-age, on the writer thread after the commits
+        queued before (from the heartbeat, at most once per HISTORY_PRUNE_INTERVAL_S or half
+        the age)."""
+        now = time.monotonic()
+        # A line outlives its age by at most the interval, or half its age when shorter.
+        interval = min(defaults.HISTORY_PRUNE_INTERVAL_S, self.config.history_max_age / 2)
+        if self.commits is None or not interval or now - self._pruned_at < interval:
+            return
+        self._pruned_at = now
+        self._prune_chunk(now_ms())
+
+    def _prune_chunk(self, at_ms: int) -> None:
+        """One chunk of the pruning at ``at_ms``; the next, if it was full, once it is done
+        (the commits queued meanwhile go first)."""
+        if self.commits is None or self.shutting_down:
+            return
+        history = self.history
+        chunk = defaults.HISTORY_PRUNE_CHUNK
+        future = self.commits.run(lambda: history.prune(at_ms, chunk))
+
+        def pruned(f: asyncio.Future[Any]) -> None:
+            error = None if f.cancelled() else f.exception()
+            if isinstance(error, HistoryUnavailable):
+                self.history_failed(f"cannot delete old lines: {error}")
+            elif error is not None:
+                log.error("pruning the history failed: %r", error)
+            elif f.result() >= chunk:
+                self._prune_chunk(at_ms)
+
+        future.add_done_callback(pruned)
 
     # --- connections -------------------------------------------------------------------------
 
@@ -777,6 +876,7 @@ class SwitchboardServer:
             conn.log_runs = None
             self._summarising.discard(conn)
         self.source_log.flush(expired_only=True)
+        self._prune_history()
         if not self.shutting_down:
             self._schedule_heartbeat()
 
@@ -835,9 +935,21 @@ def raise_open_file_limit(wanted: int) -> None:
         log.debug("open-file limit: %d", soft)
 
 
-async def serve(config: ServerConfig, *, trace: Tracer | None = None) -> int:
+def open_config_store(config: ServerConfig) -> HistoryStore:
+    """The history store ``config`` names (ConfigError when it cannot be used)."""
+    return open_store(
+        config.data_dir,
+        keep=config.history_keep,
+        max_age_s=config.history_max_age,
+        sync=config.history_sync,
+    )
+
+
+async def serve(
+    config: ServerConfig, *, trace: Tracer | None = None, history: HistoryStore | None = None
+) -> int:
     """Run until SIGINT, SIGTERM or ``quit`` on a terminal's stdin; then shut down."""
-    server = SwitchboardServer(config, trace=trace)
+    server = SwitchboardServer(config, trace=trace, history=history)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason = {"text": "server shutting down"}
@@ -875,7 +987,13 @@ def _console_line(request_stop: Callable[[str], None]) -> None:
 
 def run(config: ServerConfig, *, trace: Tracer | None = None) -> int:
     """Configure logging and the event loop, serve, and return the exit code."""
-    logs.configure(config.log_level, config.log_format)
-    raise_open_file_limit(config.max_clients + 64)
-    log.debug("event loop: %s, pid %d", eventloop.loop_name(), os.getpid())
-    return eventloop.run(serve(config, trace=trace))
+    # First: a store that cannot be used (damaged, unwritable, in use) is one line and exit 2
+    # (ConfigError), before any log line.
+    history = open_config_store(config)
+    try:
+        logs.configure(config.log_level, config.log_format)
+        raise_open_file_limit(config.max_clients + 64)
+        log.debug("event loop: %s, pid %d", eventloop.loop_name(), os.getpid())
+        return eventloop.run(serve(config, trace=trace, history=history))
+    finally:
+        history.close()

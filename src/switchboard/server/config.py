@@ -222,6 +222,27 @@ class ServerConfig:
         help="history all rooms keep together; past it the least recently active rooms "
         "lose their oldest messages",
     )  # fmt: skip
+    data_dir: str | None = setting(
+        None, metavar="DIR",
+        default_text=f"$XDG_STATE_HOME/switchboard, '{defaults.DATA_DIR_NONE}' keeps history in "
+        "memory only",
+        help=f"directory of the room-history database ({defaults.HISTORY_DB_FILE}, SQLite)",
+    )  # fmt: skip
+    history_keep: int = setting(
+        defaults.HISTORY_KEEP, minimum=1, metavar="N", limit=True,
+        help="lines each room keeps in the history database",
+    )  # fmt: skip
+    history_sync: str = setting(
+        defaults.HISTORY_SYNC, choices=("normal", "full"),
+        help="when a stored line counts as committed: 'normal', written to the database's "
+        "log (survives a crash of the server), or 'full', also flushed to the disk (survives "
+        "a power cut)",
+    )  # fmt: skip
+    history_max_age: float = setting(
+        defaults.HISTORY_MAX_AGE_S, minimum=0, zero_means="kept whatever their age",
+        unit="seconds", metavar="SECONDS", limit=True,
+        help="seconds a line stays in the history database, 0 = no age limit",
+    )  # fmt: skip
     max_rooms: int = setting(
         defaults.MAX_ROOMS, minimum=1, metavar="N", limit=True,
         help="rooms on the server at once",

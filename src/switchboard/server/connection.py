@@ -116,6 +116,7 @@ class ClientConnection(asyncio.Protocol):
         "pinged",
         "port",
         "receipts_batched",
+        "reserved",
         "rooms",
         "sender",
         "server",
@@ -143,6 +144,9 @@ class ClientConnection(asyncio.Protocol):
         #: once they reach ``server.flush_at`` (what the run answers queue directly is not
         #: counted: it writes it every PRESSURE_CHECK_BYTES of requests).
         self.out_bytes = 0
+        #: Answers reserved in ``out`` and not filled yet (``reserve_answer``): ``flush``
+        #: writes only what is queued before the first of them.
+        self.reserved = 0
         self.rooms: set[str] | frozenset[str] = NO_ROOMS
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
@@ -296,6 +300,7 @@ class ClientConnection(asyncio.Protocol):
         self._enter(_CLOSED)
         self.out.clear()
         self.out_bytes = 0
+        self.reserved = 0
         self.server.release(self)
 
     def pause_writing(self) -> None:
@@ -366,15 +371,43 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.flush()
 
+    def reserve_answer(self) -> bytearray:
+        """A place in ``out`` for an answer that comes later (a BROADCAST waiting for its
+        line's commit, a HISTORY or a cold room's JOIN for its read): what is queued after it
+        waits for it, so that answers keep the order of the requests.  Filled by
+        ``fill_answer``."""
+        slot = bytearray()  # empty until filled: no frame is empty
+        if self.state < _CLOSING:
+            self.out.append(slot)  # type: ignore[arg-type]  # bytes-like, joined with the rest
+            self.reserved += 1
+        return slot
+
+    def fill_answer(self, slot: bytearray, frame: bytes) -> None:
+        """Put the answer in its reserved place; written with what follows it, in order."""
+        slot += frame
+        if self.reserved and self.state < _CLOSING:
+            self.reserved -= 1
+            if not self.in_batch:
+                self.server.schedule_flush(self)
+
     def flush(self) -> None:
         out = self.out
         self.out_bytes = 0
         transport = self.transport
         if not out or transport is None or self.state >= _CLOSING:
             out.clear()
+            self.reserved = 0
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+        if self.reserved:
+            # Write up to the first answer not filled yet; the rest waits for it.
+            cut = next(i for i, chunk in enumerate(out) if not chunk)
+            if not cut:
+                return
+            data = b"".join(out[:cut])
+            del out[:cut]
+        else:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
         server = self.server
         if server.trace is not None:
             server.trace_bytes("->>", self, data)  # traced as it leaves, decoded again
@@ -439,6 +472,11 @@ class ClientConnection(asyncio.Protocol):
         """Flush what is queued, then close gracefully."""
         if self.state >= _CLOSING:
             return
+        if self.reserved:
+            # Closing: the answers still waiting are given up, not what follows them (the
+            # ERROR or SHUTDOWN that says why the connection closes).
+            self.out[:] = [chunk for chunk in self.out if chunk]
+            self.reserved = 0
         self.flush()
         self._enter(_CLOSING)
         self.close_reason = reason
@@ -454,6 +492,7 @@ class ClientConnection(asyncio.Protocol):
             self.left_reason = left_reason
         self.out.clear()
         self.out_bytes = 0
+        self.reserved = 0
         if self.transport is not None:
             self.transport.abort()
 

@@ -76,6 +76,10 @@ class Directory(Protocol):
         """Keep ``message`` in ``room``'s history."""
         ...
 
+    def record_older(self, room: Room, lines: list[Message]) -> None:
+        """Put ``lines`` (read from the store, older than what ``room`` keeps) before them."""
+        ...
+
     # --- delivery ----------------------------------------------------------------------------
     def deliver(self, client_id: int, frame: bytes) -> bool:
         """Queue ``frame`` for the client; False when no such client is connected."""
@@ -163,6 +167,9 @@ class LocalDirectory:
 
     def record(self, room: Room, message: Message) -> None:
         self.room_registry.record(room, message)
+
+    def record_older(self, room: Room, lines: list[Message]) -> None:
+        self.room_registry.record_older(room, lines)
 
     def deliver(self, client_id: int, frame: bytes) -> bool:
         target = self.client_by_id.get(client_id)

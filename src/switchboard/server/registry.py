@@ -18,6 +18,7 @@ from switchboard import defaults, names
 from switchboard.protocol import ErrorCode, Frame, LeftReason, Message
 
 from .errors import RequestFailed
+from .history import room_key
 from .logs import RepeatedEvents
 from .states import ConnectionState
 from .transport import Transport
@@ -65,6 +66,8 @@ class Peer(Protocol):
 
     def send(self, msg: Frame) -> None: ...
     def send_raw(self, data: bytes) -> None: ...
+    def reserve_answer(self) -> bytearray: ...
+    def fill_answer(self, slot: bytearray, frame: bytes) -> None: ...
     def flush(self) -> None: ...
     def sender_fields(self) -> bytes: ...
     def direct_fields(self) -> bytes: ...
@@ -155,10 +158,26 @@ def history_cost(message: Message) -> int:
 class Room:
     """A chat room: its members by id and the last messages for replay."""
 
-    __slots__ = ("history", "history_bytes", "members", "name", "name_utf8")
+    __slots__ = (
+        "history",
+        "history_bytes",
+        "key",
+        "members",
+        "name",
+        "name_utf8",
+        "waiting",
+        "warm",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: The key its lines are stored under (look-alike names share it: server/history.py).
+        self.key = room_key(name)
+        #: Whether ``history`` holds the store's newest lines (loaded on the first JOIN).
+        self.warm = False
+        #: While they are being read: the JOINs waiting for them (connection, its answer's
+        #: place, request id, members then, the last line delivered then).
+        self.waiting: list[tuple[Peer, bytearray, int, int, int]] | None = None
         self.name_utf8 = name.encode("utf-8")  # for MESSAGEs encoded on the fast path
         self.members: dict[int, Peer] = {}
         self.history: deque[Message] = deque()
@@ -312,6 +331,28 @@ class RoomRegistry:
             self._drop_oldest(room)
         self._activity[room] = None
         self._activity.move_to_end(room)
+        while self.history_bytes > self.max_history_bytes:
+            quiet = next(iter(self._activity))
+            self._drop_oldest(quiet)
+            if not quiet.history:
+                del self._activity[quiet]
+
+    def record_older(self, room: Room, lines: list[Message]) -> None:
+        """Put ``lines`` (oldest first, all older than what ``room`` keeps) before its
+        history, within both bounds: past them, the oldest go first."""
+        if self._history == 0 or not lines:
+            return
+        history = room.history
+        for message in reversed(lines):
+            if len(history) >= self._history:
+                break
+            history.appendleft(message)
+            cost = history_cost(message)
+            room.history_bytes += cost
+            self.history_bytes += cost
+        if room not in self._activity:
+            self._activity[room] = None  # not broadcast to since it came to life: quietest
+            self._activity.move_to_end(room, last=False)
         while self.history_bytes > self.max_history_bytes:
             quiet = next(iter(self._activity))
             self._drop_oldest(quiet)
