@@ -27,6 +27,7 @@ export const MessageClass = Object.freeze({ REQUEST: 1, RESPONSE: 2, INDICATION:
 export const MessageType = Object.freeze({
   HELLO: 0x01, TIME: 0x02, NAME: 0x03, LIST: 0x04, SEND: 0x05, NICK: 0x06, JOIN: 0x07,
   LEAVE: 0x08, BROADCAST: 0x09, PING_REQUEST: 0x0a, SEND_NICK: 0x0b, ROOMS: 0x0c,
+  HISTORY: 0x0d,
   OK: 0x40, ERROR: 0x41,
   WELCOME: 0x80, MESSAGE: 0x81, ACK: 0x82, RECEIPT: 0x83, JOINED: 0x84, LEFT: 0x85,
   PING: 0x86, PONG: 0x87, SHUTDOWN: 0x88, NICK_CHANGED: 0x89, ACKS: 0x8a, RECEIPTS: 0x8b,
@@ -37,6 +38,7 @@ export const ErrorCode = Object.freeze({
   NO_SUCH_CLIENT: 6, SERVER_FULL: 7, RATE_LIMITED: 8, RECIPIENT_BUSY: 9, AUTH_REQUIRED: 10,
   AUTH_FAILED: 11, NICK_IN_USE: 12, INVALID_NICK: 13, NOT_IN_ROOM: 14, TEXT_TOO_LONG: 15,
   SHUTTING_DOWN: 16, INVALID_ROOM: 17, IDLE_TIMEOUT: 18, INTERNAL_ERROR: 19,
+  HISTORY_UNAVAILABLE: 20,
 });
 
 /** Codes after which the sender of the ERROR closes the connection. */
@@ -321,6 +323,10 @@ export const MESSAGES = Object.freeze({
   PingRequest: { cls: REQUEST, type: T.PING_REQUEST, fields: [] },
   SendNickRequest: { cls: REQUEST, type: T.SEND_NICK, fields: [["nick", "str16"], ["text", "str32"]] },
   RoomsRequest: { cls: REQUEST, type: T.ROOMS, fields: [["after", "str16"]] },
+  HistoryRequest: {
+    cls: REQUEST, type: T.HISTORY,
+    fields: [["room", "str16"], ["mode", "u8"], ["anchor", "u64"], ["until", "u64"], ["limit", "u16"]],
+  },
 
   HelloOk: { cls: RESPONSE, type: T.OK, answers: T.HELLO, fields: [["version", "u16"], ["client_id", "u32"], ["nick", "str16"]] },
   TimeOk: { cls: RESPONSE, type: T.OK, answers: T.TIME, fields: [["epoch_ms", "i64"], ["utc_offset_s", "i32"], ["zone", "str16"]] },
@@ -334,6 +340,10 @@ export const MESSAGES = Object.freeze({
   LeaveOk: { cls: RESPONSE, type: T.OK, answers: T.LEAVE, fields: [["room", "str16"]] },
   BroadcastOk: { cls: RESPONSE, type: T.OK, answers: T.BROADCAST, fields: [["message_id", "u64"], ["reached", "u32"]] },
   PingOk: { cls: RESPONSE, type: T.OK, answers: T.PING_REQUEST, fields: [] },
+  HistoryOk: {
+    cls: RESPONSE, type: T.OK, answers: T.HISTORY,
+    fields: [["room", "str16"], ["epoch", "u64"], ["more", "u8"], ["count", "u32"]],
+  },
   ErrorResponse: { cls: RESPONSE, type: T.ERROR, fields: [["code", "u16"], ["name", "str16"], ["message", "str16"]] },
 
   Welcome: {
@@ -363,6 +373,7 @@ const DEFAULTS = Object.freeze({
   HelloRequest: { version: VERSION, nick: "", token: "" },
   ListRequest: { room: "" },
   RoomsRequest: { after: "" },
+  HistoryRequest: { mode: 1, anchor: 0n, until: 0n, limit: 0 },
 });
 
 const DECODERS = new Map(); // (class << 16 | type) -> kind, for everything but OK
