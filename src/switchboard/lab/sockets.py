@@ -285,6 +285,12 @@ def retire_time_waits(connections: Iterable[Connection]) -> list[TcpSocket]:
         entries = of_connections(read_sockets(ports), mine)
         return [e for e in entries if e.state is TcpState.TIME_WAIT]
 
-    for entry in waiting():
-        retire_time_wait(entry)
+    # Three rounds: on a busy machine a probe's SYN can meet the entry before its own port is
+    # free again, or its RST arrive after the wait; another round then finishes the job.
+    for _ in range(3):
+        left = waiting()
+        if not left:
+            return []
+        for entry in left:
+            retire_time_wait(entry)
     return waiting()
