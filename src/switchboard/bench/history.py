@@ -91,7 +91,8 @@ def measure(data_dir: Path, lines: int, rooms: int, requests: int) -> dict[str, 
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "switchboard", "serve", "--port", str(port), "--rate", "0",
-         "--log-level", "warning", "--name", "bench", "--data-dir", str(data_dir)],
+         "--log-level", "warning", "--name", "bench", "--data-dir", str(data_dir),
+         "--http", "off"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -240,6 +240,7 @@ class Serve:
         self.port, self.http_port = _free_port(), _free_port()
         cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(self.port)]
         cmd += ["--http", f"127.0.0.1:{self.http_port}", *FLAGS, "--name", "bench"]
+        cmd += ["--data-dir", "none"]  # never the user's history database (and its lock)
         self.proc = subprocess.Popen(
             [*prefix, *cmd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
         )

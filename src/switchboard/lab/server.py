@@ -11,6 +11,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
+from switchboard import defaults
 from switchboard.server import ServerConfig, SwitchboardServer
 from switchboard.services.reverse.server import ReverseConfig, ReverseServer
 
@@ -50,6 +51,10 @@ def switchboard_server(**settings: Any) -> Iterator[SwitchboardServer]:
     settings.setdefault("host", HOST)
     settings.setdefault("port", 0)
     settings.setdefault("shutdown_grace", 0)
+    # An experiment's server keeps nothing and serves no page: it must not take the web port
+    # or the history database of a server the user runs (`make serve`) beside it.
+    settings.setdefault("http", defaults.HTTP_OFF)
+    settings.setdefault("data_dir", defaults.DATA_DIR_NONE)
     server = SwitchboardServer(ServerConfig(**settings))
     thread = LoopThread("lab-switchboard-server")
     try:

@@ -51,7 +51,9 @@ class ServerProcess:
 
     def __init__(self, *args: str, host: str = "127.0.0.1", namespace: str | None = None) -> None:
         argv = [sys.executable, "-m", "switchboard", "serve", "--host", host, "--port", "0"]
-        argv += ["--name", "lab", *args]
+        # Nothing kept and no page served: an experiment's server must not take the web port
+        # or the history database of a server the user runs beside it.
+        argv += ["--name", "lab", "--http", "off", "--data-dir", "none", *args]
         self.argv = argv if namespace is None else ["ip", "netns", "exec", namespace, *argv]
         self.host = host
         self.port = 0
