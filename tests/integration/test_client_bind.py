@@ -44,6 +44,7 @@ def test_a_fixed_port_is_held_by_time_wait_after_the_client_closes(server: Serve
     port = free_port_number()
     with Client(HOST, server.port, timeout=5, local_address=(HOST, port)) as client:
         assert client.welcome.port == port
+
     # The client closed first: its end waits in TIME_WAIT, and the port cannot be bound.
     # (waited for: on a busy machine the close handshake is still in FIN_WAIT1 for a moment)
     def time_wait(seen: list[TcpSocket]) -> bool:
