@@ -136,6 +136,17 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 1
     raise RuntimeError(f"no server listening on port {port} after {timeout:g}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """End a server subprocess: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class Server:
     """A server subprocess on a free port (``kind`` "switchboard", "memory" or "null"); a
     Switchboard server's history goes to a temporary data directory, removed at ``stop``
@@ -166,13 +177,7 @@ class Server:
         return self.proc.pid  # taskset execs the command: same pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
