@@ -12,6 +12,7 @@
 #       ps       procps            process checks in the CLI tests
 #       openssl  openssl           the TLS tests' certificates
 #       gcc      gcc, libc6-dev    the C round-trip floor (tools/latency/pingpong.c) and its test
+#       redis-server  redis-server  the cluster tests (serve --cluster: each test starts its own)
 set -euo pipefail
 
 missing=()
@@ -32,6 +33,7 @@ test)
     need_command openssl openssl
     need_command gcc gcc
     need_file /usr/include/stdio.h libc6-dev
+    need_command redis-server redis-server
     ;;
 *)
     echo "usage: $0 build|test" >&2
