@@ -219,6 +219,7 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SWITCHBOARD_HOST", None)
     env.pop("SWITCHBOARD_PORT", None)
+    env.pop("SWITCHBOARD_CLUSTER", None)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

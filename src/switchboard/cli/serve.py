@@ -70,6 +70,9 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
         given["host"] = env_host
     if given["port"] is None:
         given["port"] = env_port
+    for setting in SETTINGS:  # the other settings read from the environment ($SWITCHBOARD_CLUSTER)
+        if setting.env and setting.name not in ("host", "port") and given[setting.name] is None:
+            given[setting.name] = os.environ.get(setting.env) or None
     return given
 
 

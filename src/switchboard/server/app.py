@@ -19,7 +19,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchboard import defaults, eventloop
 from switchboard.protocol import (
@@ -55,6 +55,9 @@ from .errors import RequestFailed
 from .handlers import HANDLERS, send_receipts, tables
 from .registry import Peer, Room
 from .tls import TlsHandshake
+
+if TYPE_CHECKING:
+    from .cluster import ClusterNode
 
 log = logs.log
 
@@ -135,6 +138,8 @@ class SwitchboardServer:
         self._all_closed: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: This process as a node of a cluster (``--cluster``; server/cluster.py), or None.
+        self.cluster: ClusterNode | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -165,6 +170,12 @@ class SwitchboardServer:
             if self.ssl_context is None
             else (lambda: TlsHandshake(self, ClientConnection(self)))
         )
+        if self.config.cluster is not None:
+            # Imported here: a single server does not load the Redis client at all.
+            from .cluster import ClusterNode
+
+            self.cluster = ClusterNode(self.config, self.events)
+            await self.cluster.connect()  # before listening: Redis away is exit 2
         listener = await self._loop.create_server(
             factory,
             host,
@@ -175,6 +186,8 @@ class SwitchboardServer:
             # logged: with ssl= here, asyncio and uvloop drop them without a word.
         )
         self._listeners.append(listener)
+        if self.cluster is not None:
+            await self._join_cluster(self.cluster)
         self._schedule_heartbeat()
         self._warn_if_exposed()
         self._warn_if_token_file_open()
@@ -196,6 +209,18 @@ class SwitchboardServer:
                 tls=self.ssl_context is not None,
                 auth=bool(self.tokens),
             )
+
+    async def _join_cluster(self, cluster: ClusterNode) -> None:
+        """Join as a node named after the port now bound (unless --node-name names it);
+        stop listening again if the cluster will not have it."""
+        from .cluster import default_node_name
+
+        try:
+            await cluster.join(self.config.node_name or default_node_name(self.port))
+        except BaseException:
+            for listener in self._listeners:
+                listener.close()
+            raise
 
     def _warn_if_exposed(self) -> None:
         host = self.config.host
@@ -277,6 +302,8 @@ class SwitchboardServer:
         for listener in self._listeners:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
+        if self.cluster is not None:
+            await self.cluster.leave()
         self.flush_log_counts()
         self._stopped.set()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import socket
 import tomllib
 import types
@@ -28,6 +29,11 @@ from typing import Any
 
 from switchboard import defaults
 from switchboard.protocol import HEADER_SIZE
+
+from .cluster_url import parse_cluster_url
+
+#: What a node name may hold: it is part of Redis keys and of log lines.
+NODE_NAME = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 class ConfigError(ValueError):
@@ -293,6 +299,23 @@ class ServerConfig:
         maximum=defaults.MAX_LOG_REPEAT_INTERVAL_S, unit="seconds", metavar="SECONDS",
         limit=True, help="the interval of --log-repeat-burst",
     )  # fmt: skip
+    cluster: str | None = setting(
+        None, env=defaults.ENV_CLUSTER, metavar="URL", default_text="none: a single server",
+        help="join the cluster whose shared state is in this Redis, as a node "
+        "(redis://[:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS; docs/CLUSTER.md)",
+    )  # fmt: skip
+    node_name: str | None = setting(
+        None, minimum=1, maximum=defaults.MAX_NODE_NAME_BYTES, unit="bytes of UTF-8",
+        metavar="NAME", default_text="HOST:PORT:PID",
+        help="with --cluster: this node's name, unique in the cluster (letters, digits, "
+        "'.', '_', ':', '-')",
+    )  # fmt: skip
+    cluster_lease: float = setting(
+        defaults.CLUSTER_LEASE_S, minimum=defaults.MIN_CLUSTER_LEASE_S,
+        maximum=defaults.MAX_CLUSTER_LEASE_S, unit="seconds", metavar="SECONDS",
+        help="with --cluster: a node silent this long is dead; its clients leave the "
+        "cluster",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for s in SETTINGS:
@@ -307,6 +330,15 @@ class ServerConfig:
             raise ConfigError("write_high_water must be positive and below write_hard_limit")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key go together")
+        if self.cluster is not None:
+            try:
+                parse_cluster_url(self.cluster)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.node_name is not None and not NODE_NAME.fullmatch(self.node_name):
+            raise ConfigError(
+                f"node_name may hold letters, digits, '.', '_', ':' and '-', not {self.node_name!r}"
+            )
 
     @property
     def listen_backlog(self) -> int:
