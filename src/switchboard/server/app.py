@@ -57,7 +57,7 @@ from .registry import Peer, Room
 from .tls import TlsHandshake
 
 if TYPE_CHECKING:
-    from .cluster import ClusterNode
+    from .cluster import ClusterNode, RedisDirectory
 
 log = logs.log
 
@@ -140,6 +140,8 @@ class SwitchboardServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: This process as a node of a cluster (``--cluster``; server/cluster.py), or None.
         self.cluster: ClusterNode | None = None
+        #: The cluster's directory (the same object as ``directory``) on a node, or None.
+        self.shared_directory: RedisDirectory | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class SwitchboardServer:
 
             self.cluster = ClusterNode(self.config, self.events)
             await self.cluster.connect()  # before listening: Redis away is exit 2
+            await self._share_directory(self.cluster)
         listener = await self._loop.create_server(
             factory,
             host,
@@ -210,6 +213,22 @@ class SwitchboardServer:
                 auth=bool(self.tokens),
             )
 
+    async def _share_directory(self, cluster: ClusterNode) -> None:
+        """Swap the local directory for the cluster's (before any client is admitted)."""
+        from .cluster import RedisDirectory
+
+        cfg = self.config
+        directory = RedisDirectory(
+            cluster,
+            cfg.history,
+            max_rooms=cfg.max_rooms,
+            max_rooms_per_client=cfg.max_rooms_per_client,
+            history_bytes=cfg.history_bytes,
+        )
+        await directory.prepare()
+        self.directory = self.shared_directory = directory
+        self.client_by_id = directory.client_by_id
+
     async def _join_cluster(self, cluster: ClusterNode) -> None:
         """Join as a node named after the port now bound (unless --node-name names it);
         stop listening again if the cluster will not have it."""
@@ -217,6 +236,8 @@ class SwitchboardServer:
 
         try:
             await cluster.join(self.config.node_name or default_node_name(self.port))
+            if self.shared_directory is not None:
+                self.shared_directory.start()  # writing this node's clients, following others
         except BaseException:
             for listener in self._listeners:
                 listener.close()
@@ -359,7 +380,11 @@ class SwitchboardServer:
                 code="SERVER_FULL",
             )
             return
-        conn.client_id = self.directory.register(conn)
+        try:
+            conn.client_id = self.directory.register(conn)
+        except RequestFailed as failure:  # a cluster node with no client ids left
+            conn.fail(failure.code, failure.message)
+            return
         self.connection_counts.add(conn.ip)
         if not conn.authenticated:
             self._make_room_for(conn)
@@ -652,6 +677,7 @@ class SwitchboardServer:
             valid |= hmac.compare_digest(presented, candidate)
         if valid:
             conn.authenticate()
+            self.directory.update(conn)  # a cluster's other nodes list it from now on
             self._unauthenticated.pop(conn, None)
             self.auth.succeeded(conn.ip)
             return
@@ -706,7 +732,7 @@ class SwitchboardServer:
         dead_after = interval * 3
         ping = encode(Ping())
         cfg = self.config
-        for conn in list(self.directory.clients()):
+        for conn in list(self.directory.clients()):  # this process's connections
             silent = now - conn.last_seen
             if conn.partial_since and now - conn.partial_since >= cfg.frame_timeout:
                 conn.fail(

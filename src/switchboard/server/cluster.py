@@ -19,19 +19,26 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 
-from switchboard import defaults
+from switchboard import defaults, names
+from switchboard.protocol import ErrorCode
+from switchboard.protocol.fastpath import client_record
 
 from .cluster_url import ClusterUrl, parse_cluster_url
 from .config import ConfigError, ServerConfig
+from .directory import Listed, LocalDirectory
+from .errors import RequestFailed
 from .logs import EventLog
+from .registry import Peer
 
 #: The prefix of every key the cluster keeps.
 PREFIX = "switchboard:"
@@ -42,9 +49,67 @@ NODES_KEY = PREFIX + "nodes"
 NODE_NUMBERS_KEY = PREFIX + "node-numbers"
 
 
+#: Every client of every node: id -> the node's name, NUL, and the client's LIST record
+#: (``RemoteClient.pack``).
+CLIENTS_KEY = PREFIX + "clients"
+#: The counter client ids are taken from, a block at a time (``defaults.CLUSTER_ID_BLOCK``).
+CLIENT_IDS_KEY = PREFIX + "client-ids"
+#: The stream of changes to CLIENTS_KEY that every node follows to keep its copy: entries
+#: ``node``, ``up`` (records added or changed), ``down`` (ids gone), ``reset`` (drop every
+#: client of ``node`` first).
+EVENTS_KEY = PREFIX + "events"
+#: About how many entries the stream keeps (XADD MAXLEN ~): a node that falls further
+#: behind reads the whole state again.
+EVENTS_MAXLEN = 100_000
+
+
 def node_key(name: str) -> str:
     """The node's lease: a key that expires when the node stops renewing it."""
     return f"{PREFIX}node:{name}"
+
+
+def node_clients_key(name: str) -> str:
+    """The ids of the node's clients (a set), so that they can be removed with the node."""
+    return f"{PREFIX}node-clients:{name}"
+
+
+#: Forget a node whose lease has ended (or, ARGV[3] = "1", this node, leaving): its clients
+#: leave CLIENTS_KEY, and a ``reset`` event with no clients tells the others; one step, so
+#: that two nodes finding the same dead node remove it once, and a node that takes its
+#: lease again meanwhile is left alone.
+#: KEYS: nodes, node:NAME, node-clients:NAME, clients, events; ARGV: NAME, maxlen, leaving.
+REMOVE_NODE_SCRIPT = """
+if ARGV[3] == '1' then redis.call('DEL', KEYS[2])
+elseif redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then return -1 end
+local ids = redis.call('SMEMBERS', KEYS[3])
+for _, id in ipairs(ids) do redis.call('HDEL', KEYS[4], id) end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'node', ARGV[1], 'reset', '1')
+return #ids
+"""
+
+#: Register every client of this node afresh (after Redis came back, or the node's lease
+#: had ended): what Redis held of the node is replaced, the others are told (``reset`` then
+#: ``up``), and the id counter is raised to at least ARGV[3] (a Redis restarted empty must
+#: not give out ids that live clients hold).
+#: KEYS: node-clients:NAME, clients, events, client-ids; ARGV: NAME, maxlen, min ids,
+#: the packed records (``up``), then id, record pairs.
+RESET_NODE_SCRIPT = """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('HDEL', KEYS[2], id) end
+redis.call('DEL', KEYS[1])
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('SADD', KEYS[1], ARGV[i])
+end
+if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[4], ARGV[3])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'node', ARGV[1], 'reset', '1',
+           'up', ARGV[4])
+return 1
+"""
 
 
 class ClusterUnreachable(ConfigError):
@@ -87,7 +152,9 @@ class ClusterNode:
         self.events = events
         self.lease = config.cluster_lease
         self.timeout = min(defaults.CLUSTER_CONNECT_TIMEOUT_S, self.lease / 3)
-        self.redis = connect_redis(self.url, timeout=self.timeout)
+        #: redis-py's replies are typed as unions of every reply type: read as Any here, their
+        #: shapes are those of the commands sent (bytes: no decode_responses).
+        self.redis: Any = connect_redis(self.url, timeout=self.timeout)
         #: Set by ``join``.
         self.name = ""
         #: This node's number (one per join, from NODE_NUMBERS_KEY): what makes its message
@@ -98,7 +165,11 @@ class ClusterNode:
         #: Called (on the loop) when Redis comes back after being lost, or when this node's
         #: lease was found expired: the directory registers its state again.
         self.on_rejoin: Callable[[], Awaitable[None]] | None = None
+        #: Called after every successful renewal: the directory looks for dead nodes.
+        self.on_tick: Callable[[], Awaitable[None]] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        #: The directory's tasks (writing, following), cancelled when the node leaves.
+        self.tasks: set[asyncio.Task[None]] = set()
         self._lost_at = 0.0
 
     # --- start and stop ----------------------------------------------------------------------
@@ -162,19 +233,26 @@ class ClusterNode:
         self.number = number
         return True
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` until it ends or the node leaves."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def leave(self) -> None:
-        """Give the lease back and forget the node (shutdown); quiet if Redis is gone."""
-        if self._lease_task is not None:
-            self._lease_task.cancel()
+        """Give the lease back and forget the node and its clients (shutdown); quiet if
+        Redis is gone."""
+        tasks = [*self.tasks, *([self._lease_task] if self._lease_task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-            self._lease_task = None
+                await task
+        self.tasks.clear()
+        self._lease_task = None
         if self.name and self.available:
             try:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(node_key(self.name))
-                    pipe.srem(NODES_KEY, self.name)
-                    await pipe.execute()
+                await self.remove_node(self.name, leaving=True)
             except (RedisError, OSError) as exc:
                 self.events.event(
                     logging.WARNING,
@@ -194,13 +272,38 @@ class ClusterNode:
                 )
         await self.redis.aclose()
 
+    async def remove_node(self, name: str, *, leaving: bool = False) -> int:
+        """Forget node ``name`` and its clients in one step (REMOVE_NODE_SCRIPT), telling the
+        other nodes (a ``reset`` event with no clients); the number of clients it had, or -1
+        if it is alive (unless ``leaving``: this node's own lease is deleted first) or gone."""
+        removed = await self.redis.eval(
+            REMOVE_NODE_SCRIPT,
+            5,
+            NODES_KEY,
+            node_key(name),
+            node_clients_key(name),
+            CLIENTS_KEY,
+            EVENTS_KEY,
+            name,
+            str(EVENTS_MAXLEN),
+            "1" if leaving else "0",
+        )
+        return int(removed)
+
     # --- the lease -----------------------------------------------------------------------------
 
     async def _renew_forever(self) -> None:
-        interval = self.lease / 3
+        # Four times per lease: the lease is renewed well before it ends, and a dead node is
+        # found (``on_tick``) within a quarter lease of its lease ending.
+        interval = self.lease / 4
         while True:
             await asyncio.sleep(interval)
             await self.renew()
+            if self.available and self.on_tick is not None:
+                try:
+                    await self.on_tick()
+                except (RedisError, OSError) as exc:
+                    self.lost(describe(exc))
 
     async def renew(self) -> None:
         """Renew the lease once; notice Redis lost (log once), back, or the lease gone."""
@@ -214,17 +317,19 @@ class ClusterNode:
                 # Join again under the same name (a node that took the name meanwhile
                 # is another process: then this one has nothing left to claim).
                 if not await self._claim_lease():
-                    self._lost("a live node took this node's name while it was cut off")
+                    self.lost("a live node took this node's name while it was cut off")
                     return
                 await self._rejoined("its lease had expired")
                 return
         except (RedisError, OSError) as exc:
-            self._lost(describe(exc))
+            self.lost(describe(exc))
             return
         if not self.available:
             await self._rejoined("Redis answers again")
 
-    def _lost(self, why: str) -> None:
+    def lost(self, why: str) -> None:
+        """Redis failed this node (a renewal, a write): log it once; the next renewal that
+        succeeds rejoins (``on_rejoin``)."""
         if not self.available:
             return
         self.available = False
@@ -242,9 +347,14 @@ class ClusterNode:
 
     async def _rejoined(self, why: str) -> None:
         was_lost = not self.available
-        self.available = True
         if self.on_rejoin is not None:
-            await self.on_rejoin()
+            try:
+                await self.on_rejoin()
+            except (RedisError, OSError) as exc:
+                self.available = True  # so that lost() logs this failure
+                self.lost(f"registering again failed: {describe(exc)}")
+                return
+        self.available = True
         down = time.monotonic() - self._lost_at if was_lost and self._lost_at else 0.0
         self.events.event(
             logging.INFO,
@@ -258,3 +368,379 @@ class ClusterNode:
             node=self.name,
             reason=why,
         )
+
+
+# --- the directory shared through Redis ----------------------------------------------------------
+
+#: One client in an event's ``up`` field: its id and the length of its packed value.
+_ENTRY = struct.Struct("!IH")
+_ID = struct.Struct("!I")
+_CONNECTED_MS = struct.Struct("!q")
+
+
+class RemoteClient:
+    """A client of another node, as LIST shows it (``directory.Listed``)."""
+
+    __slots__ = ("authenticated", "client_id", "connected_ms", "nick", "node", "record")
+
+    def __init__(self, client_id: int, node: str, authenticated: bool, nick: str, record: bytes):
+        self.client_id = client_id
+        self.node = node
+        self.authenticated = authenticated
+        self.nick = nick
+        #: Its LIST record as its node encoded it (``fastpath.client_record``).
+        self.record = record
+        self.connected_ms: int = _CONNECTED_MS.unpack_from(record, len(record) - 8)[0]
+
+    def sender_fields(self) -> bytes:
+        return self.record[:-8]
+
+
+def pack_client(node: str, conn: Peer) -> bytes:
+    """What CLIENTS_KEY holds of a client: its node, NUL, its authenticated flag, its
+    nickname's length and bytes, and its LIST record."""
+    nick = conn.nick.encode("utf-8")
+    return b"".join(
+        (
+            node.encode(),
+            b"\0\1" if conn.authenticated else b"\0\0",
+            bytes((len(nick),)) if len(nick) < 256 else b"\0",
+            nick if len(nick) < 256 else b"",
+            client_record(conn.sender_fields(), conn.connected_ms),
+        )
+    )
+
+
+def unpack_client(client_id: int, value: bytes) -> RemoteClient:
+    node, _, rest = value.partition(b"\0")
+    nick_len = rest[1]
+    nick = rest[2 : 2 + nick_len].decode("utf-8", "replace")
+    return RemoteClient(client_id, node.decode(), rest[0] == 1, nick, rest[2 + nick_len :])
+
+
+def _stream_id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class RedisDirectory(LocalDirectory):
+    """The directory of a cluster node: this process's clients and rooms as ``LocalDirectory``
+    keeps them (the hot path never touches Redis), their ids taken from the cluster's
+    counter a block at a time, each client written to Redis in batches (once per loop pass,
+    not per connection), and a copy of every other node's clients (``remote``), kept by
+    following the cluster's event stream, for LIST.
+
+    Not shared yet (issue 16's later steps): SEND to a client of another node (it is
+    NO_SUCH_CLIENT), rooms across nodes, and nicknames claimed atomically: a nickname
+    another node's client holds is refused by the copy, but two nodes claiming one in the
+    same instant can both win (docs/CLUSTER.md)."""
+
+    def __init__(
+        self,
+        node: ClusterNode,
+        history: int,
+        *,
+        max_rooms: int = defaults.MAX_ROOMS,
+        max_rooms_per_client: int = defaults.MAX_ROOMS_PER_CLIENT,
+        history_bytes: int = defaults.HISTORY_BYTES,
+    ) -> None:
+        super().__init__(
+            history,
+            max_rooms=max_rooms,
+            max_rooms_per_client=max_rooms_per_client,
+            history_bytes=history_bytes,
+        )
+        self.node = node
+        #: The other nodes' clients by id, and their nicknames (look-alikes are one).
+        self.remote: dict[int, RemoteClient] = {}
+        self._remote_nicks: names.NameIndex[RemoteClient] = names.NameIndex(defaults.MAX_NICK_CHARS)
+        #: The ids this node may give out: ``_next_id`` to ``_id_end``, then ``_spare``.
+        self._next_id = 1
+        self._id_end = 0
+        self._spare: tuple[int, int] | None = None
+        self._refilling = False
+        #: Clients changed since the last write: id -> the connection, or None once gone.
+        self._changes: dict[int, Peer | None] = {}
+        self._wake = asyncio.Event()
+        self._last_event = b"0-0"
+        self._snapshot_needed = True
+        node.on_rejoin = self._register_again
+        node.on_tick = self._tick
+
+    # --- start ---------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Take the first block of client ids (before the server listens)."""
+        try:
+            self._next_id, self._id_end = await self._take_block()
+        except (RedisError, OSError) as exc:
+            await self.node.redis.aclose()
+            raise ClusterUnreachable(
+                f"cannot reach the cluster's Redis at {self.node.url.shown}: {describe(exc)}"
+            ) from None
+
+    def start(self) -> None:
+        """Follow the other nodes' changes and write this node's (once it has joined)."""
+        self.node.spawn(self._write_forever())
+        self.node.spawn(self._read_forever())
+        self._wake.set()  # clients admitted between listening and joining
+
+    async def _take_block(self) -> tuple[int, int]:
+        block = defaults.CLUSTER_ID_BLOCK
+        end = int(await self.node.redis.incrby(CLIENT_IDS_KEY, block))
+        return end - block + 1, end
+
+    # --- clients: this node's, with ids from the cluster's counter ------------------------
+
+    def register(self, conn: Peer) -> int:
+        client_id = self._next_id
+        if client_id > self._id_end:
+            if self._spare is None:
+                self._refill()
+                raise RequestFailed(
+                    ErrorCode.SERVER_FULL,
+                    "this cluster node cannot give out client ids while its Redis is "
+                    "unreachable; try again later",
+                )
+            client_id, self._id_end = self._spare
+            self._spare = None
+        self._next_id = client_id + 1
+        if self._id_end - client_id < defaults.CLUSTER_ID_BLOCK // 2 and self._spare is None:
+            self._refill()
+        self.client_by_id[client_id] = conn
+        self._changed(client_id, conn)
+        return client_id
+
+    def _refill(self) -> None:
+        if self._refilling:
+            return
+        self._refilling = True
+        self.node.spawn(self._refill_block())
+
+    async def _refill_block(self) -> None:
+        try:
+            self._spare = await self._take_block()
+        except (RedisError, OSError) as exc:
+            self.node.lost(describe(exc))
+        finally:
+            self._refilling = False
+
+    def release(self, conn: Peer) -> bool:
+        if not super().release(conn):
+            return False
+        self._changed(conn.client_id, None)
+        return True
+
+    def rename(self, conn: Peer, nick: str) -> None:
+        holder = self._remote_nicks.find(names.normalise(nick))
+        if holder is not None:
+            held = holder.nick
+            what = repr(nick) if held.casefold() == nick.casefold() else f"{held!r} (looks alike)"
+            raise RequestFailed(
+                ErrorCode.NICK_IN_USE,
+                f"nickname {what} is taken by #{holder.client_id}",
+            )
+        super().rename(conn, nick)
+        self._changed(conn.client_id, conn)
+
+    def update(self, conn: Peer) -> None:
+        if self.client_by_id.get(conn.client_id) is conn:
+            self._changed(conn.client_id, conn)
+
+    def listed(self) -> list[Listed]:
+        if not self.remote:
+            return list(self.client_by_id.values())
+        everyone: list[Listed] = [*self.client_by_id.values(), *self.remote.values()]
+        everyone.sort(key=_listed_id)
+        return everyone
+
+    def _changed(self, client_id: int, conn: Peer | None) -> None:
+        self._changes[client_id] = conn
+        self._wake.set()
+
+    # --- writing this node's changes -------------------------------------------------------
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.node.available or not self._changes:
+                continue  # while cut off, _register_again writes everything on return
+            changes, self._changes = self._changes, {}
+            try:
+                await self._write(changes)
+            except (RedisError, OSError) as exc:
+                self.node.lost(describe(exc))
+
+    async def _write(self, changes: dict[int, Peer | None]) -> None:
+        name = self.node.name
+        up: dict[int, bytes] = {}
+        down: list[int] = []
+        for client_id, conn in changes.items():
+            if conn is None:
+                down.append(client_id)
+            else:
+                up[client_id] = pack_client(name, conn)
+        members = node_clients_key(name)
+        async with self.node.redis.pipeline(transaction=True) as pipe:
+            if up:
+                pipe.hset(CLIENTS_KEY, mapping=up)
+                pipe.sadd(members, *up)
+            if down:
+                pipe.hdel(CLIENTS_KEY, *map(str, down))
+                pipe.srem(members, *down)
+            pipe.xadd(
+                EVENTS_KEY,
+                {"node": name, "up": _pack_up(up), "down": b"".join(map(_ID.pack, down))},
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+            await pipe.execute()
+
+    async def _register_again(self) -> None:
+        """Redis is back (or this node's lease had ended): write every client of this node
+        afresh, and read the others' again."""
+        self._spare = None  # taken from a counter that may have restarted since
+        highest = max(
+            self._id_end,
+            max(self.client_by_id, default=0),
+            max(self.remote, default=0),
+        )
+        self._changes = {}
+        name = self.node.name
+        up = {client_id: pack_client(name, conn) for client_id, conn in self.client_by_id.items()}
+        pairs: list[Any] = []
+        for client_id, value in up.items():
+            pairs += [client_id, value]
+        await self.node.redis.eval(
+            RESET_NODE_SCRIPT,
+            4,
+            node_clients_key(name),
+            CLIENTS_KEY,
+            EVENTS_KEY,
+            CLIENT_IDS_KEY,
+            name,
+            str(EVENTS_MAXLEN),
+            str(highest),
+            _pack_up(up),
+            *pairs,
+        )
+        self._snapshot_needed = True
+        self.events.event(
+            logging.INFO,
+            "cluster_registered",
+            "registered this node's %d client(s) in the cluster again",
+            len(up),
+            node=name,
+            clients=len(up),
+        )
+
+    @property
+    def events(self) -> EventLog:
+        return self.node.events
+
+    # --- following the other nodes ----------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        redis = self.node.redis
+        block_ms = max(1, int(self.node.timeout * 500))  # well within the socket timeout
+        while True:
+            try:
+                if self._snapshot_needed:
+                    await self._snapshot()
+                reply = await redis.xread(
+                    {EVENTS_KEY: self._last_event}, count=1000, block=block_ms
+                )
+            except (RedisError, OSError) as exc:
+                self._snapshot_needed = True
+                self.node.lost(describe(exc))
+                await asyncio.sleep(self.node.lease / 8)
+                continue
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._apply(fields)
+                    self._last_event = entry_id
+
+    async def _snapshot(self) -> None:
+        """Read every other node's clients, and where the event stream stands, at once."""
+        async with self.node.redis.pipeline(transaction=True) as pipe:
+            pipe.xrevrange(EVENTS_KEY, count=1)
+            pipe.hgetall(CLIENTS_KEY)
+            last, table = await pipe.execute()
+        self.remote = {}
+        self._remote_nicks = names.NameIndex(defaults.MAX_NICK_CHARS)
+        me = self.node.name
+        for key, value in table.items():
+            client = unpack_client(int(key), value)
+            if client.node != me:
+                self._put(client)
+        self._last_event = last[0][0] if last else b"0-0"
+        self._snapshot_needed = False
+
+    def _apply(self, fields: dict[bytes, bytes]) -> None:
+        node = fields.get(b"node", b"").decode()
+        if node == self.node.name:
+            return
+        if fields.get(b"reset"):
+            for client in [c for c in self.remote.values() if c.node == node]:
+                self._drop(client.client_id)
+        up = fields.get(b"up", b"")
+        pos = 0
+        while pos < len(up):
+            client_id, size = _ENTRY.unpack_from(up, pos)
+            pos += _ENTRY.size
+            self._drop(client_id)
+            self._put(unpack_client(client_id, up[pos : pos + size]))
+            pos += size
+        down = fields.get(b"down", b"")
+        for (client_id,) in _ID.iter_unpack(down[: len(down) - len(down) % 4]):
+            self._drop(client_id)
+
+    def _put(self, client: RemoteClient) -> None:
+        self.remote[client.client_id] = client
+        if client.nick:
+            self._remote_nicks.add(client.nick, client)
+
+    def _drop(self, client_id: int) -> None:
+        client = self.remote.pop(client_id, None)
+        if client is not None and client.nick:
+            self._remote_nicks.remove(client.nick, client)
+
+    # --- dead nodes ----------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Remove the nodes whose lease has ended (their clients leave LIST), and read the
+        whole state again if the event stream was trimmed past where this node stands."""
+        redis = self.node.redis
+        me = self.node.name
+        others = [n.decode() for n in await redis.smembers(NODES_KEY) if n.decode() != me]
+        if others:
+            async with redis.pipeline(transaction=False) as pipe:
+                for name in others:
+                    pipe.exists(node_key(name))
+                alive = await pipe.execute()
+            for name, live in zip(others, alive, strict=True):
+                if live:
+                    continue
+                removed = await self.node.remove_node(name)
+                if removed >= 0:
+                    self.events.event(
+                        logging.WARNING,
+                        "cluster_node_dead",
+                        "node %s stopped renewing its lease: removed it and its %d client(s)",
+                        name,
+                        removed,
+                        node=name,
+                        clients=removed,
+                    )
+        first = await redis.xrange(EVENTS_KEY, count=1)
+        if first and _stream_id(first[0][0]) > _stream_id(self._last_event):
+            self._snapshot_needed = True  # the entries after ours were trimmed: read it all
+
+
+def _pack_up(up: dict[int, bytes]) -> bytes:
+    return b"".join(_ENTRY.pack(client_id, len(value)) + value for client_id, value in up.items())
+
+
+def _listed_id(client: Listed) -> int:
+    return client.client_id

@@ -19,6 +19,19 @@ from switchboard.protocol import Message
 from .registry import ClientRegistry, Peer, Room, RoomRegistry
 
 
+class Listed(Protocol):
+    """A client as LIST shows it: a connection of this process (``Peer``) or, on a cluster
+    node, a client of another node (server/cluster.py's ``RemoteClient``)."""
+
+    @property
+    def client_id(self) -> int: ...
+    @property
+    def authenticated(self) -> bool: ...
+    @property
+    def connected_ms(self) -> int: ...
+    def sender_fields(self) -> bytes: ...
+
+
 class Directory(Protocol):
     """Where clients and rooms are remembered and how frames reach them."""
 
@@ -48,6 +61,14 @@ class Directory(Protocol):
         ...
 
     def client_count(self) -> int: ...
+    def listed(self) -> list[Listed]:
+        """Every client LIST shows, in id order: this process's and, on a cluster node, the
+        other nodes' (``clients`` and ``client_count`` are this process's alone)."""
+        ...
+
+    def update(self, conn: Peer) -> None:
+        """``conn`` authenticated: a shared directory tells the other nodes."""
+        ...
 
     # --- rooms -----------------------------------------------------------------------------
     def room(self, room_name: str) -> Room | None:
@@ -139,6 +160,12 @@ class LocalDirectory:
 
     def client_count(self) -> int:
         return len(self.client_by_id)
+
+    def listed(self) -> list[Listed]:
+        return list(self.client_by_id.values())
+
+    def update(self, conn: Peer) -> None:
+        pass  # the connection itself is what this process lists
 
     def members(self, room: Room) -> list[Peer]:
         return sorted(room.members.values(), key=_client_id)

@@ -108,7 +108,7 @@ from switchboard.protocol.fastpath import (
 )
 
 from .config import ServerConfig
-from .directory import Directory
+from .directory import Directory, Listed
 from .errors import RequestFailed
 from .logs import EventLog
 from .registry import Peer, Room
@@ -633,11 +633,12 @@ def list_fast(
         )
         server.reply_error(conn, request_id, problem.code, problem.message)
         return end
+    members: list[Listed]
     if room:
         found = server.directory.room(room.decode("utf-8"))
-        members = server.directory.members(found) if found else []
+        members = list(server.directory.members(found)) if found else []
     else:
-        members = list(server.directory.clients())  # in id order
+        members = server.directory.listed()  # in id order, every node's on a cluster
     if server.tokens:
         members = [c for c in members if c.authenticated]
     records = [client_record(c.sender_fields(), c.connected_ms) for c in members]
