@@ -16,7 +16,16 @@ from support.redis_servers import RedisServer
 from support.servers import ServerProcess, spawn_logged, switchboard_command
 from support.waiting import wait_until
 from switchboard import defaults
-from switchboard.protocol import ErrorCode, ListOk, ListRequest, NickOk, NickRequest
+from switchboard.protocol import (
+    ErrorCode,
+    ErrorResponse,
+    ListOk,
+    ListRequest,
+    NickOk,
+    NickRequest,
+    TimeOk,
+    TimeRequest,
+)
 
 Node = Callable[..., ServerProcess]
 
@@ -146,3 +155,59 @@ def test_redis_restarted_empty_gets_every_node_s_clients_back(
         with RawPeer(c.port) as newcomer:
             assert newcomer.client_id > max(everyone) >= defaults.CLUSTER_ID_BLOCK
             assert lists(newcomer, {**everyone, newcomer.client_id: ""})
+
+
+def test_two_nodes_claiming_one_nickname_at_once_exactly_one_wins(node: Node) -> None:
+    a, b = node("a"), node("b")
+    rounds = 30
+    with RawPeer(a.port) as pa, RawPeer(b.port) as pb:
+        last_won: dict[int, str] = {}
+        for i in range(rounds):
+            nick = f"racer{i}"
+            # Both written before either is read: the two claims cross in Redis.
+            pa.send(NickRequest(nick, request_id=i + 1))
+            pb.send(NickRequest(nick.upper(), request_id=i + 1))
+            answers = [peer.next() for peer in (pa, pb)]
+            won = [isinstance(x, NickOk) for x in answers]
+            assert won.count(True) == 1, (nick, answers)
+            loser = answers[won.index(False)]
+            assert isinstance(loser, ErrorResponse) and loser.code == ErrorCode.NICK_IN_USE
+            winner = (pa, pb)[won.index(True)]
+            ok = answers[won.index(True)]
+            assert isinstance(ok, NickOk)
+            last_won[winner.client_id] = ok.nick
+        # Each holds the last nickname it won, as both nodes list it.
+        expected = {p.client_id: last_won.get(p.client_id, "") for p in (pa, pb)}
+        assert lists(pa, expected)
+        assert lists(pb, expected)
+
+
+def test_answers_stay_in_request_order_behind_a_claim(node: Node) -> None:
+    a = node("a")
+    with RawPeer(a.port) as peer:
+        peer.send(
+            NickRequest("first", request_id=1),
+            TimeRequest(request_id=2),
+            NickRequest("second", request_id=3),
+            TimeRequest(request_id=4),
+        )
+        got = [peer.next() for _ in range(4)]
+        assert [type(x) for x in got] == [NickOk, TimeOk, NickOk, TimeOk], got
+        assert [x.request_id for x in got if x is not None] == [1, 2, 3, 4]
+
+
+def test_a_nick_without_redis_is_cluster_unavailable_and_time_goes_on(
+    node: Node, redis_server: RedisServer
+) -> None:
+    a = node("a", "--cluster-lease", "1.5")
+    with RawPeer(a.port) as peer:
+        redis_server.stop()
+        a.wait_for_log("lost the cluster's Redis", timeout=5)
+        peer.send(NickRequest("nobody", request_id=5), TimeRequest(request_id=6))
+        error = peer.expect_error(ErrorCode.CLUSTER_UNAVAILABLE, 5)
+        assert "try again later" in error.message
+        assert peer.expect(TimeOk).request_id == 6
+        redis_server.start()
+        a.wait_for_log("rejoined the cluster", timeout=10)
+        peer.send(NickRequest("nobody", request_id=7))
+        assert peer.expect(NickOk).nick == "nobody"

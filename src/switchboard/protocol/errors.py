@@ -37,6 +37,9 @@ class ErrorCode(enum.IntEnum):
     INVALID_ROOM = 17
     IDLE_TIMEOUT = 18
     INTERNAL_ERROR = 19
+    #: A cluster node cannot answer the request without the cluster's Redis, which it
+    #: cannot reach now (docs/CLUSTER.md); retry later.
+    CLUSTER_UNAVAILABLE = 20
 
 
 #: Codes after which the sender of the ERROR closes the connection.  The others

@@ -51,7 +51,7 @@ from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
-from .errors import RequestFailed
+from .errors import AnswerLater, RequestFailed
 from .handlers import HANDLERS, send_receipts, tables
 from .registry import Peer, Room
 from .tls import TlsHandshake
@@ -140,6 +140,8 @@ class SwitchboardServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: This process as a node of a cluster (``--cluster``; server/cluster.py), or None.
         self.cluster: ClusterNode | None = None
+        #: Requests being answered later (``answer_later``), kept until answered.
+        self._answering: set[asyncio.Task[None]] = set()
         #: The cluster's directory (the same object as ``directory``) on a node, or None.
         self.shared_directory: RedisDirectory | None = None
 
@@ -538,11 +540,44 @@ class SwitchboardServer:
                 return
             self.reply_error(conn, req.request_id, failure.code, failure.message)
             return
+        except AnswerLater as later:
+            self.answer_later(conn, req, later)
+            return
         if isinstance(reply, tuple):
             for frame in reply:
                 conn.send(frame)
         else:
             conn.send(reply)
+
+    def answer_later(self, conn: Peer, req: Any, later: AnswerLater) -> None:
+        """Keep the request's place among ``conn``'s answers, await ``later.work``, then
+        answer the request again (the work done) into that place: its answer, or ERROR."""
+        assert self._loop is not None
+        slot = conn.reserve_answer()
+
+        async def answer() -> None:
+            try:
+                await later.work
+                if conn.transport is None or conn.transport.is_closing():
+                    return  # gone meanwhile: nobody to answer
+                reply = self.handlers[req.__class__](self, conn, req)
+            except RequestFailed as failure:
+                refusal = ErrorResponse.of(failure.code, failure.message, request_id=req.request_id)
+                conn.fill_answer(slot, encode(refusal))
+                return
+            except Exception:  # a bug (or work that asks for later again) answers, not hangs
+                log.exception("internal error answering #%d later", conn.client_id)
+                refusal = ErrorResponse.of(
+                    ErrorCode.INTERNAL_ERROR, "internal server error", request_id=req.request_id
+                )
+                conn.fill_answer(slot, encode(refusal))
+                return
+            frames = reply if isinstance(reply, tuple) else (reply,)
+            conn.fill_answer(slot, b"".join(encode(frame) for frame in frames))
+
+        task = self._loop.create_task(answer())
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     def _hold_hello(self, conn: Peer, req: HelloRequest) -> bool:
         """Count a HELLO as a guess and hold it if its source has failed too often; True if

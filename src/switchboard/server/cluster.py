@@ -30,15 +30,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 
 from switchboard import defaults, names
-from switchboard.protocol import ErrorCode
+from switchboard.protocol import ErrorCode, NickChanged, encode
 from switchboard.protocol.fastpath import client_record
 
 from .cluster_url import ClusterUrl, parse_cluster_url
 from .config import ConfigError, ServerConfig
 from .directory import Listed, LocalDirectory
-from .errors import RequestFailed
+from .errors import AnswerLater, RequestFailed
 from .logs import EventLog
-from .registry import Peer
+from .registry import Peer, check_name
 
 #: The prefix of every key the cluster keeps.
 PREFIX = "switchboard:"
@@ -63,6 +63,57 @@ EVENTS_KEY = PREFIX + "events"
 EVENTS_MAXLEN = 100_000
 
 
+#: Nicknames across the cluster: each key of ``names.name_keys`` (look-alikes share one)
+#: -> the id of the client holding it.
+NICKS_KEY = PREFIX + "nicks"
+#: Client id -> the keys of its nickname in NICKS_KEY, joined by newlines (no nickname
+#: holds one), so that they can be freed with the client or its node.
+CLIENT_NICKS_KEY = PREFIX + "client-nicks"
+
+#: Lua: free the nickname keys of client ``id`` (those it still holds).
+_FREE_NICK = """
+local function free_nick(nicks, client_nicks, id)
+  local old = redis.call('HGET', client_nicks, id)
+  if old then
+    for key in string.gmatch(old, '[^\\n]+') do
+      if redis.call('HGET', nicks, key) == id then redis.call('HDEL', nicks, key) end
+    end
+    redis.call('HDEL', client_nicks, id)
+  end
+end
+"""
+
+#: Claim a nickname for a client, atomically across the cluster: 0, or the id of the
+#: client holding it or a look-alike.  KEYS: nicks, client-nicks; ARGV: id, keys...
+CLAIM_NICK_SCRIPT = (
+    _FREE_NICK
+    + """
+local id = ARGV[1]
+for i = 2, #ARGV do
+  local holder = redis.call('HGET', KEYS[1], ARGV[i])
+  if holder and holder ~= id then return tonumber(holder) end
+end
+free_nick(KEYS[1], KEYS[2], id)
+local keys = {}
+for i = 2, #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], id)
+  keys[#keys + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[2], id, table.concat(keys, '\\n'))
+return 0
+"""
+)
+
+#: Free the nicknames of clients that are gone.  KEYS: nicks, client-nicks; ARGV: ids.
+FREE_NICKS_SCRIPT = (
+    _FREE_NICK
+    + """
+for i = 1, #ARGV do free_nick(KEYS[1], KEYS[2], ARGV[i]) end
+return #ARGV
+"""
+)
+
+
 def node_key(name: str) -> str:
     """The node's lease: a key that expires when the node stops renewing it."""
     return f"{PREFIX}node:{name}"
@@ -77,39 +128,70 @@ def node_clients_key(name: str) -> str:
 #: leave CLIENTS_KEY, and a ``reset`` event with no clients tells the others; one step, so
 #: that two nodes finding the same dead node remove it once, and a node that takes its
 #: lease again meanwhile is left alone.
-#: KEYS: nodes, node:NAME, node-clients:NAME, clients, events; ARGV: NAME, maxlen, leaving.
-REMOVE_NODE_SCRIPT = """
+#: KEYS: nodes, node:NAME, node-clients:NAME, clients, events, nicks, client-nicks;
+#: ARGV: NAME, maxlen, leaving.
+REMOVE_NODE_SCRIPT = (
+    _FREE_NICK
+    + """
 if ARGV[3] == '1' then redis.call('DEL', KEYS[2])
 elseif redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then return -1 end
 local ids = redis.call('SMEMBERS', KEYS[3])
-for _, id in ipairs(ids) do redis.call('HDEL', KEYS[4], id) end
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[4], id)
+  free_nick(KEYS[6], KEYS[7], id)
+end
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[2], '*', 'node', ARGV[1], 'reset', '1')
 return #ids
 """
+)
 
 #: Register every client of this node afresh (after Redis came back, or the node's lease
 #: had ended): what Redis held of the node is replaced, the others are told (``reset`` then
 #: ``up``), and the id counter is raised to at least ARGV[3] (a Redis restarted empty must
 #: not give out ids that live clients hold).
-#: KEYS: node-clients:NAME, clients, events, client-ids; ARGV: NAME, maxlen, min ids,
-#: the packed records (``up``), then id, record pairs.
-RESET_NODE_SCRIPT = """
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('HDEL', KEYS[2], id) end
+#: Nicknames are claimed again as by CLAIM_NICK_SCRIPT; the ids of the clients whose
+#: nickname another client took meanwhile (this node had been counted dead) are returned:
+#: they lose it, so that no nickname is held twice.
+#: KEYS: node-clients:NAME, clients, events, client-ids, nicks, client-nicks; ARGV: NAME,
+#: maxlen, min ids, the packed records (``up``), then id, record, nickname keys triples.
+RESET_NODE_SCRIPT = (
+    _FREE_NICK
+    + """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('HDEL', KEYS[2], id)
+  free_nick(KEYS[5], KEYS[6], id)
+end
 redis.call('DEL', KEYS[1])
-for i = 5, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('SADD', KEYS[1], ARGV[i])
+local lost = {}
+for i = 5, #ARGV, 3 do
+  local id = ARGV[i]
+  redis.call('HSET', KEYS[2], id, ARGV[i + 1])
+  redis.call('SADD', KEYS[1], id)
+  if ARGV[i + 2] ~= '' then
+    local taken = false
+    for key in string.gmatch(ARGV[i + 2], '[^\\n]+') do
+      local holder = redis.call('HGET', KEYS[5], key)
+      if holder and holder ~= id then taken = true end
+    end
+    if taken then
+      lost[#lost + 1] = id
+    else
+      for key in string.gmatch(ARGV[i + 2], '[^\\n]+') do redis.call('HSET', KEYS[5], key, id) end
+      redis.call('HSET', KEYS[6], id, ARGV[i + 2])
+    end
+  end
 end
 if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[3]) then
   redis.call('SET', KEYS[4], ARGV[3])
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'node', ARGV[1], 'reset', '1',
            'up', ARGV[4])
-return 1
+return lost
 """
+)
 
 
 class ClusterUnreachable(ConfigError):
@@ -278,12 +360,14 @@ class ClusterNode:
         if it is alive (unless ``leaving``: this node's own lease is deleted first) or gone."""
         removed = await self.redis.eval(
             REMOVE_NODE_SCRIPT,
-            5,
+            7,
             NODES_KEY,
             node_key(name),
             node_clients_key(name),
             CLIENTS_KEY,
             EVENTS_KEY,
+            NICKS_KEY,
+            CLIENT_NICKS_KEY,
             name,
             str(EVENTS_MAXLEN),
             "1" if leaving else "0",
@@ -461,6 +545,9 @@ class RedisDirectory(LocalDirectory):
         self._refilling = False
         #: Clients changed since the last write: id -> the connection, or None once gone.
         self._changes: dict[int, Peer | None] = {}
+        #: Nicknames claimed in Redis for a client, to be taken when its request is answered
+        #: again (``rename``).
+        self._granted: dict[int, str] = {}
         self._wake = asyncio.Event()
         self._last_event = b"0-0"
         self._snapshot_needed = True
@@ -528,20 +615,59 @@ class RedisDirectory(LocalDirectory):
     def release(self, conn: Peer) -> bool:
         if not super().release(conn):
             return False
+        self._granted.pop(conn.client_id, None)
         self._changed(conn.client_id, None)
         return True
 
     def rename(self, conn: Peer, nick: str) -> None:
-        holder = self._remote_nicks.find(names.normalise(nick))
-        if holder is not None:
-            held = holder.nick
-            what = repr(nick) if held.casefold() == nick.casefold() else f"{held!r} (looks alike)"
-            raise RequestFailed(
-                ErrorCode.NICK_IN_USE,
-                f"nickname {what} is taken by #{holder.client_id}",
+        """Claim the nickname in Redis first (AnswerLater: the request is answered again
+        once the claim is in), unless this node already knows it is taken, or it is the
+        client's own nickname written another way."""
+        nick = check_name(
+            nick, what="nickname", limit=defaults.MAX_NICK_CHARS, code=ErrorCode.INVALID_NICK
+        )
+        client_id = conn.client_id
+        if self._granted.get(client_id) == nick:  # the claim is in: take it here too
+            del self._granted[client_id]
+            super().rename(conn, nick)
+            self._changed(client_id, conn)
+            return
+        local = self.client_registry.by_nick(nick)
+        if local is not None and local is not conn:
+            super().rename(conn, nick)  # NICK_IN_USE, as on a single server
+        remote = self._remote_nicks.find(nick)
+        if remote is not None:
+            taken = _taken(nick, remote.nick, client_id=remote.client_id)
+            raise RequestFailed(ErrorCode.NICK_IN_USE, taken)
+        keys = names.name_keys(nick)
+        if conn.nick and names.name_keys(conn.nick) == keys:
+            super().rename(conn, nick)  # its own nickname, written another way: no claim
+            self._changed(client_id, conn)
+            return
+        if not self.node.available:
+            raise RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_NICK)
+        raise AnswerLater(self._claim(conn, nick, keys))
+
+    async def _claim(self, conn: Peer, nick: str, keys: tuple[str, ...]) -> None:
+        client_id = conn.client_id
+        try:
+            holder = int(
+                await self.node.redis.eval(
+                    CLAIM_NICK_SCRIPT, 2, NICKS_KEY, CLIENT_NICKS_KEY, client_id, *keys
+                )
             )
-        super().rename(conn, nick)
-        self._changed(conn.client_id, conn)
+        except (RedisError, OSError) as exc:
+            self.node.lost(describe(exc))
+            raise RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_NICK) from None
+        if holder:
+            known = self.remote.get(holder) or self.client_by_id.get(holder)
+            raise RequestFailed(
+                ErrorCode.NICK_IN_USE, _taken(nick, known.nick if known else nick, client_id=holder)
+            )
+        if self.client_by_id.get(client_id) is not conn:
+            self._changed(client_id, None)  # gone meanwhile: free what it just claimed
+            return
+        self._granted[client_id] = nick
 
     def update(self, conn: Peer) -> None:
         if self.client_by_id.get(conn.client_id) is conn:
@@ -589,6 +715,7 @@ class RedisDirectory(LocalDirectory):
             if down:
                 pipe.hdel(CLIENTS_KEY, *map(str, down))
                 pipe.srem(members, *down)
+                pipe.eval(FREE_NICKS_SCRIPT, 2, NICKS_KEY, CLIENT_NICKS_KEY, *down)
             pipe.xadd(
                 EVENTS_KEY,
                 {"node": name, "up": _pack_up(up), "down": b"".join(map(_ID.pack, down))},
@@ -609,23 +736,28 @@ class RedisDirectory(LocalDirectory):
         self._changes = {}
         name = self.node.name
         up = {client_id: pack_client(name, conn) for client_id, conn in self.client_by_id.items()}
-        pairs: list[Any] = []
+        triples: list[Any] = []
         for client_id, value in up.items():
-            pairs += [client_id, value]
-        await self.node.redis.eval(
+            nick = self.client_by_id[client_id].nick
+            triples += [client_id, value, "\n".join(names.name_keys(nick)) if nick else ""]
+        lost = await self.node.redis.eval(
             RESET_NODE_SCRIPT,
-            4,
+            6,
             node_clients_key(name),
             CLIENTS_KEY,
             EVENTS_KEY,
             CLIENT_IDS_KEY,
+            NICKS_KEY,
+            CLIENT_NICKS_KEY,
             name,
             str(EVENTS_MAXLEN),
             str(highest),
             _pack_up(up),
-            *pairs,
+            *triples,
         )
         self._snapshot_needed = True
+        for raw_id in lost:
+            self._lose_nick(int(raw_id))
         self.events.event(
             logging.INFO,
             "cluster_registered",
@@ -633,6 +765,27 @@ class RedisDirectory(LocalDirectory):
             len(up),
             node=name,
             clients=len(up),
+        )
+
+    def _lose_nick(self, client_id: int) -> None:
+        """Another client took this client's nickname while this node was counted dead: it
+        loses it (its rooms hear NICK_CHANGED to ""), so that no nickname is held twice."""
+        conn = self.client_by_id.get(client_id)
+        if conn is None or not conn.nick:
+            return
+        old = conn.nick
+        self.client_registry.drop_nick(conn)
+        self._changed(client_id, conn)
+        if conn.rooms:
+            self.deliver_to_rooms_of(conn, encode(NickChanged(client_id, old, "")))
+        self.events.event(
+            logging.WARNING,
+            "cluster_nick_lost",
+            "#%d lost its nickname %r: another node's client took it while this node was cut off",
+            client_id,
+            old,
+            client_id=client_id,
+            nick=old,
         )
 
     @property
@@ -736,6 +889,16 @@ class RedisDirectory(LocalDirectory):
         first = await redis.xrange(EVENTS_KEY, count=1)
         if first and _stream_id(first[0][0]) > _stream_id(self._last_event):
             self._snapshot_needed = True  # the entries after ours were trimmed: read it all
+
+
+_UNAVAILABLE_NICK = (
+    "the cluster's Redis cannot be reached: nicknames cannot be claimed now; try again later"
+)
+
+
+def _taken(nick: str, held: str, *, client_id: int) -> str:
+    what = repr(nick) if held.casefold() == nick.casefold() else f"{held!r} (looks alike)"
+    return f"nickname {what} is taken by #{client_id}"
 
 
 def _pack_up(up: dict[int, bytes]) -> bytes:

@@ -24,6 +24,7 @@ import logging
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -116,6 +117,7 @@ class ClientConnection(asyncio.Protocol):
         "pinged",
         "port",
         "receipts_batched",
+        "reserved",
         "rooms",
         "sender",
         "server",
@@ -143,6 +145,9 @@ class ClientConnection(asyncio.Protocol):
         #: once they reach ``server.flush_at`` (what the run answers queue directly is not
         #: counted: it writes it every PRESSURE_CHECK_BYTES of requests).
         self.out_bytes = 0
+        #: Answers reserved and not filled yet (``reserve_answer``), oldest first, each with
+        #: what was queued after it; None (the usual case) when there are none.
+        self.reserved: deque[ReservedAnswer] | None = None
         self.rooms: set[str] | frozenset[str] = NO_ROOMS
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
@@ -372,6 +377,8 @@ class ClientConnection(asyncio.Protocol):
         if not out or transport is None or self.state >= _CLOSING:
             out.clear()
             return
+        if self.reserved is not None:
+            return  # behind an answer not given yet: fill_answer writes it
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         if self.server.trace is not None:
@@ -381,6 +388,44 @@ class ClientConnection(asyncio.Protocol):
             pending = transport.get_write_buffer_size()
             if pending > self.server.config.write_hard_limit:
                 self.abort(f"too slow: {pending} bytes unsent")
+
+    # --- answers given later, in their place ----------------------------------------------
+
+    def reserve_answer(self) -> ReservedAnswer:
+        """Keep the current request's place among this connection's answers: what is queued
+        from now on (answers, MESSAGEs) waits until ``fill_answer`` gives this one, so that
+        answers still come in request order (docs/PROTOCOL.md)."""
+        slot = ReservedAnswer()
+        if self.reserved is None:
+            self.flush()  # what came before goes out as usual
+            self.reserved = deque()
+        self.reserved.append(slot)
+        self.out = slot.after
+        return slot
+
+    def fill_answer(self, slot: ReservedAnswer, data: bytes) -> None:
+        """Give the reserved answer; it and whatever waited behind it, up to the next answer
+        not given yet, are written."""
+        slot.data = data
+        reserved = self.reserved
+        if reserved is None or self.state >= _CLOSING:
+            return
+        ready: list[bytes] = []
+        while reserved and reserved[0].data is not None:
+            done = reserved.popleft()
+            ready.append(done.data)  # type: ignore[arg-type]  # not None: checked above
+            ready += done.after
+        if not ready:
+            return
+        waiting = self.out  # the last reserved answer's followers (ready, if it was given)
+        self.reserved = None
+        self.out = ready
+        self.flush()
+        if reserved:
+            self.reserved = reserved
+            self.out = waiting
+        else:
+            self.out = []
 
     # --- transitions (server/states.py has their table) ---------------------------------------
 
@@ -454,6 +499,17 @@ class ClientConnection(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<ClientConnection #{self.client_id} {self.ip}:{self.port}>"
+
+
+class ReservedAnswer:
+    """The place of an answer given later (``ClientConnection.reserve_answer``)."""
+
+    __slots__ = ("after", "data")
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        #: What was queued after it, written once it is given.
+        self.after: list[bytes] = []
 
 
 def _enable_keepalive(sock: socket.socket, heartbeat: float) -> None:
