@@ -52,6 +52,9 @@ CLUSTER_CONNECT_TIMEOUT_S: Final = 5.0
 #: Client ids a node takes from the cluster's counter at once (INCRBY): a connection gets
 #: its id without a round trip to Redis, and a node asks again when half are used.
 CLUSTER_ID_BLOCK: Final = 1024
+#: Replies and receipts a cluster node keeps for other nodes while its Redis is away (sent
+#: when it returns); past it they are dropped, and their senders time out (NOT_DELIVERED).
+CLUSTER_UNSENT_MAX: Final = 100_000
 #: The longest node name (``--node-name``): it is part of Redis keys and of log lines.
 MAX_NODE_NAME_BYTES: Final = 128
 #: Bounds of ``--heartbeat``: under 0.1 s a client on a slow link is dropped before its PONG

@@ -56,6 +56,9 @@ from .handlers import HANDLERS, send_receipts, tables
 from .registry import Peer, Room
 from .tls import TlsHandshake
 
+#: Where a cluster node's number starts in its message ids (2^40 messages per node).
+MESSAGE_ID_NODE_SHIFT = 40
+
 if TYPE_CHECKING:
     from .cluster import ClusterNode, RedisDirectory
 
@@ -223,6 +226,7 @@ class SwitchboardServer:
         directory = RedisDirectory(
             cluster,
             cfg.history,
+            max_unacked=cfg.max_unacked,
             max_rooms=cfg.max_rooms,
             max_rooms_per_client=cfg.max_rooms_per_client,
             history_bytes=cfg.history_bytes,
@@ -238,6 +242,9 @@ class SwitchboardServer:
 
         try:
             await cluster.join(self.config.node_name or default_node_name(self.port))
+            # Message ids unique across the cluster: this node's number in the top bits
+            # (a receipt is found by its message id in the recipient's awaiting_ack).
+            self.message_ids = max(self.message_ids, cluster.number << MESSAGE_ID_NODE_SHIFT)
             if self.shared_directory is not None:
                 self.shared_directory.start()  # writing this node's clients, following others
         except BaseException:

@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -30,15 +30,43 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 
 from switchboard import defaults, names
-from switchboard.protocol import ErrorCode, NickChanged, encode
-from switchboard.protocol.fastpath import client_record
+from switchboard.protocol import (
+    HEADER_SIZE,
+    ErrorCode,
+    ErrorResponse,
+    FrameDecoder,
+    NickChanged,
+    Receipt,
+    Receipts,
+    ReceiptStatus,
+    encode,
+)
+from switchboard.protocol.codec import decode_payload
+from switchboard.protocol.fastpath import (
+    client_record,
+    encode_message_fields,
+    encode_receipt,
+    encode_receipts,
+    encode_send_ok,
+)
 
+from .cluster_ops import (
+    RECEIPTS_BATCHED,
+    BadOps,
+    ReplyOp,
+    SendOp,
+    pack_frame,
+    pack_reply,
+    pack_send,
+    unpack_ops,
+)
 from .cluster_url import ClusterUrl, parse_cluster_url
 from .config import ConfigError, ServerConfig
-from .directory import Listed, LocalDirectory
+from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
 from .logs import EventLog
-from .registry import Peer, check_name
+from .registry import Peer, ReservedSlot, check_name
+from .states import ConnectionState
 
 #: The prefix of every key the cluster keeps.
 PREFIX = "switchboard:"
@@ -48,6 +76,14 @@ NODES_KEY = PREFIX + "nodes"
 #: The counter each node takes its node number from (one per join).
 NODE_NUMBERS_KEY = PREFIX + "node-numbers"
 
+
+#: Raise a counter to at least ARGV[1].  KEYS: the counter.
+RAISE_COUNTER_SCRIPT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"""
 
 #: Every client of every node: id -> the node's name, NUL, and the client's LIST record
 #: (``RemoteClient.pack``).
@@ -117,6 +153,17 @@ return #ARGV
 def node_key(name: str) -> str:
     """The node's lease: a key that expires when the node stops renewing it."""
     return f"{PREFIX}node:{name}"
+
+
+def inbox_key(name: str) -> str:
+    """The node's inbox: a stream of batches of operations from the other nodes
+    (server/cluster_ops.py), one entry per sending node per flush."""
+    return f"{PREFIX}inbox:{name}"
+
+
+#: About how many batches an inbox keeps (XADD MAXLEN ~): a node that falls further behind
+#: loses the oldest, which their senders report NOT_DELIVERED when they time out.
+INBOX_MAXLEN = 10_000
 
 
 def node_clients_key(name: str) -> str:
@@ -249,6 +296,9 @@ class ClusterNode:
         self.on_rejoin: Callable[[], Awaitable[None]] | None = None
         #: Called after every successful renewal: the directory looks for dead nodes.
         self.on_tick: Callable[[], Awaitable[None]] | None = None
+        #: Called when the node leaves, before its lease is given back: the directory
+        #: sends what it still has for the other nodes (the receipts of its last clients).
+        self.before_leave: Callable[[], Awaitable[None]] | None = None
         self._lease_task: asyncio.Task[None] | None = None
         #: The directory's tasks (writing, following), cancelled when the node leaves.
         self.tasks: set[asyncio.Task[None]] = set()
@@ -303,13 +353,21 @@ class ClusterNode:
         self._lease_task = asyncio.get_running_loop().create_task(self._renew_forever())
 
     async def _claim_lease(self) -> bool:
-        """Take the node's key if no live node holds it; False if one does."""
-        number = int(await self.redis.incr(NODE_NUMBERS_KEY))
+        """Take the node's key if no live node holds it; False if one does.  A node joins
+        with a fresh number and keeps it when it joins again (its message ids are made of
+        it), raising the counter past it (Redis may have restarted empty)."""
+        if self.number:
+            number = self.number
+            await self.redis.eval(RAISE_COUNTER_SCRIPT, 1, NODE_NUMBERS_KEY, number)
+        else:
+            number = int(await self.redis.incr(NODE_NUMBERS_KEY))
         lease_ms = int(self.lease * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(node_key(self.name), str(number), px=lease_ms, nx=True)
             pipe.sadd(NODES_KEY, self.name)
             claimed, _ = await pipe.execute()
+        if claimed and not self.number:  # a first join: an earlier node's inbox is not ours
+            await self.redis.delete(inbox_key(self.name))
         if not claimed:
             return False
         self.number = number
@@ -324,6 +382,9 @@ class ClusterNode:
     async def leave(self) -> None:
         """Give the lease back and forget the node and its clients (shutdown); quiet if
         Redis is gone."""
+        if self.before_leave is not None and self.available:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self.before_leave(), self.timeout)
         tasks = [*self.tasks, *([self._lease_task] if self._lease_task else [])]
         for task in tasks:
             task.cancel()
@@ -502,6 +563,10 @@ def unpack_client(client_id: int, value: bytes) -> RemoteClient:
     return RemoteClient(client_id, node.decode(), rest[0] == 1, nick, rest[2 + nick_len :])
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def _stream_id(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
@@ -524,6 +589,7 @@ class RedisDirectory(LocalDirectory):
         node: ClusterNode,
         history: int,
         *,
+        max_unacked: int = defaults.MAX_UNACKED,
         max_rooms: int = defaults.MAX_ROOMS,
         max_rooms_per_client: int = defaults.MAX_ROOMS_PER_CLIENT,
         history_bytes: int = defaults.HISTORY_BYTES,
@@ -551,8 +617,29 @@ class RedisDirectory(LocalDirectory):
         self._wake = asyncio.Event()
         self._last_event = b"0-0"
         self._snapshot_needed = True
+        self.max_unacked = max_unacked
+        #: Operations for other nodes, by node, sent once per loop pass (``_send_outbox``).
+        self._outbox: dict[str, list[bytes]] = {}
+        self._outbox_scheduled = False
+        self._sending = False
+        #: Replies and frames that could not be sent while Redis was away: sent again when
+        #: it is back (their receivers drop what they have had already).
+        self._unsent: dict[str, list[bytes]] = {}
+        self._unsent_count = 0
+        self._last_inbox = b"0-0"
+        #: SENDs to other nodes' clients not answered yet, by token.
+        self._tokens = 0
+        self._pending: dict[int, PendingSend] = {}
+        #: Messages to another node's clients answered OK, awaiting their receipt:
+        #: node -> message id -> (sender, target id).
+        self._outstanding: dict[str, dict[int, tuple[Peer, int]]] = {}
+        #: The other nodes' senders of messages to this node's clients, as the clients'
+        #: ``awaiting_ack`` holds them (their receipts go back through Redis).
+        self._senders: dict[tuple[str, int], RemoteSender] = {}
+        self._sender_by_id: dict[int, RemoteSender] = {}
         node.on_rejoin = self._register_again
         node.on_tick = self._tick
+        node.before_leave = self._send_outbox
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -758,6 +845,12 @@ class RedisDirectory(LocalDirectory):
         self._snapshot_needed = True
         for raw_id in lost:
             self._lose_nick(int(raw_id))
+        if self._unsent:  # what waited for Redis: its receivers drop what they had already
+            for node, ops in self._unsent.items():
+                self._outbox.setdefault(node, []).extend(ops)
+            self._unsent = {}
+            self._unsent_count = 0
+            self._schedule_outbox()
         self.events.event(
             logging.INFO,
             "cluster_registered",
@@ -797,19 +890,28 @@ class RedisDirectory(LocalDirectory):
     async def _read_forever(self) -> None:
         redis = self.node.redis
         block_ms = max(1, int(self.node.timeout * 500))  # well within the socket timeout
+        inbox = inbox_key(self.node.name)
+        inbox_bytes = inbox.encode()
         while True:
             try:
                 if self._snapshot_needed:
                     await self._snapshot()
                 reply = await redis.xread(
-                    {EVENTS_KEY: self._last_event}, count=1000, block=block_ms
+                    {EVENTS_KEY: self._last_event, inbox: self._last_inbox},
+                    count=1000,
+                    block=block_ms,
                 )
             except (RedisError, OSError) as exc:
                 self._snapshot_needed = True
                 self.node.lost(describe(exc))
                 await asyncio.sleep(self.node.lease / 8)
                 continue
-            for _stream, entries in reply or ():
+            for stream, entries in reply or ():
+                if stream == inbox_bytes:
+                    for entry_id, fields in entries:
+                        self._last_inbox = entry_id
+                        self._receive(fields)
+                    continue
                 for entry_id, fields in entries:
                     self._apply(fields)
                     self._last_event = entry_id
@@ -837,6 +939,8 @@ class RedisDirectory(LocalDirectory):
         if fields.get(b"reset"):
             for client in [c for c in self.remote.values() if c.node == node]:
                 self._drop(client.client_id)
+            if b"up" not in fields:  # removed (dead, or left): not registering again
+                self._node_gone(node)
         up = fields.get(b"up", b"")
         pos = 0
         while pos < len(up):
@@ -858,6 +962,247 @@ class RedisDirectory(LocalDirectory):
         client = self.remote.pop(client_id, None)
         if client is not None and client.nick:
             self._remote_nicks.remove(client.nick, client)
+
+    # --- SEND to another node's client ----------------------------------------------------
+
+    def reaches(self, client_id: int) -> bool:
+        return client_id in self.remote
+
+    def send_elsewhere(
+        self, conn: Peer, request_id: int, target_id: int, message_id: int, text: Buffer
+    ) -> None:
+        """Forward a direct MESSAGE to another node's client: answered (in its place among
+        ``conn``'s answers) when that node has handed it to the client's connection, or
+        refused it; RequestFailed CLUSTER_UNAVAILABLE at once without Redis."""
+        target = self.remote[target_id]
+        if not self.node.available:
+            raise RequestFailed(
+                ErrorCode.CLUSTER_UNAVAILABLE,
+                f"client #{target_id} is on another node, and the cluster's Redis cannot be "
+                "reached; try again later",
+            )
+        self._tokens = token = self._tokens + 1
+        lease = self.node.lease
+        frame = encode_message_fields(message_id, conn.direct_fields(), _now_ms(), 0, text)
+        slot = conn.reserve_answer()
+        self._pending[token] = PendingSend(
+            conn, slot, request_id, target_id, message_id, target.node, time.monotonic() + lease
+        )
+        flags = RECEIPTS_BATCHED if conn.receipts_batched else 0
+        expires = _now_ms() + int(lease * 1000)
+        self.queue(
+            target.node,
+            pack_send(SendOp(token, conn.client_id, flags, target_id, message_id, expires, frame)),
+        )
+
+    def deliver(self, client_id: int, frame: bytes) -> bool:
+        if super().deliver(client_id, frame):
+            return True
+        sender = self._sender_by_id.get(client_id)
+        node = sender.node if sender is not None else None
+        if node is None:
+            remote = self.remote.get(client_id)
+            node = remote.node if remote is not None else None
+        if node is None:
+            return False
+        self.queue(node, pack_frame(client_id, frame))
+        return True
+
+    def queue(self, node: str, op: bytes) -> None:
+        """Send ``op`` to ``node`` in this loop pass's batch."""
+        ops = self._outbox.get(node)
+        if ops is None:
+            self._outbox[node] = [op]
+        else:
+            ops.append(op)
+        self._schedule_outbox()
+
+    def _schedule_outbox(self) -> None:
+        if not self._outbox_scheduled and not self._sending:
+            self._outbox_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_outbox)
+
+    def _start_outbox(self) -> None:
+        self._outbox_scheduled = False
+        if not self._sending and self._outbox:
+            self.node.spawn(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        """One pipeline (one round trip) per pass: an XADD per destination node carrying
+        every operation for it."""
+        if self._sending:
+            return
+        self._sending = True
+        me = self.node.name
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, {}
+                if not self.node.available:
+                    self._not_sent(batch)
+                    continue
+                try:
+                    async with self.node.redis.pipeline(transaction=False) as pipe:
+                        for node, ops in batch.items():
+                            pipe.xadd(
+                                inbox_key(node),
+                                {"from": me, "ops": b"".join(ops)},
+                                maxlen=INBOX_MAXLEN,
+                                approximate=True,
+                            )
+                        await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    self.node.lost(describe(exc))
+                    self._not_sent(batch)
+        finally:
+            self._sending = False
+
+    def _not_sent(self, batch: dict[str, list[bytes]]) -> None:
+        """A batch that may not have reached Redis: its SENDs are answered OK with
+        NOT_DELIVERED (each may or may not have arrived), its replies and receipts wait for
+        Redis to return (up to a bound: past it they are dropped, and their senders time
+        out)."""
+        for node, ops in batch.items():
+            for raw in ops:
+                op = next(unpack_ops(raw))
+                if isinstance(op, SendOp):
+                    pending = self._pending.pop(op.token, None)
+                    if pending is not None:
+                        self._give_up(pending)
+                elif self._unsent_count < defaults.CLUSTER_UNSENT_MAX:
+                    self._unsent.setdefault(node, []).append(raw)
+                    self._unsent_count += 1
+
+    def _give_up(self, pending: PendingSend) -> None:
+        """Answer a SEND whose fate is unknown: OK, then NOT_DELIVERED."""
+        conn = pending.conn
+        status = ReceiptStatus.NOT_DELIVERED
+        receipt = (
+            encode_receipts(pending.target_id, status, [pending.message_id])
+            if conn.receipts_batched
+            else encode_receipt(pending.message_id, pending.target_id, status)
+        )
+        ok = encode_send_ok(pending.request_id, pending.message_id, pending.target_id)
+        conn.fill_answer(pending.slot, ok + receipt)
+
+    def _expire_pending(self) -> None:
+        now = time.monotonic()
+        for token in [t for t, p in self._pending.items() if p.deadline <= now]:
+            self._give_up(self._pending.pop(token))
+
+    def _receive(self, fields: dict[bytes, bytes]) -> None:
+        """One batch from another node's outbox."""
+        node = fields.get(b"from", b"").decode()
+        try:
+            for op in unpack_ops(fields.get(b"ops", b"")):
+                if isinstance(op, SendOp):
+                    self._deliver_here(node, op)
+                elif isinstance(op, ReplyOp):
+                    self._replied(op)
+                else:
+                    self._frames_for(node, op.client_id, op.frames)
+        except BadOps as exc:
+            self.events.event(
+                logging.WARNING,
+                "cluster_bad_batch",
+                "a batch in this node's inbox from %r does not parse (%s): the rest is dropped",
+                node,
+                exc,
+                node=node,
+            )
+
+    def _deliver_here(self, node: str, op: SendOp) -> None:
+        if op.expires_ms < _now_ms():
+            return  # its sender has answered for it already (NOT_DELIVERED)
+        target = self.client_by_id.get(op.target_id)
+        code, text = 0, ""
+        if target is None or target.state is not ConnectionState.READY:
+            code, text = ErrorCode.NO_SUCH_CLIENT, f"no client #{op.target_id} is connected"
+        elif target.write_paused:
+            code = ErrorCode.RECIPIENT_BUSY
+            text = f"client #{op.target_id} is not reading; try again later"
+        elif len(target.awaiting_ack) >= self.max_unacked:
+            code = ErrorCode.RECIPIENT_BUSY
+            text = (
+                f"client #{op.target_id} has not acknowledged {len(target.awaiting_ack)} "
+                "messages; try again later"
+            )
+        else:
+            target.send_raw(op.frame)
+            target.awaiting_ack[op.message_id] = cast(
+                Peer, self._sender(node, op.sender_id, bool(op.flags & RECEIPTS_BATCHED))
+            )
+        self.queue(node, pack_reply(op.token, int(code), text))
+
+    def _sender(self, node: str, client_id: int, batched: bool) -> RemoteSender:
+        sender = self._senders.get((node, client_id))
+        if sender is None:
+            sender = self._senders[node, client_id] = RemoteSender(self, node, client_id, batched)
+            self._sender_by_id[client_id] = sender
+        return sender
+
+    def _replied(self, op: ReplyOp) -> None:
+        pending = self._pending.pop(op.token, None)
+        if pending is None:
+            return  # answered already (timed out, or its node was found dead)
+        conn = pending.conn
+        if op.code:
+            refusal = ErrorResponse.of(ErrorCode(op.code), op.text, request_id=pending.request_id)
+            conn.fill_answer(pending.slot, encode(refusal))
+            return
+        outstanding = self._outstanding.setdefault(pending.node, {})
+        outstanding[pending.message_id] = (conn, pending.target_id)
+        conn.fill_answer(
+            pending.slot,
+            encode_send_ok(pending.request_id, pending.message_id, pending.target_id),
+        )
+
+    def _frames_for(self, node: str, client_id: int, frames: bytes) -> None:
+        """Receipts for this node's client ``client_id`` from ``node``: only those it is
+        waiting for (at most one receipt per message, however often one is sent)."""
+        conn = self.client_by_id.get(client_id)
+        outstanding = self._outstanding.get(node)
+        if conn is None or outstanding is None:
+            return
+        decoder = FrameDecoder(max_frame=len(frames) + HEADER_SIZE)
+        decoder.feed(frames)
+        buf = decoder.buffer
+        keep: list[bytes] = []
+        for key, request_id, start, end in decoder.frames():
+            event = decode_payload(key, request_id, buf, start, end)
+            if isinstance(event, Receipt):
+                if outstanding.pop(event.message_id, None) is not None:
+                    keep.append(bytes(buf[start - HEADER_SIZE : end]))
+            elif isinstance(event, Receipts):
+                ids = [i for i in event.message_ids if outstanding.pop(i, None) is not None]
+                if ids:
+                    keep.append(encode_receipts(event.target, event.status, ids))
+        if keep:
+            conn.send_raw(b"".join(keep))
+
+    def _node_gone(self, node: str) -> None:
+        """``node`` was removed: every SEND to it not answered yet is answered OK with
+        NOT_DELIVERED, every one answered OK and not acknowledged gets NOT_DELIVERED, and
+        receipts for its clients are no longer sent."""
+        for token in [t for t, p in self._pending.items() if p.node == node]:
+            self._give_up(self._pending.pop(token))
+        status = int(ReceiptStatus.NOT_DELIVERED)
+        by_sender: dict[tuple[Peer, int], list[int]] = {}
+        for message_id, (conn, target_id) in self._outstanding.pop(node, {}).items():
+            by_sender.setdefault((conn, target_id), []).append(message_id)
+        for (conn, target_id), ids in by_sender.items():
+            if self.client_by_id.get(conn.client_id) is not conn:
+                continue
+            if conn.receipts_batched:
+                step = defaults.MAX_IDS_PER_FRAME
+                for first in range(0, len(ids), step):
+                    conn.send_raw(encode_receipts(target_id, status, ids[first : first + step]))
+            else:
+                conn.send_raw(b"".join(encode_receipt(i, target_id, status) for i in ids))
+        for key in [k for k in self._senders if k[0] == node]:
+            sender = self._senders.pop(key)
+            sender.state = ConnectionState.CLOSED
+            if self._sender_by_id.get(sender.client_id) is sender:
+                del self._sender_by_id[sender.client_id]
 
     # --- dead nodes ----------------------------------------------------------------------------
 
@@ -886,6 +1231,7 @@ class RedisDirectory(LocalDirectory):
                         node=name,
                         clients=removed,
                     )
+        self._expire_pending()
         first = await redis.xrange(EVENTS_KEY, count=1)
         if first and _stream_id(first[0][0]) > _stream_id(self._last_event):
             self._snapshot_needed = True  # the entries after ours were trimmed: read it all
@@ -907,3 +1253,56 @@ def _pack_up(up: dict[int, bytes]) -> bytes:
 
 def _listed_id(client: Listed) -> int:
     return client.client_id
+
+
+# --- SEND across nodes ------------------------------------------------------------------------
+
+
+class PendingSend:
+    """A SEND to another node's client, waiting for that node's reply."""
+
+    __slots__ = ("conn", "deadline", "message_id", "node", "request_id", "slot", "target_id")
+
+    def __init__(
+        self,
+        conn: Peer,
+        slot: ReservedSlot,
+        request_id: int,
+        target_id: int,
+        message_id: int,
+        node: str,
+        deadline: float,
+    ) -> None:
+        self.conn = conn
+        self.slot = slot
+        self.request_id = request_id
+        self.target_id = target_id
+        self.message_id = message_id
+        self.node = node
+        self.deadline = deadline
+
+
+class RemoteSender:
+    """A client of another node that sent messages to a client of this one, as that
+    client's ``awaiting_ack`` holds it: what handlers.settle and the server's release write
+    to it (RECEIPT, RECEIPTS) goes back to its node in the next batch."""
+
+    __slots__ = ("client_id", "directory", "in_batch", "node", "out", "receipts_batched", "state")
+
+    def __init__(
+        self, directory: RedisDirectory, node: str, client_id: int, receipts_batched: bool
+    ) -> None:
+        self.directory = directory
+        self.node = node
+        self.client_id = client_id
+        self.receipts_batched = receipts_batched
+        self.state = ConnectionState.READY
+        self.in_batch = False
+        self.out: list[bytes] = []
+
+    def flush(self) -> None:
+        if self.out:
+            frames = b"".join(self.out)
+            self.out.clear()
+            if self.state is ConnectionState.READY:
+                self.directory.queue(self.node, pack_frame(self.client_id, frames))

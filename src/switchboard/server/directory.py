@@ -14,9 +14,13 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from switchboard import defaults
-from switchboard.protocol import Message
+from switchboard.protocol import ErrorCode, Message
 
+from .errors import RequestFailed
 from .registry import ClientRegistry, Peer, Room, RoomRegistry
+
+#: A SEND's text as the split loop has it.
+Buffer = bytes | bytearray
 
 
 class Listed(Protocol):
@@ -100,6 +104,17 @@ class Directory(Protocol):
     # --- delivery ----------------------------------------------------------------------------
     def deliver(self, client_id: int, frame: bytes) -> bool:
         """Queue ``frame`` for the client; False when no such client is connected."""
+        ...
+
+    def reaches(self, client_id: int) -> bool:
+        """Whether ``client_id`` is a client of another cluster node (``send_elsewhere``)."""
+        ...
+
+    def send_elsewhere(
+        self, conn: Peer, request_id: int, target_id: int, message_id: int, text: Buffer
+    ) -> None:
+        """Forward a direct MESSAGE to another node's client; its answer (OK, or the ERROR
+        that node gives) comes later, in its place among ``conn``'s answers."""
         ...
 
     def deliver_room(
@@ -197,6 +212,14 @@ class LocalDirectory:
             return False
         target.send_raw(frame)
         return True
+
+    def reaches(self, client_id: int) -> bool:
+        return False  # one process: no other node
+
+    def send_elsewhere(
+        self, conn: Peer, request_id: int, target_id: int, message_id: int, text: Buffer
+    ) -> None:
+        raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected")
 
     def deliver_room(
         self, room: Room, frame: bytes, *, skip: Peer | None = None, skip_paused: bool = False

@@ -431,6 +431,7 @@ def send(
             _send_checked(server, conn, request_id, buf, start, end)
             if conn.state is not _READY or conn.write_paused:
                 return end  # its ERROR passed its mark (or its hard limit): the loop decides
+            append = conn.out.append  # a SEND to another node queues later answers anew
         pos = end
         if pos + HEADER_SIZE > bound:
             return pos
@@ -458,6 +459,14 @@ def _send_checked(
         )
         return
     target = server.directory.client(target_id)
+    if target is None and server.directory.reaches(target_id):
+        # Another cluster node's client: answered when that node has handed it over.
+        server.message_ids = message_id = server.message_ids + 1
+        try:
+            server.directory.send_elsewhere(conn, request_id, target_id, message_id, text)
+        except RequestFailed as failure:
+            server.reply_error(conn, request_id, failure.code, failure.message)
+        return
     if target is None or target.state is not _READY:
         server.reply_error(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
