@@ -25,10 +25,14 @@ from switchboard.protocol import (
     ListOk,
     ListRequest,
     Message,
+    NickOk,
+    NickRequest,
     Ping,
     Receipt,
     Receipts,
     ReceiptStatus,
+    SendNickOk,
+    SendNickRequest,
     SendOk,
     SendRequest,
     TimeOk,
@@ -236,3 +240,26 @@ def test_redis_restarted_under_traffic_every_send_gets_exactly_one_answer(
         assert ok_ids and errors  # both sides of the outage were seen
         assert all(len(s) == 1 for s in receipts.values()), receipts  # at most one each
         assert set(receipts) <= ok_ids  # receipts only for messages answered OK
+
+
+def test_send_nick_reaches_the_holder_on_another_node(node: Node) -> None:
+    a, b = node("a"), node("b")
+    with RawPeer(a.port) as alice, RawPeer(b.port) as bob:
+        bob.send(NickRequest("Bobby", request_id=1))
+        bob.expect(NickOk)
+        known_everywhere([alice, bob])
+        assert wait_until(lambda: nick_listed(alice, bob.client_id) == "Bobby", 5)
+        alice.send(SendNickRequest("bobby", "by name", request_id=2))
+        ok = alice.expect(SendNickOk)
+        assert (ok.request_id, ok.target) == (2, bob.client_id)
+        message = bob.expect(Message)
+        assert (message.message_id, message.text) == (ok.message_id, "by name")
+        bob.send(Ack(message.message_id))
+        assert alice.expect(Receipt).status == ReceiptStatus.DELIVERED
+        alice.send(SendNickRequest("nobody-here", "?", request_id=3))
+        alice.expect_error(ErrorCode.NO_SUCH_CLIENT, 3)
+
+
+def nick_listed(peer: RawPeer, client_id: int) -> str | None:
+    peer.send(ListRequest(request_id=98))
+    return {c.client_id: c.nick for c in peer.expect(ListOk).clients}.get(client_id)

@@ -3,6 +3,8 @@ operation round-trips, and whatever bytes an inbox holds either parse or raise B
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,6 +29,7 @@ sends = st.builds(
     message_id=st.integers(0, 2**64 - 1),
     expires_ms=st.integers(-(2**63), 2**63 - 1),
     frame=st.binary(max_size=200),
+    nick=st.text(max_size=20),
 )
 replies = st.builds(
     ReplyOp, token=st.integers(0, 2**64 - 1), code=st.integers(0, 65535), text=st.text(max_size=50)
@@ -49,10 +52,8 @@ def test_a_batch_round_trips(ops: list[SendOp | ReplyOp | FrameOp]) -> None:
 
 @given(st.binary(max_size=300))
 def test_garbage_parses_or_raises_bad_ops(data: bytes) -> None:
-    try:
+    with contextlib.suppress(BadOps):  # anything else fails the test
         list(unpack_ops(data))
-    except BadOps:
-        pass
 
 
 def test_a_cut_batch_is_bad_ops() -> None:

@@ -39,6 +39,7 @@ from switchboard.protocol import (
     Receipt,
     Receipts,
     ReceiptStatus,
+    SendNickOk,
     encode,
 )
 from switchboard.protocol.codec import decode_payload
@@ -563,6 +564,11 @@ def unpack_client(client_id: int, value: bytes) -> RemoteClient:
     return RemoteClient(client_id, node.decode(), rest[0] == 1, nick, rest[2 + nick_len :])
 
 
+def _holds(held: str, nick: str) -> bool:
+    """Whether ``held`` is ``nick`` or looks like it (names.name_keys)."""
+    return bool(held) and bool(set(names.name_keys(held)) & set(names.name_keys(nick)))
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -968,8 +974,19 @@ class RedisDirectory(LocalDirectory):
     def reaches(self, client_id: int) -> bool:
         return client_id in self.remote
 
+    def nick_elsewhere(self, nick: str) -> int:
+        holder = self._remote_nicks.find(nick)
+        return holder.client_id if holder is not None else 0
+
     def send_elsewhere(
-        self, conn: Peer, request_id: int, target_id: int, message_id: int, text: Buffer
+        self,
+        conn: Peer,
+        request_id: int,
+        target_id: int,
+        message_id: int,
+        text: Buffer,
+        *,
+        nick: str = "",
     ) -> None:
         """Forward a direct MESSAGE to another node's client: answered (in its place among
         ``conn``'s answers) when that node has handed it to the client's connection, or
@@ -986,13 +1003,22 @@ class RedisDirectory(LocalDirectory):
         frame = encode_message_fields(message_id, conn.direct_fields(), _now_ms(), 0, text)
         slot = conn.reserve_answer()
         self._pending[token] = PendingSend(
-            conn, slot, request_id, target_id, message_id, target.node, time.monotonic() + lease
+            conn,
+            slot,
+            request_id,
+            target_id,
+            message_id,
+            target.node,
+            time.monotonic() + lease,
+            by_nick=bool(nick),
         )
         flags = RECEIPTS_BATCHED if conn.receipts_batched else 0
         expires = _now_ms() + int(lease * 1000)
         self.queue(
             target.node,
-            pack_send(SendOp(token, conn.client_id, flags, target_id, message_id, expires, frame)),
+            pack_send(
+                SendOp(token, conn.client_id, flags, target_id, message_id, expires, frame, nick)
+            ),
         )
 
     def deliver(self, client_id: int, frame: bytes) -> bool:
@@ -1081,8 +1107,7 @@ class RedisDirectory(LocalDirectory):
             if conn.receipts_batched
             else encode_receipt(pending.message_id, pending.target_id, status)
         )
-        ok = encode_send_ok(pending.request_id, pending.message_id, pending.target_id)
-        conn.fill_answer(pending.slot, ok + receipt)
+        conn.fill_answer(pending.slot, pending.ok() + receipt)
 
     def _expire_pending(self) -> None:
         now = time.monotonic()
@@ -1117,6 +1142,9 @@ class RedisDirectory(LocalDirectory):
         code, text = 0, ""
         if target is None or target.state is not ConnectionState.READY:
             code, text = ErrorCode.NO_SUCH_CLIENT, f"no client #{op.target_id} is connected"
+        elif op.nick and not _holds(target.nick, op.nick):
+            # SEND_NICK: the nickname moved on while the MESSAGE travelled.
+            code, text = ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {op.nick!r}"
         elif target.write_paused:
             code = ErrorCode.RECIPIENT_BUSY
             text = f"client #{op.target_id} is not reading; try again later"
@@ -1151,10 +1179,7 @@ class RedisDirectory(LocalDirectory):
             return
         outstanding = self._outstanding.setdefault(pending.node, {})
         outstanding[pending.message_id] = (conn, pending.target_id)
-        conn.fill_answer(
-            pending.slot,
-            encode_send_ok(pending.request_id, pending.message_id, pending.target_id),
-        )
+        conn.fill_answer(pending.slot, pending.ok())
 
     def _frames_for(self, node: str, client_id: int, frames: bytes) -> None:
         """Receipts for this node's client ``client_id`` from ``node``: only those it is
@@ -1261,7 +1286,16 @@ def _listed_id(client: Listed) -> int:
 class PendingSend:
     """A SEND to another node's client, waiting for that node's reply."""
 
-    __slots__ = ("conn", "deadline", "message_id", "node", "request_id", "slot", "target_id")
+    __slots__ = (
+        "by_nick",
+        "conn",
+        "deadline",
+        "message_id",
+        "node",
+        "request_id",
+        "slot",
+        "target_id",
+    )
 
     def __init__(
         self,
@@ -1272,7 +1306,10 @@ class PendingSend:
         message_id: int,
         node: str,
         deadline: float,
+        *,
+        by_nick: bool = False,
     ) -> None:
+        self.by_nick = by_nick
         self.conn = conn
         self.slot = slot
         self.request_id = request_id
@@ -1280,6 +1317,12 @@ class PendingSend:
         self.message_id = message_id
         self.node = node
         self.deadline = deadline
+
+    def ok(self) -> bytes:
+        """Its OK: SEND's, or SEND_NICK's."""
+        if self.by_nick:
+            return encode(SendNickOk(self.message_id, self.target_id, request_id=self.request_id))
+        return encode_send_ok(self.request_id, self.message_id, self.target_id)
 
 
 class RemoteSender:

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 #: op kind (u8), then its fields.
 _KIND = struct.Struct("!B")
-#: token, sender id, sender flags, target id, message id, expires (ms), frame length.
+#: token, sender id, sender flags, target id, message id, expires (ms), frame length, then
+#: the frame and the nickname (u16 length; SEND_NICK's, "" for SEND).
 _SEND = struct.Struct("!QIBIQqI")
+_NICK = struct.Struct("!H")
 #: token, code, text length.
 _REPLY = struct.Struct("!QHH")
 #: client id, frames length.
@@ -44,6 +46,8 @@ class SendOp:
     message_id: int
     expires_ms: int
     frame: bytes
+    #: SEND_NICK: the nickname the target must still hold ("" for SEND).
+    nick: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,8 @@ def pack_send(op: SendOp) -> bytes:
             len(op.frame),
         )
         + op.frame
+        + _NICK.pack(len(nick := op.nick.encode("utf-8")))
+        + nick
     )
 
 
@@ -104,7 +110,14 @@ def unpack_ops(batch: bytes) -> Iterator[Op]:
                 pos += length
                 if len(frame) != length:
                     raise BadOps("a SEND's frame is cut short")
-                yield SendOp(token, sender, flags, target, message_id, expires, frame)
+                (nick_length,) = _NICK.unpack_from(batch, pos)
+                pos += _NICK.size
+                raw_nick = batch[pos : pos + nick_length]
+                pos += nick_length
+                if len(raw_nick) != nick_length:
+                    raise BadOps("a SEND's nickname is cut short")
+                nick = raw_nick.decode("utf-8", "replace")
+                yield SendOp(token, sender, flags, target, message_id, expires, frame, nick)
             elif kind == REPLY:
                 token, code, length = _REPLY.unpack_from(batch, pos)
                 pos += _REPLY.size

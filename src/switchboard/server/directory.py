@@ -110,11 +110,23 @@ class Directory(Protocol):
         """Whether ``client_id`` is a client of another cluster node (``send_elsewhere``)."""
         ...
 
+    def nick_elsewhere(self, nick: str) -> int:
+        """The id of another cluster node's client holding ``nick`` (or a look-alike), or 0."""
+        ...
+
     def send_elsewhere(
-        self, conn: Peer, request_id: int, target_id: int, message_id: int, text: Buffer
+        self,
+        conn: Peer,
+        request_id: int,
+        target_id: int,
+        message_id: int,
+        text: Buffer,
+        *,
+        nick: str = "",
     ) -> None:
         """Forward a direct MESSAGE to another node's client; its answer (OK, or the ERROR
-        that node gives) comes later, in its place among ``conn``'s answers."""
+        that node gives) comes later, in its place among ``conn``'s answers.  With ``nick``
+        (SEND_NICK), only if the client still holds it there, and answered as SEND_NICK."""
         ...
 
     def deliver_room(
@@ -216,8 +228,18 @@ class LocalDirectory:
     def reaches(self, client_id: int) -> bool:
         return False  # one process: no other node
 
+    def nick_elsewhere(self, nick: str) -> int:
+        return 0
+
     def send_elsewhere(
-        self, conn: Peer, request_id: int, target_id: int, message_id: int, text: Buffer
+        self,
+        conn: Peer,
+        request_id: int,
+        target_id: int,
+        message_id: int,
+        text: Buffer,
+        *,
+        nick: str = "",
     ) -> None:
         raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected")
 

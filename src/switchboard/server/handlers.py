@@ -217,6 +217,13 @@ def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
     if len(text) > server.max_text:
         raise RequestFailed(ErrorCode.TEXT_TOO_LONG, _too_long(len(text), server.max_text))
     target = server.directory.by_nick(req.nick)
+    if target is None and (elsewhere := server.directory.nick_elsewhere(req.nick)):
+        # Another cluster node's client: answered (in this place) once that node has it.
+        server.message_ids = message_id = server.message_ids + 1
+        server.directory.send_elsewhere(
+            conn, req.request_id, elsewhere, message_id, text, nick=req.nick
+        )
+        return ()
     if target is None or target.state is not ConnectionState.READY:
         raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {_shown(req.nick)}")
     message_id = forward_direct(server, conn, target, text)
