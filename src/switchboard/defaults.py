@@ -55,6 +55,12 @@ CLUSTER_ID_BLOCK: Final = 1024
 #: Replies and receipts a cluster node keeps for other nodes while its Redis is away (sent
 #: when it returns); past it they are dropped, and their senders time out (NOT_DELIVERED).
 CLUSTER_UNSENT_MAX: Final = 100_000
+#: The most ``serve --workers`` starts: more processes than this on one machine cost memory
+#: and context switches without adding cores.
+MAX_WORKERS: Final = 64
+#: A worker that dies sooner than this after its start is restarted only after a pause of
+#: this long (a worker failing at once must not spin the supervisor).
+WORKER_RESTART_PAUSE_S: Final = 1.0
 #: The longest node name (``--node-name``): it is part of Redis keys and of log lines.
 MAX_NODE_NAME_BYTES: Final = 128
 #: Bounds of ``--heartbeat``: under 0.1 s a client on a slow link is dropped before its PONG

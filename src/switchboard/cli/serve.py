@@ -115,6 +115,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"switchboard serve: {exc}", file=sys.stderr)
         return 2
     try:
+        if config.workers > 1:
+            # Imported here: a single server does not load the supervisor or Redis.
+            from switchboard.server.workers import run_workers
+
+            extra = ["--trace"] * bool(args.trace) + ["--trace-hex"] * bool(args.trace_hex)
+            return run_workers(config, extra=extra)
         return run(config, trace=make_server_tracer(args))
     except ConfigError as exc:
         print(f"switchboard serve: {exc}", file=sys.stderr)

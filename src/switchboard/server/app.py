@@ -189,6 +189,7 @@ class SwitchboardServer:
             host,
             self.config.port,
             reuse_address=True,
+            reuse_port=self.config.reuse_port or None,
             backlog=self.config.listen_backlog,
             # TLS is started per connection (start_tls) so that failed handshakes can be
             # logged: with ssl= here, asyncio and uvloop drop them without a word.

@@ -310,6 +310,16 @@ class ServerConfig:
         help="with --cluster: this node's name, unique in the cluster (letters, digits, "
         "'.', '_', ':', '-')",
     )  # fmt: skip
+    workers: int = setting(
+        1, minimum=1, maximum=defaults.MAX_WORKERS, metavar="N",
+        help="with --cluster: run N node processes sharing the port (SO_REUSEPORT), "
+        "supervised: one that dies is restarted",
+    )  # fmt: skip
+    reuse_port: bool = setting(
+        False,
+        help="bind with SO_REUSEPORT, so that other processes of this user may listen on the "
+        "same port (what --workers does for its workers)",
+    )  # fmt: skip
     cluster_lease: float = setting(
         defaults.CLUSTER_LEASE_S, minimum=defaults.MIN_CLUSTER_LEASE_S,
         maximum=defaults.MAX_CLUSTER_LEASE_S, unit="seconds", metavar="SECONDS",
@@ -335,6 +345,11 @@ class ServerConfig:
                 parse_cluster_url(self.cluster)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.workers > 1 and self.cluster is None:
+            raise ConfigError(
+                "--workers needs --cluster: worker processes share clients, nicknames and "
+                "rooms only through a cluster's Redis"
+            )
         if self.node_name is not None and not NODE_NAME.fullmatch(self.node_name):
             raise ConfigError(
                 f"node_name may hold letters, digits, '.', '_', ':' and '-', not {self.node_name!r}"
