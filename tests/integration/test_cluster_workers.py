@@ -47,7 +47,7 @@ def test_two_workers_share_the_port_and_the_cluster(redis_server: RedisServer) -
             "pool",
             "--cluster-lease",
             "2",
-        )  # fmt: skip
+        )
     )
     try:
         for index in (0, 1):
