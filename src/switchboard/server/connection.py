@@ -117,6 +117,7 @@ class ClientConnection(asyncio.Protocol):
         "pinged",
         "port",
         "receipts_batched",
+        "released",
         "reserved",
         "rooms",
         "sender",
@@ -148,6 +149,9 @@ class ClientConnection(asyncio.Protocol):
         #: Answers reserved and not filled yet (``reserve_answer``), oldest first, each with
         #: what was queued after it; None (the usual case) when there are none.
         self.reserved: deque[ReservedAnswer] | None = None
+        #: While answers are reserved: what may be written before the first of them (None:
+        #: nothing).
+        self.released: list[bytes] | None = None
         self.rooms: set[str] | frozenset[str] = NO_ROOMS
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
@@ -371,16 +375,20 @@ class ClientConnection(asyncio.Protocol):
             self.flush()
 
     def flush(self) -> None:
+        if self.reserved is not None:
+            self._flush_released()  # what waits behind an answer not given yet stays
+            return
         out = self.out
         self.out_bytes = 0
         transport = self.transport
         if not out or transport is None or self.state >= _CLOSING:
             out.clear()
             return
-        if self.reserved is not None:
-            return  # behind an answer not given yet: fill_answer writes it
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self._write(transport, data)
+
+    def _write(self, transport: Transport, data: bytes) -> None:
         if self.server.trace is not None:
             self.server.trace_bytes("->>", self, data)  # traced as it leaves, decoded again
         transport.write(data)
@@ -389,6 +397,16 @@ class ClientConnection(asyncio.Protocol):
             if pending > self.server.config.write_hard_limit:
                 self.abort(f"too slow: {pending} bytes unsent")
 
+    def _flush_released(self) -> None:
+        released = self.released
+        self.out_bytes = 0
+        if not released:
+            return
+        self.released = None
+        transport = self.transport
+        if transport is not None and self.state < _CLOSING:
+            self._write(transport, b"".join(released))
+
     # --- answers given later, in their place ----------------------------------------------
 
     def reserve_answer(self) -> ReservedAnswer:
@@ -396,10 +414,14 @@ class ClientConnection(asyncio.Protocol):
         from now on (answers, MESSAGEs) waits until ``fill_answer`` gives this one, so that
         answers still come in request order (docs/PROTOCOL.md)."""
         slot = ReservedAnswer()
-        if self.reserved is None:
-            self.flush()  # what came before goes out as usual
-            self.reserved = deque()
-        self.reserved.append(slot)
+        reserved = self.reserved
+        if reserved is None:
+            reserved = self.reserved = deque()
+            if self.out:  # what came before goes out at the next flush, as usual
+                self.released = self.out
+                if not self.in_batch:
+                    self.server.schedule_flush(self)
+        reserved.append(slot)
         self.out = slot.after
         return slot
 
@@ -408,24 +430,22 @@ class ClientConnection(asyncio.Protocol):
         not given yet, are written."""
         slot.data = data
         reserved = self.reserved
-        if reserved is None or self.state >= _CLOSING:
-            return
-        ready: list[bytes] = []
+        if reserved is None or self.state >= _CLOSING or reserved[0].data is None:
+            return  # (or an earlier answer is still to come: this one waits for it)
+        ready = self.released
+        pending_flush = bool(ready)  # scheduled when it was filled
+        if ready is None:
+            ready = self.released = []
         while reserved and reserved[0].data is not None:
             done = reserved.popleft()
             ready.append(done.data)  # type: ignore[arg-type]  # not None: checked above
             ready += done.after
-        if not ready:
-            return
-        waiting = self.out  # the last reserved answer's followers (ready, if it was given)
-        self.reserved = None
-        self.out = ready
-        self.flush()
-        if reserved:
-            self.reserved = reserved
-            self.out = waiting
-        else:
-            self.out = []
+        if not reserved:  # the last one's followers were ``out``: all of it may go now
+            self.reserved = None
+            self.released = None
+            self.out = ready
+        if not pending_flush and not self.in_batch:
+            self.server.schedule_flush(self)  # one write for every answer a batch gives
 
     # --- transitions (server/states.py has their table) ---------------------------------------
 
