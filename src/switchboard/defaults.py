@@ -55,6 +55,9 @@ CLUSTER_ID_BLOCK: Final = 1024
 #: Replies and receipts a cluster node keeps for other nodes while its Redis is away (sent
 #: when it returns); past it they are dropped, and their senders time out (NOT_DELIVERED).
 CLUSTER_UNSENT_MAX: Final = 100_000
+#: SENDs one connection may have waiting for another node's answer at once; past it,
+#: RATE_LIMITED (each holds the answers behind it and a place in the node's memory).
+CLUSTER_MAX_WAITING_SENDS: Final = 4096
 #: The most ``serve --workers`` starts: more processes than this on one machine cost memory
 #: and context switches without adding cores.
 MAX_WORKERS: Final = 64

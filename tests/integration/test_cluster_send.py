@@ -16,6 +16,7 @@ from support.peers import RawPeer
 from support.redis_servers import RedisServer
 from support.servers import ServerProcess, spawn_logged, switchboard_command
 from support.waiting import wait_until
+from switchboard import defaults
 from switchboard.protocol import (
     Ack,
     ErrorCode,
@@ -263,3 +264,26 @@ def test_send_nick_reaches_the_holder_on_another_node(node: Node) -> None:
 def nick_listed(peer: RawPeer, client_id: int) -> str | None:
     peer.send(ListRequest(request_id=98))
     return {c.client_id: c.nick for c in peer.expect(ListOk).clients}.get(client_id)
+
+
+def test_a_sender_may_have_only_so_many_sends_waiting_for_another_node(node: Node) -> None:
+    a, b = node("a"), node("b", "--max-unacked", "10000")
+    cap = defaults.CLUSTER_MAX_WAITING_SENDS
+    extra = 5
+    with RawPeer(a.port, timeout=20) as alice, RawPeer(b.port, timeout=20) as bob:
+        known_everywhere([alice, bob])
+        b.proc.send_signal(signal.SIGSTOP)  # no answers from b until the whole run is read
+        try:
+            alice.send(
+                *(SendRequest(bob.client_id, "x", request_id=1 + i) for i in range(cap + extra))
+            )
+            # The refusals wait in their place, behind the answers b has not given yet.
+            assert quiet_for(alice, 0.5) is None
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        answers = [alice.next(timeout=20) for _ in range(cap + extra)]
+        assert [type(x) for x in answers] == [SendOk] * cap + [ErrorResponse] * extra
+        assert all(
+            isinstance(x, ErrorResponse) and x.code == ErrorCode.RATE_LIMITED for x in answers[cap:]
+        )
+        assert [x.request_id for x in answers if x is not None] == list(range(1, cap + extra + 1))

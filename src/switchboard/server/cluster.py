@@ -633,9 +633,11 @@ class RedisDirectory(LocalDirectory):
         self._unsent: dict[str, list[bytes]] = {}
         self._unsent_count = 0
         self._last_inbox = b"0-0"
-        #: SENDs to other nodes' clients not answered yet, by token.
+        #: SENDs to other nodes' clients not answered yet, by token, and how many each
+        #: sender has (at most CLUSTER_MAX_WAITING_SENDS).
         self._tokens = 0
         self._pending: dict[int, PendingSend] = {}
+        self._waiting: dict[int, int] = {}
         #: Messages to another node's clients answered OK, awaiting their receipt:
         #: node -> message id -> (sender, target id).
         self._outstanding: dict[str, dict[int, tuple[Peer, int]]] = {}
@@ -952,7 +954,7 @@ class RedisDirectory(LocalDirectory):
         while pos < len(up):
             client_id, size = _ENTRY.unpack_from(up, pos)
             pos += _ENTRY.size
-            self._drop(client_id)
+            self._drop(client_id, gone=False)
             self._put(unpack_client(client_id, up[pos : pos + size]))
             pos += size
         down = fields.get(b"down", b"")
@@ -964,10 +966,14 @@ class RedisDirectory(LocalDirectory):
         if client.nick:
             self._remote_nicks.add(client.nick, client)
 
-    def _drop(self, client_id: int) -> None:
+    def _drop(self, client_id: int, *, gone: bool = True) -> None:
         client = self.remote.pop(client_id, None)
         if client is not None and client.nick:
             self._remote_nicks.remove(client.nick, client)
+        sender = self._sender_by_id.pop(client_id, None) if gone else None
+        if sender is not None:  # its receipts have nowhere to go now
+            sender.state = ConnectionState.CLOSED
+            self._senders.pop((sender.node, client_id), None)
 
     # --- SEND to another node's client ----------------------------------------------------
 
@@ -992,6 +998,12 @@ class RedisDirectory(LocalDirectory):
         ``conn``'s answers) when that node has handed it to the client's connection, or
         refused it; RequestFailed CLUSTER_UNAVAILABLE at once without Redis."""
         target = self.remote[target_id]
+        waiting = self._waiting.get(conn.client_id, 0)
+        if waiting >= defaults.CLUSTER_MAX_WAITING_SENDS:
+            raise RequestFailed(
+                ErrorCode.RATE_LIMITED,
+                f"{waiting} SENDs to other nodes' clients await their answers; slow down",
+            )
         if not self.node.available:
             raise RequestFailed(
                 ErrorCode.CLUSTER_UNAVAILABLE,
@@ -1002,6 +1014,7 @@ class RedisDirectory(LocalDirectory):
         lease = self.node.lease
         frame = encode_message_fields(message_id, conn.direct_fields(), _now_ms(), 0, text)
         slot = conn.reserve_answer()
+        self._waiting[conn.client_id] = waiting + 1
         self._pending[token] = PendingSend(
             conn,
             slot,
@@ -1091,15 +1104,29 @@ class RedisDirectory(LocalDirectory):
             for raw in ops:
                 op = next(unpack_ops(raw))
                 if isinstance(op, SendOp):
-                    pending = self._pending.pop(op.token, None)
+                    pending = self._settled(op.token)
                     if pending is not None:
                         self._give_up(pending)
                 elif self._unsent_count < defaults.CLUSTER_UNSENT_MAX:
                     self._unsent.setdefault(node, []).append(raw)
                     self._unsent_count += 1
 
-    def _give_up(self, pending: PendingSend) -> None:
+    def _settled(self, token: int) -> PendingSend | None:
+        """The SEND ``token`` is answered now (or never will be): forget it."""
+        pending = self._pending.pop(token, None)
+        if pending is not None:
+            client_id = pending.conn.client_id
+            left = self._waiting.get(client_id, 1) - 1
+            if left:
+                self._waiting[client_id] = left
+            else:
+                self._waiting.pop(client_id, None)
+        return pending
+
+    def _give_up(self, pending: PendingSend | None) -> None:
         """Answer a SEND whose fate is unknown: OK, then NOT_DELIVERED."""
+        if pending is None:
+            return
         conn = pending.conn
         status = ReceiptStatus.NOT_DELIVERED
         receipt = (
@@ -1112,7 +1139,7 @@ class RedisDirectory(LocalDirectory):
     def _expire_pending(self) -> None:
         now = time.monotonic()
         for token in [t for t, p in self._pending.items() if p.deadline <= now]:
-            self._give_up(self._pending.pop(token))
+            self._give_up(self._settled(token))
 
     def _receive(self, fields: dict[bytes, bytes]) -> None:
         """One batch from another node's outbox."""
@@ -1169,7 +1196,7 @@ class RedisDirectory(LocalDirectory):
         return sender
 
     def _replied(self, op: ReplyOp) -> None:
-        pending = self._pending.pop(op.token, None)
+        pending = self._settled(op.token)
         if pending is None:
             return  # answered already (timed out, or its node was found dead)
         conn = pending.conn
@@ -1209,7 +1236,7 @@ class RedisDirectory(LocalDirectory):
         NOT_DELIVERED, every one answered OK and not acknowledged gets NOT_DELIVERED, and
         receipts for its clients are no longer sent."""
         for token in [t for t, p in self._pending.items() if p.node == node]:
-            self._give_up(self._pending.pop(token))
+            self._give_up(self._settled(token))
         status = int(ReceiptStatus.NOT_DELIVERED)
         by_sender: dict[tuple[Peer, int], list[int]] = {}
         for message_id, (conn, target_id) in self._outstanding.pop(node, {}).items():
