@@ -287,3 +287,22 @@ def test_a_sender_may_have_only_so_many_sends_waiting_for_another_node(node: Nod
             isinstance(x, ErrorResponse) and x.code == ErrorCode.RATE_LIMITED for x in answers[cap:]
         )
         assert [x.request_id for x in answers if x is not None] == list(range(1, cap + extra + 1))
+
+
+def test_a_recipient_node_shut_down_sends_each_receipt_once(node: Node) -> None:
+    a, b = node("a"), node("b")
+    count = 20
+    with RawPeer(a.port) as alice, RawPeer(b.port) as bob:
+        known_everywhere([alice, bob])
+        alice.send(*(SendRequest(bob.client_id, f"m{i}", request_id=1 + i) for i in range(count)))
+        oks = [alice.expect(SendOk) for _ in range(count)]
+        for _ in range(count):
+            bob.expect(Message)  # read, never acknowledged
+        assert b.stop(signal.SIGTERM) == 0
+        statuses: dict[int, int] = {}
+        for _ in range(count):
+            r = alice.expect(Receipt, timeout=5)
+            assert r.message_id not in statuses
+            statuses[r.message_id] = r.status
+        assert statuses == {o.message_id: ReceiptStatus.NOT_DELIVERED for o in oks}
+        assert quiet_for(alice, 1.0) is None

@@ -647,7 +647,7 @@ class RedisDirectory(LocalDirectory):
         self._sender_by_id: dict[int, RemoteSender] = {}
         node.on_rejoin = self._register_again
         node.on_tick = self._tick
-        node.before_leave = self._send_outbox
+        node.before_leave = self._drain_outbox
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -1094,6 +1094,16 @@ class RedisDirectory(LocalDirectory):
                     self._not_sent(batch)
         finally:
             self._sending = False
+
+    async def _drain_outbox(self) -> None:
+        """Send everything queued for other nodes (the node is leaving: the receipts of its
+        last clients' messages are among it)."""
+        await asyncio.sleep(0)  # the flush the last releases scheduled
+        while self._outbox or self._sending:
+            if self._sending:
+                await asyncio.sleep(0.005)
+            else:
+                await self._send_outbox()
 
     def _not_sent(self, batch: dict[str, list[bytes]]) -> None:
         """A batch that may not have reached Redis: its SENDs are answered OK with
