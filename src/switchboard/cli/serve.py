@@ -18,6 +18,7 @@ from switchboard.server import (
     Tracer,
     local_timestamp,
     run,
+    run_workers,
 )
 
 from .common import add_trace_args, listen_port_number
@@ -116,9 +117,6 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         if config.workers > 1:
-            # Imported here: a single server does not load the supervisor or Redis.
-            from switchboard.server.workers import run_workers
-
             extra = ["--trace"] * bool(args.trace) + ["--trace-hex"] * bool(args.trace_hex)
             return run_workers(config, extra=extra)
         return run(config, trace=make_server_tracer(args))
