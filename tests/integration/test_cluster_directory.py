@@ -211,3 +211,26 @@ def test_a_nick_without_redis_is_cluster_unavailable_and_time_goes_on(
         a.wait_for_log("rejoined the cluster", timeout=10)
         peer.send(NickRequest("nobody", request_id=7))
         assert peer.expect(NickOk).nick == "nobody"
+
+
+def test_a_node_counted_dead_while_stopped_leaves_no_duplicate_nickname(node: Node) -> None:
+    lease = 1.5
+    a = node("a", "--cluster-lease", str(lease))
+    b = node("b", "--cluster-lease", str(lease))
+    with RawPeer(a.port) as sleeper, RawPeer(b.port) as taker:
+        sleeper.send(NickRequest("zed", request_id=1))
+        sleeper.expect(NickOk)
+        assert lists(taker, {sleeper.client_id: "zed", taker.client_id: ""})
+        a.proc.send_signal(signal.SIGSTOP)  # cut off: it cannot renew its lease
+        try:
+            b.wait_for_log(r"node a stopped renewing its lease", timeout=lease * 3)
+            taker.send(NickRequest("zed", request_id=2))
+            assert taker.expect(NickOk).nick == "zed"  # freed with the dead node
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        a.wait_for_log(r"#\d+ lost its nickname 'zed'", timeout=lease * 4)
+        a.wait_for_log(r"rejoined the cluster", timeout=lease * 4)
+        # One holder of "zed" in the whole cluster, as both nodes list it.
+        expected = {sleeper.client_id: "", taker.client_id: "zed"}
+        assert lists(taker, expected, timeout=lease * 4)
+        assert lists(sleeper, expected, timeout=lease * 4)
