@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from switchboard.server.cluster_ops import (
     BadOps,
     FrameOp,
+    OksOp,
     ReplyOp,
     SendOp,
     pack_frame,
+    pack_oks,
     pack_reply,
     pack_send,
     unpack_ops,
@@ -35,18 +37,21 @@ replies = st.builds(
     ReplyOp, token=st.integers(0, 2**64 - 1), code=st.integers(0, 65535), text=st.text(max_size=50)
 )
 frames = st.builds(FrameOp, client_id=st.integers(0, 2**32 - 1), frames=st.binary(max_size=200))
+oks = st.builds(OksOp, tokens=st.lists(st.integers(0, 2**64 - 1), max_size=20).map(tuple))
 
 
-def pack(op: SendOp | ReplyOp | FrameOp) -> bytes:
+def pack(op: SendOp | ReplyOp | OksOp | FrameOp) -> bytes:
     if isinstance(op, SendOp):
         return pack_send(op)
+    if isinstance(op, OksOp):
+        return pack_oks(list(op.tokens))
     if isinstance(op, ReplyOp):
         return pack_reply(op.token, op.code, op.text)
     return pack_frame(op.client_id, op.frames)
 
 
-@given(st.lists(st.one_of(sends, replies, frames), max_size=10))
-def test_a_batch_round_trips(ops: list[SendOp | ReplyOp | FrameOp]) -> None:
+@given(st.lists(st.one_of(sends, replies, oks, frames), max_size=10))
+def test_a_batch_round_trips(ops: list[SendOp | ReplyOp | OksOp | FrameOp]) -> None:
     assert list(unpack_ops(b"".join(map(pack, ops)))) == ops
 
 

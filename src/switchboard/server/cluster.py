@@ -54,9 +54,11 @@ from switchboard.protocol.fastpath import (
 from .cluster_ops import (
     RECEIPTS_BATCHED,
     BadOps,
+    OksOp,
     ReplyOp,
     SendOp,
     pack_frame,
+    pack_oks,
     pack_reply,
     pack_send,
     unpack_ops,
@@ -1154,10 +1156,15 @@ class RedisDirectory(LocalDirectory):
     def _receive(self, fields: dict[bytes, bytes]) -> None:
         """One batch from another node's outbox."""
         node = fields.get(b"from", b"").decode()
+        now = _now_ms()
+        handed: list[int] = []  # the tokens of the SENDs handed over: one OKS for them all
         try:
             for op in unpack_ops(fields.get(b"ops", b"")):
                 if isinstance(op, SendOp):
-                    self._deliver_here(node, op)
+                    self._deliver_here(node, op, now, handed)
+                elif isinstance(op, OksOp):
+                    for token in op.tokens:
+                        self._handed(token)
                 elif isinstance(op, ReplyOp):
                     self._replied(op)
                 else:
@@ -1171,9 +1178,11 @@ class RedisDirectory(LocalDirectory):
                 exc,
                 node=node,
             )
+        if handed:
+            self.queue(node, pack_oks(handed))
 
-    def _deliver_here(self, node: str, op: SendOp) -> None:
-        if op.expires_ms < _now_ms():
+    def _deliver_here(self, node: str, op: SendOp, now: int, handed: list[int]) -> None:
+        if op.expires_ms < now:
             return  # its sender has answered for it already (NOT_DELIVERED)
         target = self.client_by_id.get(op.target_id)
         code, text = 0, ""
@@ -1196,6 +1205,8 @@ class RedisDirectory(LocalDirectory):
             target.awaiting_ack[op.message_id] = cast(
                 Peer, self._sender(node, op.sender_id, bool(op.flags & RECEIPTS_BATCHED))
             )
+            handed.append(op.token)
+            return
         self.queue(node, pack_reply(op.token, int(code), text))
 
     def _sender(self, node: str, client_id: int, batched: bool) -> RemoteSender:
@@ -1206,14 +1217,21 @@ class RedisDirectory(LocalDirectory):
         return sender
 
     def _replied(self, op: ReplyOp) -> None:
+        if not op.code:
+            self._handed(op.token)
+            return
         pending = self._settled(op.token)
         if pending is None:
             return  # answered already (timed out, or its node was found dead)
+        refusal = ErrorResponse.of(ErrorCode(op.code), op.text, request_id=pending.request_id)
+        pending.conn.fill_answer(pending.slot, encode(refusal))
+
+    def _handed(self, token: int) -> None:
+        """The SEND ``token`` was handed to its recipient's connection: OK."""
+        pending = self._settled(token)
+        if pending is None:
+            return  # answered already (timed out, or its node was found dead)
         conn = pending.conn
-        if op.code:
-            refusal = ErrorResponse.of(ErrorCode(op.code), op.text, request_id=pending.request_id)
-            conn.fill_answer(pending.slot, encode(refusal))
-            return
         outstanding = self._outstanding.setdefault(pending.node, {})
         outstanding[pending.message_id] = (conn, pending.target_id)
         conn.fill_answer(pending.slot, pending.ok())

@@ -7,6 +7,8 @@ bytes in, operations out, and back.
   passed (the sender has then answered for it: docs/CLUSTER.md).
 - ``ReplyOp``: the outcome of a ``SendOp``: 0 (handed to the recipient's connection) or the
   ErrorCode that refused it, with the ERROR's text.
+- ``OksOp``: the ``SendOp``s of one batch that were handed over, by token (one operation for
+  a batch's successes instead of one ``ReplyOp`` each).
 - ``FrameOp``: frames for a client of the receiving node (RECEIPT and RECEIPTS from the
   recipient's node; the receiving node keeps only receipts it is waiting for).
 """
@@ -28,7 +30,9 @@ _REPLY = struct.Struct("!QHH")
 #: client id, frames length.
 _FRAME = struct.Struct("!II")
 
-SEND, REPLY, FRAME = 1, 2, 3
+SEND, REPLY, FRAME, OKS = 1, 2, 3, 4
+#: OKS: how many tokens follow (u64 each).
+_COUNT = struct.Struct("!I")
 #: SendOp.flags: the sender negotiated protocol version 2 (its receipts in RECEIPTS).
 RECEIPTS_BATCHED = 1
 
@@ -58,12 +62,17 @@ class ReplyOp:
 
 
 @dataclass(frozen=True, slots=True)
+class OksOp:
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FrameOp:
     client_id: int
     frames: bytes
 
 
-Op = SendOp | ReplyOp | FrameOp
+Op = SendOp | ReplyOp | OksOp | FrameOp
 
 
 def pack_send(op: SendOp) -> bytes:
@@ -87,6 +96,11 @@ def pack_send(op: SendOp) -> bytes:
 def pack_reply(token: int, code: int, text: str) -> bytes:
     raw = text.encode("utf-8")[:0xFFFF]
     return _KIND.pack(REPLY) + _REPLY.pack(token, code, len(raw)) + raw
+
+
+def pack_oks(tokens: list[int]) -> bytes:
+    count = len(tokens)
+    return _KIND.pack(OKS) + _COUNT.pack(count) + struct.pack(f"!{count}Q", *tokens)
 
 
 def pack_frame(client_id: int, frames: bytes) -> bytes:
@@ -124,6 +138,14 @@ def unpack_ops(batch: bytes) -> Iterator[Op]:
                 text = batch[pos : pos + length].decode("utf-8", "replace")
                 pos += length
                 yield ReplyOp(token, code, text)
+            elif kind == OKS:
+                (count,) = _COUNT.unpack_from(batch, pos)
+                pos += _COUNT.size
+                if count * 8 > size - pos:
+                    raise BadOps("an OKS is cut short")
+                tokens = struct.unpack_from(f"!{count}Q", batch, pos)
+                pos += count * 8
+                yield OksOp(tokens)
             elif kind == FRAME:
                 client_id, length = _FRAME.unpack_from(batch, pos)
                 pos += _FRAME.size
