@@ -562,6 +562,13 @@ class SwitchboardServer:
         answer the request again (the work done) into that place: its answer, or ERROR."""
         assert self._loop is not None
         slot = conn.reserve_answer()
+        # Nothing more is read from it until this is answered (handlers._decoded stops the
+        # batch; ``done`` reads on): later requests act after this one, as on one server.
+        conn.answering_later = True
+
+        def done() -> None:
+            conn.answering_later = False
+            conn.go_on_reading()
 
         async def answer() -> None:
             try:
@@ -572,6 +579,7 @@ class SwitchboardServer:
             except RequestFailed as failure:
                 refusal = ErrorResponse.of(failure.code, failure.message, request_id=req.request_id)
                 conn.fill_answer(slot, encode(refusal))
+                done()
                 return
             except Exception:  # a bug (or work that asks for later again) answers, not hangs
                 log.exception("internal error answering #%d later", conn.client_id)
@@ -579,9 +587,11 @@ class SwitchboardServer:
                     ErrorCode.INTERNAL_ERROR, "internal server error", request_id=req.request_id
                 )
                 conn.fill_answer(slot, encode(refusal))
+                done()
                 return
             frames = reply if isinstance(reply, tuple) else (reply,)
             conn.fill_answer(slot, b"".join(encode(frame) for frame in frames))
+            done()
 
         task = self._loop.create_task(answer())
         self._answering.add(task)

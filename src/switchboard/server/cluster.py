@@ -21,7 +21,9 @@ import os
 import socket
 import struct
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -35,6 +37,10 @@ from switchboard.protocol import (
     ErrorCode,
     ErrorResponse,
     FrameDecoder,
+    Joined,
+    Left,
+    LeftReason,
+    Message,
     NickChanged,
     Receipt,
     Receipts,
@@ -45,6 +51,7 @@ from switchboard.protocol import (
 from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import (
     client_record,
+    encode_list_ok,
     encode_message_fields,
     encode_receipt,
     encode_receipts,
@@ -68,7 +75,7 @@ from .config import ConfigError, ServerConfig
 from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
 from .logs import EventLog
-from .registry import Peer, ReservedSlot, check_name
+from .registry import Peer, ReservedSlot, Room, check_name
 from .states import ConnectionState
 
 #: The prefix of every key the cluster keeps.
@@ -153,6 +160,152 @@ return #ARGV
 )
 
 
+#: Rooms across the cluster: each key of a room name (``names.name_keys``) -> the room's
+#: name as first joined; the names in a sorted set (ROOMS pages, the rooms limit); each
+#: room's keys (to free them with it); per room its members (id -> node), its stream (every
+#: JOINED, LEFT, MESSAGE and NICK_CHANGED in one order, and membership changes), its history
+#: (encoded MESSAGEs); per client its rooms.
+ROOM_KEYS_KEY = PREFIX + "room-keys"
+ROOM_NAMES_KEY = PREFIX + "room-names"
+ROOM_KEYLIST_KEY = PREFIX + "room-keylist"
+#: About how many entries a room's stream keeps (its readers are at most a batch behind).
+ROOM_STREAM_MAXLEN = 10_000
+
+
+def room_stream_key(name: str) -> str:
+    return f"{PREFIX}room:{name}"
+
+
+def client_rooms_key(client_id: int | str) -> str:
+    return f"{PREFIX}client-rooms:{client_id}"
+
+
+#: Lua: leave a room (membership, the client's rooms, a ``d=-1`` entry with the LEFT frame if
+#: given); the room ends with its last member (names, history; its stream expires later).
+_LEAVE_ROOM = """
+local function leave_room(id, node, room, frame)
+  local members = 'switchboard:room-members:' .. room
+  local stream = 'switchboard:room:' .. room
+  redis.call('SREM', 'switchboard:client-rooms:' .. id, room)
+  if redis.call('HDEL', members, id) == 0 then return 0 end
+  if frame ~= '' then
+    redis.call('XADD', stream, 'MAXLEN', '~', ROOM_MAXLEN, '*', 'd', '-1', 'm', id, 'n', node,
+               'f', frame, 's', '0')
+  else
+    redis.call('XADD', stream, 'MAXLEN', '~', ROOM_MAXLEN, '*', 'd', '-1', 'm', id, 'n', node)
+  end
+  if redis.call('HLEN', members) == 0 then
+    local keys = redis.call('HGET', 'switchboard:room-keylist', room)
+    if keys then
+      for key in string.gmatch(keys, '[^\\n]+') do
+        if redis.call('HGET', 'switchboard:room-keys', key) == room then
+          redis.call('HDEL', 'switchboard:room-keys', key)
+        end
+      end
+    end
+    redis.call('HDEL', 'switchboard:room-keylist', room)
+    redis.call('ZREM', 'switchboard:room-names', room)
+    redis.call('DEL', 'switchboard:history:' .. room)
+    redis.call('PEXPIRE', stream, 60000)
+  end
+  return 1
+end
+""".replace("ROOM_MAXLEN", str(ROOM_STREAM_MAXLEN))
+
+#: Join a room: find it by any key of its name, or create it (unless the cluster has ARGV[4]
+#: rooms: {0, count}); add the member (a ``d=1`` entry when new, carrying the JOINED notice,
+#: built here with the room's name as first joined: ARGV[6] is the notice's header up to its
+#: request id, ARGV[7] the joiner's nickname).  {1, name, added, the stream's last id
+#: before, members (id, node, ...), the newest ARGV[5] history frames}.
+#: ARGV: id, node, name, max rooms, history, JOINED head, nickname, keys...
+JOIN_ROOM_SCRIPT = """
+local canonical = false
+for i = 8, #ARGV do
+  local c = redis.call('HGET', 'switchboard:room-keys', ARGV[i])
+  if c then canonical = c break end
+end
+if not canonical then
+  local count = redis.call('ZCARD', 'switchboard:room-names')
+  if count >= tonumber(ARGV[4]) then return {0, count} end
+  canonical = ARGV[3]
+  local keys = {}
+  for i = 8, #ARGV do
+    redis.call('HSET', 'switchboard:room-keys', ARGV[i], canonical)
+    keys[#keys + 1] = ARGV[i]
+  end
+  redis.call('HSET', 'switchboard:room-keylist', canonical, table.concat(keys, '\\n'))
+  redis.call('ZADD', 'switchboard:room-names', 0, canonical)
+end
+local members = 'switchboard:room-members:' .. canonical
+local stream = 'switchboard:room:' .. canonical
+local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+local last_id = '0-0'
+if #last > 0 then last_id = last[1][1] end
+local added = redis.call('HSET', members, ARGV[1], ARGV[2])
+redis.call('SADD', 'switchboard:client-rooms:' .. ARGV[1], canonical)
+redis.call('PERSIST', stream)
+if added == 1 then
+  local payload = struct.pack('>H', #canonical) .. canonical .. struct.pack('>I', ARGV[1])
+    .. struct.pack('>H', #ARGV[7]) .. ARGV[7]
+  local frame = ARGV[6] .. struct.pack('>II', 0, #payload) .. payload
+  redis.call('XADD', stream, 'MAXLEN', '~', ROOM_MAXLEN, '*', 'd', '1', 'm', ARGV[1],
+             'n', ARGV[2], 'f', frame, 's', ARGV[1])
+end
+local history = {}
+local n = tonumber(ARGV[5])
+if n > 0 then history = redis.call('LRANGE', 'switchboard:history:' .. canonical, -n, -1) end
+return {1, canonical, added, last_id, redis.call('HGETALL', members), history}
+""".replace("ROOM_MAXLEN", str(ROOM_STREAM_MAXLEN))
+
+#: Leave a room.  ARGV: id, node, room, its LEFT notice ("" for none).
+LEAVE_ROOM_SCRIPT = (
+    _LEAVE_ROOM
+    + """
+return leave_room(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+"""
+)
+
+#: A node registers its clients' rooms again (Redis came back): ARGV: node, how many
+#: earlier ids follow, the node's earlier client ids (read before RESET_NODE_SCRIPT replaced
+#: them), then id, room, room keys triples; the rooms of earlier clients not among them are
+#: left (no LEFT frame: those clients went while the node was cut off).
+REJOIN_ROOMS_SCRIPT = (
+    _LEAVE_ROOM
+    + """
+local node = ARGV[1]
+local first = 3 + tonumber(ARGV[2])
+local current = {}
+for i = first, #ARGV, 3 do current[ARGV[i]] = true end
+for i = 3, first - 1 do
+  local id = ARGV[i]
+  if not current[id] then
+    for _, room in ipairs(redis.call('SMEMBERS', 'switchboard:client-rooms:' .. id)) do
+      leave_room(id, node, room, '')
+    end
+    redis.call('DEL', 'switchboard:client-rooms:' .. id)
+  end
+end
+for i = first, #ARGV, 3 do
+  local id, room = ARGV[i], ARGV[i + 1]
+  if not redis.call('ZSCORE', 'switchboard:room-names', room) then
+    local keys = {}
+    for key in string.gmatch(ARGV[i + 2], '[^\\n]+') do
+      if not redis.call('HGET', 'switchboard:room-keys', key) then
+        redis.call('HSET', 'switchboard:room-keys', key, room)
+      end
+      keys[#keys + 1] = key
+    end
+    redis.call('HSET', 'switchboard:room-keylist', room, table.concat(keys, '\\n'))
+    redis.call('ZADD', 'switchboard:room-names', 0, room)
+  end
+  redis.call('HSET', 'switchboard:room-members:' .. room, id, node)
+  redis.call('SADD', 'switchboard:client-rooms:' .. id, room)
+end
+return 1
+"""
+)
+
+
 def node_key(name: str) -> str:
     """The node's lease: a key that expires when the node stops renewing it."""
     return f"{PREFIX}node:{name}"
@@ -182,14 +335,20 @@ def node_clients_key(name: str) -> str:
 #: ARGV: NAME, maxlen, leaving.
 REMOVE_NODE_SCRIPT = (
     _FREE_NICK
+    + _LEAVE_ROOM
     + """
 if ARGV[3] == '1' then redis.call('DEL', KEYS[2])
 elseif redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 and ARGV[3] ~= '1' then return -1 end
+for i = 4, #ARGV, 3 do leave_room(ARGV[i], ARGV[1], ARGV[i + 1], ARGV[i + 2]) end
 local ids = redis.call('SMEMBERS', KEYS[3])
 for _, id in ipairs(ids) do
   redis.call('HDEL', KEYS[4], id)
   free_nick(KEYS[6], KEYS[7], id)
+  for _, room in ipairs(redis.call('SMEMBERS', 'switchboard:client-rooms:' .. id)) do
+    leave_room(id, ARGV[1], room, '')
+  end
+  redis.call('DEL', 'switchboard:client-rooms:' .. id)
 end
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[1], ARGV[1])
@@ -418,10 +577,13 @@ class ClusterNode:
                 )
         await self.redis.aclose()
 
-    async def remove_node(self, name: str, *, leaving: bool = False) -> int:
+    async def remove_node(
+        self, name: str, *, leaving: bool = False, lefts: tuple[Any, ...] = ()
+    ) -> int:
         """Forget node ``name`` and its clients in one step (REMOVE_NODE_SCRIPT), telling the
-        other nodes (a ``reset`` event with no clients); the number of clients it had, or -1
-        if it is alive (unless ``leaving``: this node's own lease is deleted first) or gone."""
+        other nodes (a ``reset`` event with no clients) and its clients' rooms (``lefts``:
+        id, room, LEFT frame triples); the number of clients it had, or -1 if it is alive
+        (unless ``leaving``: this node's own lease is deleted first) or gone."""
         removed = await self.redis.eval(
             REMOVE_NODE_SCRIPT,
             7,
@@ -435,6 +597,7 @@ class ClusterNode:
             name,
             str(EVENTS_MAXLEN),
             "1" if leaving else "0",
+            *lefts,
         )
         return int(removed)
 
@@ -604,11 +767,30 @@ class RedisDirectory(LocalDirectory):
     ) -> None:
         super().__init__(
             history,
-            max_rooms=max_rooms,
+            max_rooms=_UNBOUNDED,  # the cluster's limit is kept in Redis (JOIN_ROOM_SCRIPT)
             max_rooms_per_client=max_rooms_per_client,
             history_bytes=history_bytes,
         )
         self.node = node
+        self.max_rooms = max_rooms
+        self.history_limit = history
+        #: Rooms with a member on this node: the other nodes' members (id -> node), and
+        #: where this node stands in each room's stream.
+        self._room_remote: dict[str, dict[int, str]] = {}
+        self._room_cursor: dict[str, bytes] = {}
+        #: JOINs and ROOMS pages done in Redis, to be taken when answered again.
+        self._room_grants: dict[tuple[int, str], RoomGrant] = {}
+        self._page_grants: dict[tuple[str, int], PageGrant] = {}
+        self._page_counts: dict[str, int] = {}
+        self._page_total = 0
+        #: Room commands for this pass's pipeline, in order; the LEAVEs of this pass by
+        #: room (their LEFT notice joins them), and the JOIN whose JOINED is in the stream.
+        self._room_out: list[Any] = []
+        self._leaving: dict[str, list[Any]] = {}
+        self._announced: tuple[str, int] | None = None
+        #: NICK_CHANGED sent once per member however many rooms carry it: who has had it.
+        self._told: OrderedDict[bytes, set[int]] = OrderedDict()
+        self._notices = 0
         #: The other nodes' clients by id, and their nicknames (look-alikes are one).
         self.remote: dict[int, RemoteClient] = {}
         self._remote_nicks: names.NameIndex[RemoteClient] = names.NameIndex(defaults.MAX_NICK_CHARS)
@@ -785,7 +967,10 @@ class RedisDirectory(LocalDirectory):
 
     async def _write_forever(self) -> None:
         while True:
-            await self._wake.wait()
+            # Woken by a change, or a quarter lease on: changes made while Redis was being
+            # rejoined (a nickname lost then) go out once it answers again.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.node.lease / 4)
             self._wake.clear()
             if not self.node.available or not self._changes:
                 continue  # while cut off, _register_again writes everything on return
@@ -832,6 +1017,7 @@ class RedisDirectory(LocalDirectory):
         )
         self._changes = {}
         name = self.node.name
+        earlier = [int(i) for i in await self.node.redis.smembers(node_clients_key(name))]
         up = {client_id: pack_client(name, conn) for client_id, conn in self.client_by_id.items()}
         triples: list[Any] = []
         for client_id, value in up.items():
@@ -855,6 +1041,7 @@ class RedisDirectory(LocalDirectory):
         self._snapshot_needed = True
         for raw_id in lost:
             self._lose_nick(int(raw_id))
+        await self._rejoin_rooms(earlier)
         if self._unsent:  # what waited for Redis: its receivers drop what they had already
             for node, ops in self._unsent.items():
                 self._outbox.setdefault(node, []).extend(ops)
@@ -869,6 +1056,29 @@ class RedisDirectory(LocalDirectory):
             node=name,
             clients=len(up),
         )
+
+    async def _rejoin_rooms(self, earlier: list[int]) -> None:
+        """Register this node's memberships again (REJOIN_ROOMS_SCRIPT), and read the other
+        nodes' members of its rooms afresh."""
+        redis = self.node.redis
+        triples: list[Any] = []
+        for room_name, room in self.room_registry.by_name.items():
+            keys = "\n".join(names.name_keys(room_name))
+            for member_id in room.members:
+                triples += [member_id, room_name, keys]
+        await redis.eval(REJOIN_ROOMS_SCRIPT, 0, self.node.name, len(earlier), *earlier, *triples)
+        rooms = list(self.room_registry.by_name)
+        if not rooms:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            for room_name in rooms:
+                pipe.hgetall(f"{PREFIX}room-members:{room_name}")
+            tables = await pipe.execute()
+        me = self.node.name
+        for room_name, table in zip(rooms, tables, strict=True):
+            self._room_remote[room_name] = {
+                int(k): v.decode() for k, v in table.items() if v.decode() != me
+            }
 
     def _lose_nick(self, client_id: int) -> None:
         """Another client took this client's nickname while this node was counted dead: it
@@ -902,15 +1112,15 @@ class RedisDirectory(LocalDirectory):
         block_ms = max(1, int(self.node.timeout * 500))  # well within the socket timeout
         inbox = inbox_key(self.node.name)
         inbox_bytes = inbox.encode()
+        room_prefix = room_stream_key("").encode()
         while True:
             try:
                 if self._snapshot_needed:
                     await self._snapshot()
-                reply = await redis.xread(
-                    {EVENTS_KEY: self._last_event, inbox: self._last_inbox},
-                    count=1000,
-                    block=block_ms,
-                )
+                streams: dict[str, bytes] = {EVENTS_KEY: self._last_event, inbox: self._last_inbox}
+                for room_name, cursor in self._room_cursor.items():
+                    streams[room_stream_key(room_name)] = cursor
+                reply = await redis.xread(streams, count=1000, block=block_ms)
             except (RedisError, OSError) as exc:
                 self._snapshot_needed = True
                 self.node.lost(describe(exc))
@@ -921,6 +1131,14 @@ class RedisDirectory(LocalDirectory):
                     for entry_id, fields in entries:
                         self._last_inbox = entry_id
                         self._receive(fields)
+                    continue
+                if stream.startswith(room_prefix):
+                    room_name = stream[len(room_prefix) :].decode()
+                    if room_name not in self._room_cursor:
+                        continue  # left meanwhile
+                    for entry_id, fields in entries:
+                        self._room_cursor[room_name] = entry_id
+                        self._room_entry(room_name, fields)
                     continue
                 for entry_id, fields in entries:
                     self._apply(fields)
@@ -1059,13 +1277,13 @@ class RedisDirectory(LocalDirectory):
         self._schedule_outbox()
 
     def _schedule_outbox(self) -> None:
-        if not self._outbox_scheduled and not self._sending:
+        if not self._outbox_scheduled:
             self._outbox_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_outbox)
 
     def _start_outbox(self) -> None:
         self._outbox_scheduled = False
-        if not self._sending and self._outbox:
+        if not self._sending and (self._outbox or self._room_out):
             self.node.spawn(self._send_outbox())
 
     async def _send_outbox(self) -> None:
@@ -1076,13 +1294,17 @@ class RedisDirectory(LocalDirectory):
         self._sending = True
         me = self.node.name
         try:
-            while self._outbox:
+            while self._outbox or self._room_out:
                 batch, self._outbox = self._outbox, {}
+                rooms, self._room_out = self._room_out, []
+                self._leaving = {}
                 if not self.node.available:
                     self._not_sent(batch)
+                    _release(rooms)
                     continue
                 try:
                     async with self.node.redis.pipeline(transaction=False) as pipe:
+                        self._room_commands(pipe, rooms)
                         for node, ops in batch.items():
                             pipe.xadd(
                                 inbox_key(node),
@@ -1094,14 +1316,36 @@ class RedisDirectory(LocalDirectory):
                 except (RedisError, OSError) as exc:
                     self.node.lost(describe(exc))
                     self._not_sent(batch)
+                finally:
+                    _release(rooms)
         finally:
             self._sending = False
+
+    def _room_commands(self, pipe: Any, commands: list[Any]) -> None:
+        me = self.node.name
+        for command in commands:
+            kind = command[0]
+            if kind == "barrier":
+                continue  # released once the pipeline is through (``_release``)
+            if kind == "xadd":
+                pipe.xadd(
+                    room_stream_key(command[1]),
+                    command[2],
+                    maxlen=ROOM_STREAM_MAXLEN,
+                    approximate=True,
+                )
+            elif kind == "leave":
+                pipe.eval(LEAVE_ROOM_SCRIPT, 0, command[1], me, command[2], command[3])
+            else:  # "history"
+                key = f"{PREFIX}history:{command[1]}"
+                pipe.rpush(key, command[2])
+                pipe.ltrim(key, -self.history_limit, -1)
 
     async def _drain_outbox(self) -> None:
         """Send everything queued for other nodes (the node is leaving: the receipts of its
         last clients' messages are among it)."""
         await asyncio.sleep(0)  # the flush the last releases scheduled
-        while self._outbox or self._sending:
+        while self._outbox or self._room_out or self._sending:
             if self._sending:
                 await asyncio.sleep(0.005)
             else:
@@ -1209,6 +1453,11 @@ class RedisDirectory(LocalDirectory):
             return
         self.queue(node, pack_reply(op.token, int(code), text))
 
+    def _forget_rooms_of(self, node: str) -> None:
+        for remote in self._room_remote.values():
+            for member_id in [m for m, n in remote.items() if n == node]:
+                del remote[member_id]
+
     def _sender(self, node: str, client_id: int, batched: bool) -> RemoteSender:
         sender = self._senders.get((node, client_id))
         if sender is None:
@@ -1278,13 +1527,297 @@ class RedisDirectory(LocalDirectory):
                     conn.send_raw(encode_receipts(target_id, status, ids[first : first + step]))
             else:
                 conn.send_raw(b"".join(encode_receipt(i, target_id, status) for i in ids))
+        self._forget_rooms_of(node)
         for key in [k for k in self._senders if k[0] == node]:
             sender = self._senders.pop(key)
             sender.state = ConnectionState.CLOSED
             if self._sender_by_id.get(sender.client_id) is sender:
                 del self._sender_by_id[sender.client_id]
 
+    # --- rooms across nodes ------------------------------------------------------------------
+    # A room's JOINED, LEFT, MESSAGE and NICK_CHANGED notices all go through its stream in
+    # Redis, from which every node with a member in it delivers them to its members: one
+    # order for every member, wherever each is.  JOIN is claimed in Redis first (answered
+    # again once it is in), as a ROOMS page and a LIST of a room with no member here are read.
+
+    def join(self, room_name: str, conn: Peer) -> tuple[Room, bool]:
+        name = check_name(
+            room_name, what="room name", limit=defaults.MAX_ROOM_CHARS, code=ErrorCode.INVALID_ROOM
+        )
+        local = self.room_registry.find(name)
+        if local is not None and conn.client_id in local.members:
+            return local, False
+        grant = self._room_grants.pop((conn.client_id, name), None)
+        if grant is not None:
+            room, _ = super().join(grant.name, conn)
+            if grant.name not in self._room_cursor:
+                self._room_cursor[grant.name] = grant.last_id
+                self._room_remote[grant.name] = {}
+                self._wake_reader()
+            remote = self._room_remote[grant.name]
+            for member_id, node in grant.members.items():
+                if node != self.node.name:
+                    remote[member_id] = node
+            room.history = deque(grant.history)
+            if grant.added:  # its JOINED went into the stream with it: not again
+                self._announced = (grant.name, conn.client_id)
+            return room, grant.added
+        limit = self.room_registry.max_rooms_per_client
+        if len(conn.rooms) >= limit:
+            raise RequestFailed(
+                ErrorCode.INVALID_ROOM,
+                f"you are in {len(conn.rooms)} rooms, the most one connection may be in; "
+                "leave one first",
+            )
+        self._need_cluster("rooms")
+        raise AnswerLater(self._join_room(conn, name))
+
+    async def _join_room(self, conn: Peer, name: str) -> None:
+        client_id = conn.client_id
+        try:
+            reply = await self.node.redis.eval(
+                JOIN_ROOM_SCRIPT,
+                0,
+                client_id,
+                self.node.name,
+                name,
+                self.max_rooms,
+                self.history_limit,
+                _JOINED_HEAD,
+                conn.nick,
+                *names.name_keys(name),
+            )
+        except (RedisError, OSError) as exc:
+            self.node.lost(describe(exc))
+            raise RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_ROOMS) from None
+        if int(reply[0]) == 0:
+            raise RequestFailed(
+                ErrorCode.INVALID_ROOM,
+                f"the cluster has {int(reply[1])} rooms, the most it keeps; join an existing room",
+            )
+        canonical = reply[1].decode()
+        if self.client_by_id.get(client_id) is not conn:  # gone meanwhile: leave again
+            self._room_out.append(("leave", client_id, canonical))
+            self._schedule_outbox()
+            return
+        flat = reply[4]
+        members = {int(flat[i]): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+        history = [m for raw in reply[5] for m in _decode_frames(raw) if isinstance(m, Message)]
+        self._room_grants[client_id, name] = RoomGrant(
+            canonical, bool(reply[2]), reply[3], members, history
+        )
+
+    def member_room(self, room_name: str, conn: Peer) -> Room:
+        room = super().member_room(room_name, conn)
+        self._need_cluster("rooms")
+        return room
+
+    def leave(self, room: Room, conn: Peer) -> None:
+        super().leave(room, conn)
+        # The LEFT notice the server sends next (deliver_room) goes with it, in one step.
+        command: list[Any] = ["leave", conn.client_id, room.name, b""]
+        self._leaving[room.name] = command
+        self._room_out.append(command)
+        self._schedule_outbox()
+        if room.name not in self.room_registry.by_name:  # no member here any more
+            self._room_cursor.pop(room.name, None)
+            self._room_remote.pop(room.name, None)
+
+    def deliver_room(
+        self, room: Room, frame: bytes, *, skip: Peer | None = None, skip_paused: bool = False
+    ) -> int:
+        reached = max(0, self.member_count(room) - (1 if skip is not None else 0))
+        if skip is not None and self._announced == (room.name, skip.client_id):
+            self._announced = None  # JOINED: in the stream with the membership already
+            return reached
+        leaving = self._leaving.pop(room.name, None)
+        if leaving is not None and skip is None:
+            leaving[3] = frame  # LEFT: with the membership change, in one step
+            return reached
+        fields = {"f": frame, "s": skip.client_id if skip is not None else 0}
+        if skip_paused:
+            fields["p"] = 1
+        self._room_out.append(("xadd", room.name, fields))
+        self._barrier(skip)
+        self._schedule_outbox()
+        return reached
+
+    def _barrier(self, conn: Peer | None) -> None:
+        """What ``conn`` is answered next (BROADCAST's OK, NICK's) waits until the notice it
+        caused is in its room's stream: a JOIN after the OK then finds it in the history."""
+        if conn is not None and self.client_by_id.get(conn.client_id) is conn:
+            self._room_out.append(("barrier", conn, conn.reserve_answer()))
+
+    def deliver_to_rooms_of(self, conn: Peer, frame: bytes) -> None:
+        self._notices += 1
+        key = f"{self.node.name}:{self._notices}"
+        for room_name in conn.rooms:
+            self._room_out.append(("xadd", room_name, {"f": frame, "s": conn.client_id, "k": key}))
+        self._barrier(conn)
+        self._schedule_outbox()
+
+    def record(self, room: Room, message: Message) -> None:
+        if self.history_limit:
+            self._room_out.append(("history", room.name, encode(message)))
+            self._schedule_outbox()
+
+    def members(self, room: Room) -> list[Listed]:
+        everyone: list[Listed] = list(room.members.values())
+        for member_id in self._room_remote.get(room.name, ()):
+            client = self.remote.get(member_id)
+            if client is not None:
+                everyone.append(client)
+        everyone.sort(key=_listed_id)
+        return everyone
+
+    def member_count(self, room: Room) -> int:
+        if self.room_registry.by_name.get(room.name) is room:
+            return len(room.members) + len(self._room_remote.get(room.name, ()))
+        return self._page_counts.get(room.name, len(room.members))
+
+    def rooms_page(self, after: str, limit: int) -> tuple[list[Room], bool]:
+        grant = self._page_grants.pop((after, limit), None)
+        if grant is None:
+            self._need_cluster("rooms")
+            raise AnswerLater(self._fetch_page(after, limit))
+        self._page_counts = grant.counts
+        self._page_total = grant.total
+        found = [self.room_registry.by_name.get(n) or Room(n) for n in grant.names]
+        return found, grant.more
+
+    def room_count(self) -> int:
+        return self._page_total
+
+    async def _fetch_page(self, after: str, limit: int) -> None:
+        redis = self.node.redis
+        start = "(" + after if after else "-"
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zrangebylex(ROOM_NAMES_KEY, start, "+", start=0, num=limit + 1)
+                pipe.zcard(ROOM_NAMES_KEY)
+                found, total = await pipe.execute()
+            shown = [n.decode() for n in found[:limit]]
+            async with redis.pipeline(transaction=False) as pipe:
+                for room_name in shown:
+                    pipe.hlen(f"{PREFIX}room-members:{room_name}")
+                counts = await pipe.execute() if shown else []
+        except (RedisError, OSError) as exc:
+            self.node.lost(describe(exc))
+            raise RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_ROOMS) from None
+        self._page_grants[after, limit] = PageGrant(
+            shown, len(found) > limit, int(total), dict(zip(shown, map(int, counts), strict=True))
+        )
+
+    def list_elsewhere(self, conn: Peer, request_id: int, room: bytes) -> bool:
+        if not self.node.available:
+            refusal = ErrorResponse.of(
+                ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_ROOMS, request_id=request_id
+            )
+            conn.send(refusal)
+            return True
+        slot = conn.reserve_answer()
+        self.node.spawn(self._list_room(conn, slot, request_id, room))
+        return True
+
+    async def _list_room(
+        self, conn: Peer, slot: ReservedSlot, request_id: int, room: bytes
+    ) -> None:
+        redis = self.node.redis
+        records: list[bytes] = []
+        try:
+            name = room.decode("utf-8")
+            keys = names.name_keys(name) if len(name) <= defaults.MAX_ROOM_CHARS else ()
+            canonical = next(
+                (c for c in (await redis.hmget(ROOM_KEYS_KEY, *keys) if keys else ()) if c), None
+            )
+            if canonical is not None:
+                flat = await redis.hgetall(f"{PREFIX}room-members:{canonical.decode()}")
+                listed: list[Listed] = []
+                for raw_id in flat:
+                    member_id = int(raw_id)
+                    member: Listed | None = self.client_by_id.get(member_id) or self.remote.get(
+                        member_id
+                    )
+                    if member is not None and member.authenticated:
+                        listed.append(member)
+                listed.sort(key=_listed_id)
+                records = [client_record(m.sender_fields(), m.connected_ms) for m in listed]
+        except (RedisError, OSError) as exc:
+            self.node.lost(describe(exc))
+            refusal = ErrorResponse.of(
+                ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_ROOMS, request_id=request_id
+            )
+            conn.fill_answer(slot, encode(refusal))
+            return
+        conn.fill_answer(slot, encode_list_ok(request_id, room, records))
+
+    def _need_cluster(self, what: str) -> None:
+        if not self.node.available:
+            raise RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_ROOMS)
+
+    def _wake_reader(self) -> None:
+        """The reader blocks in XREAD over the streams it had: an empty batch in this node's
+        own inbox wakes it, to read the new room's stream too."""
+        self.queue(self.node.name, b"")
+
+    def _room_entry(self, room_name: str, fields: dict[bytes, bytes]) -> None:
+        """One entry of a room's stream: a membership change, and/or a notice for the
+        members of this node."""
+        change = fields.get(b"d")
+        if change is not None:
+            node = fields.get(b"n", b"").decode()
+            remote = self._room_remote.get(room_name)
+            if node != self.node.name and remote is not None:
+                member_id = int(fields.get(b"m", b"0"))
+                if change == b"1":
+                    remote[member_id] = node
+                else:
+                    remote.pop(member_id, None)
+        frame = fields.get(b"f")
+        room = self.room_registry.by_name.get(room_name)
+        if not frame or room is None:
+            return
+        skip = int(fields.get(b"s", b"0") or 0)
+        paused = fields.get(b"p") == b"1"
+        key = fields.get(b"k")
+        told: set[int] | None = None
+        if key is not None:
+            told = self._told.get(key)
+            if told is None:
+                told = self._told[key] = set()
+                if len(self._told) > _TOLD_KEYS:
+                    self._told.popitem(last=False)
+        for member in list(room.members.values()):
+            member_id = member.client_id
+            if member_id == skip or (paused and member.write_paused):
+                continue
+            if told is not None:
+                if member_id in told:
+                    continue
+                told.add(member_id)
+            member.send_raw(frame)
+
     # --- dead nodes ----------------------------------------------------------------------------
+
+    async def _lefts_of(self, node: str) -> tuple[Any, ...]:
+        """The LEFT notices for every room of a dead node's clients: id, room, frame."""
+        redis = self.node.redis
+        ids = [int(i) for i in await redis.smembers(node_clients_key(node))]
+        if not ids:
+            return ()
+        async with redis.pipeline(transaction=False) as pipe:
+            for client_id in ids:
+                pipe.smembers(client_rooms_key(client_id))
+            rooms = await pipe.execute()
+        lefts: list[Any] = []
+        for client_id, joined in zip(ids, rooms, strict=True):
+            client = self.remote.get(client_id)
+            nick = client.nick if client is not None else ""
+            for raw in joined:
+                room_name = raw.decode()
+                left = Left(room_name, client_id, nick, LeftReason.DISCONNECTED)
+                lefts += [client_id, room_name, encode(left)]
+        return tuple(lefts)
 
     async def _tick(self) -> None:
         """Remove the nodes whose lease has ended (their clients leave LIST), and read the
@@ -1300,7 +1833,7 @@ class RedisDirectory(LocalDirectory):
             for name, live in zip(others, alive, strict=True):
                 if live:
                     continue
-                removed = await self.node.remove_node(name)
+                removed = await self.node.remove_node(name, lefts=await self._lefts_of(name))
                 if removed >= 0:
                     self.events.event(
                         logging.WARNING,
@@ -1325,6 +1858,56 @@ _UNAVAILABLE_NICK = (
 def _taken(nick: str, held: str, *, client_id: int) -> str:
     what = repr(nick) if held.casefold() == nick.casefold() else f"{held!r} (looks alike)"
     return f"nickname {what} is taken by #{client_id}"
+
+
+#: NICK_CHANGED notices remembered, so that a member sharing several rooms with the renamed
+#: client hears it once.
+_TOLD_KEYS = 1024
+#: No bound on a cluster node's own rooms: the cluster's --max-rooms is kept in Redis.
+_UNBOUNDED = 1 << 62
+
+#: A JOINED notice's header up to its request id (JOIN_ROOM_SCRIPT builds the rest).
+_JOINED_HEAD = encode(Joined("", 0, ""))[:6]
+
+_UNAVAILABLE_ROOMS = (
+    "the cluster's Redis cannot be reached: rooms cannot be joined, left, listed or spoken "
+    "in now; try again later"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomGrant:
+    """A JOIN done in Redis (JOIN_ROOM_SCRIPT's answer)."""
+
+    name: str
+    added: bool
+    last_id: bytes
+    members: dict[int, str]
+    history: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class PageGrant:
+    """A ROOMS page read from Redis."""
+
+    names: list[str]
+    more: bool
+    total: int
+    counts: dict[str, int]
+
+
+def _release(commands: list[Any]) -> None:
+    """Let the answers held behind this pass's room notices go (``_barrier``)."""
+    for command in commands:
+        if command[0] == "barrier":
+            command[1].fill_answer(command[2], b"")
+
+
+def _decode_frames(data: bytes) -> list[Any]:
+    decoder = FrameDecoder(max_frame=len(data) + HEADER_SIZE)
+    decoder.feed(data)
+    buf = decoder.buffer
+    return [decode_payload(k, r, buf, s, e) for k, r, s, e in decoder.frames()]
 
 
 def _pack_up(up: dict[int, bytes]) -> bytes:

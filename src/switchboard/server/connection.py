@@ -44,6 +44,7 @@ from switchboard.protocol import (
 from switchboard.protocol.codec import FIRST_HEADER_WORD, HEADER_WORDS, LAST_HEADER_WORD
 from switchboard.protocol.fastpath import direct_fields, sender_block
 
+from .errors import StopReading
 from .handlers import OTHER, Server, Table
 from .logs import RepeatedEvents
 from .registry import NO_ROOMS, Peer
@@ -97,6 +98,7 @@ class ClientConnection(asyncio.Protocol):
     """The server's side of one client connection."""
 
     __slots__ = (
+        "answering_later",
         "auth_hold",
         "authenticated",
         "awaiting_ack",
@@ -152,6 +154,8 @@ class ClientConnection(asyncio.Protocol):
         #: While answers are reserved: what may be written before the first of them (None:
         #: nothing).
         self.released: list[bytes] | None = None
+        #: A request is being answered later (server.answer_later): nothing more is read.
+        self.answering_later = False
         self.rooms: set[str] | frozenset[str] = NO_ROOMS
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
@@ -282,6 +286,11 @@ class ClientConnection(asyncio.Protocol):
                     self.partial_since = now
             else:
                 self.partial_since = 0.0
+        except StopReading as stop:  # a request answered later: the rest waits for it
+            pos = stop.resume_at
+            self.partial_since = 0.0
+            if self.transport is not None:
+                self.transport.pause_reading()
         except ProtocolError as err:
             self.fail(err.code, err.message, request_id=err.request_id)
         except Exception:  # a server bug must not take the connection's peers down with it

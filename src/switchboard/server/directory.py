@@ -79,8 +79,17 @@ class Directory(Protocol):
         """The room called ``room_name`` or a name that looks like it."""
         ...
 
-    def members(self, room: Room) -> list[Peer]:
-        """The members of ``room`` in id order (LIST of a room)."""
+    def members(self, room: Room) -> list[Listed]:
+        """The members of ``room`` in id order (LIST of a room), on every node."""
+        ...
+
+    def member_count(self, room: Room) -> int:
+        """How many members ``room`` has, on every node (JOIN's and ROOMS' counts)."""
+        ...
+
+    def list_elsewhere(self, conn: Peer, request_id: int, room: bytes) -> bool:
+        """LIST of a room this process has no member in: a cluster node answers it later,
+        from the cluster (True); False: answer it here (empty)."""
         ...
 
     def join(self, room_name: str, conn: Peer) -> tuple[Room, bool]:
@@ -194,8 +203,14 @@ class LocalDirectory:
     def update(self, conn: Peer) -> None:
         pass  # the connection itself is what this process lists
 
-    def members(self, room: Room) -> list[Peer]:
+    def members(self, room: Room) -> list[Listed]:
         return sorted(room.members.values(), key=_client_id)
+
+    def member_count(self, room: Room) -> int:
+        return len(room.members)
+
+    def list_elsewhere(self, conn: Peer, request_id: int, room: bytes) -> bool:
+        return False  # one process: a room nobody here is in has no members
 
     def room(self, room_name: str) -> Room | None:
         return self.room_registry.find(room_name)
@@ -252,5 +267,5 @@ class LocalDirectory:
         self.room_registry.deliver_to_rooms_of(conn, frame)
 
 
-def _client_id(conn: Peer) -> int:
+def _client_id(conn: Listed) -> int:
     return conn.client_id

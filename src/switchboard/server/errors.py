@@ -20,6 +20,16 @@ class AnswerLater(Exception):
         self.work = work
 
 
+class StopReading(Exception):
+    """Raised inside a connection's batch once a request is answered later (AnswerLater):
+    nothing more is read from the connection until that answer is given, so that later
+    requests act after it, as on one server.  ``resume_at``: where the next frame starts."""
+
+    def __init__(self, resume_at: int) -> None:
+        super().__init__("stop reading")
+        self.resume_at = resume_at
+
+
 class RequestFailed(Exception):
     """Answer the current request with ERROR ``code``; the connection goes on."""
 

@@ -109,7 +109,7 @@ from switchboard.protocol.fastpath import (
 
 from .config import ServerConfig
 from .directory import Directory, Listed
-from .errors import RequestFailed
+from .errors import RequestFailed, StopReading
 from .logs import EventLog
 from .registry import Peer, Room
 from .states import ConnectionState
@@ -246,7 +246,7 @@ def rooms(server: Server, conn: Peer, req: RoomsRequest) -> Reply:
     records = tuple(
         RoomInfo(
             room.name,
-            len(room.members),
+            server.directory.member_count(room),
             RoomFlags.MEMBER if room.name in mine else RoomFlags.NONE,
         )
         for room in page
@@ -285,7 +285,8 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
     fits = (cfg.write_hard_limit - cfg.write_high_water) // (cfg.max_text + MESSAGE_SIZE_MAX)
     skipped = max(0, len(history) - fits)
     replay = islice(history, skipped, None)
-    ok = JoinOk(room.name, len(room.members), len(history) - skipped, request_id=req.request_id)
+    members = server.directory.member_count(room)
+    ok = JoinOk(room.name, members, len(history) - skipped, request_id=req.request_id)
     return (ok, *replay)
 
 
@@ -652,7 +653,9 @@ def list_fast(
     members: list[Listed]
     if room:
         found = server.directory.room(room.decode("utf-8"))
-        members = list(server.directory.members(found)) if found else []
+        if found is None and server.directory.list_elsewhere(conn, request_id, room):
+            return end  # a cluster's room with no member on this node: answered later
+        members = server.directory.members(found) if found else []
     else:
         members = server.directory.listed()  # in id order, every node's on a cluster
     if server.tokens:
@@ -734,6 +737,8 @@ def _decoded(key: int) -> Answer:
     ) -> int:
         word = _unpack_header(buf, start - HEADER_SIZE)[1]
         server.dispatch(conn, decode_payload(word & 0xFFFFFF, request_id, buf, start, end))
+        if conn.answering_later:
+            raise StopReading(end)  # nothing more is read until that answer is given
         return end
 
     answer.__qualname__ = answer.__name__ = f"decoded_{key:06x}" if key else "other"
