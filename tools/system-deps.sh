@@ -13,6 +13,7 @@
 #       openssl  openssl           the TLS tests' certificates
 #       gcc      gcc, libc6-dev    the C round-trip floor (tools/latency/pingpong.c) and its test
 #       redis-server  redis-server  the cluster tests (serve --cluster: each test starts its own)
+#       redis-cli     redis-tools   the cluster test across network namespaces (is Redis up there?)
 set -euo pipefail
 
 missing=()
@@ -34,6 +35,7 @@ test)
     need_command gcc gcc
     need_file /usr/include/stdio.h libc6-dev
     need_command redis-server redis-server
+    need_command redis-cli redis-tools
     ;;
 *)
     echo "usage: $0 build|test" >&2
