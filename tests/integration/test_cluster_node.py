@@ -123,3 +123,11 @@ def test_redis_lost_and_back_is_logged_and_the_node_registers_again(
         )
     finally:
         assert node.stop() == 0
+
+
+def test_a_node_whose_redis_is_gone_still_shuts_down(redis_server: RedisServer) -> None:
+    node = serve_node(redis_server.url, "--node-name", "orphan", "--cluster-lease", "1.5")
+    node.wait_for_log(r"as node orphan")
+    redis_server.stop()
+    node.wait_for_log(r"lost the cluster's Redis", timeout=5)
+    assert node.stop(signal.SIGTERM, timeout=10) == 0

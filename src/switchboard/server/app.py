@@ -334,7 +334,15 @@ class SwitchboardServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
         if self.cluster is not None:
-            await self.cluster.leave()
+            # Bounded: a Redis that stopped answering must not keep the process alive.
+            try:
+                await asyncio.wait_for(self.cluster.leave(), self.cluster.timeout * 3 + 1.0)
+            except TimeoutError:
+                log.warning(
+                    "could not leave the cluster within %.1fs: its lease ends on its own",
+                    self.cluster.timeout * 3 + 1.0,
+                    extra={"event": "cluster_leave_failed"},
+                )
         self.flush_log_counts()
         self._stopped.set()
 

@@ -575,7 +575,8 @@ class ClusterNode:
                     self.name,
                     node=self.name,
                 )
-        await self.redis.aclose()
+        with contextlib.suppress(TimeoutError, RedisError, OSError):
+            await asyncio.wait_for(self.redis.aclose(), self.timeout)
 
     async def remove_node(
         self, name: str, *, leaving: bool = False, lefts: tuple[Any, ...] = ()
