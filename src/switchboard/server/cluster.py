@@ -462,6 +462,8 @@ class ClusterNode:
         #: sends what it still has for the other nodes (the receipts of its last clients).
         self.before_leave: Callable[[], Awaitable[None]] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        #: Set when the node leaves: its loops stop.
+        self.leaving = False
         #: The directory's tasks (writing, following), cancelled when the node leaves.
         self.tasks: set[asyncio.Task[None]] = set()
         self._lost_at = 0.0
@@ -547,12 +549,15 @@ class ClusterNode:
         if self.before_leave is not None and self.available:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await asyncio.wait_for(self.before_leave(), self.timeout)
+        # redis-py may turn a cancelled read into a ConnectionError, which a loop takes for
+        # a lost Redis and goes on: the loops stop on ``leaving``, and none is waited for
+        # longer than a command may take.
+        self.leaving = True
         tasks = [*self.tasks, *([self._lease_task] if self._lease_task else [])]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.timeout)
         self.tasks.clear()
         self._lease_task = None
         if self.name and self.available:
@@ -608,7 +613,7 @@ class ClusterNode:
         # Four times per lease: the lease is renewed well before it ends, and a dead node is
         # found (``on_tick``) within a quarter lease of its lease ending.
         interval = self.lease / 4
-        while True:
+        while not self.leaving:
             await asyncio.sleep(interval)
             await self.renew()
             if self.available and self.on_tick is not None:
@@ -642,7 +647,7 @@ class ClusterNode:
     def lost(self, why: str) -> None:
         """Redis failed this node (a renewal, a write): log it once; the next renewal that
         succeeds rejoins (``on_rejoin``)."""
-        if not self.available:
+        if not self.available or self.leaving:  # (a cancelled read, when leaving)
             return
         self.available = False
         self._lost_at = time.monotonic()
@@ -967,7 +972,7 @@ class RedisDirectory(LocalDirectory):
     # --- writing this node's changes -------------------------------------------------------
 
     async def _write_forever(self) -> None:
-        while True:
+        while not self.node.leaving:
             # Woken by a change, or a quarter lease on: changes made while Redis was being
             # rejoined (a nickname lost then) go out once it answers again.
             with contextlib.suppress(TimeoutError):
@@ -1114,7 +1119,7 @@ class RedisDirectory(LocalDirectory):
         inbox = inbox_key(self.node.name)
         inbox_bytes = inbox.encode()
         room_prefix = room_stream_key("").encode()
-        while True:
+        while not self.node.leaving:
             try:
                 if self._snapshot_needed:
                     await self._snapshot()
