@@ -12,6 +12,7 @@ pytest_plugins = [
     "support.commands",
     "support.fake_servers",
     "support.network",
+    "support.redis_servers",
     "support.servers",
     "support.services",
 ]

@@ -16,6 +16,8 @@
 #       chromium chromium, chromium-driver, fonts-noto-cjk, fonts-noto-color-emoji
 #                                  the web page's browser tests (headless, Selenium) and the
 #                                  screenshot's Chinese and emoji
+#       redis-server  redis-server  the cluster tests (serve --cluster: each test starts its own)
+#       redis-cli     redis-tools   the cluster test across network namespaces (is Redis up there?)
 set -euo pipefail
 
 missing=()
@@ -41,6 +43,8 @@ test)
     need_command chromedriver chromium-driver
     need_file /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc fonts-noto-cjk
     need_file /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf fonts-noto-color-emoji
+    need_command redis-server redis-server
+    need_command redis-cli redis-tools
     ;;
 *)
     echo "usage: $0 build|test" >&2

@@ -28,6 +28,8 @@ HTTP_OFF: Final = "off"
 ENV_HOST: Final = "SWITCHBOARD_HOST"
 ENV_PORT: Final = "SWITCHBOARD_PORT"
 ENV_TOKEN: Final = "SWITCHBOARD_TOKEN"
+#: The Redis URL of the cluster a server joins as a node (``serve --cluster``).
+ENV_CLUSTER: Final = "SWITCHBOARD_CLUSTER"
 
 #: Connected clients admitted at once; one more gets SERVER_FULL.  A 1024 default keeps
 #: a fresh server inside the usual soft open-file limit (1024) with room for the listener.
@@ -43,6 +45,34 @@ MAX_BACKLOG: Final = 65535
 HEARTBEAT_S: Final = 10.0
 #: Silent heartbeat intervals after which a connection is declared dead.
 HEARTBEAT_MISSES: Final = 3
+#: A cluster node's lease (``--cluster-lease``): the node renews its key in Redis three times
+#: per lease, and a node silent for a whole lease is dead: its clients leave LIST, their
+#: nicknames are freed.  10 s rides out a Redis failover or a long GC pause on a busy node;
+#: the issue asks that a dead node be gone within 15 s, the upper bound; under 1 s a
+#: loaded Redis or event loop would expire live nodes.
+CLUSTER_LEASE_S: Final = 10.0
+MIN_CLUSTER_LEASE_S: Final = 1.0
+MAX_CLUSTER_LEASE_S: Final = 15.0
+#: How long a node waits for Redis to answer at start (and for each command after): past
+#: it, ``serve --cluster`` says Redis cannot be reached and exits 2.
+CLUSTER_CONNECT_TIMEOUT_S: Final = 5.0
+#: Client ids a node takes from the cluster's counter at once (INCRBY): a connection gets
+#: its id without a round trip to Redis, and a node asks again when half are used.
+CLUSTER_ID_BLOCK: Final = 1024
+#: Replies and receipts a cluster node keeps for other nodes while its Redis is away (sent
+#: when it returns); past it they are dropped, and their senders time out (NOT_DELIVERED).
+CLUSTER_UNSENT_MAX: Final = 100_000
+#: SENDs one connection may have waiting for another node's answer at once; past it,
+#: RATE_LIMITED (each holds the answers behind it and a place in the node's memory).
+CLUSTER_MAX_WAITING_SENDS: Final = 4096
+#: The most ``serve --workers`` starts: more processes than this on one machine cost memory
+#: and context switches without adding cores.
+MAX_WORKERS: Final = 64
+#: A worker that dies sooner than this after its start is restarted only after a pause of
+#: this long (a worker failing at once must not spin the supervisor).
+WORKER_RESTART_PAUSE_S: Final = 1.0
+#: The longest node name (``--node-name``): it is part of Redis keys and of log lines.
+MAX_NODE_NAME_BYTES: Final = 128
 #: Bounds of ``--heartbeat``: under 0.1 s a client on a slow link is dropped before its PONG
 #: can arrive; over a day a dead peer holds its slot for days (WELCOME's u32 of ms would
 #: carry 49 days).

@@ -17,6 +17,8 @@
 - ``tls_certs``, ``protocol_strategies``: certificates, hypothesis strategies.
 - ``lab``: the lab's experiments in-process (``run_experiment``) and what they must not
   leave behind (``left_on``, ``children``).
+- ``redis_servers``: ``RedisServer``, a redis-server of the test's own (free port, nothing
+  saved, stopped by pid); fixtures ``redis_server``, ``redis_factory``.
 - ``ci``: in CI, a skipped test fails.
 
 Test modules import from here, never from one another.

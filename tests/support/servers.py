@@ -259,6 +259,7 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("SWITCHBOARD_HOST", None)
     env.pop("SWITCHBOARD_PORT", None)
+    env.pop("SWITCHBOARD_CLUSTER", None)
     env["PYTHONUNBUFFERED"] = "1"
     env["XDG_STATE_HOME"] = fresh_data_dir()
     env.update(extra)

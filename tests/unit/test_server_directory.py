@@ -107,14 +107,15 @@ def test_every_request_is_answered_through_another_directory(
     amy.abort("test over")
     amy.connection_lost(None)  # what a transport reports after its abort
     harness.settle()
-    # Admission, nicknames, rooms, the rooms page, LIST, SEND_NICK's delivery and the
-    # release all asked the directory.
+    # Admission, authentication, nicknames, rooms, the rooms page, LIST, SEND_NICK's
+    # delivery and the release all asked the directory.
     expected = {
         "register",
         "rename",
         "by_nick",
         "deliver",
-        "clients",
+        "listed",
+        "update",
         "members",
         "join",
         "member_room",

@@ -29,10 +29,13 @@ def other_value(setting: Setting) -> Any:
             "http": "[::1]:8081",
             "http_allow_origin": "https://chat.example.org",
             "http_trusted_proxy": "10.0.0.0/8",
+            "cluster": "redis://127.0.0.1:6379/1",
         }.get(setting.name, f"{setting.name}.value")
     if setting.default is None:
         return 3
     value = setting.default * 2 if setting.default else 1
+    if setting.maximum is not None and value > setting.maximum:  # --cluster-lease: 10 of 15
+        value = setting.maximum
     return setting.kind(value)
 
 
@@ -51,6 +54,7 @@ def command_line(values: dict[str, Any]) -> list[str]:
 def no_endpoint_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SWITCHBOARD_HOST", raising=False)
     monkeypatch.delenv("SWITCHBOARD_PORT", raising=False)
+    monkeypatch.delenv("SWITCHBOARD_CLUSTER", raising=False)
 
 
 def test_every_setting_is_an_option_of_serve() -> None:

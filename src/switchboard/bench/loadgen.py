@@ -149,6 +149,11 @@ class BenchConfig:
     drain_timeout: float = DRAIN_TIMEOUT_S
     #: Load processes poll without ever sleeping (see busy_poll()).
     busy_poll: bool = False
+    #: More ports of the same cluster (``serve --cluster``): client i connects to the i-th of
+    #: ``port`` and these in turn, so that in the send ring every message crosses nodes.
+    more_ports: tuple[int, ...] = ()
+    #: More processes whose CPU counts with the server's (the other nodes, Redis).
+    more_pids: tuple[int, ...] = ()
 
     def check(self) -> None:
         """Raise BenchError for options that cannot make a benchmark."""
@@ -505,6 +510,21 @@ async def _open(
     return conns
 
 
+async def _open_spread(
+    worker: _Worker, cfg: BenchConfig, ports: tuple[int, ...], count: int, first_index: int
+) -> list[_LoadConnection]:
+    """Client ``first_index + j`` on ``ports[(first_index + j) % len(ports)]``, in order."""
+    by_port: dict[int, list[int]] = {}
+    for j in range(count):
+        by_port.setdefault(ports[(first_index + j) % len(ports)], []).append(j)
+    conns: list[_LoadConnection | None] = [None] * count
+    for port, indices in by_port.items():
+        opened = await _open(worker, cfg.host, port, len(indices), cfg.mode)
+        for j, conn in zip(indices, opened, strict=True):
+            conns[j] = conn
+    return [c for c in conns if c is not None]
+
+
 async def _worker_run(
     pipe: multiprocessing.connection.Connection, cfg: BenchConfig, count: int, first_index: int
 ) -> None:
@@ -521,9 +541,12 @@ async def _worker_run(
 
     loop.add_reader(pipe.fileno(), on_pipe)
     try:
-        conns = await asyncio.wait_for(
-            _open(worker, cfg.host, cfg.port, count, cfg.mode), SETUP_TIMEOUT_S
-        )
+        ports = (cfg.port, *cfg.more_ports)
+        if len(ports) == 1:
+            opening = _open(worker, cfg.host, cfg.port, count, cfg.mode)
+        else:
+            opening = _open_spread(worker, cfg, ports, count, first_index)
+        conns = await asyncio.wait_for(opening, SETUP_TIMEOUT_S)
     except (OSError, TimeoutError, BenchError) as exc:
         what = "timed out" if isinstance(exc, TimeoutError) else str(exc)
         pipe.send(("error", f"cannot set up {count} connection(s): {what}"))
@@ -664,13 +687,16 @@ def _sleep_until(
         time.sleep(delay)
 
 
-def _cpu(pid: int | None) -> float | None:
+def _cpu(pid: int | None, more: tuple[int, ...] = ()) -> float | None:
     if pid is None:
         return None
-    try:
-        return cpu_seconds(pid)
-    except ProcError as exc:
-        raise BenchError(f"--server-pid {pid}: {exc}") from None
+    total = 0.0
+    for one in (pid, *more):
+        try:
+            total += cpu_seconds(one)
+        except ProcError as exc:
+            raise BenchError(f"--server-pid {one}: {exc}") from None
+    return total
 
 
 def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
@@ -679,7 +705,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
     cfg.check()
     if progress is not None:
         progress(f"connecting {cfg.clients} client(s)")
-    _cpu(cfg.server_pid)  # fail early on a wrong pid
+    _cpu(cfg.server_pid, cfg.more_pids)  # fail early on a wrong pid
     k = cfg.worker_count()
     shares = [cfg.clients // k + (1 if i < cfg.clients % k else 0) for i in range(k)]
     method = "fork" if sys.platform == "linux" else "spawn"
@@ -720,7 +746,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
             )
             first += share
         _sleep_until(t1, progress, lambda now: f"warming up, {(t1 - now) / _NS:.1f} s left")
-        cpu1 = _cpu(cfg.server_pid)
+        cpu1 = _cpu(cfg.server_pid, cfg.more_pids)
         cpu2: float | None = None
         if cfg.requests is None:
             _sleep_until(
@@ -728,7 +754,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
                 progress,
                 lambda now: f"measuring, {(now - t1) / _NS:.1f} of {cfg.duration:g} s",
             )
-            cpu2 = _cpu(cfg.server_pid)
+            cpu2 = _cpu(cfg.server_pid, cfg.more_pids)
         if progress is not None:
             progress("draining" if cfg.requests is None else f"sending {cfg.requests:,} requests")
         stops: list[int] = []
@@ -739,7 +765,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
             if why:
                 broken.append(why)
         if cfg.requests is not None:
-            cpu2 = _cpu(cfg.server_pid)
+            cpu2 = _cpu(cfg.server_pid, cfg.more_pids)
         results = []
         for pipe in pipes:
             pipe.send(("report",))

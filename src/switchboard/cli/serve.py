@@ -19,6 +19,7 @@ from switchboard.server import (
     Tracer,
     local_timestamp,
     run,
+    run_workers,
 )
 
 from .common import add_trace_args, listen_port_number
@@ -71,6 +72,9 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
         given["host"] = env_host
     if given["port"] is None:
         given["port"] = env_port
+    for setting in SETTINGS:  # the other settings read from the environment ($SWITCHBOARD_CLUSTER)
+        if setting.env and setting.name not in ("host", "port") and given[setting.name] is None:
+            given[setting.name] = os.environ.get(setting.env) or None
     return given
 
 
@@ -113,6 +117,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"switchboard serve: {exc}", file=sys.stderr)
         return 2
     try:
+        if config.workers > 1:
+            extra = ["--trace"] * bool(args.trace) + ["--trace-hex"] * bool(args.trace_hex)
+            return run_workers(config, extra=extra)
         return run(config, trace=make_server_tracer(args))
     except ConfigError as exc:
         print(f"switchboard serve: {exc}", file=sys.stderr)

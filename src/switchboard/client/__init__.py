@@ -5,6 +5,7 @@ from .aio import AsyncClient
 from .blocking import Client
 from .errors import (
     AuthError,
+    ClusterUnavailable,
     ConnectionFailed,
     ConnectionLost,
     HistoryUnavailable,
@@ -28,6 +29,7 @@ __all__ = [
     "AuthError",
     "Client",
     "ClientSession",
+    "ClusterUnavailable",
     "ConnectionFailed",
     "ConnectionLost",
     "HistoryPage",

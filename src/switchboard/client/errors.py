@@ -20,7 +20,8 @@ Exception tree::
           ├── RoomError          NOT_IN_ROOM, INVALID_ROOM
           ├── TextTooLong        TEXT_TOO_LONG (also raised locally, before sending)
           ├── HistoryUnavailable HISTORY_UNAVAILABLE
-          └── ShuttingDown       SHUTTING_DOWN, IDLE_TIMEOUT
+          ├── ShuttingDown       SHUTTING_DOWN, IDLE_TIMEOUT
+          └── ClusterUnavailable CLUSTER_UNAVAILABLE (a cluster node lost its Redis; retry)
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ class ShuttingDown(ServerError):
     """The server is shutting down (or closed an idle connection)."""
 
 
+class ClusterUnavailable(ServerError):
+    """A cluster node cannot reach the cluster's Redis for this request; retry later."""
+
+
 _BY_CODE: dict[int, type[ServerError]] = {
     ErrorCode.NO_SUCH_CLIENT: NoSuchClient,
     ErrorCode.SERVER_FULL: ServerFull,
@@ -139,6 +144,7 @@ _BY_CODE: dict[int, type[ServerError]] = {
     ErrorCode.HISTORY_UNAVAILABLE: HistoryUnavailable,
     ErrorCode.SHUTTING_DOWN: ShuttingDown,
     ErrorCode.IDLE_TIMEOUT: ShuttingDown,
+    ErrorCode.CLUSTER_UNAVAILABLE: ClusterUnavailable,
 }
 
 

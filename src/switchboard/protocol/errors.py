@@ -40,6 +40,9 @@ class ErrorCode(enum.IntEnum):
     #: The room-history store could not write (disk full, I/O error) or read: the request
     #: did nothing (a BROADCAST was neither stored nor delivered); the connection goes on.
     HISTORY_UNAVAILABLE = 20
+    #: A cluster node cannot answer the request without the cluster's Redis, which it
+    #: cannot reach now (docs/CLUSTER.md); retry later.
+    CLUSTER_UNAVAILABLE = 21
 
 
 #: Codes after which the sender of the ERROR closes the connection.  The others

@@ -11,6 +11,9 @@
   all of it; directory.LocalDirectory, this process's dicts, is its first implementation.
 - registry: the local directory's tables (ClientRegistry, RoomRegistry) and Peer, what the
   directory knows of a connection.
+- cluster, cluster_url, cluster_ops, workers: a server as a node of a cluster whose shared
+  state is in Redis (``serve --cluster``, docs/CLUSTER.md): cluster.RedisDirectory is the
+  directory's second implementation.
 - states, transport, admission, config, logs, errors: the pieces they share.
 
 What the rest of the package (cli/) may use is exported here; the modules are internals.
@@ -22,6 +25,15 @@ from .connection import ClientConnection, Tracer
 from .http import HttpListenError
 from .logs import TextFormatter, local_timestamp
 from .registry import Peer
+
+
+def run_workers(config: ServerConfig, *, extra: list[str]) -> int:
+    """``serve --workers N``: supervise N node processes (server/workers.py; imported only
+    then, so that a single server never loads the supervisor or the Redis client)."""
+    from .workers import run_workers as supervise
+
+    return supervise(config, extra=extra)
+
 
 __all__ = [
     "SETTINGS",
@@ -36,4 +48,5 @@ __all__ = [
     "Tracer",
     "local_timestamp",
     "run",
+    "run_workers",
 ]

@@ -19,7 +19,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchboard import defaults, eventloop
 from switchboard.protocol import (
@@ -51,7 +51,7 @@ from .admission import AuthThrottle, ConnectionCounts, source_of
 from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
-from .errors import RequestFailed
+from .errors import AnswerLater, RequestFailed
 from .handlers import HANDLERS, lines_committed, send_receipts, tables
 from .history import (
     GroupCommit,
@@ -66,6 +66,12 @@ from .metrics import ServerMetrics, disconnect_reason, make_registry, render
 from .registry import Peer, Room
 from .tls import TlsHandshake
 from .websocket import WebSocketTransport
+
+#: Where a cluster node's number starts in its message ids (2^40 messages per node).
+MESSAGE_ID_NODE_SHIFT = 40
+
+if TYPE_CHECKING:
+    from .cluster import ClusterNode, RedisDirectory
 
 log = logs.log
 
@@ -170,6 +176,12 @@ class SwitchboardServer:
         self._all_closed: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: This process as a node of a cluster (``--cluster``; server/cluster.py), or None.
+        self.cluster: ClusterNode | None = None
+        #: Requests being answered later (``answer_later``), kept until answered.
+        self._answering: set[asyncio.Task[None]] = set()
+        #: The cluster's directory (the same object as ``directory``) on a node, or None.
+        self.shared_directory: RedisDirectory | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -205,11 +217,19 @@ class SwitchboardServer:
             if self.ssl_context is None
             else (lambda: TlsHandshake(self, ClientConnection(self)))
         )
+        if self.config.cluster is not None:
+            # Imported here: a single server does not load the Redis client at all.
+            from .cluster import ClusterNode
+
+            self.cluster = ClusterNode(self.config, self.events)
+            await self.cluster.connect()  # before listening: Redis away is exit 2
+            await self._share_directory(self.cluster)
         listener = await self._loop.create_server(
             factory,
             host,
             self.config.port,
             reuse_address=True,
+            reuse_port=self.config.reuse_port or None,
             backlog=self.config.listen_backlog,
             # TLS is started per connection (start_tls) so that failed handshakes can be
             # logged: with ssl= here, asyncio and uvloop drop them without a word.
@@ -222,6 +242,8 @@ class SwitchboardServer:
             except BaseException:
                 listener.close()
                 raise
+        if self.cluster is not None:
+            await self._join_cluster(self.cluster)
         self._schedule_heartbeat()
         self._warn_if_exposed()
         self._warn_if_token_file_open()
@@ -269,6 +291,40 @@ class SwitchboardServer:
             last_id=self.history.last_id,
             epoch=self.history.epoch,
         )
+
+    async def _share_directory(self, cluster: ClusterNode) -> None:
+        """Swap the local directory for the cluster's (before any client is admitted)."""
+        from .cluster import RedisDirectory
+
+        cfg = self.config
+        directory = RedisDirectory(
+            cluster,
+            cfg.history,
+            max_unacked=cfg.max_unacked,
+            max_rooms=cfg.max_rooms,
+            max_rooms_per_client=cfg.max_rooms_per_client,
+            history_bytes=cfg.history_bytes,
+        )
+        await directory.prepare()
+        self.directory = self.shared_directory = directory
+        self.client_by_id = directory.client_by_id
+
+    async def _join_cluster(self, cluster: ClusterNode) -> None:
+        """Join as a node named after the port now bound (unless --node-name names it);
+        stop listening again if the cluster will not have it."""
+        from .cluster import default_node_name
+
+        try:
+            await cluster.join(self.config.node_name or default_node_name(self.port))
+            # Message ids unique across the cluster: this node's number in the top bits
+            # (a receipt is found by its message id in the recipient's awaiting_ack).
+            self.message_ids = max(self.message_ids, cluster.number << MESSAGE_ID_NODE_SHIFT)
+            if self.shared_directory is not None:
+                self.shared_directory.start()  # writing this node's clients, following others
+        except BaseException:
+            for listener in self._listeners:
+                listener.close()
+            raise
 
     def _warn_if_exposed(self) -> None:
         http = self.http
@@ -363,6 +419,16 @@ class SwitchboardServer:
         if self.http is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.http.close(), 2.0)
+        if self.cluster is not None:
+            # Bounded: a Redis that stopped answering must not keep the process alive.
+            try:
+                await asyncio.wait_for(self.cluster.leave(), self.cluster.timeout * 3 + 1.0)
+            except TimeoutError:
+                log.warning(
+                    "could not leave the cluster within %.1fs: its lease ends on its own",
+                    self.cluster.timeout * 3 + 1.0,
+                    extra={"event": "cluster_leave_failed"},
+                )
         self.flush_log_counts()
         self.close_history()
         self._stopped.set()
@@ -496,7 +562,11 @@ class SwitchboardServer:
                 code="SERVER_FULL",
             )
             return
-        conn.client_id = self.directory.register(conn)
+        try:
+            conn.client_id = self.directory.register(conn)
+        except RequestFailed as failure:  # a cluster node with no client ids left
+            conn.fail(failure.code, failure.message)
+            return
         self.connection_counts.add(conn.ip)
         if not conn.authenticated:
             self._make_room_for(conn)
@@ -653,11 +723,54 @@ class SwitchboardServer:
                 return
             self.reply_error(conn, req.request_id, failure.code, failure.message)
             return
+        except AnswerLater as later:
+            self.answer_later(conn, req, later)
+            return
         if isinstance(reply, tuple):
             for frame in reply:
                 conn.send(frame)
         else:
             conn.send(reply)
+
+    def answer_later(self, conn: Peer, req: Any, later: AnswerLater) -> None:
+        """Keep the request's place among ``conn``'s answers, await ``later.work``, then
+        answer the request again (the work done) into that place: its answer, or ERROR."""
+        assert self._loop is not None
+        slot = conn.reserve_answer()
+        # Nothing more is read from it until this is answered (handlers._decoded stops the
+        # batch; ``done`` reads on): later requests act after this one, as on one server.
+        conn.answering_later = True
+
+        def done() -> None:
+            conn.answering_later = False
+            conn.go_on_reading()
+
+        async def answer() -> None:
+            try:
+                await later.work
+                if conn.transport is None or conn.transport.is_closing():
+                    return  # gone meanwhile: nobody to answer
+                reply = self.handlers[req.__class__](self, conn, req)
+            except RequestFailed as failure:
+                refusal = ErrorResponse.of(failure.code, failure.message, request_id=req.request_id)
+                conn.fill_answer(slot, encode(refusal))
+                done()
+                return
+            except Exception:  # a bug (or work that asks for later again) answers, not hangs
+                log.exception("internal error answering #%d later", conn.client_id)
+                refusal = ErrorResponse.of(
+                    ErrorCode.INTERNAL_ERROR, "internal server error", request_id=req.request_id
+                )
+                conn.fill_answer(slot, encode(refusal))
+                done()
+                return
+            frames = reply if isinstance(reply, tuple) else (reply,)
+            conn.fill_answer(slot, b"".join(encode(frame) for frame in frames))
+            done()
+
+        task = self._loop.create_task(answer())
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     def _hold_hello(self, conn: Peer, req: HelloRequest) -> bool:
         """Count a HELLO as a guess and hold it if its source has failed too often; True if
@@ -793,6 +906,7 @@ class SwitchboardServer:
             valid |= hmac.compare_digest(presented, candidate)
         if valid:
             conn.authenticate()
+            self.directory.update(conn)  # a cluster's other nodes list it from now on
             self._unauthenticated.pop(conn, None)
             self.auth.succeeded(conn.ip)
             return
@@ -847,7 +961,7 @@ class SwitchboardServer:
         dead_after = interval * 3
         ping = encode(Ping())
         cfg = self.config
-        for conn in list(self.directory.clients()):
+        for conn in list(self.directory.clients()):  # this process's connections
             silent = now - conn.last_seen
             if conn.partial_since and now - conn.partial_since >= cfg.frame_timeout:
                 conn.fail(

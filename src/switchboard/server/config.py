@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import re
 import socket
 import tomllib
 import types
@@ -29,6 +30,11 @@ from typing import Any
 
 from switchboard import defaults
 from switchboard.protocol import HEADER_SIZE
+
+from .cluster_url import parse_cluster_url
+
+#: What a node name may hold: it is part of Redis keys and of log lines.
+NODE_NAME = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 class ConfigError(ValueError):
@@ -334,6 +340,33 @@ class ServerConfig:
         maximum=defaults.MAX_LOG_REPEAT_INTERVAL_S, unit="seconds", metavar="SECONDS",
         limit=True, help="the interval of --log-repeat-burst",
     )  # fmt: skip
+    cluster: str | None = setting(
+        None, env=defaults.ENV_CLUSTER, metavar="URL", default_text="none: a single server",
+        help="join the cluster whose shared state is in this Redis, as a node "
+        "(redis://[:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS; docs/CLUSTER.md)",
+    )  # fmt: skip
+    node_name: str | None = setting(
+        None, minimum=1, maximum=defaults.MAX_NODE_NAME_BYTES, unit="bytes of UTF-8",
+        metavar="NAME", default_text="HOST:PORT:PID",
+        help="with --cluster: this node's name, unique in the cluster (letters, digits, "
+        "'.', '_', ':', '-')",
+    )  # fmt: skip
+    workers: int = setting(
+        1, minimum=1, maximum=defaults.MAX_WORKERS, metavar="N",
+        help="with --cluster: run N node processes sharing the port (SO_REUSEPORT), "
+        "supervised: one that dies is restarted",
+    )  # fmt: skip
+    reuse_port: bool = setting(
+        False,
+        help="bind with SO_REUSEPORT, so that other processes of this user may listen on the "
+        "same port (what --workers does for its workers)",
+    )  # fmt: skip
+    cluster_lease: float = setting(
+        defaults.CLUSTER_LEASE_S, minimum=defaults.MIN_CLUSTER_LEASE_S,
+        maximum=defaults.MAX_CLUSTER_LEASE_S, unit="seconds", metavar="SECONDS",
+        help="with --cluster: a node silent this long is dead; its clients leave the "
+        "cluster",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for s in SETTINGS:
@@ -353,6 +386,20 @@ class ServerConfig:
         http_endpoint(self.http)
         allowed_origins(self.http_allow_origin)
         trusted_proxies(self.http_trusted_proxy)
+        if self.cluster is not None:
+            try:
+                parse_cluster_url(self.cluster)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.workers > 1 and self.cluster is None:
+            raise ConfigError(
+                "--workers needs --cluster: worker processes share clients, nicknames and "
+                "rooms only through a cluster's Redis"
+            )
+        if self.node_name is not None and not NODE_NAME.fullmatch(self.node_name):
+            raise ConfigError(
+                f"node_name may hold letters, digits, '.', '_', ':' and '-', not {self.node_name!r}"
+            )
 
     @property
     def listen_backlog(self) -> int:

@@ -24,6 +24,7 @@ import logging
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -43,6 +44,7 @@ from switchboard.protocol import (
 from switchboard.protocol.codec import FIRST_HEADER_WORD, HEADER_WORDS, LAST_HEADER_WORD
 from switchboard.protocol.fastpath import direct_fields, sender_block
 
+from .errors import StopReading
 from .handlers import OTHER, Server, Table
 from .logs import RepeatedEvents
 from .registry import NO_ROOMS, Peer
@@ -96,6 +98,7 @@ class ClientConnection(asyncio.Protocol):
     """The server's side of one client connection."""
 
     __slots__ = (
+        "answering_later",
         "auth_hold",
         "authenticated",
         "awaiting_ack",
@@ -116,6 +119,7 @@ class ClientConnection(asyncio.Protocol):
         "pinged",
         "port",
         "receipts_batched",
+        "released",
         "reserved",
         "rooms",
         "sender",
@@ -144,9 +148,14 @@ class ClientConnection(asyncio.Protocol):
         #: once they reach ``server.flush_at`` (what the run answers queue directly is not
         #: counted: it writes it every PRESSURE_CHECK_BYTES of requests).
         self.out_bytes = 0
-        #: Answers reserved in ``out`` and not filled yet (``reserve_answer``): ``flush``
-        #: writes only what is queued before the first of them.
-        self.reserved = 0
+        #: Answers reserved and not filled yet (``reserve_answer``), oldest first, each with
+        #: what was queued after it; None (the usual case) when there are none.
+        self.reserved: deque[ReservedAnswer] | None = None
+        #: While answers are reserved: what may be written before the first of them (None:
+        #: nothing).
+        self.released: list[bytes] | None = None
+        #: A request is being answered later (server.answer_later): nothing more is read.
+        self.answering_later = False
         self.rooms: set[str] | frozenset[str] = NO_ROOMS
         #: This client's MESSAGE sender fields, pre-encoded (None: to be rebuilt).
         self.sender: bytes | None = None
@@ -215,7 +224,6 @@ class ClientConnection(asyncio.Protocol):
             decoder.keep(decoder.split_input(data)[0], 0)
             return
         table = self.table
-        out = self.out
         buf: bytes | bytearray = data
         pos = 0
         held = False  # stopped with requests left: back-pressure, or the time slice is up
@@ -248,7 +256,7 @@ class ClientConnection(asyncio.Protocol):
                     # wait in the decoder until the client has read (resume_writing).
                     if server.dirty:
                         server.flush_pending()
-                    if out:
+                    if self.out or self.released:
                         self.flush()
                     if self.state > _READY:  # dropped by that write: past its hard limit
                         return
@@ -278,6 +286,11 @@ class ClientConnection(asyncio.Protocol):
                     self.partial_since = now
             else:
                 self.partial_since = 0.0
+        except StopReading as stop:  # a request answered later: the rest waits for it
+            pos = stop.resume_at
+            self.partial_since = 0.0
+            if self.transport is not None:
+                self.transport.pause_reading()
         except ProtocolError as err:
             self.fail(err.code, err.message, request_id=err.request_id)
         except Exception:  # a server bug must not take the connection's peers down with it
@@ -288,8 +301,8 @@ class ClientConnection(asyncio.Protocol):
         finally:
             decoder.keep(buf, pos)  # the partial frame left, if any (nothing once failed)
             self.in_batch = False
-            if out:
-                self.flush()  # this batch's replies, in one write
+            if self.out or self.released:
+                self.flush()  # this batch's replies (and answers given meanwhile), one write
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -298,9 +311,7 @@ class ClientConnection(asyncio.Protocol):
         if exc is not None and self.state < _CLOSING:
             self.close_reason = f"connection lost ({exc.__class__.__name__}: {exc})"
         self._enter(_CLOSED)
-        self.out.clear()
-        self.out_bytes = 0
-        self.reserved = 0
+        self._drop_queued()
         self.server.release(self)
 
     def pause_writing(self) -> None:
@@ -371,43 +382,21 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.flush()
 
-    def reserve_answer(self) -> bytearray:
-        """A place in ``out`` for an answer that comes later (a BROADCAST waiting for its
-        line's commit, a HISTORY or a cold room's JOIN for its read): what is queued after it
-        waits for it, so that answers keep the order of the requests.  Filled by
-        ``fill_answer``."""
-        slot = bytearray()  # empty until filled: no frame is empty
-        if self.state < _CLOSING:
-            self.out.append(slot)  # type: ignore[arg-type]  # bytes-like, joined with the rest
-            self.reserved += 1
-        return slot
-
-    def fill_answer(self, slot: bytearray, frame: bytes) -> None:
-        """Put the answer in its reserved place; written with what follows it, in order."""
-        slot += frame
-        if self.reserved and self.state < _CLOSING:
-            self.reserved -= 1
-            if not self.in_batch:
-                self.server.schedule_flush(self)
-
     def flush(self) -> None:
+        if self.reserved is not None:
+            self._flush_released()  # what waits behind an answer not given yet stays
+            return
         out = self.out
         self.out_bytes = 0
         transport = self.transport
         if not out or transport is None or self.state >= _CLOSING:
             out.clear()
-            self.reserved = 0
             return
-        if self.reserved:
-            # Write up to the first answer not filled yet; the rest waits for it.
-            cut = next(i for i, chunk in enumerate(out) if not chunk)
-            if not cut:
-                return
-            data = b"".join(out[:cut])
-            del out[:cut]
-        else:
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._write(transport, data)
+
+    def _write(self, transport: Transport, data: bytes) -> None:
         server = self.server
         if server.trace is not None:
             server.trace_bytes("->>", self, data)  # traced as it leaves, decoded again
@@ -418,6 +407,56 @@ class ClientConnection(asyncio.Protocol):
             if pending > server.config.write_hard_limit:
                 server.metrics.slow_reader_drops += 1
                 self.abort(f"too slow: {pending} bytes unsent")
+
+    def _flush_released(self) -> None:
+        released = self.released
+        self.out_bytes = 0
+        if not released:
+            return
+        self.released = None
+        transport = self.transport
+        if transport is not None and self.state < _CLOSING:
+            self._write(transport, b"".join(released))
+
+    # --- answers given later, in their place ----------------------------------------------
+
+    def reserve_answer(self) -> ReservedAnswer:
+        """Keep the current request's place among this connection's answers: what is queued
+        from now on (answers, MESSAGEs) waits until ``fill_answer`` gives this one, so that
+        answers still come in request order (docs/PROTOCOL.md)."""
+        slot = ReservedAnswer()
+        reserved = self.reserved
+        if reserved is None:
+            reserved = self.reserved = deque()
+            if self.out:  # what came before goes out at the next flush, as usual
+                self.released = self.out
+                if not self.in_batch:
+                    self.server.schedule_flush(self)
+        reserved.append(slot)
+        self.out = slot.after
+        return slot
+
+    def fill_answer(self, slot: ReservedAnswer, data: bytes) -> None:
+        """Give the reserved answer; it and whatever waited behind it, up to the next answer
+        not given yet, are written."""
+        slot.data = data
+        reserved = self.reserved
+        if reserved is None or self.state >= _CLOSING or reserved[0].data is None:
+            return  # (or an earlier answer is still to come: this one waits for it)
+        ready = self.released
+        pending_flush = bool(ready)  # scheduled when it was filled
+        if ready is None:
+            ready = self.released = []
+        while reserved and reserved[0].data is not None:
+            done = reserved.popleft()
+            ready.append(done.data)  # type: ignore[arg-type]  # not None: checked above
+            ready += done.after
+        if not reserved:  # the last one's followers were ``out``: all of it may go now
+            self.reserved = None
+            self.released = None
+            self.out = ready
+        if not pending_flush and not self.in_batch:
+            self.server.schedule_flush(self)  # one write for every answer a batch gives
 
     # --- transitions (server/states.py has their table) ---------------------------------------
 
@@ -472,11 +511,17 @@ class ClientConnection(asyncio.Protocol):
         """Flush what is queued, then close gracefully."""
         if self.state >= _CLOSING:
             return
-        if self.reserved:
+        reserved = self.reserved
+        if reserved is not None:
             # Closing: the answers still waiting are given up, not what follows them (the
             # ERROR or SHUTDOWN that says why the connection closes).
-            self.out[:] = [chunk for chunk in self.out if chunk]
-            self.reserved = 0
+            kept = self.released or []
+            for slot in reserved:
+                if slot.data is not None:
+                    kept.append(slot.data)
+                kept += slot.after
+            self.reserved = self.released = None
+            self.out = kept
         self.flush()
         self._enter(_CLOSING)
         self.close_reason = reason
@@ -490,14 +535,29 @@ class ClientConnection(asyncio.Protocol):
             self._enter(_CLOSING)
             self.close_reason = reason
             self.left_reason = left_reason
-        self.out.clear()
-        self.out_bytes = 0
-        self.reserved = 0
+        self._drop_queued()
         if self.transport is not None:
             self.transport.abort()
 
+    def _drop_queued(self) -> None:
+        """Nothing queued is written any more (the connection is gone or dropped)."""
+        self.out = []
+        self.out_bytes = 0
+        self.reserved = self.released = None
+
     def __repr__(self) -> str:
         return f"<ClientConnection #{self.client_id} {self.ip}:{self.port}>"
+
+
+class ReservedAnswer:
+    """The place of an answer given later (``ClientConnection.reserve_answer``)."""
+
+    __slots__ = ("after", "data")
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        #: What was queued after it, written once it is given.
+        self.after: list[bytes] = []
 
 
 def _enable_keepalive(sock: socket.socket, heartbeat: float) -> None:

@@ -14,9 +14,26 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from switchboard import defaults
-from switchboard.protocol import Message
+from switchboard.protocol import ErrorCode, Message
 
+from .errors import RequestFailed
 from .registry import ClientRegistry, Peer, Room, RoomRegistry
+
+#: A SEND's text as the split loop has it.
+Buffer = bytes | bytearray
+
+
+class Listed(Protocol):
+    """A client as LIST shows it: a connection of this process (``Peer``) or, on a cluster
+    node, a client of another node (server/cluster.py's ``RemoteClient``)."""
+
+    @property
+    def client_id(self) -> int: ...
+    @property
+    def authenticated(self) -> bool: ...
+    @property
+    def connected_ms(self) -> int: ...
+    def sender_fields(self) -> bytes: ...
 
 
 class Directory(Protocol):
@@ -48,14 +65,31 @@ class Directory(Protocol):
         ...
 
     def client_count(self) -> int: ...
+    def listed(self) -> list[Listed]:
+        """Every client LIST shows, in id order: this process's and, on a cluster node, the
+        other nodes' (``clients`` and ``client_count`` are this process's alone)."""
+        ...
+
+    def update(self, conn: Peer) -> None:
+        """``conn`` authenticated: a shared directory tells the other nodes."""
+        ...
 
     # --- rooms -----------------------------------------------------------------------------
     def room(self, room_name: str) -> Room | None:
         """The room called ``room_name`` or a name that looks like it."""
         ...
 
-    def members(self, room: Room) -> list[Peer]:
-        """The members of ``room`` in id order (LIST of a room)."""
+    def members(self, room: Room) -> list[Listed]:
+        """The members of ``room`` in id order (LIST of a room), on every node."""
+        ...
+
+    def member_count(self, room: Room) -> int:
+        """How many members ``room`` has, on every node (JOIN's and ROOMS' counts)."""
+        ...
+
+    def list_elsewhere(self, conn: Peer, request_id: int, room: bytes) -> bool:
+        """LIST of a room this process has no member in: a cluster node answers it later,
+        from the cluster (True); False: answer it here (empty)."""
         ...
 
     def join(self, room_name: str, conn: Peer) -> tuple[Room, bool]:
@@ -83,6 +117,29 @@ class Directory(Protocol):
     # --- delivery ----------------------------------------------------------------------------
     def deliver(self, client_id: int, frame: bytes) -> bool:
         """Queue ``frame`` for the client; False when no such client is connected."""
+        ...
+
+    def reaches(self, client_id: int) -> bool:
+        """Whether ``client_id`` is a client of another cluster node (``send_elsewhere``)."""
+        ...
+
+    def nick_elsewhere(self, nick: str) -> int:
+        """The id of another cluster node's client holding ``nick`` (or a look-alike), or 0."""
+        ...
+
+    def send_elsewhere(
+        self,
+        conn: Peer,
+        request_id: int,
+        target_id: int,
+        message_id: int,
+        text: Buffer,
+        *,
+        nick: str = "",
+    ) -> None:
+        """Forward a direct MESSAGE to another node's client; its answer (OK, or the ERROR
+        that node gives) comes later, in its place among ``conn``'s answers.  With ``nick``
+        (SEND_NICK), only if the client still holds it there, and answered as SEND_NICK."""
         ...
 
     def deliver_room(
@@ -144,8 +201,20 @@ class LocalDirectory:
     def client_count(self) -> int:
         return len(self.client_by_id)
 
-    def members(self, room: Room) -> list[Peer]:
+    def listed(self) -> list[Listed]:
+        return list(self.client_by_id.values())
+
+    def update(self, conn: Peer) -> None:
+        pass  # the connection itself is what this process lists
+
+    def members(self, room: Room) -> list[Listed]:
         return sorted(room.members.values(), key=_client_id)
+
+    def member_count(self, room: Room) -> int:
+        return len(room.members)
+
+    def list_elsewhere(self, conn: Peer, request_id: int, room: bytes) -> bool:
+        return False  # one process: a room nobody here is in has no members
 
     def room(self, room_name: str) -> Room | None:
         return self.room_registry.find(room_name)
@@ -178,6 +247,24 @@ class LocalDirectory:
         target.send_raw(frame)
         return True
 
+    def reaches(self, client_id: int) -> bool:
+        return False  # one process: no other node
+
+    def nick_elsewhere(self, nick: str) -> int:
+        return 0
+
+    def send_elsewhere(
+        self,
+        conn: Peer,
+        request_id: int,
+        target_id: int,
+        message_id: int,
+        text: Buffer,
+        *,
+        nick: str = "",
+    ) -> None:
+        raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected")
+
     def deliver_room(
         self, room: Room, frame: bytes, *, skip: Peer | None = None, skip_paused: bool = False
     ) -> int:
@@ -187,5 +274,5 @@ class LocalDirectory:
         self.room_registry.deliver_to_rooms_of(conn, frame)
 
 
-def _client_id(conn: Peer) -> int:
+def _client_id(conn: Listed) -> int:
     return conn.client_id

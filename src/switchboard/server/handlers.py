@@ -119,8 +119,8 @@ from switchboard.protocol.fastpath import (
 )
 
 from .config import ServerConfig
-from .directory import Directory
-from .errors import RequestFailed
+from .directory import Directory, Listed
+from .errors import RequestFailed, StopReading
 from .history import (
     MAX_ID,
     GroupCommit,
@@ -132,7 +132,7 @@ from .history import (
 )
 from .logs import EventLog
 from .metrics import MAX_RECEIPT_SAMPLES, RECEIPT_BUCKETS, ServerMetrics
-from .registry import Peer, Room
+from .registry import Peer, ReservedSlot, Room
 from .states import ConnectionState
 
 
@@ -260,6 +260,13 @@ def send_nick(server: Server, conn: Peer, req: SendNickRequest) -> Reply:
     if len(text) > server.max_text:
         raise RequestFailed(ErrorCode.TEXT_TOO_LONG, _too_long(len(text), server.max_text))
     target = server.directory.by_nick(req.nick)
+    if target is None and (elsewhere := server.directory.nick_elsewhere(req.nick)):
+        # Another cluster node's client: answered (in this place) once that node has it.
+        server.message_ids = message_id = server.message_ids + 1
+        server.directory.send_elsewhere(
+            conn, req.request_id, elsewhere, message_id, text, nick=req.nick
+        )
+        return ()
     if target is None or target.state is not ConnectionState.READY:
         raise RequestFailed(ErrorCode.NO_SUCH_CLIENT, f"nobody is connected as {_shown(req.nick)}")
     message_id = forward_direct(server, conn, target, text)
@@ -282,7 +289,7 @@ def rooms(server: Server, conn: Peer, req: RoomsRequest) -> Reply:
     records = tuple(
         RoomInfo(
             room.name,
-            len(room.members),
+            server.directory.member_count(room),
             RoomFlags.MEMBER if room.name in mine else RoomFlags.NONE,
         )
         for room in page
@@ -319,7 +326,8 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
         # A room coming to life: its replay is read from the store off the loop, and this
         # answer keeps its place meanwhile (what the room says from now on is queued after
         # it, live: the replay stops at the lines delivered before this JOIN).
-        waiter = (conn, conn.reserve_answer(), req.request_id, len(room.members))
+        members = server.directory.member_count(room)
+        waiter = (conn, conn.reserve_answer(), req.request_id, members)
         waiters = room.waiting
         if waiters is None:
             room.waiting = [(*waiter, server.delivered_id)]
@@ -335,7 +343,8 @@ def join(server: Server, conn: Peer, req: JoinRequest) -> Reply:
     if not room.warm:
         _warm(server, room)
     replay = _replay(server, room, MAX_ID)
-    ok = JoinOk(room.name, len(room.members), len(replay), request_id=req.request_id)
+    members = server.directory.member_count(room)
+    ok = JoinOk(room.name, members, len(replay), request_id=req.request_id)
     return (ok, *replay)
 
 
@@ -539,7 +548,7 @@ class PendingLine:
     def __init__(
         self,
         conn: Peer,
-        slot: bytearray,
+        slot: ReservedSlot,
         room: Room,
         frame: bytes,
         message: Message,
@@ -720,6 +729,7 @@ def send(
             if conn.state is not _READY or conn.write_paused:
                 pos = end  # its ERROR passed its mark (or its hard limit): the loop decides
                 break
+            append = conn.out.append  # a SEND to another node queues later answers anew
         pos = end
         if pos + HEADER_SIZE > bound:
             break
@@ -755,6 +765,14 @@ def _send_checked(
         )
         return
     target = server.directory.client(target_id)
+    if target is None and server.directory.reaches(target_id):
+        # Another cluster node's client: answered when that node has handed it over.
+        server.message_ids = message_id = server.message_ids + 1
+        try:
+            server.directory.send_elsewhere(conn, request_id, target_id, message_id, text)
+        except RequestFailed as failure:
+            server.reply_error(conn, request_id, failure.code, failure.message)
+        return
     if target is None or target.state is not _READY:
         server.reply_error(
             conn, request_id, ErrorCode.NO_SUCH_CLIENT, f"no client #{target_id} is connected"
@@ -945,11 +963,14 @@ def list_fast(
         )
         server.reply_error(conn, request_id, problem.code, problem.message)
         return end
+    members: list[Listed]
     if room:
         found = server.directory.room(room.decode("utf-8"))
+        if found is None and server.directory.list_elsewhere(conn, request_id, room):
+            return end  # a cluster's room with no member on this node: answered later
         members = server.directory.members(found) if found else []
     else:
-        members = list(server.directory.clients())  # in id order
+        members = server.directory.listed()  # in id order, every node's on a cluster
     if server.tokens:
         members = [c for c in members if c.authenticated]
     records = [client_record(c.sender_fields(), c.connected_ms) for c in members]
@@ -1035,6 +1056,8 @@ def _decoded(key: int) -> Answer:
         server.metrics.frames[counted] += 1
         word = _unpack_header(buf, start - HEADER_SIZE)[1]
         server.dispatch(conn, decode_payload(word & 0xFFFFFF, request_id, buf, start, end))
+        if conn.answering_later:
+            raise StopReading(end)  # nothing more is read until that answer is given
         return end
 
     answer.__qualname__ = answer.__name__ = f"decoded_{key:06x}" if key else "other"

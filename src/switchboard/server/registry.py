@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from sortedcontainers import SortedList
 
@@ -25,6 +25,12 @@ from .transport import Transport
 
 #: The rooms of a connection that is in none (``Peer.rooms`` until its first JOIN).
 NO_ROOMS: frozenset[str] = frozenset()
+
+
+class ReservedSlot(Protocol):
+    """The place of an answer a connection will give later (connection.ReservedAnswer)."""
+
+    data: bytes | None
 
 
 class Peer(Protocol):
@@ -66,8 +72,6 @@ class Peer(Protocol):
 
     def send(self, msg: Frame) -> None: ...
     def send_raw(self, data: bytes) -> None: ...
-    def reserve_answer(self) -> bytearray: ...
-    def fill_answer(self, slot: bytearray, frame: bytes) -> None: ...
     def flush(self) -> None: ...
     def sender_fields(self) -> bytes: ...
     def direct_fields(self) -> bytes: ...
@@ -77,6 +81,12 @@ class Peer(Protocol):
     def hold(self) -> None: ...
     def end_hold(self) -> bool: ...
     def go_on_reading(self) -> None: ...
+
+    #: A request of it is being answered later: nothing more is read until then.
+    answering_later: bool
+
+    def reserve_answer(self) -> ReservedSlot: ...
+    def fill_answer(self, slot: Any, data: bytes) -> None: ...
     def fail(self, code: ErrorCode, message: str, *, request_id: int = 0) -> None: ...
     def close(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None: ...
     def abort(self, reason: str, left_reason: LeftReason = LeftReason.DISCONNECTED) -> None: ...
@@ -121,6 +131,14 @@ class ClientRegistry:
             del self.by_id[conn.client_id]
         if conn.nick:
             self._by_nick.remove(conn.nick, conn)
+
+    def drop_nick(self, conn: Peer) -> None:
+        """``conn`` holds no nickname any more (a cluster node's client whose nickname
+        another node's client took while this node was cut off: server/cluster.py)."""
+        if conn.nick:
+            self._by_nick.remove(conn.nick, conn)
+            conn.nick = ""
+            conn.sender = None
 
     def by_nick(self, nick: str) -> Peer | None:
         """The client holding ``nick`` now, compared as ``set_nick`` compares nicknames."""
@@ -177,7 +195,7 @@ class Room:
         self.warm = False
         #: While they are being read: the JOINs waiting for them (connection, its answer's
         #: place, request id, members then, the last line delivered then).
-        self.waiting: list[tuple[Peer, bytearray, int, int, int]] | None = None
+        self.waiting: list[tuple[Peer, ReservedSlot, int, int, int]] | None = None
         self.name_utf8 = name.encode("utf-8")  # for MESSAGEs encoded on the fast path
         self.members: dict[int, Peer] = {}
         self.history: deque[Message] = deque()

@@ -1,0 +1,168 @@
+"""``switchboard serve --cluster``: a server joins a cluster as a node through a Redis of the
+test's own: it registers under its name with a lease, leaves at shutdown, refuses to start
+(one line, exit 2) when Redis cannot be reached, never shows the password, and notices Redis
+lost and back while it runs."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+from support.peers import RawPeer
+from support.redis_servers import RedisServer
+from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
+from support.waiting import wait_until
+from switchboard.protocol import ListOk, ListRequest, Message, SendOk, SendRequest
+
+
+def serve_node(url: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    argv = switchboard_command(
+        "serve", "--port", "0", "--name", "test-server", *(["--cluster", url] if url else []),
+        *args,
+    )  # fmt: skip
+    return spawn_logged(argv, env=env)
+
+
+def test_a_node_joins_with_a_lease_and_leaves_at_shutdown(redis_server: RedisServer) -> None:
+    node = serve_node(redis_server.url, "--node-name", "node-a", "--cluster-lease", "3")
+    try:
+        node.wait_for_log(r"joined the cluster at redis://127\.0\.0\.1:\d+/0 as node node-a")
+        ttl = int(redis_server.command("PTTL", "switchboard:node:node-a")[1:].split(b"\r")[0])
+        assert 0 < ttl <= 3000
+        assert b"node-a" in redis_server.command("SMEMBERS", "switchboard:nodes")
+    finally:
+        assert node.stop(signal.SIGTERM) == 0
+    node.wait_for_log(r"left the cluster as node node-a")
+    assert redis_server.command("EXISTS", "switchboard:node:node-a") == b":0\r\n"
+    assert b"node-a" not in redis_server.command("SMEMBERS", "switchboard:nodes")
+
+
+def test_the_cluster_url_comes_from_the_environment(redis_server: RedisServer) -> None:
+    node = serve_node(
+        "", "--node-name", "from-env", env=cli_env(SWITCHBOARD_CLUSTER=redis_server.url)
+    )
+    try:
+        node.wait_for_log(r"as node from-env")
+    finally:
+        node.stop()
+
+
+def test_redis_unreachable_at_start_is_one_line_and_exit_2(redis_server: RedisServer) -> None:
+    port = redis_server.port
+    redis_server.stop()
+    result = run_cli("serve", "--port", "0", "--cluster", f"redis://:hunter2@127.0.0.1:{port}/0")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"switchboard serve: cannot reach the cluster's Redis at redis://127.0.0.1:{port}/0:"
+    )
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_wrong_password_is_exit_2_without_the_password(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory(password="right-one")
+    url = f"redis://:wrong-one@127.0.0.1:{server.port}/0"
+    result = run_cli("serve", "--port", "0", "--cluster", url)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "refused the credentials" in result.stderr
+    assert "wrong-one" not in result.stderr and "right-one" not in result.stderr
+
+
+def test_the_right_password_is_never_logged(redis_factory: Callable[..., RedisServer]) -> None:
+    server = redis_factory(password="pa55word")
+    node = serve_node(server.url, "--node-name", "secret-node", "--log-level", "debug")
+    try:
+        node.wait_for_log(r"as node secret-node")
+    finally:
+        node.stop()
+    assert "pa55word" not in "".join(node.log)
+
+
+def test_bad_cluster_urls_and_node_names_are_usage_errors() -> None:
+    for args, said in (
+        (["--cluster", "http://u:pw@host/0"], "must start with redis:// or rediss://"),
+        (["--cluster", "redis://host/zero"], "database must be a number"),
+        (["--cluster", "redis://:pw@[::1/0"], "is not a URL"),
+        (["--node-name", "a b"], "node_name may hold"),
+        (["--cluster-lease", "20"], "cluster_lease must be 1-15 seconds"),
+    ):
+        result = run_cli("serve", "--port", "0", *args)
+        assert result.returncode == 2, args
+        assert said in result.stderr, (args, result.stderr)
+        assert "pw" not in result.stderr.replace("pw@", "")  # never the password
+        assert ":pw@" not in result.stderr
+
+
+def test_a_second_live_node_of_the_same_name_is_refused(redis_server: RedisServer) -> None:
+    first = serve_node(redis_server.url, "--node-name", "twin")
+    try:
+        first.wait_for_log(r"as node twin")
+        result = run_cli(
+            "serve", "--port", "0", "--cluster", redis_server.url, "--node-name", "twin"
+        )
+        assert result.returncode == 2
+        assert "a live node named 'twin' is already in the cluster" in result.stderr
+    finally:
+        first.stop()
+
+
+def test_redis_lost_and_back_is_logged_and_the_node_registers_again(
+    redis_server: RedisServer,
+) -> None:
+    node = serve_node(redis_server.url, "--node-name", "phoenix", "--cluster-lease", "1.5")
+    try:
+        node.wait_for_log(r"as node phoenix")
+        redis_server.stop()  # an empty Redis comes back: nothing saved
+        node.wait_for_log(r"lost the cluster's Redis at redis://127\.0\.0\.1:\d+/0", timeout=5)
+        redis_server.start()
+        node.wait_for_log(r"rejoined the cluster at .* as node phoenix", timeout=5)
+        assert wait_until(
+            lambda: redis_server.command("EXISTS", "switchboard:node:phoenix") == b":1\r\n", 5
+        )
+    finally:
+        assert node.stop() == 0
+
+
+def test_a_node_whose_redis_is_gone_still_shuts_down(redis_server: RedisServer) -> None:
+    node = serve_node(redis_server.url, "--node-name", "orphan", "--cluster-lease", "1.5")
+    node.wait_for_log(r"as node orphan")
+    redis_server.stop()
+    node.wait_for_log(r"lost the cluster's Redis", timeout=5)
+    assert node.stop(signal.SIGTERM, timeout=10) == 0
+
+
+def test_a_node_shuts_down_promptly_whatever_its_redis_reads_were_doing(
+    redis_server: RedisServer,
+) -> None:
+    # Cancelling a blocked XREAD could come back from redis-py as a ConnectionError, which
+    # the reader took for a lost Redis and went on: shutdown then waited ~11 s (about 1 run
+    # in 4 with messages crossing, as here).
+    for attempt in range(6):
+        a = serve_node(redis_server.url, "--node-name", f"stay{attempt}")
+        b = serve_node(redis_server.url, "--node-name", f"brief{attempt}")
+        try:
+            with RawPeer(a.port) as sender, RawPeer(b.port) as recipient:
+                assert wait_until(lambda r=recipient, s=sender: _lists(s, r.client_id), 5)
+                sender.send(
+                    *(SendRequest(recipient.client_id, "x", request_id=1 + i) for i in range(20))
+                )
+                for _ in range(20):
+                    sender.expect(SendOk)
+                    recipient.expect(Message)
+                started = time.monotonic()
+                assert b.stop(signal.SIGTERM, timeout=10) == 0
+                assert time.monotonic() - started < 3.0, "".join(b.log)
+                assert not any("lost the cluster's Redis" in line for line in b.log)
+        finally:
+            a.stop()
+            b.stop()
+
+
+def _lists(peer: RawPeer, client_id: int) -> bool:
+    peer.send(ListRequest(request_id=90))
+    return client_id in {c.client_id for c in peer.expect(ListOk).clients}
