@@ -79,7 +79,7 @@ def test_a_node_cut_from_redis_is_counted_dead_and_comes_back(sandbox: NetworkSa
         for namespace, link, name in ((ns_a, link_a, "a"), (ns_b, link_b, "b")):
             url = f"redis://{link.a_ip}:{REDIS_PORT}/0"
             argv = switchboard_command(
-                "serve", "--port", "0", "--cluster", url, "--node-name", name,
+                "serve", "--port", "0", "--http", "off", "--cluster", url, "--node-name", name,
                 "--cluster-lease", str(lease),
             )  # fmt: skip
             assert wait_until(lambda ip=link.a_ip: _answers(redis_ns, ip), 10)

@@ -18,7 +18,7 @@ from switchboard.protocol import ListOk, ListRequest, Message, SendOk, SendReque
 
 def serve_node(url: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     argv = switchboard_command(
-        "serve", "--port", "0", "--name", "test-server", *(["--cluster", url] if url else []),
+        "serve", "--port", "0", "--http", "off", "--name", "test-server", *(["--cluster", url] if url else []),
         *args,
     )  # fmt: skip
     return spawn_logged(argv, env=env)
@@ -51,7 +51,7 @@ def test_the_cluster_url_comes_from_the_environment(redis_server: RedisServer) -
 def test_redis_unreachable_at_start_is_one_line_and_exit_2(redis_server: RedisServer) -> None:
     port = redis_server.port
     redis_server.stop()
-    result = run_cli("serve", "--port", "0", "--cluster", f"redis://:hunter2@127.0.0.1:{port}/0")
+    result = run_cli("serve", "--port", "0", "--http", "off", "--cluster", f"redis://:hunter2@127.0.0.1:{port}/0")
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -66,7 +66,7 @@ def test_a_wrong_password_is_exit_2_without_the_password(
 ) -> None:
     server = redis_factory(password="right-one")
     url = f"redis://:wrong-one@127.0.0.1:{server.port}/0"
-    result = run_cli("serve", "--port", "0", "--cluster", url)
+    result = run_cli("serve", "--port", "0", "--http", "off", "--cluster", url)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "refused the credentials" in result.stderr
@@ -91,7 +91,7 @@ def test_bad_cluster_urls_and_node_names_are_usage_errors() -> None:
         (["--node-name", "a b"], "node_name may hold"),
         (["--cluster-lease", "20"], "cluster_lease must be 1-15 seconds"),
     ):
-        result = run_cli("serve", "--port", "0", *args)
+        result = run_cli("serve", "--port", "0", "--http", "off", *args)
         assert result.returncode == 2, args
         assert said in result.stderr, (args, result.stderr)
         assert "pw" not in result.stderr.replace("pw@", "")  # never the password
@@ -103,7 +103,7 @@ def test_a_second_live_node_of_the_same_name_is_refused(redis_server: RedisServe
     try:
         first.wait_for_log(r"as node twin")
         result = run_cli(
-            "serve", "--port", "0", "--cluster", redis_server.url, "--node-name", "twin"
+            "serve", "--port", "0", "--http", "off", "--cluster", redis_server.url, "--node-name", "twin"
         )
         assert result.returncode == 2
         assert "a live node named 'twin' is already in the cluster" in result.stderr

@@ -17,7 +17,7 @@ from switchboard.protocol import Ack, ListOk, ListRequest, Message, Receipt, Sen
 
 
 def test_workers_without_a_cluster_is_one_line_and_exit_2() -> None:
-    result = run_cli("serve", "--port", "0", "--workers", "2")
+    result = run_cli("serve", "--port", "0", "--http", "off", "--workers", "2")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "switchboard serve: --workers needs --cluster: worker processes share clients, "
@@ -28,7 +28,7 @@ def test_workers_without_a_cluster_is_one_line_and_exit_2() -> None:
 def test_workers_with_redis_unreachable_is_one_line_and_exit_2(redis_server: RedisServer) -> None:
     url = redis_server.url
     redis_server.stop()
-    result = run_cli("serve", "--port", "0", "--workers", "2", "--cluster", url)
+    result = run_cli("serve", "--port", "0", "--http", "off", "--workers", "2", "--cluster", url)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
 

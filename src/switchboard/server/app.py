@@ -58,6 +58,7 @@ from .history import (
     HistoryReads,
     HistoryStore,
     HistoryUnavailable,
+    MemoryHistory,
     now_ms,
     open_store,
 )
@@ -1050,7 +1051,17 @@ def raise_open_file_limit(wanted: int) -> None:
 
 
 def open_config_store(config: ServerConfig) -> HistoryStore:
-    """The history store ``config`` names (ConfigError when it cannot be used)."""
+    """The history store ``config`` names (ConfigError when it cannot be used).  A cluster
+    node keeps room history in memory: the cluster's rooms live in its Redis, and a database
+    per node would be neither shared nor usable by several nodes on one machine (one server
+    per data directory); durable history shared by a cluster is not built yet."""
+    if config.cluster is not None:
+        if config.data_dir is not None and config.data_dir.lower() != defaults.DATA_DIR_NONE:
+            raise ConfigError(
+                "--data-dir cannot be used with --cluster: a cluster's nodes do not share a "
+                "history database (durable history across a cluster is not built yet)"
+            )
+        return MemoryHistory()
     return open_store(
         config.data_dir,
         keep=config.history_keep,

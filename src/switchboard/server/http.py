@@ -139,6 +139,8 @@ class HttpListener:
             if self.ssl_context is not None
             else None,
             reuse_address=True,
+            # --workers: every node process serves the page and /ws on the one HTTP port too.
+            reuse_port=self.server.config.reuse_port or None,
             backlog=min(4096, max(128, self.server.config.max_clients)),
         )
 
