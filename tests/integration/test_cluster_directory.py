@@ -38,7 +38,8 @@ def node(redis_server: RedisServer) -> Iterator[Node]:
 
     def start(name: str, *args: str) -> ServerProcess:
         argv = switchboard_command(
-            "serve", "--port", "0", "--http", "off", "--name", "test-server", "--cluster", redis_server.url,
+            "serve", "--port", "0", "--http", "off", "--name", "test-server",
+            "--cluster", redis_server.url,
             "--node-name", name, *args,
         )  # fmt: skip
         process = spawn_logged(argv)

@@ -18,7 +18,8 @@ from switchboard.protocol import ListOk, ListRequest, Message, SendOk, SendReque
 
 def serve_node(url: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     argv = switchboard_command(
-        "serve", "--port", "0", "--http", "off", "--name", "test-server", *(["--cluster", url] if url else []),
+        "serve", "--port", "0", "--http", "off", "--name", "test-server",
+        *(["--cluster", url] if url else []),
         *args,
     )  # fmt: skip
     return spawn_logged(argv, env=env)
@@ -103,8 +104,9 @@ def test_a_second_live_node_of_the_same_name_is_refused(redis_server: RedisServe
     try:
         first.wait_for_log(r"as node twin")
         result = run_cli(
-            "serve", "--port", "0", "--http", "off", "--cluster", redis_server.url, "--node-name", "twin"
-        )
+            "serve", "--port", "0", "--http", "off", "--cluster", redis_server.url,
+            "--node-name", "twin",
+        )  # fmt: skip
         assert result.returncode == 2
         assert "a live node named 'twin' is already in the cluster" in result.stderr
     finally:
