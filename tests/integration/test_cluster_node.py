@@ -52,7 +52,9 @@ def test_the_cluster_url_comes_from_the_environment(redis_server: RedisServer) -
 def test_redis_unreachable_at_start_is_one_line_and_exit_2(redis_server: RedisServer) -> None:
     port = redis_server.port
     redis_server.stop()
-    result = run_cli("serve", "--port", "0", "--http", "off", "--cluster", f"redis://:hunter2@127.0.0.1:{port}/0")
+    result = run_cli(
+        "serve", "--port", "0", "--http", "off", "--cluster", f"redis://:hunter2@127.0.0.1:{port}/0"
+    )
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
