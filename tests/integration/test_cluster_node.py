@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from support.peers import RawPeer
 from support.redis_servers import RedisServer
@@ -170,3 +171,18 @@ def test_a_node_shuts_down_promptly_whatever_its_redis_reads_were_doing(
 def _lists(peer: RawPeer, client_id: int) -> bool:
     peer.send(ListRequest(request_id=90))
     return client_id in {c.client_id for c in peer.expect(ListOk).clients}
+
+
+def test_a_data_dir_with_a_cluster_is_refused_in_one_line(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A cluster's nodes share no history database (durable shared history is not built):
+    asking for one is a clear refusal at start, not a node writing a database of its own."""
+    result = run_cli(
+        "serve", "--port", "0", "--http", "off", "--cluster", redis_server.url,
+        "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--data-dir cannot be used with --cluster" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "history.sqlite3").exists()
