@@ -274,6 +274,14 @@ def of_connections(
     return [e for e in entries if (e.local, e.remote) in ends]
 
 
+#: The states a connection passes through while it closes, before TIME_WAIT or nothing.
+_CLOSING_STATES = frozenset(
+    {TcpState.FIN_WAIT1, TcpState.FIN_WAIT2, TcpState.CLOSING, TcpState.LAST_ACK}
+)
+#: Seconds ``retire_time_waits`` waits for the closes under way to finish.
+SETTLE_CLOSES_S = 3.0
+
+
 def retire_time_waits(connections: Iterable[Connection]) -> list[TcpSocket]:
     """``retire_time_wait`` for every TIME_WAIT entry of ``connections`` (the experiment's
     own, and no one else's); those still there (where net.ipv4.tcp_rfc1337 is 1, or an end's
@@ -284,6 +292,13 @@ def retire_time_waits(connections: Iterable[Connection]) -> list[TcpSocket]:
     def waiting() -> list[TcpSocket]:
         entries = of_connections(read_sockets(ports), mine)
         return [e for e in entries if e.state is TcpState.TIME_WAIT]
+
+    def settled(seen: list[TcpSocket]) -> bool:
+        return not any(e.state in _CLOSING_STATES for e in of_connections(seen, mine))
+
+    # A close still under way (FIN_WAIT1/2, CLOSING, LAST_ACK) becomes a TIME_WAIT only once
+    # the peer's FIN or ACK arrives: wait for that first, or the entry is missed and stays.
+    wait_for_sockets(ports, settled, SETTLE_CLOSES_S)
 
     # Three rounds: on a busy machine a probe's SYN can meet the entry before its own port is
     # free again, or its RST arrive after the wait; another round then finishes the job.
