@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from support.network import free_port
 from support.peers import RawPeer
 from support.redis_servers import RedisServer
 from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
@@ -186,3 +189,35 @@ def test_a_data_dir_with_a_cluster_is_refused_in_one_line(
     assert "--data-dir cannot be used with --cluster" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "history.sqlite3").exists()
+
+
+def test_readyz_says_whether_the_node_is_in_touch_with_the_cluster(
+    redis_server: RedisServer,
+) -> None:
+    """/readyz: ready while the node's Redis answers, 503 naming why while it is lost, ready
+    again once the node has rejoined."""
+    http_port = free_port()
+    node = serve_node(
+        redis_server.url, "--node-name", "ready", "--cluster-lease", "1.5",
+        "--http", f"127.0.0.1:{http_port}",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{http_port}/readyz"
+
+    def readyz() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read().decode()
+
+    try:
+        node.wait_for_log(r"as node ready")
+        assert readyz() == (200, "ready\n")
+        redis_server.stop()
+        node.wait_for_log(r"lost the cluster's Redis", timeout=5)
+        assert readyz() == (503, "not ready: the cluster's Redis is unreachable\n")
+        redis_server.start()
+        node.wait_for_log(r"rejoined the cluster", timeout=5)
+        assert wait_until(lambda: readyz()[0] == 200, 5)
+    finally:
+        assert node.stop() == 0

@@ -493,7 +493,10 @@ class SwitchboardServer:
         return ClientConnection(self)
 
     def ready(self) -> bool:
-        """Listening and not shutting down (/readyz)."""
+        """Listening, not shutting down, and, on a cluster node, in touch with the cluster's
+        Redis (/readyz)."""
+        if self.cluster is not None and not self.cluster.available:
+            return False
         return bool(self._listeners) and not self.shutting_down
 
     def connections(self) -> list[Peer]:

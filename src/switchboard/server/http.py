@@ -193,7 +193,8 @@ class HttpListener:
     async def _readyz(self, request: web.Request) -> web.Response:
         if self.server.ready():
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: shutting down\n")
+        why = "shutting down" if self.server.shutting_down else "the cluster's Redis is unreachable"
+        return web.Response(status=503, text=f"not ready: {why}\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.server.metrics_text()
