@@ -236,13 +236,19 @@ def c_floor(server_prefix: list[str], load_prefix: list[str], workdir: Path) -> 
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_listening(port, server)
-            client = subprocess.run(
-                [*load_prefix, str(binary), "client", str(port), str(PINGPONG_TRIPS), *spin],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            # The C server accepts one connection only: no probe connect first, the client
+            # itself is retried until the server listens.
+            deadline = time.monotonic() + 15.0
+            while True:
+                client = subprocess.run(
+                    [*load_prefix, str(binary), "client", str(port), str(PINGPONG_TRIPS), *spin],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                if client.returncode == 0 or time.monotonic() > deadline or server.poll():
+                    break
+                time.sleep(0.05)
         finally:
             server.terminate()
             server.wait(10)
