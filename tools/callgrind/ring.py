@@ -7,9 +7,10 @@ Each round, every connection gets one batch of 32 SENDs to the next one (which t
 in one batch) or 32 TIME requests.  RING_RATE=1e9 in the environment measures the rate limit's
 path (on by default) with a limit that never refuses; RING_PROTOCOL=1 has the clients stay on
 protocol version 1 (an ACK and a RECEIPT per message) instead of saying HELLO version 2 and
-acknowledging each batch with one ACKS (one RECEIPTS back).  Run it with two round counts (measure.sh: 5 and 25) and
-divide the difference of the instructions collected by the operations: what one delivered
-message (SEND, MESSAGE, OK, ACK, RECEIPT) or one TIME costs the server, start-up excluded.
+acknowledging each batch with one ACKS (one RECEIPTS back).  Run it with two round counts
+(measure.sh: 5 and 25) and divide the difference of the instructions collected by the
+operations: what one delivered message (SEND, MESSAGE, OK, ACK, RECEIPT) or one TIME costs
+the server, start-up excluded.
 """
 
 import asyncio
@@ -78,7 +79,9 @@ class Transport:
 
 mode, rounds = sys.argv[1], int(sys.argv[2])
 # RING_RATE=1e9: the rate limit on (the default's path) but never refusing.
-server = SwitchboardServer(ServerConfig(port=0, rate=float(os.environ.get("RING_RATE", "0")), name="cg"))
+server = SwitchboardServer(
+    ServerConfig(port=0, rate=float(os.environ.get("RING_RATE", "0")), name="cg")
+)
 loop = Loop()
 server._loop = loop
 
