@@ -7,13 +7,12 @@ registered again after Redis restarts empty."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from support.peers import RawPeer
-from support.redis_servers import RedisServer
-from support.servers import ServerProcess, spawn_logged, switchboard_command
+from support.redis_servers import Node, RedisServer
+from support.servers import ServerProcess
 from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.protocol import (
@@ -27,29 +26,17 @@ from switchboard.protocol import (
     TimeRequest,
 )
 
-Node = Callable[..., ServerProcess]
-
 
 @pytest.fixture
-def node(redis_server: RedisServer) -> Iterator[Node]:
-    """``node(name, *args)``: ``switchboard serve --cluster`` on a free port, as node
-    ``name`` of the test's Redis; stopped after the test."""
-    started: list[ServerProcess] = []
+def node(node: Node) -> Node:
+    """The shared ``node`` fixture, each node waited for until it has joined the cluster."""
 
     def start(name: str, *args: str) -> ServerProcess:
-        argv = switchboard_command(
-            "serve", "--port", "0", "--http", "off", "--name", "test-server",
-            "--cluster", redis_server.url,
-            "--node-name", name, *args,
-        )  # fmt: skip
-        process = spawn_logged(argv)
+        process = node(name, *args)
         process.wait_for_log(rf"as node {name} ")
-        started.append(process)
         return process
 
-    yield start
-    for process in started:
-        process.stop(signal.SIGKILL if process.proc.poll() is None else signal.SIGTERM)
+    return start
 
 
 def listed(peer: RawPeer, request_id: int = 77) -> dict[int, str]:

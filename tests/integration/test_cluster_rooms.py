@@ -6,13 +6,9 @@ dead node's members leave, and rooms need Redis (CLUSTER_UNAVAILABLE without it)
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
-
-import pytest
 
 from support.peers import RawPeer
-from support.redis_servers import RedisServer
-from support.servers import ServerProcess, spawn_logged, switchboard_command
+from support.redis_servers import Node, RedisServer
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -36,27 +32,6 @@ from switchboard.protocol import (
     RoomsOk,
     RoomsRequest,
 )
-
-Node = Callable[..., ServerProcess]
-
-
-@pytest.fixture
-def node(redis_server: RedisServer) -> Iterator[Node]:
-    started: list[ServerProcess] = []
-
-    def start(name: str, *args: str) -> ServerProcess:
-        argv = switchboard_command(
-            "serve", "--port", "0", "--http", "off", "--name", "test-server",
-            "--cluster", redis_server.url,
-            "--node-name", name, *args,
-        )  # fmt: skip
-        process = spawn_logged(argv)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop(signal.SIGKILL if process.proc.poll() is None else signal.SIGTERM)
 
 
 def event(peer: RawPeer, timeout: float = 5.0) -> object:

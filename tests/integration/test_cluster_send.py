@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
-
-import pytest
 
 from support.peers import RawPeer
-from support.redis_servers import RedisServer
-from support.servers import ServerProcess, spawn_logged, switchboard_command
+from support.redis_servers import Node, RedisServer
 from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.protocol import (
@@ -39,27 +35,6 @@ from switchboard.protocol import (
     TimeOk,
     TimeRequest,
 )
-
-Node = Callable[..., ServerProcess]
-
-
-@pytest.fixture
-def node(redis_server: RedisServer) -> Iterator[Node]:
-    started: list[ServerProcess] = []
-
-    def start(name: str, *args: str) -> ServerProcess:
-        argv = switchboard_command(
-            "serve", "--port", "0", "--http", "off", "--name", "test-server",
-            "--cluster", redis_server.url,
-            "--node-name", name, *args,
-        )  # fmt: skip
-        process = spawn_logged(argv)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop(signal.SIGKILL if process.proc.poll() is None else signal.SIGTERM)
 
 
 def quiet_for(peer: RawPeer, timeout: float) -> object | None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from support.network import HOST, free_port
+from support.servers import ServerProcess, spawn_logged, switchboard_command
 
 #: How long the fixture waits for redis-server to answer PING, or to exit.
 REDIS_TIMEOUT = 10.0
@@ -139,3 +140,28 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
 def redis_server(redis_factory: Callable[..., RedisServer]) -> RedisServer:
     """A redis-server on a free loopback port, stopped after the test."""
     return redis_factory()
+
+
+#: ``node(name, *args)``: a cluster node process (fixture ``node``).
+Node = Callable[..., "ServerProcess"]
+
+
+@pytest.fixture
+def node(redis_server: RedisServer) -> Iterator[Node]:
+    """``node(name, *args)``: ``switchboard serve --cluster`` on a free port (no web listener),
+    as node ``name`` of the test's Redis; killed after the test if it is still running."""
+    started: list[ServerProcess] = []
+
+    def start(name: str, *args: str) -> ServerProcess:
+        argv = switchboard_command(
+            "serve", "--port", "0", "--http", "off", "--name", "test-server",
+            "--cluster", redis_server.url,
+            "--node-name", name, *args,
+        )  # fmt: skip
+        process = spawn_logged(argv)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGKILL if process.proc.poll() is None else signal.SIGTERM)
