@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -238,24 +238,24 @@ class NetworkSandbox:
     def close(self) -> None:
         """Delete everything made here (host links first, then the namespaces).  A second
         Ctrl-C (or a SIGTERM) meanwhile waits until the deletion is done."""
-        with _signals_held():
+        with _signals_held(after=self._restore_sigterm):
             self._delete_all()
 
+    def _restore_sigterm(self) -> None:
+        if self._sigterm_installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self._sigterm_installed = False
+
     def _delete_all(self) -> None:
-        try:
-            for name in reversed(self._host_links):
-                with contextlib.suppress(NetnsError):  # already gone with its peer
-                    ip("link", "del", name)
-            for name in reversed(self.namespaces):
-                _destroy_sockets(name)
-                with contextlib.suppress(NetnsError):
-                    ip("netns", "del", name)
-            self._host_links.clear()
-            self.namespaces.clear()
-        finally:
-            if self._sigterm_installed:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                self._sigterm_installed = False
+        for name in reversed(self._host_links):
+            with contextlib.suppress(NetnsError):  # already gone with its peer
+                ip("link", "del", name)
+        for name in reversed(self.namespaces):
+            _destroy_sockets(name)
+            with contextlib.suppress(NetnsError):
+                ip("netns", "del", name)
+        self._host_links.clear()
+        self.namespaces.clear()
 
     def _next(self) -> int:
         with self._lock:
@@ -311,18 +311,37 @@ class NetworkSandbox:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block (they are delivered when it ends); only
-    the main thread receives them, so elsewhere there is nothing to hold."""
+def _signals_held(after: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block: they are noted, and delivered once it has
+    ended (after ``after``, which runs in any case).
+
+    The Python-level handlers are swapped rather than the signals masked: a signal sent to
+    the process goes to any thread that does not block it (a resolver or executor thread),
+    and Python runs its handler in the main thread whichever thread received it.  Python
+    handlers can only be set from the main thread; elsewhere there is nothing to hold."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        try:
+            yield
+        finally:
+            if after is not None:
+                after()
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, note) for signum in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if after is not None:
+            after()
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
