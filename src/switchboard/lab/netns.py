@@ -340,8 +340,8 @@ def _signals_held(after: Callable[[], None] | None = None) -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         if after is not None:
             after()
-        for signum in dict.fromkeys(caught):
-            signal.raise_signal(signum)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
