@@ -4,8 +4,21 @@ CLOSE_WAIT, the half-close's answer after our FIN; nothing left behind."""
 
 from __future__ import annotations
 
-from support.lab import children, run_experiment
-from switchboard.lab.sockets import kernel_setting
+import os
+import socket
+
+import pytest
+
+from support.lab import children, left_on, run_experiment
+from switchboard.lab.sockets import (
+    TcpSocket,
+    TcpState,
+    kernel_setting,
+    retire_time_wait,
+    wait_for_sockets,
+)
+
+HOST = "127.0.0.1"
 
 
 def test_who_closes_first_waits_and_nothing_is_left() -> None:
@@ -34,3 +47,31 @@ def test_who_closes_first_waits_and_nothing_is_left() -> None:
     assert seen["time_wait_left_behind"] == 0
     assert run.left_on(seen["server_ports"]) == []
     assert children() == []
+
+
+def test_a_time_wait_whose_peer_port_is_taken_again_is_still_retired() -> None:
+    """The server closes first, then another socket takes the client's old port (connect()
+    shares ephemeral ports between connections to different peers, so on a busy machine
+    another program's connection can): the probe cannot bind it, and the kernel's
+    socket-destroy call (root) ends the entry instead of leaving it for 60 s."""
+    if os.geteuid() != 0:
+        pytest.skip("destroying a socket the probe cannot reach needs root (CAP_NET_ADMIN)")
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()
+        client_end, server_end = client.getsockname(), listener.getsockname()
+        accepted.close()  # the server closes first: its end will wait in TIME_WAIT
+        assert client.recv(1) == b""
+        client.close()
+
+    def waiting(seen: list[TcpSocket]) -> bool:
+        return any(e.local == server_end and e.state is TcpState.TIME_WAIT for e in seen)
+
+    entries = [e for e in wait_for_sockets([server_end[1]], waiting, 5) if e.local == server_end]
+    assert [e.state for e in entries] == [TcpState.TIME_WAIT]
+    with socket.socket() as holder:
+        holder.bind(client_end)  # the client's old port, taken again
+        assert retire_time_wait(entries[0])
+    assert left_on([server_end[1]]) == []

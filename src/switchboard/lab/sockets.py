@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -242,6 +244,7 @@ def retire_time_wait(entry: TcpSocket, timeout: float = 2.0) -> bool:
     in-window RST, and a TIME_WAIT socket that receives one is freed (RFC 1337's "TIME-WAIT
     assassination", which Linux allows while net.ipv4.tcp_rfc1337 is 0, its default).  The
     remote end's port must be free to bind: the experiment has closed its listener first.
+    When it is not (another connection holds the port), ``destroy_time_wait`` ends it.
     """
     family = socket.AF_INET6 if ":" in entry.local_ip else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -249,16 +252,43 @@ def retire_time_wait(entry: TcpSocket, timeout: float = 2.0) -> bool:
         probe.settimeout(timeout)
         try:
             probe.bind(entry.remote)
-            probe.connect(entry.local)
         except OSError:
-            pass  # refused, as expected: nothing listens on the entry's local port
+            # The remote end's port is taken again: connect() shares an ephemeral port
+            # between connections to different peers, so another program's connection may
+            # hold it.  Only the kernel's socket-destroy call can end the entry then.
+            destroy_time_wait(entry)
         else:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            try:
+                probe.connect(entry.local)
+            except OSError:
+                pass  # refused, as expected: nothing listens on the entry's local port
+            else:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def gone(seen: list[TcpSocket]) -> bool:
         return not any(s.local == entry.local and s.remote == entry.remote for s in seen)
 
     return gone(wait_for_sockets([entry.local_port], gone, timeout))
+
+
+#: Seconds ``destroy_time_wait`` gives ``ss``.
+SS_TIMEOUT_S: Final = 5.0
+
+
+def destroy_time_wait(entry: TcpSocket) -> None:
+    """``ss -K`` for exactly this TIME_WAIT entry (the kernel's SOCK_DESTROY, which needs
+    CAP_NET_ADMIN): best effort, nothing happens without root or without ss."""
+    ss = shutil.which("ss")
+    if ss is None or os.geteuid() != 0:
+        return
+
+    def where(ip: str, port: int) -> str:
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+    command = [ss, "-K", "-tan", "state", "time-wait"]
+    command += ["src", where(*entry.local), "dst", where(*entry.remote)]
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        subprocess.run(command, capture_output=True, timeout=SS_TIMEOUT_S, check=False)
 
 
 #: A connection as its two ends, (address, port) each, in either order.
@@ -284,8 +314,8 @@ SETTLE_CLOSES_S = 3.0
 
 def retire_time_waits(connections: Iterable[Connection]) -> list[TcpSocket]:
     """``retire_time_wait`` for every TIME_WAIT entry of ``connections`` (the experiment's
-    own, and no one else's); those still there (where net.ipv4.tcp_rfc1337 is 1, or an end's
-    port is in use again)."""
+    own, and no one else's); those still there (where net.ipv4.tcp_rfc1337 is 1, or, without
+    root, where an end's port is in use again)."""
     mine = list(connections)
     ports = {end[1] for connection in mine for end in connection}
 
