@@ -3,7 +3,8 @@
 
 * ``output_above_prompt``: whatever is printed while a prompt is drawn (notices from a
   receiver thread, lines arriving from the network) goes above it, the typed line redrawn
-  intact (prompt_toolkit's stdout proxy, with a shorter pause between redraws).
+  intact (prompt_toolkit's stdout proxy, with a shorter pause between redraws); what is
+  printed while no prompt is drawn is written at once.
 * ``Output``: whole lines and tables from any thread, styled by name (``STYLES``), through
   a rich console made with ``markup=False``: a peer's "[bold]" is text, never markup.
 * ``TerminalUi`` (menu and chat) and ``LinePrompt`` (the lab clients): prompt_toolkit
@@ -305,11 +306,48 @@ def output_above_prompt() -> Iterator[None]:
 
     with StdoutProxy(raw=True, sleep_between_writes=PROXY_PAUSE_S) as proxy:
         saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = cast(TextIO, proxy)
+        lock = threading.Lock()
+        sys.stdout = cast(TextIO, AbovePrompt(proxy, saved[0], lock))
+        sys.stderr = cast(TextIO, AbovePrompt(proxy, saved[1], lock))
         try:
             yield
         finally:
             sys.stdout, sys.stderr = saved
+
+
+class AbovePrompt:
+    """``sys.stdout`` or ``sys.stderr`` inside ``output_above_prompt``: through the proxy
+    while a prompt is shown, written at once while none is.
+
+    The proxy writes from a thread of its own, later: a line printed between two prompts
+    (the reversal service's answer, printed before the next prompt is drawn) could then land
+    after the new prompt, on its line ("Myself: Server: ...").  Written at once, it is on
+    the screen when ``write`` returns."""
+
+    def __init__(self, proxy: Any, stream: TextIO, lock: threading.Lock) -> None:
+        self._proxy = proxy
+        self._stream = stream
+        self._lock = lock
+
+    def _prompt_shown(self) -> bool:
+        app = self._proxy.app_session.app
+        return app is not None and app.loop is not None
+
+    def write(self, data: str) -> int:
+        if self._prompt_shown():
+            return int(self._proxy.write(data))
+        with self._lock:
+            return self._stream.write(data)
+
+    def flush(self) -> None:
+        if self._prompt_shown():
+            self._proxy.flush()
+        else:
+            with self._lock:
+                self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._proxy, name)
 
 
 def run_terminal(
