@@ -1814,11 +1814,17 @@ class RedisDirectory(LocalDirectory):
         async with redis.pipeline(transaction=False) as pipe:
             for client_id in ids:
                 pipe.smembers(client_rooms_key(client_id))
-            rooms = await pipe.execute()
+            pipe.hmget(CLIENTS_KEY, ids)
+            *rooms, records = await pipe.execute()
         lefts: list[Any] = []
-        for client_id, joined in zip(ids, rooms, strict=True):
-            client = self.remote.get(client_id)
-            nick = client.nick if client is not None else ""
+        for client_id, joined, record in zip(ids, rooms, records, strict=True):
+            # Redis's record first: this node's copy follows the event stream and may lag
+            # behind the dead node's last changes (a nickname set just before it died).
+            if record is not None:
+                nick = unpack_client(client_id, record).nick
+            else:
+                client = self.remote.get(client_id)
+                nick = client.nick if client is not None else ""
             for raw in joined:
                 room_name = raw.decode()
                 left = Left(room_name, client_id, nick, LeftReason.DISCONNECTED)
