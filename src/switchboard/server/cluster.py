@@ -29,7 +29,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from switchboard import defaults, names
 from switchboard.protocol import (
@@ -58,6 +58,7 @@ from switchboard.protocol.fastpath import (
     encode_send_ok,
 )
 
+from .cluster_history import LINE_SCRIPT, StreamHistory, decode_lines, line_id, read_page
 from .cluster_ops import (
     RECEIPTS_BATCHED,
     BadOps,
@@ -74,6 +75,7 @@ from .cluster_url import ClusterUrl, parse_cluster_url
 from .config import ConfigError, ServerConfig
 from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
+from .history import HistoryPage, HistoryQuery
 from .logs import EventLog
 from .registry import Peer, ReservedSlot, Room, check_name
 from .states import ConnectionState
@@ -163,8 +165,8 @@ return #ARGV
 #: Rooms across the cluster: each key of a room name (``names.name_keys``) -> the room's
 #: name as first joined; the names in a sorted set (ROOMS pages, the rooms limit); each
 #: room's keys (to free them with it); per room its members (id -> node), its stream (every
-#: JOINED, LEFT, MESSAGE and NICK_CHANGED in one order, and membership changes), its history
-#: (encoded MESSAGEs); per client its rooms.
+#: JOINED, LEFT, MESSAGE and NICK_CHANGED in one order, and membership changes), its lines
+#: (server/cluster_history.py); per client its rooms.
 ROOM_KEYS_KEY = PREFIX + "room-keys"
 ROOM_NAMES_KEY = PREFIX + "room-names"
 ROOM_KEYLIST_KEY = PREFIX + "room-keylist"
@@ -181,7 +183,8 @@ def client_rooms_key(client_id: int | str) -> str:
 
 
 #: Lua: leave a room (membership, the client's rooms, a ``d=-1`` entry with the LEFT frame if
-#: given); the room ends with its last member (names, history; its stream expires later).
+#: given); the room ends with its last member (its names; its notice stream expires later,
+#: its lines stream keeps the history: server/cluster_history.py).
 _LEAVE_ROOM = """
 local function leave_room(id, node, room, frame)
   local members = 'switchboard:room-members:' .. room
@@ -205,7 +208,6 @@ local function leave_room(id, node, room, frame)
     end
     redis.call('HDEL', 'switchboard:room-keylist', room)
     redis.call('ZREM', 'switchboard:room-names', room)
-    redis.call('DEL', 'switchboard:history:' .. room)
     redis.call('PEXPIRE', stream, 60000)
   end
   return 1
@@ -216,7 +218,7 @@ end
 #: rooms: {0, count}); add the member (a ``d=1`` entry when new, carrying the JOINED notice,
 #: built here with the room's name as first joined: ARGV[6] is the notice's header up to its
 #: request id, ARGV[7] the joiner's nickname).  {1, name, added, the stream's last id
-#: before, members (id, node, ...), the newest ARGV[5] history frames}.
+#: before, members (id, node, ...), the newest ARGV[5] lines' frames, newest first}.
 #: ARGV: id, node, name, max rooms, history, JOINED head, nickname, keys...
 JOIN_ROOM_SCRIPT = """
 local canonical = false
@@ -253,7 +255,12 @@ if added == 1 then
 end
 local history = {}
 local n = tonumber(ARGV[5])
-if n > 0 then history = redis.call('LRANGE', 'switchboard:history:' .. canonical, -n, -1) end
+if n > 0 then
+  for _, entry in ipairs(redis.call('XREVRANGE', 'switchboard:lines:' .. canonical, '+', '-',
+                                    'COUNT', n)) do
+    history[#history + 1] = entry[2][2]
+  end
+end
 return {1, canonical, added, last_id, redis.call('HGETALL', members), history}
 """.replace("ROOM_MAXLEN", str(ROOM_STREAM_MAXLEN))
 
@@ -770,6 +777,7 @@ class RedisDirectory(LocalDirectory):
         max_rooms: int = defaults.MAX_ROOMS,
         max_rooms_per_client: int = defaults.MAX_ROOMS_PER_CLIENT,
         history_bytes: int = defaults.HISTORY_BYTES,
+        store: StreamHistory | None = None,
     ) -> None:
         super().__init__(
             history,
@@ -780,6 +788,10 @@ class RedisDirectory(LocalDirectory):
         self.node = node
         self.max_rooms = max_rooms
         self.history_limit = history
+        #: The rooms' lines in Redis (its retention), and who hears how a line went
+        #: (``handlers.line_ordered``, set by the server): (pending, id, None or the failure).
+        self.store = store or StreamHistory(node.url, keep=defaults.HISTORY_KEEP, max_age_s=0)
+        self.on_line: Callable[[Any, int, RequestFailed | None], None] = _unheard
         #: Rooms with a member on this node: the other nodes' members (id -> node), and
         #: where this node stands in each room's stream.
         self._room_remote: dict[str, dict[int, str]] = {}
@@ -1306,11 +1318,12 @@ class RedisDirectory(LocalDirectory):
                 self._leaving = {}
                 if not self.node.available:
                     self._not_sent(batch)
+                    self._lines_failed(rooms, _LINE_NOT_STORED)
                     _release(rooms)
                     continue
                 try:
                     async with self.node.redis.pipeline(transaction=False) as pipe:
-                        self._room_commands(pipe, rooms)
+                        lines = self._room_commands(pipe, rooms)
                         for node, ops in batch.items():
                             pipe.xadd(
                                 inbox_key(node),
@@ -1318,34 +1331,117 @@ class RedisDirectory(LocalDirectory):
                                 maxlen=INBOX_MAXLEN,
                                 approximate=True,
                             )
-                        await pipe.execute()
+                        # Each line hears its own outcome (Redis may refuse one: OOM).
+                        results = await pipe.execute(raise_on_error=False)
                 except (RedisError, OSError) as exc:
                     self.node.lost(describe(exc))
                     self._not_sent(batch)
+                    self._lines_failed(rooms, _LINE_UNKNOWN)
+                else:
+                    failed = self._lines_stored(lines, results)
+                    if failed is not None:
+                        self.node.lost(describe(failed))
+                        self._not_sent(batch)
                 finally:
                     _release(rooms)
         finally:
             self._sending = False
 
-    def _room_commands(self, pipe: Any, commands: list[Any]) -> None:
+    def _room_commands(self, pipe: Any, commands: list[Any]) -> dict[int, Any]:
+        """Queue this pass's room commands on ``pipe``; the lines among them by their index
+        in the pipeline's replies."""
         me = self.node.name
+        lines: dict[int, Any] = {}
+        store = self.store
         for command in commands:
             kind = command[0]
             if kind == "barrier":
                 continue  # released once the pipeline is through (``_release``)
-            if kind == "xadd":
+            if kind == "line":
+                pending = command[1]
+                lines[len(pipe.command_stack)] = pending
+                pipe.eval(
+                    LINE_SCRIPT,
+                    0,
+                    pending.room.name,
+                    pending.frame,
+                    pending.conn.client_id,
+                    store.keep,
+                    store.max_age_ms,
+                    ROOM_STREAM_MAXLEN,
+                )
+            elif kind == "xadd":
                 pipe.xadd(
                     room_stream_key(command[1]),
                     command[2],
                     maxlen=ROOM_STREAM_MAXLEN,
                     approximate=True,
                 )
-            elif kind == "leave":
+            else:  # "leave"
                 pipe.eval(LEAVE_ROOM_SCRIPT, 0, command[1], me, command[2], command[3])
-            else:  # "history"
-                key = f"{PREFIX}history:{command[1]}"
-                pipe.rpush(key, command[2])
-                pipe.ltrim(key, -self.history_limit, -1)
+        return lines
+
+    def _lines_stored(self, lines: dict[int, Any], results: list[Any]) -> BaseException | None:
+        """Tell each line of a pipeline how it went; the first error of another command
+        (None: all went through)."""
+        failed: BaseException | None = None
+        for index, result in enumerate(results):
+            pending = lines.get(index)
+            if pending is None:
+                if isinstance(result, BaseException) and failed is None:
+                    failed = result
+            elif isinstance(result, BaseException):
+                reason = f"the cluster's Redis refused to store the line ({describe(result)})"
+                self.on_line(
+                    pending,
+                    0,
+                    RequestFailed(
+                        ErrorCode.HISTORY_UNAVAILABLE,
+                        reason + ": it was neither stored nor delivered",
+                    ),
+                )
+            else:
+                self.on_line(pending, line_id(result), None)
+        return failed
+
+    def _lines_failed(self, commands: list[Any], reason: str) -> None:
+        for command in commands:
+            if command[0] == "line":
+                self.on_line(command[1], 0, RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, reason))
+
+    # --- room history (server/cluster_history.py; history.SharedHistory) ----------------------
+
+    def add_line(self, pending: Any) -> None:
+        """Store and order a BROADCAST's line in this pass's pipeline (``LINE_SCRIPT``)."""
+        self._room_out.append(("line", pending))
+        self._schedule_outbox()
+
+    def read_page(
+        self,
+        room: str,
+        query: HistoryQuery,
+        done: Callable[[HistoryPage | None, BaseException | None], None],
+    ) -> None:
+        self.node.spawn(self._read_page(room, query, done))
+
+    async def _read_page(
+        self,
+        room: str,
+        query: HistoryQuery,
+        done: Callable[[HistoryPage | None, BaseException | None], None],
+    ) -> None:
+        try:
+            page = await read_page(self.node.redis, room, query)
+        except ResponseError as exc:  # Redis answered, and refused
+            done(None, RequestFailed(ErrorCode.HISTORY_UNAVAILABLE, _history_refused(exc)))
+        except (RedisError, OSError) as exc:
+            self.node.lost(describe(exc))
+            done(None, RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_HISTORY))
+        except Exception as exc:  # answered all the same: nothing waits forever
+            done(None, exc)
+        else:
+            self.store.epoch = page.epoch
+            done(page, None)
 
     async def _drain_outbox(self) -> None:
         """Send everything queued for other nodes (the node is leaving: the receipts of its
@@ -1608,7 +1704,7 @@ class RedisDirectory(LocalDirectory):
             return
         flat = reply[4]
         members = {int(flat[i]): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-        history = [m for raw in reply[5] for m in _decode_frames(raw) if isinstance(m, Message)]
+        history = decode_lines(reversed(reply[5]))
         self._room_grants[client_id, name] = RoomGrant(
             canonical, bool(reply[2]), reply[3], members, history
         )
@@ -1663,9 +1759,8 @@ class RedisDirectory(LocalDirectory):
         self._schedule_outbox()
 
     def record(self, room: Room, message: Message) -> None:
-        if self.history_limit:
-            self._room_out.append(("history", room.name, encode(message)))
-            self._schedule_outbox()
+        """Nothing to keep here: a room's lines are in its lines stream in Redis (written
+        by ``add_line``), and a JOIN's replay is read from there."""
 
     def members(self, room: Room) -> list[Listed]:
         everyone: list[Listed] = list(room.members.values())
@@ -1856,6 +1951,27 @@ class RedisDirectory(LocalDirectory):
             self._snapshot_needed = True  # the entries after ours were trimmed: read it all
 
 
+_UNAVAILABLE_HISTORY = (
+    "the cluster's Redis cannot be reached: room history cannot be read now; try again later"
+)
+_LINE_NOT_STORED = (
+    "the cluster's Redis cannot be reached: the line was neither stored nor delivered; "
+    "try again later"
+)
+_LINE_UNKNOWN = (
+    "the cluster's Redis was lost before it confirmed the line: it may or may not have been "
+    "stored and delivered"
+)
+
+
+def _history_refused(exc: BaseException) -> str:
+    return f"the cluster's Redis refused to read the history ({describe(exc)})"
+
+
+def _unheard(pending: Any, message_id: int, error: RequestFailed | None) -> None:
+    """``on_line`` before the server sets it (a directory used without a server)."""
+
+
 _UNAVAILABLE_NICK = (
     "the cluster's Redis cannot be reached: nicknames cannot be claimed now; try again later"
 )
@@ -1907,13 +2023,6 @@ def _release(commands: list[Any]) -> None:
     for command in commands:
         if command[0] == "barrier":
             command[1].fill_answer(command[2], b"")
-
-
-def _decode_frames(data: bytes) -> list[Any]:
-    decoder = FrameDecoder(max_frame=len(data) + HEADER_SIZE)
-    decoder.feed(data)
-    buf = decoder.buffer
-    return [decode_payload(k, r, buf, s, e) for k, r, s, e in decoder.frames()]
 
 
 def _pack_up(up: dict[int, bytes]) -> bytes:

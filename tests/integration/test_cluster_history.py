@@ -1,0 +1,270 @@
+"""Room history on a cluster (server/cluster_history.py), with real nodes and a Redis of the
+test's own: lines said through node A are read through node B (HISTORY's four modes, paged,
+with their boundaries), replayed on a JOIN on B, kept when the room empties; a line's id comes
+from the room's one order whichever node said it; without Redis, BROADCAST and HISTORY get
+CLUSTER_UNAVAILABLE and the node goes on serving; a client library catches up across nodes."""
+
+from __future__ import annotations
+
+from support.history_lines import ids_of, join, page, say
+from support.peers import RawPeer, assert_still_serving
+from support.redis_servers import Node, RedisServer
+from switchboard import defaults
+from switchboard.client import Client
+from switchboard.protocol import (
+    BroadcastOk,
+    BroadcastRequest,
+    ErrorCode,
+    ErrorResponse,
+    HistoryMode,
+    HistoryOk,
+    HistoryRequest,
+    Joined,
+    JoinOk,
+    JoinRequest,
+    LeaveOk,
+    LeaveRequest,
+    Left,
+    Message,
+    MessageFlags,
+    Ping,
+)
+
+PAGE = defaults.MAX_HISTORY_PAGE
+LINES = 2_500
+
+
+def test_lines_said_through_a_are_read_through_b_in_every_mode(node: Node) -> None:
+    a, b = node("a", "--rate", "0"), node("b", "--rate", "0")
+    with RawPeer(a.port) as ann, RawPeer(b.port) as bob:
+        join(ann, "big")
+        join(bob, "big")
+        ann.expect(Joined)
+        ids = say(ann, "big", [f"line {i}" for i in range(LINES)])
+        assert ids == sorted(ids) and len(set(ids)) == LINES
+        assert ids_of([bob.expect(Message) for _ in range(LINES)]) == ids  # live, same ids
+        join(bob, "quiet")
+
+        # LATEST: the newest page, oldest first, and more behind it.
+        ok, lines = page(bob, "big", HistoryMode.LATEST)
+        assert (ok.room, ok.count, ok.more) == ("big", PAGE, 1)
+        assert ids_of(lines) == ids[-PAGE:]
+        assert [m.text for m in lines[-2:]] == [f"line {LINES - 2}", f"line {LINES - 1}"]
+        assert {(m.room, m.sender_id) for m in lines} == {("big", ann.client_id)}
+        epoch = ok.epoch
+        assert epoch != 0
+
+        # BEFORE, page after page back to the first line; AFTER, forward to the last.
+        back: list[int] = []
+        anchor = ids[-1] + 1
+        while True:
+            ok, lines = page(bob, "big", HistoryMode.BEFORE, anchor, limit=777)
+            assert ok.epoch == epoch
+            back = ids_of(lines) + back
+            if not ok.more:
+                break
+            anchor = lines[0].message_id
+        assert back == ids
+        forward: list[int] = []
+        anchor = 0
+        while True:
+            ok, lines = page(bob, "big", HistoryMode.AFTER, anchor)
+            forward += ids_of(lines)
+            if not ok.more:
+                break
+            anchor = lines[-1].message_id
+        assert forward == ids
+
+        # The boundaries: ids are exclusive; nothing beyond either end.
+        assert ids_of(page(bob, "big", HistoryMode.BEFORE, ids[1])[1]) == ids[:1]
+        ok, lines = page(bob, "big", HistoryMode.BEFORE, ids[0])
+        assert (ok.count, ok.more) == (0, 0)
+        ok, lines = page(bob, "big", HistoryMode.AFTER, ids[-1])
+        assert (ok.count, ok.more) == (0, 0)
+        ok, lines = page(bob, "big", HistoryMode.AFTER, ids[-2])
+        assert (ids_of(lines), ok.more) == (ids[-1:], 0)
+        ok, lines = page(bob, "big", HistoryMode.BETWEEN, ids[10], ids[20])
+        assert (ids_of(lines), ok.more) == (ids[11:20], 0)
+        ok, lines = page(bob, "big", HistoryMode.BETWEEN, ids[10], ids[20], limit=4)
+        assert (ids_of(lines), ok.more) == (ids[11:15], 1)
+        ok, lines = page(bob, "big", HistoryMode.BETWEEN, ids[10], ids[11])
+        assert (ok.count, ok.more) == (0, 0)
+        ok, lines = page(bob, "big", HistoryMode.LATEST, limit=1)
+        assert (ids_of(lines), ok.more) == (ids[-1:], 1)
+
+        # The same answers on the node that stored them.
+        ok, lines = page(ann, "big", HistoryMode.AFTER, ids[99], limit=5)
+        assert (ids_of(lines), ok.epoch) == (ids[100:105], epoch)
+
+        # An empty room; a room that does not exist and one bob is not in are alike.
+        ok, lines = page(bob, "quiet", HistoryMode.LATEST)
+        assert (ok.room, ok.count, ok.more, ok.epoch) == ("quiet", 0, 0, epoch)
+        for room in ("nowhere", "big"):
+            with RawPeer(b.port) as stranger:
+                stranger.send(HistoryRequest(room, HistoryMode.LATEST, request_id=9))
+                stranger.expect_error(ErrorCode.NOT_IN_ROOM, 9)
+        assert_still_serving(bob)
+
+
+def test_a_join_on_b_replays_lines_said_on_a_and_an_emptied_room_keeps_them(
+    node: Node, redis_server: RedisServer
+) -> None:
+    a, b = node("a"), node("b", "--history", "3")
+    with RawPeer(a.port) as ann:
+        join(ann, "kept")
+        ids = say(ann, "kept", [f"said {i}" for i in range(5)])
+        ann.send(LeaveRequest("kept", request_id=2))
+        ann.expect(LeaveOk)
+    # The room has ended (no member on any node): its lines are still in Redis.
+    assert redis_server.command("EXISTS", "switchboard:lines:kept").strip() == b":1"
+    with RawPeer(b.port) as bob:
+        bob.send(JoinRequest("kept", request_id=1))
+        ok = bob.expect(JoinOk)
+        assert (ok.members, ok.history) == (1, 3)  # node b replays --history 3
+        replay = [bob.expect(Message) for _ in range(ok.history)]
+        assert [(m.message_id, m.text) for m in replay] == [
+            (ids[i], f"said {i}") for i in range(2, 5)
+        ]
+        assert all(m.flags & MessageFlags.HISTORY for m in replay)
+        _, lines = page(bob, "kept", HistoryMode.LATEST)
+        assert ids_of(lines) == ids
+        more = say(bob, "kept", ["after the gap"])
+        assert more[0] > ids[-1]
+
+
+def test_ids_follow_the_room_s_one_order_with_senders_on_two_nodes(node: Node) -> None:
+    """Two senders on two nodes at once: every member sees the lines in one order, their
+    ids increase in that order, each sender's OK names the id the members saw, and HISTORY
+    gives the same order and ids (node-numbered ids would not increase across nodes)."""
+    a, b = node("a", "--rate", "0"), node("b", "--rate", "0")
+    peers = [RawPeer(n.port) for n in (a, b, a, b)]
+    try:
+        for i, peer in enumerate(peers):
+            join(peer, "order")
+            for earlier in peers[:i]:
+                earlier.expect(Joined)
+        count = 150
+        for sender, tag in ((peers[0], "a"), (peers[1], "b")):
+            sender.send(
+                *(BroadcastRequest("order", f"{tag}{i}", request_id=i + 1) for i in range(count))
+            )
+        sent: dict[str, int] = {}
+        for sender in peers[:2]:
+            oks = 0
+            while oks < count:
+                got = sender.next(10)
+                if isinstance(got, BroadcastOk):
+                    oks += 1
+        seen: list[list[tuple[int, str]]] = []
+        for index, peer in enumerate(peers):
+            lines: list[tuple[int, str]] = []
+            expected = 2 * count - (count if index < 2 else 0)
+            while len(lines) < expected:
+                got = peer.next(10)
+                if isinstance(got, Message):
+                    lines.append((got.message_id, got.text))
+                elif isinstance(got, BroadcastOk):
+                    sent[str(got.request_id)] = got.message_id
+                else:
+                    assert isinstance(got, Ping), got
+            seen.append(lines)
+        order = seen[2]
+        assert seen[3] == order
+        assert len(order) == 2 * count
+        assert [i for i, _ in order] == sorted({i for i, _ in order})  # strictly increasing
+        assert {t[0] for _, t in order} == {"a", "b"}
+        # Each sender saw the other's lines, in the room's order, with the same ids.
+        assert seen[0] == [x for x in order if x[1].startswith("b")]
+        assert seen[1] == [x for x in order if x[1].startswith("a")]
+        _, history = page(peers[3], "order", HistoryMode.LATEST)
+        assert [(m.message_id, m.text) for m in history] == order
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def test_each_sender_s_ok_carries_the_id_its_members_see(node: Node) -> None:
+    a, b = node("a"), node("b")
+    with RawPeer(a.port) as ann, RawPeer(b.port) as bob:
+        join(ann, "ids")
+        join(bob, "ids")
+        ann.expect(Joined)
+        for i in range(5):
+            sender, listener = (ann, bob) if i % 2 == 0 else (bob, ann)
+            sender.send(BroadcastRequest("ids", f"n{i}", request_id=i + 1))
+            ok = sender.expect(BroadcastOk)
+            message = listener.expect(Message)
+            assert (message.message_id, message.text) == (ok.message_id, f"n{i}")
+            assert ok.reached == 1
+
+
+def test_without_redis_broadcast_and_history_are_cluster_unavailable(
+    node: Node, redis_server: RedisServer
+) -> None:
+    a = node("a", "--cluster-lease", "3")
+    with RawPeer(a.port) as ann:
+        join(ann, "lost")
+        say(ann, "lost", ["before"])
+        redis_server.kill()
+        # Whether the node has noticed yet or finds out with this request: a typed answer,
+        # within the command timeout, never a hang; requests behind it are answered too.
+        ann.send(
+            BroadcastRequest("lost", "into the void", request_id=11),
+            HistoryRequest("lost", HistoryMode.LATEST, request_id=12),
+        )
+        first = ann.expect(ErrorResponse, timeout=10)
+        assert (first.code, first.request_id) == (ErrorCode.CLUSTER_UNAVAILABLE, 11), first
+        ann.expect_error(ErrorCode.CLUSTER_UNAVAILABLE, 12, timeout=10)
+        assert_still_serving(ann)
+        ann.send(HistoryRequest("lost", HistoryMode.AFTER, 1, request_id=13))
+        ann.expect_error(ErrorCode.CLUSTER_UNAVAILABLE, 13, timeout=10)
+        ann.send(BroadcastRequest("lost", "again", request_id=14))
+        ann.expect_error(ErrorCode.CLUSTER_UNAVAILABLE, 14, timeout=10)
+        assert_still_serving(ann, 15)
+
+
+def test_a_client_catches_up_on_another_node_with_exactly_the_missed_lines(node: Node) -> None:
+    """Join on A, read a few lines, drop; lines said on B meanwhile; rejoin on B and ask for
+    what came after the last id seen: exactly the missed lines, in order."""
+    a, b = node("a"), node("b")
+    with RawPeer(b.port) as talker:
+        join(talker, "catch")
+        with Client("127.0.0.1", a.port, nick="reader") as reader:
+            reader.join("catch")
+            talker.expect(Joined)
+            seen = say(talker, "catch", [f"seen {i}" for i in range(3)])
+            got = [reader.next_indication(5) for _ in range(3)]
+            assert [m.message_id for m in got if isinstance(m, Message)] == seen
+            epoch, caught = reader.missed("catch", 0)
+            assert ids_of(caught) == seen
+        assert talker.expect(Left).client_id == reader.client_id  # the drop, seen on B
+        missed_texts = [f"missed {i}" for i in range(40)]
+        missed = say(talker, "catch", missed_texts)
+        with Client("127.0.0.1", b.port, nick="reader") as again:
+            again.join("catch")
+            talker.expect(Joined)
+            got_epoch, lines = again.missed("catch", seen[-1], epoch)
+            assert got_epoch == epoch
+            assert ids_of(lines) == missed
+            assert [m.text for m in lines] == missed_texts
+            live = say(talker, "catch", ["live"])
+            assert live[0] > missed[-1]
+            assert ids_of(again.missed("catch", missed[-1], epoch)[1]) == live
+
+
+def test_history_ok_says_the_epoch_and_a_reset_redis_gives_another(
+    node: Node, redis_server: RedisServer
+) -> None:
+    a = node("a")
+    with RawPeer(a.port) as ann:
+        join(ann, "ep")
+        say(ann, "ep", ["one"])
+        first = page(ann, "ep", HistoryMode.LATEST)[0]
+        assert first.epoch != 0
+        assert page(ann, "ep", HistoryMode.LATEST)[0].epoch == first.epoch
+        redis_server.command("DEL", "switchboard:history-epoch")  # what a reset store lacks
+        ann.send(HistoryRequest("ep", HistoryMode.LATEST, request_id=3))
+        ok = ann.expect(HistoryOk)
+        for _ in range(ok.count):
+            ann.expect(Message)
+        assert ok.epoch not in (0, first.epoch)
