@@ -6,6 +6,8 @@ CLUSTER_UNAVAILABLE and the node goes on serving; a client library catches up ac
 
 from __future__ import annotations
 
+import redis
+
 from support.history_lines import ids_of, join, page, say
 from support.peers import RawPeer, assert_still_serving
 from support.redis_servers import Node, RedisServer
@@ -28,6 +30,14 @@ from switchboard.protocol import (
     Message,
     MessageFlags,
     Ping,
+)
+from switchboard.protocol.fastpath import encode_message, sender_block
+from switchboard.server.cluster_history import (
+    LINE_SCRIPT,
+    SEQ_BITS,
+    decode_lines,
+    entry_id,
+    line_id,
 )
 
 PAGE = defaults.MAX_HISTORY_PAGE
@@ -110,6 +120,9 @@ def test_a_join_on_b_replays_lines_said_on_a_and_an_emptied_room_keeps_them(
     node: Node, redis_server: RedisServer
 ) -> None:
     a, b = node("a"), node("b", "--history", "3")
+    # The start-up line says where the history is (the URL without a password).
+    line = a.wait_for_log(r"room history: Redis streams switchboard:lines:ROOM at redis://")
+    assert redis_server.url.split("@")[-1] in line and "shared by the cluster" in line
     with RawPeer(a.port) as ann:
         join(ann, "kept")
         ids = say(ann, "kept", [f"said {i}" for i in range(5)])
@@ -268,3 +281,57 @@ def test_history_ok_says_the_epoch_and_a_reset_redis_gives_another(
         for _ in range(ok.count):
             ann.expect(Message)
         assert ok.epoch not in (0, first.epoch)
+
+
+# --- the line script against Redis itself ------------------------------------------------------
+
+
+def _line_frame(text: str) -> bytes:
+    return encode_message(0, sender_block(7, "127.0.0.1", 1, "x"), b"r", 1, 0, text.encode())
+
+
+def _say(db: redis.Redis, room: str, text: str, *, keep: int = 100, age_ms: int = 0) -> int:
+    entry = db.eval(LINE_SCRIPT, 0, room, _line_frame(text), 7, keep, age_ms, 10_000)
+    return line_id(entry)
+
+
+def test_the_line_script_fills_in_the_id_and_stays_above_every_entry(
+    redis_server: RedisServer,
+) -> None:
+    db = redis.Redis.from_url(redis_server.url)
+    try:
+        first = _say(db, "r", "one")
+        ((entry, fields),) = db.xrange("switchboard:lines:r")
+        assert line_id(entry) == first and entry_id(first) == entry.decode()
+        (line,) = decode_lines([fields[b"f"]])
+        assert (line.message_id, line.text) == (first, "one")
+        notice = db.xrange("switchboard:room:r")[-1]
+        assert notice[0] == entry and notice[1][b"f"] == fields[b"f"]  # one id, one frame
+        # Entries from a clock that ran ahead (or a Redis clock set back): the next line's
+        # id is still above them, in both streams.
+        ahead = (first >> SEQ_BITS) + 100_000
+        db.xadd("switchboard:room:r", {"d": "1"}, id=f"{ahead}-5")
+        second = _say(db, "r", "two")
+        assert second == ahead << SEQ_BITS | 6
+        db.xadd("switchboard:lines:r", {"f": b""}, id=f"{ahead + 1}-0")
+        assert _say(db, "r", "three") == (ahead + 1) << SEQ_BITS | 1
+    finally:
+        db.close()
+
+
+def test_the_line_script_keeps_about_keep_lines_and_none_past_their_age(
+    redis_server: RedisServer,
+) -> None:
+    db = redis.Redis.from_url(redis_server.url)
+    try:
+        for i in range(300):
+            _say(db, "capped", f"l{i}", keep=10)
+        assert 10 <= db.xlen("switchboard:lines:capped") <= 10 + 100  # MAXLEN ~: whole nodes
+        assert db.pttl("switchboard:lines:capped") == -1  # no age limit: no expiry
+        now_ms = int(db.time()[0]) * 1000
+        db.xadd("switchboard:lines:aged", {"f": b""}, id=f"{now_ms - 60_000}-0")
+        kept = _say(db, "aged", "new", age_ms=30_000)
+        assert [line_id(e) for e, _ in db.xrange("switchboard:lines:aged")] == [kept]
+        assert 0 < db.pttl("switchboard:lines:aged") <= 30_000  # gone with the room's silence
+    finally:
+        db.close()
