@@ -51,3 +51,10 @@ def test_ranges_that_hold_no_id_read_nothing() -> None:
     assert page_bounds(query(HistoryMode.BETWEEN, 9, 3)) is None
     assert page_bounds(query(HistoryMode.AFTER, MAX_LINE_ID)) is None
     assert page_bounds(query(HistoryMode.AFTER, (1 << 64) - 1)) is None
+
+
+def test_a_page_stops_at_what_was_delivered() -> None:
+    a = 5 << SEQ_BITS | 1
+    assert page_bounds(query(HistoryMode.LATEST), a) == ("(0-0", "(5-2")
+    assert page_bounds(query(HistoryMode.AFTER, a), a) is None
+    assert page_bounds(query(HistoryMode.BETWEEN, 0, 1 << 40), a) == ("(0-0", "(5-2")

@@ -796,6 +796,9 @@ class RedisDirectory(LocalDirectory):
         #: where this node stands in each room's stream.
         self._room_remote: dict[str, dict[int, str]] = {}
         self._room_cursor: dict[str, bytes] = {}
+        #: The newest line this node stored per room (its sender has had the OK; it may
+        #: not have been read back from the room's stream yet).
+        self._stored_top: dict[str, int] = {}
         #: JOINs and ROOMS pages done in Redis, to be taken when answered again.
         self._room_grants: dict[tuple[int, str], RoomGrant] = {}
         self._page_grants: dict[tuple[str, int], PageGrant] = {}
@@ -1401,7 +1404,11 @@ class RedisDirectory(LocalDirectory):
                     ),
                 )
             else:
-                self.on_line(pending, line_id(result), None)
+                stored = line_id(result)
+                room_name = pending.room.name
+                if stored > self._stored_top.get(room_name, 0):
+                    self._stored_top[room_name] = stored
+                self.on_line(pending, stored, None)
         return failed
 
     def _lines_failed(self, commands: list[Any], reason: str) -> None:
@@ -1422,16 +1429,22 @@ class RedisDirectory(LocalDirectory):
         query: HistoryQuery,
         done: Callable[[HistoryPage | None, BaseException | None], None],
     ) -> None:
-        self.node.spawn(self._read_page(room, query, done))
+        """Lines up to what this node has delivered to the room's members here (and the
+        lines it stored: their senders had their OK, and are not told them): what comes
+        later reaches the member live, after this answer."""
+        cursor = self._room_cursor.get(room)
+        through = max(line_id(cursor) if cursor else 0, self._stored_top.get(room, 0))
+        self.node.spawn(self._read_page(room, query, through, done))
 
     async def _read_page(
         self,
         room: str,
         query: HistoryQuery,
+        through: int,
         done: Callable[[HistoryPage | None, BaseException | None], None],
     ) -> None:
         try:
-            page = await read_page(self.node.redis, room, query)
+            page = await read_page(self.node.redis, room, query, through)
         except ResponseError as exc:  # Redis answered, and refused
             done(None, RequestFailed(ErrorCode.HISTORY_UNAVAILABLE, _history_refused(exc)))
         except (RedisError, OSError) as exc:
@@ -1723,6 +1736,7 @@ class RedisDirectory(LocalDirectory):
         self._schedule_outbox()
         if room.name not in self.room_registry.by_name:  # no member here any more
             self._room_cursor.pop(room.name, None)
+            self._stored_top.pop(room.name, None)
             self._room_remote.pop(room.name, None)
 
     def deliver_room(

@@ -159,11 +159,11 @@ def decode_lines(frames: Iterable[bytes]) -> list[Message]:
     return out
 
 
-def page_bounds(query: HistoryQuery) -> tuple[str, str] | None:
-    """The XRANGE bounds (exclusive ids, oldest first) a query reads, or None when no line
-    can lie between them."""
+def page_bounds(query: HistoryQuery, through: int = MAX_LINE_ID) -> tuple[str, str] | None:
+    """The XRANGE bounds (exclusive ids, oldest first) a query reads, lines up to id
+    ``through`` only; None when no line can lie between them."""
     mode = query.mode
-    low, high = 0, MAX_LINE_ID
+    low, high = 0, min(MAX_LINE_ID, through + 1)
     if mode is HistoryMode.BEFORE:
         high = min(high, query.anchor)
     elif mode is HistoryMode.AFTER:
@@ -175,10 +175,11 @@ def page_bounds(query: HistoryQuery) -> tuple[str, str] | None:
     return "(" + entry_id(low), "(" + entry_id(high)
 
 
-async def read_page(redis: Any, room: str, query: HistoryQuery) -> HistoryPage:
-    """One HISTORY page of ``room`` from its lines stream, with the store's epoch (made if
-    missing), in one round trip; RedisError/OSError when Redis cannot answer."""
-    bounds = page_bounds(query)
+async def read_page(redis: Any, room: str, query: HistoryQuery, through: int) -> HistoryPage:
+    """One HISTORY page of ``room`` from its lines stream (ids up to ``through``), with the
+    store's epoch (made if missing), in one round trip; RedisError/OSError when Redis cannot
+    answer."""
+    bounds = page_bounds(query, through)
     newest_first = query.mode in (HistoryMode.LATEST, HistoryMode.BEFORE)
     key = lines_key(room)
     async with redis.pipeline(transaction=False) as pipe:

@@ -461,7 +461,9 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
         left = in_flight.pop(conn.client_id, 1) - 1
         if left:
             in_flight[conn.client_id] = left
-        if page is None and isinstance(error, RequestFailed):  # the cluster's Redis lost
+        if page is None and isinstance(error, RequestFailed):  # the cluster's Redis
+            if error.code == ErrorCode.HISTORY_UNAVAILABLE:
+                server.history_failed(f"cannot read the history of {room.name!r}: {error}")
             refusal = ErrorResponse.of(error.code, error.message, request_id=request_id)
             conn.fill_answer(slot, encode(refusal))
         elif page is None:
@@ -477,8 +479,8 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
             conn.fill_answer(slot, history_answer(server, room, page, request_id))
 
     if shared is not None:
-        # Everything stored when Redis reads it: a line being delivered live just then may
-        # be in the page too (clients stitch by id: docs/PROTOCOL.md, HISTORY).
+        # Up to what the node has delivered to this room's members (and its own stored
+        # lines): later lines reach this member live, after the answer.
         shared.read_page(room.name, query, answered)
         return ()
     assert reads is not None
