@@ -11,6 +11,7 @@ import redis
 from support.history_lines import ids_of, join, page, say
 from support.peers import RawPeer, assert_still_serving
 from support.redis_servers import Node, RedisServer
+from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.client import Client
 from switchboard.protocol import (
@@ -335,3 +336,47 @@ def test_the_line_script_keeps_about_keep_lines_and_none_past_their_age(
         assert 0 < db.pttl("switchboard:lines:aged") <= 30_000  # gone with the room's silence
     finally:
         db.close()
+
+
+def test_a_line_redis_refuses_is_a_typed_error_and_is_stored_nowhere(
+    node: Node, redis_server: RedisServer
+) -> None:
+    """Redis at its ``maxmemory`` (noeviction) refuses the line's step: the sender gets
+    HISTORY_UNAVAILABLE (or CLUSTER_UNAVAILABLE, should the node's own lease renewal have been
+    refused first), the line is in no history and reached nobody; once Redis has room, lines
+    are stored again."""
+    a = node("a", "--cluster-lease", "15")
+    with RawPeer(a.port) as ann, RawPeer(a.port) as bob:
+        join(ann, "full")
+        join(bob, "full")
+        ann.expect(Joined)
+        kept = say(ann, "full", ["kept"])
+        assert bob.expect(Message).message_id == kept[0]
+        redis_server.command("CONFIG", "SET", "maxmemory", "1")
+        try:
+            ann.send(BroadcastRequest("full", "refused", request_id=5))
+            refusal = ann.expect(ErrorResponse, timeout=10)
+        finally:
+            redis_server.command("CONFIG", "SET", "maxmemory", "0")
+        assert refusal.request_id == 5
+        assert refusal.code in (ErrorCode.HISTORY_UNAVAILABLE, ErrorCode.CLUSTER_UNAVAILABLE)
+        if refusal.code == ErrorCode.HISTORY_UNAVAILABLE:
+            assert "neither stored nor delivered" in refusal.message
+        assert_still_serving(ann)
+
+        # Stored again once Redis has room (the node may first have to notice Redis is
+        # usable again, if it counted it lost).
+        def stored() -> bool:
+            ann.send(BroadcastRequest("full", "after", request_id=6))
+            got = ann.next(10)
+            while isinstance(got, Ping):
+                got = ann.next(10)
+            assert isinstance(got, (BroadcastOk, ErrorResponse)), got
+            if isinstance(got, ErrorResponse):
+                assert got.code == ErrorCode.CLUSTER_UNAVAILABLE, got
+            return isinstance(got, BroadcastOk)
+
+        assert wait_until(stored, timeout=20, step=0.2)
+        assert [m.text for m in [bob.expect(Message)]] == ["after"]  # "refused" reached nobody
+        _, lines = page(bob, "full", HistoryMode.LATEST)
+        assert [m.text for m in lines] == ["kept", "after"]

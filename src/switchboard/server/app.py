@@ -285,13 +285,14 @@ class SwitchboardServer:
                     url=url + "/",
                 )
         where = self.history.where
+        if self.shared_history is None:  # a cluster's line ids come from its Redis: no start
+            where = f"{where} (ids from {self.history.last_id + 1})"
         self.events.event(
             logging.INFO,
             "history",
-            "room history: %s (ids from %d)",
+            "room history: %s",
             where,
-            self.history.last_id + 1,
-            store=where,
+            store=self.history.where,
             last_id=self.history.last_id,
             epoch=self.history.epoch,
         )

@@ -117,10 +117,17 @@ class StreamHistory:
     def __init__(self, url: ClusterUrl, *, keep: int, max_age_s: float) -> None:
         self.keep = keep
         self.max_age_ms = int(max_age_s * 1000)
-        age = f"{max_age_s:g} s" if self.max_age_ms else "no age limit"
+        days, rest = divmod(max_age_s, 86_400)
+        age = (
+            "no age limit"
+            if not self.max_age_ms
+            else f"{days:g} day(s)"
+            if days and not rest
+            else f"{max_age_s:g} s"
+        )
         self.where = (
             f"Redis streams {lines_key('ROOM')} at {url.shown} (shared by the cluster's nodes; "
-            f"about {keep} lines per room, {age})"
+            f"about {keep:,} lines per room, {age}; line ids from each room's order there)"
         )
         #: The epoch of the last page read (0 until one is: a page always carries its own).
         self.epoch = 0
