@@ -6,6 +6,8 @@ CLUSTER_UNAVAILABLE and the node goes on serving; a client library catches up ac
 
 from __future__ import annotations
 
+import signal
+
 import redis
 
 from support.history_lines import ids_of, join, page, say
@@ -380,3 +382,46 @@ def test_a_line_redis_refuses_is_a_typed_error_and_is_stored_nowhere(
         assert [m.text for m in [bob.expect(Message)]] == ["after"]  # "refused" reached nobody
         _, lines = page(bob, "full", HistoryMode.LATEST)
         assert [m.text for m in lines] == ["kept", "after"]
+
+
+def test_every_line_whose_ok_was_seen_survives_its_node_killed_mid_storm(node: Node) -> None:
+    """The durability promise on a cluster: node A killed (SIGKILL) in the middle of a storm
+    of BROADCASTs; through node B, every line whose OK the sender saw is in the history, in
+    order, with its id, none twice."""
+    lease = ("--cluster-lease", "15")  # A's member leaves B's rooms after the paging
+    a, b = node("a", "--rate", "0", *lease), node("b", "--rate", "0", *lease)
+    with RawPeer(b.port) as bob:
+        join(bob, "storm")  # the room lives on node B through the kill
+        ann = RawPeer(a.port)
+        try:
+            join(ann, "storm")
+            ann.send(*(BroadcastRequest("storm", f"s{i}", request_id=i + 1) for i in range(2000)))
+            oks: dict[int, int] = {}
+            while len(oks) < 300:
+                got = ann.next(10)
+                if isinstance(got, BroadcastOk):
+                    oks[got.request_id] = got.message_id
+            a.stop(signal.SIGKILL)
+            while (got := ann.next(10)) is not None:  # what was on its way before the kill
+                if isinstance(got, BroadcastOk):
+                    oks[got.request_id] = got.message_id
+        finally:
+            ann.close()
+        with RawPeer(b.port) as reader:  # its first frames are the answers to its requests
+            join(reader, "storm")
+            stored: list[Message] = []
+            anchor = 0
+            while True:
+                ok, lines = page(reader, "storm", HistoryMode.AFTER, anchor)
+                stored += lines
+                if not ok.more:
+                    break
+                anchor = lines[-1].message_id
+            by_id = {m.message_id: m.text for m in stored}
+            assert len(by_id) == len(stored)  # none twice
+            assert ids_of(stored) == sorted(by_id)
+            for request_id, message_id in oks.items():
+                assert by_id.get(message_id) == f"s{request_id - 1}"
+            # In the order they were sent (one sender, one connection).
+            texts = [m.text for m in stored]
+            assert texts == [f"s{i}" for i in range(len(texts))]
