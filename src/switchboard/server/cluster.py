@@ -58,7 +58,14 @@ from switchboard.protocol.fastpath import (
     encode_send_ok,
 )
 
-from .cluster_history import LINE_SCRIPT, StreamHistory, decode_lines, line_id, read_page
+from .cluster_history import (
+    LINE_SCRIPT,
+    LINE_SHA,
+    StreamHistory,
+    decode_lines,
+    line_id,
+    read_page,
+)
 from .cluster_ops import (
     RECEIPTS_BATCHED,
     BadOps,
@@ -792,6 +799,8 @@ class RedisDirectory(LocalDirectory):
         #: (``handlers.line_ordered``, set by the server): (pending, id, None or the failure).
         self.store = store or StreamHistory(node.url, keep=defaults.HISTORY_KEEP, max_age_s=0)
         self.on_line: Callable[[Any, int, RequestFailed | None], None] = _unheard
+        #: Lines waiting for Redis per connection id (at most CLUSTER_MAX_WAITING_LINES).
+        self._lines_waiting: dict[int, int] = {}
         #: Rooms with a member on this node: the other nodes' members (id -> node), and
         #: where this node stands in each room's stream.
         self._room_remote: dict[str, dict[int, str]] = {}
@@ -1337,9 +1346,9 @@ class RedisDirectory(LocalDirectory):
                         # Each line hears its own outcome (Redis may refuse one: OOM).
                         results = await pipe.execute(raise_on_error=False)
                 except (RedisError, OSError) as exc:
+                    self._lines_failed(rooms, _LINE_UNKNOWN)
                     self.node.lost(describe(exc))
                     self._not_sent(batch)
-                    self._lines_failed(rooms, _LINE_UNKNOWN)
                 else:
                     failed = self._lines_stored(lines, results)
                     if failed is not None:
@@ -1349,6 +1358,8 @@ class RedisDirectory(LocalDirectory):
                     _release(rooms)
         finally:
             self._sending = False
+            if self._outbox or self._room_out:  # (an error above): what came meanwhile
+                self._schedule_outbox()
 
     def _room_commands(self, pipe: Any, commands: list[Any]) -> dict[int, Any]:
         """Queue this pass's room commands on ``pipe``; the lines among them by their index
@@ -1361,10 +1372,12 @@ class RedisDirectory(LocalDirectory):
             if kind == "barrier":
                 continue  # released once the pipeline is through (``_release``)
             if kind == "line":
+                if not lines:  # once per pipeline: its lines run the script by its SHA
+                    pipe.script_load(LINE_SCRIPT)
                 pending = command[1]
                 lines[len(pipe.command_stack)] = pending
-                pipe.eval(
-                    LINE_SCRIPT,
+                pipe.evalsha(
+                    LINE_SHA,
                     0,
                     pending.room.name,
                     pending.frame,
@@ -1393,7 +1406,9 @@ class RedisDirectory(LocalDirectory):
             if pending is None:
                 if isinstance(result, BaseException) and failed is None:
                     failed = result
-            elif isinstance(result, BaseException):
+                continue
+            self._line_answered(pending.conn.client_id)
+            if isinstance(result, BaseException):
                 reason = f"the cluster's Redis refused to store the line ({describe(result)})"
                 self.on_line(
                     pending,
@@ -1414,12 +1429,30 @@ class RedisDirectory(LocalDirectory):
     def _lines_failed(self, commands: list[Any], reason: str) -> None:
         for command in commands:
             if command[0] == "line":
+                self._line_answered(command[1].conn.client_id)
                 self.on_line(command[1], 0, RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, reason))
+
+    def _line_answered(self, client_id: int) -> None:
+        left = self._lines_waiting.get(client_id, 1) - 1
+        if left:
+            self._lines_waiting[client_id] = left
+        else:
+            self._lines_waiting.pop(client_id, None)
 
     # --- room history (server/cluster_history.py; history.SharedHistory) ----------------------
 
+    def check_line(self, client_id: int) -> None:
+        waiting = self._lines_waiting.get(client_id, 0)
+        if waiting >= defaults.CLUSTER_MAX_WAITING_LINES:
+            raise RequestFailed(
+                ErrorCode.RATE_LIMITED,
+                f"{waiting} BROADCASTs await the cluster's Redis to store their lines; slow down",
+            )
+
     def add_line(self, pending: Any) -> None:
         """Store and order a BROADCAST's line in this pass's pipeline (``LINE_SCRIPT``)."""
+        client_id = pending.conn.client_id
+        self._lines_waiting[client_id] = self._lines_waiting.get(client_id, 0) + 1
         self._room_out.append(("line", pending))
         self._schedule_outbox()
 
@@ -1473,7 +1506,9 @@ class RedisDirectory(LocalDirectory):
         out)."""
         for node, ops in batch.items():
             for raw in ops:
-                op = next(unpack_ops(raw))
+                op = next(unpack_ops(raw), None)
+                if op is None:
+                    continue  # the empty batch that wakes this node's reader: nothing lost
                 if isinstance(op, SendOp):
                     pending = self._settled(op.token)
                     if pending is not None:

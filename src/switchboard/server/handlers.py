@@ -557,6 +557,7 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
         req.text,
     )
     if shared is not None:  # stored, ordered and delivered by the cluster (``line_ordered``)
+        shared.check_line(conn.client_id)
         shared.add_line(PendingLine(conn, conn.reserve_answer(), room, frame, line, req.request_id))
         return ()
     commits = server.commits

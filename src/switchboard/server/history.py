@@ -146,6 +146,10 @@ class SharedHistory(Protocol):
     """A store that orders the lines it keeps (a cluster's Redis: server/cluster_history.py),
     written and read by the cluster's directory off the request's path."""
 
+    def check_line(self, client_id: int) -> None:
+        """Refuse (RequestFailed) a line from a connection that has too many waiting."""
+        ...
+
     def add_line(self, pending: Any) -> None:
         """Store and order ``pending``'s line (a ``handlers.PendingLine`` whose frame has id
         0: the store gives the id); its outcome goes to the callback the server set."""
