@@ -41,6 +41,7 @@ from switchboard.server.cluster_history import (
     decode_lines,
     entry_id,
     line_id,
+    lines_key,
 )
 
 PAGE = defaults.MAX_HISTORY_PAGE
@@ -304,7 +305,8 @@ def _line_frame(text: str) -> bytes:
 
 
 def _say(db: redis.Redis, room: str, text: str, *, keep: int = 100, age_ms: int = 0) -> int:
-    entry = db.eval(LINE_SCRIPT, 0, room, _line_frame(text), 7, keep, age_ms, 10_000)
+    frame = _line_frame(text)
+    entry = db.eval(LINE_SCRIPT, 0, room, frame, 7, keep, age_ms, 10_000, lines_key(room))
     return line_id(entry)
 
 
@@ -463,3 +465,25 @@ def test_a_connection_s_lines_waiting_for_a_stalled_redis_are_bounded(
         assert codes[-1][1] == ErrorCode.RATE_LIMITED
         assert {c for _, c in codes[:-1]} == {ErrorCode.CLUSTER_UNAVAILABLE}
         assert_still_serving(ann)
+
+
+def test_a_room_back_under_a_look_alike_name_has_its_history(node: Node) -> None:
+    """History is kept under the room's look-alike key, as on one server: "Lobby" emptied on
+    node A and brought back as "LOBBY" on node B replays and pages the lines of "Lobby"."""
+    a, b = node("a"), node("b")
+    with RawPeer(a.port) as ann:
+        join(ann, "Lobby")
+        ids = say(ann, "Lobby", ["one", "two"])
+    with RawPeer(b.port) as bob:
+        bob.send(JoinRequest("LOBBY", request_id=1))
+        deadline_ok = bob.expect(JoinOk)
+        if deadline_ok.room != "LOBBY":  # ann's LEAVE may not have ended the room yet
+            assert deadline_ok.room == "Lobby"
+        replay = [bob.expect(Message) for _ in range(deadline_ok.history)]
+        assert [(m.message_id, m.text, m.room) for m in replay] == [
+            (ids[0], "one", deadline_ok.room),
+            (ids[1], "two", deadline_ok.room),
+        ]
+        _, lines = page(bob, deadline_ok.room, HistoryMode.LATEST)
+        assert ids_of(lines) == ids
+        assert {m.room for m in lines} == {deadline_ok.room}

@@ -64,6 +64,7 @@ from .cluster_history import (
     StreamHistory,
     decode_lines,
     line_id,
+    lines_key,
     read_page,
 )
 from .cluster_ops import (
@@ -225,7 +226,8 @@ end
 #: rooms: {0, count}); add the member (a ``d=1`` entry when new, carrying the JOINED notice,
 #: built here with the room's name as first joined: ARGV[6] is the notice's header up to its
 #: request id, ARGV[7] the joiner's nickname).  {1, name, added, the stream's last id
-#: before, members (id, node, ...), the newest ARGV[5] lines' frames, newest first}.
+#: before, members (id, node, ...), the newest ARGV[5] lines' frames, newest first, the
+#: id of the newest line (stored before the JOIN: not to be delivered live)}.
 #: ARGV: id, node, name, max rooms, history, JOINED head, nickname, keys...
 JOIN_ROOM_SCRIPT = """
 local canonical = false
@@ -262,13 +264,16 @@ if added == 1 then
 end
 local history = {}
 local n = tonumber(ARGV[5])
+-- the lines stream is under the room's first key (cluster_history.lines_key)
+local keys = redis.call('HGET', 'switchboard:room-keylist', canonical) or ARGV[8]
+local lines = 'switchboard:lines:' .. string.match(keys, '[^\\n]+')
+local newest = redis.call('XREVRANGE', lines, '+', '-', 'COUNT', math.max(n, 1))
+local last_line = '0-0'
+if #newest > 0 then last_line = newest[1][1] end
 if n > 0 then
-  for _, entry in ipairs(redis.call('XREVRANGE', 'switchboard:lines:' .. canonical, '+', '-',
-                                    'COUNT', n)) do
-    history[#history + 1] = entry[2][2]
-  end
+  for _, entry in ipairs(newest) do history[#history + 1] = entry[2][2] end
 end
-return {1, canonical, added, last_id, redis.call('HGETALL', members), history}
+return {1, canonical, added, last_id, redis.call('HGETALL', members), history, last_line}
 """.replace("ROOM_MAXLEN", str(ROOM_STREAM_MAXLEN))
 
 #: Leave a room.  ARGV: id, node, room, its LEFT notice ("" for none).
@@ -805,8 +810,11 @@ class RedisDirectory(LocalDirectory):
         #: where this node stands in each room's stream.
         self._room_remote: dict[str, dict[int, str]] = {}
         self._room_cursor: dict[str, bytes] = {}
-        #: The newest line this node stored per room (its sender has had the OK; it may
-        #: not have been read back from the room's stream yet).
+        #: Per room, the newest line that needs no live delivery to this node's members: the
+        #: newest this node stored (its sender has had the OK; it may not have been read back
+        #: from the room's stream yet), or the newest stored before a member joined (the
+        #: room's notice stream may be younger than its lines: a room that ended and came
+        #: back).  HISTORY pages reach up to it, or to the stream's cursor if further.
         self._stored_top: dict[str, int] = {}
         #: JOINs and ROOMS pages done in Redis, to be taken when answered again.
         self._room_grants: dict[tuple[int, str], RoomGrant] = {}
@@ -1385,6 +1393,7 @@ class RedisDirectory(LocalDirectory):
                     store.keep,
                     store.max_age_ms,
                     ROOM_STREAM_MAXLEN,
+                    lines_key(pending.room.name),
                 )
             elif kind == "xadd":
                 pipe.xadd(
@@ -1704,6 +1713,8 @@ class RedisDirectory(LocalDirectory):
                 self._room_cursor[grant.name] = grant.last_id
                 self._room_remote[grant.name] = {}
                 self._wake_reader()
+            if grant.last_line > self._stored_top.get(grant.name, 0):
+                self._stored_top[grant.name] = grant.last_line
             remote = self._room_remote[grant.name]
             for member_id, node in grant.members.items():
                 if node != self.node.name:
@@ -1752,9 +1763,9 @@ class RedisDirectory(LocalDirectory):
             return
         flat = reply[4]
         members = {int(flat[i]): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-        history = decode_lines(reversed(reply[5]))
+        history = decode_lines(reversed(reply[5]), canonical)
         self._room_grants[client_id, name] = RoomGrant(
-            canonical, bool(reply[2]), reply[3], members, history
+            canonical, bool(reply[2]), reply[3], members, history, line_id(reply[6])
         )
 
     def member_room(self, room_name: str, conn: Peer) -> Room:
@@ -2055,6 +2066,8 @@ class RoomGrant:
     last_id: bytes
     members: dict[int, str]
     history: list[Message]
+    #: The newest line stored when the member joined (its HISTORY pages reach at least it).
+    last_line: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from switchboard.protocol import HEADER_SIZE, FrameDecoder, HistoryMode, Message
 from switchboard.protocol.codec import decode_payload
 
 from .cluster_url import ClusterUrl
-from .history import HistoryPage, HistoryQuery, fill_page
+from .history import HistoryPage, HistoryQuery, fill_page, room_key
 
 #: Every key starts with it (the cluster's PREFIX; repeated here to keep this module pure).
 _PREFIX: Final = "switchboard:"
@@ -51,8 +51,10 @@ MAX_LINE_ID: Final = (1 << 63) - 1
 
 
 def lines_key(room: str) -> str:
-    """The stream of a room's lines (its history)."""
-    return f"{_PREFIX}lines:{room}"
+    """The stream of a room's lines (its history), under the room's first look-alike key
+    (``history.room_key``), as the single server's database keeps them: a room that ended
+    as "Lobby" and comes back as "LOBBY" is the same room with the same history."""
+    return f"{_PREFIX}lines:{room_key(room)}"
 
 
 def line_id(entry: bytes | str) -> int:
@@ -69,12 +71,12 @@ def entry_id(line: int) -> str:
 
 #: Store a room line and order it among the room's notices, in one step.  ARGV: room, the
 #: MESSAGE frame (its id to be filled in), the sender's id (not told: it gets BroadcastOk),
-#: keep (lines), max age (ms, 0 = none), the room stream's cap.  Returns the entry id.
+#: keep (lines), max age (ms, 0 = none), the room stream's cap, the lines stream's key
+#: (``lines_key``).  Returns the entry id.
 LINE_SCRIPT: Final = (
     """
-local room = ARGV[1]
-local notices = 'switchboard:room:' .. room
-local lines = 'switchboard:lines:' .. room
+local notices = 'switchboard:room:' .. ARGV[1]
+local lines = ARGV[7]
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
@@ -131,7 +133,7 @@ class StreamHistory:
             else f"{max_age_s:g} s"
         )
         self.where = (
-            f"Redis streams {lines_key('ROOM')} at {url.shown} (shared by the cluster's nodes; "
+            f"Redis streams {_PREFIX}lines:ROOM at {url.shown} (shared by the cluster's nodes; "
             f"about {keep:,} lines per room, {age}; line ids from each room's order there)"
         )
         #: The epoch of the last page read (0 until one is: a page always carries its own).
@@ -157,8 +159,9 @@ class StreamHistory:
         pass
 
 
-def decode_lines(frames: Iterable[bytes]) -> list[Message]:
-    """MESSAGE frames from a lines stream, marked as history (a replay or a page)."""
+def decode_lines(frames: Iterable[bytes], room: str | None = None) -> list[Message]:
+    """MESSAGE frames from a lines stream, marked as history (a replay or a page), naming
+    ``room`` when given (they may have been said under a look-alike name)."""
     out = []
     for frame in frames:
         decoder = FrameDecoder(max_frame=len(frame) + HEADER_SIZE)
@@ -167,7 +170,11 @@ def decode_lines(frames: Iterable[bytes]) -> list[Message]:
         for kind, request_id, start, end in decoder.frames():
             event = decode_payload(kind, request_id, buf, start, end)
             if isinstance(event, Message):
-                out.append(dataclasses.replace(event, flags=event.flags | MessageFlags.HISTORY))
+                out.append(
+                    dataclasses.replace(
+                        event, flags=event.flags | MessageFlags.HISTORY, room=room or event.room
+                    )
+                )
     return out
 
 
