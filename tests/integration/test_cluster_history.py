@@ -21,6 +21,7 @@ from switchboard.protocol import (
     BroadcastRequest,
     ErrorCode,
     ErrorResponse,
+    FrameDecoder,
     HistoryMode,
     HistoryOk,
     HistoryRequest,
@@ -34,11 +35,11 @@ from switchboard.protocol import (
     MessageFlags,
     Ping,
 )
+from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import encode_message, sender_block
 from switchboard.server.cluster_history import (
     LINE_SCRIPT,
     SEQ_BITS,
-    decode_lines,
     entry_id,
     line_id,
     lines_key,
@@ -300,13 +301,23 @@ def test_history_ok_says_the_epoch_and_a_reset_redis_gives_another(
 # --- the line script against Redis itself ------------------------------------------------------
 
 
+def list_of(frame: bytes) -> list[Message]:
+    """The MESSAGEs a frame holds, decoded as they are (flags untouched)."""
+    decoder = FrameDecoder(max_frame=len(frame))
+    decoder.feed(frame)
+    buf = decoder.buffer
+    return [decode_payload(k, r, buf, s, e) for k, r, s, e in decoder.frames()]
+
+
 def _line_frame(text: str) -> bytes:
     return encode_message(0, sender_block(7, "127.0.0.1", 1, "x"), b"r", 1, 0, text.encode())
 
 
 def _say(db: redis.Redis, room: str, text: str, *, keep: int = 100, age_ms: int = 0) -> int:
     frame = _line_frame(text)
-    entry = db.eval(LINE_SCRIPT, 0, room, frame, 7, keep, age_ms, 10_000, lines_key(room))
+    at = len(frame) - len(text.encode()) - 5
+    args = (room, frame, 7, keep, age_ms, 10_000, lines_key(room), at, len(text.encode()))
+    entry = db.eval(LINE_SCRIPT, 0, *args)
     return line_id(entry)
 
 
@@ -318,10 +329,14 @@ def test_the_line_script_fills_in_the_id_and_stays_above_every_entry(
         first = _say(db, "r", "one")
         ((entry, fields),) = db.xrange("switchboard:lines:r")
         assert line_id(entry) == first and entry_id(first) == entry.decode()
-        (line,) = decode_lines([fields[b"f"]])
-        assert (line.message_id, line.text) == (first, "one")
+        assert (fields[b"t"], fields[b"r"]) == (b"3", b"r")  # text bytes, room as said
+        # Kept as a page sends it: the id filled in, marked as history.
+        (line,) = list_of(fields[b"f"])
+        assert (line.message_id, line.text, line.flags) == (first, "one", MessageFlags.HISTORY)
         notice = db.xrange("switchboard:room:r")[-1]
-        assert notice[0] == entry and notice[1][b"f"] == fields[b"f"]  # one id, one frame
+        assert notice[0] == entry  # one id in both streams
+        (live,) = list_of(notice[1][b"f"])
+        assert (live.message_id, live.text, live.flags) == (first, "one", 0)
         # Entries from a clock that ran ahead (or a Redis clock set back): the next line's
         # id is still above them, in both streams.
         ahead = (first >> SEQ_BITS) + 100_000

@@ -6,13 +6,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switchboard.protocol import HistoryMode
+from switchboard.protocol import HistoryMode, MessageFlags
+from switchboard.protocol.fastpath import encode_message, sender_block
 from switchboard.server.cluster_history import (
     MAX_LINE_ID,
     SEQ_BITS,
+    decode_lines,
     entry_id,
     line_id,
     page_bounds,
+    page_frames,
 )
 from switchboard.server.history import HistoryQuery
 
@@ -58,3 +61,27 @@ def test_a_page_stops_at_what_was_delivered() -> None:
     assert page_bounds(query(HistoryMode.LATEST), a) == ("(0-0", "(5-2")
     assert page_bounds(query(HistoryMode.AFTER, a), a) is None
     assert page_bounds(query(HistoryMode.BETWEEN, 0, 1 << 40), a) == ("(0-0", "(5-2")
+
+
+def _entry(i: int, text: str, room: str = "lobby") -> tuple[bytes, dict[bytes, bytes]]:
+    frame = encode_message(i, sender_block(1, "127.0.0.1", 9, "a"), room.encode(), 5, 1,
+                           text.encode())  # fmt: skip
+    fields = {b"f": frame, b"t": str(len(text.encode())).encode(), b"r": room.encode()}
+    return entry_id(i).encode(), fields
+
+
+def test_a_page_of_frames_keeps_the_limit_and_the_byte_budget_as_lines_do() -> None:
+    entries = [_entry(i, "x" * 10) for i in range(1, 8)]
+    q = HistoryQuery(HistoryMode.AFTER, 0, 0, 5, 25)
+    frames = page_frames(entries, "lobby", q)
+    assert len(frames) == 2  # 10 + 10 <= 25 < 30
+    assert frames == [fields[b"f"] for _, fields in entries[:2]]
+    assert len(page_frames(entries, "lobby", HistoryQuery(HistoryMode.AFTER, 0, 0, 5, 1))) == 1
+    assert len(page_frames(entries, "lobby", HistoryQuery(HistoryMode.AFTER, 0, 0, 5, 999))) == 5
+
+
+def test_a_line_said_under_a_look_alike_name_is_renamed_in_a_page() -> None:
+    (frame,) = page_frames([_entry(3, "hi", room="Lobby")], "LOBBY", query(HistoryMode.LATEST))
+    (line,) = decode_lines([frame])
+    assert (line.message_id, line.room, line.text) == (3, "LOBBY", "hi")
+    assert line.flags & MessageFlags.HISTORY

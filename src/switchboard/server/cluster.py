@@ -1384,6 +1384,7 @@ class RedisDirectory(LocalDirectory):
                     pipe.script_load(LINE_SCRIPT)
                 pending = command[1]
                 lines[len(pipe.command_stack)] = pending
+                text_bytes = len(pending.message.text.encode("utf-8"))
                 pipe.evalsha(
                     LINE_SHA,
                     0,
@@ -1394,6 +1395,8 @@ class RedisDirectory(LocalDirectory):
                     store.max_age_ms,
                     ROOM_STREAM_MAXLEN,
                     lines_key(pending.room.name),
+                    len(pending.frame) - text_bytes - 5,  # the flags byte: then u32, text
+                    text_bytes,
                 )
             elif kind == "xadd":
                 pipe.xadd(

@@ -32,11 +32,18 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from switchboard.protocol import HEADER_SIZE, FrameDecoder, HistoryMode, Message, MessageFlags
+from switchboard.protocol import (
+    HEADER_SIZE,
+    FrameDecoder,
+    HistoryMode,
+    Message,
+    MessageFlags,
+    encode,
+)
 from switchboard.protocol.codec import decode_payload
 
 from .cluster_url import ClusterUrl
-from .history import HistoryPage, HistoryQuery, fill_page, room_key
+from .history import HistoryPage, HistoryQuery, room_key
 
 #: Every key starts with it (the cluster's PREFIX; repeated here to keep this module pure).
 _PREFIX: Final = "switchboard:"
@@ -72,7 +79,11 @@ def entry_id(line: int) -> str:
 #: Store a room line and order it among the room's notices, in one step.  ARGV: room, the
 #: MESSAGE frame (its id to be filled in), the sender's id (not told: it gets BroadcastOk),
 #: keep (lines), max age (ms, 0 = none), the room stream's cap, the lines stream's key
-#: (``lines_key``).  Returns the entry id.
+#: (``lines_key``), where the frame's flags byte is (from 0), the text's length in bytes.
+#: The lines stream keeps the frame as a page or a replay sends it (flags HISTORY: no
+#: decoding and encoding again per read), its text's length (a page's byte budget) and the
+#: room's name as said (``r``: a page renames the few said under a look-alike name).
+#: Returns the entry id.
 LINE_SCRIPT: Final = (
     """
 local notices = 'switchboard:room:' .. ARGV[1]
@@ -93,7 +104,9 @@ local id = string.format('%.0f-%d', ms, seq)
 local frame = ARGV[2]
 frame = string.sub(frame, 1, ID_AT) .. struct.pack('>I4I4', math.floor(ms / SEQ_SPLIT),
   (ms % SEQ_SPLIT) * SEQ_ONE + seq) .. string.sub(frame, ID_AT + 9)
-redis.call('XADD', lines, 'MAXLEN', '~', ARGV[4], id, 'f', frame)
+local at = tonumber(ARGV[8])
+local kept = string.sub(frame, 1, at) .. '\1' .. string.sub(frame, at + 2)
+redis.call('XADD', lines, 'MAXLEN', '~', ARGV[4], id, 'f', kept, 't', ARGV[9], 'r', ARGV[1])
 local age = tonumber(ARGV[5])
 if age > 0 then
   redis.call('XTRIM', lines, 'MINID', string.format('%.0f', ms - age))
@@ -214,9 +227,38 @@ async def read_page(redis: Any, room: str, query: HistoryQuery, through: int) ->
         replies = await pipe.execute()
     epoch = int(replies[1])
     entries = replies[2] if bounds is not None else []
-    lines = decode_lines(fields[b"f"] for _, fields in entries if b"f" in fields)
-    page = fill_page(lines, query)
-    more = len(lines) > len(page)
+    frames = page_frames(entries, room, query)
+    more = len(entries) > len(frames)
     if newest_first:
-        page.reverse()
-    return HistoryPage(page, more, epoch)
+        frames.reverse()
+    return HistoryPage([], more, epoch, frames)
+
+
+def page_frames(entries: list[Any], room: str, query: HistoryQuery) -> list[bytes]:
+    """The MESSAGE frames of a page, from lines stream entries in the order read: as
+    ``history.fill_page`` takes lines (the limit, the byte budget of text, the first always),
+    each naming ``room`` (re-encoded only if said under another name)."""
+    said_here = room.encode()
+    out: list[bytes] = []
+    size = 0
+    limit, max_bytes = query.limit, query.max_bytes
+    for _, fields in entries:
+        if len(out) >= limit:
+            break
+        frame = fields.get(b"f")
+        text_len = fields.get(b"t")
+        if frame is None:
+            continue
+        if text_len is None or fields.get(b"r") != said_here:  # the slow path: rare
+            decoded = decode_lines([frame], room)
+            if not decoded:
+                continue
+            line = decoded[0]
+            size += len(line.text.encode("utf-8"))
+            frame = encode(line)
+        else:
+            size += int(text_len)
+        if out and size > max_bytes:
+            break
+        out.append(frame)
+    return out

@@ -499,13 +499,16 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
 
 def history_answer(server: Server, room: Room, page: HistoryPage, request_id: int) -> bytes:
     """HistoryOk and the page's MESSAGEs, encoded."""
+    frames = page.frames
     ok = HistoryOk(
         room.name,
         page.epoch or server.history.epoch,
         int(page.more),
-        len(page.lines),
+        len(page.lines) if frames is None else len(frames),
         request_id=request_id,
     )
+    if frames is not None:  # stored ready to send (a cluster's Redis)
+        return encode(ok) + b"".join(frames)
     return encode(ok) + encode_lines(page.lines, room.name_utf8)
 
 

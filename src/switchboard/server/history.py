@@ -95,6 +95,9 @@ class HistoryPage:
     #: The epoch of the store the page was read from, when the store tells it with the page
     #: (a cluster's Redis); 0: the server's ``HistoryStore.epoch``.
     epoch: int = 0
+    #: The page as MESSAGE frames ready to send, instead of ``lines``, when the store keeps
+    #: them so (a cluster's Redis).
+    frames: list[bytes] | None = None
 
 
 @functools.lru_cache(maxsize=4096)
