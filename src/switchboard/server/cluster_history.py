@@ -13,6 +13,12 @@ line's id is made there, from the room's one order, whichever node the sender is
   room's order, never reused while the store lasts (and, being time, not after a reset
   either), and an AFTER anchor works on any node.
 
+The lines stream (``lines_key``: under the room name's first look-alike key, as the single
+server's database keys rooms) keeps each line's MESSAGE frame as a HISTORY page sends it
+(flags HISTORY), with its text's length (the page's byte budget) and the room's name as it
+was said: a page is a join of stored frames (``page_frames``), not a decoding and an
+encoding per line.
+
 Retention: the lines stream is capped at about ``--history-keep`` entries (XADD MAXLEN ~),
 entries older than ``--history-max-age`` are trimmed at each write (XTRIM MINID), and the
 key expires ``--history-max-age`` after its newest line, so that a room nobody speaks in
