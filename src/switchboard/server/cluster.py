@@ -816,6 +816,10 @@ class RedisDirectory(LocalDirectory):
         #: room's notice stream may be younger than its lines: a room that ended and came
         #: back).  HISTORY pages reach up to it, or to the stream's cursor if further.
         self._stored_top: dict[str, int] = {}
+        #: Per room, the members of this node who joined while its reading of the room was
+        #: behind, and the stream id their JOIN came after: entries up to it are not theirs
+        #: (what they said is in their JOIN's replay), until the reading passes it.
+        self._join_floor: dict[str, dict[int, tuple[int, int]]] = {}
         #: JOINs and ROOMS pages done in Redis, to be taken when answered again.
         self._room_grants: dict[tuple[int, str], RoomGrant] = {}
         self._page_grants: dict[tuple[str, int], PageGrant] = {}
@@ -1176,7 +1180,7 @@ class RedisDirectory(LocalDirectory):
                         continue  # left meanwhile
                     for entry_id, fields in entries:
                         self._room_cursor[room_name] = entry_id
-                        self._room_entry(room_name, fields)
+                        self._room_entry(room_name, entry_id, fields)
                     continue
                 for entry_id, fields in entries:
                     self._apply(fields)
@@ -1712,6 +1716,12 @@ class RedisDirectory(LocalDirectory):
         grant = self._room_grants.pop((conn.client_id, name), None)
         if grant is not None:
             room, _ = super().join(grant.name, conn)
+            cursor = self._room_cursor.get(grant.name)
+            if cursor is not None and _stream_id(grant.last_id) > _stream_id(cursor):
+                # This node's reading of the room is behind the JOIN: what it reads up to
+                # the JOIN is not for this member (its replay has the lines of it).
+                floors = self._join_floor.setdefault(grant.name, {})
+                floors[conn.client_id] = _stream_id(grant.last_id)
             if grant.name not in self._room_cursor:
                 self._room_cursor[grant.name] = grant.last_id
                 self._room_remote[grant.name] = {}
@@ -1783,9 +1793,13 @@ class RedisDirectory(LocalDirectory):
         self._leaving[room.name] = command
         self._room_out.append(command)
         self._schedule_outbox()
+        floors = self._join_floor.get(room.name)
+        if floors is not None:
+            floors.pop(conn.client_id, None)
         if room.name not in self.room_registry.by_name:  # no member here any more
             self._room_cursor.pop(room.name, None)
             self._stored_top.pop(room.name, None)
+            self._join_floor.pop(room.name, None)
             self._room_remote.pop(room.name, None)
 
     def deliver_room(
@@ -1924,9 +1938,9 @@ class RedisDirectory(LocalDirectory):
         own inbox wakes it, to read the new room's stream too."""
         self.queue(self.node.name, b"")
 
-    def _room_entry(self, room_name: str, fields: dict[bytes, bytes]) -> None:
+    def _room_entry(self, room_name: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of a room's stream: a membership change, and/or a notice for the
-        members of this node."""
+        members of this node (not for those who joined after it: ``_join_floor``)."""
         change = fields.get(b"d")
         if change is not None:
             node = fields.get(b"n", b"").decode()
@@ -1943,6 +1957,8 @@ class RedisDirectory(LocalDirectory):
             return
         skip = int(fields.get(b"s", b"0") or 0)
         paused = fields.get(b"p") == b"1"
+        floors = self._join_floor.get(room_name)
+        at = _stream_id(entry_id) if floors else (0, 0)
         key = fields.get(b"k")
         told: set[int] | None = None
         if key is not None:
@@ -1955,11 +1971,18 @@ class RedisDirectory(LocalDirectory):
             member_id = member.client_id
             if member_id == skip or (paused and member.write_paused):
                 continue
+            if floors and at <= floors.get(member_id, (0, 0)):
+                continue  # before its JOIN: in its replay, or none of its business
             if told is not None:
                 if member_id in told:
                     continue
                 told.add(member_id)
             member.send_raw(frame)
+        if floors:  # the members whose JOIN this node's reading has now passed
+            for member_id in [m for m, floor in floors.items() if floor <= at]:
+                del floors[member_id]
+            if not floors:
+                del self._join_floor[room_name]
 
     # --- dead nodes ----------------------------------------------------------------------------
 
