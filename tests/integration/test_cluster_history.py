@@ -522,3 +522,14 @@ def test_a_join_during_a_flood_gets_each_line_once_replayed_or_live(node: Node) 
                     assert isinstance(got, Ping), got
             assert len(seen) == len(set(seen)), "a line reached bob twice"
             assert seen == sorted(seen)
+            # And none was lost between the replay and the live lines: what the room holds
+            # from bob's first line on is what bob got.
+            stored: list[int] = []
+            anchor = seen[0] - 1
+            while True:
+                page_ok, lines = page(bob, "flood", HistoryMode.AFTER, anchor)
+                stored += ids_of(lines)
+                if not page_ok.more:
+                    break
+                anchor = lines[-1].message_id
+            assert seen == stored, "a line never reached bob"
