@@ -6,13 +6,17 @@ CLUSTER_UNAVAILABLE and the node goes on serving; a client library catches up ac
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
+from typing import Any
 
 import redis
 
 from support.history_lines import ids_of, join, page, say
 from support.peers import RawPeer, assert_still_serving
 from support.redis_servers import Node, RedisServer
+from support.servers import ServerThread
 from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.client import Client
@@ -34,9 +38,11 @@ from switchboard.protocol import (
     Message,
     MessageFlags,
     Ping,
+    encode,
 )
 from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import encode_message, sender_block
+from switchboard.server import ServerConfig
 from switchboard.server.cluster_history import (
     LINE_SCRIPT,
     SEQ_BITS,
@@ -496,40 +502,84 @@ def test_a_room_back_under_a_look_alike_name_has_its_history(node: Node) -> None
 
 def test_a_join_during_a_flood_gets_each_line_once_replayed_or_live(node: Node) -> None:
     """Lines flood a room from node B while bob joins it on node A, where a member already
-    is (so node A's reader of the room may be behind bob's JOIN): every line reaches bob once,
-    either in his JOIN's replay or live after it, in id order."""
-    a, b = node("a", "--rate", "0"), node("b", "--rate", "0", "--history", "200")
-    with RawPeer(a.port) as ann, RawPeer(b.port) as alice:
-        join(ann, "flood")
-        join(alice, "flood")
-        ann.expect(Joined)
-        count = 600
-        alice.send(*(BroadcastRequest("flood", f"f{i}", request_id=i + 1) for i in range(count)))
-        alice.expect(BroadcastOk)  # the flood is under way
-        with RawPeer(a.port) as bob:
-            bob.send(JoinRequest("flood", request_id=1))
-            ok = bob.expect(JoinOk, timeout=10)
-            replay = [bob.expect(Message) for _ in range(ok.history)]
-            seen = [m.message_id for m in replay]
-            last = f"f{count - 1}"
-            while last not in (m.text for m in replay):
-                got = bob.next(10)
-                if isinstance(got, Message):
-                    seen.append(got.message_id)
-                    if got.text == last:
+    is, so that node A's reading of the room's stream races bob's JOIN (behind it: the lines
+    before the JOIN must not reach bob live too; ahead of it: those read before bob was a
+    member there must still reach him): every line reaches bob once, either in his JOIN's
+    replay or live after it, in id order, none lost.  Six rounds: both races happen."""
+    a, b = node("a", "--rate", "0"), node("b", "--rate", "0")
+    for round_ in range(6):
+        room = f"flood{round_}"
+        with RawPeer(a.port) as ann, RawPeer(b.port) as alice:
+            join(ann, room)
+            join(alice, room)
+            ann.expect(Joined)
+            count = 600
+            alice.send(*(BroadcastRequest(room, f"f{i}", request_id=i + 1) for i in range(count)))
+            alice.expect(BroadcastOk)  # the flood is under way
+            with RawPeer(a.port) as bob:
+                bob.send(JoinRequest(room, request_id=1))
+                ok = bob.expect(JoinOk, timeout=10)
+                replay = [bob.expect(Message) for _ in range(ok.history)]
+                seen = [m.message_id for m in replay]
+                last = f"f{count - 1}"
+                while last not in (m.text for m in replay):
+                    got = bob.next(10)
+                    if isinstance(got, Message):
+                        seen.append(got.message_id)
+                        if got.text == last:
+                            break
+                    else:
+                        assert isinstance(got, Ping), got
+                assert len(seen) == len(set(seen)), "a line reached bob twice"
+                assert seen == sorted(seen)
+                # None lost between the replay and the live lines: what the room holds from
+                # bob's first line on is what bob got.
+                stored: list[int] = []
+                anchor = seen[0] - 1
+                while True:
+                    page_ok, lines = page(bob, room, HistoryMode.AFTER, anchor)
+                    stored += ids_of(lines)
+                    if not page_ok.more:
                         break
-                else:
-                    assert isinstance(got, Ping), got
-            assert len(seen) == len(set(seen)), "a line reached bob twice"
-            assert seen == sorted(seen)
-            # And none was lost between the replay and the live lines: what the room holds
-            # from bob's first line on is what bob got.
-            stored: list[int] = []
-            anchor = seen[0] - 1
-            while True:
-                page_ok, lines = page(bob, "flood", HistoryMode.AFTER, anchor)
-                stored += ids_of(lines)
-                if not page_ok.more:
-                    break
-                anchor = lines[-1].message_id
-            assert seen == stored, "a line never reached bob"
+                    anchor = lines[-1].message_id
+                assert seen == stored, "a line never reached bob"
+
+
+def test_a_line_read_between_a_join_and_its_answer_still_reaches_the_joiner(
+    redis_server: RedisServer,
+) -> None:
+    """The other race of a JOIN with the node's reading of the room's stream, made certain
+    in-process: another node's line lands in the stream just after bob's JOIN there, and this
+    node reads it (and hands it to the members it has) before bob is a member here; bob
+    still gets it, live, after his JoinOk."""
+    config = ServerConfig(
+        port=0, name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
+        log_level="warning",
+    )  # fmt: skip
+    st = ServerThread(config).start()
+    try:
+        directory = st.server.shared_directory
+        assert directory is not None
+        with RawPeer(st.port) as ann, RawPeer(st.port) as bob:
+            join(ann, "race")  # the node reads the room's stream from now on
+            claim = directory._claim_room
+            line = Message(5, 99, "127.0.0.1", 1, "far", "race", 0, 0, "said elsewhere")
+
+            async def claim_then_a_line_is_read(conn: Any, name: str) -> None:
+                await claim(conn, name)
+                entry = await directory.node.redis.xadd(
+                    "switchboard:room:race", {"f": encode(line), "s": 0}
+                )
+                deadline = time.monotonic() + 5
+                while directory._room_cursor.get("race") != entry:
+                    assert time.monotonic() < deadline, "the node never read the line"
+                    await asyncio.sleep(0.005)
+
+            directory._claim_room = claim_then_a_line_is_read  # type: ignore[method-assign]
+            bob.send(JoinRequest("race", request_id=1))
+            assert bob.expect(JoinOk).history == 0
+            assert bob.expect(Message).text == "said elsewhere"
+            assert ann.expect(Joined).client_id == bob.client_id
+            assert ann.expect(Message).text == "said elsewhere"
+    finally:
+        st.stop()

@@ -83,7 +83,7 @@ from .cluster_url import ClusterUrl, parse_cluster_url
 from .config import ConfigError, ServerConfig
 from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
-from .history import HistoryPage, HistoryQuery
+from .history import HistoryPage, HistoryQuery, room_key
 from .logs import EventLog
 from .registry import Peer, ReservedSlot, Room, check_name
 from .states import ConnectionState
@@ -820,6 +820,11 @@ class RedisDirectory(LocalDirectory):
         #: behind, and the stream id their JOIN came after: entries up to it are not theirs
         #: (what they said is in their JOIN's replay), until the reading passes it.
         self._join_floor: dict[str, dict[int, tuple[int, int]]] = {}
+        #: JOINs waiting for Redis, by room key; and, while any waits, the room's entries
+        #: read meanwhile (its stream id, its fields), for the joiner to get those that came
+        #: after its JOIN but were read before it was a member here (``_catch_up``).
+        self._joining: dict[str, int] = {}
+        self._recent: dict[str, deque[tuple[tuple[int, int], dict[bytes, bytes]]]] = {}
         #: JOINs and ROOMS pages done in Redis, to be taken when answered again.
         self._room_grants: dict[tuple[int, str], RoomGrant] = {}
         self._page_grants: dict[tuple[str, int], PageGrant] = {}
@@ -1717,11 +1722,16 @@ class RedisDirectory(LocalDirectory):
         if grant is not None:
             room, _ = super().join(grant.name, conn)
             cursor = self._room_cursor.get(grant.name)
-            if cursor is not None and _stream_id(grant.last_id) > _stream_id(cursor):
+            joined_after = _stream_id(grant.last_id)
+            if cursor is not None and joined_after > _stream_id(cursor):
                 # This node's reading of the room is behind the JOIN: what it reads up to
                 # the JOIN is not for this member (its replay has the lines of it).
                 floors = self._join_floor.setdefault(grant.name, {})
-                floors[conn.client_id] = _stream_id(grant.last_id)
+                floors[conn.client_id] = joined_after
+            elif cursor is not None:
+                # Ahead of it: what it read after the JOIN, before this member was here,
+                # goes to the member now (after its JoinOk: the answer's place is kept).
+                self._catch_up(grant.name, conn, joined_after)
             if grant.name not in self._room_cursor:
                 self._room_cursor[grant.name] = grant.last_id
                 self._room_remote[grant.name] = {}
@@ -1744,9 +1754,21 @@ class RedisDirectory(LocalDirectory):
                 "leave one first",
             )
         self._need_cluster("rooms")
-        raise AnswerLater(self._join_room(conn, name))
+        key = room_key(name)
+        self._joining[key] = self._joining.get(key, 0) + 1
+        raise AnswerLater(self._join_room(conn, name, key))
 
-    async def _join_room(self, conn: Peer, name: str) -> None:
+    async def _join_room(self, conn: Peer, name: str, key: str) -> None:
+        try:
+            await self._claim_room(conn, name)
+        finally:
+            left = self._joining.get(key, 1) - 1
+            if left:
+                self._joining[key] = left
+            else:
+                self._joining.pop(key, None)  # its entries read meanwhile: kept until taken
+
+    async def _claim_room(self, conn: Peer, name: str) -> None:
         client_id = conn.client_id
         try:
             reply = await self.node.redis.eval(
@@ -1938,9 +1960,39 @@ class RedisDirectory(LocalDirectory):
         own inbox wakes it, to read the new room's stream too."""
         self.queue(self.node.name, b"")
 
+    def _catch_up(self, room_name: str, conn: Peer, joined_after: tuple[int, int]) -> None:
+        """Hand ``conn`` the notices of the room read after its JOIN and before it was a
+        member here (``_recent``)."""
+        key = room_key(room_name)
+        recent = self._recent.get(key, ())
+        member_id = conn.client_id
+        for at, fields in recent:
+            frame = fields.get(b"f")
+            if at <= joined_after or not frame or int(fields.get(b"s", b"0") or 0) == member_id:
+                continue
+            told_key = fields.get(b"k")
+            if told_key is not None:
+                told = self._told.setdefault(told_key, set())
+                if member_id in told:
+                    continue
+                told.add(member_id)
+            conn.send_raw(frame)
+        if not self._joining.get(key):
+            self._recent.pop(key, None)
+
     def _room_entry(self, room_name: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of a room's stream: a membership change, and/or a notice for the
-        members of this node (not for those who joined after it: ``_join_floor``)."""
+        members of this node (not for those who joined after it: ``_join_floor``; kept a
+        while for those joining now: ``_recent``)."""
+        if self._joining or self._recent:
+            rkey = room_key(room_name)
+            if self._joining.get(rkey):
+                recent = self._recent.get(rkey)
+                if recent is None:
+                    recent = self._recent[rkey] = deque(maxlen=defaults.CLUSTER_JOIN_RECENT)
+                recent.append((_stream_id(entry_id), fields))
+            elif rkey in self._recent:
+                del self._recent[rkey]
         change = fields.get(b"d")
         if change is not None:
             node = fields.get(b"n", b"").decode()
