@@ -65,6 +65,15 @@ CLUSTER_UNSENT_MAX: Final = 100_000
 #: SENDs one connection may have waiting for another node's answer at once; past it,
 #: RATE_LIMITED (each holds the answers behind it and a place in the node's memory).
 CLUSTER_MAX_WAITING_SENDS: Final = 4096
+#: BROADCASTs one connection of a cluster node may have waiting for Redis to store and order
+#: their line at once; past it, RATE_LIMITED (each holds the answers behind it, its line
+#: and a place in the node's next pipeline to Redis).
+CLUSTER_MAX_WAITING_LINES: Final = 4096
+#: Entries of a room's stream a cluster node keeps while a JOIN of the room waits for Redis,
+#: for the joiner: those read after its JOIN but before it was a member on the node (a
+#: JOIN's answer and the node's reading of the stream race); past it, the oldest are
+#: dropped, and the joiner finds them with HISTORY.
+CLUSTER_JOIN_RECENT: Final = 1024
 #: The most ``serve --workers`` starts: more processes than this on one machine cost memory
 #: and context switches without adding cores.
 MAX_WORKERS: Final = 64

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.commands import assert_one_clear_error_line
+from support.history_lines import ids_of, join, page, say
 from support.peers import RawPeer
 from support.servers import ServerProcess, ServerThread, fresh_data_dir, run_cli
 from support.waiting import wait_until
@@ -43,49 +44,6 @@ from switchboard.server.history import HistoryQuery, HistoryUnavailable, SqliteH
 
 LINES = 10_000
 PAGE = defaults.MAX_HISTORY_PAGE
-
-
-def join(peer: RawPeer, room: str, request_id: int = 1) -> JoinOk:
-    """JOIN, with its replay read and dropped."""
-    peer.send(JoinRequest(room, request_id=request_id))
-    ok = peer.expect(JoinOk)
-    for _ in range(ok.history):
-        peer.expect(Message)
-    return ok
-
-
-def say(peer: RawPeer, room: str, texts: list[str], chunk: int = 500) -> list[int]:
-    """BROADCAST each text (pipelined ``chunk`` at a time); the ids their OKs gave."""
-    ids: list[int] = []
-    for start in range(0, len(texts), chunk):
-        part = texts[start : start + chunk]
-        peer.send(*(BroadcastRequest(room, t, request_id=i + 1) for i, t in enumerate(part)))
-        for i in range(len(part)):
-            ok = peer.expect(BroadcastOk)
-            assert ok.request_id == i + 1  # answered in request order
-            ids.append(ok.message_id)
-    return ids
-
-
-def page(
-    peer: RawPeer,
-    room: str,
-    mode: HistoryMode,
-    anchor: int = 0,
-    until: int = 0,
-    limit: int = 0,
-    request_id: int = 7,
-) -> tuple[HistoryOk, list[Message]]:
-    peer.send(HistoryRequest(room, mode, anchor, until, limit, request_id=request_id))
-    ok = peer.expect(HistoryOk)
-    assert ok.request_id == request_id
-    lines = [peer.expect(Message) for _ in range(ok.count)]
-    assert all(m.flags & MessageFlags.HISTORY for m in lines)
-    return ok, lines
-
-
-def ids_of(lines: list[Message]) -> list[int]:
-    return [m.message_id for m in lines]
 
 
 @pytest.fixture(scope="module")

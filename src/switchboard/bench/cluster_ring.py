@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .loadgen import BenchConfig, run_bench
-from .suite import SERVER_FLAGS, Server, _free_port
+from .suite import MEMORY_FLAGS, SERVER_FLAGS, Server, _free_port
 
 CLIENTS = 50
 WINDOW = 32
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(0.3)
             url = f"redis://127.0.0.1:{redis_port}/0"
             for name in ("ring-a", "ring-b"):
-                flags = (*SERVER_FLAGS, "--cluster", url, "--node-name", name)
+                flags = (*MEMORY_FLAGS, "--cluster", url, "--node-name", name)  # no --data-dir
                 nodes.append(Server("switchboard", [], flags))
             results["cluster"] = ring(
                 nodes[0].port,

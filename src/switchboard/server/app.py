@@ -52,13 +52,13 @@ from .config import ConfigError, ServerConfig, load_tokens
 from .connection import ClientConnection, Tracer
 from .directory import Directory, LocalDirectory
 from .errors import AnswerLater, RequestFailed
-from .handlers import HANDLERS, lines_committed, send_receipts, tables
+from .handlers import HANDLERS, line_ordered, lines_committed, send_receipts, tables
 from .history import (
     GroupCommit,
     HistoryReads,
     HistoryStore,
     HistoryUnavailable,
-    MemoryHistory,
+    SharedHistory,
     now_ms,
     open_store,
 )
@@ -183,6 +183,9 @@ class SwitchboardServer:
         self._answering: set[asyncio.Task[None]] = set()
         #: The cluster's directory (the same object as ``directory``) on a node, or None.
         self.shared_directory: RedisDirectory | None = None
+        #: On a node, the same object again as the store that orders and keeps room lines
+        #: (its Redis streams: server/cluster_history.py); None on a single server.
+        self.shared_history: SharedHistory | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -282,13 +285,14 @@ class SwitchboardServer:
                     url=url + "/",
                 )
         where = self.history.where
+        if self.shared_history is None:  # a cluster's line ids come from its Redis: no start
+            where = f"{where} (ids from {self.history.last_id + 1})"
         self.events.event(
             logging.INFO,
             "history",
-            "room history: %s (ids from %d)",
+            "room history: %s",
             where,
-            self.history.last_id + 1,
-            store=where,
+            store=self.history.where,
             last_id=self.history.last_id,
             epoch=self.history.epoch,
         )
@@ -296,8 +300,10 @@ class SwitchboardServer:
     async def _share_directory(self, cluster: ClusterNode) -> None:
         """Swap the local directory for the cluster's (before any client is admitted)."""
         from .cluster import RedisDirectory
+        from .cluster_history import StreamHistory
 
         cfg = self.config
+        store = self.history
         directory = RedisDirectory(
             cluster,
             cfg.history,
@@ -305,9 +311,13 @@ class SwitchboardServer:
             max_rooms=cfg.max_rooms,
             max_rooms_per_client=cfg.max_rooms_per_client,
             history_bytes=cfg.history_bytes,
+            store=store if isinstance(store, StreamHistory) else None,
         )
         await directory.prepare()
-        self.directory = self.shared_directory = directory
+        directory.on_line = lambda pending, line_id, error: line_ordered(
+            self, pending, line_id, error
+        )
+        self.directory = self.shared_directory = self.shared_history = directory
         self.client_by_id = directory.client_by_id
 
     async def _join_cluster(self, cluster: ClusterNode) -> None:
@@ -1055,16 +1065,29 @@ def raise_open_file_limit(wanted: int) -> None:
 
 def open_config_store(config: ServerConfig) -> HistoryStore:
     """The history store ``config`` names (ConfigError when it cannot be used).  A cluster
-    node keeps room history in memory: the cluster's rooms live in its Redis, and a database
-    per node would be neither shared nor usable by several nodes on one machine (one server
-    per data directory); durable history shared by a cluster is not built yet."""
+    node keeps room history in the cluster's Redis (a stream per room, shared by the nodes:
+    server/cluster_history.py); a database directory would be this node's alone, so
+    ``--data-dir`` is refused with ``--cluster`` (``none`` is accepted: it asks for no
+    database, and a node has none)."""
     if config.cluster is not None:
         if config.data_dir is not None and config.data_dir.lower() != defaults.DATA_DIR_NONE:
             raise ConfigError(
-                "--data-dir cannot be used with --cluster: a cluster's nodes do not share a "
-                "history database (durable history across a cluster is not built yet)"
+                "--data-dir cannot be used with --cluster: a cluster node keeps room history "
+                "in the cluster's Redis (switchboard:lines:ROOM streams), shared by every node; "
+                "drop --data-dir"
             )
-        return MemoryHistory()
+        from .cluster_history import StreamHistory
+        from .cluster_url import parse_cluster_url
+
+        try:
+            url = parse_cluster_url(config.cluster)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return StreamHistory(
+            url,
+            keep=config.history_keep,
+            max_age_s=config.history_max_age,
+        )
     return open_store(
         config.data_dir,
         keep=config.history_keep,

@@ -29,7 +29,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from switchboard import defaults, names
 from switchboard.protocol import (
@@ -58,6 +58,15 @@ from switchboard.protocol.fastpath import (
     encode_send_ok,
 )
 
+from .cluster_history import (
+    LINE_SCRIPT,
+    LINE_SHA,
+    StreamHistory,
+    decode_lines,
+    line_id,
+    lines_key,
+    read_page,
+)
 from .cluster_ops import (
     RECEIPTS_BATCHED,
     BadOps,
@@ -74,6 +83,7 @@ from .cluster_url import ClusterUrl, parse_cluster_url
 from .config import ConfigError, ServerConfig
 from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
+from .history import HistoryPage, HistoryQuery, room_key
 from .logs import EventLog
 from .registry import Peer, ReservedSlot, Room, check_name
 from .states import ConnectionState
@@ -163,8 +173,8 @@ return #ARGV
 #: Rooms across the cluster: each key of a room name (``names.name_keys``) -> the room's
 #: name as first joined; the names in a sorted set (ROOMS pages, the rooms limit); each
 #: room's keys (to free them with it); per room its members (id -> node), its stream (every
-#: JOINED, LEFT, MESSAGE and NICK_CHANGED in one order, and membership changes), its history
-#: (encoded MESSAGEs); per client its rooms.
+#: JOINED, LEFT, MESSAGE and NICK_CHANGED in one order, and membership changes), its lines
+#: (server/cluster_history.py); per client its rooms.
 ROOM_KEYS_KEY = PREFIX + "room-keys"
 ROOM_NAMES_KEY = PREFIX + "room-names"
 ROOM_KEYLIST_KEY = PREFIX + "room-keylist"
@@ -181,7 +191,8 @@ def client_rooms_key(client_id: int | str) -> str:
 
 
 #: Lua: leave a room (membership, the client's rooms, a ``d=-1`` entry with the LEFT frame if
-#: given); the room ends with its last member (names, history; its stream expires later).
+#: given); the room ends with its last member (its names; its notice stream expires later,
+#: its lines stream keeps the history: server/cluster_history.py).
 _LEAVE_ROOM = """
 local function leave_room(id, node, room, frame)
   local members = 'switchboard:room-members:' .. room
@@ -205,7 +216,6 @@ local function leave_room(id, node, room, frame)
     end
     redis.call('HDEL', 'switchboard:room-keylist', room)
     redis.call('ZREM', 'switchboard:room-names', room)
-    redis.call('DEL', 'switchboard:history:' .. room)
     redis.call('PEXPIRE', stream, 60000)
   end
   return 1
@@ -216,7 +226,8 @@ end
 #: rooms: {0, count}); add the member (a ``d=1`` entry when new, carrying the JOINED notice,
 #: built here with the room's name as first joined: ARGV[6] is the notice's header up to its
 #: request id, ARGV[7] the joiner's nickname).  {1, name, added, the stream's last id
-#: before, members (id, node, ...), the newest ARGV[5] history frames}.
+#: before, members (id, node, ...), the newest ARGV[5] lines' frames, newest first, the
+#: id of the newest line (stored before the JOIN: not to be delivered live)}.
 #: ARGV: id, node, name, max rooms, history, JOINED head, nickname, keys...
 JOIN_ROOM_SCRIPT = """
 local canonical = false
@@ -253,8 +264,16 @@ if added == 1 then
 end
 local history = {}
 local n = tonumber(ARGV[5])
-if n > 0 then history = redis.call('LRANGE', 'switchboard:history:' .. canonical, -n, -1) end
-return {1, canonical, added, last_id, redis.call('HGETALL', members), history}
+-- the lines stream is under the room's first key (cluster_history.lines_key)
+local keys = redis.call('HGET', 'switchboard:room-keylist', canonical) or ARGV[8]
+local lines = 'switchboard:lines:' .. string.match(keys, '[^\\n]+')
+local newest = redis.call('XREVRANGE', lines, '+', '-', 'COUNT', math.max(n, 1))
+local last_line = '0-0'
+if #newest > 0 then last_line = newest[1][1] end
+if n > 0 then
+  for _, entry in ipairs(newest) do history[#history + 1] = entry[2][2] end
+end
+return {1, canonical, added, last_id, redis.call('HGETALL', members), history, last_line}
 """.replace("ROOM_MAXLEN", str(ROOM_STREAM_MAXLEN))
 
 #: Leave a room.  ARGV: id, node, room, its LEFT notice ("" for none).
@@ -770,6 +789,7 @@ class RedisDirectory(LocalDirectory):
         max_rooms: int = defaults.MAX_ROOMS,
         max_rooms_per_client: int = defaults.MAX_ROOMS_PER_CLIENT,
         history_bytes: int = defaults.HISTORY_BYTES,
+        store: StreamHistory | None = None,
     ) -> None:
         super().__init__(
             history,
@@ -780,10 +800,31 @@ class RedisDirectory(LocalDirectory):
         self.node = node
         self.max_rooms = max_rooms
         self.history_limit = history
+        #: The rooms' lines in Redis (its retention), and who hears how a line went
+        #: (``handlers.line_ordered``, set by the server): (pending, id, None or the failure).
+        self.store = store or StreamHistory(node.url, keep=defaults.HISTORY_KEEP, max_age_s=0)
+        self.on_line: Callable[[Any, int, RequestFailed | None], None] = _unheard
+        #: Lines waiting for Redis per connection id (at most CLUSTER_MAX_WAITING_LINES).
+        self._lines_waiting: dict[int, int] = {}
         #: Rooms with a member on this node: the other nodes' members (id -> node), and
         #: where this node stands in each room's stream.
         self._room_remote: dict[str, dict[int, str]] = {}
         self._room_cursor: dict[str, bytes] = {}
+        #: Per room, the newest line that needs no live delivery to this node's members: the
+        #: newest this node stored (its sender has had the OK; it may not have been read back
+        #: from the room's stream yet), or the newest stored before a member joined (the
+        #: room's notice stream may be younger than its lines: a room that ended and came
+        #: back).  HISTORY pages reach up to it, or to the stream's cursor if further.
+        self._stored_top: dict[str, int] = {}
+        #: Per room, the members of this node who joined while its reading of the room was
+        #: behind, and the stream id their JOIN came after: entries up to it are not theirs
+        #: (what they said is in their JOIN's replay), until the reading passes it.
+        self._join_floor: dict[str, dict[int, tuple[int, int]]] = {}
+        #: JOINs waiting for Redis, by room key; and, while any waits, the room's entries
+        #: read meanwhile (its stream id, its fields), for the joiner to get those that came
+        #: after its JOIN but were read before it was a member here (``_catch_up``).
+        self._joining: dict[str, int] = {}
+        self._recent: dict[str, deque[tuple[tuple[int, int], dict[bytes, bytes]]]] = {}
         #: JOINs and ROOMS pages done in Redis, to be taken when answered again.
         self._room_grants: dict[tuple[int, str], RoomGrant] = {}
         self._page_grants: dict[tuple[str, int], PageGrant] = {}
@@ -1144,7 +1185,7 @@ class RedisDirectory(LocalDirectory):
                         continue  # left meanwhile
                     for entry_id, fields in entries:
                         self._room_cursor[room_name] = entry_id
-                        self._room_entry(room_name, fields)
+                        self._room_entry(room_name, entry_id, fields)
                     continue
                 for entry_id, fields in entries:
                     self._apply(fields)
@@ -1306,11 +1347,12 @@ class RedisDirectory(LocalDirectory):
                 self._leaving = {}
                 if not self.node.available:
                     self._not_sent(batch)
+                    self._lines_failed(rooms, _LINE_NOT_STORED)
                     _release(rooms)
                     continue
                 try:
                     async with self.node.redis.pipeline(transaction=False) as pipe:
-                        self._room_commands(pipe, rooms)
+                        lines = self._room_commands(pipe, rooms)
                         for node, ops in batch.items():
                             pipe.xadd(
                                 inbox_key(node),
@@ -1318,34 +1360,155 @@ class RedisDirectory(LocalDirectory):
                                 maxlen=INBOX_MAXLEN,
                                 approximate=True,
                             )
-                        await pipe.execute()
+                        # Each line hears its own outcome (Redis may refuse one: OOM).
+                        results = await pipe.execute(raise_on_error=False)
                 except (RedisError, OSError) as exc:
+                    self._lines_failed(rooms, _LINE_UNKNOWN)
                     self.node.lost(describe(exc))
                     self._not_sent(batch)
+                else:
+                    failed = self._lines_stored(lines, results)
+                    if failed is not None:
+                        self.node.lost(describe(failed))
+                        self._not_sent(batch)
                 finally:
                     _release(rooms)
         finally:
             self._sending = False
+            if self._outbox or self._room_out:  # (an error above): what came meanwhile
+                self._schedule_outbox()
 
-    def _room_commands(self, pipe: Any, commands: list[Any]) -> None:
+    def _room_commands(self, pipe: Any, commands: list[Any]) -> dict[int, Any]:
+        """Queue this pass's room commands on ``pipe``; the lines among them by their index
+        in the pipeline's replies."""
         me = self.node.name
+        lines: dict[int, Any] = {}
+        store = self.store
         for command in commands:
             kind = command[0]
             if kind == "barrier":
                 continue  # released once the pipeline is through (``_release``)
-            if kind == "xadd":
+            if kind == "line":
+                if not lines:  # once per pipeline: its lines run the script by its SHA
+                    pipe.script_load(LINE_SCRIPT)
+                pending = command[1]
+                lines[len(pipe.command_stack)] = pending
+                text_bytes = len(pending.message.text.encode("utf-8"))
+                pipe.evalsha(
+                    LINE_SHA,
+                    0,
+                    pending.room.name,
+                    pending.frame,
+                    pending.conn.client_id,
+                    store.keep,
+                    store.max_age_ms,
+                    ROOM_STREAM_MAXLEN,
+                    lines_key(pending.room.name),
+                    len(pending.frame) - text_bytes - 5,  # the flags byte: then u32, text
+                    text_bytes,
+                )
+            elif kind == "xadd":
                 pipe.xadd(
                     room_stream_key(command[1]),
                     command[2],
                     maxlen=ROOM_STREAM_MAXLEN,
                     approximate=True,
                 )
-            elif kind == "leave":
+            else:  # "leave"
                 pipe.eval(LEAVE_ROOM_SCRIPT, 0, command[1], me, command[2], command[3])
-            else:  # "history"
-                key = f"{PREFIX}history:{command[1]}"
-                pipe.rpush(key, command[2])
-                pipe.ltrim(key, -self.history_limit, -1)
+        return lines
+
+    def _lines_stored(self, lines: dict[int, Any], results: list[Any]) -> BaseException | None:
+        """Tell each line of a pipeline how it went; the first error of another command
+        (None: all went through)."""
+        failed: BaseException | None = None
+        for index, result in enumerate(results):
+            pending = lines.get(index)
+            if pending is None:
+                if isinstance(result, BaseException) and failed is None:
+                    failed = result
+                continue
+            self._line_answered(pending.conn.client_id)
+            if isinstance(result, BaseException):
+                reason = f"the cluster's Redis refused to store the line ({describe(result)})"
+                self.on_line(
+                    pending,
+                    0,
+                    RequestFailed(
+                        ErrorCode.HISTORY_UNAVAILABLE,
+                        reason + ": it was neither stored nor delivered",
+                    ),
+                )
+            else:
+                stored = line_id(result)
+                room_name = pending.room.name
+                if stored > self._stored_top.get(room_name, 0):
+                    self._stored_top[room_name] = stored
+                self.on_line(pending, stored, None)
+        return failed
+
+    def _lines_failed(self, commands: list[Any], reason: str) -> None:
+        for command in commands:
+            if command[0] == "line":
+                self._line_answered(command[1].conn.client_id)
+                self.on_line(command[1], 0, RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, reason))
+
+    def _line_answered(self, client_id: int) -> None:
+        left = self._lines_waiting.get(client_id, 1) - 1
+        if left:
+            self._lines_waiting[client_id] = left
+        else:
+            self._lines_waiting.pop(client_id, None)
+
+    # --- room history (server/cluster_history.py; history.SharedHistory) ----------------------
+
+    def check_line(self, client_id: int) -> None:
+        waiting = self._lines_waiting.get(client_id, 0)
+        if waiting >= defaults.CLUSTER_MAX_WAITING_LINES:
+            raise RequestFailed(
+                ErrorCode.RATE_LIMITED,
+                f"{waiting} BROADCASTs await the cluster's Redis to store their lines; slow down",
+            )
+
+    def add_line(self, pending: Any) -> None:
+        """Store and order a BROADCAST's line in this pass's pipeline (``LINE_SCRIPT``)."""
+        client_id = pending.conn.client_id
+        self._lines_waiting[client_id] = self._lines_waiting.get(client_id, 0) + 1
+        self._room_out.append(("line", pending))
+        self._schedule_outbox()
+
+    def read_page(
+        self,
+        room: str,
+        query: HistoryQuery,
+        done: Callable[[HistoryPage | None, BaseException | None], None],
+    ) -> None:
+        """Lines up to what this node has delivered to the room's members here (and the
+        lines it stored: their senders had their OK, and are not told them): what comes
+        later reaches the member live, after this answer."""
+        cursor = self._room_cursor.get(room)
+        through = max(line_id(cursor) if cursor else 0, self._stored_top.get(room, 0))
+        self.node.spawn(self._read_page(room, query, through, done))
+
+    async def _read_page(
+        self,
+        room: str,
+        query: HistoryQuery,
+        through: int,
+        done: Callable[[HistoryPage | None, BaseException | None], None],
+    ) -> None:
+        try:
+            page = await read_page(self.node.redis, room, query, through)
+        except ResponseError as exc:  # Redis answered, and refused
+            done(None, RequestFailed(ErrorCode.HISTORY_UNAVAILABLE, _history_refused(exc)))
+        except (RedisError, OSError) as exc:
+            self.node.lost(describe(exc))
+            done(None, RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_HISTORY))
+        except Exception as exc:  # answered all the same: nothing waits forever
+            done(None, exc)
+        else:
+            self.store.epoch = page.epoch
+            done(page, None)
 
     async def _drain_outbox(self) -> None:
         """Send everything queued for other nodes (the node is leaving: the receipts of its
@@ -1364,7 +1527,9 @@ class RedisDirectory(LocalDirectory):
         out)."""
         for node, ops in batch.items():
             for raw in ops:
-                op = next(unpack_ops(raw))
+                op = next(unpack_ops(raw), None)
+                if op is None:
+                    continue  # the empty batch that wakes this node's reader: nothing lost
                 if isinstance(op, SendOp):
                     pending = self._settled(op.token)
                     if pending is not None:
@@ -1556,10 +1721,23 @@ class RedisDirectory(LocalDirectory):
         grant = self._room_grants.pop((conn.client_id, name), None)
         if grant is not None:
             room, _ = super().join(grant.name, conn)
+            cursor = self._room_cursor.get(grant.name)
+            joined_after = _stream_id(grant.last_id)
+            if cursor is not None and joined_after > _stream_id(cursor):
+                # This node's reading of the room is behind the JOIN: what it reads up to
+                # the JOIN is not for this member (its replay has the lines of it).
+                floors = self._join_floor.setdefault(grant.name, {})
+                floors[conn.client_id] = joined_after
+            elif cursor is not None:
+                # Ahead of it: what it read after the JOIN, before this member was here,
+                # goes to the member now (after its JoinOk: the answer's place is kept).
+                self._catch_up(grant.name, conn, joined_after)
             if grant.name not in self._room_cursor:
                 self._room_cursor[grant.name] = grant.last_id
                 self._room_remote[grant.name] = {}
                 self._wake_reader()
+            if grant.last_line > self._stored_top.get(grant.name, 0):
+                self._stored_top[grant.name] = grant.last_line
             remote = self._room_remote[grant.name]
             for member_id, node in grant.members.items():
                 if node != self.node.name:
@@ -1576,9 +1754,21 @@ class RedisDirectory(LocalDirectory):
                 "leave one first",
             )
         self._need_cluster("rooms")
-        raise AnswerLater(self._join_room(conn, name))
+        key = room_key(name)
+        self._joining[key] = self._joining.get(key, 0) + 1
+        raise AnswerLater(self._join_room(conn, name, key))
 
-    async def _join_room(self, conn: Peer, name: str) -> None:
+    async def _join_room(self, conn: Peer, name: str, key: str) -> None:
+        try:
+            await self._claim_room(conn, name)
+        finally:
+            left = self._joining.get(key, 1) - 1
+            if left:
+                self._joining[key] = left
+            else:
+                self._joining.pop(key, None)  # its entries read meanwhile: kept until taken
+
+    async def _claim_room(self, conn: Peer, name: str) -> None:
         client_id = conn.client_id
         try:
             reply = await self.node.redis.eval(
@@ -1608,9 +1798,9 @@ class RedisDirectory(LocalDirectory):
             return
         flat = reply[4]
         members = {int(flat[i]): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-        history = [m for raw in reply[5] for m in _decode_frames(raw) if isinstance(m, Message)]
+        history = decode_lines(reversed(reply[5]), canonical)
         self._room_grants[client_id, name] = RoomGrant(
-            canonical, bool(reply[2]), reply[3], members, history
+            canonical, bool(reply[2]), reply[3], members, history, line_id(reply[6])
         )
 
     def member_room(self, room_name: str, conn: Peer) -> Room:
@@ -1625,8 +1815,13 @@ class RedisDirectory(LocalDirectory):
         self._leaving[room.name] = command
         self._room_out.append(command)
         self._schedule_outbox()
+        floors = self._join_floor.get(room.name)
+        if floors is not None:
+            floors.pop(conn.client_id, None)
         if room.name not in self.room_registry.by_name:  # no member here any more
             self._room_cursor.pop(room.name, None)
+            self._stored_top.pop(room.name, None)
+            self._join_floor.pop(room.name, None)
             self._room_remote.pop(room.name, None)
 
     def deliver_room(
@@ -1663,9 +1858,8 @@ class RedisDirectory(LocalDirectory):
         self._schedule_outbox()
 
     def record(self, room: Room, message: Message) -> None:
-        if self.history_limit:
-            self._room_out.append(("history", room.name, encode(message)))
-            self._schedule_outbox()
+        """Nothing to keep here: a room's lines are in its lines stream in Redis (written
+        by ``add_line``), and a JOIN's replay is read from there."""
 
     def members(self, room: Room) -> list[Listed]:
         everyone: list[Listed] = list(room.members.values())
@@ -1766,9 +1960,39 @@ class RedisDirectory(LocalDirectory):
         own inbox wakes it, to read the new room's stream too."""
         self.queue(self.node.name, b"")
 
-    def _room_entry(self, room_name: str, fields: dict[bytes, bytes]) -> None:
+    def _catch_up(self, room_name: str, conn: Peer, joined_after: tuple[int, int]) -> None:
+        """Hand ``conn`` the notices of the room read after its JOIN and before it was a
+        member here (``_recent``)."""
+        key = room_key(room_name)
+        recent = self._recent.get(key, ())
+        member_id = conn.client_id
+        for at, fields in recent:
+            frame = fields.get(b"f")
+            if at <= joined_after or not frame or int(fields.get(b"s", b"0") or 0) == member_id:
+                continue
+            told_key = fields.get(b"k")
+            if told_key is not None:
+                told = self._told.setdefault(told_key, set())
+                if member_id in told:
+                    continue
+                told.add(member_id)
+            conn.send_raw(frame)
+        if not self._joining.get(key):
+            self._recent.pop(key, None)
+
+    def _room_entry(self, room_name: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry of a room's stream: a membership change, and/or a notice for the
-        members of this node."""
+        members of this node (not for those who joined after it: ``_join_floor``; kept a
+        while for those joining now: ``_recent``)."""
+        if self._joining or self._recent:
+            rkey = room_key(room_name)
+            if self._joining.get(rkey):
+                recent = self._recent.get(rkey)
+                if recent is None:
+                    recent = self._recent[rkey] = deque(maxlen=defaults.CLUSTER_JOIN_RECENT)
+                recent.append((_stream_id(entry_id), fields))
+            elif rkey in self._recent:
+                del self._recent[rkey]
         change = fields.get(b"d")
         if change is not None:
             node = fields.get(b"n", b"").decode()
@@ -1785,6 +2009,8 @@ class RedisDirectory(LocalDirectory):
             return
         skip = int(fields.get(b"s", b"0") or 0)
         paused = fields.get(b"p") == b"1"
+        floors = self._join_floor.get(room_name)
+        at = _stream_id(entry_id) if floors else (0, 0)
         key = fields.get(b"k")
         told: set[int] | None = None
         if key is not None:
@@ -1797,11 +2023,18 @@ class RedisDirectory(LocalDirectory):
             member_id = member.client_id
             if member_id == skip or (paused and member.write_paused):
                 continue
+            if floors and at <= floors.get(member_id, (0, 0)):
+                continue  # before its JOIN: in its replay, or none of its business
             if told is not None:
                 if member_id in told:
                     continue
                 told.add(member_id)
             member.send_raw(frame)
+        if floors:  # the members whose JOIN this node's reading has now passed
+            for member_id in [m for m, floor in floors.items() if floor <= at]:
+                del floors[member_id]
+            if not floors:
+                del self._join_floor[room_name]
 
     # --- dead nodes ----------------------------------------------------------------------------
 
@@ -1862,6 +2095,27 @@ class RedisDirectory(LocalDirectory):
             self._snapshot_needed = True  # the entries after ours were trimmed: read it all
 
 
+_UNAVAILABLE_HISTORY = (
+    "the cluster's Redis cannot be reached: room history cannot be read now; try again later"
+)
+_LINE_NOT_STORED = (
+    "the cluster's Redis cannot be reached: the line was neither stored nor delivered; "
+    "try again later"
+)
+_LINE_UNKNOWN = (
+    "the cluster's Redis was lost before it confirmed the line: it may or may not have been "
+    "stored and delivered"
+)
+
+
+def _history_refused(exc: BaseException) -> str:
+    return f"the cluster's Redis refused to read the history ({describe(exc)})"
+
+
+def _unheard(pending: Any, message_id: int, error: RequestFailed | None) -> None:
+    """``on_line`` before the server sets it (a directory used without a server)."""
+
+
 _UNAVAILABLE_NICK = (
     "the cluster's Redis cannot be reached: nicknames cannot be claimed now; try again later"
 )
@@ -1896,6 +2150,8 @@ class RoomGrant:
     last_id: bytes
     members: dict[int, str]
     history: list[Message]
+    #: The newest line stored when the member joined (its HISTORY pages reach at least it).
+    last_line: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -1913,13 +2169,6 @@ def _release(commands: list[Any]) -> None:
     for command in commands:
         if command[0] == "barrier":
             command[1].fill_answer(command[2], b"")
-
-
-def _decode_frames(data: bytes) -> list[Any]:
-    decoder = FrameDecoder(max_frame=len(data) + HEADER_SIZE)
-    decoder.feed(data)
-    buf = decoder.buffer
-    return [decode_payload(k, r, buf, s, e) for k, r, s, e in decoder.frames()]
 
 
 def _pack_up(up: dict[int, bytes]) -> bytes:

@@ -232,11 +232,13 @@ class ServerConfig:
         None, metavar="DIR",
         default_text=f"$XDG_STATE_HOME/switchboard, '{defaults.DATA_DIR_NONE}' keeps history in "
         "memory only",
-        help=f"directory of the room-history database ({defaults.HISTORY_DB_FILE}, SQLite)",
+        help=f"directory of the room-history database ({defaults.HISTORY_DB_FILE}, SQLite); "
+        "not with --cluster, whose history is in Redis",
     )  # fmt: skip
     history_keep: int = setting(
         defaults.HISTORY_KEEP, minimum=1, metavar="N", limit=True,
-        help="lines each room keeps in the history database",
+        help="lines each room keeps in the history database (with --cluster: in its stream "
+        "in Redis, about as many)",
     )  # fmt: skip
     history_sync: str = setting(
         defaults.HISTORY_SYNC, choices=("normal", "full"),
@@ -247,7 +249,8 @@ class ServerConfig:
     history_max_age: float = setting(
         defaults.HISTORY_MAX_AGE_S, minimum=0, zero_means="kept whatever their age",
         unit="seconds", metavar="SECONDS", limit=True,
-        help="seconds a line stays in the history database, 0 = no age limit",
+        help="seconds a line stays in the history database (with --cluster: in Redis, whose "
+        "stream of a room expires as long after its last line), 0 = no age limit",
     )  # fmt: skip
     max_rooms: int = setting(
         defaults.MAX_ROOMS, minimum=1, metavar="N", limit=True,

@@ -22,7 +22,9 @@ the server starts or begins to shut down; nothing else gates a request.
   the place their request had (``Peer.reserve_answer``): BROADCAST once its line's group
   commit is done (``lines_committed``), HISTORY and a cold room's JOIN once their read on the
   store's reader thread is (``history``'s ``answered``, ``room_warmed``).  With the memory
-  store everything is answered at once.
+  store everything is answered at once.  On a cluster node (``Server.shared_history``)
+  BROADCAST is answered once its line is stored and ordered in Redis, with the id the room's
+  order gave it (``line_ordered``), and HISTORY once its page is read from there.
 
 A handler decides; the connection moves the bytes; the directory remembers.  This module
 knows the server and the connection only through ``Server`` and ``registry.Peer``, and
@@ -129,6 +131,7 @@ from .history import (
     HistoryReads,
     HistoryStore,
     HistoryUnavailable,
+    SharedHistory,
 )
 from .logs import EventLog
 from .metrics import MAX_RECEIPT_SAMPLES, RECEIPT_BUCKETS, ServerMetrics
@@ -162,6 +165,9 @@ class Server(Protocol):
     #: each connection (by id) has under way.
     history_reads: HistoryReads | None
     reads_in_flight: dict[int, int]
+    #: On a cluster node, the store that orders and keeps room lines (its Redis): BROADCAST
+    #: and HISTORY go through it (``line_ordered``); None on a single server.
+    shared_history: SharedHistory | None
     #: The highest id of a room line committed and delivered: reads of the store stop
     #: there, so that no line is both read from it and delivered live.
     delivered_id: int
@@ -432,7 +438,8 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
     query = HistoryQuery(mode, req.anchor, req.until, limit, max_bytes)
     store = server.history
     reads = server.history_reads
-    if reads is None:  # the memory store: the room's cache, at once
+    shared = server.shared_history
+    if reads is None and shared is None:  # the memory store: the room's cache, at once
         page = store.page(room.key, room.history, query, MAX_ID)
         conn.send_raw(history_answer(server, room, page, req.request_id))
         return ()
@@ -454,7 +461,12 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
         left = in_flight.pop(conn.client_id, 1) - 1
         if left:
             in_flight[conn.client_id] = left
-        if page is None:
+        if page is None and isinstance(error, RequestFailed):  # the cluster's Redis
+            if error.code == ErrorCode.HISTORY_UNAVAILABLE:
+                server.history_failed(f"cannot read the history of {room.name!r}: {error}")
+            refusal = ErrorResponse.of(error.code, error.message, request_id=request_id)
+            conn.fill_answer(slot, encode(refusal))
+        elif page is None:
             reason = str(error) if isinstance(error, HistoryUnavailable) else repr(error)
             server.history_failed(f"cannot read the history of {room.name!r}: {reason}")
             refusal = ErrorResponse.of(
@@ -465,6 +477,13 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
             conn.fill_answer(slot, encode(refusal))
         else:
             conn.fill_answer(slot, history_answer(server, room, page, request_id))
+
+    if shared is not None:
+        # Up to what the node has delivered to this room's members (and its own stored
+        # lines): later lines reach this member live, after the answer.
+        shared.read_page(room.name, query, answered)
+        return ()
+    assert reads is not None
 
     def read() -> None:
         through = server.delivered_id
@@ -480,9 +499,16 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
 
 def history_answer(server: Server, room: Room, page: HistoryPage, request_id: int) -> bytes:
     """HistoryOk and the page's MESSAGEs, encoded."""
+    frames = page.frames
     ok = HistoryOk(
-        room.name, server.history.epoch, int(page.more), len(page.lines), request_id=request_id
+        room.name,
+        page.epoch or server.history.epoch,
+        int(page.more),
+        len(page.lines) if frames is None else len(frames),
+        request_id=request_id,
     )
+    if frames is not None:  # stored ready to send (a cluster's Redis)
+        return encode(ok) + b"".join(frames)
     return encode(ok) + encode_lines(page.lines, room.name_utf8)
 
 
@@ -512,7 +538,12 @@ def leave(server: Server, conn: Peer, req: LeaveRequest) -> Reply:
 def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
     room = server.directory.member_room(req.room, conn)
     _check_text(server, req.text)
-    server.message_ids = message_id = server.message_ids + 1
+    shared = server.shared_history
+    # On a cluster node the line's id is given by the room's order in Redis (0 until then).
+    if shared is None:
+        server.message_ids = message_id = server.message_ids + 1
+    else:
+        message_id = 0
     sent_ms = now_ms()
     text = req.text.encode("utf-8")
     frame = encode_message(message_id, conn.sender_fields(), room.name_utf8, sent_ms, 0, text)
@@ -528,6 +559,10 @@ def broadcast(server: Server, conn: Peer, req: BroadcastRequest) -> Reply:
         MessageFlags.HISTORY,
         req.text,
     )
+    if shared is not None:  # stored, ordered and delivered by the cluster (``line_ordered``)
+        shared.check_line(conn.client_id)
+        shared.add_line(PendingLine(conn, conn.reserve_answer(), room, frame, line, req.request_id))
+        return ()
     commits = server.commits
     if commits is not None:
         # Delivered and answered once committed (``lines_committed``); the answer's place
@@ -590,6 +625,26 @@ def lines_committed(server: Server, batch: list[PendingLine], error: BaseExcepti
         ok = _broadcast_done(server, conn, room, pending.message, reached, pending.request_id)
         conn.fill_answer(pending.slot, encode(ok))
     server.delivered_id = batch[-1].message.message_id
+
+
+def line_ordered(
+    server: Server, pending: PendingLine, message_id: int, error: RequestFailed | None
+) -> None:
+    """A cluster node's line is stored and ordered in Redis with id ``message_id`` (its
+    members, on every node, get it from the room's stream), or it failed: the sender hears
+    which."""
+    conn = pending.conn
+    if error is not None:
+        if error.code == ErrorCode.HISTORY_UNAVAILABLE:
+            server.history_failed(f"cannot store a line of {pending.room.name!r}: {error}")
+        refusal = ErrorResponse.of(error.code, error.message, request_id=pending.request_id)
+        conn.fill_answer(pending.slot, encode(refusal))
+        return
+    room = pending.room
+    line = dataclasses.replace(pending.message, message_id=message_id)
+    reached = max(0, server.directory.member_count(room) - 1)
+    ok = _broadcast_done(server, conn, room, line, reached, pending.request_id)
+    conn.fill_answer(pending.slot, encode(ok))
 
 
 def _broadcast_done(

@@ -15,7 +15,8 @@ implementations:
   connection (WAL lets it read while the writer writes).
 
 A store shared by the nodes of a cluster (Redis Streams with a length cap) is a third
-implementation of the same interface; the handlers do not change.
+(server/cluster_history.py): its lines are written and read through the cluster's directory,
+one Redis round trip per loop pass, with their ordering (``SharedHistory``).
 
 Ids: a room line's id is its MESSAGE ``message_id`` (server-wide, increasing; rooms share the
 counter with direct messages, so a room's ids increase but are not consecutive).  The server
@@ -91,6 +92,12 @@ class HistoryPage:
 
     lines: list[Message]
     more: bool
+    #: The epoch of the store the page was read from, when the store tells it with the page
+    #: (a cluster's Redis); 0: the server's ``HistoryStore.epoch``.
+    epoch: int = 0
+    #: The page as MESSAGE frames ready to send, instead of ``lines``, when the store keeps
+    #: them so (a cluster's Redis).
+    frames: list[bytes] | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -138,6 +145,30 @@ class HistoryStore(Protocol):
     def close(self) -> None: ...
 
 
+class SharedHistory(Protocol):
+    """A store that orders the lines it keeps (a cluster's Redis: server/cluster_history.py),
+    written and read by the cluster's directory off the request's path."""
+
+    def check_line(self, client_id: int) -> None:
+        """Refuse (RequestFailed) a line from a connection that has too many waiting."""
+        ...
+
+    def add_line(self, pending: Any) -> None:
+        """Store and order ``pending``'s line (a ``handlers.PendingLine`` whose frame has id
+        0: the store gives the id); its outcome goes to the callback the server set."""
+        ...
+
+    def read_page(
+        self,
+        room: str,
+        query: HistoryQuery,
+        done: Callable[[HistoryPage | None, BaseException | None], None],
+    ) -> None:
+        """Read one HISTORY page of ``room``; ``done(page, None)`` or ``done(None, error)``
+        on the loop (error: a ``RequestFailed`` naming the code to answer)."""
+        ...
+
+
 def select_page(lines: Sequence[Message], query: HistoryQuery, through: int) -> HistoryPage:
     """A page of ``lines`` (oldest first) as ``query`` asks: the memory store's answer, and
     the rule the SQLite store's queries follow."""
@@ -152,14 +183,14 @@ def select_page(lines: Sequence[Message], query: HistoryQuery, through: int) -> 
     chosen = [m for m in lines if low < m.message_id < high]
     newest_first = mode in (HistoryMode.LATEST, HistoryMode.BEFORE)
     ordered = reversed(chosen) if newest_first else iter(chosen)
-    page = _fill(ordered, query)
+    page = fill_page(ordered, query)
     more = len(page) < len(chosen)
     if newest_first:
         page.reverse()
     return HistoryPage(page, more)
 
 
-def _fill(lines: Iterable[Message], query: HistoryQuery) -> list[Message]:
+def fill_page(lines: Iterable[Message], query: HistoryQuery) -> list[Message]:
     """Lines taken in order until ``query.limit`` or ``query.max_bytes`` (at least one)."""
     page: list[Message] = []
     size = 0
@@ -344,7 +375,7 @@ class SqliteHistory:
             f"ORDER BY id {order} LIMIT ?",
             (key, low, high, query.limit + 1),
         )
-        page = _fill(map(_line, rows), query)
+        page = fill_page(map(_line, rows), query)
         more = len(rows) > len(page)
         if order == "DESC":
             page.reverse()
