@@ -75,7 +75,7 @@ from .config import ConfigError, ServerConfig
 from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
 from .logs import EventLog
-from .registry import Peer, ReservedSlot, Room, check_name
+from .registry import Peer, ReservedSlot, Room, awaiting_of, check_name
 from .states import ConnectionState
 
 #: The prefix of every key the cluster keeps.
@@ -1452,7 +1452,7 @@ class RedisDirectory(LocalDirectory):
             )
         else:
             target.send_raw(op.frame)
-            target.awaiting_ack[op.message_id] = cast(
+            awaiting_of(target)[op.message_id] = cast(
                 Peer, self._sender(node, op.sender_id, bool(op.flags & RECEIPTS_BATCHED))
             )
             handed.append(op.token)

@@ -132,7 +132,7 @@ from .history import (
 )
 from .logs import EventLog
 from .metrics import MAX_RECEIPT_SAMPLES, RECEIPT_BUCKETS, ServerMetrics
-from .registry import Peer, ReservedSlot, Room
+from .registry import NO_ACKS, NO_OUT, Peer, ReservedSlot, Room, awaiting_of
 from .states import ConnectionState
 
 
@@ -707,18 +707,22 @@ def send(
             and text_len <= max_text
             and target.state is _READY
             and not target.write_paused
-            and len(target.awaiting_ack) < max_unacked
+            and len(awaiting := target.awaiting_ack) < max_unacked
             and (text := buf[start + 8 : end]).isascii()  # ASCII is valid UTF-8
         ):
             server.message_ids = message_id = server.message_ids + 1
             target_out = target.out
             if not target_out and not target.in_batch:
                 schedule_flush(target)
+                if target_out is NO_OUT:  # idle until now: a list of its own
+                    target_out = target.out = []
             target_out.append(
                 pack_message(message_prefix, message_base + text_len, message_id, block, text_len)
                 + text
             )
-            target.awaiting_ack[message_id] = conn
+            if awaiting is NO_ACKS:  # its first since it was idle (registry.awaiting_of)
+                awaiting = target.awaiting_ack = {}
+            awaiting[message_id] = conn
             append(pack_send_ok(SEND_OK_PREFIX, request_id, SEND_OK_MIDDLE, message_id, target_id))
             if log_forwards:
                 log_forward(server, conn, target_id, message_id, text_len)
@@ -870,6 +874,8 @@ def settle(server: Server, conn: Peer, acked: Sequence[int]) -> None:
         sender_out = sender.out
         if not sender_out and not sender.in_batch:
             server.schedule_flush(sender)
+            if sender_out is NO_OUT:  # idle until now: a list of its own
+                sender_out = sender.out = []
         sender_out.append(pack_receipt(RECEIPT_HEAD, message_id, client_id, _DELIVERED))
     if batches:
         for sender, ids in batches.items():
@@ -909,7 +915,7 @@ def forward_direct(server: Server, conn: Peer, target: Peer, text: Buffer) -> in
         target_id, encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text)
     )
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
-    target.awaiting_ack[message_id] = conn
+    awaiting_of(target)[message_id] = conn
     server.metrics.sample_send(message_id)
     if server.events.info_on:
         log_forward(server, conn, target_id, message_id, len(text))
