@@ -108,6 +108,7 @@ class SwitchboardServer:
         #: limit's table (handlers._rate_limited).
         self.rate = config.rate
         self.burst = float(config.burst)
+        self.rate_step = 1.0 / self.rate if self.rate > 0 else 0.0
         #: The handler table of each connection state, keyed by header word
         #: (codec.HEADER_WORDS) as the split loop reads them (handlers.tables), wrapped by
         #: the rate limit and tracing when they are on, swapped for the shutdown's at shutdown.

@@ -107,6 +107,7 @@ class ClientConnection(asyncio.Protocol):
         "auth_hold",
         "authenticated",
         "awaiting_ack",
+        "bucket_full_at",
         "client_id",
         "close_reason",
         "decoder",
@@ -130,8 +131,6 @@ class ClientConnection(asyncio.Protocol):
         "server",
         "state",
         "table",
-        "tokens",
-        "tokens_at",
         "transport",
         "write_paused",
     )
@@ -194,8 +193,9 @@ class ClientConnection(asyncio.Protocol):
         self.opened_at = 0.0
         self.partial_since = 0.0
         #: Token bucket for the request rate limit.
-        self.tokens = server.burst  # one float for every connection until it is charged
-        self.tokens_at = 0.0
+        #: Its request rate limit, as the time its token bucket is full again (handlers.
+        #: _rate_limited): full from the start, one float shared by every connection.
+        self.bucket_full_at = 0.0
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -211,7 +211,7 @@ class ClientConnection(asyncio.Protocol):
         # (transport.enable_keepalive), which saves a socket object and three system calls
         # per connection.
         carrier.set_write_buffer_limits(high=self.server.config.write_high_water)
-        self.last_seen = self.opened_at = self.tokens_at = _monotonic()
+        self.last_seen = self.opened_at = _monotonic()
         self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
@@ -352,6 +352,13 @@ class ClientConnection(asyncio.Protocol):
         if self.buffered:
             # Not from here: a transport may call this from inside a write.
             asyncio.get_running_loop().call_soon(self._process_held)
+
+    @property
+    def tokens(self) -> float:
+        """The requests its rate limit lets through now (its token bucket's level)."""
+        server = self.server
+        due = self.bucket_full_at - _monotonic()
+        return server.burst - due * server.rate if due > 0 else server.burst
 
     @property
     def connected_ms(self) -> int:

@@ -171,6 +171,8 @@ class Server(Protocol):
     #: The request rate limit (requests/s per connection) and burst (``_rate_limited``).
     rate: float
     burst: float
+    #: Seconds of refill one request costs (1 / rate).
+    rate_step: float
     #: ``trace(direction, connection, event, raw)`` when tracing is on (``_traced``).
     trace: Callable[[str, Peer, Frame | InvalidFrame, bytes], None] | None
     #: The counters /metrics exports: added to once per answer call or run, never per frame
@@ -1088,9 +1090,12 @@ def shutting_down(
 
 def _rate_limited(answer: Answer) -> Answer:
     """``answer`` behind the connection's token bucket (``Server.rate`` requests/s, bursts of
-    ``Server.burst``): a request with no token left is RATE_LIMITED.  The bucket is refilled
-    once per call; a run answer is given a bound within which no more frames than tokens can
-    end (a frame is at least a header), and charged for the frames it took."""
+    ``Server.burst``): a request with no token left is RATE_LIMITED.  The bucket is kept as
+    one number, the time it is full again (the generic cell rate algorithm: a request
+    moves it ``1 / rate`` later, and ``burst - (full_at - now) * rate`` tokens are left), so
+    a connection holds one float and the check is one subtraction; a run answer is given a
+    bound within which no more frames than tokens can end (a frame is at least a header),
+    and charged for the frames it took."""
     runs = answer in RUNS
     frame_size = RUN_FRAME_SIZES.get(answer, 0)
 
@@ -1098,26 +1103,23 @@ def _rate_limited(answer: Answer) -> Answer:
         server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
     ) -> int:
         now = _monotonic()
-        tokens = conn.tokens + (now - conn.tokens_at) * server.rate
-        if tokens > server.burst:
-            tokens = server.burst
-        conn.tokens_at = now
+        full_at = conn.bucket_full_at
+        if full_at < now:
+            full_at = now
+        tokens = server.burst - (full_at - now) * server.rate
         if tokens < 1.0:
-            conn.tokens = tokens
             server.refuse(conn, ErrorCode.RATE_LIMITED, request_id)
             return end
         if not runs:
-            conn.tokens = tokens - 1.0
+            conn.bucket_full_at = full_at + server.rate_step
             return answer(server, conn, request_id, buf, start, end, end)
         pos = start - HEADER_SIZE
         limit = pos + int(tokens) * HEADER_SIZE
         if limit < bound:
             bound = limit if limit > end else end
         stop = answer(server, conn, request_id, buf, start, end, bound)
-        if frame_size:
-            conn.tokens = tokens - 1 - (stop - end) // frame_size
-        else:
-            conn.tokens = tokens - count_frames(buf, pos, stop)
+        taken = 1 + (stop - end) // frame_size if frame_size else count_frames(buf, pos, stop)
+        conn.bucket_full_at = full_at + taken * server.rate_step
         return stop
 
     gate.__qualname__ = gate.__name__ = f"rate_limited_{answer.__name__}"

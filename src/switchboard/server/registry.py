@@ -92,9 +92,9 @@ class Peer(Protocol):
     log_runs: RepeatedEvents | None
     auth_hold: float
     pinged: bool
-    #: Its request token bucket (handlers._rate_limited): tokens left, and when counted.
-    tokens: float
-    tokens_at: float
+    #: Its request token bucket (handlers._rate_limited), as one number: when the bucket
+    #: is full again (the generic cell rate algorithm's theoretical arrival time).
+    bucket_full_at: float
     opened_at: float
     last_seen: float
     partial_since: float
