@@ -207,6 +207,8 @@ _WORD_PING_REQUEST = header_word(KEY_PING_REQUEST)
 _WORD_PONG = header_word(KEY_PONG)
 _WORD_ACKS = header_word(KEY_ACKS)
 _READY = ConnectionState.READY
+#: No sender (settle's "the sender before"): never a Peer, nor None.
+_NOBODY = object()
 _DELIVERED = int(ReceiptStatus.DELIVERED)
 
 
@@ -684,7 +686,12 @@ def send(
     unacknowledged-message budget is forwarded here with one struct call per frame; any other
     SEND (bad layout, TEXT_TOO_LONG, non-ASCII to validate, NO_SUCH_CLIENT, RECIPIENT_BUSY)
     takes ``_send_checked``, which decides in the spec's order.  At INFO each forward is also
-    logged (``log_forward``): the level never picks the code that answers."""
+    logged (``log_forward``): the level never picks the code that answers.
+
+    A target is looked up and checked once for the SENDs to it in a row (a client writes a
+    burst to one peer): nothing in the fast path can change its state, its write queue or
+    its ledger, and its budget (``room``) is counted down per message; ``_send_checked``
+    can, so the target is looked up again after it."""
     by_id = server.client_by_id
     max_text = server.max_text
     max_unacked = server.max_unacked
@@ -695,59 +702,75 @@ def send(
     pack_message, message_prefix, message_base, block = message_packer(
         conn.direct_fields(), now_ms(), 0
     )
-    # Counted once per run: its forwards are the message ids it took, plus its refusals.
-    first_id = server.message_ids + 1
+    # The ids given out: counted here, stored in the server before anything else reads it.
+    first_id = message_id = server.message_ids + 1
+    message_id -= 1
     refused = 0
+    last_header = bound - HEADER_SIZE  # a frame starting past it does not end before bound
+    looked_up = -1  # the target id the cached target (or its absence) is for
+    room = 0  # messages the cached target may still be sent (0: none, or no target)
+    target_out: list[bytes] = NO_OUT
+    awaiting: dict[int, Peer] = NO_ACKS
     while True:
-        target = None
         if end - start >= 8:
             target_id, text_len = unpack_send_head(buf, start)
-            target = by_id.get(target_id)
+            if target_id != looked_up:
+                looked_up = target_id
+                room = 0
+                target = by_id.get(target_id)
+                if target is not None and target.state is _READY and not target.write_paused:
+                    room = max_unacked - len(target.awaiting_ack)
+                    if room > 0:
+                        awaiting = target.awaiting_ack
+                        if awaiting is NO_ACKS:  # its first since it was idle
+                            awaiting = target.awaiting_ack = {}
+                        target_out = target.out
+                        if not target_out and not target.in_batch:
+                            schedule_flush(target)
+                            if target_out is NO_OUT:  # idle until now: a list of its own
+                                target_out = target.out = []
+        else:
+            room = text_len = 0
         if (
-            target is not None
+            room > 0
             and text_len == end - start - 8
             and text_len <= max_text
-            and target.state is _READY
-            and not target.write_paused
-            and len(awaiting := target.awaiting_ack) < max_unacked
             and (text := buf[start + 8 : end]).isascii()  # ASCII is valid UTF-8
         ):
-            server.message_ids = message_id = server.message_ids + 1
-            target_out = target.out
-            if not target_out and not target.in_batch:
-                schedule_flush(target)
-                if target_out is NO_OUT:  # idle until now: a list of its own
-                    target_out = target.out = []
+            message_id += 1
+            room -= 1
             target_out.append(
                 pack_message(message_prefix, message_base + text_len, message_id, block, text_len)
                 + text
             )
-            if awaiting is NO_ACKS:  # its first since it was idle (registry.awaiting_of)
-                awaiting = target.awaiting_ack = {}
             awaiting[message_id] = conn
             append(pack_send_ok(SEND_OK_PREFIX, request_id, SEND_OK_MIDDLE, message_id, target_id))
             if log_forwards:
+                server.message_ids = message_id
                 log_forward(server, conn, target_id, message_id, text_len)
         else:
-            forwarded = server.message_ids
+            server.message_ids = message_id
             _send_checked(server, conn, request_id, buf, start, end)
-            refused += 1 - (server.message_ids - forwarded)
+            refused += 1 - (server.message_ids - message_id)
+            message_id = server.message_ids
+            looked_up = -1  # anything may have changed: look the next target up again
             if conn.state is not _READY or conn.write_paused:
                 pos = end  # its ERROR passed its mark (or its hard limit): the loop decides
                 break
             append = conn.out.append  # a SEND to another node queues later answers anew
         pos = end
-        if pos + HEADER_SIZE > bound:
+        if pos > last_header:
             break
         magic, word, request_id, length = _unpack_header(buf, pos)
         start = pos + HEADER_SIZE
         end = start + length
         if word != WORD_SEND or end > bound or magic != MAGIC:
             break
+    server.message_ids = message_id
     # Its first forwarded message is timed to its RECEIPT.
     metrics = server.metrics
-    metrics.frames[WORD_SEND] += server.message_ids - first_id + 1 + refused
-    if server.message_ids >= first_id:
+    metrics.frames[WORD_SEND] += message_id - first_id + 1 + refused
+    if message_id >= first_id:
         samples = metrics.receipt_samples  # inline: a call per run cost 1 % of a message
         if len(samples) < MAX_RECEIPT_SAMPLES:
             samples[first_id] = _monotonic()
@@ -855,11 +878,20 @@ def settle(server: Server, conn: Peer, acked: Sequence[int]) -> None:
             elapsed = _monotonic() - sent
             metrics.receipt_buckets[_bucket_of(RECEIPT_BUCKETS, elapsed)] += 1
             metrics.receipt_sum += elapsed
-    awaiting = conn.awaiting_ack
+    pop = conn.awaiting_ack.pop
     client_id = conn.client_id
     batches: dict[Peer, list[int]] | None = None
+    # The ids of one sender come in a row (a client acknowledges what one read brought, and
+    # a burst comes from one sender): while the sender is the one before's, its id joins
+    # that sender's RECEIPTS at once.  A version-1 sender is never remembered so (each of
+    # its ids is a RECEIPT of its own), nor is a gone one.
+    last: object = _NOBODY
+    ids: list[int] = []
     for message_id in acked:
-        sender = awaiting.pop(message_id, None)
+        sender = pop(message_id, None)
+        if sender is last:
+            ids.append(message_id)
+            continue
         # A sender is READY until it closes (it could not SEND before), and an identity
         # test is cheaper than an IntEnum comparison.
         if sender is None or sender.state is not _READY:
@@ -867,12 +899,15 @@ def settle(server: Server, conn: Peer, acked: Sequence[int]) -> None:
         if sender.receipts_batched:
             if batches is None:
                 batches = {}
-            ids = batches.get(sender)
-            if ids is None:
-                batches[sender] = [message_id]
+            known = batches.get(sender)
+            if known is None:
+                ids = batches[sender] = [message_id]
             else:
+                ids = known
                 ids.append(message_id)
+            last = sender
             continue
+        last = _NOBODY
         sender_out = sender.out
         if not sender_out and not sender.in_batch:
             server.schedule_flush(sender)
