@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from support.dispatch import TOKEN, Harness
+from support.peers import request_frame
 from switchboard.protocol import (
     Ack,
     ErrorCode,
@@ -22,6 +23,7 @@ from switchboard.protocol import (
     HelloRequest,
     InvalidFrame,
     Message,
+    MessageType,
     PingRequest,
     Receipts,
     ReceiptStatus,
@@ -167,6 +169,57 @@ def test_a_run_stops_at_a_malformed_frame_of_its_kind(
     # a negotiated protocol version 2 (the harness's HELLO): one RECEIPTS for the run
     receipts = harness.read(ta, da)
     assert receipts == [Receipts(b.client_id, ReceiptStatus.DELIVERED, (messages[1].message_id,))]
+
+
+def test_a_send_run_to_the_same_targets_checks_each_message_in_its_place(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """One run of SENDs that goes back and forth between targets, with refusals between
+    messages to the same target (a payload too short to hold a target, one at the end of
+    the run, non-ASCII text, a target past its unacknowledged budget): every SEND gets its
+    own answer in order, each target gets exactly the messages forwarded to it in order, and
+    ids count up without gaps (the run looks each target up once per burst to it)."""
+    harness = make_harness(max_unacked=3)
+    a, ta, da = _ready(harness)
+    b, tb, db = _ready(harness)
+    c, tc, dc = _ready(harness)
+    # A payload of 5 bytes: a target and no room for the text length.
+    short_send = request_frame(MessageType.SEND, 9, b.client_id.to_bytes(4, "big") + b"\x00")
+    # And one of 7 at the end of the run (one byte short of a text length).
+    last_send = request_frame(MessageType.SEND, 10, c.client_id.to_bytes(4, "big") + b"\x00" * 3)
+
+    def send(target: ClientConnection, text: str, rid: int) -> bytes:
+        return encode(SendRequest(target.client_id, text, request_id=rid))
+
+    harness.feed(
+        a,
+        send(b, "b1", 2)
+        + send(b, "b2", 3)
+        + short_send
+        + send(b, "b3 é", 4)  # non-ASCII: validated by the slow path, forwarded
+        + send(c, "c1", 5)
+        + send(b, "b4", 6)  # b has 3 unacknowledged: RECIPIENT_BUSY
+        + send(c, "c2", 7)
+        + last_send,
+    )
+    harness.settle()
+    assert _answers(harness, ta, da) == [
+        ("SendOk", 2),
+        ("SendOk", 3),
+        ("BAD_PAYLOAD", 9),
+        ("SendOk", 4),
+        ("SendOk", 5),
+        ("RECIPIENT_BUSY", 6),
+        ("SendOk", 7),
+        ("BAD_PAYLOAD", 10),
+    ]
+    to_b = [e for e in harness.read(tb, db) if isinstance(e, Message)]
+    to_c = [e for e in harness.read(tc, dc) if isinstance(e, Message)]
+    assert [m.text for m in to_b] == ["b1", "b2", "b3 é"]
+    assert [m.text for m in to_c] == ["c1", "c2"]
+    ids = sorted(m.message_id for m in to_b + to_c)
+    assert ids == list(range(ids[0], ids[0] + 5))
+    assert len(b.awaiting_ack) == 3 and len(c.awaiting_ack) == 2
 
 
 def test_a_word_no_table_holds_is_answered_by_other(

@@ -72,6 +72,12 @@ _RECEIPTS_HEAD: Final = struct.Struct("!HBBHIIIBI")
 #: ``unpack_send_head(buf, start)``: a SEND payload's target and text length (the text's 8
 #: bytes of header fields), unchecked; ``parse_send`` checks them.
 unpack_send_head: Final = _U32_U32.unpack_from
+#: ``unpack_send_frame(buf, pos)``: a frame's header words (as ``HEADER_WORDS``) and, if it
+#: is a SEND, its target and text length: one struct call for the frame's first
+#: ``SEND_FRAME_HEAD`` bytes (the last two are another frame's when its payload is shorter).
+_SEND_FRAME: Final = struct.Struct("!HIIIII")
+unpack_send_frame: Final = _SEND_FRAME.unpack_from
+SEND_FRAME_HEAD: Final = _SEND_FRAME.size
 #: ``unpack_ack(buf, start)[0]``: an ACK payload's message id (the payload is exactly that).
 unpack_ack: Final = struct.Struct("!Q").unpack_from
 #: MESSAGE header up to its length field (magic, version, class, type, request id 0).

@@ -90,6 +90,7 @@ from switchboard.protocol.fastpath import (
     KEY_SEND,
     KEY_TIME,
     RECEIPT_HEAD,
+    SEND_FRAME_HEAD,
     SEND_OK_MIDDLE,
     SEND_OK_PREFIX,
     TIME_OK_PREFIX,
@@ -115,6 +116,7 @@ from switchboard.protocol.fastpath import (
     parse_send,
     sender_block,
     unpack_ack,
+    unpack_send_frame,
     unpack_send_head,
 )
 
@@ -706,31 +708,37 @@ def send(
     first_id = message_id = server.message_ids + 1
     message_id -= 1
     refused = 0
-    last_header = bound - HEADER_SIZE  # a frame starting past it does not end before bound
+    # A frame starting past these does not end before bound: past the first, nor a SEND
+    # with its target and text length (read with its header in one struct call).
+    last_header = bound - HEADER_SIZE
+    last_send = bound - SEND_FRAME_HEAD
     looked_up = -1  # the target id the cached target (or its absence) is for
     room = 0  # messages the cached target may still be sent (0: none, or no target)
     target_out: list[bytes] = NO_OUT
     awaiting: dict[int, Peer] = NO_ACKS
+    if end - start >= 8:
+        target_id, text_len = unpack_send_head(buf, start)
+    else:  # no target: the slow path answers it
+        target_id = text_len = 0
     while True:
-        if end - start >= 8:
-            target_id, text_len = unpack_send_head(buf, start)
-            if target_id != looked_up:
-                looked_up = target_id
-                room = 0
-                target = by_id.get(target_id)
-                if target is not None and target.state is _READY and not target.write_paused:
-                    room = max_unacked - len(target.awaiting_ack)
-                    if room > 0:
-                        awaiting = target.awaiting_ack
-                        if awaiting is NO_ACKS:  # its first since it was idle
-                            awaiting = target.awaiting_ack = {}
-                        target_out = target.out
-                        if not target_out and not target.in_batch:
-                            schedule_flush(target)
-                            if target_out is NO_OUT:  # idle until now: a list of its own
-                                target_out = target.out = []
-        else:
-            room = text_len = 0
+        # A payload under 8 bytes has no target: it is never looked up, and it takes the
+        # slow path (room 0, or a text_len read from the next frame's bytes, >= 0, that
+        # cannot equal its negative end - start - 8).
+        if target_id != looked_up and end - start >= 8:
+            looked_up = target_id
+            room = 0
+            target = by_id.get(target_id)
+            if target is not None and target.state is _READY and not target.write_paused:
+                room = max_unacked - len(target.awaiting_ack)
+                if room > 0:
+                    awaiting = target.awaiting_ack
+                    if awaiting is NO_ACKS:  # its first since it was idle
+                        awaiting = target.awaiting_ack = {}
+                    target_out = target.out
+                    if not target_out and not target.in_batch:
+                        schedule_flush(target)
+                        if target_out is NO_OUT:  # idle until now: a list of its own
+                            target_out = target.out = []
         if (
             room > 0
             and text_len == end - start - 8
@@ -754,14 +762,19 @@ def send(
             refused += 1 - (server.message_ids - message_id)
             message_id = server.message_ids
             looked_up = -1  # anything may have changed: look the next target up again
+            room = 0
             if conn.state is not _READY or conn.write_paused:
                 pos = end  # its ERROR passed its mark (or its hard limit): the loop decides
                 break
             append = conn.out.append  # a SEND to another node queues later answers anew
         pos = end
-        if pos > last_header:
+        if pos <= last_send:
+            magic, word, request_id, length, target_id, text_len = unpack_send_frame(buf, pos)
+        elif pos <= last_header:  # too short to be a SEND with a target: the slow path's
+            magic, word, request_id, length = _unpack_header(buf, pos)
+            target_id = text_len = room = 0
+        else:
             break
-        magic, word, request_id, length = _unpack_header(buf, pos)
         start = pos + HEADER_SIZE
         end = start + length
         if word != WORD_SEND or end > bound or magic != MAGIC:
