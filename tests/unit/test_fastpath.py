@@ -26,6 +26,7 @@ from switchboard.protocol import (
     PingOk,
     ProtocolError,
     Receipt,
+    Receipts,
     SendOk,
     SendRequest,
     TimeOk,
@@ -47,6 +48,7 @@ from switchboard.protocol.fastpath import (
     encode_message_fields,
     encode_ping_ok,
     encode_receipt,
+    encode_receipts,
     encode_send_ok,
     encode_time_ok,
     parse_list,
@@ -78,6 +80,21 @@ def test_receipt_matches_encode(msg: Receipt) -> None:
     assert encode_receipt(msg.message_id, msg.target, msg.status) == encode(
         Receipt(msg.message_id, msg.target, msg.status)
     )
+
+
+@given(
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFF),
+    st.lists(st.integers(0, 0xFFFF_FFFF_FFFF_FFFF), max_size=64),
+)
+def test_receipts_match_encode(target: int, status: int, ids: list[int]) -> None:
+    # The ids go through an array and a byte swap: every u64, in order, in network order.
+    assert encode_receipts(target, status, ids) == encode(Receipts(target, status, tuple(ids)))
+
+
+def test_receipts_refuse_an_id_past_u64() -> None:
+    with pytest.raises(OverflowError):
+        encode_receipts(1, 1, [1 << 64])
 
 
 @given(message_strategy(Message))
