@@ -15,6 +15,7 @@ from switchboard.protocol import (
     MAGIC,
     VERSION,
     Ack,
+    Acks,
     ErrorCode,
     FrameDecoder,
     InvalidFrame,
@@ -51,6 +52,7 @@ from switchboard.protocol.fastpath import (
     encode_receipts,
     encode_send_ok,
     encode_time_ok,
+    parse_acks,
     parse_list,
     parse_send,
     sender_block,
@@ -90,6 +92,22 @@ def test_receipt_matches_encode(msg: Receipt) -> None:
 def test_receipts_match_encode(target: int, status: int, ids: list[int]) -> None:
     # The ids go through an array and a byte swap: every u64, in order, in network order.
     assert encode_receipts(target, status, ids) == encode(Receipts(target, status, tuple(ids)))
+
+
+@given(st.lists(st.integers(0, 0xFFFF_FFFF_FFFF_FFFF), max_size=64), st.binary(max_size=3))
+def test_parse_acks_reads_what_encode_wrote(ids: list[int], tail: bytes) -> None:
+    frame = encode(Acks(tuple(ids))) + tail  # bytes after the frame are not its
+    for buf in (frame, bytearray(frame)):
+        acked = parse_acks(buf, HEADER_SIZE, len(frame) - len(tail))
+        assert acked is not None and list(acked) == ids
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x00\x00\x00", b"\x00\x00\x00\x01" + b"\x00" * 7, b"\x00\x00\x00\x00\x00"],
+)
+def test_parse_acks_refuses_a_count_that_does_not_match(payload: bytes) -> None:
+    assert parse_acks(payload, 0, len(payload)) is None
 
 
 def test_receipts_refuse_an_id_past_u64() -> None:

@@ -14,7 +14,7 @@ import struct
 import sys
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from .errors import ErrorCode, ProtocolError
@@ -141,15 +141,20 @@ def encode_receipts(target: int, status: int, message_ids: list[int]) -> bytes:
     )
 
 
-def parse_acks(buf: bytes | bytearray, start: int, end: int) -> tuple[int, ...] | None:
-    """ACKS's message ids, read in place; None when the payload is not a u32 count and that
-    many u64s (a malformed indication is ignored, never answered)."""
+def parse_acks(buf: bytes | bytearray, start: int, end: int) -> Sequence[int] | None:
+    """ACKS's message ids (an array of them, in order); None when the payload is not a u32
+    count and that many u64s (a malformed indication is ignored, never answered)."""
     if end - start < 4:
         return None
     count = _U32.unpack_from(buf, start)[0]
     if end - start - 4 != 8 * count:
         return None
-    return struct.unpack_from(f"!{count}Q", buf, start + 4)
+    # Through an array, as encode_receipts: less than half the time of struct.unpack_from
+    # with a format per count.
+    ids = array("Q", buf[start + 4 : end])
+    if _LITTLE_ENDIAN:
+        ids.byteswap()
+    return ids
 
 
 def sender_block(sender_id: int, ip: str, port: int, nick: str) -> bytes:
