@@ -133,6 +133,24 @@ def test_runs_take_every_frame_of_their_kind_in_one_call(
     assert calls == [2, 35], "one call per run of TIMEs"
 
 
+def test_time_runs_across_reads_and_pressure_checks_answer_every_frame_in_order(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """400 TIMEs (5,600 bytes: more than one pressure check's 4 KB), a PING, 3 more TIMEs,
+    arriving in two reads split inside a frame: each is answered once, in order."""
+    harness = make_harness()
+    conn, transport, decoder = _ready(harness)
+    frames: list[Frame] = [TimeRequest(request_id=i) for i in range(2, 402)]
+    frames += [PingRequest(request_id=402), *(TimeRequest(request_id=i) for i in (403, 404, 405))]
+    data = b"".join(encode(f) for f in frames)
+    harness.feed(conn, data[:2801])
+    harness.feed(conn, data[2801:])
+    answers = _answers(harness, transport, decoder)
+    assert answers == [("TimeOk", i) for i in range(2, 402)] + [("PingOk", 402)] + [
+        ("TimeOk", i) for i in (403, 404, 405)
+    ]
+
+
 def test_a_run_stops_at_a_malformed_frame_of_its_kind(
     make_harness: Callable[..., Harness],
 ) -> None:
