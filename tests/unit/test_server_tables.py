@@ -151,6 +151,28 @@ def test_time_runs_across_reads_and_pressure_checks_answer_every_frame_in_order(
     ]
 
 
+def test_ack_runs_across_reads_settle_every_message_once(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """40 ACK frames (880 bytes) with a malformed one among them, in two reads split inside a
+    frame: every message is settled exactly once (the sender's RECEIPTS hold each id once)."""
+    harness = make_harness()
+    a, ta, da = _ready(harness)
+    b, tb, db = _ready(harness)
+    _batch(a, harness, [SendRequest(b.client_id, f"m{i}", request_id=i) for i in range(2, 42)])
+    assert [kind for kind, _ in _answers(harness, ta, da)] == ["SendOk"] * 40
+    ids = [e.message_id for e in harness.read(tb, db) if isinstance(e, Message)]
+    assert len(ids) == 40
+    short_ack = encode(Ack(ids[0]))[:-1]
+    short_ack = short_ack[:13] + bytes([7]) + short_ack[14:]  # length 7: not a u64, ignored
+    data = b"".join(encode(Ack(i)) for i in ids[:20]) + short_ack
+    data += b"".join(encode(Ack(i)) for i in ids[20:] + ids[:3])  # 3 again: settled already
+    harness.feed(b, data[:301])
+    harness.feed(b, data[301:])
+    settled = [i for e in harness.read(ta, da) if isinstance(e, Receipts) for i in e.message_ids]
+    assert sorted(settled) == sorted(ids)
+
+
 def test_a_run_stops_at_a_malformed_frame_of_its_kind(
     make_harness: Callable[..., Harness],
 ) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
@@ -203,6 +204,10 @@ Answer = Callable[[Server, Peer, int, Buffer, int, int, int], int]
 
 _unpack_header = HEADER_WORDS.unpack_from
 _iter_headers = HEADER_WORDS.iter_unpack
+#: An ACK frame whole: its header words and its message id (22 bytes).
+_ACK_FRAMES = struct.Struct("!HIIIQ")
+_ACK_FRAME = _ACK_FRAMES.size
+_iter_acks = _ACK_FRAMES.iter_unpack
 _monotonic = time.monotonic
 _bucket_of = bisect.bisect_left
 _WORD_LIST = header_word(KEY_LIST)
@@ -848,14 +853,16 @@ def ack(
         server.metrics.frames[WORD_ACK] += 1
         return end
     acked = [unpack_ack(buf, start)[0]]
-    bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
+    # The frames that may follow, each read whole (header and id) by one iterator over a
+    # copy of the 22-byte slots before bound, as TIME's run does.
     pos = end
-    while pos <= bound:
-        magic, word, _, length = _unpack_header(buf, pos)
+    for magic, word, _, length, message_id in _iter_acks(
+        buf[end : end + (bound - end) // _ACK_FRAME * _ACK_FRAME]
+    ):
         if word != WORD_ACK or length != 8 or magic != MAGIC:
             break
-        acked.append(unpack_ack(buf, pos + HEADER_SIZE)[0])
-        pos += HEADER_SIZE + 8
+        acked.append(message_id)
+        pos += _ACK_FRAME
     server.metrics.frames[WORD_ACK] += len(acked)
     settle(server, conn, acked)
     return pos
