@@ -192,7 +192,6 @@ class ClientConnection(asyncio.Protocol):
         #: monotonic time of connect, and since when a frame has been half-received (0: none).
         self.opened_at = 0.0
         self.partial_since = 0.0
-        #: Token bucket for the request rate limit.
         #: Its request rate limit, as the time its token bucket is full again (handlers.
         #: _rate_limited): full from the start, one float shared by every connection.
         self.bucket_full_at = 0.0
@@ -208,8 +207,8 @@ class ClientConnection(asyncio.Protocol):
             # Interned: the connections from one address share one string (idle memory).
             self.ip, self.port = sys.intern(peer[0]), peer[1]
         # TCP keepalive is not set here: accepted sockets inherit it from their listener
-        # (transport.enable_keepalive), which saves a socket object and three system calls
-        # per connection.
+        # (transport.enable_keepalive), which saves a socket object and four setsockopt
+        # calls per connection.
         carrier.set_write_buffer_limits(high=self.server.config.write_high_water)
         self.last_seen = self.opened_at = _monotonic()
         self.server.admit(self)
