@@ -63,7 +63,7 @@ def conn_state(st: ServerThread, client_id: int) -> tuple[bool, bool, int] | Non
         conn = st.server.directory.client_by_id.get(client_id)
         if conn is None:
             return None
-        return conn.write_paused, conn.state >= ConnectionState.CLOSING, conn.decoder.buffered
+        return conn.write_paused, conn.state >= ConnectionState.CLOSING, conn.buffered
 
     return st.call(read)
 
@@ -250,11 +250,11 @@ def test_a_client_that_reads_as_fast_as_it_asks_is_served_in_turns(server_factor
 
         st.wait_for(joined, timeout=WAIT_S)
         assert other.time().epoch_ms > 0
-        held = st.call(lambda: st.server.directory.client_by_id[hostile.client_id].decoder.buffered)
+        held = st.call(lambda: st.server.directory.client_by_id[hostile.client_id].buffered)
         assert held > 0, "the bystander was answered only after every JOIN"
         # Every JOIN is answered in the end (51 frames each).
         st.wait_for(
-            lambda s: s.directory.client_by_id[hostile.client_id].decoder.buffered == 0,
+            lambda s: s.directory.client_by_id[hostile.client_id].buffered == 0,
             timeout=60,
         )
         hostile.sock.shutdown(socket.SHUT_WR)

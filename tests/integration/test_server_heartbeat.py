@@ -119,13 +119,27 @@ def test_timed_out_target_settles_receipts_and_leaves_rooms(st: ServerThread) ->
         )
 
 
-def test_accepted_sockets_have_tcp_keepalive(server: ServerThread) -> None:
-    with Client(HOST, server.port, timeout=5) as client:
+def keepalive_of(st: ServerThread, client_id: int) -> tuple[int, int, int, int]:
+    """SO_KEEPALIVE and TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT of a client's socket on the
+    server (read from the socket the server accepted, whatever set them)."""
 
-        def keepalive() -> int:
-            conn = server.server.directory.client_by_id[client.client_id]
-            assert conn.transport is not None
-            sock = conn.transport.get_extra_info("socket")
-            return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+    def read() -> tuple[int, int, int, int]:
+        conn = st.server.directory.client_by_id[client_id]
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
+        return (
+            int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        )
 
-        assert server.call(keepalive) == 1
+    return st.call(read)
+
+
+def test_accepted_sockets_have_tcp_keepalive(server_factory: Any) -> None:
+    # Keepalive after three heartbeats, probes a heartbeat apart: set on the listening
+    # socket and inherited by every accepted one (transport.enable_keepalive).
+    st = server_factory(heartbeat=7)
+    with Client(HOST, st.port, timeout=5) as client:
+        assert keepalive_of(st, client.client_id) == (1, 21, 7, 3)

@@ -549,3 +549,25 @@ async def test_shutdown_tells_websocket_clients_and_closes_them(
         assert notice.reason
         await web.closed()
         await asyncio.wait_for(stopping, TIMEOUT)
+
+
+async def test_a_websocket_clients_socket_has_tcp_keepalive(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    # As on the server's own port: inherited from the HTTP listener (transport.enable_keepalive).
+    st = web_server(server_factory, heartbeat=7)
+    async with ws_client(st) as web:
+        welcome = await web.expect(Welcome)
+
+        def keepalive() -> tuple[int, int, int, int]:
+            conn = st.server.directory.client_by_id[welcome.client_id]
+            assert conn.transport is not None
+            sock = conn.transport.get_extra_info("socket")
+            return (
+                int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            )
+
+        assert await asyncio.to_thread(st.call, keepalive) == (1, 21, 7, 3)

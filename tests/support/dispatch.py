@@ -94,7 +94,7 @@ class Harness:
         async def read() -> None:
             conn.data_received(data)
             for _ in range(10_000):
-                if not conn.decoder.buffered or conn.state > ConnectionState.READY:
+                if not conn.buffered or conn.state > ConnectionState.READY:
                     break
                 await asyncio.sleep(0)
 

@@ -15,6 +15,7 @@ from switchboard.protocol import (
     MAGIC,
     VERSION,
     Ack,
+    Acks,
     ErrorCode,
     FrameDecoder,
     InvalidFrame,
@@ -26,6 +27,7 @@ from switchboard.protocol import (
     PingOk,
     ProtocolError,
     Receipt,
+    Receipts,
     SendOk,
     SendRequest,
     TimeOk,
@@ -47,8 +49,10 @@ from switchboard.protocol.fastpath import (
     encode_message_fields,
     encode_ping_ok,
     encode_receipt,
+    encode_receipts,
     encode_send_ok,
     encode_time_ok,
+    parse_acks,
     parse_list,
     parse_send,
     sender_block,
@@ -78,6 +82,37 @@ def test_receipt_matches_encode(msg: Receipt) -> None:
     assert encode_receipt(msg.message_id, msg.target, msg.status) == encode(
         Receipt(msg.message_id, msg.target, msg.status)
     )
+
+
+@given(
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFF),
+    st.lists(st.integers(0, 0xFFFF_FFFF_FFFF_FFFF), max_size=64),
+)
+def test_receipts_match_encode(target: int, status: int, ids: list[int]) -> None:
+    # The ids go through an array and a byte swap: every u64, in order, in network order.
+    assert encode_receipts(target, status, ids) == encode(Receipts(target, status, tuple(ids)))
+
+
+@given(st.lists(st.integers(0, 0xFFFF_FFFF_FFFF_FFFF), max_size=64), st.binary(max_size=3))
+def test_parse_acks_reads_what_encode_wrote(ids: list[int], tail: bytes) -> None:
+    frame = encode(Acks(tuple(ids))) + tail  # bytes after the frame are not its
+    for buf in (frame, bytearray(frame)):
+        acked = parse_acks(buf, HEADER_SIZE, len(frame) - len(tail))
+        assert acked is not None and list(acked) == ids
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x00\x00\x00", b"\x00\x00\x00\x01" + b"\x00" * 7, b"\x00\x00\x00\x00\x00"],
+)
+def test_parse_acks_refuses_a_count_that_does_not_match(payload: bytes) -> None:
+    assert parse_acks(payload, 0, len(payload)) is None
+
+
+def test_receipts_refuse_an_id_past_u64() -> None:
+    with pytest.raises(OverflowError):
+        encode_receipts(1, 1, [1 << 64])
 
 
 @given(message_strategy(Message))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from support.dispatch import TOKEN, Harness
+from support.peers import request_frame
 from switchboard.protocol import (
     Ack,
     ErrorCode,
@@ -22,6 +23,7 @@ from switchboard.protocol import (
     HelloRequest,
     InvalidFrame,
     Message,
+    MessageType,
     PingRequest,
     Receipts,
     ReceiptStatus,
@@ -131,6 +133,46 @@ def test_runs_take_every_frame_of_their_kind_in_one_call(
     assert calls == [2, 35], "one call per run of TIMEs"
 
 
+def test_time_runs_across_reads_and_pressure_checks_answer_every_frame_in_order(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """400 TIMEs (5,600 bytes: more than one pressure check's 4 KB), a PING, 3 more TIMEs,
+    arriving in two reads split inside a frame: each is answered once, in order."""
+    harness = make_harness()
+    conn, transport, decoder = _ready(harness)
+    frames: list[Frame] = [TimeRequest(request_id=i) for i in range(2, 402)]
+    frames += [PingRequest(request_id=402), *(TimeRequest(request_id=i) for i in (403, 404, 405))]
+    data = b"".join(encode(f) for f in frames)
+    harness.feed(conn, data[:2801])
+    harness.feed(conn, data[2801:])
+    answers = _answers(harness, transport, decoder)
+    assert answers == [("TimeOk", i) for i in range(2, 402)] + [("PingOk", 402)] + [
+        ("TimeOk", i) for i in (403, 404, 405)
+    ]
+
+
+def test_ack_runs_across_reads_settle_every_message_once(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """40 ACK frames (880 bytes) with a malformed one among them, in two reads split inside a
+    frame: every message is settled exactly once (the sender's RECEIPTS hold each id once)."""
+    harness = make_harness()
+    a, ta, da = _ready(harness)
+    b, tb, db = _ready(harness)
+    _batch(a, harness, [SendRequest(b.client_id, f"m{i}", request_id=i) for i in range(2, 42)])
+    assert [kind for kind, _ in _answers(harness, ta, da)] == ["SendOk"] * 40
+    ids = [e.message_id for e in harness.read(tb, db) if isinstance(e, Message)]
+    assert len(ids) == 40
+    short_ack = encode(Ack(ids[0]))[:-1]
+    short_ack = short_ack[:13] + bytes([7]) + short_ack[14:]  # length 7: not a u64, ignored
+    data = b"".join(encode(Ack(i)) for i in ids[:20]) + short_ack
+    data += b"".join(encode(Ack(i)) for i in ids[20:] + ids[:3])  # 3 again: settled already
+    harness.feed(b, data[:301])
+    harness.feed(b, data[301:])
+    settled = [i for e in harness.read(ta, da) if isinstance(e, Receipts) for i in e.message_ids]
+    assert sorted(settled) == sorted(ids)
+
+
 def test_a_run_stops_at_a_malformed_frame_of_its_kind(
     make_harness: Callable[..., Harness],
 ) -> None:
@@ -167,6 +209,57 @@ def test_a_run_stops_at_a_malformed_frame_of_its_kind(
     # a negotiated protocol version 2 (the harness's HELLO): one RECEIPTS for the run
     receipts = harness.read(ta, da)
     assert receipts == [Receipts(b.client_id, ReceiptStatus.DELIVERED, (messages[1].message_id,))]
+
+
+def test_a_send_run_to_the_same_targets_checks_each_message_in_its_place(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """One run of SENDs that goes back and forth between targets, with refusals between
+    messages to the same target (a payload too short to hold a target, one at the end of
+    the run, non-ASCII text, a target past its unacknowledged budget): every SEND gets its
+    own answer in order, each target gets exactly the messages forwarded to it in order, and
+    ids count up without gaps (the run looks each target up once per burst to it)."""
+    harness = make_harness(max_unacked=3)
+    a, ta, da = _ready(harness)
+    b, tb, db = _ready(harness)
+    c, tc, dc = _ready(harness)
+    # A payload of 5 bytes: a target and no room for the text length.
+    short_send = request_frame(MessageType.SEND, 9, b.client_id.to_bytes(4, "big") + b"\x00")
+    # And one of 7 at the end of the run (one byte short of a text length).
+    last_send = request_frame(MessageType.SEND, 10, c.client_id.to_bytes(4, "big") + b"\x00" * 3)
+
+    def send(target: ClientConnection, text: str, rid: int) -> bytes:
+        return encode(SendRequest(target.client_id, text, request_id=rid))
+
+    harness.feed(
+        a,
+        send(b, "b1", 2)
+        + send(b, "b2", 3)
+        + short_send
+        + send(b, "b3 é", 4)  # non-ASCII: validated by the slow path, forwarded
+        + send(c, "c1", 5)
+        + send(b, "b4", 6)  # b has 3 unacknowledged: RECIPIENT_BUSY
+        + send(c, "c2", 7)
+        + last_send,
+    )
+    harness.settle()
+    assert _answers(harness, ta, da) == [
+        ("SendOk", 2),
+        ("SendOk", 3),
+        ("BAD_PAYLOAD", 9),
+        ("SendOk", 4),
+        ("SendOk", 5),
+        ("RECIPIENT_BUSY", 6),
+        ("SendOk", 7),
+        ("BAD_PAYLOAD", 10),
+    ]
+    to_b = [e for e in harness.read(tb, db) if isinstance(e, Message)]
+    to_c = [e for e in harness.read(tc, dc) if isinstance(e, Message)]
+    assert [m.text for m in to_b] == ["b1", "b2", "b3 é"]
+    assert [m.text for m in to_c] == ["c1", "c2"]
+    ids = sorted(m.message_id for m in to_b + to_c)
+    assert ids == list(range(ids[0], ids[0] + 5))
+    assert len(b.awaiting_ack) == 3 and len(c.awaiting_ack) == 2
 
 
 def test_a_word_no_table_holds_is_answered_by_other(

@@ -95,6 +95,11 @@ class FrameDecoder:
         """Bytes received but not yet decoded (a partial frame)."""
         return len(self._buf) - self._pos
 
+    @property
+    def failed(self) -> bool:
+        """Whether it has refused a header (every further call raises that error)."""
+        return self._error is not None
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._error is not None:
             raise self._error

@@ -11,12 +11,19 @@ clock it reads is the only state here, kept so that a millisecond's answers are 
 from __future__ import annotations
 
 import struct
+import sys
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from .errors import ErrorCode, ProtocolError
 from .wire import MAGIC, VERSION, MessageClass, MessageType, pack_address
+
+#: RECEIPTS' ids go out through array("Q") (8 bytes an item on every platform CPython
+#: supports), byte-swapped to network order on little-endian machines.
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
+assert array("Q").itemsize == 8
 
 _REQ = MessageClass.REQUEST
 _RESP = MessageClass.RESPONSE
@@ -72,6 +79,12 @@ _RECEIPTS_HEAD: Final = struct.Struct("!HBBHIIIBI")
 #: ``unpack_send_head(buf, start)``: a SEND payload's target and text length (the text's 8
 #: bytes of header fields), unchecked; ``parse_send`` checks them.
 unpack_send_head: Final = _U32_U32.unpack_from
+#: ``unpack_send_frame(buf, pos)``: a frame's header words (as ``HEADER_WORDS``) and, if it
+#: is a SEND, its target and text length: one struct call for the frame's first
+#: ``SEND_FRAME_HEAD`` bytes (the last two are another frame's when its payload is shorter).
+_SEND_FRAME: Final = struct.Struct("!HIIIII")
+unpack_send_frame: Final = _SEND_FRAME.unpack_from
+SEND_FRAME_HEAD: Final = _SEND_FRAME.size
 #: ``unpack_ack(buf, start)[0]``: an ACK payload's message id (the payload is exactly that).
 unpack_ack: Final = struct.Struct("!Q").unpack_from
 #: MESSAGE header up to its length field (magic, version, class, type, request id 0).
@@ -116,20 +129,32 @@ def encode_receipt(message_id: int, target: int, status: int) -> bytes:
 def encode_receipts(target: int, status: int, message_ids: list[int]) -> bytes:
     """RECEIPTS (protocol version 2): the outcome of many messages to ``target``, one frame."""
     count = len(message_ids)
-    return _RECEIPTS_HEAD.pack(
-        MAGIC, VERSION, _IND, MessageType.RECEIPTS, 0, 9 + 8 * count, target, status, count
-    ) + struct.pack(f"!{count}Q", *message_ids)
+    # The ids through an array: a quarter of the time of struct.pack with a format per count.
+    ids = array("Q", message_ids)
+    if _LITTLE_ENDIAN:
+        ids.byteswap()
+    return (
+        _RECEIPTS_HEAD.pack(
+            MAGIC, VERSION, _IND, MessageType.RECEIPTS, 0, 9 + 8 * count, target, status, count
+        )
+        + ids.tobytes()
+    )
 
 
-def parse_acks(buf: bytes | bytearray, start: int, end: int) -> tuple[int, ...] | None:
-    """ACKS's message ids, read in place; None when the payload is not a u32 count and that
-    many u64s (a malformed indication is ignored, never answered)."""
+def parse_acks(buf: bytes | bytearray, start: int, end: int) -> Sequence[int] | None:
+    """ACKS's message ids (an array of them, in order); None when the payload is not a u32
+    count and that many u64s (a malformed indication is ignored, never answered)."""
     if end - start < 4:
         return None
     count = _U32.unpack_from(buf, start)[0]
     if end - start - 4 != 8 * count:
         return None
-    return struct.unpack_from(f"!{count}Q", buf, start + 4)
+    # Through an array, as encode_receipts: less than half the time of struct.unpack_from
+    # with a format per count.
+    ids = array("Q", buf[start + 4 : end])
+    if _LITTLE_ENDIAN:
+        ids.byteswap()
+    return ids
 
 
 def sender_block(sender_id: int, ip: str, port: int, nick: str) -> bytes:

@@ -85,7 +85,7 @@ from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
 from .history import HistoryPage, HistoryQuery, room_key
 from .logs import EventLog
-from .registry import Peer, ReservedSlot, Room, check_name
+from .registry import Peer, ReservedSlot, Room, awaiting_of, check_name
 from .states import ConnectionState
 
 #: The prefix of every key the cluster keeps.
@@ -1617,7 +1617,7 @@ class RedisDirectory(LocalDirectory):
             )
         else:
             target.send_raw(op.frame)
-            target.awaiting_ack[op.message_id] = cast(
+            awaiting_of(target)[op.message_id] = cast(
                 Peer, self._sender(node, op.sender_id, bool(op.flags & RECEIPTS_BATCHED))
             )
             handed.append(op.token)

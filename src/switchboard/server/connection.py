@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
 import time
 from collections import deque
@@ -47,7 +46,7 @@ from switchboard.protocol.fastpath import direct_fields, sender_block
 from .errors import StopReading
 from .handlers import OTHER, Server, Table
 from .logs import RepeatedEvents
-from .registry import NO_ROOMS, Peer
+from .registry import NO_ACKS, NO_OUT, NO_ROOMS, Peer
 from .states import TRANSITIONS, ConnectionState, initial_state
 from .transport import Transport
 
@@ -64,6 +63,12 @@ class ConnectionServer(Server, Protocol):
     #: handlers.tables(): the table a connection answers by in each state.
     tables: dict[ConnectionState, Table]
     flush_at: int
+    #: The largest payload a header may announce (config.max_frame less the header), one int
+    #: for every connection's split loop and decoder.
+    max_payload: int
+    #: time.time() less time.monotonic() when the server started: a monotonic time's wall
+    #: clock time.
+    wall_offset: float
     #: Connections with frames queued outside their own batch (written by flush_pending).
     dirty: list[Peer]
 
@@ -102,9 +107,9 @@ class ClientConnection(asyncio.Protocol):
         "auth_hold",
         "authenticated",
         "awaiting_ack",
+        "bucket_full_at",
         "client_id",
         "close_reason",
-        "connected_ms",
         "decoder",
         "in_batch",
         "ip",
@@ -126,8 +131,6 @@ class ClientConnection(asyncio.Protocol):
         "server",
         "state",
         "table",
-        "tokens",
-        "tokens_at",
         "transport",
         "write_paused",
     )
@@ -135,15 +138,20 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, server: ConnectionServer) -> None:
         self.server = server
         self.transport: Transport | None = None
-        self.decoder = FrameDecoder(max_frame=server.config.max_frame)
+        #: The partial frame received and not complete yet, if any: None (the usual case)
+        #: until a read ends inside a frame, so that an idle connection holds no decoder
+        #: and no buffer (``_decoder``), and again once it has been idle for an interval
+        #: (``shed``).
+        self.decoder: FrameDecoder | None = None
         self.client_id = 0
         self.ip = ""
         self.port = 0
         self.nick = ""
-        self.connected_ms = 0
         self.last_seen = 0.0
         self.pinged = False
-        self.out: list[bytes] = []
+        #: NO_OUT (shared, empty) until something is queued, and again once it is written
+        #: outside a batch; during a batch a list of its own, that the handlers append to.
+        self.out: list[bytes] = NO_OUT
         #: Bytes queued in ``out`` through send/send_raw since the last flush, written out
         #: once they reach ``server.flush_at`` (what the run answers queue directly is not
         #: counted: it writes it every PRESSURE_CHECK_BYTES of requests).
@@ -161,7 +169,8 @@ class ClientConnection(asyncio.Protocol):
         self.sender: bytes | None = None
         #: MESSAGEs sent to this client that it has not acknowledged yet: id -> sender (one
         #: dict entry per message; an empty dict is also smaller than an empty set).
-        self.awaiting_ack: dict[int, Peer] = {}
+        #: NO_ACKS (shared, never written) until the first MESSAGE is forwarded to it.
+        self.awaiting_ack: dict[int, Peer] = NO_ACKS
         #: Its receipts in RECEIPTS frames: set by a HELLO that negotiates version 2.
         self.receipts_batched = False
         #: Where it is in its life (server/states.py: the transitions and their rules).
@@ -183,9 +192,9 @@ class ClientConnection(asyncio.Protocol):
         #: monotonic time of connect, and since when a frame has been half-received (0: none).
         self.opened_at = 0.0
         self.partial_since = 0.0
-        #: Token bucket for the request rate limit.
-        self.tokens = server.burst  # one float for every connection until it is charged
-        self.tokens_at = 0.0
+        #: Its request rate limit, as the time its token bucket is full again (handlers.
+        #: _rate_limited): full from the start, one float shared by every connection.
+        self.bucket_full_at = 0.0
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -197,12 +206,11 @@ class ClientConnection(asyncio.Protocol):
         if peer:
             # Interned: the connections from one address share one string (idle memory).
             self.ip, self.port = sys.intern(peer[0]), peer[1]
-        sock = carrier.get_extra_info("socket")
-        if sock is not None:
-            _enable_keepalive(sock, self.server.config.heartbeat)
+        # TCP keepalive is not set here: accepted sockets inherit it from their listener
+        # (transport.enable_keepalive), which saves a socket object and four setsockopt
+        # calls per connection.
         carrier.set_write_buffer_limits(high=self.server.config.write_high_water)
-        self.connected_ms = time.time_ns() // 1_000_000
-        self.last_seen = self.opened_at = self.tokens_at = _monotonic()
+        self.last_seen = self.opened_at = _monotonic()
         self.server.admit(self)
 
     def data_received(self, data: bytes) -> None:
@@ -221,6 +229,8 @@ class ClientConnection(asyncio.Protocol):
         decoder = self.decoder
         if self.write_paused:
             # Read before the pause took effect: kept with the rest, for resume_writing.
+            if decoder is None:
+                decoder = self._decoder()
             decoder.keep(decoder.split_input(data)[0], 0)
             return
         table = self.table
@@ -228,15 +238,18 @@ class ClientConnection(asyncio.Protocol):
         pos = 0
         held = False  # stopped with requests left: back-pressure, or the time slice is up
         self.in_batch = True
+        if self.out is NO_OUT:  # the answers' list, kept (not replaced) until the batch ends
+            self.out = []
         try:
-            buf, pos = decoder.split_input(data)
+            if decoder is not None:
+                buf, pos = decoder.split_input(data)
             size = len(buf)
             # Frames ending past ``bound`` need more data, or are due for a pressure check:
             # one comparison per frame for both (answers that take runs stop there too).
             bound = pos + PRESSURE_CHECK_BYTES
             if bound > size:
                 bound = size
-            max_payload = decoder.max_payload
+            max_payload = server.max_payload
             while size - pos >= HEADER_SIZE:
                 magic, word, request_id, length = _unpack_header(buf, pos)
                 # The header is checked before waiting for the payload, as frames() does.
@@ -245,7 +258,7 @@ class ClientConnection(asyncio.Protocol):
                     or not FIRST_HEADER_WORD <= word <= LAST_HEADER_WORD
                     or length > max_payload
                 ):
-                    decoder.reject(buf, pos)
+                    (decoder or self._decoder()).reject(buf, pos)
                 start = pos + HEADER_SIZE
                 end = start + length
                 if end > bound:
@@ -299,7 +312,12 @@ class ClientConnection(asyncio.Protocol):
             )
             self.fail(ErrorCode.INTERNAL_ERROR, "internal server error")
         finally:
-            decoder.keep(buf, pos)  # the partial frame left, if any (nothing once failed)
+            # The partial frame left, if any (nothing once failed).
+            decoder = self.decoder
+            if decoder is not None:
+                decoder.keep(buf, pos)
+            elif pos < len(buf):
+                self._decoder().keep(buf, pos)
             self.in_batch = False
             if self.out or self.released:
                 self.flush()  # this batch's replies (and answers given meanwhile), one write
@@ -330,9 +348,47 @@ class ClientConnection(asyncio.Protocol):
         self.last_seen = _monotonic()
         self.pinged = False
         transport.resume_reading()
-        if self.decoder.buffered:
+        if self.buffered:
             # Not from here: a transport may call this from inside a write.
             asyncio.get_running_loop().call_soon(self._process_held)
+
+    @property
+    def tokens(self) -> float:
+        """The requests its rate limit lets through now (its token bucket's level)."""
+        server = self.server
+        due = self.bucket_full_at - _monotonic()
+        return server.burst - due * server.rate if due > 0 else server.burst
+
+    @property
+    def connected_ms(self) -> int:
+        """When it connected, in milliseconds since the epoch: its monotonic ``opened_at``
+        on the wall clock of the server's start (no int kept per connection; a later step
+        of the wall clock does not move it)."""
+        return int((self.opened_at + self.server.wall_offset) * 1000)
+
+    def _decoder(self) -> FrameDecoder:
+        """The connection's decoder, made on first need (a read that ends inside a frame, a
+        bad header)."""
+        decoder = self.decoder
+        if decoder is None:
+            decoder = self.decoder = FrameDecoder(max_frame=self.server.config.max_frame)
+        return decoder
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not processed yet: a partial frame, or requests held back."""
+        decoder = self.decoder
+        return 0 if decoder is None else decoder.buffered
+
+    def shed(self) -> None:
+        """Give back what an idle connection keeps only for its next burst: an empty
+        decoder and an empty acknowledgement ledger (the heartbeat calls this once a
+        client has been silent for an interval; both are made again on first need)."""
+        decoder = self.decoder
+        if decoder is not None and not decoder.buffered and not decoder.failed:
+            self.decoder = None
+        if not self.awaiting_ack:
+            self.awaiting_ack = NO_ACKS
 
     def _yield_turn(self) -> None:
         """Let the other connections be served before this one's next requests."""
@@ -373,8 +429,11 @@ class ClientConnection(asyncio.Protocol):
         if self.state >= _CLOSING:
             return
         out = self.out
-        if not out and not self.in_batch:
-            self.server.schedule_flush(self)
+        if not out:
+            if out is NO_OUT:
+                out = self.out = []
+            if not self.in_batch:
+                self.server.schedule_flush(self)
         out.append(data)
         queued = self.out_bytes + len(data)
         if queued < self.server.flush_at:
@@ -388,13 +447,16 @@ class ClientConnection(asyncio.Protocol):
             return
         out = self.out
         self.out_bytes = 0
-        transport = self.transport
-        if not out or transport is None or self.state >= _CLOSING:
-            out.clear()
+        if not out:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self._write(transport, data)
+        if self.in_batch:
+            out.clear()  # the batch's answers go on appending to this list
+        else:
+            self.out = NO_OUT  # an idle connection keeps no list (send_raw makes one)
+        transport = self.transport
+        if transport is not None and self.state < _CLOSING:
+            self._write(transport, data)
 
     def _write(self, transport: Transport, data: bytes) -> None:
         server = self.server
@@ -541,7 +603,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _drop_queued(self) -> None:
         """Nothing queued is written any more (the connection is gone or dropped)."""
-        self.out = []
+        self.out = NO_OUT
         self.out_bytes = 0
         self.reserved = self.released = None
 
@@ -558,18 +620,3 @@ class ReservedAnswer:
         self.data: bytes | None = None
         #: What was queued after it, written once it is given.
         self.after: list[bytes] = []
-
-
-def _enable_keepalive(sock: socket.socket, heartbeat: float) -> None:
-    """TCP keepalive as a second line of defence behind the heartbeat."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        # Linux takes 1-32,767 s for both.
-        idle = min(max(1, int(heartbeat * 3)), 32_767)
-        interval = min(max(1, int(heartbeat)), 32_767)
-        if hasattr(socket, "TCP_KEEPIDLE"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-    except OSError:
-        pass  # not a TCP socket (tests may use socketpairs): keepalive does not apply

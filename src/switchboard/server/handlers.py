@@ -37,6 +37,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
@@ -92,6 +93,7 @@ from switchboard.protocol.fastpath import (
     KEY_SEND,
     KEY_TIME,
     RECEIPT_HEAD,
+    SEND_FRAME_HEAD,
     SEND_OK_MIDDLE,
     SEND_OK_PREFIX,
     TIME_OK_PREFIX,
@@ -117,6 +119,7 @@ from switchboard.protocol.fastpath import (
     parse_send,
     sender_block,
     unpack_ack,
+    unpack_send_frame,
     unpack_send_head,
 )
 
@@ -135,7 +138,7 @@ from .history import (
 )
 from .logs import EventLog
 from .metrics import MAX_RECEIPT_SAMPLES, RECEIPT_BUCKETS, ServerMetrics
-from .registry import Peer, ReservedSlot, Room
+from .registry import NO_ACKS, NO_OUT, Peer, ReservedSlot, Room, awaiting_of
 from .states import ConnectionState
 
 
@@ -177,6 +180,8 @@ class Server(Protocol):
     #: The request rate limit (requests/s per connection) and burst (``_rate_limited``).
     rate: float
     burst: float
+    #: Seconds of refill one request costs (1 / rate).
+    rate_step: float
     #: ``trace(direction, connection, event, raw)`` when tracing is on (``_traced``).
     trace: Callable[[str, Peer, Frame | InvalidFrame, bytes], None] | None
     #: The counters /metrics exports: added to once per answer call or run, never per frame
@@ -204,6 +209,11 @@ Buffer = bytes | bytearray
 Answer = Callable[[Server, Peer, int, Buffer, int, int, int], int]
 
 _unpack_header = HEADER_WORDS.unpack_from
+_iter_headers = HEADER_WORDS.iter_unpack
+#: An ACK frame whole: its header words and its message id (22 bytes).
+_ACK_FRAMES = struct.Struct("!HIIIQ")
+_ACK_FRAME = _ACK_FRAMES.size
+_iter_acks = _ACK_FRAMES.iter_unpack
 _monotonic = time.monotonic
 _bucket_of = bisect.bisect_left
 _WORD_LIST = header_word(KEY_LIST)
@@ -211,6 +221,8 @@ _WORD_PING_REQUEST = header_word(KEY_PING_REQUEST)
 _WORD_PONG = header_word(KEY_PONG)
 _WORD_ACKS = header_word(KEY_ACKS)
 _READY = ConnectionState.READY
+#: No sender (settle's "the sender before"): never a Peer, nor None.
+_NOBODY = object()
 _DELIVERED = int(ReceiptStatus.DELIVERED)
 
 
@@ -711,10 +723,12 @@ def time_(
     pack, tail = server.clock.now()
     append = conn.out.append
     append(pack(TIME_OK_PREFIX, request_id, tail))
+    # The headers that may follow, read by one iterator over a copy of the whole frames
+    # before bound (a few KB at most): no struct call per frame.
     pos = end
-    bound -= HEADER_SIZE  # a TIME ends HEADER_SIZE bytes after it starts
-    while pos <= bound:
-        magic, word, request_id, length = _unpack_header(buf, pos)
+    for magic, word, request_id, length in _iter_headers(
+        buf[end : end + (bound - end) // HEADER_SIZE * HEADER_SIZE]
+    ):
         if word != WORD_TIME or length or magic != MAGIC:
             break
         append(pack(TIME_OK_PREFIX, request_id, tail))
@@ -737,7 +751,12 @@ def send(
     unacknowledged-message budget is forwarded here with one struct call per frame; any other
     SEND (bad layout, TEXT_TOO_LONG, non-ASCII to validate, NO_SUCH_CLIENT, RECIPIENT_BUSY)
     takes ``_send_checked``, which decides in the spec's order.  At INFO each forward is also
-    logged (``log_forward``): the level never picks the code that answers."""
+    logged (``log_forward``): the level never picks the code that answers.
+
+    A target is looked up and checked once for the SENDs to it in a row (a client writes a
+    burst to one peer): nothing in the fast path can change its state, its write queue or
+    its ledger, and its budget (``room``) is counted down per message; ``_send_checked``
+    can, so the target is looked up again after it."""
     by_id = server.client_by_id
     max_text = server.max_text
     max_unacked = server.max_unacked
@@ -748,55 +767,86 @@ def send(
     pack_message, message_prefix, message_base, block = message_packer(
         conn.direct_fields(), now_ms(), 0
     )
-    # Counted once per run: its forwards are the message ids it took, plus its refusals.
-    first_id = server.message_ids + 1
+    # The ids given out: counted here, stored in the server before anything else reads it.
+    first_id = message_id = server.message_ids + 1
+    message_id -= 1
     refused = 0
+    # A frame starting past these does not end before bound: past the first, nor a SEND
+    # with its target and text length (read with its header in one struct call).
+    last_header = bound - HEADER_SIZE
+    last_send = bound - SEND_FRAME_HEAD
+    looked_up = -1  # the target id the cached target (or its absence) is for
+    room = 0  # messages the cached target may still be sent (0: none, or no target)
+    target_out: list[bytes] = NO_OUT
+    awaiting: dict[int, Peer] = NO_ACKS
+    if end - start >= 8:
+        target_id, text_len = unpack_send_head(buf, start)
+    else:  # no target: the slow path answers it
+        target_id = text_len = 0
     while True:
-        target = None
-        if end - start >= 8:
-            target_id, text_len = unpack_send_head(buf, start)
+        # A payload under 8 bytes has no target: it is never looked up, and it takes the
+        # slow path (room 0, or a text_len read from the next frame's bytes, >= 0, that
+        # cannot equal its negative end - start - 8).
+        if target_id != looked_up and end - start >= 8:
+            looked_up = target_id
+            room = 0
             target = by_id.get(target_id)
+            if target is not None and target.state is _READY and not target.write_paused:
+                room = max_unacked - len(target.awaiting_ack)
+                if room > 0:
+                    awaiting = target.awaiting_ack
+                    if awaiting is NO_ACKS:  # its first since it was idle
+                        awaiting = target.awaiting_ack = {}
+                    target_out = target.out
+                    if not target_out and not target.in_batch:
+                        schedule_flush(target)
+                        if target_out is NO_OUT:  # idle until now: a list of its own
+                            target_out = target.out = []
         if (
-            target is not None
+            room > 0
             and text_len == end - start - 8
             and text_len <= max_text
-            and target.state is _READY
-            and not target.write_paused
-            and len(target.awaiting_ack) < max_unacked
             and (text := buf[start + 8 : end]).isascii()  # ASCII is valid UTF-8
         ):
-            server.message_ids = message_id = server.message_ids + 1
-            target_out = target.out
-            if not target_out and not target.in_batch:
-                schedule_flush(target)
+            message_id += 1
+            room -= 1
             target_out.append(
                 pack_message(message_prefix, message_base + text_len, message_id, block, text_len)
                 + text
             )
-            target.awaiting_ack[message_id] = conn
+            awaiting[message_id] = conn
             append(pack_send_ok(SEND_OK_PREFIX, request_id, SEND_OK_MIDDLE, message_id, target_id))
             if log_forwards:
+                server.message_ids = message_id
                 log_forward(server, conn, target_id, message_id, text_len)
         else:
-            forwarded = server.message_ids
+            server.message_ids = message_id
             _send_checked(server, conn, request_id, buf, start, end)
-            refused += 1 - (server.message_ids - forwarded)
+            refused += 1 - (server.message_ids - message_id)
+            message_id = server.message_ids
+            looked_up = -1  # anything may have changed: look the next target up again
+            room = 0
             if conn.state is not _READY or conn.write_paused:
                 pos = end  # its ERROR passed its mark (or its hard limit): the loop decides
                 break
             append = conn.out.append  # a SEND to another node queues later answers anew
         pos = end
-        if pos + HEADER_SIZE > bound:
+        if pos <= last_send:
+            magic, word, request_id, length, target_id, text_len = unpack_send_frame(buf, pos)
+        elif pos <= last_header:  # too short to be a SEND with a target: the slow path's
+            magic, word, request_id, length = _unpack_header(buf, pos)
+            target_id = text_len = room = 0
+        else:
             break
-        magic, word, request_id, length = _unpack_header(buf, pos)
         start = pos + HEADER_SIZE
         end = start + length
         if word != WORD_SEND or end > bound or magic != MAGIC:
             break
+    server.message_ids = message_id
     # Its first forwarded message is timed to its RECEIPT.
     metrics = server.metrics
-    metrics.frames[WORD_SEND] += server.message_ids - first_id + 1 + refused
-    if server.message_ids >= first_id:
+    metrics.frames[WORD_SEND] += message_id - first_id + 1 + refused
+    if message_id >= first_id:
         samples = metrics.receipt_samples  # inline: a call per run cost 1 % of a message
         if len(samples) < MAX_RECEIPT_SAMPLES:
             samples[first_id] = _monotonic()
@@ -858,14 +908,16 @@ def ack(
         server.metrics.frames[WORD_ACK] += 1
         return end
     acked = [unpack_ack(buf, start)[0]]
-    bound -= HEADER_SIZE + 8  # an ACK ends 22 bytes after it starts
+    # The frames that may follow, each read whole (header and id) by one iterator over a
+    # copy of the 22-byte slots before bound, as TIME's run does.
     pos = end
-    while pos <= bound:
-        magic, word, _, length = _unpack_header(buf, pos)
+    for magic, word, _, length, message_id in _iter_acks(
+        buf[end : end + (bound - end) // _ACK_FRAME * _ACK_FRAME]
+    ):
         if word != WORD_ACK or length != 8 or magic != MAGIC:
             break
-        acked.append(unpack_ack(buf, pos + HEADER_SIZE)[0])
-        pos += HEADER_SIZE + 8
+        acked.append(message_id)
+        pos += _ACK_FRAME
     server.metrics.frames[WORD_ACK] += len(acked)
     settle(server, conn, acked)
     return pos
@@ -904,11 +956,20 @@ def settle(server: Server, conn: Peer, acked: Sequence[int]) -> None:
             elapsed = _monotonic() - sent
             metrics.receipt_buckets[_bucket_of(RECEIPT_BUCKETS, elapsed)] += 1
             metrics.receipt_sum += elapsed
-    awaiting = conn.awaiting_ack
+    pop = conn.awaiting_ack.pop
     client_id = conn.client_id
     batches: dict[Peer, list[int]] | None = None
+    # The ids of one sender come in a row (a client acknowledges what one read brought, and
+    # a burst comes from one sender): while the sender is the one before's, its id joins
+    # that sender's RECEIPTS at once.  A version-1 sender is never remembered so (each of
+    # its ids is a RECEIPT of its own), nor is a gone one.
+    last: object = _NOBODY
+    ids: list[int] = []
     for message_id in acked:
-        sender = awaiting.pop(message_id, None)
+        sender = pop(message_id, None)
+        if sender is last:
+            ids.append(message_id)
+            continue
         # A sender is READY until it closes (it could not SEND before), and an identity
         # test is cheaper than an IntEnum comparison.
         if sender is None or sender.state is not _READY:
@@ -916,15 +977,20 @@ def settle(server: Server, conn: Peer, acked: Sequence[int]) -> None:
         if sender.receipts_batched:
             if batches is None:
                 batches = {}
-            ids = batches.get(sender)
-            if ids is None:
-                batches[sender] = [message_id]
+            known = batches.get(sender)
+            if known is None:
+                ids = batches[sender] = [message_id]
             else:
+                ids = known
                 ids.append(message_id)
+            last = sender
             continue
+        last = _NOBODY
         sender_out = sender.out
         if not sender_out and not sender.in_batch:
             server.schedule_flush(sender)
+            if sender_out is NO_OUT:  # idle until now: a list of its own
+                sender_out = sender.out = []
         sender_out.append(pack_receipt(RECEIPT_HEAD, message_id, client_id, _DELIVERED))
     if batches:
         for sender, ids in batches.items():
@@ -964,7 +1030,7 @@ def forward_direct(server: Server, conn: Peer, target: Peer, text: Buffer) -> in
         target_id, encode_message_fields(message_id, conn.direct_fields(), now_ms(), 0, text)
     )
     # Awaiting the target's ACK: one dict entry on the target, no tuple, no shared table.
-    target.awaiting_ack[message_id] = conn
+    awaiting_of(target)[message_id] = conn
     server.metrics.sample_send(message_id)
     if server.events.info_on:
         log_forward(server, conn, target_id, message_id, len(text))
@@ -1137,9 +1203,12 @@ def shutting_down(
 
 def _rate_limited(answer: Answer) -> Answer:
     """``answer`` behind the connection's token bucket (``Server.rate`` requests/s, bursts of
-    ``Server.burst``): a request with no token left is RATE_LIMITED.  The bucket is refilled
-    once per call; a run answer is given a bound within which no more frames than tokens can
-    end (a frame is at least a header), and charged for the frames it took."""
+    ``Server.burst``): a request with no token left is RATE_LIMITED.  The bucket is kept as
+    one number, the time it is full again (the generic cell rate algorithm: a request
+    moves it ``1 / rate`` later, and ``burst - (full_at - now) * rate`` tokens are left), so
+    a connection holds one float and the check is one subtraction; a run answer is given a
+    bound within which no more frames than tokens can end (a frame is at least a header),
+    and charged for the frames it took."""
     runs = answer in RUNS
     frame_size = RUN_FRAME_SIZES.get(answer, 0)
 
@@ -1147,26 +1216,23 @@ def _rate_limited(answer: Answer) -> Answer:
         server: Server, conn: Peer, request_id: int, buf: Buffer, start: int, end: int, bound: int
     ) -> int:
         now = _monotonic()
-        tokens = conn.tokens + (now - conn.tokens_at) * server.rate
-        if tokens > server.burst:
-            tokens = server.burst
-        conn.tokens_at = now
+        full_at = conn.bucket_full_at
+        if full_at < now:
+            full_at = now
+        tokens = server.burst - (full_at - now) * server.rate
         if tokens < 1.0:
-            conn.tokens = tokens
             server.refuse(conn, ErrorCode.RATE_LIMITED, request_id)
             return end
         if not runs:
-            conn.tokens = tokens - 1.0
+            conn.bucket_full_at = full_at + server.rate_step
             return answer(server, conn, request_id, buf, start, end, end)
         pos = start - HEADER_SIZE
         limit = pos + int(tokens) * HEADER_SIZE
         if limit < bound:
             bound = limit if limit > end else end
         stop = answer(server, conn, request_id, buf, start, end, bound)
-        if frame_size:
-            conn.tokens = tokens - 1 - (stop - end) // frame_size
-        else:
-            conn.tokens = tokens - count_frames(buf, pos, stop)
+        taken = 1 + (stop - end) // frame_size if frame_size else count_frames(buf, pos, stop)
+        conn.bucket_full_at = full_at + taken * server.rate_step
         return stop
 
     gate.__qualname__ = gate.__name__ = f"rate_limited_{answer.__name__}"

@@ -32,6 +32,7 @@ from switchboard.protocol.trace import host_port
 from .config import ServerConfig, allowed_origins, http_endpoint, trusted_proxies
 from .connection import ClientConnection
 from .logs import EventLog
+from .transport import enable_keepalive
 from .websocket import WebSocketTransport
 
 log = logging.getLogger("switchboard.server")
@@ -126,6 +127,8 @@ class HttpListener:
         except OSError as exc:
             await runner.cleanup()
             raise HttpListenError(self.server.config.http, exc) from exc
+        # The WebSocket clients' TCP keepalive, inherited as on the server's own port.
+        enable_keepalive(self._listener.sockets, self.server.config.heartbeat)
 
     async def _listen(
         self, loop: asyncio.AbstractEventLoop, make_handler: web.Server

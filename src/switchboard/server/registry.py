@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sortedcontainers import SortedList
 
@@ -25,6 +25,24 @@ from .transport import Transport
 
 #: The rooms of a connection that is in none (``Peer.rooms`` until its first JOIN).
 NO_ROOMS: frozenset[str] = frozenset()
+#: The acknowledgement ledger of a connection that awaits none (``Peer.awaiting_ack`` until
+#: the first MESSAGE is forwarded to it, and again once it has been idle): shared by every
+#: such connection, so it is only ever read; whoever adds an entry first gives the
+#: connection a dict of its own (``awaiting_of``).
+NO_ACKS: dict[int, Any] = {}
+#: The write queue of a connection with nothing queued, between its batches (``Peer.out``):
+#: an empty tuple, shared, so that an idle connection keeps no list; whoever queues the first
+#: frame gives the connection a list of its own (typed as a list: every append site checks
+#: for it, and an append to it would fail loudly rather than reach another connection).
+NO_OUT = cast("list[bytes]", ())
+
+
+def awaiting_of(peer: Peer) -> dict[int, Peer]:
+    """``peer``'s acknowledgement ledger, to add a message to (its own dict, never NO_ACKS)."""
+    awaiting = peer.awaiting_ack
+    if awaiting is NO_ACKS:
+        awaiting = peer.awaiting_ack = {}
+    return awaiting
 
 
 class ReservedSlot(Protocol):
@@ -46,23 +64,37 @@ class Peer(Protocol):
     rooms: set[str] | frozenset[str]
     #: Its MESSAGE sender fields, pre-encoded (None: to be rebuilt after a rename).
     sender: bytes | None
-    connected_ms: int
+
+    @property
+    def connected_ms(self) -> int:
+        """When it connected, in milliseconds since the epoch."""
+        ...
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not processed yet."""
+        ...
+
     #: Where it is in its life (server/states.py); MESSAGEs reach it only when READY.
     state: ConnectionState
     #: Whether HELLO presented a valid token (always, on servers without tokens).
     authenticated: bool
     write_paused: bool
     in_batch: bool
+    #: Frames queued and not written yet: NO_OUT (shared, empty) between batches; a real
+    #: list while its batch runs (handlers append to it).
     out: list[bytes]
+    #: MESSAGEs forwarded to it and not acknowledged yet: id -> sender.  NO_ACKS (shared,
+    #: read-only) while there are none: entries are added through ``awaiting_of``.
     awaiting_ack: dict[int, Peer]
     #: Whether its HELLO negotiated protocol version 2: its receipts come in RECEIPTS frames.
     receipts_batched: bool
     log_runs: RepeatedEvents | None
     auth_hold: float
     pinged: bool
-    #: Its request token bucket (handlers._rate_limited): tokens left, and when counted.
-    tokens: float
-    tokens_at: float
+    #: Its request token bucket (handlers._rate_limited), as one number: when the bucket
+    #: is full again (the generic cell rate algorithm's theoretical arrival time).
+    bucket_full_at: float
     opened_at: float
     last_seen: float
     partial_since: float
@@ -81,6 +113,7 @@ class Peer(Protocol):
     def hold(self) -> None: ...
     def end_hold(self) -> bool: ...
     def go_on_reading(self) -> None: ...
+    def shed(self) -> None: ...
 
     #: A request of it is being answered later: nothing more is read until then.
     answering_later: bool

@@ -9,6 +9,8 @@ Protocol calls); the connection answers through the methods below, and nothing e
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 
@@ -39,3 +41,22 @@ class Transport(Protocol):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """ "peername" (the peer's (host, port)) and, for TCP, "socket"; None if unknown."""
+
+
+def enable_keepalive(listening: Iterable[socket.socket], heartbeat: float) -> None:
+    """TCP keepalive, as a second line of defence behind the heartbeat, on every socket a
+    listener accepts: set once on the listening sockets, whose options Linux copies to each
+    socket it accepts (SO_KEEPALIVE and the TCP_KEEP* timings), rather than by three system
+    calls and a socket object kept per connection."""
+    # Linux takes 1-32,767 s for both.
+    idle = min(max(1, int(heartbeat * 3)), 32_767)
+    interval = min(max(1, int(heartbeat)), 32_767)
+    for sock in listening:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        except OSError:
+            pass  # not a TCP socket (a Unix socket): keepalive does not apply

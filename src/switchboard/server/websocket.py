@@ -196,7 +196,7 @@ class WebSocketTransport:
                     # message over the frame limit, refused from its header; 1002: bad
                     # framing).
                     if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
-                        limit = conn.decoder.max_payload + HEADER_SIZE
+                        limit = conn.server.max_payload + HEADER_SIZE
                         conn.close(
                             "protocol error: FRAME_TOO_LARGE (a WebSocket message over "
                             f"{limit} bytes)"
