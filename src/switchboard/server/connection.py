@@ -603,7 +603,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _drop_queued(self) -> None:
         """Nothing queued is written any more (the connection is gone or dropped)."""
-        self.out = NO_OUT
+        # Dropped inside its own batch (a write there passed the hard limit), its answer
+        # may still be appended to ``out`` (a SEND to itself: _send_checked's OK): a list of
+        # its own, never written, not the shared NO_OUT, which has no append.
+        self.out = [] if self.in_batch else NO_OUT
         self.out_bytes = 0
         self.reserved = self.released = None
 
