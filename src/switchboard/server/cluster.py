@@ -1442,7 +1442,11 @@ class RedisDirectory(LocalDirectory):
             else:
                 stored = line_id(result)
                 room_name = pending.room.name
-                if stored > self._stored_top.get(room_name, 0):
+                # Only for a room this node still has: one its members all left while the
+                # line was on its way (a LEAVE pipelined behind it) was forgotten then.
+                if room_name in self.room_registry.by_name and stored > self._stored_top.get(
+                    room_name, 0
+                ):
                     self._stored_top[room_name] = stored
                 self.on_line(pending, stored, None)
         return failed
