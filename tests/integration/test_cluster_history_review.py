@@ -3,11 +3,26 @@ there any more (in-process node on a Redis of the test's own)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
+import redis
+
 from support.history_lines import join
 from support.peers import RawPeer
 from support.redis_servers import RedisServer
 from support.servers import ServerThread
-from switchboard.protocol import BroadcastOk, BroadcastRequest, LeaveOk, LeaveRequest
+from switchboard.protocol import (
+    BroadcastOk,
+    BroadcastRequest,
+    Joined,
+    JoinRequest,
+    LeaveOk,
+    LeaveRequest,
+    Left,
+    encode,
+)
 from switchboard.server import ServerConfig
 
 ROOMS = 20
@@ -44,5 +59,56 @@ def test_a_room_said_in_then_left_at_once_leaves_nothing_on_the_node(
                 return [name for name in directory._stored_top if name not in here]
 
             assert st.call(kept) == []
+    finally:
+        st.stop()
+
+
+def test_a_client_gone_while_its_join_waited_leaves_and_the_pass_s_lines_are_answered(
+    redis_server: RedisServer,
+) -> None:
+    """Bob's connection is dropped while his JOIN waits for Redis: the node sees him gone
+    when the JOIN script returns and leaves the room again for him.  That leave went into
+    the node's next pipeline as a command one field short, which raised IndexError while
+    the pipeline was being built: the pass's other commands died with it (a BROADCAST in
+    the same pass was never answered, and everything its sender was sent after it waited
+    behind that answer for good), bob stayed a member in Redis for good, and ann, who had
+    his JOINED, never had a LEFT."""
+    config = ServerConfig(
+        port=0, name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
+        log_level="warning",
+    )  # fmt: skip
+    st = ServerThread(config).start()
+    try:
+        directory = st.server.shared_directory
+        assert directory is not None
+        with RawPeer(st.port) as ann, RawPeer(st.port) as bob:
+            join(ann, "gone")
+            bob_id = bob.client_id
+            ann_conn = st.call(lambda: st.server.directory.client_by_id[ann.client_id])
+            claim = directory._claim_room
+
+            async def claim_for_a_client_gone(conn: Any, name: str) -> None:
+                # Bob is dropped while his JOIN waits (as the heartbeat drops a silent
+                # client: his reading is paused meanwhile, so his own close is not seen).
+                conn.abort("heartbeat timeout (test)")
+                deadline = time.monotonic() + 10
+                while bob_id in directory.client_by_id:
+                    assert time.monotonic() < deadline, "bob never went"
+                    await asyncio.sleep(0.005)
+                await claim(conn, name)  # finds bob gone: queues his leave
+                # Ann's BROADCAST, read now, goes out in the same pass as that leave.
+                said = BroadcastRequest("gone", "still here?", request_id=5)
+                ann_conn.data_received(encode(said))
+
+            directory._claim_room = claim_for_a_client_gone  # type: ignore[method-assign]
+            bob.send(JoinRequest("gone", request_id=1))
+            # The answer comes first: bob's JOINED, read after it was asked, waits behind it
+            # (so that, unanswered, it held back everything ann was sent from then on).
+            assert ann.expect(BroadcastOk, 10).request_id == 5
+            assert ann.expect(Joined, 10).client_id == bob_id
+            left = ann.expect(Left, 10)
+            assert left.client_id == bob_id and left.room == "gone"
+            members = redis.Redis.from_url(redis_server.url).hkeys("switchboard:room-members:gone")
+            assert str(bob_id).encode() not in members
     finally:
         st.stop()

@@ -1797,7 +1797,10 @@ class RedisDirectory(LocalDirectory):
             )
         canonical = reply[1].decode()
         if self.client_by_id.get(client_id) is not conn:  # gone meanwhile: leave again
-            self._room_out.append(("leave", client_id, canonical))
+            # With the LEFT that answers the JOINED the script put in the stream (if it did),
+            # and in the four fields a "leave" command has (_room_commands).
+            left = Left(canonical, client_id, conn.nick, conn.left_reason) if reply[2] else None
+            self._room_out.append(["leave", client_id, canonical, encode(left) if left else b""])
             self._schedule_outbox()
             return
         flat = reply[4]
