@@ -21,6 +21,7 @@ from switchboard.protocol import (
     LeaveOk,
     LeaveRequest,
     Left,
+    Message,
     encode,
 )
 from switchboard.server import ServerConfig
@@ -59,6 +60,64 @@ def test_a_room_said_in_then_left_at_once_leaves_nothing_on_the_node(
                 return [name for name in directory._stored_top if name not in here]
 
             assert st.call(kept) == []
+    finally:
+        st.stop()
+
+
+def test_entries_kept_for_a_join_go_when_the_node_stops_following_the_room(
+    redis_server: RedisServer,
+) -> None:
+    """While a JOIN waits for Redis the node keeps the room's entries it reads (up to
+    CLUSTER_JOIN_RECENT, for the joiner's catch-up).  If the room's last member here leaves
+    meanwhile and the JOIN comes to nothing (its client went), the node no longer reads the
+    room, so no later entry clears them: they must go when the node stops following it,
+    not stay for ever (up to 1,024 frames per room, and a room_key() per entry read of every
+    other room while any are kept)."""
+    config = ServerConfig(
+        port=0, name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
+        log_level="warning",
+    )  # fmt: skip
+    st = ServerThread(config).start()
+    try:
+        directory = st.server.shared_directory
+        assert directory is not None
+        with RawPeer(st.port) as ann, RawPeer(st.port) as bob:
+            join(ann, "quiet")  # the node reads the room's stream from now on
+            bob_id = bob.client_id
+            claim = directory._claim_room
+            line = Message(5, 99, "127.0.0.1", 1, "far", "quiet", 0, 0, "said elsewhere")
+
+            async def a_line_is_read_then_everyone_goes(conn: Any, name: str) -> None:
+                entry = await directory.node.redis.xadd(
+                    "switchboard:room:quiet", {"f": encode(line), "s": 0}
+                )
+                deadline = time.monotonic() + 10
+                while directory._room_cursor.get("quiet") != entry:
+                    assert time.monotonic() < deadline, "the node never read the line"
+                    await asyncio.sleep(0.005)
+                # Ann leaves the room, then bob is dropped while his JOIN waits (as the
+                # heartbeat drops a silent client: his reading is paused meanwhile, so his
+                # own close would not be seen).
+                while "quiet" in directory._room_cursor:
+                    assert time.monotonic() < deadline, "ann never left"
+                    await asyncio.sleep(0.005)
+                conn.abort("heartbeat timeout (test)")
+                while bob_id in directory.client_by_id:
+                    assert time.monotonic() < deadline, "bob never went"
+                    await asyncio.sleep(0.005)
+                await claim(conn, name)
+
+            directory._claim_room = a_line_is_read_then_everyone_goes  # type: ignore[method-assign]
+            bob.send(JoinRequest("quiet", request_id=1))
+            st.wait_for(lambda s: bool(directory._recent), timeout=10)
+            assert ann.expect(Message).text == "said elsewhere"
+            ann.send(LeaveRequest("quiet", request_id=2))
+            assert ann.expect(LeaveOk).request_id == 2
+            st.wait_for(
+                lambda s: bob_id not in s.directory.client_by_id and not directory._joining,
+                timeout=10,
+            )
+            assert st.call(lambda: {k: len(v) for k, v in directory._recent.items()}) == {}
     finally:
         st.stop()
 

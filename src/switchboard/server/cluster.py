@@ -1830,6 +1830,9 @@ class RedisDirectory(LocalDirectory):
             self._stored_top.pop(room.name, None)
             self._join_floor.pop(room.name, None)
             self._room_remote.pop(room.name, None)
+            # Not read any more: no later entry would clear what was kept for a JOIN (and a
+            # JOIN still in flight reads the room again from its own place in the stream).
+            self._recent.pop(room_key(room.name), None)
 
     def deliver_room(
         self, room: Room, frame: bytes, *, skip: Peer | None = None, skip_paused: bool = False
