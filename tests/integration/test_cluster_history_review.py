@@ -12,7 +12,7 @@ import redis
 from support.history_lines import join
 from support.peers import RawPeer
 from support.redis_servers import RedisServer
-from support.servers import ServerThread
+from support.servers import ServerThread, shrink_send_buffer
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -22,6 +22,8 @@ from switchboard.protocol import (
     LeaveRequest,
     Left,
     Message,
+    SendOk,
+    SendRequest,
     encode,
 )
 from switchboard.server import ServerConfig
@@ -169,5 +171,57 @@ def test_a_client_gone_while_its_join_waited_leaves_and_the_pass_s_lines_are_ans
             assert left.client_id == bob_id and left.room == "gone"
             members = redis.Redis.from_url(redis_server.url).hkeys("switchboard:room-members:gone")
             assert str(bob_id).encode() not in members
+    finally:
+        st.stop()
+
+
+def test_a_client_closing_while_its_join_waited_is_no_member_left_behind(
+    redis_server: RedisServer,
+) -> None:
+    """Bob's connection is closing (closed by the server, what it owes him still unwritten:
+    he is not reading) when his JOIN's script returns.  He is not gone from the node's
+    clients until his transport is, so the JOIN was granted; its answer then found him
+    closing and gave none, and nothing made the node a member here: in Redis he stayed a
+    member of the room for good (LIST showed him, the members had his JOINED and never his
+    LEFT)."""
+    config = ServerConfig(
+        port=0, name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
+        log_level="warning",
+    )  # fmt: skip
+    st = ServerThread(config).start()
+    try:
+        directory = st.server.shared_directory
+        assert directory is not None
+        with RawPeer(st.port) as ann, RawPeer(st.port, rcvbuf=4096) as bob:
+            join(ann, "closing")
+            bob_id = bob.client_id
+            shrink_send_buffer(st, bob_id)
+            # Bob reads nothing: what the server owes him stays in its transport's buffer.
+            ann.send(*(SendRequest(bob_id, "x" * 4000, request_id=i) for i in range(1, 41)))
+            for _ in range(40):
+                ann.expect(SendOk)
+
+            def owed() -> int:
+                conn = st.server.directory.client_by_id[bob_id]
+                assert conn.transport is not None
+                return int(conn.transport.get_write_buffer_size())
+
+            assert st.call(owed) > 0
+            claim = directory._claim_room
+
+            async def claim_while_closing(conn: Any, name: str) -> None:
+                conn.close("closed by the test")  # its transport waits to write what is owed
+                await claim(conn, name)
+
+            directory._claim_room = claim_while_closing  # type: ignore[method-assign]
+            bob.send(JoinRequest("closing", request_id=1))
+            assert ann.expect(Joined, 10).client_id == bob_id
+            left = ann.expect(Left, 10)
+            assert left.client_id == bob_id and left.room == "closing"
+            members = redis.Redis.from_url(redis_server.url).hkeys(
+                "switchboard:room-members:closing"
+            )
+            assert str(bob_id).encode() not in members
+            assert st.call(lambda: dict(directory._room_grants)) == {}
     finally:
         st.stop()

@@ -1796,7 +1796,14 @@ class RedisDirectory(LocalDirectory):
                 f"the cluster has {int(reply[1])} rooms, the most it keeps; join an existing room",
             )
         canonical = reply[1].decode()
-        if self.client_by_id.get(client_id) is not conn:  # gone meanwhile: leave again
+        # Gone meanwhile, or going (its transport closing: the answer is not given, app.py's
+        # answer_later, so nothing would make it a member here): leave again.
+        transport = conn.transport
+        if (
+            self.client_by_id.get(client_id) is not conn
+            or transport is None
+            or transport.is_closing()
+        ):
             # With the LEFT that answers the JOINED the script put in the stream (if it did),
             # and in the four fields a "leave" command has (_room_commands).
             left = Left(canonical, client_id, conn.nick, conn.left_reason) if reply[2] else None
