@@ -553,7 +553,7 @@ def test_a_line_read_between_a_join_and_its_answer_still_reaches_the_joiner(
     node reads it (and hands it to the members it has) before bob is a member here; bob
     still gets it, live, after his JoinOk."""
     config = ServerConfig(
-        port=0, name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
+        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
         log_level="warning",
     )  # fmt: skip
     st = ServerThread(config).start()

@@ -50,7 +50,12 @@ PAGE = defaults.MAX_HISTORY_PAGE
 def filled() -> Iterator[tuple[ServerThread, list[int], int]]:
     """A server whose room "big" holds 10,000 lines (and "quiet" none); the ids, the epoch."""
     config = ServerConfig(
-        port=0, name="history-test", data_dir=fresh_data_dir(), rate=0, log_level="warning"
+        port=0,
+        http="off",
+        name="history-test",
+        data_dir=fresh_data_dir(),
+        rate=0,
+        log_level="warning",
     )
     st = ServerThread(config).start()
     with RawPeer(st.port) as peer:

@@ -816,6 +816,11 @@ class RedisDirectory(LocalDirectory):
         #: room's notice stream may be younger than its lines: a room that ended and came
         #: back).  HISTORY pages reach up to it, or to the stream's cursor if further.
         self._stored_top: dict[str, int] = {}
+        #: Per room, the members whose HISTORY page reached past this node's reading of the
+        #: room (up to ``_stored_top``): member -> the page's last line id.  Lines up to it
+        #: are not delivered to that member live (they were in its page), until the reading
+        #: passes it.
+        self._page_floor: dict[str, dict[int, int]] = {}
         #: Per room, the members of this node who joined while its reading of the room was
         #: behind, and the stream id their JOIN came after: entries up to it are not theirs
         #: (what they said is in their JOIN's replay), until the reading passes it.
@@ -1486,12 +1491,20 @@ class RedisDirectory(LocalDirectory):
         room: str,
         query: HistoryQuery,
         done: Callable[[HistoryPage | None, BaseException | None], None],
+        member_id: int = 0,
     ) -> None:
-        """Lines up to what this node has delivered to the room's members here (and the
-        lines it stored: their senders had their OK, and are not told them): what comes
-        later reaches the member live, after this answer."""
+        """Lines up to what this node has delivered to the room's members here, and up to
+        the lines it stored itself (so that a sender finds its own line: its OK came before
+        this node read the line back from the room's stream): what comes later reaches the
+        member live, after this answer.  Lines the page takes beyond the node's reading
+        would reach the member live again when the reading gets there: ``_page_floor``
+        keeps them from it."""
         cursor = self._room_cursor.get(room)
-        through = max(line_id(cursor) if cursor else 0, self._stored_top.get(room, 0))
+        reached = line_id(cursor) if cursor else 0
+        through = max(reached, self._stored_top.get(room, 0))
+        if cursor is not None and through > reached and member_id:
+            floors = self._page_floor.setdefault(room, {})
+            floors[member_id] = max(floors.get(member_id, 0), through)
         self.node.spawn(self._read_page(room, query, through, done))
 
     async def _read_page(
@@ -1832,10 +1845,14 @@ class RedisDirectory(LocalDirectory):
         floors = self._join_floor.get(room.name)
         if floors is not None:
             floors.pop(conn.client_id, None)
+        page_floors = self._page_floor.get(room.name)
+        if page_floors is not None:
+            page_floors.pop(conn.client_id, None)
         if room.name not in self.room_registry.by_name:  # no member here any more
             self._room_cursor.pop(room.name, None)
             self._stored_top.pop(room.name, None)
             self._join_floor.pop(room.name, None)
+            self._page_floor.pop(room.name, None)
             self._room_remote.pop(room.name, None)
             # Not read any more: no later entry would clear what was kept for a JOIN (and a
             # JOIN still in flight reads the room again from its own place in the stream).
@@ -2028,6 +2045,10 @@ class RedisDirectory(LocalDirectory):
         paused = fields.get(b"p") == b"1"
         floors = self._join_floor.get(room_name)
         at = _stream_id(entry_id) if floors else (0, 0)
+        page_floors = self._page_floor.get(room_name)
+        line = line_id(entry_id) if page_floors else 0
+        if page_floors and not paused:
+            page_floors = None  # a notice, not a line: no page holds it
         key = fields.get(b"k")
         told: set[int] | None = None
         if key is not None:
@@ -2042,6 +2063,8 @@ class RedisDirectory(LocalDirectory):
                 continue
             if floors and at <= floors.get(member_id, (0, 0)):
                 continue  # before its JOIN: in its replay, or none of its business
+            if page_floors and line <= page_floors.get(member_id, 0):
+                continue  # in a HISTORY page it had already
             if told is not None:
                 if member_id in told:
                     continue
@@ -2052,6 +2075,13 @@ class RedisDirectory(LocalDirectory):
                 del floors[member_id]
             if not floors:
                 del self._join_floor[room_name]
+        pages = self._page_floor.get(room_name)
+        if pages:  # the pages this node's reading has now passed
+            reached = line_id(entry_id)
+            for member_id in [m for m, last in pages.items() if last <= reached]:
+                del pages[member_id]
+            if not pages:
+                del self._page_floor[room_name]
 
     # --- dead nodes ----------------------------------------------------------------------------
 

@@ -493,7 +493,7 @@ def history(server: Server, conn: Peer, req: HistoryRequest) -> Reply:
     if shared is not None:
         # Up to what the node has delivered to this room's members (and its own stored
         # lines): later lines reach this member live, after the answer.
-        shared.read_page(room.name, query, answered)
+        shared.read_page(room.name, query, answered, conn.client_id)
         return ()
     assert reads is not None
 

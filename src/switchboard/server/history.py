@@ -163,9 +163,11 @@ class SharedHistory(Protocol):
         room: str,
         query: HistoryQuery,
         done: Callable[[HistoryPage | None, BaseException | None], None],
+        member_id: int = 0,
     ) -> None:
-        """Read one HISTORY page of ``room``; ``done(page, None)`` or ``done(None, error)``
-        on the loop (error: a ``RequestFailed`` naming the code to answer)."""
+        """Read one HISTORY page of ``room`` for member ``member_id``; ``done(page, None)``
+        or ``done(None, error)`` on the loop (error: a ``RequestFailed`` naming the code to
+        answer)."""
         ...
 
 
