@@ -9,6 +9,7 @@ import signal
 
 from support.peers import RawPeer
 from support.redis_servers import Node, RedisServer
+from support.servers import ServerThread
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -32,6 +33,7 @@ from switchboard.protocol import (
     RoomsOk,
     RoomsRequest,
 )
+from switchboard.server import ServerConfig
 
 
 def event(peer: RawPeer, timeout: float = 5.0) -> object:
@@ -202,3 +204,37 @@ def test_rooms_without_redis_are_cluster_unavailable(node: Node, redis_server: R
         assert ann.expect(BroadcastOk).request_id == 5
         ann.send(RoomsRequest(request_id=6))  # the room was registered again
         assert [r.name for r in ann.expect(RoomsOk).rooms] == ["here"]
+
+
+def test_a_dead_node_s_member_leaves_with_its_nickname_when_the_copy_lags(
+    node: Node, redis_server: RedisServer
+) -> None:
+    """The surviving node's copy of the client table follows the event stream and can lag
+    behind the dead node's last changes (seen once under load: LEFT with an empty nickname).
+    Here that copy has lost bob outright: his LEFT still names him, from Redis's record."""
+    lease = 2.0
+    config = ServerConfig(
+        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="a",
+        cluster_lease=lease, log_level="warning",
+    )  # fmt: skip
+    a = ServerThread(config).start()
+    try:
+        directory = a.server.shared_directory
+        assert directory is not None
+        b = node("b", "--cluster-lease", str(lease))
+        with RawPeer(a.port) as ann, RawPeer(b.port) as bob:
+            bob.send(NickRequest("bob", request_id=1), JoinRequest("wake", request_id=2))
+            bob.expect(NickOk)
+            bob.expect(JoinOk)
+            ann.send(JoinRequest("wake", request_id=3))
+            assert ann.expect(JoinOk).members == 2
+            a.call(lambda: directory.remote.pop(bob.client_id, None))  # the copy lags
+            b.stop(signal.SIGKILL)
+            left = ann.expect(Left, timeout=lease * 1.25 + 3)
+            assert (left.client_id, left.nick, left.reason) == (
+                bob.client_id,
+                "bob",
+                LeftReason.DISCONNECTED,
+            )
+    finally:
+        a.stop()
