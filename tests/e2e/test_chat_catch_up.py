@@ -9,68 +9,28 @@ from __future__ import annotations
 import json
 import signal
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from support.catch_up import WAIT_S, chat_catches_up, listen_catches_up
 from support.commands import Chat, Follower
 from support.network import CuttableProxy, free_port
 from support.servers import ServerProcess, fresh_data_dir
 from support.terminals import spawn_chat
-from switchboard import defaults
 from switchboard.cli.seen import FILE
 from switchboard.client import Client
-from switchboard.protocol import Left
-
-WAIT_S = 15.0
-#: More than a JOIN replays: what a rejoin alone would never show.
-MISSED = defaults.ROOM_HISTORY + 15
-
-
-def _wait_for_left(client: Client) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        frame = client.next_indication(timeout=max(0.0, deadline - time.monotonic()))
-        assert frame is not None, "the server never saw the chat leave"
-        if isinstance(frame, Left):
-            return
 
 
 def test_terminal_chat_shows_exactly_what_it_missed_after_a_cut(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
-    pexpect = pytest.importorskip("pexpect")
+    pytest.importorskip("pexpect")
     proxy = CuttableProxy(server_process.port)
     child = spawn_chat(proxy.port, "bob", tmp_path, "--room", "den")
     try:
-        child.expect_exact("you joined den")
-        with Client("127.0.0.1", server_process.port, nick="alice", timeout=5) as alice:
-            alice.join("den")
-            alice.broadcast("den", "before the cut")
-            child.expect(r"alice\(#\d+\): before the cut")
-            proxy.cut()
-            child.expect(r"Connection lost: .*; reconnecting in \d")
-            _wait_for_left(alice)  # bob is gone for the server too: he misses these
-            for i in range(MISSED):
-                alice.broadcast("den", f"missed {i:02d}")
-            proxy.mend()
-            child.expect(r"\* Reconnected as bob\(#\d+\), rejoined den", timeout=WAIT_S)
-            child.expect_exact(f"* {MISSED} line(s) said in den while you were away:")
-            for i in range(MISSED):
-                child.expect(rf"\(missed\) alice\(#\d+\): missed {i:02d}")
-            alice.broadcast("den", "live again")
-            child.expect(r"\] alice\(#\d+\): live again")
-        child.send("/quit\r")
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
-        shown = child.logfile_read.getvalue()
-        assert shown.count("before the cut") == 1, shown
-        for i in range(MISSED):
-            assert shown.count(f"missed {i:02d}") == 1, f"missed {i:02d} shown not once"
-        assert "(history)" not in shown  # the replay was not shown on top of it
+        chat_catches_up(child, proxy, server_process.port)
     finally:
         proxy.close()
         if child.isalive():
@@ -153,33 +113,7 @@ def test_listen_prints_what_it_missed_once_after_a_cut(
 ) -> None:
     proxy = CuttableProxy(server_process.port)
     try:
-        args = ["listen", "--nick", "ear", "--room", "den", "--port", str(proxy.port)]
-        listener = follow(*args, *(["--json"] if as_json else []))
-        listener.expect("connected" if not as_json else '"welcome"')
-        with Client("127.0.0.1", server_process.port, nick="alice", timeout=5) as alice:
-            alice.join("den")
-            alice.broadcast("den", "before the cut")
-            listener.expect("before the cut")
-            proxy.cut()
-            listener.expect("disconnected")
-            _wait_for_left(alice)
-            for i in range(MISSED):
-                alice.broadcast("den", f"missed {i:02d}")
-            proxy.mend()
-            listener.expect("reconnected")
-            for i in range(MISSED):
-                line = listener.expect(f"missed {i:02d}").string
-                if as_json:
-                    record = json.loads(line)
-                    assert (record["missed"], record["text"]) == (True, f"missed {i:02d}")
-                else:
-                    assert "[missed]:" in line
-            alice.broadcast("den", "live again")
-            listener.expect("live again")
-        listener.stop()
-        printed = listener.seen
-        assert sum("before the cut" in line for line in printed) == 1, printed
-        assert all(sum(f"missed {i:02d}" in line for line in printed) == 1 for i in range(MISSED))
+        listen_catches_up(follow, proxy, server_process.port, as_json)
     finally:
         proxy.close()
 

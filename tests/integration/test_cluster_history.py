@@ -15,8 +15,7 @@ import redis
 
 from support.history_lines import ids_of, join, page, say
 from support.peers import RawPeer, assert_still_serving
-from support.redis_servers import Node, RedisServer
-from support.servers import ServerThread
+from support.redis_servers import Node, RedisServer, start_inproc_node
 from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.client import Client
@@ -42,7 +41,6 @@ from switchboard.protocol import (
 )
 from switchboard.protocol.codec import decode_payload
 from switchboard.protocol.fastpath import encode_message, sender_block
-from switchboard.server import ServerConfig
 from switchboard.server.cluster_history import (
     LINE_SCRIPT,
     SEQ_BITS,
@@ -552,11 +550,7 @@ def test_a_line_read_between_a_join_and_its_answer_still_reaches_the_joiner(
     in-process: another node's line lands in the stream just after bob's JOIN there, and this
     node reads it (and hands it to the members it has) before bob is a member here; bob
     still gets it, live, after his JoinOk."""
-    config = ServerConfig(
-        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
-        log_level="warning",
-    )  # fmt: skip
-    st = ServerThread(config).start()
+    st = start_inproc_node(redis_server)
     try:
         directory = st.server.shared_directory
         assert directory is not None

@@ -12,8 +12,8 @@ import redis
 
 from support.history_lines import join, page
 from support.peers import RawPeer
-from support.redis_servers import RedisServer
-from support.servers import ServerThread, shrink_send_buffer
+from support.redis_servers import RedisServer, start_inproc_node
+from support.servers import shrink_send_buffer
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -30,7 +30,6 @@ from switchboard.protocol import (
     encode,
 )
 from switchboard.protocol.fastpath import encode_message, sender_block
-from switchboard.server import ServerConfig
 from switchboard.server.cluster_history import LINE_SCRIPT, line_id, lines_key
 
 ROOMS = 20
@@ -43,11 +42,7 @@ def test_a_room_said_in_then_left_at_once_leaves_nothing_on_the_node(
     its way to Redis, and the node forgets the room then; the line's id, coming back after,
     must not be kept for a room nobody here is in (one entry per room name, for ever: a
     client cycling through names grows the node without bound)."""
-    config = ServerConfig(
-        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
-        log_level="warning",
-    )  # fmt: skip
-    st = ServerThread(config).start()
+    st = start_inproc_node(redis_server)
     try:
         directory = st.server.shared_directory
         assert directory is not None
@@ -80,11 +75,7 @@ def test_entries_kept_for_a_join_go_when_the_node_stops_following_the_room(
     room, so no later entry clears them: they must go when the node stops following it,
     not stay for ever (up to 1,024 frames per room, and a room_key() per entry read of every
     other room while any are kept)."""
-    config = ServerConfig(
-        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
-        log_level="warning",
-    )  # fmt: skip
-    st = ServerThread(config).start()
+    st = start_inproc_node(redis_server)
     try:
         directory = st.server.shared_directory
         assert directory is not None
@@ -139,11 +130,7 @@ def test_a_client_gone_while_its_join_waited_leaves_and_the_pass_s_lines_are_ans
     the same pass was never answered, and everything its sender was sent after it waited
     behind that answer for good), bob stayed a member in Redis for good, and ann, who had
     his JOINED, never had a LEFT."""
-    config = ServerConfig(
-        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
-        log_level="warning",
-    )  # fmt: skip
-    st = ServerThread(config).start()
+    st = start_inproc_node(redis_server)
     try:
         directory = st.server.shared_directory
         assert directory is not None
@@ -198,11 +185,7 @@ def test_a_client_closing_while_its_join_waited_is_no_member_left_behind(
     closing and gave none, and nothing made the node a member here: in Redis he stayed a
     member of the room for good (LIST showed him, the members had his JOINED and never his
     LEFT)."""
-    config = ServerConfig(
-        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
-        log_level="warning",
-    )  # fmt: skip
-    st = ServerThread(config).start()
+    st = start_inproc_node(redis_server)
     try:
         directory = st.server.shared_directory
         assert directory is not None
@@ -258,11 +241,7 @@ def test_a_history_page_and_the_live_lines_after_it_do_not_overlap(
     (so that x finds its own line), which takes in M; once the reading goes on, M must not
     reach x live again (its page floor).  Each line reaches a member once, in the page or
     live after it."""
-    config = ServerConfig(
-        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="inproc", rate=0,
-        log_level="warning",
-    )  # fmt: skip
-    st = ServerThread(config).start()
+    st = start_inproc_node(redis_server)
     db = redis.Redis.from_url(redis_server.url)
     try:
         directory = st.server.shared_directory

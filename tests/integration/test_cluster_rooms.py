@@ -8,8 +8,7 @@ from __future__ import annotations
 import signal
 
 from support.peers import RawPeer
-from support.redis_servers import Node, RedisServer
-from support.servers import ServerThread
+from support.redis_servers import Node, RedisServer, start_inproc_node
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -33,7 +32,6 @@ from switchboard.protocol import (
     RoomsOk,
     RoomsRequest,
 )
-from switchboard.server import ServerConfig
 
 
 def event(peer: RawPeer, timeout: float = 5.0) -> object:
@@ -213,11 +211,7 @@ def test_a_dead_node_s_member_leaves_with_its_nickname_when_the_copy_lags(
     behind the dead node's last changes (seen once under load: LEFT with an empty nickname).
     Here that copy has lost bob outright: his LEFT still names him, from Redis's record."""
     lease = 2.0
-    config = ServerConfig(
-        port=0, http="off", name="inproc", cluster=redis_server.url, node_name="a",
-        cluster_lease=lease, log_level="warning",
-    )  # fmt: skip
-    a = ServerThread(config).start()
+    a = start_inproc_node(redis_server, node_name="a", cluster_lease=lease)
     try:
         directory = a.server.shared_directory
         assert directory is not None

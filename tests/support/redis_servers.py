@@ -15,11 +15,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from support.network import HOST, free_port
-from support.servers import ServerProcess, spawn_logged, switchboard_command
+from support.servers import ServerProcess, ServerThread, spawn_logged, switchboard_command
+from switchboard.server import ServerConfig
 
 #: How long the fixture waits for redis-server to answer PING, or to exit.
 REDIS_TIMEOUT = 10.0
@@ -165,3 +167,14 @@ def node(redis_server: RedisServer) -> Iterator[Node]:
     yield start
     for process in started:
         process.stop(signal.SIGKILL if process.proc.poll() is None else signal.SIGTERM)
+
+
+def start_inproc_node(redis_server: RedisServer, **settings: Any) -> ServerThread:
+    """A node of ``redis_server``'s cluster in this process, started (no web listener, no
+    rate limit, warnings only; ``settings`` override): its directory is reachable as
+    ``server.shared_directory``, for tests that hold or inspect it.  The caller stops it."""
+    config = {
+        "port": 0, "http": "off", "name": "inproc", "node_name": "inproc", "rate": 0,
+        "log_level": "warning", **settings,
+    }  # fmt: skip
+    return ServerThread(ServerConfig(cluster=redis_server.url, **config)).start()

@@ -2045,10 +2045,9 @@ class RedisDirectory(LocalDirectory):
         paused = fields.get(b"p") == b"1"
         floors = self._join_floor.get(room_name)
         at = _stream_id(entry_id) if floors else (0, 0)
-        page_floors = self._page_floor.get(room_name)
-        line = line_id(entry_id) if page_floors else 0
-        if page_floors and not paused:
-            page_floors = None  # a notice, not a line: no page holds it
+        pages = self._page_floor.get(room_name)
+        line = line_id(entry_id) if pages else 0
+        page_floors = pages if paused else None  # a notice, not a line: no page holds it
         key = fields.get(b"k")
         told: set[int] | None = None
         if key is not None:
@@ -2075,10 +2074,8 @@ class RedisDirectory(LocalDirectory):
                 del floors[member_id]
             if not floors:
                 del self._join_floor[room_name]
-        pages = self._page_floor.get(room_name)
         if pages:  # the pages this node's reading has now passed
-            reached = line_id(entry_id)
-            for member_id in [m for m, last in pages.items() if last <= reached]:
+            for member_id in [m for m, last in pages.items() if last <= line]:
                 del pages[member_id]
             if not pages:
                 del self._page_floor[room_name]
