@@ -4,6 +4,7 @@ CLOSE_WAIT, the half-close's answer after our FIN; nothing left behind."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
@@ -69,9 +70,20 @@ def test_a_time_wait_whose_peer_port_is_taken_again_is_still_retired() -> None:
     def waiting(seen: list[TcpSocket]) -> bool:
         return any(e.local == server_end and e.state is TcpState.TIME_WAIT for e in seen)
 
+    def client_gone(seen: list[TcpSocket]) -> bool:
+        return not any(e.local == client_end for e in seen)
+
     entries = [e for e in wait_for_sockets([server_end[1]], waiting, 5) if e.local == server_end]
     assert [e.state for e in entries] == [TcpState.TIME_WAIT]
+    # The client's end leaves LAST_ACK when the server's ACK arrives, a moment after the
+    # server's end shows TIME_WAIT: until then the port is still the client's.
+    assert client_gone(wait_for_sockets([client_end[1]], client_gone, 5))
     with socket.socket() as holder:
-        holder.bind(client_end)  # the client's old port, taken again
+        try:
+            holder.bind(client_end)  # the client's old port, taken again
+        except OSError as error:
+            # Another program's connection took the ephemeral port in the meantime, which
+            # is the case itself: the probe cannot bind it either.
+            assert error.errno == errno.EADDRINUSE
         assert retire_time_wait(entries[0])
     assert left_on([server_end[1]]) == []
