@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from support.peers import RawPeer
-from support.redis_servers import Node, RedisServer
+from support.redis_servers import SHORT_LEASE_S, Node, RedisServer
 from support.servers import ServerProcess
 from support.waiting import wait_until
 from switchboard import defaults
@@ -102,7 +102,7 @@ def test_a_nickname_held_on_one_node_is_refused_on_another(node: Node) -> None:
 
 
 def test_a_killed_node_s_clients_leave_the_cluster_within_its_lease(node: Node) -> None:
-    lease = 2.0
+    lease = SHORT_LEASE_S
     a = node("a", "--cluster-lease", str(lease))
     b = node("b", "--cluster-lease", str(lease))
     victims = [RawPeer(b.port) for _ in range(3)]
@@ -120,7 +120,7 @@ def test_a_killed_node_s_clients_leave_the_cluster_within_its_lease(node: Node) 
 def test_redis_restarted_empty_gets_every_node_s_clients_back(
     node: Node, redis_server: RedisServer
 ) -> None:
-    lease = 1.5
+    lease = SHORT_LEASE_S
     a = node("a", "--cluster-lease", str(lease))
     b = node("b", "--cluster-lease", str(lease))
     with RawPeer(a.port) as pa, RawPeer(b.port) as pb:
@@ -187,7 +187,7 @@ def test_answers_stay_in_request_order_behind_a_claim(node: Node) -> None:
 def test_a_nick_without_redis_is_cluster_unavailable_and_time_goes_on(
     node: Node, redis_server: RedisServer
 ) -> None:
-    a = node("a", "--cluster-lease", "1.5")
+    a = node("a", "--cluster-lease", str(SHORT_LEASE_S))
     with RawPeer(a.port) as peer:
         redis_server.stop()
         a.wait_for_log("lost the cluster's Redis", timeout=5)
@@ -202,7 +202,7 @@ def test_a_nick_without_redis_is_cluster_unavailable_and_time_goes_on(
 
 
 def test_a_node_counted_dead_while_stopped_leaves_no_duplicate_nickname(node: Node) -> None:
-    lease = 1.5
+    lease = SHORT_LEASE_S
     a = node("a", "--cluster-lease", str(lease))
     b = node("b", "--cluster-lease", str(lease))
     with RawPeer(a.port) as sleeper, RawPeer(b.port) as taker:

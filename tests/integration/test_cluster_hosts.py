@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.peers import RawPeer
-from support.redis_servers import redis_binary
+from support.redis_servers import SHORT_LEASE_S, redis_binary
 from support.servers import ServerProcess, spawn_logged, switchboard_command
 from support.waiting import wait_until
 from switchboard.lab.netns import NetworkSandbox, in_namespace, inside, why_unavailable
@@ -46,7 +46,7 @@ def listed(peer: RawPeer) -> set[int]:
 
 
 def test_a_node_cut_from_redis_is_counted_dead_and_comes_back(sandbox: NetworkSandbox) -> None:
-    lease = 2.0
+    lease = SHORT_LEASE_S
     redis_ns, ns_a, ns_b = sandbox.namespace(), sandbox.namespace(), sandbox.namespace()
     link_a = sandbox.veth(redis_ns, ns_a)
     link_b = sandbox.veth(redis_ns, ns_b)

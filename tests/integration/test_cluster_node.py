@@ -14,7 +14,7 @@ from pathlib import Path
 
 from support.network import free_port
 from support.peers import RawPeer
-from support.redis_servers import RedisServer
+from support.redis_servers import SHORT_LEASE_S, RedisServer
 from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
 from support.waiting import wait_until
 from switchboard.protocol import ListOk, ListRequest, Message, SendOk, SendRequest
@@ -122,7 +122,9 @@ def test_a_second_live_node_of_the_same_name_is_refused(redis_server: RedisServe
 def test_redis_lost_and_back_is_logged_and_the_node_registers_again(
     redis_server: RedisServer,
 ) -> None:
-    node = serve_node(redis_server.url, "--node-name", "phoenix", "--cluster-lease", "1.5")
+    node = serve_node(
+        redis_server.url, "--node-name", "phoenix", "--cluster-lease", str(SHORT_LEASE_S)
+    )
     try:
         node.wait_for_log(r"as node phoenix")
         redis_server.stop()  # an empty Redis comes back: nothing saved
@@ -137,7 +139,9 @@ def test_redis_lost_and_back_is_logged_and_the_node_registers_again(
 
 
 def test_a_node_whose_redis_is_gone_still_shuts_down(redis_server: RedisServer) -> None:
-    node = serve_node(redis_server.url, "--node-name", "orphan", "--cluster-lease", "1.5")
+    node = serve_node(
+        redis_server.url, "--node-name", "orphan", "--cluster-lease", str(SHORT_LEASE_S)
+    )
     node.wait_for_log(r"as node orphan")
     redis_server.stop()
     node.wait_for_log(r"lost the cluster's Redis", timeout=5)
@@ -198,7 +202,7 @@ def test_readyz_says_whether_the_node_is_in_touch_with_the_cluster(
     again once the node has rejoined."""
     http_port = free_port()
     node = serve_node(
-        redis_server.url, "--node-name", "ready", "--cluster-lease", "1.5",
+        redis_server.url, "--node-name", "ready", "--cluster-lease", str(SHORT_LEASE_S),
         "--http", f"127.0.0.1:{http_port}",
     )  # fmt: skip
     url = f"http://127.0.0.1:{http_port}/readyz"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 
 from support.peers import RawPeer
-from support.redis_servers import Node, RedisServer, start_inproc_node
+from support.redis_servers import SHORT_LEASE_S, Node, RedisServer, start_inproc_node
 from switchboard.protocol import (
     BroadcastOk,
     BroadcastRequest,
@@ -160,7 +160,7 @@ def test_a_nick_change_reaches_a_member_of_two_shared_rooms_once(node: Node) -> 
 
 
 def test_a_killed_node_s_members_leave_its_rooms(node: Node) -> None:
-    lease = 2.0
+    lease = SHORT_LEASE_S
     a = node("a", "--cluster-lease", str(lease))
     b = node("b", "--cluster-lease", str(lease))
     with RawPeer(a.port) as ann:
@@ -184,7 +184,7 @@ def test_a_killed_node_s_members_leave_its_rooms(node: Node) -> None:
 
 
 def test_rooms_without_redis_are_cluster_unavailable(node: Node, redis_server: RedisServer) -> None:
-    a = node("a", "--cluster-lease", "1.5")
+    a = node("a", "--cluster-lease", str(SHORT_LEASE_S))
     with RawPeer(a.port) as ann:
         ann.send(JoinRequest("here", request_id=1))
         ann.expect(JoinOk)
@@ -210,7 +210,7 @@ def test_a_dead_node_s_member_leaves_with_its_nickname_when_the_copy_lags(
     """The surviving node's copy of the client table follows the event stream and can lag
     behind the dead node's last changes (seen once under load: LEFT with an empty nickname).
     Here that copy has lost bob outright: his LEFT still names him, from Redis's record."""
-    lease = 2.0
+    lease = SHORT_LEASE_S
     a = start_inproc_node(redis_server, node_name="a", cluster_lease=lease)
     try:
         directory = a.server.shared_directory

@@ -10,7 +10,7 @@ import signal
 import threading
 
 from support.peers import RawPeer
-from support.redis_servers import Node, RedisServer
+from support.redis_servers import SHORT_LEASE_S, Node, RedisServer
 from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.protocol import (
@@ -148,7 +148,7 @@ def test_a_recipient_that_leaves_without_acking_is_not_delivered(node: Node) -> 
 def test_a_killed_recipient_node_leaves_every_send_answered_and_not_delivered(
     node: Node,
 ) -> None:
-    lease = 2.0
+    lease = SHORT_LEASE_S
     a = node("a", "--cluster-lease", str(lease))
     b = node("b", "--cluster-lease", str(lease))
     count = 40
@@ -171,7 +171,7 @@ def test_a_killed_recipient_node_leaves_every_send_answered_and_not_delivered(
 def test_redis_restarted_under_traffic_every_send_gets_exactly_one_answer(
     node: Node, redis_server: RedisServer
 ) -> None:
-    lease = 2.0
+    lease = SHORT_LEASE_S
     a = node("a", "--cluster-lease", str(lease))
     b = node("b", "--cluster-lease", str(lease))
     with RawPeer(a.port, timeout=20) as alice, RawPeer(b.port, timeout=20) as bob:

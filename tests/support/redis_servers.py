@@ -25,6 +25,12 @@ from switchboard.server import ServerConfig
 
 #: How long the fixture waits for redis-server to answer PING, or to exit.
 REDIS_TIMEOUT = 10.0
+#: The lease of nodes in tests that wait for one to end (a dead node, a cut cable): short, so
+#: that they end in seconds, but not shorter.  A node bounds each Redis command by a third of
+#: its lease and counts Redis lost when one takes longer; at 1.5 s (0.5 s per command) a
+#: loaded machine stalled a node's NICK past it once in CI (CLUSTER_UNAVAILABLE), at 3 s a
+#: command has a whole second.
+SHORT_LEASE_S = 3.0
 
 
 def redis_binary() -> str:
