@@ -88,6 +88,10 @@ from .logs import EventLog
 from .registry import Peer, ReservedSlot, Room, awaiting_of, check_name
 from .states import ConnectionState
 
+#: Where a defect met in the cluster's background work is logged, with its traceback (the
+#: server's logger, as ``ClientConnection`` logs one met while answering).
+_log = logging.getLogger("switchboard.server")
+
 #: The prefix of every key the cluster keeps.
 PREFIX = "switchboard:"
 #: The set of the names of the nodes that have joined and not left (a dead one stays
@@ -557,10 +561,24 @@ class ClusterNode:
         return True
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` until it ends or the node leaves."""
+        """Run ``work`` until it ends or the node leaves; if it dies of an error nothing
+        caught (a defect), that is logged at once with its traceback, never left for the
+        garbage collector's "exception was never retrieved"."""
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            _log.error(
+                "internal error: the cluster task %s stopped",
+                task.get_coro().__qualname__,  # type: ignore[union-attr]
+                exc_info=exc,
+            )
 
     async def leave(self) -> None:
         """Give the lease back and forget the node and its clients (shutdown); quiet if
@@ -1371,6 +1389,17 @@ class RedisDirectory(LocalDirectory):
                     self._lines_failed(rooms, _LINE_UNKNOWN)
                     self.node.lost(describe(exc))
                     self._not_sent(batch)
+                except Exception:
+                    # A defect (ours or the Redis library's), not a lost Redis: the pass's
+                    # requests still get their one answer each, nothing waits for ever
+                    # behind them, and the pass is logged once with its traceback.
+                    _log.exception(
+                        "internal error sending %d line(s) and %d node batch(es) to Redis",
+                        sum(1 for command in rooms if command[0] == "line"),
+                        len(batch),
+                    )
+                    self._lines_failed(rooms, _LINE_INTERNAL, ErrorCode.INTERNAL_ERROR)
+                    self._not_sent(batch)
                 else:
                     failed = self._lines_stored(lines, results)
                     if failed is not None:
@@ -1456,11 +1485,13 @@ class RedisDirectory(LocalDirectory):
                 self.on_line(pending, stored, None)
         return failed
 
-    def _lines_failed(self, commands: list[Any], reason: str) -> None:
+    def _lines_failed(
+        self, commands: list[Any], reason: str, code: ErrorCode = ErrorCode.CLUSTER_UNAVAILABLE
+    ) -> None:
         for command in commands:
             if command[0] == "line":
                 self._line_answered(command[1].conn.client_id)
-                self.on_line(command[1], 0, RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, reason))
+                self.on_line(command[1], 0, RequestFailed(code, reason))
 
     def _line_answered(self, client_id: int) -> None:
         left = self._lines_waiting.get(client_id, 1) - 1
@@ -2149,6 +2180,10 @@ _LINE_NOT_STORED = (
 _LINE_UNKNOWN = (
     "the cluster's Redis was lost before it confirmed the line: it may or may not have been "
     "stored and delivered"
+)
+_LINE_INTERNAL = (
+    "internal server error before the cluster's Redis confirmed the line: it may or may not "
+    "have been stored and delivered"
 )
 
 
