@@ -278,6 +278,9 @@ MAX_LOG_REPEAT_INTERVAL_S: Final = 86_400.0
 #: error code is a kind); past either, the oldest run's count is logged and it is dropped.
 LOG_REPEAT_SOURCES: Final = 1024
 LOG_REPEAT_KINDS_PER_CLIENT: Final = 64
+#: Streams whose entries a cluster node cannot apply (a malformed entry in its Redis) are
+#: summarised apart, per stream, up to this many at once.
+LOG_REPEAT_CLUSTER_STREAMS: Final = 16
 
 # --- the lab services (switchboard.services) ---------------------------------------------------
 

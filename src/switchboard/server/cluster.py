@@ -84,7 +84,7 @@ from .config import ConfigError, ServerConfig
 from .directory import Buffer, Listed, LocalDirectory
 from .errors import AnswerLater, RequestFailed
 from .history import HistoryPage, HistoryQuery, room_key
-from .logs import EventLog
+from .logs import EventLog, RepeatedEvents
 from .registry import Peer, ReservedSlot, Room, awaiting_of, check_name
 from .states import ConnectionState
 
@@ -877,6 +877,15 @@ class RedisDirectory(LocalDirectory):
         self._wake = asyncio.Event()
         self._last_event = b"0-0"
         self._snapshot_needed = True
+        #: Entries of the streams this node follows that it could not apply, logged as
+        #: repeated events are (a burst per interval, then a count), per stream.
+        self._bad_entries = RepeatedEvents(
+            node.events,
+            "cluster",
+            interval=node.config.log_repeat_interval,
+            burst=node.config.log_repeat_burst,
+            max_runs=defaults.LOG_REPEAT_CLUSTER_STREAMS,
+        )
         self.max_unacked = max_unacked
         #: Operations for other nodes, by node, sent once per loop pass (``_send_outbox``).
         self._outbox: dict[str, list[bytes]] = {}
@@ -1196,23 +1205,52 @@ class RedisDirectory(LocalDirectory):
                 self.node.lost(describe(exc))
                 await asyncio.sleep(self.node.lease / 8)
                 continue
+            # Each entry is applied on its own: one this node cannot apply (written by
+            # something that is not a node of this version, or met by a defect) is skipped
+            # and logged, and the node goes on following every stream.
             for stream, entries in reply or ():
                 if stream == inbox_bytes:
                     for entry_id, fields in entries:
                         self._last_inbox = entry_id
-                        self._receive(fields)
+                        try:
+                            self._receive(fields)
+                        except Exception as exc:
+                            self._skip_entry(stream, entry_id, exc)
                     continue
                 if stream.startswith(room_prefix):
-                    room_name = stream[len(room_prefix) :].decode()
+                    room_name = stream[len(room_prefix) :].decode(errors="replace")
                     if room_name not in self._room_cursor:
                         continue  # left meanwhile
                     for entry_id, fields in entries:
                         self._room_cursor[room_name] = entry_id
-                        self._room_entry(room_name, entry_id, fields)
+                        try:
+                            self._room_entry(room_name, entry_id, fields)
+                        except Exception as exc:
+                            self._skip_entry(stream, entry_id, exc)
                     continue
                 for entry_id, fields in entries:
-                    self._apply(fields)
                     self._last_event = entry_id
+                    try:
+                        self._apply(fields)
+                    except Exception as exc:
+                        self._skip_entry(stream, entry_id, exc)
+
+    def _skip_entry(self, stream: bytes, entry_id: bytes, exc: Exception) -> None:
+        name = stream.decode(errors="replace")
+        self._bad_entries.event(
+            "cannot apply an entry",
+            logging.ERROR,
+            "cluster_bad_entry",
+            "skipped entry %s of %s, which this node cannot apply (%s: %s)",
+            entry_id.decode(errors="replace"),
+            name,
+            type(exc).__name__,
+            exc,
+            source=name,
+            stream=name,
+            entry=entry_id.decode(errors="replace"),
+            reason=f"{type(exc).__name__}: {exc}",
+        )
 
     async def _snapshot(self) -> None:
         """Read every other node's clients, and where the event stream stands, at once."""
@@ -2165,6 +2203,7 @@ class RedisDirectory(LocalDirectory):
                         clients=removed,
                     )
         self._expire_pending()
+        self._bad_entries.flush(expired_only=True)
         first = await redis.xrange(EVENTS_KEY, count=1)
         if first and _stream_id(first[0][0]) > _stream_id(self._last_event):
             self._snapshot_needed = True  # the entries after ours were trimmed: read it all
