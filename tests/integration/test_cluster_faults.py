@@ -202,3 +202,31 @@ def test_a_cluster_task_that_dies_of_a_defect_is_logged_at_once(
             assert peer.expect(TimeOk).request_id == 1
     finally:
         st.stop()
+
+
+def test_a_room_listing_with_a_record_it_cannot_read_is_answered_and_logged(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LIST of a room whose members are all on other nodes is read from Redis: a member
+    record that is not one is an INTERNAL_ERROR answer, not a request left unanswered with
+    every answer behind it."""
+    caplog.set_level(logging.WARNING, logger="switchboard.server")
+    a = start_inproc_node(redis_server, node_name="a")
+    b = start_inproc_node(redis_server, node_name="b")
+    try:
+        with RawPeer(a.port) as asker, RawPeer(b.port) as member:
+            asker_id = asker.client_id
+            join(member, "far")
+            redis_server.command("HSET", "switchboard:room-members:far", "not-an-id", "b")
+            asker.send(ListRequest("far", request_id=7), TimeRequest(request_id=8))
+            asker.expect_error(ErrorCode.INTERNAL_ERROR, 7)
+            assert asker.expect(TimeOk).request_id == 8
+            redis_server.command("HDEL", "switchboard:room-members:far", "not-an-id")
+            asker.send(ListRequest("far", request_id=9))
+            listing = asker.expect(ListOk)
+            assert [c.client_id for c in listing.clients] == [member.client_id]
+    finally:
+        b.stop()
+        a.stop()
+    logged = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert logged == [f"internal error listing a room's members for #{asker_id}"]

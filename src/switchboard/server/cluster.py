@@ -2052,6 +2052,13 @@ class RedisDirectory(LocalDirectory):
             )
             conn.fill_answer(slot, encode(refusal))
             return
+        except Exception:  # a record it cannot read, or a defect: answered all the same
+            _log.exception("internal error listing a room's members for #%d", conn.client_id)
+            refusal = ErrorResponse.of(
+                ErrorCode.INTERNAL_ERROR, "internal server error", request_id=request_id
+            )
+            conn.fill_answer(slot, encode(refusal))
+            return
         conn.fill_answer(slot, encode_list_ok(request_id, room, records))
 
     def _need_cluster(self, what: str) -> None:
