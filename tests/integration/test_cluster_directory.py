@@ -6,12 +6,14 @@ registered again after Redis restarts empty."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 import pytest
+import redis
 
 from support.peers import RawPeer
-from support.redis_servers import SHORT_LEASE_S, Node, RedisServer
+from support.redis_servers import SHORT_LEASE_S, Node, RedisServer, start_inproc_node
 from support.servers import ServerProcess
 from support.waiting import wait_until
 from switchboard import defaults
@@ -25,6 +27,7 @@ from switchboard.protocol import (
     TimeOk,
     TimeRequest,
 )
+from switchboard.server.cluster import CLIENTS_KEY, unpack_client
 
 
 @pytest.fixture
@@ -222,3 +225,34 @@ def test_a_node_counted_dead_while_stopped_leaves_no_duplicate_nickname(node: No
         expected = {sleeper.client_id: "", taker.client_id: "zed"}
         assert lists(taker, expected, timeout=lease * 4)
         assert lists(sleeper, expected, timeout=lease * 4)
+
+
+class _Unheard(asyncio.Event):
+    """A wake-up call that never rings: the node's writer then runs only on its timer."""
+
+    def set(self) -> None:
+        pass
+
+
+def test_redis_s_record_shows_a_nickname_from_its_nick_ok_on(redis_server: RedisServer) -> None:
+    """A node writes its clients' records to Redis after the change, asynchronously; a
+    node that died just after answering NICK left the record with the name before, and its
+    clients' LEFT notices named nobody (seen under load). The claim now writes the record
+    too: here the writer is held (it runs only every quarter lease, 3.75 s) and the record
+    must show the nickname as soon as NICK is answered."""
+    st = start_inproc_node(redis_server, node_name="a", cluster_lease=15.0)
+    store = redis.Redis.from_url(redis_server.url)
+    try:
+        directory = st.server.shared_directory
+        assert directory is not None
+        with RawPeer(st.port) as bob:
+            assert wait_until(lambda: store.hexists(CLIENTS_KEY, bob.client_id), 5)
+            st.call(lambda: setattr(directory, "_wake", _Unheard()))
+            bob.send(NickRequest("bob", request_id=1))
+            assert bob.expect(NickOk).nick == "bob"
+            record = store.hget(CLIENTS_KEY, bob.client_id)
+            assert record is not None
+            assert unpack_client(bob.client_id, record).nick == "bob"
+    finally:
+        store.close()
+        st.stop()

@@ -56,6 +56,7 @@ from switchboard.protocol.fastpath import (
     encode_receipt,
     encode_receipts,
     encode_send_ok,
+    sender_block,
 )
 
 from .cluster_history import (
@@ -144,22 +145,27 @@ end
 """
 
 #: Claim a nickname for a client, atomically across the cluster: 0, or the id of the
-#: client holding it or a look-alike.  KEYS: nicks, client-nicks; ARGV: id, keys...
+#: client holding it or a look-alike.  The client's record in CLIENTS_KEY, if written
+#: already, takes the new nickname in the same step, so that Redis never holds a claim its
+#: record does not show (a node that dies right after answering NICK leaves LEFT notices
+#: naming the client, not the name it had before).  KEYS: nicks, client-nicks, clients;
+#: ARGV: id, the record with the new nickname, keys...
 CLAIM_NICK_SCRIPT = (
     _FREE_NICK
     + """
 local id = ARGV[1]
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local holder = redis.call('HGET', KEYS[1], ARGV[i])
   if holder and holder ~= id then return tonumber(holder) end
 end
 free_nick(KEYS[1], KEYS[2], id)
 local keys = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   redis.call('HSET', KEYS[1], ARGV[i], id)
   keys[#keys + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[2], id, table.concat(keys, '\\n'))
+if redis.call('HEXISTS', KEYS[3], id) == 1 then redis.call('HSET', KEYS[3], id, ARGV[2]) end
 return 0
 """
 )
@@ -750,17 +756,22 @@ class RemoteClient:
         return self.record[:-8]
 
 
-def pack_client(node: str, conn: Peer) -> bytes:
+def pack_client(node: str, conn: Peer, renamed: str | None = None) -> bytes:
     """What CLIENTS_KEY holds of a client: its node, NUL, its authenticated flag, its
-    nickname's length and bytes, and its LIST record."""
-    nick = conn.nick.encode("utf-8")
+    nickname's length and bytes, and its LIST record (as it will be once ``renamed``, when
+    given)."""
+    if renamed is None:
+        nick, sender = conn.nick.encode("utf-8"), conn.sender_fields()
+    else:
+        nick = renamed.encode("utf-8")
+        sender = sender_block(conn.client_id, conn.ip, conn.port, renamed)
     return b"".join(
         (
             node.encode(),
             b"\0\1" if conn.authenticated else b"\0\0",
             bytes((len(nick),)) if len(nick) < 256 else b"\0",
             nick if len(nick) < 256 else b"",
-            client_record(conn.sender_fields(), conn.connected_ms),
+            client_record(sender, conn.connected_ms),
         )
     )
 
@@ -875,6 +886,10 @@ class RedisDirectory(LocalDirectory):
         #: again (``rename``).
         self._granted: dict[int, str] = {}
         self._wake = asyncio.Event()
+        #: Held while this node's client records are written (``_write``) and while a
+        #: nickname is claimed (``_claim``), so that no record packed before a claim lands
+        #: after it: Redis's record shows a claimed nickname from the claim on.
+        self._records_lock = asyncio.Lock()
         self._last_event = b"0-0"
         self._snapshot_needed = True
         #: Entries of the streams this node follows that it could not apply, logged as
@@ -1009,11 +1024,19 @@ class RedisDirectory(LocalDirectory):
     async def _claim(self, conn: Peer, nick: str, keys: tuple[str, ...]) -> None:
         client_id = conn.client_id
         try:
-            holder = int(
-                await self.node.redis.eval(
-                    CLAIM_NICK_SCRIPT, 2, NICKS_KEY, CLIENT_NICKS_KEY, client_id, *keys
+            async with self._records_lock:
+                holder: int = await self.node.redis.eval(
+                    CLAIM_NICK_SCRIPT,
+                    3,
+                    NICKS_KEY,
+                    CLIENT_NICKS_KEY,
+                    CLIENTS_KEY,
+                    client_id,
+                    pack_client(self.node.name, conn, nick),
+                    *keys,
                 )
-            )
+                if not holder:
+                    self._granted[client_id] = nick  # from here on, records are packed with it
         except (RedisError, OSError) as exc:
             self.node.lost(describe(exc))
             raise RequestFailed(ErrorCode.CLUSTER_UNAVAILABLE, _UNAVAILABLE_NICK) from None
@@ -1023,9 +1046,8 @@ class RedisDirectory(LocalDirectory):
                 ErrorCode.NICK_IN_USE, _taken(nick, known.nick if known else nick, client_id=holder)
             )
         if self.client_by_id.get(client_id) is not conn:
+            self._granted.pop(client_id, None)
             self._changed(client_id, None)  # gone meanwhile: free what it just claimed
-            return
-        self._granted[client_id] = nick
 
     def update(self, conn: Peer) -> None:
         if self.client_by_id.get(conn.client_id) is conn:
@@ -1055,7 +1077,8 @@ class RedisDirectory(LocalDirectory):
                 continue  # while cut off, _register_again writes everything on return
             changes, self._changes = self._changes, {}
             try:
-                await self._write(changes)
+                async with self._records_lock:
+                    await self._write(changes)
             except (RedisError, OSError) as exc:
                 self.node.lost(describe(exc))
 
@@ -1067,7 +1090,9 @@ class RedisDirectory(LocalDirectory):
             if conn is None:
                 down.append(client_id)
             else:
-                up[client_id] = pack_client(name, conn)
+                # A nickname claimed and not taken yet (its NICK is being answered): the
+                # record shows it already, as the claim wrote it.
+                up[client_id] = pack_client(name, conn, self._granted.get(client_id))
         members = node_clients_key(name)
         async with self.node.redis.pipeline(transaction=True) as pipe:
             if up:
