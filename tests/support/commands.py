@@ -1,6 +1,7 @@
 """Long-running CLI commands read line by line with deadlines: ``Follower`` (any command's
-stdout), ``Chat`` (a piped ``switchboard chat`` written to and read from), and
-``assert_one_clear_error_line`` for a command that failed."""
+stdout), ``Chat`` (a piped ``switchboard chat`` written to and read from),
+``assert_one_clear_error_line`` for a command that failed, and ``run_cli_from_connect`` for
+how long a command waited once it connected."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from support.servers import cli_env, switchboard_command
 from support.waiting import WAIT_S
+from switchboard.lab.sockets import read_sockets
 
 
 def assert_one_clear_error_line(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
@@ -26,6 +29,51 @@ def assert_one_clear_error_line(result: subprocess.CompletedProcess[str], exit_c
     assert "Traceback" not in result.stderr
     assert err.startswith("switchboard")
     return err
+
+
+@dataclass(frozen=True)
+class FromConnect:
+    """A command run to completion, and the seconds from its first connection attempt to its
+    exit."""
+
+    result: subprocess.CompletedProcess[str]
+    seconds: float
+
+
+def run_cli_from_connect(
+    *args: str, port: int, input: str = "", timeout: float = 30.0
+) -> FromConnect:
+    """Run ``switchboard ARGS --port PORT`` to completion, timing it from the moment its
+    socket to PORT appears in the kernel's TCP table (SYN_SENT or ESTABLISHED; polled every
+    5 ms) to its exit: what its --timeout bounds, without the interpreter's start, which
+    takes seconds on a loaded machine.  Sockets to PORT that were there before are not its."""
+
+    def attempts() -> set[tuple[str, int]]:
+        return {(s.local_ip, s.local_port) for s in read_sockets([port]) if s.remote_port == port}
+
+    before = attempts()
+    argv = switchboard_command(*args, "--port", str(port))
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=cli_env(),
+    )  # fmt: skip
+    outputs: list[tuple[str, str]] = []
+    waiter = threading.Thread(target=lambda: outputs.append(proc.communicate(input)), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + timeout
+    connecting_at: float | None = None
+    while waiter.is_alive():
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{argv} did not end within {timeout}s")
+        if connecting_at is None and attempts() - before:
+            connecting_at = time.monotonic()
+        waiter.join(0.005)
+    ended_at = time.monotonic()
+    assert connecting_at is not None, f"{argv} was never seen connecting to port {port}"
+    stdout, stderr = outputs[0]
+    result = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+    return FromConnect(result, ended_at - connecting_at)
 
 
 class Follower:
