@@ -19,7 +19,7 @@ from support.peers import RawPeer
 from support.redis_servers import RedisServer
 from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
 from support.waiting import wait_until
-from switchboard.protocol import ListOk, ListRequest, Message, SendOk, SendRequest
+from switchboard.protocol import Message, SendOk, SendRequest
 
 
 def serve_node(url: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
@@ -161,7 +161,7 @@ def test_a_node_shuts_down_promptly_whatever_its_redis_reads_were_doing(
             b = serve_node(redis_server.url, "--node-name", f"brief{attempt}")
             try:
                 with RawPeer(a.port) as sender, RawPeer(b.port) as recipient:
-                    assert wait_until(lambda r=recipient, s=sender: _lists(s, r.client_id), 5)
+                    assert wait_until(lambda r=recipient, s=sender: r.client_id in s.listed(), 5)
                     sender.send(
                         *(
                             SendRequest(recipient.client_id, "x", request_id=1 + i)
@@ -180,11 +180,6 @@ def test_a_node_shuts_down_promptly_whatever_its_redis_reads_were_doing(
                 b.stop()
     finally:
         a.stop()
-
-
-def _lists(peer: RawPeer, client_id: int) -> bool:
-    peer.send(ListRequest(request_id=90))
-    return client_id in {c.client_id for c in peer.expect(ListOk).clients}
 
 
 def test_a_data_dir_with_a_cluster_is_refused_in_one_line(

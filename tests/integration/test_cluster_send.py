@@ -52,12 +52,8 @@ def known_everywhere(peers: list[RawPeer]) -> None:
     """Wait until every peer's node lists every peer (the copies have caught up)."""
     ids = {p.client_id for p in peers}
 
-    def listed(peer: RawPeer) -> set[int]:
-        peer.send(ListRequest(request_id=99))
-        return {c.client_id for c in peer.expect(ListOk).clients}
-
     for peer in peers:
-        assert wait_until(lambda peer=peer: ids <= listed(peer), 5)
+        assert wait_until(lambda peer=peer: ids <= peer.listed(), 5)
 
 
 def test_send_across_nodes_is_answered_and_receipted_as_on_one_server(node: Node) -> None:
