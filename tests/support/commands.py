@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import queue
 import re
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from support.servers import cli_env, switchboard_command
 from support.waiting import WAIT_S
-from switchboard.lab.sockets import read_sockets
+from switchboard.lab.sockets import PROC_TABLES, read_sockets
 
 
 def assert_one_clear_error_line(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
@@ -40,16 +42,32 @@ class FromConnect:
     seconds: float
 
 
+#: The kernel's tables of connected sockets by kind (a connected UDP socket names its peer).
+_TABLES = {
+    socket.SOCK_STREAM: PROC_TABLES,
+    socket.SOCK_DGRAM: (
+        (Path("/proc/net/udp"), socket.AF_INET),
+        (Path("/proc/net/udp6"), socket.AF_INET6),
+    ),
+}
+
+
 def run_cli_from_connect(
-    *args: str, port: int, input: str = "", timeout: float = 30.0
+    *args: str,
+    port: int,
+    input: str = "",
+    timeout: float = 30.0,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
 ) -> FromConnect:
     """Run ``switchboard ARGS --port PORT`` to completion, timing it from the moment its
-    socket to PORT appears in the kernel's TCP table (SYN_SENT or ESTABLISHED; polled every
-    5 ms) to its exit: what its --timeout bounds, without the interpreter's start, which
-    takes seconds on a loaded machine.  Sockets to PORT that were there before are not its."""
+    socket to PORT appears in the kernel's table (TCP: SYN_SENT or ESTABLISHED; UDP with
+    ``kind=socket.SOCK_DGRAM``: connected; polled every 5 ms) to its exit: what its --timeout
+    bounds, without the interpreter's start, which takes seconds on a loaded machine.
+    Sockets to PORT that were there before are not its."""
 
     def attempts() -> set[tuple[str, int]]:
-        return {(s.local_ip, s.local_port) for s in read_sockets([port]) if s.remote_port == port}
+        found = read_sockets([port], tables=_TABLES[kind])
+        return {(s.local_ip, s.local_port) for s in found if s.remote_port == port}
 
     before = attempts()
     argv = switchboard_command(*args, "--port", str(port))
