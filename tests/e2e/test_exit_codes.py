@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from support.network import free_port
-from support.servers import ServerProcess, ServerThread, cli_env, run_cli, switchboard_command
+from support.servers import (
+    STARTUP_TIMEOUT,
+    ServerProcess,
+    ServerThread,
+    cli_env,
+    run_cli,
+    switchboard_command,
+)
 from switchboard.cli.exitcodes import ExitCode, epilog, table_lines
 from switchboard.cli.main import build_parser
 
@@ -226,9 +233,10 @@ def test_ctrl_c_ends_a_session_with_130(server: ServerThread, command: list[str]
         env=cli_env(),
     )
     try:
-        server.wait_for(lambda s: s.directory.client_count() == 1)
+        # The command's start (4-5 s alone with both CPUs busy) is in this wait.
+        server.wait_for(lambda s: s.directory.client_count() == 1, STARTUP_TIMEOUT)
         if command[0] == "chat":
-            server.wait_for(lambda s: s.directory.room_count() == 1)
+            server.wait_for(lambda s: s.directory.room_count() == 1, STARTUP_TIMEOUT)
         proc.send_signal(signal.SIGINT)
         code, err = finish(proc)
     finally:

@@ -23,13 +23,22 @@ from switchboard.lab.netns import why_unavailable
 SLACK_S = 0.75
 
 
-def lab_namespaces_and_links() -> set[str]:
-    """The namespaces and host links named as switchboard.lab.netns names them."""
+def lab_namespaces_and_links(pid: int) -> set[str]:
+    """The namespaces and host links that process ``pid`` made, as switchboard.lab.netns names
+    them (``sblab-PID-N``, ``sbPID-Nh``): only its own, since other sandboxes on the machine
+    (another test run's, a cluster test's hosts) come and go meanwhile."""
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
     names = {line.split()[0] for line in listing.stdout.splitlines() if line.strip()}
     names |= {line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()}
-    return {name for name in names if re.match(r"sblab-\d+-\d+$|sb\d+-\d+[hn]$", name)}
+    return {name for name in names if re.match(rf"sblab-{pid}-\d+$|sb{pid}-\d+[hn]$", name)}
+
+
+def sandbox_pid(steps: str) -> int:
+    """The id of the process whose sandbox the steps name (``namespaces sblab-PID-1 ...``)."""
+    pids = set(re.findall(r"sblab-(\d+)-\d+", steps))
+    assert len(pids) == 1, steps
+    return int(pids.pop())
 
 
 def test_a_pulled_cable_as_each_server_sees_it() -> None:
@@ -37,7 +46,6 @@ def test_a_pulled_cable_as_each_server_sees_it() -> None:
     if reason is not None:
         print(f"SKIPPED: {reason}")
         pytest.skip(str(reason))
-    before = lab_namespaces_and_links()
     result = run_cli("lab", "cable", "--json", timeout=90)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)["observations"]
@@ -70,7 +78,7 @@ def test_a_pulled_cable_as_each_server_sees_it() -> None:
     assert heartbeat < dropped  # the application's timer beats the kernel's
 
     # Nothing left: the namespaces and their veth pair are gone, and the server with them.
-    assert lab_namespaces_and_links() <= before
+    assert lab_namespaces_and_links(sandbox_pid(result.stderr)) == set()
     pid = seen["server"]["pid"]
     assert (
         not Path(f"/proc/{pid}").exists()
@@ -102,7 +110,6 @@ def test_ctrl_c_with_the_cable_pulled_removes_the_namespaces() -> None:
     reason = why_unavailable()
     if reason is not None:
         pytest.skip(str(reason))
-    before = lab_namespaces_and_links()
     proc = subprocess.Popen(
         switchboard_command("lab", "cable", "--json"),  # --json: the steps on stderr
         stdout=subprocess.DEVNULL,
@@ -118,11 +125,12 @@ def test_ctrl_c_with_the_cable_pulled_removes_the_namespaces() -> None:
             if "pulled the cable" in line:
                 break
         assert made, "the experiment named no namespace"
-        assert made <= lab_namespaces_and_links()  # they exist while it watches
+        assert sandbox_pid(" ".join(made)) == proc.pid
+        assert made <= lab_namespaces_and_links(proc.pid)  # they exist while it watches
         proc.send_signal(signal.SIGINT)  # to the experiment alone, as kill -INT does
         assert proc.wait(30) == 130
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    assert lab_namespaces_and_links() <= before
+    assert lab_namespaces_and_links(proc.pid) == set()

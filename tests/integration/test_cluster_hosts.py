@@ -20,8 +20,6 @@ from support.waiting import wait_until
 from switchboard.lab.netns import NetworkSandbox, in_namespace, inside, why_unavailable
 from switchboard.protocol import (
     Ack,
-    ListOk,
-    ListRequest,
     Message,
     Receipt,
     SendOk,
@@ -38,11 +36,6 @@ def sandbox() -> Iterator[NetworkSandbox]:
         pytest.skip(str(reason))
     with NetworkSandbox() as net:
         yield net
-
-
-def listed(peer: RawPeer) -> set[int]:
-    peer.send(ListRequest(request_id=50))
-    return {c.client_id for c in peer.expect(ListOk).clients}
 
 
 def test_a_node_cut_from_redis_is_counted_dead_and_comes_back(sandbox: NetworkSandbox) -> None:
@@ -91,7 +84,7 @@ def test_a_node_cut_from_redis_is_counted_dead_and_comes_back(sandbox: NetworkSa
             on_b = RawPeer(b.port)
         try:
             both = {on_a.client_id, on_b.client_id}
-            assert wait_until(lambda: listed(on_b) == both, 5)
+            assert wait_until(lambda: on_b.listed() == both, 5)
             on_b.send(SendRequest(on_a.client_id, "across hosts", request_id=1))
             ok = on_b.expect(SendOk)
             message = on_a.expect(Message)
@@ -102,12 +95,12 @@ def test_a_node_cut_from_redis_is_counted_dead_and_comes_back(sandbox: NetworkSa
             sandbox.set_link(ns_a, link_a.b_if, "down")
             a.wait_for_log(r"lost the cluster's Redis", timeout=lease * 2)
             b.wait_for_log(r"node a stopped renewing its lease", timeout=lease * 2 + 2)
-            assert wait_until(lambda: listed(on_b) == {on_b.client_id}, 3)
-            assert on_a.client_id in listed(on_a)  # a goes on serving its own client
+            assert wait_until(lambda: on_b.listed() == {on_b.client_id}, 3)
+            assert on_a.client_id in on_a.listed()  # a goes on serving its own client
             # Restore it: a rejoins and registers its client again.
             sandbox.set_link(ns_a, link_a.b_if, "up")
             a.wait_for_log(r"registered this node's 1 client\(s\) in the cluster again", timeout=10)
-            assert wait_until(lambda: listed(on_b) == both, 5)
+            assert wait_until(lambda: on_b.listed() == both, 5)
         finally:
             on_a.close()
             on_b.close()

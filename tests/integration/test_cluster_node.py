@@ -12,12 +12,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from support.network import free_port
 from support.peers import RawPeer
 from support.redis_servers import SHORT_LEASE_S, RedisServer
 from support.servers import ServerProcess, cli_env, run_cli, spawn_logged, switchboard_command
 from support.waiting import wait_until
-from switchboard.protocol import ListOk, ListRequest, Message, SendOk, SendRequest
+from switchboard.protocol import Message, SendOk, SendRequest
 
 
 def serve_node(url: str, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
@@ -148,36 +150,40 @@ def test_a_node_whose_redis_is_gone_still_shuts_down(redis_server: RedisServer) 
     assert node.stop(signal.SIGTERM, timeout=10) == 0
 
 
+@pytest.mark.timeout(180)  # seven node starts: 4-5 s each on a loaded machine
 def test_a_node_shuts_down_promptly_whatever_its_redis_reads_were_doing(
     redis_server: RedisServer,
 ) -> None:
     # Cancelling a blocked XREAD could come back from redis-py as a ConnectionError, which
     # the reader took for a lost Redis and went on: shutdown then waited ~11 s (about 1 run
-    # in 4 with messages crossing, as here).
-    for attempt in range(6):
-        a = serve_node(redis_server.url, "--node-name", f"stay{attempt}")
-        b = serve_node(redis_server.url, "--node-name", f"brief{attempt}")
-        try:
-            with RawPeer(a.port) as sender, RawPeer(b.port) as recipient:
-                assert wait_until(lambda r=recipient, s=sender: _lists(s, r.client_id), 5)
-                sender.send(
-                    *(SendRequest(recipient.client_id, "x", request_id=1 + i) for i in range(20))
-                )
-                for _ in range(20):
-                    sender.expect(SendOk)
-                    recipient.expect(Message)
-                started = time.monotonic()
-                assert b.stop(signal.SIGTERM, timeout=10) == 0
-                assert time.monotonic() - started < 3.0, "".join(b.log)
-                assert not any("lost the cluster's Redis" in line for line in b.log)
-        finally:
-            a.stop()
-            b.stop()
-
-
-def _lists(peer: RawPeer, client_id: int) -> bool:
-    peer.send(ListRequest(request_id=90))
-    return client_id in {c.client_id for c in peer.expect(ListOk).clients}
+    # in 4 with messages crossing, as here).  One node stays; six come and go: a node's start
+    # takes 4-5 s with both CPUs busy with other work, and six pairs of starts outran the
+    # 60 s the suite gives a test.
+    a = serve_node(redis_server.url, "--node-name", "stay")
+    try:
+        for attempt in range(6):
+            b = serve_node(redis_server.url, "--node-name", f"brief{attempt}")
+            try:
+                with RawPeer(a.port) as sender, RawPeer(b.port) as recipient:
+                    assert wait_until(lambda r=recipient, s=sender: r.client_id in s.listed(), 5)
+                    sender.send(
+                        *(
+                            SendRequest(recipient.client_id, "x", request_id=1 + i)
+                            for i in range(20)
+                        )
+                    )
+                    for _ in range(20):
+                        sender.expect(SendOk)
+                        recipient.expect(Message)
+                    started = time.monotonic()
+                    assert b.stop(signal.SIGTERM, timeout=10) == 0
+                    # 1.0-1.2 s at a load average of 8 on 2 CPUs; the defect took ~11 s.
+                    assert time.monotonic() - started < 5.0, "".join(b.log)
+                    assert not any("lost the cluster's Redis" in line for line in b.log)
+            finally:
+                b.stop()
+    finally:
+        a.stop()
 
 
 def test_a_data_dir_with_a_cluster_is_refused_in_one_line(

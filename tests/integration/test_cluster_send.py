@@ -52,12 +52,8 @@ def known_everywhere(peers: list[RawPeer]) -> None:
     """Wait until every peer's node lists every peer (the copies have caught up)."""
     ids = {p.client_id for p in peers}
 
-    def listed(peer: RawPeer) -> set[int]:
-        peer.send(ListRequest(request_id=99))
-        return {c.client_id for c in peer.expect(ListOk).clients}
-
     for peer in peers:
-        assert wait_until(lambda peer=peer: ids <= listed(peer), 5)
+        assert wait_until(lambda peer=peer: ids <= peer.listed(), 5)
 
 
 def test_send_across_nodes_is_answered_and_receipted_as_on_one_server(node: Node) -> None:
@@ -213,7 +209,8 @@ def test_redis_restarted_under_traffic_every_send_gets_exactly_one_answer(
         assert sorted(answers) == list(range(1, total + 1))
         ok_ids = {e.message_id for e in answers.values() if isinstance(e, SendOk)}
         errors = [e for e in answers.values() if isinstance(e, ErrorResponse)]
-        assert all(e.code == ErrorCode.CLUSTER_UNAVAILABLE for e in errors), errors
+        # Only the outage's refusal (the others named: a list of 100 refusals is cut short).
+        assert [e for e in errors if e.code != ErrorCode.CLUSTER_UNAVAILABLE] == []
         assert ok_ids and errors  # both sides of the outage were seen
         assert all(len(s) == 1 for s in receipts.values()), receipts  # at most one each
         assert set(receipts) <= ok_ids  # receipts only for messages answered OK

@@ -1,20 +1,25 @@
 """Long-running CLI commands read line by line with deadlines: ``Follower`` (any command's
-stdout), ``Chat`` (a piped ``switchboard chat`` written to and read from), and
-``assert_one_clear_error_line`` for a command that failed."""
+stdout), ``Chat`` (a piped ``switchboard chat`` written to and read from),
+``assert_one_clear_error_line`` for a command that failed, and ``run_cli_from_connect`` for
+how long a command waited once it connected."""
 
 from __future__ import annotations
 
 import queue
 import re
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from support.servers import cli_env, switchboard_command
 from support.waiting import WAIT_S
+from switchboard.lab.sockets import PROC_TABLES, read_sockets
 
 
 def assert_one_clear_error_line(result: subprocess.CompletedProcess[str], exit_code: int) -> str:
@@ -26,6 +31,67 @@ def assert_one_clear_error_line(result: subprocess.CompletedProcess[str], exit_c
     assert "Traceback" not in result.stderr
     assert err.startswith("switchboard")
     return err
+
+
+@dataclass(frozen=True)
+class FromConnect:
+    """A command run to completion, and the seconds from its first connection attempt to its
+    exit."""
+
+    result: subprocess.CompletedProcess[str]
+    seconds: float
+
+
+#: The kernel's tables of connected sockets by kind (a connected UDP socket names its peer).
+_TABLES = {
+    socket.SOCK_STREAM: PROC_TABLES,
+    socket.SOCK_DGRAM: (
+        (Path("/proc/net/udp"), socket.AF_INET),
+        (Path("/proc/net/udp6"), socket.AF_INET6),
+    ),
+}
+
+
+def run_cli_from_connect(
+    *args: str,
+    port: int,
+    input: str = "",
+    timeout: float = 30.0,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+) -> FromConnect:
+    """Run ``switchboard ARGS --port PORT`` to completion, timing it from the moment its
+    socket to PORT appears in the kernel's table (TCP: SYN_SENT or ESTABLISHED; UDP with
+    ``kind=socket.SOCK_DGRAM``: connected; polled every 5 ms) to its exit: what its --timeout
+    bounds, without the interpreter's start, which takes seconds on a loaded machine.
+    Sockets to PORT that were there before are not its."""
+
+    def attempts() -> set[tuple[str, int]]:
+        found = read_sockets([port], tables=_TABLES[kind])
+        return {(s.local_ip, s.local_port) for s in found if s.remote_port == port}
+
+    before = attempts()
+    argv = switchboard_command(*args, "--port", str(port))
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=cli_env(),
+    )  # fmt: skip
+    outputs: list[tuple[str, str]] = []
+    waiter = threading.Thread(target=lambda: outputs.append(proc.communicate(input)), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + timeout
+    connecting_at: float | None = None
+    while waiter.is_alive():
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{argv} did not end within {timeout}s")
+        if connecting_at is None and attempts() - before:
+            connecting_at = time.monotonic()
+        waiter.join(0.005)
+    ended_at = time.monotonic()
+    assert connecting_at is not None, f"{argv} was never seen connecting to port {port}"
+    stdout, stderr = outputs[0]
+    result = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+    return FromConnect(result, ended_at - connecting_at)
 
 
 class Follower:

@@ -21,6 +21,8 @@ from switchboard.protocol import (
     Event,
     Frame,
     FrameDecoder,
+    ListOk,
+    ListRequest,
     MessageClass,
     Ping,
     TimeOk,
@@ -104,6 +106,11 @@ class RawPeer:
         assert (err.code, err.name, err.request_id) == (int(code), code.name, request_id), err
         assert err.message, "an ERROR always says what went wrong"
         return err
+
+    def listed(self, request_id: int = 90) -> set[int]:
+        """The client ids this peer's server lists now (a LIST round trip)."""
+        self.send(ListRequest(request_id=request_id))
+        return {c.client_id for c in self.expect(ListOk).clients}
 
     def expect_closed(self, timeout: float = 5.0) -> list[Event]:
         """Read until the server closes the connection; the events received on the way."""

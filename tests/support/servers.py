@@ -31,8 +31,10 @@ from switchboard.server import ServerConfig, SwitchboardServer
 
 T = TypeVar("T")
 
-#: How long any fixture waits for a server to come up or go down.
-STARTUP_TIMEOUT = 10.0
+#: How long any fixture waits for a server to come up or go down.  A ``serve`` subprocess
+#: takes 4-5 s to say it listens when both CPUs are busy with other work, and ``serve
+#: --workers 2`` (the supervisor, then two workers starting side by side) more than 10 s.
+STARTUP_TIMEOUT = 30.0
 
 
 @pytest.fixture(autouse=True, scope="session")
