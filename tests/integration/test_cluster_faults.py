@@ -32,11 +32,6 @@ from switchboard.protocol import (
 from switchboard.server.cluster import room_stream_key
 
 
-def listed(peer: RawPeer) -> set[int]:
-    peer.send(ListRequest(request_id=90))
-    return {c.client_id for c in peer.expect(ListOk).clients}
-
-
 def skipped(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if getattr(r, "event", "") == "cluster_bad_entry"]
 
@@ -69,7 +64,7 @@ def test_an_entry_a_node_cannot_apply_is_skipped_and_the_node_goes_on_following(
             try:
                 with RawPeer(b.port) as on_b:
                     both = {on_a.client_id, on_b.client_id}
-                    assert wait_until(lambda: listed(on_a) == both, 10), listed(on_a)
+                    assert wait_until(lambda: on_a.listed() == both, 10), on_a.listed()
             finally:
                 b.stop()
     finally:
