@@ -10,7 +10,7 @@ import signal
 import threading
 
 from support.peers import RawPeer
-from support.redis_servers import SHORT_LEASE_S, Node, RedisServer
+from support.redis_servers import SHORT_LEASE_S, Node, RedisServer, start_inproc_node
 from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.protocol import (
@@ -279,3 +279,70 @@ def test_a_recipient_node_shut_down_sends_each_receipt_once(node: Node) -> None:
             statuses[r.message_id] = r.status
         assert statuses == {o.message_id: ReceiptStatus.NOT_DELIVERED for o in oks}
         assert quiet_for(alice, 1.0) is None
+
+
+def test_a_send_while_redis_comes_back_empty_waits_for_the_recipient_s_node(
+    node: Node, redis_server: RedisServer
+) -> None:
+    """Redis restarts empty; node a reads the whole (empty) state again before node b has
+    noticed and registered its clients again (b is stopped meanwhile). A SEND from a to b's
+    client is forwarded to b and answered once b is back, not refused NO_SUCH_CLIENT (seen
+    under load as 78 refusals in the traffic test above)."""
+    lease = SHORT_LEASE_S
+    a = start_inproc_node(redis_server, node_name="a", cluster_lease=lease)
+    try:
+        directory = a.server.shared_directory
+        assert directory is not None
+
+        def rereading() -> bool:
+            return bool(a.call(lambda: directory._snapshot_needed))
+
+        b = node("b", "--cluster-lease", str(lease))
+        with RawPeer(a.port) as alice, RawPeer(b.port) as bob:
+            known_everywhere([alice, bob])
+            b.proc.send_signal(signal.SIGSTOP)
+            try:
+                redis_server.stop()
+                assert wait_until(rereading, 10)
+                redis_server.start()  # empty: nothing was saved
+                assert wait_until(lambda: not rereading(), 10)
+                # a is back in the cluster (until then it refuses CLUSTER_UNAVAILABLE).
+                assert wait_until(lambda: a.call(lambda: directory.node.available), 10)
+                assert bob.client_id in alice.listed()  # still listed: b has not said otherwise
+                alice.send(SendRequest(bob.client_id, "through the restart", request_id=7))
+                assert quiet_for(alice, 0.5) is None  # waiting for b, not refused
+            finally:
+                b.proc.send_signal(signal.SIGCONT)
+            ok = alice.expect(SendOk, timeout=lease * 3)
+            assert ok.request_id == 7
+            assert bob.expect(Message, timeout=lease * 3).text == "through the restart"
+    finally:
+        a.stop()
+
+
+def test_another_node_s_clients_that_redis_lost_go_within_a_lease_if_it_never_comes_back(
+    node: Node, redis_server: RedisServer
+) -> None:
+    lease = SHORT_LEASE_S
+    a = start_inproc_node(redis_server, node_name="a", cluster_lease=lease)
+    try:
+        directory = a.server.shared_directory
+        assert directory is not None
+        b = node("b", "--cluster-lease", str(lease))
+        with RawPeer(a.port) as alice, RawPeer(b.port) as bob:
+            known_everywhere([alice, bob])
+            b.proc.send_signal(signal.SIGSTOP)
+            try:
+                redis_server.stop()
+                assert wait_until(lambda: a.call(lambda: directory._snapshot_needed), 10)
+                redis_server.start()
+                assert wait_until(lambda: not a.call(lambda: directory._snapshot_needed), 10)
+                assert bob.client_id in alice.listed()
+            finally:
+                b.stop(signal.SIGKILL)
+            # Within a lease and a renewal interval (a quarter lease), plus polling.
+            assert wait_until(lambda: alice.listed() == {alice.client_id}, lease * 1.25 + 3)
+            alice.send(SendRequest(bob.client_id, "anyone?", request_id=8))
+            alice.expect_error(ErrorCode.NO_SUCH_CLIENT, 8)
+    finally:
+        a.stop()

@@ -892,6 +892,14 @@ class RedisDirectory(LocalDirectory):
         self._records_lock = asyncio.Lock()
         self._last_event = b"0-0"
         self._snapshot_needed = True
+        #: The next snapshot follows a lost Redis, which may have come back empty.
+        self._snapshot_after_loss = False
+        #: Nodes whose clients this node still holds though Redis lost them (it restarted
+        #: empty): until each registers its clients again (its "reset" event), or the
+        #: monotonic time given here passes (a lease: then it is gone too), its clients stay
+        #: in ``remote``, so that a SEND to one is forwarded to its node, not refused
+        #: NO_SUCH_CLIENT while that node has not noticed the restart yet.
+        self._unconfirmed: dict[str, float] = {}
         #: Entries of the streams this node follows that it could not apply, logged as
         #: repeated events are (a burst per interval, then a count), per stream.
         self._bad_entries = RepeatedEvents(
@@ -1226,7 +1234,7 @@ class RedisDirectory(LocalDirectory):
                     streams[room_stream_key(room_name)] = cursor
                 reply = await redis.xread(streams, count=1000, block=block_ms)
             except (RedisError, OSError) as exc:
-                self._snapshot_needed = True
+                self._snapshot_needed = self._snapshot_after_loss = True
                 self.node.lost(describe(exc))
                 await asyncio.sleep(self.node.lease / 8)
                 continue
@@ -1283,6 +1291,7 @@ class RedisDirectory(LocalDirectory):
             pipe.xrevrange(EVENTS_KEY, count=1)
             pipe.hgetall(CLIENTS_KEY)
             last, table = await pipe.execute()
+        before = self.remote
         self.remote = {}
         self._remote_nicks = names.NameIndex(defaults.MAX_NICK_CHARS)
         me = self.node.name
@@ -1290,14 +1299,26 @@ class RedisDirectory(LocalDirectory):
             client = unpack_client(int(key), value)
             if client.node != me:
                 self._put(client)
+        # Redis may have restarted empty: the clients it no longer has are kept until their
+        # node registers them again or a lease passes (``_unconfirmed``), through every
+        # snapshot meanwhile (this node's own registering again takes one).
+        vanished = [c for c in before.values() if c.client_id not in self.remote and c.node != me]
+        if self._snapshot_after_loss:
+            until = time.monotonic() + self.node.lease
+            for client in vanished:
+                self._unconfirmed.setdefault(client.node, until)
+        for client in vanished:
+            if client.node in self._unconfirmed:
+                self._put(client)
         self._last_event = last[0][0] if last else b"0-0"
-        self._snapshot_needed = False
+        self._snapshot_needed = self._snapshot_after_loss = False
 
     def _apply(self, fields: dict[bytes, bytes]) -> None:
         node = fields.get(b"node", b"").decode()
         if node == self.node.name:
             return
         if fields.get(b"reset"):
+            self._unconfirmed.pop(node, None)  # what it registers now is all it has
             for client in [c for c in self.remote.values() if c.node == node]:
                 self._drop(client.client_id)
             if b"up" not in fields:  # removed (dead, or left): not registering again
@@ -2209,6 +2230,17 @@ class RedisDirectory(LocalDirectory):
                 lefts += [client_id, room_name, encode(left)]
         return tuple(lefts)
 
+    def _expire_unconfirmed(self) -> None:
+        """The clients of nodes that have not registered again within a lease of Redis
+        coming back empty: their node is gone too (or cut off, and will register them
+        again when it is back)."""
+        now = time.monotonic()
+        for node, until in list(self._unconfirmed.items()):
+            if now >= until:
+                del self._unconfirmed[node]
+                for client in [c for c in self.remote.values() if c.node == node]:
+                    self._drop(client.client_id)
+
     async def _tick(self) -> None:
         """Remove the nodes whose lease has ended (their clients leave LIST), and read the
         whole state again if the event stream was trimmed past where this node stands."""
@@ -2236,6 +2268,7 @@ class RedisDirectory(LocalDirectory):
                     )
         self._expire_pending()
         self._bad_entries.flush(expired_only=True)
+        self._expire_unconfirmed()
         first = await redis.xrange(EVENTS_KEY, count=1)
         if first and _stream_id(first[0][0]) > _stream_id(self._last_event):
             self._snapshot_needed = True  # the entries after ours were trimmed: read it all
