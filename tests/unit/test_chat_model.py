@@ -278,3 +278,14 @@ def test_completion_offers_commands_rooms_and_ids() -> None:
     assert list(words["/msg"]) == list(typed)  # type: ignore[call-overload]
     for text, target in typed.items():
         assert model.parse_line(f"/msg {text} hi") == model.PrivateMessage(target, "hi")
+
+
+def test_a_failed_catch_up_says_what_follows() -> None:
+    with_position = model.catch_up_failed_notice("den", "gone (X)", had_position=True)
+    assert with_position == (
+        "* Could not fetch what was said in den while you were away (gone (X)); "
+        "only the lines the server replays follow."
+    )
+    without = model.catch_up_failed_notice("den\x1b", "gone (X)", had_position=False)
+    assert without.startswith("* Could not read the history of den\\x1b (gone (X)); ")
+    assert without.endswith("its latest lines will be shown again instead of what you missed.")

@@ -217,6 +217,9 @@ class ChatClient:
         self._closing = False
         #: Until we are in the room, a lost connection is _start's to report (CliExit).
         self._starting = True
+        #: Set when _start is over (its catch-up included): a reconnection waits for it, so
+        #: that the two never hold the same room's lines (``_catching``) at once.
+        self._started = threading.Event()
         #: Why the connection ended, when it was not our doing; the exit code is then 3.
         self._lost: str | None = None
         self._shutdown: str | None = None
@@ -304,6 +307,12 @@ class ChatClient:
 
     def _start(self) -> Client:
         """Connect, take the nickname, join the room; CliExit(2) when any of it fails."""
+        try:
+            return self._start_up()
+        finally:
+            self._started.set()
+
+    def _start_up(self) -> Client:
         client = connect(
             self.args,
             retry_full_s=self.args.retry,
@@ -337,6 +346,10 @@ class ChatClient:
             self._starting = False
             lost = self._lost
         if lost is not None:  # lost just before _starting was cleared: said by nobody yet
+            with self._lock:  # the room's lines held for the catch-up: shown as they are
+                held = [self._describe(m) for m in self._catching.pop(room, [])]
+            for text, style in filter(None, held):
+                self.out.line(text, style)
             self.out.line(f"* Connection lost: {render.safe(lost)}.", "error")
         else:
             # In: a connection lost from here on is reconnected as any other.
@@ -484,11 +497,13 @@ class ChatClient:
     ) -> tuple[str, Position | None]:
         """JOIN (or switch to a room we are in): the room as the server names it and, with
         ``catch_up``, where we were in it (at start: remembered from the last run), its
-        lines held until ``_catch_up`` shows what was said since."""
+        lines held until ``_catch_up`` shows what was said since (or, with no position,
+        until it has learnt the store's epoch: a line shown before would be remembered by
+        an id that names nothing)."""
         with self._lock:
             switched = self.state.switch(room)
             position = self._position(room) if catch_up else None
-            if position is not None:
+            if catch_up and not switched:
                 self._catching[room] = []
         if switched:
             self.out.line(f"* talking in {room} now", "notice")
@@ -528,6 +543,7 @@ class ChatClient:
         frames held meanwhile."""
         epoch = 0 if fresh else self._epoch
         missed: list[Message] | None = None
+        failed: list[Line] = []
         try:
             if position is not None:
                 epoch, got = client.missed(room, position.message_id, position.epoch)
@@ -535,22 +551,26 @@ class ChatClient:
                     missed = got
             elif not epoch:  # the store's epoch, to remember positions in
                 epoch = client.history(room, HistoryMode.LATEST, limit=1).epoch
-        except (ServerError, ConnectionLost, RequestTimeout):
+        except (ServerError, ConnectionLost, RequestTimeout) as exc:
             # A server without HISTORY, its store failing, or the connection gone (then it
-            # is reconnected as any other): what arrived is shown as a plain rejoin.
+            # is reconnected as any other): what arrived is shown as a plain rejoin, and
+            # the user told why (the next rejoin shows a replay again, not a catch-up).
             epoch, missed = self._epoch, None
+            reason = f"{exc.message} ({exc.name})" if isinstance(exc, ServerError) else str(exc)
+            notice = model.catch_up_failed_notice(
+                room, render.safe(reason), had_position=position is not None
+            )
+            failed.append((notice, "error"))
         with self._lock:
             arrived = self._catching.pop(room, [])
             if epoch != self._epoch:
-                if self._epoch:
-                    self._shown.clear()  # ids of another store
+                # Ids shown so far name lines of another store, or of one whose epoch was
+                # never learnt (its lookup failed): either way nothing to resume from here.
+                self._shown.clear()
                 self._epoch = epoch
-                if epoch and self._positions is not None:
-                    for shown_room, message_id in self._shown.items():
-                        self._positions.advance(shown_room, epoch, message_id)
             if missed is None or position is None:
                 lines = [self._describe(m) for m in arrived]
-                return [line for line in lines if line is not None]
+                return failed + [line for line in lines if line is not None]
             shown = model.caught_up(position.message_id, missed, arrived)
             count = sum(1 for _, was_missed in shown if was_missed)
             out: list[Line] = [(model.missed_notice(room, count), "notice")]
@@ -669,6 +689,7 @@ class ChatClient:
     def _reconnect(self, why: str) -> None:
         """On a thread of its own: try again with back-off until we are back (same nickname,
         same rooms) or give up (then the chat ends, exit code 3)."""
+        self._started.wait()  # a connection lost during the start-up catch-up: it ends first
         first = True
 
         def waiting(delay: float, error: str | None) -> None:
@@ -727,9 +748,10 @@ class ChatClient:
                 nick = self.state.nick
                 rooms = list(self.state.rooms)
                 positions = {room: self._position(room) for room in rooms}
-                # Each room's lines wait for its catch-up, and what else arrives for the
-                # "Reconnected" line (_reconnect).
-                self._catching = {room: [] for room, p in positions.items() if p is not None}
+                # Each room's lines wait for its catch-up (or for the store's epoch, where
+                # there is no position), and what else arrives for the "Reconnected" line
+                # (_reconnect).
+                self._catching = {room: [] for room in rooms}
                 self._holding, self._gate, self._held = True, None, []
                 self._caught_lines = []
             try:

@@ -302,6 +302,21 @@ def missed_notice(room: str, count: int) -> str:
     return f"* {count} line(s) said in {safe(room)} while you were away:"
 
 
+def catch_up_failed_notice(room: str, reason: str, *, had_position: bool) -> str:
+    """The one line saying a catch-up's HISTORY failed (``reason`` escaped already): with
+    ``had_position`` what was missed is not shown; without, the store's epoch is unknown, so
+    lines shown from now on cannot be resumed from after a reconnection."""
+    if had_position:
+        return (
+            f"* Could not fetch what was said in {safe(room)} while you were away ({reason}); "
+            "only the lines the server replays follow."
+        )
+    return (
+        f"* Could not read the history of {safe(room)} ({reason}); after a reconnection its "
+        "latest lines will be shown again instead of what you missed."
+    )
+
+
 def you_joined_line(room: str, members: int, history: int) -> str:
     others = members - 1
     company = "nobody else is here" if others == 0 else f"{others} other(s) here"
