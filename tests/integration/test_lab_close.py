@@ -71,7 +71,9 @@ def test_a_time_wait_whose_peer_port_is_taken_again_is_still_retired() -> None:
         return any(e.local == server_end and e.state is TcpState.TIME_WAIT for e in seen)
 
     def client_gone(seen: list[TcpSocket]) -> bool:
-        return not any(e.local == client_end for e in seen)
+        # This connection's client end only: the port may also be the local end of another
+        # connection's TIME_WAIT, to another peer (ephemeral ports are shared that way).
+        return not any(e.local == client_end and e.remote == server_end for e in seen)
 
     entries = [e for e in wait_for_sockets([server_end[1]], waiting, 5) if e.local == server_end]
     assert [e.state for e in entries] == [TcpState.TIME_WAIT]
