@@ -11,6 +11,7 @@ import threading
 
 from support.peers import RawPeer
 from support.redis_servers import SHORT_LEASE_S, Node, RedisServer, start_inproc_node
+from support.servers import ServerThread
 from support.waiting import wait_until
 from switchboard import defaults
 from switchboard.protocol import (
@@ -281,6 +282,23 @@ def test_a_recipient_node_shut_down_sends_each_receipt_once(node: Node) -> None:
         assert quiet_for(alice, 1.0) is None
 
 
+def restart_redis_empty_under(a: ServerThread, redis_server: RedisServer) -> None:
+    """Restart Redis empty, and wait until node ``a`` (in this process) has read the whole,
+    empty, state again and is back in the cluster (until then it refuses
+    CLUSTER_UNAVAILABLE)."""
+    directory = a.server.shared_directory
+    assert directory is not None
+
+    def rereading() -> bool:
+        return bool(a.call(lambda: directory._snapshot_needed))
+
+    redis_server.stop()
+    assert wait_until(rereading, 10)
+    redis_server.start()  # empty: nothing was saved
+    assert wait_until(lambda: not rereading(), 10)
+    assert wait_until(lambda: a.call(lambda: directory.node.available), 10)
+
+
 def test_a_send_while_redis_comes_back_empty_waits_for_the_recipient_s_node(
     node: Node, redis_server: RedisServer
 ) -> None:
@@ -291,23 +309,12 @@ def test_a_send_while_redis_comes_back_empty_waits_for_the_recipient_s_node(
     lease = SHORT_LEASE_S
     a = start_inproc_node(redis_server, node_name="a", cluster_lease=lease)
     try:
-        directory = a.server.shared_directory
-        assert directory is not None
-
-        def rereading() -> bool:
-            return bool(a.call(lambda: directory._snapshot_needed))
-
         b = node("b", "--cluster-lease", str(lease))
         with RawPeer(a.port) as alice, RawPeer(b.port) as bob:
             known_everywhere([alice, bob])
             b.proc.send_signal(signal.SIGSTOP)
             try:
-                redis_server.stop()
-                assert wait_until(rereading, 10)
-                redis_server.start()  # empty: nothing was saved
-                assert wait_until(lambda: not rereading(), 10)
-                # a is back in the cluster (until then it refuses CLUSTER_UNAVAILABLE).
-                assert wait_until(lambda: a.call(lambda: directory.node.available), 10)
+                restart_redis_empty_under(a, redis_server)
                 assert bob.client_id in alice.listed()  # still listed: b has not said otherwise
                 alice.send(SendRequest(bob.client_id, "through the restart", request_id=7))
                 assert quiet_for(alice, 0.5) is None  # waiting for b, not refused
@@ -326,17 +333,12 @@ def test_another_node_s_clients_that_redis_lost_go_within_a_lease_if_it_never_co
     lease = SHORT_LEASE_S
     a = start_inproc_node(redis_server, node_name="a", cluster_lease=lease)
     try:
-        directory = a.server.shared_directory
-        assert directory is not None
         b = node("b", "--cluster-lease", str(lease))
         with RawPeer(a.port) as alice, RawPeer(b.port) as bob:
             known_everywhere([alice, bob])
             b.proc.send_signal(signal.SIGSTOP)
             try:
-                redis_server.stop()
-                assert wait_until(lambda: a.call(lambda: directory._snapshot_needed), 10)
-                redis_server.start()
-                assert wait_until(lambda: not a.call(lambda: directory._snapshot_needed), 10)
+                restart_redis_empty_under(a, redis_server)
                 assert bob.client_id in alice.listed()
             finally:
                 b.stop(signal.SIGKILL)

@@ -1270,19 +1270,20 @@ class RedisDirectory(LocalDirectory):
 
     def _skip_entry(self, stream: bytes, entry_id: bytes, exc: Exception) -> None:
         name = stream.decode(errors="replace")
+        entry = entry_id.decode(errors="replace")
+        reason = f"{type(exc).__name__}: {exc}"
         self._bad_entries.event(
             "cannot apply an entry",
             logging.ERROR,
             "cluster_bad_entry",
-            "skipped entry %s of %s, which this node cannot apply (%s: %s)",
-            entry_id.decode(errors="replace"),
+            "skipped entry %s of %s, which this node cannot apply (%s)",
+            entry,
             name,
-            type(exc).__name__,
-            exc,
+            reason,
             source=name,
             stream=name,
-            entry=entry_id.decode(errors="replace"),
-            reason=f"{type(exc).__name__}: {exc}",
+            entry=entry,
+            reason=reason,
         )
 
     async def _snapshot(self) -> None:
